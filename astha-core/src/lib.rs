@@ -1,12 +1,31 @@
 //! Astha core: everything that does not need an actor runtime.
 //!
-//! - capture: triggers generated from the live schema write every change into one
+//! - [`capture`]: triggers generated from the live schema write every change into one
 //!   durable change log whose id is the log sequence number (LSN);
-//! - log, slots, bootstrap, dead letters: reading that log in order, durable consumer
-//!   positions, consistent snapshots, and a place for rows that cannot be delivered;
-//! - registry: the lakehouse metadata registry schema and its typed rows;
-//! - pure policies: retry with backoff, the circuit breaker, configuration.
+//! - [`log`], [`slots`], [`bootstrap`], [`dead_letter`]: reading that log in order,
+//!   durable consumer positions, consistent snapshots, and a place for what cannot be
+//!   delivered;
+//! - [`registry`]: the lakehouse metadata registry schema and its typed rows;
+//! - pure policies: [`retry`], [`breaker`], [`config`].
 
+pub mod bootstrap;
 pub mod breaker;
+pub mod capture;
+pub mod change;
 pub mod config;
+pub mod db;
+pub mod dead_letter;
+pub mod error;
+pub mod ident;
+pub mod image;
+pub mod log;
+pub mod registry;
 pub mod retry;
+pub mod schema;
+pub mod slots;
+pub mod value;
+pub mod wake;
+
+pub use change::{Change, Event, Operation, Row};
+pub use error::{CoreError, Result};
+pub use value::Value;

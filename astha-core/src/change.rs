@@ -1,0 +1,216 @@
+//! A decoded change: what a consumer receives for one row of the change log.
+//!
+//! [`Change`] is the untyped form (column names and exact [`Value`]s);
+//! [`Change::typed`] turns it into an [`Event<T>`] for a serde row struct, the Rust form
+//! of the seed's `Event[T]`.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{CoreError, Result};
+use crate::schema::TableSchema;
+use crate::value::Value;
+
+/// The kind of change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Operation {
+    /// The one-letter code the triggers write into the log.
+    pub fn code(self) -> &'static str {
+        match self {
+            Operation::Insert => "I",
+            Operation::Update => "U",
+            Operation::Delete => "D",
+        }
+    }
+
+    /// Parses a log code (`I`, `U`, `D`) or a name (`insert`, `UPDATE`, ...).
+    pub fn parse(text: &str) -> Option<Operation> {
+        match text.to_ascii_uppercase().as_str() {
+            "I" | "INSERT" => Some(Operation::Insert),
+            "U" | "UPDATE" => Some(Operation::Update),
+            "D" | "DELETE" => Some(Operation::Delete),
+            _ => None,
+        }
+    }
+
+    /// `INSERT`, `UPDATE` or `DELETE`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Operation::Insert => "INSERT",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+        }
+    }
+}
+
+impl std::fmt::Display for Operation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One row image: a value per column of the schema it was captured with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    schema: Arc<TableSchema>,
+    values: Vec<Value>,
+}
+
+impl Row {
+    /// Pairs values with the schema they were captured under; lengths must match.
+    pub fn new(schema: Arc<TableSchema>, values: Vec<Value>) -> Result<Row> {
+        if schema.columns.len() != values.len() {
+            return Err(CoreError::Invalid(format!(
+                "image of {} has {} values for {} columns",
+                schema.table,
+                values.len(),
+                schema.columns.len()
+            )));
+        }
+        Ok(Row { schema, values })
+    }
+
+    /// The value of `column`, if the row has that column.
+    pub fn get(&self, column: &str) -> Option<&Value> {
+        self.schema.position(column).map(|i| &self.values[i])
+    }
+
+    /// Column names, in table order.
+    pub fn columns(&self) -> &[String] {
+        &self.schema.columns
+    }
+
+    /// Values, in column order.
+    pub fn values(&self) -> &[Value] {
+        &self.values
+    }
+
+    /// The schema this row was captured with.
+    pub fn schema(&self) -> &Arc<TableSchema> {
+        &self.schema
+    }
+
+    /// The row's primary-key values (or all values for a table without a declared key).
+    pub fn key(&self) -> Vec<&Value> {
+        if self.schema.primary_key.is_empty() {
+            return self.values.iter().collect();
+        }
+        self.schema
+            .primary_key
+            .iter()
+            .filter_map(|c| self.get(c))
+            .collect()
+    }
+
+    /// `{column: value}` in the lossless JSON form of [`Value::to_json`].
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        self.columns()
+            .iter()
+            .zip(&self.values)
+            .map(|(c, v)| (c.clone(), v.to_json()))
+            .collect()
+    }
+
+    /// Decodes the row into a serde struct. BLOBs become byte arrays, so a `Vec<u8>`
+    /// field receives the bytes; non-finite REALs become null.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
+        let map: serde_json::Map<String, serde_json::Value> = self
+            .columns()
+            .iter()
+            .zip(&self.values)
+            .map(|(c, v)| {
+                let plain = match v {
+                    Value::Blob(b) => serde_json::Value::from(b.clone()),
+                    Value::Real(r) if !r.is_finite() => serde_json::Value::Null,
+                    other => other.to_json(),
+                };
+                (c.clone(), plain)
+            })
+            .collect();
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| CoreError::Decode {
+            table: self.schema.table.clone(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// One captured change, decoded from the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Log sequence number: the log row's id, strictly increasing in commit order.
+    pub lsn: i64,
+    /// When the change was made, in milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+    /// The table that changed.
+    pub table: Arc<str>,
+    /// What happened.
+    pub op: Operation,
+    /// The row before the change (UPDATE, DELETE).
+    pub before: Option<Row>,
+    /// The row after the change (INSERT, UPDATE).
+    pub after: Option<Row>,
+}
+
+impl Change {
+    /// The newest image: `after` for inserts and updates, `before` for deletes.
+    pub fn row(&self) -> Option<&Row> {
+        self.after.as_ref().or(self.before.as_ref())
+    }
+
+    /// The JSON line `astha watch` prints and sinks publish.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "lsn": self.lsn,
+            "timestamp_ms": self.timestamp_ms,
+            "table": &*self.table,
+            "op": self.op.name(),
+            "before": self.before.as_ref().map(Row::to_json),
+            "after": self.after.as_ref().map(Row::to_json),
+        })
+    }
+
+    /// Decodes both images into `T`.
+    pub fn typed<T: DeserializeOwned>(&self) -> Result<Event<T>> {
+        Ok(Event {
+            lsn: self.lsn,
+            timestamp_ms: self.timestamp_ms,
+            table: self.table.clone(),
+            op: self.op,
+            before: self.before.as_ref().map(Row::decode).transpose()?,
+            after: self.after.as_ref().map(Row::decode).transpose()?,
+        })
+    }
+}
+
+/// A change with typed row images: the seed's `Event[T]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event<T> {
+    pub lsn: i64,
+    pub timestamp_ms: i64,
+    pub table: Arc<str>,
+    pub op: Operation,
+    pub before: Option<T>,
+    pub after: Option<T>,
+}
+
+impl<T> Event<T> {
+    /// The newest image: `after` for inserts and updates, `before` for deletes.
+    pub fn data(&self) -> Option<&T> {
+        self.after.as_ref().or(self.before.as_ref())
+    }
+}
+
+/// Converts SQLite's `julianday('now')` (what triggers store) to Unix milliseconds.
+/// SQLite keeps time as whole milliseconds, so rounding recovers it exactly.
+pub fn julian_to_unix_ms(julian: f64) -> i64 {
+    ((julian - 2_440_587.5) * 86_400_000.0).round() as i64
+}

@@ -1,0 +1,181 @@
+//! Dead letters: changes a consumer could not handle, kept with the reason, the number
+//! of attempts and a full copy of the log row, so they survive log cleanup and can be
+//! replayed. Rows that no consumer can decode are kept here under the consumer `*`.
+//! Nothing is ever dropped silently: a change leaves the log for a consumer only by being
+//! delivered or by landing here.
+
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::ident::quote_ident;
+use crate::log::RawChange;
+
+/// The consumer name under which undecodable log rows are kept.
+pub const ANY_CONSUMER: &str = "*";
+
+/// A dead-letter row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub consumer: String,
+    pub lsn: i64,
+    pub table: String,
+    pub op: String,
+    pub reason: String,
+    pub attempts: i64,
+    pub retriable: bool,
+    pub created_at: String,
+    pub replayed_at: Option<String>,
+    #[serde(skip)]
+    pub raw: RawChange,
+}
+
+/// Creates the dead-letter table if it is missing.
+pub fn ensure_table(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS __astha_dead_letters (
+            id INTEGER PRIMARY KEY,
+            consumer TEXT NOT NULL,
+            lsn INTEGER NOT NULL,
+            ts REAL NOT NULL,
+            tbl TEXT NOT NULL,
+            op TEXT NOT NULL,
+            schema_id INTEGER NOT NULL,
+            before TEXT,
+            after TEXT,
+            reason TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            retriable INTEGER NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
+            replayed_at TEXT,
+            UNIQUE (consumer, lsn)
+        );",
+    )?;
+    Ok(())
+}
+
+/// What went wrong for one consumer and one change.
+#[derive(Debug, Clone)]
+pub struct Failure<'a> {
+    pub consumer: &'a str,
+    pub reason: &'a str,
+    pub attempts: u32,
+    pub retriable: bool,
+}
+
+/// Records that `failure.consumer` gave up on the log row `lsn`, copying the row.
+/// Recording the same consumer and LSN twice keeps the first record.
+pub fn record(conn: &Connection, log_table: &str, lsn: i64, failure: &Failure<'_>) -> Result<bool> {
+    let sql = format!(
+        "INSERT INTO __astha_dead_letters
+            (consumer, lsn, ts, tbl, op, schema_id, before, after, reason, attempts, retriable)
+         SELECT ?1, id, ts, tbl, op, schema_id, before, after, ?3, ?4, ?5 FROM {}
+         WHERE id = ?2
+         ON CONFLICT (consumer, lsn) DO NOTHING",
+        quote_ident(log_table)
+    );
+    let n = conn.execute(
+        &sql,
+        (
+            failure.consumer,
+            lsn,
+            failure.reason,
+            failure.attempts,
+            failure.retriable,
+        ),
+    )?;
+    Ok(n > 0)
+}
+
+/// Moves undecodable log rows out of the log into dead letters (consumer `*`), in one
+/// transaction. They cannot block or be delivered to anyone, and are not lost.
+pub fn quarantine(conn: &Connection, log_table: &str, rows: &[(i64, String)]) -> Result<usize> {
+    let tx = conn.unchecked_transaction()?;
+    let delete = format!("DELETE FROM {} WHERE id = ?1", quote_ident(log_table));
+    let mut moved = 0;
+    for (lsn, reason) in rows {
+        let failure = Failure {
+            consumer: ANY_CONSUMER,
+            reason,
+            attempts: 0,
+            retriable: false,
+        };
+        record(&tx, log_table, *lsn, &failure)?;
+        moved += tx.execute(&delete, [lsn])?;
+    }
+    tx.commit()?;
+    Ok(moved)
+}
+
+/// Dead letters of `consumer` (all consumers when `None`), oldest first.
+pub fn list(
+    conn: &Connection,
+    consumer: Option<&str>,
+    include_replayed: bool,
+) -> Result<Vec<DeadLetter>> {
+    let mut stmt = conn.prepare(
+        "SELECT id, consumer, lsn, ts, tbl, op, schema_id, before, after, reason, attempts,
+                retriable, created_at, replayed_at
+         FROM __astha_dead_letters
+         WHERE (?1 IS NULL OR consumer = ?1) AND (?2 OR replayed_at IS NULL)
+         ORDER BY consumer, lsn",
+    )?;
+    let rows = stmt
+        .query_map((consumer, include_replayed), |r| {
+            Ok(DeadLetter {
+                id: r.get(0)?,
+                consumer: r.get(1)?,
+                lsn: r.get(2)?,
+                table: r.get(4)?,
+                op: r.get(5)?,
+                reason: r.get(9)?,
+                attempts: r.get(10)?,
+                retriable: r.get(11)?,
+                created_at: r.get(12)?,
+                replayed_at: r.get(13)?,
+                raw: RawChange {
+                    lsn: r.get(2)?,
+                    julian: r.get(3)?,
+                    table: r.get(4)?,
+                    op: r.get(5)?,
+                    schema_id: r.get(6)?,
+                    before: r.get(7)?,
+                    after: r.get(8)?,
+                },
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Marks a dead letter replayed (it stays in the table as a record).
+pub fn mark_replayed(conn: &Connection, id: i64) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE __astha_dead_letters SET replayed_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+         WHERE id = ?1 AND replayed_at IS NULL",
+        [id],
+    )? > 0)
+}
+
+/// Number of dead letters not yet replayed, per consumer.
+pub fn pending_counts(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    let exists: Option<String> = conn
+        .query_row(
+            "SELECT name FROM sqlite_master WHERE name = '__astha_dead_letters'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if exists.is_none() {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT consumer, count(*) FROM __astha_dead_letters WHERE replayed_at IS NULL
+         GROUP BY consumer ORDER BY consumer",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

@@ -1,0 +1,54 @@
+//! The core's typed errors. Every error says whether retrying can help, so callers
+//! (the poller, the supervisors) decide between "retry from the position" and
+//! "record and move on" without string matching.
+
+use thiserror::Error;
+
+/// Everything that can go wrong in `astha-core` outside configuration loading.
+#[derive(Debug, Error)]
+pub enum CoreError {
+    /// SQLite reported an error. Busy and locked databases are retriable.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A change-log row cannot be decoded; it belongs in the dead-letter table.
+    #[error("malformed change-log row {lsn}: {reason}")]
+    Malformed { lsn: i64, reason: String },
+    /// The named table does not exist in the database.
+    #[error("no such table: {0}")]
+    NoSuchTable(String),
+    /// The named slot does not exist.
+    #[error("no such slot: {0}")]
+    NoSuchSlot(String),
+    /// A slot with that name exists already.
+    #[error("slot already exists: {0}")]
+    SlotExists(String),
+    /// The caller asked for something the data does not allow.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// A row could not be turned into the requested typed struct.
+    #[error("cannot decode {table} row: {reason}")]
+    Decode { table: String, reason: String },
+}
+
+impl CoreError {
+    /// True when the same operation may succeed later without anyone changing the data:
+    /// the database was busy or locked, or an I/O error happened.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            CoreError::Sqlite(err) => sqlite_is_retriable(err),
+            _ => false,
+        }
+    }
+}
+
+/// Busy, locked, I/O and full-disk errors are transient from a reader's point of view.
+pub fn sqlite_is_retriable(err: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        err.sqlite_error_code(),
+        Some(DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | OperationInterrupted)
+    )
+}
+
+/// Result alias for the core.
+pub type Result<T, E = CoreError> = std::result::Result<T, E>;

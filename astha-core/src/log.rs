@@ -1,0 +1,289 @@
+//! Reading the change log: batches in id (commit) order after a position, bounded by a
+//! row count and a byte budget, decoded into [`Change`]s.
+//!
+//! A batch is read in one read transaction, so `scanned_to` (the position a consumer may
+//! advance to once it has handled the batch) is exact even while writers commit: every
+//! row at or below it was either in the batch or filtered out by the table filter.
+//! Rows that cannot be decoded are returned separately, never dropped; the caller moves
+//! them to the dead-letter table.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::change::{julian_to_unix_ms, Change, Operation, Row};
+use crate::error::Result;
+use crate::ident::quote_ident;
+use crate::image::parse_image;
+use crate::schema::{load_schema, TableSchema};
+
+/// Limits on one batch.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// At most this many rows.
+    pub max_rows: usize,
+    /// Stop adding rows once the images read reach this many bytes (at least one row is
+    /// always returned, whatever its size).
+    pub max_bytes: usize,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_rows: 256,
+            max_bytes: 4 << 20,
+        }
+    }
+}
+
+/// A log row as stored, before decoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawChange {
+    pub lsn: i64,
+    pub julian: f64,
+    pub table: String,
+    pub op: String,
+    pub schema_id: i64,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// A log row that could not be decoded, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Malformed {
+    pub raw: RawChange,
+    pub reason: String,
+}
+
+/// One batch read from the log.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Decoded changes in LSN order.
+    pub changes: Vec<Change>,
+    /// Rows that could not be decoded.
+    pub malformed: Vec<Malformed>,
+    /// Every log row with an id at or below this was considered by this read.
+    pub scanned_to: i64,
+    /// Bytes of images read.
+    pub bytes: usize,
+}
+
+impl Batch {
+    /// True if the read found nothing new at all.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty() && self.malformed.is_empty()
+    }
+}
+
+/// Reads and decodes the change log. Keeps a cache of schemas, which never change once
+/// written, so decoding costs no extra query after the first row of each schema.
+#[derive(Debug)]
+pub struct LogReader {
+    log_table: String,
+    select_all: String,
+    schemas: HashMap<i64, Arc<TableSchema>>,
+}
+
+impl LogReader {
+    /// A reader of the log table `log_table`.
+    pub fn new(log_table: &str) -> Self {
+        let log = quote_ident(log_table);
+        Self {
+            log_table: log_table.to_string(),
+            select_all: format!(
+                "SELECT id, ts, tbl, op, schema_id, before, after FROM {log} \
+                 WHERE id > ?1 ORDER BY id LIMIT ?2"
+            ),
+            schemas: HashMap::new(),
+        }
+    }
+
+    /// Reads the next batch after `after_lsn`. With `tables`, only rows of those tables
+    /// are returned (the others still count as scanned).
+    pub fn read(
+        &mut self,
+        conn: &Connection,
+        after_lsn: i64,
+        limits: BatchLimits,
+        tables: Option<&[String]>,
+    ) -> Result<Batch> {
+        let tx = conn.unchecked_transaction()?;
+        let raws = self.read_raw(&tx, after_lsn, limits, tables)?;
+        let full = raws.len() >= limits.max_rows;
+        let mut batch = Batch {
+            scanned_to: after_lsn,
+            ..Batch::default()
+        };
+        for raw in raws {
+            batch.bytes += raw.before.as_ref().map_or(0, String::len)
+                + raw.after.as_ref().map_or(0, String::len);
+            batch.scanned_to = raw.lsn;
+            match self.decode(&tx, &raw) {
+                Ok(change) => batch.changes.push(change),
+                Err(reason) => batch.malformed.push(Malformed { raw, reason }),
+            }
+        }
+        let stopped_early = full || batch.bytes >= limits.max_bytes;
+        if !stopped_early {
+            // Nothing else up to the head matched the filter: the whole log was scanned.
+            batch.scanned_to = batch.scanned_to.max(head_lsn(&tx, &self.log_table)?);
+        }
+        tx.finish()?;
+        Ok(batch)
+    }
+
+    fn read_raw(
+        &self,
+        conn: &Connection,
+        after_lsn: i64,
+        limits: BatchLimits,
+        tables: Option<&[String]>,
+    ) -> Result<Vec<RawChange>> {
+        let map_row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<RawChange> {
+            Ok(RawChange {
+                lsn: r.get(0)?,
+                julian: r.get(1)?,
+                table: r.get(2)?,
+                op: r.get(3)?,
+                schema_id: r.get(4)?,
+                before: r.get(5)?,
+                after: r.get(6)?,
+            })
+        };
+        let limit = limits.max_rows as i64;
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut push = |raw: RawChange| {
+            bytes += raw.before.as_ref().map_or(0, String::len)
+                + raw.after.as_ref().map_or(0, String::len);
+            out.push(raw);
+            bytes < limits.max_bytes
+        };
+        match tables {
+            None => {
+                let mut stmt = conn.prepare_cached(&self.select_all)?;
+                let mut rows = stmt.query((after_lsn, limit))?;
+                while let Some(row) = rows.next()? {
+                    if !push(map_row(row)?) {
+                        break;
+                    }
+                }
+            }
+            Some(tables) => {
+                let placeholders = vec!["?"; tables.len()].join(",");
+                let sql = format!(
+                    "SELECT id, ts, tbl, op, schema_id, before, after FROM {} \
+                     WHERE id > ? AND tbl IN ({placeholders}) ORDER BY id LIMIT ?",
+                    quote_ident(&self.log_table)
+                );
+                let mut params: Vec<&dyn rusqlite::ToSql> = vec![&after_lsn];
+                params.extend(tables.iter().map(|t| t as &dyn rusqlite::ToSql));
+                params.push(&limit);
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut rows = stmt.query(params.as_slice())?;
+                while let Some(row) = rows.next()? {
+                    if !push(map_row(row)?) {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Decodes one stored row; the error is a reason fit for a dead-letter row.
+    pub fn decode(&mut self, conn: &Connection, raw: &RawChange) -> Result<Change, String> {
+        let schema = self.schema(conn, raw.schema_id)?;
+        if schema.table != raw.table {
+            return Err(format!(
+                "schema {} belongs to table {:?}, row names {:?}",
+                raw.schema_id, schema.table, raw.table
+            ));
+        }
+        let op =
+            Operation::parse(&raw.op).ok_or_else(|| format!("unknown operation {:?}", raw.op))?;
+        let image = |text: &Option<String>, side: &str| -> Result<Option<Row>, String> {
+            text.as_deref()
+                .map(|t| {
+                    let values = parse_image(t).map_err(|e| format!("{side} image: {e}"))?;
+                    Row::new(schema.clone(), values).map_err(|e| format!("{side} image: {e}"))
+                })
+                .transpose()
+        };
+        let before = image(&raw.before, "before")?;
+        let after = image(&raw.after, "after")?;
+        let expected = (
+            matches!(op, Operation::Update | Operation::Delete),
+            matches!(op, Operation::Insert | Operation::Update),
+        );
+        if (before.is_some(), after.is_some()) != expected {
+            return Err(format!("{op} row has the wrong images"));
+        }
+        Ok(Change {
+            lsn: raw.lsn,
+            timestamp_ms: julian_to_unix_ms(raw.julian),
+            table: Arc::from(raw.table.as_str()),
+            op,
+            before,
+            after,
+        })
+    }
+
+    fn schema(&mut self, conn: &Connection, id: i64) -> Result<Arc<TableSchema>, String> {
+        if let Some(schema) = self.schemas.get(&id) {
+            return Ok(schema.clone());
+        }
+        let schema = load_schema(conn, id)
+            .map_err(|e| format!("cannot load schema {id}: {e}"))?
+            .ok_or_else(|| format!("unknown schema id {id}"))?;
+        self.schemas.insert(id, schema.clone());
+        Ok(schema)
+    }
+}
+
+/// The newest LSN in the log (0 if the log is empty).
+pub fn head_lsn(conn: &Connection, log_table: &str) -> Result<i64> {
+    let sql = format!("SELECT max(id) FROM {}", quote_ident(log_table));
+    Ok(conn
+        .query_row(&sql, [], |r| r.get::<_, Option<i64>>(0))
+        .optional()?
+        .flatten()
+        .unwrap_or(0))
+}
+
+/// Depth and age of the log as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize)]
+pub struct LogStats {
+    /// Rows in the log.
+    pub rows: i64,
+    /// Oldest and newest LSN present (0 when empty).
+    pub first_lsn: i64,
+    pub head_lsn: i64,
+    /// Age of the oldest row, in milliseconds, measured against `now_ms`.
+    pub oldest_age_ms: i64,
+}
+
+/// Reads [`LogStats`].
+pub fn log_stats(conn: &Connection, log_table: &str, now_ms: i64) -> Result<LogStats> {
+    let log = quote_ident(log_table);
+    let (rows, first, head): (i64, Option<i64>, Option<i64>) = conn.query_row(
+        &format!("SELECT count(*), min(id), max(id) FROM {log}"),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let oldest_ts: Option<f64> = match first {
+        Some(id) => conn
+            .query_row(&format!("SELECT ts FROM {log} WHERE id = ?1"), [id], |r| {
+                r.get(0)
+            })
+            .optional()?,
+        None => None,
+    };
+    Ok(LogStats {
+        rows,
+        first_lsn: first.unwrap_or(0),
+        head_lsn: head.unwrap_or(0),
+        oldest_age_ms: oldest_ts.map_or(0, |ts| (now_ms - julian_to_unix_ms(ts)).max(0)),
+    })
+}

@@ -1,0 +1,136 @@
+//! What Astha knows about a captured table's columns, and the live schema it reads them from.
+//!
+//! Each time triggers are (re)generated for a table, its column list is stored as a new
+//! row of `__astha_schemas`, and the triggers stamp that row's id on every change they log.
+//! Log rows written before an `ALTER TABLE` therefore still decode with the columns they
+//! were written with. Schema rows are never changed, only added.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::{CoreError, Result};
+use crate::ident::quote_ident;
+
+/// The columns of one captured table, as they were when a set of triggers was generated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    /// Row id in `__astha_schemas`; every log row carries it.
+    pub id: i64,
+    /// The table's name.
+    pub table: String,
+    /// Column names in table order.
+    pub columns: Vec<String>,
+    /// Primary-key columns in key order (empty for a rowid table without a declared key).
+    pub primary_key: Vec<String>,
+}
+
+impl TableSchema {
+    /// Index of a column by name.
+    pub fn position(&self, column: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c == column)
+    }
+}
+
+/// Creates the schema registry table if it is missing.
+pub fn ensure_schema_table(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS __astha_schemas (
+            id INTEGER PRIMARY KEY,
+            tbl TEXT NOT NULL,
+            columns TEXT NOT NULL,
+            primary_key TEXT NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+        );",
+    )?;
+    Ok(())
+}
+
+/// The live column list of `table` (`PRAGMA table_info`), and its primary key in key order.
+pub fn live_columns(conn: &Connection, table: &str) -> Result<(Vec<String>, Vec<String>)> {
+    let sql = format!("PRAGMA table_info({})", quote_ident(table));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, i64>(5)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if rows.is_empty() {
+        return Err(CoreError::NoSuchTable(table.to_string()));
+    }
+    let columns = rows.iter().map(|(name, _)| name.clone()).collect();
+    let mut keyed: Vec<&(String, i64)> = rows.iter().filter(|(_, pk)| *pk > 0).collect();
+    keyed.sort_by_key(|(_, pk)| *pk);
+    let primary_key = keyed.into_iter().map(|(name, _)| name.clone()).collect();
+    Ok((columns, primary_key))
+}
+
+/// Records a new schema version for `table` and returns it.
+pub fn record_schema(
+    conn: &Connection,
+    table: &str,
+    columns: Vec<String>,
+    primary_key: Vec<String>,
+) -> Result<TableSchema> {
+    let cols = serde_json::to_string(&columns).expect("strings serialize");
+    let pk = serde_json::to_string(&primary_key).expect("strings serialize");
+    conn.execute(
+        "INSERT INTO __astha_schemas (tbl, columns, primary_key) VALUES (?1, ?2, ?3)",
+        (table, cols, pk),
+    )?;
+    Ok(TableSchema {
+        id: conn.last_insert_rowid(),
+        table: table.to_string(),
+        columns,
+        primary_key,
+    })
+}
+
+/// Loads a recorded schema by id; `None` if no such schema was ever recorded.
+pub fn load_schema(conn: &Connection, id: i64) -> Result<Option<Arc<TableSchema>>> {
+    let row = conn
+        .query_row(
+            "SELECT tbl, columns, primary_key FROM __astha_schemas WHERE id = ?1",
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((table, columns, pk)) = row else {
+        return Ok(None);
+    };
+    let parse = |text: &str| -> Result<Vec<String>> {
+        serde_json::from_str(text)
+            .map_err(|e| CoreError::Invalid(format!("schema {id} of {table} is corrupt: {e}")))
+    };
+    Ok(Some(Arc::new(TableSchema {
+        id,
+        columns: parse(&columns)?,
+        primary_key: parse(&pk)?,
+        table,
+    })))
+}
+
+/// `PRAGMA schema_version`: changes whenever any connection changes the schema.
+pub fn schema_version(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?)
+}
+
+/// True if `name` is an ordinary table (not a view, virtual table or missing).
+pub fn is_plain_table(conn: &Connection, name: &str) -> Result<bool> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(sql.is_some_and(|s| {
+        !s.trim_start()
+            .to_ascii_uppercase()
+            .starts_with("CREATE VIRTUAL")
+    }))
+}

@@ -1,0 +1,332 @@
+//! Capture: exact images for every storage class, hostile names, idempotent install,
+//! schema changes mid-stream.
+
+mod common;
+
+use astha_core::capture::InstallOutcome;
+use astha_core::{Operation, Value};
+use common::*;
+use proptest::prelude::*;
+
+/// Any double SQLite's quote() prints exactly: magnitude in [1e-30, 1e30] or zero
+/// (documented limit in `image.rs`), every bit pattern of the mantissa.
+fn exact_real() -> impl Strategy<Value = f64> {
+    (any::<u64>(), -30i32..30).prop_map(|(bits, exp)| {
+        let mantissa = f64::from_bits((bits & 0x000F_FFFF_FFFF_FFFF) | 0x3FF0_0000_0000_0000);
+        let sign = if bits >> 63 == 1 { -1.0 } else { 1.0 };
+        (sign * mantissa * 10f64.powi(exp)).clamp(-1e30, 1e30)
+    })
+}
+
+fn arb_value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<i64>().prop_map(Value::Integer),
+        prop_oneof![Just(i64::MIN), Just(i64::MAX), Just(0i64)].prop_map(Value::Integer),
+        exact_real().prop_map(Value::Real),
+        prop_oneof![
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(0.1 + 0.2),
+            Just(1e30)
+        ]
+        .prop_map(Value::Real),
+        // Any text without NUL (quote() stops at NUL, documented), commas and quotes included.
+        "[^\u{0}]{0,40}".prop_map(Value::Text),
+        prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::Blob),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Arbitrary rows of every storage class, in columns of every affinity, are written,
+    /// updated and deleted through real triggers, read back and compared bit for bit.
+    #[test]
+    fn every_value_round_trips(rows in prop::collection::vec(prop::collection::vec(arb_value(), 5), 1..8)) {
+        let db = TestDb::new();
+        let conn = db.conn();
+        // Columns without type affinity (BLOB or no declared type) store every value as
+        // given, so the capture must give back exactly what was written.
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, a BLOB, b, c BLOB, d, e)").unwrap();
+        capture().install(&conn, "t").unwrap();
+        let mut written = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            conn.execute("INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                rusqlite::params![i as i64, row[0], row[1], row[2], row[3], row[4]]).unwrap();
+            written.push(row.clone());
+        }
+        // Update every row to its reverse, then delete it.
+        for (i, row) in rows.iter().enumerate() {
+            let r: Vec<&Value> = row.iter().rev().collect();
+            conn.execute("UPDATE t SET a=?2, b=?3, c=?4, d=?5, e=?6 WHERE id=?1",
+                rusqlite::params![i as i64, r[0], r[1], r[2], r[3], r[4]]).unwrap();
+            conn.execute("DELETE FROM t WHERE id=?1", [i as i64]).unwrap();
+        }
+        let changes = read_all(&conn, 0, 3);
+        prop_assert_eq!(changes.len(), rows.len() * 3);
+        let same = |img: &astha_core::Row, id: usize, vals: &[&Value]| {
+            img.values()[0].same_as(&Value::Integer(id as i64))
+                && img.values()[1..].iter().zip(vals).all(|(a, b)| a.same_as(b))
+        };
+        for (i, row) in rows.iter().enumerate() {
+            let fwd: Vec<&Value> = row.iter().collect();
+            let rev: Vec<&Value> = row.iter().rev().collect();
+            let ins = &changes[i];
+            prop_assert_eq!(ins.op, Operation::Insert);
+            prop_assert!(same(ins.after.as_ref().unwrap(), i, &fwd), "insert {:?} vs {:?}", ins.after, row);
+            let upd = &changes[rows.len() + 2 * i];
+            prop_assert_eq!(upd.op, Operation::Update);
+            prop_assert!(same(upd.before.as_ref().unwrap(), i, &fwd));
+            prop_assert!(same(upd.after.as_ref().unwrap(), i, &rev));
+            let del = &changes[rows.len() + 2 * i + 1];
+            prop_assert_eq!(del.op, Operation::Delete);
+            prop_assert!(same(del.before.as_ref().unwrap(), i, &rev));
+            prop_assert!(del.after.is_none());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Many more REALs than the row test, over the documented exact range.
+    #[test]
+    fn every_real_round_trips(r in exact_real()) {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let quoted: String = conn.query_row("SELECT quote(?1)", [r], |row| row.get(0)).unwrap();
+        let values = astha_core::image::parse_image(&quoted).unwrap();
+        prop_assert!(values[0].same_as(&Value::Real(r)), "{} -> {:?} vs {}", quoted, values[0], r);
+    }
+}
+
+#[test]
+fn blob_in_text_column_does_not_fail_the_write() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, score REAL)")
+        .unwrap();
+    capture().install(&conn, "t").unwrap();
+    conn.execute(
+        "INSERT INTO t VALUES (1, ?1, ?2)",
+        rusqlite::params![vec![0u8, 1, 2], 0.1 + 0.2],
+    )
+    .unwrap();
+    let changes = read_all(&conn, 0, 10);
+    let after = changes[0].after.as_ref().unwrap();
+    assert_eq!(after.get("name"), Some(&Value::Blob(vec![0, 1, 2])));
+    assert_eq!(after.get("score"), Some(&Value::Real(0.1 + 0.2)));
+}
+
+#[test]
+fn hostile_table_and_column_names() {
+    let names = [
+        r#"we"ird"#,
+        "with space",
+        "select",
+        "ünïcødé 表",
+        "semi;colon",
+        "it's",
+        "__astha_cdc_ins_x",
+    ];
+    let db = TestDb::new();
+    let conn = db.conn();
+    for (i, name) in names.iter().enumerate() {
+        let q = astha_core::ident::quote_ident(name);
+        let col = astha_core::ident::quote_ident(&format!("{name} col"));
+        conn.execute_batch(&format!(
+            "CREATE TABLE {q} (\"order\" INTEGER PRIMARY KEY, {col} TEXT)"
+        ))
+        .unwrap();
+        let result = capture().install(&conn, name);
+        if name.starts_with("__astha_") {
+            assert!(result.is_err(), "internal prefix must be refused");
+            continue;
+        }
+        assert_eq!(result.unwrap(), InstallOutcome::Installed);
+        conn.execute(
+            &format!("INSERT INTO {q} VALUES (?1, ?2)"),
+            rusqlite::params![i as i64, *name],
+        )
+        .unwrap();
+    }
+    let changes = read_all(&conn, 0, 100);
+    assert_eq!(changes.len(), names.len() - 1);
+    for change in &changes {
+        let after = change.after.as_ref().unwrap();
+        assert_eq!(after.columns()[1], format!("{} col", change.table));
+        assert_eq!(after.values()[1], Value::Text(change.table.to_string()));
+    }
+}
+
+#[test]
+fn composite_and_without_rowid_keys() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch(
+        "CREATE TABLE kv (b TEXT, a INTEGER, v BLOB, PRIMARY KEY (a, b)) WITHOUT ROWID;",
+    )
+    .unwrap();
+    capture().install(&conn, "kv").unwrap();
+    conn.execute("INSERT INTO kv VALUES ('x', 1, x'01')", [])
+        .unwrap();
+    conn.execute("UPDATE kv SET v = x'02' WHERE a = 1 AND b = 'x'", [])
+        .unwrap();
+    let changes = read_all(&conn, 0, 10);
+    let after = changes[1].after.as_ref().unwrap();
+    assert_eq!(
+        after.schema().primary_key,
+        vec!["a".to_string(), "b".to_string()]
+    );
+    assert_eq!(
+        after.key(),
+        vec![&Value::Integer(1), &Value::Text("x".into())]
+    );
+    assert_eq!(after.get("v"), Some(&Value::Blob(vec![2])));
+}
+
+#[test]
+fn install_uninstall_reinstall_are_idempotent() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
+        .unwrap();
+    let cap = capture();
+    assert_eq!(cap.install(&conn, "t").unwrap(), InstallOutcome::Installed);
+    assert_eq!(cap.install(&conn, "t").unwrap(), InstallOutcome::Unchanged);
+    conn.execute("INSERT INTO t VALUES (1, 1)", []).unwrap();
+    assert!(cap.uninstall(&conn, "t").unwrap());
+    assert!(!cap.uninstall(&conn, "t").unwrap());
+    conn.execute("INSERT INTO t VALUES (2, 2)", []).unwrap();
+    assert_eq!(cap.install(&conn, "t").unwrap(), InstallOutcome::Installed);
+    conn.execute("INSERT INTO t VALUES (3, 3)", []).unwrap();
+    let ids: Vec<Value> = read_all(&conn, 0, 10)
+        .iter()
+        .map(|c| c.after.as_ref().unwrap().values()[0].clone())
+        .collect();
+    assert_eq!(ids, vec![Value::Integer(1), Value::Integer(3)]);
+    let triggers: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type='trigger'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(triggers, 3);
+    assert!(cap.install(&conn, "missing").is_err());
+}
+
+#[test]
+fn schema_change_mid_stream_regenerates_triggers() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
+        .unwrap();
+    let cap = capture();
+    cap.install(&conn, "t").unwrap();
+    conn.execute("INSERT INTO t VALUES (1, 'old')", []).unwrap();
+
+    // Another connection (any process) adds a column; refresh regenerates the triggers.
+    let other = db.conn();
+    let before = astha_core::schema::schema_version(&conn).unwrap();
+    other
+        .execute_batch("ALTER TABLE t ADD COLUMN y TEXT DEFAULT 'dflt'")
+        .unwrap();
+    assert_ne!(astha_core::schema::schema_version(&conn).unwrap(), before);
+    let changes = cap.refresh(&conn).unwrap();
+    assert!(
+        matches!(&changes[..], [astha_core::capture::RefreshChange::Regenerated { table, .. }] if table == "t")
+    );
+    conn.execute("INSERT INTO t VALUES (2, 'new', 'why')", [])
+        .unwrap();
+
+    // Dropping a column a trigger names goes through alter(), in one transaction.
+    cap.alter(&conn, "t", "ALTER TABLE t DROP COLUMN x")
+        .unwrap();
+    conn.execute("UPDATE t SET y = 'changed' WHERE id = 2", [])
+        .unwrap();
+
+    let changes = read_all(&conn, 0, 10);
+    assert_eq!(changes.len(), 3);
+    assert_eq!(changes[0].after.as_ref().unwrap().columns(), ["id", "x"]);
+    assert_eq!(
+        changes[1].after.as_ref().unwrap().get("y"),
+        Some(&Value::Text("why".into()))
+    );
+    let upd = &changes[2];
+    assert_eq!(upd.after.as_ref().unwrap().columns(), ["id", "y"]);
+    assert_eq!(
+        upd.before.as_ref().unwrap().get("y"),
+        Some(&Value::Text("why".into()))
+    );
+
+    // A dropped table stops being captured; its earlier changes remain readable.
+    conn.execute_batch("DROP TABLE t").unwrap();
+    let changes = cap.refresh(&conn).unwrap();
+    assert!(matches!(
+        &changes[..],
+        [astha_core::capture::RefreshChange::Dropped { .. }]
+    ));
+    assert!(cap.captured_tables(&conn).unwrap().is_empty());
+    assert_eq!(read_all(&conn, 0, 10).len(), 3);
+}
+
+#[test]
+fn replace_is_captured_as_delete_then_insert() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
+        .unwrap();
+    capture().install(&conn, "t").unwrap();
+    conn.execute("INSERT INTO t VALUES (1, 'a')", []).unwrap();
+    conn.execute("INSERT OR REPLACE INTO t VALUES (1, 'b')", [])
+        .unwrap();
+    let ops: Vec<Operation> = read_all(&conn, 0, 10).iter().map(|c| c.op).collect();
+    assert_eq!(
+        ops,
+        [Operation::Insert, Operation::Delete, Operation::Insert]
+    );
+}
+
+#[test]
+fn malformed_rows_are_reported_not_dropped() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
+        .unwrap();
+    capture().install(&conn, "t").unwrap();
+    conn.execute("INSERT INTO t VALUES (1, 'a')", []).unwrap();
+    conn.execute(
+        "INSERT INTO __cdc_log (ts, tbl, op, schema_id, before, after)
+         VALUES (julianday('now'), 't', 'I', 1, NULL, '1,''unterminated')",
+        [],
+    )
+    .unwrap();
+    conn.execute(
+        "INSERT INTO __cdc_log (ts, tbl, op, schema_id, before, after)
+         VALUES (julianday('now'), 'nope', 'I', 999, NULL, '1')",
+        [],
+    )
+    .unwrap();
+    conn.execute("INSERT INTO t VALUES (2, 'b')", []).unwrap();
+    let mut reader = astha_core::log::LogReader::new(LOG);
+    let batch = reader.read(&conn, 0, Default::default(), None).unwrap();
+    assert_eq!(batch.changes.len(), 2);
+    assert_eq!(batch.malformed.len(), 2);
+    assert!(batch.malformed[1].reason.contains("unknown schema id 999"));
+    let rows: Vec<(i64, String)> = batch
+        .malformed
+        .iter()
+        .map(|m| (m.raw.lsn, m.reason.clone()))
+        .collect();
+    assert_eq!(
+        astha_core::dead_letter::quarantine(&conn, LOG, &rows).unwrap(),
+        2
+    );
+    let dead = astha_core::dead_letter::list(&conn, Some("*"), false).unwrap();
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0].raw.after.as_deref(), Some("1,'unterminated"));
+    let again = reader.read(&conn, 0, Default::default(), None).unwrap();
+    assert!(again.malformed.is_empty());
+    assert_eq!(again.changes.len(), 2);
+}

@@ -1,0 +1,238 @@
+//! The SQL catalog: which metadata file is current for each table, in SQLite.
+//!
+//! Owns the two tables pyiceberg's `SqlCatalog` (and iceberg-rust's) use, with their exact
+//! column names, so `SqlCatalog(name, uri="sqlite:///<db>")` opens our tables by name when the
+//! catalog name matches. The one promise that matters: [`SqlCatalog::commit`] is a
+//! compare-and-swap on `metadata_location`; a writer whose base is stale gets
+//! [`IcebergError::CommitConflict`] and nothing changes.
+//!
+//! The handle is cheap to clone; clones share one connection behind a mutex (a rusqlite
+//! connection is `Send` but not `Sync`). Other processes may use the same file: the busy
+//! timeout makes them wait for each other instead of failing at once.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::error::{IcebergError, Result};
+
+/// pyiceberg writes this into `iceberg_type` for tables (views use another value).
+const TABLE_TYPE: &str = "TABLE";
+
+/// Creates the catalog tables if absent; the DDL matches pyiceberg's SQLAlchemy models.
+const SCHEMA_SQL: &str = "
+CREATE TABLE IF NOT EXISTS iceberg_tables (
+    catalog_name VARCHAR(255) NOT NULL,
+    table_namespace VARCHAR(255) NOT NULL,
+    table_name VARCHAR(255) NOT NULL,
+    metadata_location VARCHAR(1000),
+    previous_metadata_location VARCHAR(1000),
+    iceberg_type VARCHAR(5),
+    PRIMARY KEY (catalog_name, table_namespace, table_name)
+);
+CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
+    catalog_name VARCHAR(255) NOT NULL,
+    namespace VARCHAR(255) NOT NULL,
+    property_key VARCHAR(255) NOT NULL,
+    property_value VARCHAR(1000) NOT NULL,
+    PRIMARY KEY (catalog_name, namespace, property_key)
+);";
+
+/// A handle on one named catalog inside a SQLite database.
+#[derive(Clone)]
+pub struct SqlCatalog {
+    conn: Arc<Mutex<Connection>>,
+    name: Arc<str>,
+}
+
+impl std::fmt::Debug for SqlCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlCatalog").field("name", &self.name).finish()
+    }
+}
+
+impl SqlCatalog {
+    /// Opens (creating if needed) the SQLite database at `path` as catalog `catalog_name`.
+    pub fn open(path: impl AsRef<Path>, catalog_name: &str) -> Result<Self> {
+        let conn = Connection::open(path.as_ref())?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        Self::from_connection(conn, catalog_name)
+    }
+
+    /// Uses an existing connection as catalog `catalog_name`, creating the tables if absent.
+    pub fn from_connection(conn: Connection, catalog_name: &str) -> Result<Self> {
+        if catalog_name.is_empty() {
+            return Err(IcebergError::InvalidArgument("empty catalog name".into()));
+        }
+        conn.execute_batch(SCHEMA_SQL)?;
+        Ok(SqlCatalog {
+            conn: Arc::new(Mutex::new(conn)),
+            name: catalog_name.into(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-updated (statements are
+        // atomic), so a poisoned lock is safe to keep using.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Creates `namespace` the way pyiceberg does (an `exists=true` property). Idempotent.
+    pub fn create_namespace(&self, namespace: &str) -> Result<()> {
+        validate_name("namespace", namespace)?;
+        self.conn().execute(
+            "INSERT OR IGNORE INTO iceberg_namespace_properties
+             (catalog_name, namespace, property_key, property_value) VALUES (?1, ?2, 'exists', 'true')",
+            params![&*self.name, namespace],
+        )?;
+        Ok(())
+    }
+
+    /// True if the namespace was created or holds a table.
+    pub fn namespace_exists(&self, namespace: &str) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM iceberg_namespace_properties WHERE catalog_name = ?1 AND namespace = ?2
+                 UNION ALL
+                 SELECT 1 FROM iceberg_tables WHERE catalog_name = ?1 AND table_namespace = ?2
+                 LIMIT 1",
+                params![&*self.name, namespace],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    /// Names of the tables in `namespace`, sorted.
+    pub fn list_tables(&self, namespace: &str) -> Result<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT table_name FROM iceberg_tables WHERE catalog_name = ?1 AND table_namespace = ?2
+             AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL) ORDER BY table_name",
+        )?;
+        let names = stmt
+            .query_map(params![&*self.name, namespace], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        Ok(names)
+    }
+
+    /// Current metadata location of a table, or `None` if the catalog does not have it.
+    pub fn load_metadata_location(&self, namespace: &str, table: &str) -> Result<Option<String>> {
+        let loc: Option<Option<String>> = self
+            .conn()
+            .query_row(
+                "SELECT metadata_location FROM iceberg_tables
+                 WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3
+                 AND (iceberg_type = 'TABLE' OR iceberg_type IS NULL)",
+                params![&*self.name, namespace, table],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(loc.flatten())
+    }
+
+    /// Adds a table pointing at its first metadata file; fails if the name is taken.
+    pub fn register(&self, namespace: &str, table: &str, metadata_location: &str) -> Result<()> {
+        validate_name("namespace", namespace)?;
+        validate_name("table", table)?;
+        let inserted = self.conn().execute(
+            "INSERT OR IGNORE INTO iceberg_tables
+             (catalog_name, table_namespace, table_name, metadata_location, previous_metadata_location, iceberg_type)
+             VALUES (?1, ?2, ?3, ?4, NULL, ?5)",
+            params![&*self.name, namespace, table, metadata_location, TABLE_TYPE],
+        )?;
+        if inserted == 0 {
+            return Err(IcebergError::TableAlreadyExists(format!("{namespace}.{table}")));
+        }
+        Ok(())
+    }
+
+    /// Compare-and-swap: points the table at `new` only if it still points at `expected`.
+    pub fn commit(&self, namespace: &str, table: &str, expected: &str, new: &str) -> Result<()> {
+        let changed = self.conn().execute(
+            "UPDATE iceberg_tables SET metadata_location = ?4, previous_metadata_location = ?5
+             WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3
+             AND metadata_location = ?5",
+            params![&*self.name, namespace, table, new, expected],
+        )?;
+        if changed == 1 {
+            return Ok(());
+        }
+        let actual = self.load_metadata_location(namespace, table)?;
+        if actual.is_none() {
+            return Err(IcebergError::NoSuchTable(format!("{namespace}.{table}")));
+        }
+        Err(IcebergError::CommitConflict {
+            table: format!("{namespace}.{table}"),
+            expected: expected.to_string(),
+            actual,
+        })
+    }
+}
+
+/// Names become directory names and SQL keys: refuse the ones that would escape or confuse.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains(['/', '\\', '\0'])
+        || name.starts_with('.')
+        || name.ends_with('.');
+    if bad {
+        return Err(IcebergError::InvalidArgument(format!(
+            "invalid {what} name {name:?}: must be non-empty, without '/', '\\', NUL, or leading/trailing '.'"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn register_and_compare_and_swap() {
+        let cat = SqlCatalog::from_connection(Connection::open_in_memory().unwrap(), "astha").unwrap();
+        cat.create_namespace("cdc").unwrap();
+        cat.create_namespace("cdc").unwrap();
+        assert!(cat.namespace_exists("cdc").unwrap());
+        assert!(!cat.namespace_exists("other").unwrap());
+
+        assert_eq!(cat.load_metadata_location("cdc", "t").unwrap(), None);
+        cat.register("cdc", "t", "file:///m0").unwrap();
+        assert!(matches!(
+            cat.register("cdc", "t", "file:///x"),
+            Err(IcebergError::TableAlreadyExists(_))
+        ));
+        cat.commit("cdc", "t", "file:///m0", "file:///m1").unwrap();
+        let err = cat.commit("cdc", "t", "file:///m0", "file:///m2").unwrap_err();
+        assert!(err.is_retriable());
+        match err {
+            IcebergError::CommitConflict { actual, .. } => assert_eq!(actual.as_deref(), Some("file:///m1")),
+            other => panic!("unexpected {other}"),
+        }
+        assert_eq!(cat.load_metadata_location("cdc", "t").unwrap().as_deref(), Some("file:///m1"));
+        assert!(matches!(cat.commit("cdc", "nope", "a", "b"), Err(IcebergError::NoSuchTable(_))));
+        assert_eq!(cat.list_tables("cdc").unwrap(), vec!["t".to_string()]);
+    }
+
+    #[test]
+    fn catalogs_with_other_names_do_not_see_each_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("cat.db");
+        let a = SqlCatalog::open(&db, "a").unwrap();
+        let b = SqlCatalog::open(&db, "b").unwrap();
+        a.register("ns", "t", "file:///a").unwrap();
+        assert_eq!(b.load_metadata_location("ns", "t").unwrap(), None);
+        assert!(validate_name("table", "../x").is_err());
+        assert!(validate_name("table", "").is_err());
+        assert!(validate_name("table", "orders_2024").is_ok());
+    }
+}

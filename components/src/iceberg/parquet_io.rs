@@ -1,0 +1,398 @@
+//! Parquet data files: JSON rows in, Iceberg-ready files and their statistics out.
+//!
+//! Owns the data file layout readers depend on: every Arrow field carries its Iceberg field id
+//! (`PARQUET:field_id`), without which pyiceberg refuses the file and DuckDB silently reads
+//! NULLs. [`write_parquet`] validates every value before anything touches the disk, writes to a
+//! hidden temporary name, fsyncs and renames, so a failed or crashed write never leaves a
+//! partial file under the final name. It also returns the per-column statistics (value and null
+//! counts, truncated bounds) that the Iceberg manifest needs. [`read_parquet_rows`] reads rows
+//! back in the canonical JSON shapes of [`super::value`], matching columns by field id.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow_array::builder::{
+    BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int32Builder,
+    Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::ParquetMetaData;
+use parquet::file::properties::WriterProperties;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{IcebergError, Result};
+use super::fsutil;
+use super::parquet_read::column_to_json;
+use super::schema::{arrow_schema, validate_columns, ColumnSpec, IcebergType, PARQUET_FIELD_ID_KEY};
+use super::value::{lower_bound_bytes, upper_bound_bytes, Datum};
+
+/// Statistics of one column in one data file, as an Iceberg manifest records them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ColumnStats {
+    /// Values including nulls (Iceberg's `value_counts`).
+    pub value_count: u64,
+    /// Iceberg's `null_value_counts`.
+    pub null_count: u64,
+    /// Iceberg's `nan_value_counts`; only for float/double columns.
+    pub nan_count: Option<u64>,
+    /// Compressed bytes of the column in the file (`column_sizes`), when known.
+    pub column_size: Option<u64>,
+    /// Lower bound in Iceberg single-value serialisation (strings/binary truncated).
+    pub lower_bound: Option<Vec<u8>>,
+    /// Upper bound in Iceberg single-value serialisation (strings/binary truncated upwards).
+    pub upper_bound: Option<Vec<u8>>,
+}
+
+/// A written data file: everything an Iceberg manifest entry needs about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataFileInfo {
+    /// Absolute local path (manifests store it as a `file://` location).
+    pub path: PathBuf,
+    /// Exact size on disk; readers use it to find the Parquet footer.
+    pub file_size_in_bytes: u64,
+    pub record_count: u64,
+    /// Keyed by Iceberg field id.
+    pub column_stats: BTreeMap<i32, ColumnStats>,
+}
+
+impl DataFileInfo {
+    /// The `file://` location stored in manifests.
+    pub fn location(&self) -> String {
+        fsutil::to_location(&self.path)
+    }
+}
+
+/// Writes `rows` (each one value per column, in `columns` order) as a Parquet file at `path`.
+///
+/// Fails without creating `path` when a value does not fit its column (the error names the
+/// 0-based row and the column), when a required column gets a null, or when `path` exists.
+pub fn write_parquet(path: &Path, columns: &[ColumnSpec], rows: &[Vec<Value>]) -> Result<DataFileInfo> {
+    validate_columns(columns)?;
+    let path = fsutil::absolute(path)?;
+    let parsed = parse_rows(columns, rows)?;
+    if path.exists() {
+        return Err(IcebergError::InvalidArgument(format!(
+            "data file {} already exists; data files are never overwritten",
+            path.display()
+        )));
+    }
+    if let Some(dir) = path.parent() {
+        fsutil::create_dir_all(dir)?;
+    }
+
+    let mut column_stats = BTreeMap::new();
+    let mut arrays = Vec::with_capacity(columns.len());
+    for (col, values) in columns.iter().zip(&parsed) {
+        arrays.push(build_array(col.ty, values));
+        column_stats.insert(col.field_id, stats_of(col.ty, values));
+    }
+    let batch = RecordBatch::try_new(arrow_schema(columns), arrays)?;
+
+    let tmp = fsutil::temp_sibling(&path);
+    let written = write_file(&tmp, &batch).and_then(|meta| {
+        fsutil::publish(&tmp, &path)?;
+        Ok(meta)
+    });
+    let meta = match written {
+        Ok(meta) => meta,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    add_column_sizes(&meta, columns, &mut column_stats);
+    let file_size_in_bytes = fs::metadata(&path)
+        .map_err(|e| IcebergError::io(&path, e))?
+        .len();
+    Ok(DataFileInfo {
+        path,
+        file_size_in_bytes,
+        record_count: rows.len() as u64,
+        column_stats,
+    })
+}
+
+/// Reads all rows of a Parquet file as JSON, one value per entry of `columns`.
+///
+/// Columns are matched by Iceberg field id, or by name when the file has no ids. A column the
+/// file lacks reads as null if it is optional and is an error if it is required.
+pub fn read_parquet_rows(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec<Value>>> {
+    let parquet_err = |source| IcebergError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(|e| IcebergError::io(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
+    let file_schema = builder.schema().clone();
+    let positions: Vec<Option<usize>> = columns
+        .iter()
+        .map(|c| {
+            let by_id = file_schema.fields().iter().position(|f| {
+                f.metadata().get(PARQUET_FIELD_ID_KEY).map(String::as_str)
+                    == Some(c.field_id.to_string().as_str())
+            });
+            let any_ids = file_schema
+                .fields()
+                .iter()
+                .any(|f| f.metadata().contains_key(PARQUET_FIELD_ID_KEY));
+            let pos = if any_ids {
+                by_id
+            } else {
+                file_schema.fields().iter().position(|f| f.name() == &c.name)
+            };
+            match pos {
+                None if c.required => Err(IcebergError::corrupt(
+                    path,
+                    format!("required column {:?} (field id {}) is missing", c.name, c.field_id),
+                )),
+                other => Ok(other),
+            }
+        })
+        .collect::<Result<_>>()?;
+
+    let mut rows = Vec::new();
+    for batch in builder.build().map_err(parquet_err)? {
+        let batch = batch?;
+        let mut cols: Vec<Vec<Value>> = Vec::with_capacity(columns.len());
+        for (col, pos) in columns.iter().zip(&positions) {
+            cols.push(match pos {
+                Some(p) => column_to_json(batch.column(*p).as_ref(), col)
+                    .map_err(|reason| IcebergError::corrupt(path, reason))?,
+                None => vec![Value::Null; batch.num_rows()],
+            });
+        }
+        for r in 0..batch.num_rows() {
+            rows.push(cols.iter().map(|c| c[r].clone()).collect());
+        }
+    }
+    Ok(rows)
+}
+
+/// Column-major typed values; `None` is null. Checks every row before any file is created.
+fn parse_rows(columns: &[ColumnSpec], rows: &[Vec<Value>]) -> Result<Vec<Vec<Option<Datum>>>> {
+    let mut parsed: Vec<Vec<Option<Datum>>> =
+        columns.iter().map(|_| Vec::with_capacity(rows.len())).collect();
+    for (r, row) in rows.iter().enumerate() {
+        if row.len() != columns.len() {
+            return Err(IcebergError::InvalidArgument(format!(
+                "row {r} has {} values but there are {} columns",
+                row.len(),
+                columns.len()
+            )));
+        }
+        for ((col, v), out) in columns.iter().zip(row).zip(parsed.iter_mut()) {
+            let bad = |reason: String| IcebergError::BadValue {
+                row: r,
+                column: col.name.clone(),
+                reason,
+            };
+            if v.is_null() {
+                if col.required {
+                    return Err(bad("null in a required column".into()));
+                }
+                out.push(None);
+            } else {
+                out.push(Some(Datum::from_json(col.ty, v).map_err(bad)?));
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+fn build_array(ty: IcebergType, values: &[Option<Datum>]) -> ArrayRef {
+    // Each arm builds from the variant `parse_rows` produced for `ty`; other variants cannot
+    // occur and would be appended as null rather than panicking.
+    macro_rules! build {
+        ($builder:expr, $variant:ident, $conv:expr) => {{
+            let mut b = $builder;
+            for v in values {
+                match v {
+                    Some(Datum::$variant(x)) => b.append_value($conv(x)),
+                    _ => b.append_null(),
+                }
+            }
+            Arc::new(b.finish()) as ArrayRef
+        }};
+    }
+    let n = values.len();
+    match ty {
+        IcebergType::Boolean => build!(BooleanBuilder::with_capacity(n), Boolean, |x: &bool| *x),
+        IcebergType::Int => build!(Int32Builder::with_capacity(n), Int, |x: &i32| *x),
+        IcebergType::Long => build!(Int64Builder::with_capacity(n), Long, |x: &i64| *x),
+        IcebergType::Float => build!(Float32Builder::with_capacity(n), Float, |x: &f32| *x),
+        IcebergType::Double => build!(Float64Builder::with_capacity(n), Double, |x: &f64| *x),
+        IcebergType::String => build!(StringBuilder::new(), String, |x: &String| x.clone()),
+        IcebergType::Binary => build!(BinaryBuilder::new(), Binary, |x: &Vec<u8>| x.clone()),
+        IcebergType::Date => build!(Date32Builder::with_capacity(n), Date, |x: &i32| *x),
+        IcebergType::Timestamp => {
+            build!(TimestampMicrosecondBuilder::with_capacity(n), Timestamp, |x: &i64| *x)
+        }
+    }
+}
+
+fn stats_of(ty: IcebergType, values: &[Option<Datum>]) -> ColumnStats {
+    let mut min: Option<&Datum> = None;
+    let mut max: Option<&Datum> = None;
+    let mut nulls = 0u64;
+    for v in values {
+        let Some(d) = v else {
+            nulls += 1;
+            continue;
+        };
+        if min.is_none_or(|m| d.compare(m) == Some(std::cmp::Ordering::Less)) {
+            min = Some(d);
+        }
+        if max.is_none_or(|m| d.compare(m) == Some(std::cmp::Ordering::Greater)) {
+            max = Some(d);
+        }
+    }
+    ColumnStats {
+        value_count: values.len() as u64,
+        null_count: nulls,
+        // JSON cannot carry NaN, so a float column written from JSON never holds one.
+        nan_count: matches!(ty, IcebergType::Float | IcebergType::Double).then_some(0),
+        column_size: None,
+        lower_bound: min.map(lower_bound_bytes),
+        upper_bound: max.and_then(upper_bound_bytes),
+    }
+}
+
+fn write_file(tmp: &Path, batch: &RecordBatch) -> Result<ParquetMetaData> {
+    let parquet_err = |source| IcebergError::Parquet {
+        path: tmp.to_path_buf(),
+        source,
+    };
+    let file = File::create(tmp).map_err(|e| IcebergError::io(tmp, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    // The writer gets a clone of the handle so the original can be fsynced after the footer.
+    let handle = file.try_clone().map_err(|e| IcebergError::io(tmp, e))?;
+    let mut writer =
+        ArrowWriter::try_new(handle, batch.schema(), Some(props)).map_err(parquet_err)?;
+    writer.write(batch).map_err(parquet_err)?;
+    let meta = writer.close().map_err(parquet_err)?;
+    file.sync_all().map_err(|e| IcebergError::io(tmp, e))?;
+    Ok(meta)
+}
+
+/// Flat schemas have one Parquet leaf per column, in column order.
+fn add_column_sizes(meta: &ParquetMetaData, columns: &[ColumnSpec], stats: &mut BTreeMap<i32, ColumnStats>) {
+    for (i, col) in columns.iter().enumerate() {
+        let size: i64 = meta
+            .row_groups()
+            .iter()
+            .filter_map(|rg| rg.columns().get(i))
+            .map(|c| c.compressed_size())
+            .sum();
+        if let Some(s) = stats.get_mut(&col.field_id) {
+            s.column_size = u64::try_from(size).ok();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cols() -> Vec<ColumnSpec> {
+        vec![
+            ColumnSpec::new(1, "id", IcebergType::Long, true),
+            ColumnSpec::new(2, "name", IcebergType::String, false),
+            ColumnSpec::new(3, "score", IcebergType::Double, false),
+            ColumnSpec::new(4, "ok", IcebergType::Boolean, false),
+            ColumnSpec::new(5, "day", IcebergType::Date, false),
+            ColumnSpec::new(6, "at", IcebergType::Timestamp, false),
+            ColumnSpec::new(7, "raw", IcebergType::Binary, false),
+            ColumnSpec::new(8, "small", IcebergType::Int, false),
+            ColumnSpec::new(9, "ratio", IcebergType::Float, false),
+        ]
+    }
+
+    fn rows() -> Vec<Vec<Value>> {
+        vec![
+            vec![json!(2), json!("b"), json!(1.5), json!(true), json!("2024-01-02"),
+                 json!("2024-01-02T03:04:05.000006"), json!([0, 255]), json!(7), json!(0.5)],
+            vec![json!(1), Value::Null, json!(-2.0), json!(false), Value::Null,
+                 json!("1999-12-31T23:59:59.999999"), json!("xyz"), Value::Null, json!(2.25)],
+        ]
+    }
+
+    #[test]
+    fn writes_readable_file_with_ids_and_stats() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("data/a.parquet");
+        let info = write_parquet(&path, &cols(), &rows()).unwrap();
+        assert_eq!(info.path, path);
+        assert_eq!(info.record_count, 2);
+        assert_eq!(info.file_size_in_bytes, fs::metadata(&path).unwrap().len());
+
+        let id = &info.column_stats[&1];
+        assert_eq!((id.value_count, id.null_count), (2, 0));
+        assert_eq!(id.lower_bound.as_deref(), Some(&1i64.to_le_bytes()[..]));
+        assert_eq!(id.upper_bound.as_deref(), Some(&2i64.to_le_bytes()[..]));
+        assert!(id.column_size.unwrap() > 0);
+        let name = &info.column_stats[&2];
+        assert_eq!((name.null_count, name.lower_bound.as_deref()), (1, Some(&b"b"[..])));
+        assert_eq!(info.column_stats[&3].nan_count, Some(0));
+        assert_eq!(info.column_stats[&5].lower_bound, Some(19_724i32.to_le_bytes().to_vec()));
+
+        let back = read_parquet_rows(&path, &cols()).unwrap();
+        assert_eq!(back, rows());
+
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap()).unwrap();
+        let ids: Vec<_> = reader
+            .parquet_schema()
+            .root_schema()
+            .get_fields()
+            .iter()
+            .map(|f| f.get_basic_info().id())
+            .collect();
+        assert_eq!(ids, (1..=9).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn bad_values_name_row_and_column_and_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.parquet");
+        let mut bad = rows();
+        bad[1][0] = Value::Null;
+        let err = write_parquet(&path, &cols(), &bad).unwrap_err();
+        assert_eq!(err.to_string(), "row 1, column \"id\": null in a required column");
+        let mut bad = rows();
+        bad[0][2] = json!("1.5");
+        let err = write_parquet(&path, &cols(), &bad).unwrap_err();
+        assert_eq!(err.to_string(), "row 0, column \"score\": expected a number, got string \"1.5\"");
+        let err = write_parquet(&path, &cols(), &[vec![json!(1)]]).unwrap_err();
+        assert!(err.to_string().contains("row 0 has 1 values"), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no file and no temp file");
+    }
+
+    #[test]
+    fn refuses_to_overwrite_and_reads_missing_optional_columns_as_null() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.parquet");
+        write_parquet(&path, &cols()[..2], &[vec![json!(1), json!("x")]]).unwrap();
+        assert!(write_parquet(&path, &cols()[..2], &[vec![json!(1), json!("x")]]).is_err());
+        let wider = read_parquet_rows(&path, &cols()[..3]).unwrap();
+        assert_eq!(wider, vec![vec![json!(1), json!("x"), Value::Null]]);
+        let required = [ColumnSpec::new(42, "must", IcebergType::Int, true)];
+        assert!(read_parquet_rows(&path, &required).is_err());
+    }
+
+    #[test]
+    fn empty_file_has_counts_but_no_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = write_parquet(&dir.path().join("e.parquet"), &cols(), &[]).unwrap();
+        assert_eq!(info.record_count, 0);
+        let s = &info.column_stats[&2];
+        assert_eq!((s.value_count, s.lower_bound.clone(), s.upper_bound.clone()), (0, None, None));
+    }
+}

@@ -1,0 +1,290 @@
+//! An Iceberg table handle: create or load through the catalog, inspect snapshots and files.
+//!
+//! Owns the in-memory view of one table (its current metadata and where it lives). The
+//! write operations live next door: `snapshot_ops.rs` (append, replace), `expire.rs` (expire
+//! snapshots) and `commit.rs` (how a new metadata version is published). Every operation
+//! starts from this handle's metadata; if another writer committed in between, the catalog
+//! compare-and-swap fails with `CommitConflict` and the handle stays as it was (call
+//! [`IcebergTable::refresh`] and retry).
+//!
+//! Layout under the warehouse: `<warehouse>/<namespace>/<table>/data/` for data files (the
+//! caller writes them, see [`IcebergTable::data_dir`]) and `.../metadata/` for metadata JSON,
+//! manifest lists (`snap-*.avro`) and manifests (`*-m<N>.avro`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::catalog::{validate_name, SqlCatalog};
+use super::error::{IcebergError, Result};
+use super::fsutil;
+use super::manifest::{read_manifest, ManifestEntry};
+use super::manifest_list::{read_manifest_list, ManifestFile};
+use super::metadata::{metadata_file_name, Snapshot, TableMetadata};
+use super::parquet_io::{read_parquet_rows, DataFileInfo};
+use super::schema::{validate_columns, ColumnSpec, IcebergSchema};
+
+pub use super::commit::CommitFailpoint;
+
+/// A snapshot as callers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub snapshot_id: i64,
+    pub parent_snapshot_id: Option<i64>,
+    pub sequence_number: i64,
+    pub timestamp_ms: i64,
+    /// `append`, `replace`, ...
+    pub operation: String,
+    /// Iceberg snapshot summary (`added-data-files`, `total-records`, ...), `operation` included.
+    pub summary: BTreeMap<String, String>,
+    /// Local path of the snapshot's manifest list.
+    pub manifest_list: PathBuf,
+}
+
+impl SnapshotInfo {
+    pub(super) fn from_snapshot(s: &Snapshot) -> Self {
+        SnapshotInfo {
+            snapshot_id: s.snapshot_id,
+            parent_snapshot_id: s.parent_snapshot_id,
+            sequence_number: s.sequence_number,
+            timestamp_ms: s.timestamp_ms,
+            operation: s.operation().to_string(),
+            summary: s.summary.clone(),
+            manifest_list: fsutil::from_location(&s.manifest_list).unwrap_or_default(),
+        }
+    }
+
+    /// A summary counter parsed as a number (0 when absent).
+    pub fn summary_u64(&self, key: &str) -> u64 {
+        self.summary.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// One Iceberg table, bound to the catalog that tracks it.
+#[derive(Debug)]
+pub struct IcebergTable {
+    pub(super) catalog: SqlCatalog,
+    pub(super) namespace: String,
+    pub(super) name: String,
+    pub(super) metadata_location: String,
+    pub(super) metadata: TableMetadata,
+    pub(super) columns: Vec<ColumnSpec>,
+    pub(super) failpoint: Option<CommitFailpoint>,
+}
+
+impl IcebergTable {
+    /// Creates the table at `<warehouse>/<namespace>/<name>` and registers it (creating the
+    /// namespace too). If the catalog already has the table, loads it instead, provided its
+    /// columns equal `columns`.
+    pub fn create(
+        catalog: &SqlCatalog,
+        warehouse_dir: &Path,
+        namespace: &str,
+        name: &str,
+        columns: &[ColumnSpec],
+    ) -> Result<IcebergTable> {
+        validate_name("namespace", namespace)?;
+        validate_name("table", name)?;
+        validate_columns(columns)?;
+        if catalog.load_metadata_location(namespace, name)?.is_some() {
+            return Self::load_expecting(catalog, namespace, name, columns);
+        }
+        catalog.create_namespace(namespace)?;
+        let location = fsutil::absolute(warehouse_dir)?.join(namespace).join(name);
+        let metadata_dir = location.join("metadata");
+        fsutil::create_dir_all(&metadata_dir)?;
+        fsutil::create_dir_all(&location.join("data"))?;
+
+        let schema = IcebergSchema::from_columns(0, columns);
+        let metadata = TableMetadata::new(fsutil::to_location(&location), schema, now_ms());
+        let file = metadata_dir.join(metadata_file_name(0));
+        fsutil::write_atomic(&file, &metadata.to_json())?;
+        let metadata_location = fsutil::to_location(&file);
+        match catalog.register(namespace, name, &metadata_location) {
+            Ok(()) => {}
+            // Lost a creation race: the other writer's table is the table.
+            Err(IcebergError::TableAlreadyExists(_)) => {
+                let _ = fsutil::remove_if_exists(&file);
+                return Self::load_expecting(catalog, namespace, name, columns);
+            }
+            Err(e) => {
+                let _ = fsutil::remove_if_exists(&file);
+                return Err(e);
+            }
+        }
+        Ok(IcebergTable {
+            catalog: catalog.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            metadata_location,
+            metadata,
+            columns: columns.to_vec(),
+            failpoint: None,
+        })
+    }
+
+    /// Loads the table's current metadata through the catalog.
+    pub fn load(catalog: &SqlCatalog, namespace: &str, name: &str) -> Result<IcebergTable> {
+        let metadata_location = catalog
+            .load_metadata_location(namespace, name)?
+            .ok_or_else(|| IcebergError::NoSuchTable(format!("{namespace}.{name}")))?;
+        let metadata = TableMetadata::read(&fsutil::from_location(&metadata_location)?)?;
+        let columns = metadata.current_schema()?.columns()?;
+        Ok(IcebergTable {
+            catalog: catalog.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+            metadata_location,
+            metadata,
+            columns,
+            failpoint: None,
+        })
+    }
+
+    fn load_expecting(catalog: &SqlCatalog, namespace: &str, name: &str, columns: &[ColumnSpec]) -> Result<IcebergTable> {
+        let table = Self::load(catalog, namespace, name)?;
+        if table.columns != columns {
+            return Err(IcebergError::SchemaMismatch {
+                table: table.identifier(),
+                reason: format!("existing columns {:?}, requested {:?}", table.columns, columns),
+            });
+        }
+        Ok(table)
+    }
+
+    /// Re-reads the current metadata from the catalog (after a `CommitConflict`, say).
+    pub fn refresh(&mut self) -> Result<()> {
+        let failpoint = self.failpoint;
+        *self = Self::load(&self.catalog, &self.namespace, &self.name)?;
+        self.failpoint = failpoint;
+        Ok(())
+    }
+
+    /// `namespace.name`.
+    pub fn identifier(&self) -> String {
+        format!("{}.{}", self.namespace, self.name)
+    }
+
+    pub fn columns(&self) -> &[ColumnSpec] {
+        &self.columns
+    }
+
+    /// The `file://` location of the current metadata file.
+    pub fn metadata_location(&self) -> &str {
+        &self.metadata_location
+    }
+
+    /// The current table metadata.
+    pub fn metadata(&self) -> &TableMetadata {
+        &self.metadata
+    }
+
+    /// Local path of the table directory.
+    pub fn location(&self) -> Result<PathBuf> {
+        self.metadata.location_path()
+    }
+
+    /// Directory where callers write this table's data files.
+    pub fn data_dir(&self) -> Result<PathBuf> {
+        Ok(self.location()?.join("data"))
+    }
+
+    pub(super) fn metadata_dir(&self) -> Result<PathBuf> {
+        Ok(self.location()?.join("metadata"))
+    }
+
+    pub fn current_snapshot(&self) -> Option<SnapshotInfo> {
+        self.metadata.current_snapshot().map(SnapshotInfo::from_snapshot)
+    }
+
+    /// All snapshots still in the metadata, oldest first.
+    pub fn snapshots(&self) -> Vec<SnapshotInfo> {
+        self.metadata.snapshots.iter().map(SnapshotInfo::from_snapshot).collect()
+    }
+
+    /// Live data file paths of the current snapshot, sorted.
+    pub fn data_files(&self) -> Result<Vec<PathBuf>> {
+        match self.metadata.current_snapshot_id {
+            Some(id) => self.data_files_at(id),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Live data file paths of snapshot `snapshot_id` (time travel), sorted.
+    pub fn data_files_at(&self, snapshot_id: i64) -> Result<Vec<PathBuf>> {
+        let mut paths: Vec<PathBuf> = self.live_files_at(snapshot_id)?.into_iter().map(|f| f.path).collect();
+        paths.sort();
+        Ok(paths)
+    }
+
+    /// Live data files (with their statistics) of the current snapshot, e.g. to pick small
+    /// files for compaction.
+    pub fn live_data_files(&self) -> Result<Vec<DataFileInfo>> {
+        match self.metadata.current_snapshot_id {
+            Some(id) => self.live_files_at(id),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// All rows of snapshot `snapshot_id` (current when `None`), in file order. Meant for
+    /// verification and small tables: it reads every live file into memory.
+    pub fn read_rows(&self, snapshot_id: Option<i64>) -> Result<Vec<Vec<Value>>> {
+        let files = match snapshot_id.or(self.metadata.current_snapshot_id) {
+            Some(id) => self.live_files_at(id)?,
+            None => Vec::new(),
+        };
+        let mut rows = Vec::new();
+        for f in files {
+            rows.extend(read_parquet_rows(&f.path, &self.columns)?);
+        }
+        Ok(rows)
+    }
+
+    /// Installs a one-shot failpoint: the next commit stops at that step as if the process
+    /// had crashed there (files written so far stay on disk, the catalog is untouched).
+    pub fn set_commit_failpoint(&mut self, failpoint: Option<CommitFailpoint>) {
+        self.failpoint = failpoint;
+    }
+
+    fn live_files_at(&self, snapshot_id: i64) -> Result<Vec<DataFileInfo>> {
+        Ok(self
+            .entries_at(snapshot_id)?
+            .into_iter()
+            .flat_map(|(_, entries)| entries)
+            .filter(|e| e.status.is_live())
+            .map(|e| e.file)
+            .collect())
+    }
+
+    /// Manifests of a snapshot with their entries.
+    pub(super) fn entries_at(&self, snapshot_id: i64) -> Result<Vec<(ManifestFile, Vec<ManifestEntry>)>> {
+        let snapshot = self
+            .metadata
+            .snapshot(snapshot_id)
+            .ok_or(IcebergError::NoSuchSnapshot(snapshot_id))?;
+        let list = read_manifest_list(&fsutil::from_location(&snapshot.manifest_list)?)?;
+        list.into_iter()
+            .map(|m| {
+                let entries = read_manifest(&m)?;
+                Ok((m, entries))
+            })
+            .collect()
+    }
+
+    /// Manifests and entries of the current snapshot (none for an empty table).
+    pub(super) fn current_entries(&self) -> Result<Vec<(ManifestFile, Vec<ManifestEntry>)>> {
+        match self.metadata.current_snapshot_id {
+            Some(id) => self.entries_at(id),
+            None => Ok(Vec::new()),
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub(super) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
