@@ -145,7 +145,8 @@ mod tests {
         assert_eq!(arr["logicalType"], "map");
         assert_eq!(arr["items"]["fields"][0]["field-id"], 119);
 
-        let list: Value = serde_json::from_str(&serde_json::to_string(&manifest_list_schema()).unwrap()).unwrap();
+        let list: Value =
+            serde_json::from_str(&serde_json::to_string(&manifest_list_schema()).unwrap()).unwrap();
         assert_eq!(list["fields"][13]["type"][1]["element-id"], 508);
         assert_eq!(list["fields"][0]["field-id"], 500);
     }

@@ -17,7 +17,12 @@ pub fn opt(v: Option<Value>) -> Value {
 
 /// A record value from `(name, value)` pairs.
 pub fn record(fields: Vec<(&str, Value)>) -> Value {
-    Value::Record(fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+    Value::Record(
+        fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+    )
 }
 
 /// An Iceberg map as Avro: an array of `{key, value}` records.

@@ -49,7 +49,9 @@ pub struct SqlCatalog {
 
 impl std::fmt::Debug for SqlCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqlCatalog").field("name", &self.name).finish()
+        f.debug_struct("SqlCatalog")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -149,7 +151,9 @@ impl SqlCatalog {
             params![&*self.name, namespace, table, metadata_location, TABLE_TYPE],
         )?;
         if inserted == 0 {
-            return Err(IcebergError::TableAlreadyExists(format!("{namespace}.{table}")));
+            return Err(IcebergError::TableAlreadyExists(format!(
+                "{namespace}.{table}"
+            )));
         }
         Ok(())
     }
@@ -199,7 +203,8 @@ mod tests {
 
     #[test]
     fn register_and_compare_and_swap() {
-        let cat = SqlCatalog::from_connection(Connection::open_in_memory().unwrap(), "astha").unwrap();
+        let cat =
+            SqlCatalog::from_connection(Connection::open_in_memory().unwrap(), "astha").unwrap();
         cat.create_namespace("cdc").unwrap();
         cat.create_namespace("cdc").unwrap();
         assert!(cat.namespace_exists("cdc").unwrap());
@@ -212,14 +217,24 @@ mod tests {
             Err(IcebergError::TableAlreadyExists(_))
         ));
         cat.commit("cdc", "t", "file:///m0", "file:///m1").unwrap();
-        let err = cat.commit("cdc", "t", "file:///m0", "file:///m2").unwrap_err();
+        let err = cat
+            .commit("cdc", "t", "file:///m0", "file:///m2")
+            .unwrap_err();
         assert!(err.is_retriable());
         match err {
-            IcebergError::CommitConflict { actual, .. } => assert_eq!(actual.as_deref(), Some("file:///m1")),
+            IcebergError::CommitConflict { actual, .. } => {
+                assert_eq!(actual.as_deref(), Some("file:///m1"))
+            }
             other => panic!("unexpected {other}"),
         }
-        assert_eq!(cat.load_metadata_location("cdc", "t").unwrap().as_deref(), Some("file:///m1"));
-        assert!(matches!(cat.commit("cdc", "nope", "a", "b"), Err(IcebergError::NoSuchTable(_))));
+        assert_eq!(
+            cat.load_metadata_location("cdc", "t").unwrap().as_deref(),
+            Some("file:///m1")
+        );
+        assert!(matches!(
+            cat.commit("cdc", "nope", "a", "b"),
+            Err(IcebergError::NoSuchTable(_))
+        ));
         assert_eq!(cat.list_tables("cdc").unwrap(), vec!["t".to_string()]);
     }
 

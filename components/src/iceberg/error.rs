@@ -91,7 +91,9 @@ pub enum IcebergError {
     TableAlreadyExists(String),
 
     /// The catalog moved on since this table was loaded: reload and retry.
-    #[error("commit conflict on {table}: expected current metadata {expected}, catalog has {actual:?}")]
+    #[error(
+        "commit conflict on {table}: expected current metadata {expected}, catalog has {actual:?}"
+    )]
     CommitConflict {
         table: String,
         expected: String,
@@ -122,8 +124,20 @@ pub enum IcebergError {
 impl IcebergError {
     /// True when the same operation may succeed if tried again (after a reload for conflicts).
     pub fn is_retriable(&self) -> bool {
+        use std::io::ErrorKind;
         match self {
-            IcebergError::CommitConflict { .. } | IcebergError::Io { .. } => true,
+            // A simulated crash: the same operation succeeds after a reload, like after a
+            // real restart.
+            IcebergError::CommitConflict { .. } | IcebergError::InjectedFailure(_) => true,
+            // A missing file or a permission problem will not fix itself.
+            IcebergError::Io { source, .. } => !matches!(
+                source.kind(),
+                ErrorKind::NotFound
+                    | ErrorKind::PermissionDenied
+                    | ErrorKind::InvalidInput
+                    | ErrorKind::InvalidData
+                    | ErrorKind::Unsupported
+            ),
             IcebergError::Catalog(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked

@@ -13,7 +13,9 @@ use apache_avro::types::Value;
 use apache_avro::{Reader, Writer};
 
 use super::avro_schema::manifest_entry_schema;
-use super::avro_value::{as_bytes, as_i32, as_i64, as_str, field, int_map, opt, read_int_map, record};
+use super::avro_value::{
+    as_bytes, as_i32, as_i64, as_str, field, int_map, opt, read_int_map, record,
+};
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::manifest_list::ManifestFile;
@@ -69,17 +71,22 @@ pub struct ManifestContext<'a> {
 }
 
 /// Writes `entries` as a manifest at `path` and returns its manifest list entry.
-pub fn write_manifest(path: &Path, entries: &[ManifestEntry], ctx: ManifestContext<'_>) -> Result<ManifestFile> {
+pub fn write_manifest(
+    path: &Path,
+    entries: &[ManifestEntry],
+    ctx: ManifestContext<'_>,
+) -> Result<ManifestFile> {
     let avro_err = |source| IcebergError::Avro {
         path: path.to_path_buf(),
         source,
     };
     let schema = manifest_entry_schema();
     let mut writer = Writer::new(&schema, Vec::new());
-    let schema_json = serde_json::to_string(ctx.schema).map_err(|source| IcebergError::MetadataJson {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let schema_json =
+        serde_json::to_string(ctx.schema).map_err(|source| IcebergError::MetadataJson {
+            path: path.to_path_buf(),
+            source,
+        })?;
     for (k, v) in [
         ("schema", schema_json),
         ("schema-id", ctx.schema.schema_id.to_string()),
@@ -88,7 +95,9 @@ pub fn write_manifest(path: &Path, entries: &[ManifestEntry], ctx: ManifestConte
         ("format-version", "2".to_string()),
         ("content", "data".to_string()),
     ] {
-        writer.add_user_metadata(k.to_string(), v).map_err(avro_err)?;
+        writer
+            .add_user_metadata(k.to_string(), v)
+            .map_err(avro_err)?;
     }
     for e in entries {
         writer.append(entry_value(e)).map_err(avro_err)?;
@@ -141,8 +150,9 @@ pub fn read_manifest(manifest: &ManifestFile) -> Result<Vec<ManifestEntry>> {
     let mut out = Vec::new();
     for value in reader {
         let value = value.map_err(avro_err)?;
-        let entry = parse_entry(&value, manifest)
-            .map_err(|reason| IcebergError::corrupt(path, format!("entry {}: {reason}", out.len())))?;
+        let entry = parse_entry(&value, manifest).map_err(|reason| {
+            IcebergError::corrupt(path, format!("entry {}: {reason}", out.len()))
+        })?;
         out.push(entry);
     }
     Ok(out)
@@ -163,12 +173,17 @@ fn entry_value(e: &ManifestEntry) -> Value {
 fn data_file_value(f: &DataFileInfo) -> Value {
     let stats = &f.column_stats;
     let longs = |get: fn(&ColumnStats) -> Option<u64>| {
-        let m: Vec<(i32, u64)> = stats.iter().filter_map(|(id, s)| Some((*id, get(s)?))).collect();
+        let m: Vec<(i32, u64)> = stats
+            .iter()
+            .filter_map(|(id, s)| Some((*id, get(s)?)))
+            .collect();
         (!m.is_empty()).then(|| int_map(m, |v| Value::Long(v as i64)))
     };
     let bytes = |get: fn(&ColumnStats) -> Option<&Vec<u8>>| {
-        let m: Vec<(i32, Vec<u8>)> =
-            stats.iter().filter_map(|(id, s)| Some((*id, get(s)?.clone()))).collect();
+        let m: Vec<(i32, Vec<u8>)> = stats
+            .iter()
+            .filter_map(|(id, s)| Some((*id, get(s)?.clone())))
+            .collect();
         (!m.is_empty()).then(|| int_map(m, Value::Bytes))
     };
     // value_counts and null_value_counts are always written (even empty): readers use them to
@@ -180,10 +195,16 @@ fn data_file_value(f: &DataFileInfo) -> Value {
         ("file_format", Value::String("PARQUET".into())),
         ("partition", Value::Record(vec![])),
         ("record_count", Value::Long(f.record_count as i64)),
-        ("file_size_in_bytes", Value::Long(f.file_size_in_bytes as i64)),
+        (
+            "file_size_in_bytes",
+            Value::Long(f.file_size_in_bytes as i64),
+        ),
         ("column_sizes", opt(longs(|s| s.column_size))),
         ("value_counts", opt(always(longs(|s| Some(s.value_count))))),
-        ("null_value_counts", opt(always(longs(|s| Some(s.null_count))))),
+        (
+            "null_value_counts",
+            opt(always(longs(|s| Some(s.null_count)))),
+        ),
         ("nan_value_counts", opt(longs(|s| s.nan_count))),
         ("lower_bounds", opt(bytes(|s| s.lower_bound.as_ref()))),
         ("upper_bounds", opt(bytes(|s| s.upper_bound.as_ref()))),
@@ -213,11 +234,19 @@ fn parse_entry(v: &Value, manifest: &ManifestFile) -> Result<ManifestEntry, Stri
     let df = field(v, "data_file").ok_or("missing data_file")?;
     let content = field(df, "content").and_then(as_i32).unwrap_or(0);
     if content != 0 {
-        return Err(format!("delete files (content {content}) are not supported"));
+        return Err(format!(
+            "delete files (content {content}) are not supported"
+        ));
     }
-    let location = field(df, "file_path").and_then(as_str).ok_or("missing file_path")?;
+    let location = field(df, "file_path")
+        .and_then(as_str)
+        .ok_or("missing file_path")?;
     let path = fsutil::from_location(location).map_err(|e| e.to_string())?;
-    let long = |name: &str| field(df, name).and_then(as_i64).ok_or(format!("missing {name}"));
+    let long = |name: &str| {
+        field(df, name)
+            .and_then(as_i64)
+            .ok_or(format!("missing {name}"))
+    };
     let record_count = long("record_count")?;
     let file_size_in_bytes = long("file_size_in_bytes")?;
 
@@ -286,18 +315,58 @@ mod tests {
     #[test]
     fn round_trip_resolves_inherited_sequence_numbers() {
         let dir = tempfile::tempdir().unwrap();
-        let schema = IcebergSchema::from_columns(0, &[ColumnSpec::new(1, "id", IcebergType::Long, true)]);
-        let ctx = ManifestContext { schema: &schema, snapshot_id: 77, sequence_number: 5 };
+        let schema =
+            IcebergSchema::from_columns(0, &[ColumnSpec::new(1, "id", IcebergType::Long, true)]);
+        let ctx = ManifestContext {
+            schema: &schema,
+            snapshot_id: 77,
+            sequence_number: 5,
+        };
         let entries = vec![
-            ManifestEntry { status: EntryStatus::Added, snapshot_id: 77, sequence_number: 5, file_sequence_number: 5, file: file("a", 3) },
-            ManifestEntry { status: EntryStatus::Existing, snapshot_id: 10, sequence_number: 2, file_sequence_number: 2, file: file("b", 4) },
-            ManifestEntry { status: EntryStatus::Deleted, snapshot_id: 77, sequence_number: 1, file_sequence_number: 1, file: file("c", 6) },
+            ManifestEntry {
+                status: EntryStatus::Added,
+                snapshot_id: 77,
+                sequence_number: 5,
+                file_sequence_number: 5,
+                file: file("a", 3),
+            },
+            ManifestEntry {
+                status: EntryStatus::Existing,
+                snapshot_id: 10,
+                sequence_number: 2,
+                file_sequence_number: 2,
+                file: file("b", 4),
+            },
+            ManifestEntry {
+                status: EntryStatus::Deleted,
+                snapshot_id: 77,
+                sequence_number: 1,
+                file_sequence_number: 1,
+                file: file("c", 6),
+            },
         ];
         let path = dir.path().join("x-m0.avro");
         let mf = write_manifest(&path, &entries, ctx).unwrap();
-        assert_eq!(mf.manifest_length as u64, std::fs::metadata(&path).unwrap().len());
-        assert_eq!((mf.added_files_count, mf.existing_files_count, mf.deleted_files_count), (1, 1, 1));
-        assert_eq!((mf.added_rows_count, mf.existing_rows_count, mf.deleted_rows_count), (3, 4, 6));
+        assert_eq!(
+            mf.manifest_length as u64,
+            std::fs::metadata(&path).unwrap().len()
+        );
+        assert_eq!(
+            (
+                mf.added_files_count,
+                mf.existing_files_count,
+                mf.deleted_files_count
+            ),
+            (1, 1, 1)
+        );
+        assert_eq!(
+            (
+                mf.added_rows_count,
+                mf.existing_rows_count,
+                mf.deleted_rows_count
+            ),
+            (3, 4, 6)
+        );
         assert_eq!(mf.min_sequence_number, 1);
 
         assert_eq!(read_manifest(&mf).unwrap(), entries);

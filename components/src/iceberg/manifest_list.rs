@@ -45,7 +45,11 @@ pub struct ListContext {
 }
 
 /// Writes a manifest list at `path`.
-pub fn write_manifest_list(path: &Path, manifests: &[ManifestFile], ctx: ListContext) -> Result<()> {
+pub fn write_manifest_list(
+    path: &Path,
+    manifests: &[ManifestFile],
+    ctx: ListContext,
+) -> Result<()> {
     let avro_err = |source| IcebergError::Avro {
         path: path.to_path_buf(),
         source,
@@ -61,12 +65,17 @@ pub fn write_manifest_list(path: &Path, manifests: &[ManifestFile], ctx: ListCon
         ("sequence-number", ctx.sequence_number.to_string()),
         ("format-version", "2".to_string()),
     ] {
-        writer.add_user_metadata(k.to_string(), v).map_err(avro_err)?;
+        writer
+            .add_user_metadata(k.to_string(), v)
+            .map_err(avro_err)?;
     }
     for m in manifests {
         writer
             .append(record(vec![
-                ("manifest_path", Value::String(fsutil::to_location(&m.manifest_path))),
+                (
+                    "manifest_path",
+                    Value::String(fsutil::to_location(&m.manifest_path)),
+                ),
                 ("manifest_length", Value::Long(m.manifest_length)),
                 ("partition_spec_id", Value::Int(m.partition_spec_id)),
                 ("content", Value::Int(m.content)),
@@ -100,7 +109,9 @@ pub fn read_manifest_list(path: &Path) -> Result<Vec<ManifestFile>> {
     let mut out = Vec::new();
     for value in reader {
         let v = value.map_err(avro_err)?;
-        let m = parse(&v).map_err(|reason| IcebergError::corrupt(path, format!("manifest {}: {reason}", out.len())))?;
+        let m = parse(&v).map_err(|reason| {
+            IcebergError::corrupt(path, format!("manifest {}: {reason}", out.len()))
+        })?;
         out.push(m);
     }
     Ok(out)
@@ -111,7 +122,9 @@ fn parse(v: &Value) -> Result<ManifestFile, String> {
     // v1 lists lack some fields; default them the way the spec says readers must.
     let int_or = |n: &str, d: i32| field(v, n).and_then(as_i32).unwrap_or(d);
     let long_or = |n: &str, d: i64| field(v, n).and_then(as_i64).unwrap_or(d);
-    let location = field(v, "manifest_path").and_then(as_str).ok_or("missing manifest_path")?;
+    let location = field(v, "manifest_path")
+        .and_then(as_str)
+        .ok_or("missing manifest_path")?;
     Ok(ManifestFile {
         manifest_path: fsutil::from_location(location).map_err(|e| e.to_string())?,
         manifest_length: long("manifest_length")?,
@@ -121,7 +134,10 @@ fn parse(v: &Value) -> Result<ManifestFile, String> {
         min_sequence_number: long_or("min_sequence_number", 0),
         added_snapshot_id: long("added_snapshot_id")?,
         added_files_count: int_or("added_files_count", int_or("added_data_files_count", 0)),
-        existing_files_count: int_or("existing_files_count", int_or("existing_data_files_count", 0)),
+        existing_files_count: int_or(
+            "existing_files_count",
+            int_or("existing_data_files_count", 0),
+        ),
         deleted_files_count: int_or("deleted_files_count", int_or("deleted_data_files_count", 0)),
         added_rows_count: long_or("added_rows_count", 0),
         existing_rows_count: long_or("existing_rows_count", 0),
@@ -152,7 +168,11 @@ mod tests {
             deleted_rows_count: 30,
         };
         let path = dir.path().join("snap-42-1-x.avro");
-        let ctx = ListContext { snapshot_id: 42, parent_snapshot_id: None, sequence_number: 3 };
+        let ctx = ListContext {
+            snapshot_id: 42,
+            parent_snapshot_id: None,
+            sequence_number: 3,
+        };
         write_manifest_list(&path, std::slice::from_ref(&m), ctx).unwrap();
         assert_eq!(read_manifest_list(&path).unwrap(), vec![m]);
         let bytes = std::fs::read(&path).unwrap();

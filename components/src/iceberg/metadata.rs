@@ -146,10 +146,11 @@ impl TableMetadata {
     /// Reads and checks a metadata file.
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| IcebergError::io(path, e))?;
-        let meta: TableMetadata = serde_json::from_slice(&bytes).map_err(|source| IcebergError::MetadataJson {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let meta: TableMetadata =
+            serde_json::from_slice(&bytes).map_err(|source| IcebergError::MetadataJson {
+                path: path.to_path_buf(),
+                source,
+            })?;
         meta.check_supported()?;
         Ok(meta)
     }
@@ -167,12 +168,14 @@ impl TableMetadata {
             })
         };
         if self.format_version != 2 {
-            return unsupported(format!("format version {} (only 2 is supported)", self.format_version));
+            return unsupported(format!(
+                "format version {} (only 2 is supported)",
+                self.format_version
+            ));
         }
-        let spec = self
-            .partition_specs
-            .iter()
-            .find(|s| s.get("spec-id").and_then(Value::as_i64) == Some(self.default_spec_id.into()));
+        let spec = self.partition_specs.iter().find(|s| {
+            s.get("spec-id").and_then(Value::as_i64) == Some(self.default_spec_id.into())
+        });
         let partitioned = spec
             .and_then(|s| s.get("fields"))
             .and_then(Value::as_array)
@@ -190,7 +193,10 @@ impl TableMetadata {
             .find(|s| s.schema_id == self.current_schema_id)
             .ok_or_else(|| IcebergError::Unsupported {
                 location: self.location.clone(),
-                reason: format!("current schema {} is not in schemas", self.current_schema_id),
+                reason: format!(
+                    "current schema {} is not in schemas",
+                    self.current_schema_id
+                ),
             })
     }
 
@@ -262,7 +268,10 @@ impl TableMetadata {
 /// Version number of a `NNNNN-<uuid>.metadata.json` file name (0 if it has none).
 pub fn metadata_version(location: &str) -> u64 {
     let name = location.rsplit('/').next().unwrap_or("");
-    name.split('-').next().and_then(|v| v.parse().ok()).unwrap_or(0)
+    name.split('-')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// File name for metadata version `version`.
@@ -276,7 +285,8 @@ mod tests {
     use crate::iceberg::schema::{ColumnSpec, IcebergType};
 
     fn meta() -> TableMetadata {
-        let schema = IcebergSchema::from_columns(0, &[ColumnSpec::new(1, "id", IcebergType::Long, true)]);
+        let schema =
+            IcebergSchema::from_columns(0, &[ColumnSpec::new(1, "id", IcebergType::Long, true)]);
         TableMetadata::new("file:///wh/ns/t".into(), schema, 1000)
     }
 
@@ -295,14 +305,18 @@ mod tests {
 
     #[test]
     fn new_table_json_has_the_fields_readers_need() {
-        let json: Value = serde_json::from_slice(&meta().to_json()).unwrap();
+        let m = meta();
+        let json: Value = serde_json::from_slice(&m.to_json()).unwrap();
         assert_eq!(json["format-version"], 2);
         assert_eq!(json["current-snapshot-id"], -1);
         assert_eq!(json["last-partition-id"], 999);
-        assert_eq!(json["partition-specs"], serde_json::json!([{"spec-id": 0, "fields": []}]));
+        assert_eq!(
+            json["partition-specs"],
+            serde_json::json!([{"spec-id": 0, "fields": []}])
+        );
         assert_eq!(json["last-column-id"], 1);
         let back: TableMetadata = serde_json::from_value(json).unwrap();
-        assert_eq!(back, meta());
+        assert_eq!(back, m);
     }
 
     #[test]
@@ -314,7 +328,13 @@ mod tests {
         assert_eq!(m.current_snapshot_id, Some(2));
         assert_eq!(m.last_sequence_number, 2);
         assert_eq!(m.refs["main"].snapshot_id, 2);
-        assert_eq!(m.ancestry().iter().map(|s| s.snapshot_id).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(
+            m.ancestry()
+                .iter()
+                .map(|s| s.snapshot_id)
+                .collect::<Vec<_>>(),
+            [2, 1]
+        );
         assert_eq!(m.metadata_log.len(), 1);
         m.remove_snapshots(&[1]);
         assert_eq!(m.snapshots.len(), 1);
@@ -329,7 +349,10 @@ mod tests {
         json["properties"] = serde_json::json!({"owner": "someone"});
         let m: TableMetadata = serde_json::from_value(json.clone()).unwrap();
         assert_eq!(serde_json::to_value(&m).unwrap(), json);
-        assert_eq!(metadata_version("file:///x/metadata/00012-abc.metadata.json"), 12);
+        assert_eq!(
+            metadata_version("file:///x/metadata/00012-abc.metadata.json"),
+            12
+        );
         assert!(metadata_file_name(3).starts_with("00003-"));
     }
 }

@@ -17,7 +17,7 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int32Builder,
     Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -29,7 +29,9 @@ use serde_json::Value;
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::parquet_read::column_to_json;
-use super::schema::{arrow_schema, validate_columns, ColumnSpec, IcebergType, PARQUET_FIELD_ID_KEY};
+use super::schema::{
+    arrow_schema, validate_columns, ColumnSpec, IcebergType, PARQUET_FIELD_ID_KEY,
+};
 use super::value::{lower_bound_bytes, upper_bound_bytes, Datum};
 
 /// Statistics of one column in one data file, as an Iceberg manifest records them.
@@ -47,6 +49,19 @@ pub struct ColumnStats {
     pub lower_bound: Option<Vec<u8>>,
     /// Upper bound in Iceberg single-value serialisation (strings/binary truncated upwards).
     pub upper_bound: Option<Vec<u8>>,
+}
+
+impl ColumnStats {
+    /// The lower bound decoded as canonical JSON for a column of type `ty` (strings and
+    /// binary may be truncated prefixes).
+    pub fn lower_json(&self, ty: IcebergType) -> Option<Value> {
+        Datum::from_bytes(ty, self.lower_bound.as_deref()?).map(|d| d.to_json())
+    }
+
+    /// The upper bound decoded as canonical JSON (strings and binary may be rounded up).
+    pub fn upper_json(&self, ty: IcebergType) -> Option<Value> {
+        Datum::from_bytes(ty, self.upper_bound.as_deref()?).map(|d| d.to_json())
+    }
 }
 
 /// A written data file: everything an Iceberg manifest entry needs about it.
@@ -72,7 +87,11 @@ impl DataFileInfo {
 ///
 /// Fails without creating `path` when a value does not fit its column (the error names the
 /// 0-based row and the column), when a required column gets a null, or when `path` exists.
-pub fn write_parquet(path: &Path, columns: &[ColumnSpec], rows: &[Vec<Value>]) -> Result<DataFileInfo> {
+pub fn write_parquet(
+    path: &Path,
+    columns: &[ColumnSpec],
+    rows: &[Vec<Value>],
+) -> Result<DataFileInfo> {
     validate_columns(columns)?;
     let path = fsutil::absolute(path)?;
     let parsed = parse_rows(columns, rows)?;
@@ -144,12 +163,18 @@ pub fn read_parquet_rows(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec<
             let pos = if any_ids {
                 by_id
             } else {
-                file_schema.fields().iter().position(|f| f.name() == &c.name)
+                file_schema
+                    .fields()
+                    .iter()
+                    .position(|f| f.name() == &c.name)
             };
             match pos {
                 None if c.required => Err(IcebergError::corrupt(
                     path,
-                    format!("required column {:?} (field id {}) is missing", c.name, c.field_id),
+                    format!(
+                        "required column {:?} (field id {}) is missing",
+                        c.name, c.field_id
+                    ),
                 )),
                 other => Ok(other),
             }
@@ -176,8 +201,10 @@ pub fn read_parquet_rows(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec<
 
 /// Column-major typed values; `None` is null. Checks every row before any file is created.
 fn parse_rows(columns: &[ColumnSpec], rows: &[Vec<Value>]) -> Result<Vec<Vec<Option<Datum>>>> {
-    let mut parsed: Vec<Vec<Option<Datum>>> =
-        columns.iter().map(|_| Vec::with_capacity(rows.len())).collect();
+    let mut parsed: Vec<Vec<Option<Datum>>> = columns
+        .iter()
+        .map(|_| Vec::with_capacity(rows.len()))
+        .collect();
     for (r, row) in rows.iter().enumerate() {
         if row.len() != columns.len() {
             return Err(IcebergError::InvalidArgument(format!(
@@ -231,7 +258,11 @@ fn build_array(ty: IcebergType, values: &[Option<Datum>]) -> ArrayRef {
         IcebergType::Binary => build!(BinaryBuilder::new(), Binary, |x: &Vec<u8>| x.clone()),
         IcebergType::Date => build!(Date32Builder::with_capacity(n), Date, |x: &i32| *x),
         IcebergType::Timestamp => {
-            build!(TimestampMicrosecondBuilder::with_capacity(n), Timestamp, |x: &i64| *x)
+            build!(
+                TimestampMicrosecondBuilder::with_capacity(n),
+                Timestamp,
+                |x: &i64| *x
+            )
         }
     }
 }
@@ -283,7 +314,11 @@ fn write_file(tmp: &Path, batch: &RecordBatch) -> Result<ParquetMetaData> {
 }
 
 /// Flat schemas have one Parquet leaf per column, in column order.
-fn add_column_sizes(meta: &ParquetMetaData, columns: &[ColumnSpec], stats: &mut BTreeMap<i32, ColumnStats>) {
+fn add_column_sizes(
+    meta: &ParquetMetaData,
+    columns: &[ColumnSpec],
+    stats: &mut BTreeMap<i32, ColumnStats>,
+) {
     for (i, col) in columns.iter().enumerate() {
         let size: i64 = meta
             .row_groups()
@@ -318,10 +353,28 @@ mod tests {
 
     fn rows() -> Vec<Vec<Value>> {
         vec![
-            vec![json!(2), json!("b"), json!(1.5), json!(true), json!("2024-01-02"),
-                 json!("2024-01-02T03:04:05.000006"), json!([0, 255]), json!(7), json!(0.5)],
-            vec![json!(1), Value::Null, json!(-2.0), json!(false), Value::Null,
-                 json!("1999-12-31T23:59:59.999999"), json!("xyz"), Value::Null, json!(2.25)],
+            vec![
+                json!(2),
+                json!("b"),
+                json!(1.5),
+                json!(true),
+                json!("2024-01-02"),
+                json!("2024-01-02T03:04:05.000006"),
+                json!([0, 255]),
+                json!(7),
+                json!(0.5),
+            ],
+            vec![
+                json!(1),
+                Value::Null,
+                json!(-2.0),
+                json!(false),
+                Value::Null,
+                json!("1999-12-31T23:59:59.999999"),
+                json!("xyz"),
+                Value::Null,
+                json!(2.25),
+            ],
         ]
     }
 
@@ -340,9 +393,24 @@ mod tests {
         assert_eq!(id.upper_bound.as_deref(), Some(&2i64.to_le_bytes()[..]));
         assert!(id.column_size.unwrap() > 0);
         let name = &info.column_stats[&2];
-        assert_eq!((name.null_count, name.lower_bound.as_deref()), (1, Some(&b"b"[..])));
+        assert_eq!(
+            (name.null_count, name.lower_bound.as_deref()),
+            (1, Some(&b"b"[..]))
+        );
         assert_eq!(info.column_stats[&3].nan_count, Some(0));
-        assert_eq!(info.column_stats[&5].lower_bound, Some(19_724i32.to_le_bytes().to_vec()));
+        assert_eq!(
+            info.column_stats[&5].lower_bound,
+            Some(19_724i32.to_le_bytes().to_vec())
+        );
+        let at = &info.column_stats[&6];
+        assert_eq!(
+            at.lower_json(IcebergType::Timestamp),
+            Some(json!("1999-12-31T23:59:59.999999"))
+        );
+        assert_eq!(
+            at.upper_json(IcebergType::Timestamp),
+            Some(json!("2024-01-02T03:04:05.000006"))
+        );
 
         let back = read_parquet_rows(&path, &cols()).unwrap();
         assert_eq!(back, rows());
@@ -365,14 +433,24 @@ mod tests {
         let mut bad = rows();
         bad[1][0] = Value::Null;
         let err = write_parquet(&path, &cols(), &bad).unwrap_err();
-        assert_eq!(err.to_string(), "row 1, column \"id\": null in a required column");
+        assert_eq!(
+            err.to_string(),
+            "row 1, column \"id\": null in a required column"
+        );
         let mut bad = rows();
         bad[0][2] = json!("1.5");
         let err = write_parquet(&path, &cols(), &bad).unwrap_err();
-        assert_eq!(err.to_string(), "row 0, column \"score\": expected a number, got string \"1.5\"");
+        assert_eq!(
+            err.to_string(),
+            "row 0, column \"score\": expected a number, got string \"1.5\""
+        );
         let err = write_parquet(&path, &cols(), &[vec![json!(1)]]).unwrap_err();
         assert!(err.to_string().contains("row 0 has 1 values"), "{err}");
-        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "no file and no temp file");
+        assert_eq!(
+            fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "no file and no temp file"
+        );
     }
 
     #[test]
@@ -393,6 +471,9 @@ mod tests {
         let info = write_parquet(&dir.path().join("e.parquet"), &cols(), &[]).unwrap();
         assert_eq!(info.record_count, 0);
         let s = &info.column_stats[&2];
-        assert_eq!((s.value_count, s.lower_bound.clone(), s.upper_bound.clone()), (0, None, None));
+        assert_eq!(
+            (s.value_count, s.lower_bound.clone(), s.upper_bound.clone()),
+            (0, None, None)
+        );
     }
 }

@@ -104,10 +104,23 @@ pub fn column_to_json(array: &dyn Array, col: &ColumnSpec) -> Result<Vec<Value>,
         }
         (IcebergType::Timestamp, DataType::Timestamp(unit, None)) => {
             let micros: Vec<i64> = match unit {
-                TimeUnit::Second => scaled(array.as_primitive::<TimestampSecondType>().values(), |v| v * 1_000_000),
-                TimeUnit::Millisecond => scaled(array.as_primitive::<TimestampMillisecondType>().values(), |v| v * 1000),
-                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().values().to_vec(),
-                TimeUnit::Nanosecond => scaled(array.as_primitive::<TimestampNanosecondType>().values(), |v| v.div_euclid(1000)),
+                TimeUnit::Second => {
+                    scaled(array.as_primitive::<TimestampSecondType>().values(), |v| {
+                        v * 1_000_000
+                    })
+                }
+                TimeUnit::Millisecond => scaled(
+                    array.as_primitive::<TimestampMillisecondType>().values(),
+                    |v| v * 1000,
+                ),
+                TimeUnit::Microsecond => array
+                    .as_primitive::<TimestampMicrosecondType>()
+                    .values()
+                    .to_vec(),
+                TimeUnit::Nanosecond => scaled(
+                    array.as_primitive::<TimestampNanosecondType>().values(),
+                    |v| v.div_euclid(1000),
+                ),
             };
             push_all(&|i| Datum::Timestamp(micros[i]))
         }
@@ -138,7 +151,10 @@ mod tests {
     fn widens_and_converts_foreign_shapes() {
         let long = ColumnSpec::new(1, "n", IcebergType::Long, false);
         let ints = Int32Array::from(vec![Some(1), None]);
-        assert_eq!(column_to_json(&ints, &long).unwrap(), vec![json!(1), Value::Null]);
+        assert_eq!(
+            column_to_json(&ints, &long).unwrap(),
+            vec![json!(1), Value::Null]
+        );
 
         let s = ColumnSpec::new(2, "s", IcebergType::String, false);
         let large = LargeStringArray::from(vec!["a"]);
@@ -146,7 +162,10 @@ mod tests {
 
         let ts = ColumnSpec::new(3, "t", IcebergType::Timestamp, false);
         let nanos = TimestampNanosecondArray::from(vec![1_500_000_123]);
-        assert_eq!(column_to_json(&nanos, &ts).unwrap(), vec![json!("1970-01-01T00:00:01.500000")]);
+        assert_eq!(
+            column_to_json(&nanos, &ts).unwrap(),
+            vec![json!("1970-01-01T00:00:01.500000")]
+        );
 
         let err = column_to_json(&large, &long).unwrap_err();
         assert!(err.contains("LargeUtf8") && err.contains("long"), "{err}");

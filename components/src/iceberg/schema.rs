@@ -120,9 +120,8 @@ impl ColumnSpec {
 
     /// The Arrow field, carrying the field id so Parquet writes it into the file schema.
     pub fn arrow_field(&self) -> Field {
-        Field::new(&self.name, self.ty.arrow_type(), !self.required).with_metadata(
-            [(PARQUET_FIELD_ID_KEY.to_string(), self.field_id.to_string())].into(),
-        )
+        Field::new(&self.name, self.ty.arrow_type(), !self.required)
+            .with_metadata([(PARQUET_FIELD_ID_KEY.to_string(), self.field_id.to_string())].into())
     }
 }
 
@@ -165,7 +164,10 @@ pub fn validate_columns(columns: &[ColumnSpec]) -> Result<()> {
 /// Arrow schema of the Parquet files written for `columns`.
 pub fn arrow_schema(columns: &[ColumnSpec]) -> Arc<ArrowSchema> {
     Arc::new(ArrowSchema::new(
-        columns.iter().map(ColumnSpec::arrow_field).collect::<Vec<_>>(),
+        columns
+            .iter()
+            .map(ColumnSpec::arrow_field)
+            .collect::<Vec<_>>(),
     ))
 }
 

@@ -57,7 +57,10 @@ impl SnapshotInfo {
 
     /// A summary counter parsed as a number (0 when absent).
     pub fn summary_u64(&self, key: &str) -> u64 {
-        self.summary.get(key).and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.summary
+            .get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -142,12 +145,20 @@ impl IcebergTable {
         })
     }
 
-    fn load_expecting(catalog: &SqlCatalog, namespace: &str, name: &str, columns: &[ColumnSpec]) -> Result<IcebergTable> {
+    fn load_expecting(
+        catalog: &SqlCatalog,
+        namespace: &str,
+        name: &str,
+        columns: &[ColumnSpec],
+    ) -> Result<IcebergTable> {
         let table = Self::load(catalog, namespace, name)?;
         if table.columns != columns {
             return Err(IcebergError::SchemaMismatch {
                 table: table.identifier(),
-                reason: format!("existing columns {:?}, requested {:?}", table.columns, columns),
+                reason: format!(
+                    "existing columns {:?}, requested {:?}",
+                    table.columns, columns
+                ),
             });
         }
         Ok(table)
@@ -159,6 +170,19 @@ impl IcebergTable {
         *self = Self::load(&self.catalog, &self.namespace, &self.name)?;
         self.failpoint = failpoint;
         Ok(())
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The catalog this table commits through.
+    pub fn catalog(&self) -> &SqlCatalog {
+        &self.catalog
     }
 
     /// `namespace.name`.
@@ -195,12 +219,18 @@ impl IcebergTable {
     }
 
     pub fn current_snapshot(&self) -> Option<SnapshotInfo> {
-        self.metadata.current_snapshot().map(SnapshotInfo::from_snapshot)
+        self.metadata
+            .current_snapshot()
+            .map(SnapshotInfo::from_snapshot)
     }
 
     /// All snapshots still in the metadata, oldest first.
     pub fn snapshots(&self) -> Vec<SnapshotInfo> {
-        self.metadata.snapshots.iter().map(SnapshotInfo::from_snapshot).collect()
+        self.metadata
+            .snapshots
+            .iter()
+            .map(SnapshotInfo::from_snapshot)
+            .collect()
     }
 
     /// Live data file paths of the current snapshot, sorted.
@@ -213,7 +243,11 @@ impl IcebergTable {
 
     /// Live data file paths of snapshot `snapshot_id` (time travel), sorted.
     pub fn data_files_at(&self, snapshot_id: i64) -> Result<Vec<PathBuf>> {
-        let mut paths: Vec<PathBuf> = self.live_files_at(snapshot_id)?.into_iter().map(|f| f.path).collect();
+        let mut paths: Vec<PathBuf> = self
+            .live_files_at(snapshot_id)?
+            .into_iter()
+            .map(|f| f.path)
+            .collect();
         paths.sort();
         Ok(paths)
     }
@@ -258,7 +292,10 @@ impl IcebergTable {
     }
 
     /// Manifests of a snapshot with their entries.
-    pub(super) fn entries_at(&self, snapshot_id: i64) -> Result<Vec<(ManifestFile, Vec<ManifestEntry>)>> {
+    pub(super) fn entries_at(
+        &self,
+        snapshot_id: i64,
+    ) -> Result<Vec<(ManifestFile, Vec<ManifestEntry>)>> {
         let snapshot = self
             .metadata
             .snapshot(snapshot_id)

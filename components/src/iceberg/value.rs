@@ -61,10 +61,7 @@ impl Datum {
                     wrong()
                 }
             }),
-            IcebergType::Float => v
-                .as_f64()
-                .map(|f| Datum::Float(f as f32))
-                .ok_or_else(wrong),
+            IcebergType::Float => v.as_f64().map(|f| Datum::Float(f as f32)).ok_or_else(wrong),
             IcebergType::Double => v.as_f64().map(Datum::Double).ok_or_else(wrong),
             IcebergType::String => v
                 .as_str()
@@ -294,17 +291,28 @@ mod tests {
 
     #[test]
     fn parses_and_formats_dates_and_timestamps() {
-        assert_eq!(Datum::from_json(IcebergType::Date, &json!("1970-01-02")), Ok(Datum::Date(1)));
-        assert_eq!(Datum::from_json(IcebergType::Date, &json!(-1)), Ok(Datum::Date(-1)));
+        assert_eq!(
+            Datum::from_json(IcebergType::Date, &json!("1970-01-02")),
+            Ok(Datum::Date(1))
+        );
+        assert_eq!(
+            Datum::from_json(IcebergType::Date, &json!(-1)),
+            Ok(Datum::Date(-1))
+        );
         assert_eq!(Datum::Date(19_000).to_json(), json!("2022-01-08"));
-        let t = Datum::from_json(IcebergType::Timestamp, &json!("2024-03-01T12:30:00.123456")).unwrap();
+        let t =
+            Datum::from_json(IcebergType::Timestamp, &json!("2024-03-01T12:30:00.123456")).unwrap();
         assert_eq!(t, Datum::Timestamp(1_709_296_200_123_456));
         assert_eq!(t.to_json(), json!("2024-03-01T12:30:00.123456"));
         assert_eq!(
             Datum::from_json(IcebergType::Timestamp, &json!("2024-03-01 12:30:00Z")),
             Ok(Datum::Timestamp(1_709_296_200_000_000))
         );
-        assert!(Datum::from_json(IcebergType::Timestamp, &json!("2024-03-01T12:30:00.1234567")).is_err());
+        assert!(Datum::from_json(
+            IcebergType::Timestamp,
+            &json!("2024-03-01T12:30:00.1234567")
+        )
+        .is_err());
         assert!(Datum::from_json(IcebergType::Date, &json!("2024-02-30")).is_err());
     }
 
@@ -312,8 +320,12 @@ mod tests {
     fn strict_types_with_clear_messages() {
         let err = Datum::from_json(IcebergType::Long, &json!("12")).unwrap_err();
         assert_eq!(err, "expected an integer (64-bit), got string \"12\"");
-        assert!(Datum::from_json(IcebergType::Int, &json!(1_i64 << 40)).unwrap_err().contains("32-bit"));
-        assert!(Datum::from_json(IcebergType::Long, &json!(u64::MAX)).unwrap_err().contains("64-bit"));
+        assert!(Datum::from_json(IcebergType::Int, &json!(1_i64 << 40))
+            .unwrap_err()
+            .contains("32-bit"));
+        assert!(Datum::from_json(IcebergType::Long, &json!(u64::MAX))
+            .unwrap_err()
+            .contains("64-bit"));
         assert!(Datum::from_json(IcebergType::Boolean, &json!(1)).is_err());
         assert!(Datum::from_json(IcebergType::Long, &json!(1.5)).is_err());
         assert!(Datum::from_json(IcebergType::Binary, &json!([1, 256])).is_err());
@@ -343,7 +355,10 @@ mod tests {
     #[test]
     fn single_value_serialisation_matches_the_spec() {
         assert_eq!(Datum::Int(1).to_bytes(), [1, 0, 0, 0]);
-        assert_eq!(Datum::Long(-2).to_bytes(), [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+        assert_eq!(
+            Datum::Long(-2).to_bytes(),
+            [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]
+        );
         assert_eq!(Datum::Boolean(true).to_bytes(), [1]);
         assert_eq!(Datum::Double(1.0).to_bytes(), 1.0f64.to_le_bytes());
         assert_eq!(Datum::String("ab".into()).to_bytes(), b"ab");
@@ -368,7 +383,10 @@ mod tests {
 
     #[test]
     fn floats_order_totally() {
-        assert_eq!(Datum::Double(-0.0).compare(&Datum::Double(0.0)), Some(Ordering::Less));
+        assert_eq!(
+            Datum::Double(-0.0).compare(&Datum::Double(0.0)),
+            Some(Ordering::Less)
+        );
         assert_eq!(Datum::Int(1).compare(&Datum::Long(1)), None);
     }
 }
