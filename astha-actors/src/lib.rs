@@ -1,1 +1,26 @@
-//! placeholder
+//! Astha's actor runtime (actix): a CDC poller actor, a router actor and one supervised
+//! actor per component, passing typed messages.
+//!
+//! ```text
+//! poller ──NewBatch──► router ──Deliver──► supervisor ──on_event──► component
+//!    ▲                   │  ▲                  │
+//!    └──────Release──────┘  └──Progress/Resume─┘
+//! ```
+//!
+//! The [`Astha`] facade starts them, registers components and reports statistics.
+
+pub mod astha;
+pub mod component;
+pub mod error;
+pub mod messages;
+pub mod poller;
+pub mod router;
+pub mod stats;
+pub mod store;
+pub mod supervisor;
+pub mod testing;
+
+pub use astha::Astha;
+pub use component::{Component, ComponentError, ComponentStatus};
+pub use error::AsthaError;
+pub use stats::{ComponentStats, SchedulerStats};

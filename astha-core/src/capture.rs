@@ -282,17 +282,29 @@ pub fn trigger_sql(log_table: &str, schema: &TableSchema) -> [String; 3] {
     ]
 }
 
-/// Runs `f` inside a savepoint: released on success, rolled back on error. Savepoints
-/// nest, so this works inside or outside a caller's transaction.
+/// Runs `f` atomically: in a savepoint inside a caller's transaction, otherwise in a
+/// `BEGIN IMMEDIATE` transaction. Taking the write lock up front matters: a deferred
+/// transaction that reads and then writes fails with `SQLITE_BUSY_SNAPSHOT` (which no busy
+/// timeout retries) when another connection commits in between.
 pub fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-    conn.execute_batch("SAVEPOINT astha")?;
+    let outer = conn.is_autocommit();
+    let (begin, commit, rollback) = if outer {
+        ("BEGIN IMMEDIATE", "COMMIT", "ROLLBACK")
+    } else {
+        (
+            "SAVEPOINT astha",
+            "RELEASE astha",
+            "ROLLBACK TO astha; RELEASE astha",
+        )
+    };
+    conn.execute_batch(begin)?;
     match f(conn) {
         Ok(value) => {
-            conn.execute_batch("RELEASE astha")?;
+            conn.execute_batch(commit)?;
             Ok(value)
         }
         Err(err) => {
-            let _ = conn.execute_batch("ROLLBACK TO astha; RELEASE astha");
+            let _ = conn.execute_batch(rollback);
             Err(err)
         }
     }

@@ -5,10 +5,12 @@
 //! issues a second UPDATE: such a trigger would log every update twice (the trap the
 //! seed's implementation fell into).
 
+mod events;
 mod migrations;
 mod rows;
 mod writes;
 
+pub use events::RegistryEvent;
 pub use migrations::{migrate, SCHEMA_VERSION};
 pub use rows::*;
 pub use writes::*;

@@ -1,0 +1,321 @@
+//! The facade: seed 000's API. `Astha::new(config)`, `start`, `stop`, component
+//! registration, health and statistics.
+//!
+//! Astha runs its actors on an actix system. Called from inside one (an actix or
+//! actix-web application, or a test), `start` puts them there; called from anywhere else
+//! (a plain binary, a host tokio server), it starts a system on a thread of its own.
+//! Either way the caller keeps an `Astha`, which is `Send + Sync`, and talks to the
+//! actors through their addresses.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use astha_core::config::AsthaConfig;
+use astha_core::log::BatchLimits;
+use astha_core::wake::DataVersionWatcher;
+
+use crate::component::{Component, ComponentStatus};
+use crate::error::AsthaError;
+use crate::messages::{Register, SetStatus, Shutdown, Unregister};
+use crate::poller::{Poller, PollerConfig};
+use crate::router::{Router, RouterConfig};
+use crate::stats::{ComponentStats, SchedulerStats, Stats};
+use crate::store::Store;
+use crate::supervisor::SupervisorSettings;
+
+/// A running or stopped Astha instance.
+pub struct Astha {
+    config: AsthaConfig,
+    store: Store,
+    stats: Arc<Stats>,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    router: Addr<Router>,
+    watcher: DataVersionWatcher,
+    /// Set when Astha started its own actix system thread.
+    own_system: Option<(actix::System, std::thread::JoinHandle<()>)>,
+}
+
+impl Astha {
+    /// Opens the database named in `config` (creating it if needed), creates the change
+    /// log, and captures every monitored table that exists.
+    pub fn new(config: AsthaConfig) -> Result<Astha, AsthaError> {
+        config.validate()?;
+        let store = Store::open(&config.database, &config.log_table)?;
+        let tables = config.monitored_tables.clone();
+        store.write_blocking(|conn| {
+            for table in &tables {
+                if astha_core::schema::is_plain_table(conn, table)? {
+                    store.capture().install(conn, table)?;
+                } else {
+                    tracing::warn!(table, "monitored table does not exist; not captured");
+                }
+            }
+            Ok(())
+        })?;
+        Ok(Astha {
+            config,
+            store,
+            stats: Arc::new(Stats::default()),
+            running: Mutex::new(None),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &AsthaConfig {
+        &self.config
+    }
+
+    /// The database handle (for setup, and for the CLI's status queries).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The live counters.
+    pub fn stats(&self) -> Arc<Stats> {
+        self.stats.clone()
+    }
+
+    /// Starts the poller and the router. Components can be registered before or after.
+    pub fn start(&self) -> Result<(), AsthaError> {
+        let mut running = self.running.lock().expect("astha state poisoned");
+        if running.is_some() {
+            return Err(AsthaError::AlreadyRunning);
+        }
+        let start = self.initial_position()?;
+        let watcher = DataVersionWatcher::start(self.store.path(), self.config.data_version_poll)?;
+        let (router, own_system) = if actix::System::try_current().is_some() {
+            (self.spawn_actors(start), None)
+        } else {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let this = ActorSeed {
+                store: self.store.clone(),
+                stats: self.stats.clone(),
+                router: self.router_config(),
+                poller: self.poller_config(),
+            };
+            let thread = std::thread::Builder::new()
+                .name("astha-actors".into())
+                .spawn(move || {
+                    let system = actix::System::new();
+                    system.block_on(async move {
+                        let router = this.spawn(start);
+                        let _ = tx.send((router, actix::System::current()));
+                    });
+                    let _ = system.run();
+                })
+                .map_err(|e| AsthaError::Mailbox(format!("cannot start actor thread: {e}")))?;
+            let (router, system) = rx
+                .recv()
+                .map_err(|_| AsthaError::Mailbox("actor thread died at start".into()))?;
+            (router, Some((system, thread)))
+        };
+        tracing::info!(database = %self.store.path().display(), start, "astha started");
+        *running = Some(Running {
+            router,
+            watcher,
+            own_system,
+        });
+        Ok(())
+    }
+
+    /// Stops gracefully: in-flight deliveries finish (up to a drain timeout), every
+    /// confirmed position is written, then the actors stop. Unconfirmed changes stay in
+    /// the log and are delivered after the next start.
+    pub async fn stop(&self) -> Result<(), AsthaError> {
+        let Some(running) = self.running.lock().expect("astha state poisoned").take() else {
+            return Err(AsthaError::NotRunning);
+        };
+        // The router stops itself once drained; its reply may be lost in that moment.
+        let _ = running.router.send(Shutdown).await;
+        running.watcher.stop();
+        if let Some((system, thread)) = running.own_system {
+            system.stop();
+            let _ = thread.join();
+        }
+        tracing::info!("astha stopped");
+        Ok(())
+    }
+
+    /// Registers a component under its name; fails if the name is taken. Its slot is
+    /// created at the log head, or reused if it exists (a restarted component resumes
+    /// where it stopped). It is refreshed (`on_refresh`) before its first change.
+    pub async fn register_component(
+        &self,
+        component: Box<dyn Component>,
+    ) -> Result<(), AsthaError> {
+        let router = self.router()?;
+        let mut tables = component.subscriptions();
+        if tables.is_empty() {
+            tables = self
+                .config
+                .subscriptions
+                .get(component.name())
+                .cloned()
+                .unwrap_or_default();
+        }
+        router.send(Register { component, tables }).await?
+    }
+
+    /// Unregisters a component and drops its slot, so it no longer holds back log cleanup.
+    pub async fn unregister_component(&self, name: &str) -> Result<(), AsthaError> {
+        self.router()?
+            .send(Unregister {
+                name: name.to_string(),
+            })
+            .await?
+    }
+
+    /// Marks a component `active` or `disabled` (a disabled component gets no changes;
+    /// they wait in the log).
+    pub async fn update_component_health(
+        &self,
+        name: &str,
+        status: &str,
+    ) -> Result<(), AsthaError> {
+        let status = ComponentStatus::parse(status).ok_or_else(|| {
+            AsthaError::Core(astha_core::CoreError::Invalid(format!(
+                "unknown component status {status:?} (use active or disabled)"
+            )))
+        })?;
+        self.router()?
+            .send(SetStatus {
+                name: name.to_string(),
+                status,
+            })
+            .await?
+    }
+
+    /// What is known about one component.
+    pub fn component_info(&self, name: &str) -> Option<ComponentStats> {
+        self.stats.components.get(name).map(|c| c.clone())
+    }
+
+    /// All registered components, by name.
+    pub fn all_components(&self) -> Vec<ComponentStats> {
+        self.stats.snapshot().components
+    }
+
+    /// Names of the components subscribed to `table`.
+    pub fn table_subscribers(&self, table: &str) -> Vec<String> {
+        self.all_components()
+            .into_iter()
+            .filter(|c| c.subscriptions.iter().any(|t| t == table))
+            .map(|c| c.name)
+            .collect()
+    }
+
+    /// Counters, positions and breaker states.
+    pub fn scheduler_stats(&self) -> SchedulerStats {
+        self.stats.snapshot()
+    }
+
+    fn router(&self) -> Result<Addr<Router>, AsthaError> {
+        self.running
+            .lock()
+            .expect("astha state poisoned")
+            .as_ref()
+            .map(|r| r.router.clone())
+            .ok_or(AsthaError::NotRunning)
+    }
+
+    /// Where the poller starts: the lowest slot position, so existing components resume
+    /// from the shared window rather than each reading the log alone; the head if there
+    /// are no slots.
+    fn initial_position(&self) -> Result<i64, AsthaError> {
+        let log = self.config.log_table.clone();
+        Ok(self.store.write_blocking(|conn| {
+            let slots = astha_core::slots::list(conn)?;
+            match slots.iter().map(|s| s.position).min() {
+                Some(min) => Ok(min),
+                None => astha_core::log::head_lsn(conn, &log),
+            }
+        })?)
+    }
+
+    fn spawn_actors(&self, start: i64) -> Addr<Router> {
+        ActorSeed {
+            store: self.store.clone(),
+            stats: self.stats.clone(),
+            router: self.router_config(),
+            poller: self.poller_config(),
+        }
+        .spawn(start)
+    }
+
+    fn router_config(&self) -> RouterConfig {
+        let c = &self.config;
+        RouterConfig {
+            limits: self.limits(),
+            window: c.window_batches,
+            cleanup_interval: c.cleanup_interval,
+            supervisor: SupervisorSettings {
+                retry: c.retry,
+                breaker: c.breaker,
+                event_timeout: c.supervisor.event_timeout,
+                refresh_after: c.supervisor.refresh_after,
+                health_interval: c.supervisor.health_interval,
+            },
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn poller_config(&self) -> PollerConfig {
+        PollerConfig {
+            limits: self.limits(),
+            window: self.config.window_batches,
+            backstop: self.config.backstop_interval,
+        }
+    }
+
+    fn limits(&self) -> BatchLimits {
+        BatchLimits {
+            max_rows: self.config.batch_size,
+            max_bytes: self.config.batch_max_bytes,
+        }
+    }
+}
+
+/// What the actor system thread needs to create the actors.
+struct ActorSeed {
+    store: Store,
+    stats: Arc<Stats>,
+    router: RouterConfig,
+    poller: PollerConfig,
+}
+
+impl ActorSeed {
+    fn spawn(self, start: i64) -> Addr<Router> {
+        let router = Router::new(self.store.clone(), self.stats.clone(), self.router, start);
+        let router_ctx = Context::new();
+        let router_addr = router_ctx.address();
+        let poller = Poller::new(
+            self.store,
+            router_addr.clone(),
+            self.stats,
+            self.poller,
+            start,
+        )
+        .start();
+        let mut router = router;
+        router.set_poller(poller);
+        router_ctx.run(router)
+    }
+}
+
+impl Drop for Astha {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            if let Some(running) = running.take() {
+                running.watcher.stop();
+                if let Some((system, thread)) = running.own_system {
+                    system.stop();
+                    let _ = thread.join();
+                }
+            }
+        }
+    }
+}

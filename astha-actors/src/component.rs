@@ -1,0 +1,110 @@
+//! The component contract: the Rust form of seed 000's `Subscriber[T]`.
+//!
+//! A component declares its name, version and the tables it subscribes to, and handles
+//! changes one at a time, in commit order. It is owned by its supervisor, which calls it
+//! from one task at a time (hence `&mut self`), retries what fails, and never lets one
+//! component hold up another. Decode rows with [`astha_core::Change::typed`] or
+//! [`astha_core::registry::RegistryEvent::decode`].
+//!
+//! Handlers run on the actor system's thread: a component that does blocking work
+//! (SQLite, files) must move it off that thread, e.g. with `tokio::task::spawn_blocking`.
+
+use astha_core::Change;
+use async_trait::async_trait;
+use serde::Serialize;
+
+/// Why a component could not handle a change (or a health check, or a refresh).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ComponentError {
+    /// May succeed if tried again (a lock, a timeout, a full queue downstream). Counts
+    /// toward the retry limit and the circuit breaker.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Will fail the same way every time (a row the component cannot accept). The change
+    /// goes straight to the dead-letter table; the breaker is not affected.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+impl ComponentError {
+    /// A retriable error.
+    pub fn transient(message: impl std::fmt::Display) -> Self {
+        ComponentError::Transient(message.to_string())
+    }
+
+    /// A non-retriable error.
+    pub fn permanent(message: impl std::fmt::Display) -> Self {
+        ComponentError::Permanent(message.to_string())
+    }
+
+    /// True for [`ComponentError::Transient`].
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, ComponentError::Transient(_))
+    }
+}
+
+impl From<astha_core::CoreError> for ComponentError {
+    fn from(err: astha_core::CoreError) -> Self {
+        if err.is_retriable() {
+            ComponentError::Transient(err.to_string())
+        } else {
+            ComponentError::Permanent(err.to_string())
+        }
+    }
+}
+
+/// A consumer of changes, supervised by Astha.
+#[async_trait]
+pub trait Component: Send + 'static {
+    /// Unique name; also the name of the component's durable slot.
+    fn name(&self) -> &str;
+
+    /// Version, shown in component info.
+    fn version(&self) -> &str {
+        "0.1.0"
+    }
+
+    /// Tables whose changes this component receives.
+    fn subscriptions(&self) -> Vec<String>;
+
+    /// Handles one change. Returning `Ok` confirms it: the component's slot may move past it.
+    async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError>;
+
+    /// Reports whether the component can take changes. Probed while its breaker is half-open.
+    async fn on_health(&mut self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+
+    /// Rebuilds the component's state from the registry: called when it is registered,
+    /// after a handler timed out or panicked, and when it stayed unhealthy too long.
+    async fn on_refresh(&mut self) -> Result<(), ComponentError> {
+        Ok(())
+    }
+}
+
+/// What a component reports about itself, as shown by `component_info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComponentStatus {
+    /// Taking changes.
+    Active,
+    /// Its breaker is open or half-open: changes wait in the log.
+    Unhealthy,
+    /// Marked unavailable by the host with `update_component_health`.
+    Disabled,
+    /// Unregistered or stopped.
+    Stopped,
+}
+
+impl ComponentStatus {
+    /// Parses a status name, as the host passes it to `update_component_health`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(Self::Active),
+            "unhealthy" | "error" => Some(Self::Unhealthy),
+            "disabled" | "inactive" => Some(Self::Disabled),
+            "stopped" => Some(Self::Stopped),
+            _ => None,
+        }
+    }
+}

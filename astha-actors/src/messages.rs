@@ -1,0 +1,95 @@
+//! The typed messages the actors exchange.
+//!
+//! Every mailbox is bounded by protocol, not by a capacity setting (actix's `do_send`
+//! ignores capacities): the poller has at most `window_batches` batches in flight to the
+//! router; the router has at most one delivery outstanding per component; a component
+//! answers each delivery with one `Progress`; wake-ups are coalesced into at most one
+//! queued `Wake`.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use astha_core::Change;
+
+use crate::component::{Component, ComponentStatus};
+use crate::error::AsthaError;
+
+/// A batch of decoded changes covering the LSN range `(after, upto]`, shared by all the
+/// components that read it.
+#[derive(Debug)]
+pub struct SharedBatch {
+    pub after: i64,
+    pub upto: i64,
+    pub changes: Vec<Arc<Change>>,
+}
+
+/// Poller → router: a new batch was read.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct NewBatch(pub Arc<SharedBatch>);
+
+/// Router → poller: `0` batches left the window; the poller may read that many more.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Release(pub usize);
+
+/// Anyone → poller: the log may have grown.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Wake;
+
+/// Router → supervisor: handle these changes, in order; the batch ends at `upto`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    pub changes: Arc<Vec<Arc<Change>>>,
+    pub upto: i64,
+}
+
+/// Supervisor → router: the component confirmed everything up to `confirmed`.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Progress {
+    pub component: String,
+    pub confirmed: i64,
+    /// The delivery is over (completely handled, or abandoned because the breaker opened).
+    pub finished: bool,
+    /// The breaker opened: deliver nothing until `Resume`.
+    pub paused: bool,
+}
+
+/// Supervisor → router: the component is healthy again; deliver from its position.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Resume {
+    pub component: String,
+}
+
+/// Facade → router: add a component.
+#[derive(Message)]
+#[rtype(result = "Result<(), AsthaError>")]
+pub struct Register {
+    pub component: Box<dyn Component>,
+    /// The tables routed to it: its own subscriptions, or the configured defaults.
+    pub tables: Vec<String>,
+}
+
+/// Facade → router: remove a component and drop its slot.
+#[derive(Message)]
+#[rtype(result = "Result<(), AsthaError>")]
+pub struct Unregister {
+    pub name: String,
+}
+
+/// Facade → router → supervisor: the host marks a component active or disabled.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(), AsthaError>")]
+pub struct SetStatus {
+    pub name: String,
+    pub status: ComponentStatus,
+}
+
+/// Facade → router: finish in-flight deliveries, persist positions, stop.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;

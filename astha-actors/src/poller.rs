@@ -1,0 +1,254 @@
+//! The poller: reads the change log in batches and hands them to the router.
+//!
+//! Promises:
+//! - at most `window` batches are in flight (read but not yet released by the router),
+//!   so memory is bounded whatever the backlog; when the window is full the poller simply
+//!   stops reading, and the changes wait in the log;
+//! - reads run on the blocking pool, never on the actor thread;
+//! - it reacts to a commit within microseconds (the `wal_hook` of Astha's writer
+//!   connections and the `PRAGMA data_version` watcher both send [`Wake`]), and re-reads
+//!   on a timer backstop in case a wake-up is missed: wake-ups are hints, the log is the
+//!   truth;
+//! - undecodable rows are moved to the dead-letter table, never skipped silently;
+//! - on the backstop tick it checks `PRAGMA schema_version` and regenerates the triggers
+//!   of captured tables whose columns changed.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use astha_core::log::{Batch, BatchLimits};
+use astha_core::wake::Subscription;
+
+use crate::messages::{NewBatch, Release, SharedBatch, Wake};
+use crate::router::Router;
+use crate::stats::Stats;
+use crate::store::Store;
+
+/// Poller settings.
+#[derive(Debug, Clone, Copy)]
+pub struct PollerConfig {
+    pub limits: BatchLimits,
+    pub window: usize,
+    pub backstop: Duration,
+}
+
+/// The poller actor.
+pub struct Poller {
+    store: Store,
+    router: Addr<Router>,
+    stats: Arc<Stats>,
+    config: PollerConfig,
+    read_pos: i64,
+    in_flight: usize,
+    reading: bool,
+    /// A wake-up arrived while a read was running: read again when it ends.
+    again: bool,
+    stopped: bool,
+    wake_queued: Arc<AtomicBool>,
+    schema_version: Option<i64>,
+    _wake: Option<Subscription>,
+}
+
+impl Poller {
+    /// A poller that starts reading after `read_pos`.
+    pub fn new(
+        store: Store,
+        router: Addr<Router>,
+        stats: Arc<Stats>,
+        config: PollerConfig,
+        read_pos: i64,
+    ) -> Self {
+        Self {
+            store,
+            router,
+            stats,
+            config,
+            read_pos,
+            in_flight: 0,
+            reading: false,
+            again: false,
+            stopped: false,
+            wake_queued: Arc::new(AtomicBool::new(false)),
+            schema_version: None,
+            _wake: None,
+        }
+    }
+
+    fn poll(&mut self, ctx: &mut Context<Self>) {
+        if self.stopped {
+            return;
+        }
+        if self.reading {
+            self.again = true;
+            return;
+        }
+        if self.in_flight >= self.config.window {
+            return;
+        }
+        self.reading = true;
+        self.again = false;
+        // Clear before reading: a commit after this point queues a new wake-up.
+        self.wake_queued.store(false, Ordering::Release);
+        let store = self.store.clone();
+        let after = self.read_pos;
+        let limits = self.config.limits;
+        ctx.spawn(
+            async move { store.read(after, limits, None).await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    act.reading = false;
+                    match result {
+                        Ok(batch) => act.handle_batch(batch, ctx),
+                        Err(err) => {
+                            // Retried on the next wake-up or backstop tick.
+                            tracing::warn!(error = %err, retriable = err.is_retriable(), "change log read failed");
+                        }
+                    }
+                }),
+        );
+    }
+
+    fn handle_batch(&mut self, batch: Batch, ctx: &mut Context<Self>) {
+        if batch.scanned_to <= self.read_pos {
+            if self.again {
+                self.poll(ctx);
+            }
+            return;
+        }
+        let full = batch.changes.len() + batch.malformed.len() >= self.config.limits.max_rows
+            || batch.bytes >= self.config.limits.max_bytes;
+        if !batch.malformed.is_empty() {
+            self.quarantine(&batch, ctx);
+        }
+        for change in &batch.changes {
+            *self
+                .stats
+                .changes_by_table
+                .entry(change.table.to_string())
+                .or_insert(0) += 1;
+        }
+        self.stats.batches_read.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .head_lsn
+            .fetch_max(batch.scanned_to, Ordering::Relaxed);
+        let shared = SharedBatch {
+            after: self.read_pos,
+            upto: batch.scanned_to,
+            changes: batch.changes.into_iter().map(Arc::new).collect(),
+        };
+        self.read_pos = batch.scanned_to;
+        self.in_flight += 1;
+        self.router.do_send(NewBatch(Arc::new(shared)));
+        if full || self.again {
+            self.poll(ctx);
+        }
+    }
+
+    fn quarantine(&mut self, batch: &Batch, ctx: &mut Context<Self>) {
+        let rows: Vec<(i64, String)> = batch
+            .malformed
+            .iter()
+            .map(|m| (m.raw.lsn, m.reason.clone()))
+            .collect();
+        self.stats.malformed_rows(rows.len(), &rows[0].1);
+        let store = self.store.clone();
+        ctx.spawn(
+            async move {
+                let log = store.log_table().to_string();
+                store
+                    .write(move |conn| astha_core::dead_letter::quarantine(conn, &log, &rows))
+                    .await
+            }
+            .into_actor(self)
+            .map(|result, _, _| {
+                if let Err(err) = result {
+                    // The rows stay in the log; every reader reports them again.
+                    tracing::error!(error = %err, "could not move malformed rows to dead letters");
+                }
+            }),
+        );
+    }
+
+    fn check_schema(&mut self, ctx: &mut Context<Self>) {
+        let store = self.store.clone();
+        let known = self.schema_version;
+        ctx.spawn(
+            async move {
+                let capture = store.capture().clone();
+                store
+                    .write(move |conn| {
+                        let version = astha_core::schema::schema_version(conn)?;
+                        if known == Some(version) {
+                            return Ok(version);
+                        }
+                        for change in capture.refresh(conn)? {
+                            tracing::info!(?change, "capture refreshed after a schema change");
+                        }
+                        // Regenerating triggers changes the version: read it again.
+                        astha_core::schema::schema_version(conn)
+                    })
+                    .await
+            }
+            .into_actor(self)
+            .map(|result, act, _| match result {
+                Ok(version) => act.schema_version = Some(version),
+                Err(err) => tracing::warn!(error = %err, "schema check failed"),
+            }),
+        );
+    }
+}
+
+impl Actor for Poller {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let addr = ctx.address();
+        let queued = self.wake_queued.clone();
+        self._wake = Some(astha_core::wake::subscribe(move || {
+            // Coalesce: at most one Wake waits in the mailbox, whatever the commit rate.
+            if !queued.swap(true, Ordering::AcqRel) {
+                addr.do_send(Wake);
+            }
+        }));
+        ctx.run_interval(self.config.backstop, |act, ctx| {
+            act.check_schema(ctx);
+            act.poll(ctx);
+        });
+        self.check_schema(ctx);
+        self.poll(ctx);
+    }
+}
+
+impl Handler<Wake> for Poller {
+    type Result = ();
+
+    fn handle(&mut self, _: Wake, ctx: &mut Context<Self>) {
+        self.poll(ctx);
+    }
+}
+
+impl Handler<Release> for Poller {
+    type Result = ();
+
+    fn handle(&mut self, msg: Release, ctx: &mut Context<Self>) {
+        self.in_flight = self.in_flight.saturating_sub(msg.0);
+        self.poll(ctx);
+    }
+}
+
+/// Router → poller: stop reading (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopReading;
+
+impl Handler<StopReading> for Poller {
+    type Result = ();
+
+    fn handle(&mut self, _: StopReading, ctx: &mut Context<Self>) {
+        self.stopped = true;
+        self._wake = None;
+        ctx.stop();
+    }
+}

@@ -1,0 +1,202 @@
+//! Counters and gauges shared by the actors and read by the facade, the CLI and the
+//! metrics endpoint. Each noteworthy event is one method that both logs it (with
+//! `tracing`) and counts it, so the logs and the metrics never disagree.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use astha_core::breaker::BreakerState;
+use dashmap::DashMap;
+use serde::Serialize;
+
+use crate::component::ComponentStatus;
+
+/// Everything Astha counts. Shared as `Arc<Stats>`.
+#[derive(Default)]
+pub struct Stats {
+    /// Changes read from the log, per table.
+    pub changes_by_table: DashMap<String, u64>,
+    /// Batches read by the poller.
+    pub batches_read: AtomicU64,
+    /// Batches read again from the log for a component that fell behind the window.
+    pub catch_up_reads: AtomicU64,
+    /// Log rows that could not be decoded (moved to dead letters).
+    pub malformed: AtomicU64,
+    /// Newest LSN the poller has seen.
+    pub head_lsn: AtomicI64,
+    /// Log rows removed by cleanup.
+    pub cleaned: AtomicU64,
+    /// Per component.
+    pub components: DashMap<String, ComponentStats>,
+}
+
+/// What is known about one component.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentStats {
+    pub name: String,
+    pub version: String,
+    pub subscriptions: Vec<String>,
+    pub status: ComponentStatus,
+    pub breaker: BreakerState,
+    /// Last LSN the component confirmed (its slot position).
+    pub position: i64,
+    /// Changes handled successfully.
+    pub delivered: u64,
+    /// Failed attempts (each retry of a change counts once).
+    pub failures: u64,
+    /// Changes given up on and written to the dead-letter table.
+    pub dead_letters: u64,
+    pub panics: u64,
+    pub timeouts: u64,
+    pub refreshes: u64,
+    pub last_error: Option<String>,
+}
+
+impl ComponentStats {
+    /// A freshly registered component.
+    pub fn new(name: &str, version: &str, subscriptions: Vec<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            version: version.to_string(),
+            subscriptions,
+            status: ComponentStatus::Active,
+            breaker: BreakerState::Closed,
+            position: 0,
+            delivered: 0,
+            failures: 0,
+            dead_letters: 0,
+            panics: 0,
+            timeouts: 0,
+            refreshes: 0,
+            last_error: None,
+        }
+    }
+}
+
+/// A snapshot of the scheduler, as `scheduler_stats` returns it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SchedulerStats {
+    pub active_components: usize,
+    pub event_counts: BTreeMap<String, u64>,
+    /// Changes confirmed, summed over components.
+    pub processed_events: u64,
+    pub head_lsn: i64,
+    pub batches_read: u64,
+    pub catch_up_reads: u64,
+    pub malformed: u64,
+    pub cleaned: u64,
+    /// Per component: its stats and its lag behind the head, in LSNs.
+    pub components: Vec<ComponentStats>,
+}
+
+impl Stats {
+    /// Updates one component's entry, if it exists.
+    pub fn update(&self, component: &str, f: impl FnOnce(&mut ComponentStats)) {
+        if let Some(mut entry) = self.components.get_mut(component) {
+            f(&mut entry);
+        }
+    }
+
+    /// A change was handled by `component`.
+    pub fn delivered(&self, component: &str, lsn: i64) {
+        tracing::trace!(component, lsn, "change delivered");
+        self.update(component, |s| s.delivered += 1);
+    }
+
+    /// An attempt to deliver `lsn` to `component` failed.
+    pub fn attempt_failed(&self, component: &str, lsn: i64, attempt: u32, error: &str) {
+        tracing::warn!(component, lsn, attempt, error, "delivery attempt failed");
+        self.update(component, |s| {
+            s.failures += 1;
+            s.last_error = Some(error.to_string());
+        });
+    }
+
+    /// A handler panicked (the supervisor recovered).
+    pub fn panicked(&self, component: &str, lsn: i64, message: &str) {
+        tracing::error!(
+            component,
+            lsn,
+            panic = message,
+            "component handler panicked"
+        );
+        self.update(component, |s| s.panics += 1);
+    }
+
+    /// A handler did not finish within the event timeout.
+    pub fn timed_out(&self, component: &str, lsn: i64) {
+        tracing::error!(component, lsn, "component handler timed out");
+        self.update(component, |s| s.timeouts += 1);
+    }
+
+    /// `component` gave up on `lsn`; it is in the dead-letter table.
+    pub fn dead_lettered(&self, component: &str, lsn: i64, attempts: u32, error: &str) {
+        tracing::error!(
+            component,
+            lsn,
+            attempts,
+            error,
+            "change moved to dead letters"
+        );
+        self.update(component, |s| s.dead_letters += 1);
+    }
+
+    /// `component`'s breaker changed state.
+    pub fn breaker_changed(&self, component: &str, state: BreakerState) {
+        tracing::warn!(component, state = %state, "circuit breaker changed state");
+        self.update(component, |s| {
+            s.breaker = state;
+            s.status = match state {
+                BreakerState::Closed if s.status == ComponentStatus::Unhealthy => {
+                    ComponentStatus::Active
+                }
+                BreakerState::Closed => s.status,
+                _ => ComponentStatus::Unhealthy,
+            };
+        });
+    }
+
+    /// `component` was asked to rebuild its state from the registry.
+    pub fn refreshed(&self, component: &str, reason: &str, result: &Result<(), String>) {
+        match result {
+            Ok(()) => tracing::info!(component, reason, "component refreshed"),
+            Err(error) => tracing::error!(component, reason, error, "component refresh failed"),
+        }
+        self.update(component, |s| s.refreshes += 1);
+    }
+
+    /// Log rows that cannot be decoded were quarantined.
+    pub fn malformed_rows(&self, count: usize, first_reason: &str) {
+        tracing::error!(
+            count,
+            reason = first_reason,
+            "malformed log rows moved to dead letters"
+        );
+        self.malformed.fetch_add(count as u64, Ordering::Relaxed);
+    }
+
+    /// A consistent snapshot of everything.
+    pub fn snapshot(&self) -> SchedulerStats {
+        let mut components: Vec<ComponentStats> =
+            self.components.iter().map(|e| e.value().clone()).collect();
+        components.sort_by(|a, b| a.name.cmp(&b.name));
+        SchedulerStats {
+            active_components: components
+                .iter()
+                .filter(|c| c.status == ComponentStatus::Active)
+                .count(),
+            event_counts: self
+                .changes_by_table
+                .iter()
+                .map(|e| (e.key().clone(), *e.value()))
+                .collect(),
+            processed_events: components.iter().map(|c| c.delivered).sum(),
+            head_lsn: self.head_lsn.load(Ordering::Relaxed),
+            batches_read: self.batches_read.load(Ordering::Relaxed),
+            catch_up_reads: self.catch_up_reads.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            cleaned: self.cleaned.load(Ordering::Relaxed),
+            components,
+        }
+    }
+}

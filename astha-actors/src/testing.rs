@@ -1,0 +1,156 @@
+//! The test harness every component test uses: a component that records what it saw
+//! and behaves as a script tells it (succeed, fail, panic, hang), and a shared
+//! [`Recording`] to assert on.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use astha_core::Change;
+use async_trait::async_trait;
+
+use crate::component::{Component, ComponentError};
+
+/// What the scripted component does with one attempt.
+#[derive(Debug, Clone)]
+pub enum Behavior {
+    Succeed,
+    Fail(ComponentError),
+    Panic,
+    /// Never returns (until the supervisor's timeout cancels it).
+    Hang,
+    /// Takes this long, then succeeds.
+    Sleep(Duration),
+}
+
+/// A script: given a change and the attempt number (1-based), what to do.
+pub type Script = Arc<dyn Fn(&Change, u32) -> Behavior + Send + Sync>;
+
+/// What a recording component saw, shared with the test.
+#[derive(Default)]
+pub struct RecordingState {
+    /// Every change confirmed (handled successfully), in the order handled.
+    pub confirmed: Vec<Arc<Change>>,
+    /// Attempts per LSN, successful or not.
+    pub attempts: HashMap<i64, u32>,
+    pub health_calls: u32,
+    pub refresh_calls: u32,
+    /// Health answers to give, front first; healthy when empty.
+    pub health_script: Vec<Result<(), ComponentError>>,
+}
+
+/// A cloneable handle on a [`RecordingState`].
+#[derive(Clone, Default)]
+pub struct Recording(pub Arc<Mutex<RecordingState>>);
+
+impl Recording {
+    /// Locks the state for inspection.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, RecordingState> {
+        self.0.lock().expect("recording poisoned")
+    }
+
+    /// LSNs confirmed, in order.
+    pub fn confirmed_lsns(&self) -> Vec<i64> {
+        self.state().confirmed.iter().map(|c| c.lsn).collect()
+    }
+
+    /// Attempts made for `lsn`.
+    pub fn attempts(&self, lsn: i64) -> u32 {
+        self.state().attempts.get(&lsn).copied().unwrap_or(0)
+    }
+
+    /// Waits (polling every millisecond of the runtime's clock) until `done` holds;
+    /// false if `limit` passes first.
+    pub async fn wait_until(
+        &self,
+        limit: Duration,
+        done: impl Fn(&RecordingState) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if done(&self.state()) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// A component that records and follows a script.
+pub struct RecordingComponent {
+    name: String,
+    tables: Vec<String>,
+    script: Script,
+    recording: Recording,
+}
+
+impl RecordingComponent {
+    /// A component that accepts everything.
+    pub fn new(name: &str, tables: &[&str]) -> (Self, Recording) {
+        Self::scripted(name, tables, Arc::new(|_, _| Behavior::Succeed))
+    }
+
+    /// A component that follows `script`.
+    pub fn scripted(name: &str, tables: &[&str], script: Script) -> (Self, Recording) {
+        let recording = Recording::default();
+        (
+            Self {
+                name: name.to_string(),
+                tables: tables.iter().map(|t| t.to_string()).collect(),
+                script,
+                recording: recording.clone(),
+            },
+            recording,
+        )
+    }
+}
+
+#[async_trait]
+impl Component for RecordingComponent {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        self.tables.clone()
+    }
+
+    async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
+        let attempt = {
+            let mut state = self.recording.state();
+            let n = state.attempts.entry(change.lsn).or_insert(0);
+            *n += 1;
+            *n
+        };
+        match (self.script)(change, attempt) {
+            Behavior::Succeed => {}
+            Behavior::Fail(err) => return Err(err),
+            Behavior::Panic => panic!("scripted panic at lsn {}", change.lsn),
+            Behavior::Hang => std::future::pending::<()>().await,
+            Behavior::Sleep(d) => tokio::time::sleep(d).await,
+        }
+        self.recording
+            .state()
+            .confirmed
+            .push(Arc::new(change.clone()));
+        Ok(())
+    }
+
+    async fn on_health(&mut self) -> Result<(), ComponentError> {
+        let mut state = self.recording.state();
+        state.health_calls += 1;
+        if state.health_script.is_empty() {
+            Ok(())
+        } else {
+            state.health_script.remove(0)
+        }
+    }
+
+    async fn on_refresh(&mut self) -> Result<(), ComponentError> {
+        self.recording.state().refresh_calls += 1;
+        Ok(())
+    }
+}
