@@ -12,6 +12,7 @@
 pub mod astha;
 pub mod component;
 pub mod error;
+pub mod http;
 pub mod messages;
 pub mod poller;
 pub mod router;

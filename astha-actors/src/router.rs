@@ -280,13 +280,41 @@ impl Router {
         }
     }
 
+    /// Deletes the log rows every slot is past, and reports each component's state to
+    /// `__astha_components` for `astha status`.
     fn cleanup(&mut self, ctx: &mut Context<Self>) {
         let store = self.store.clone();
         let stats = self.stats.clone();
+        let beats: Vec<astha_core::heartbeat::Heartbeat> = self
+            .stats
+            .snapshot()
+            .components
+            .into_iter()
+            .map(|c| astha_core::heartbeat::Heartbeat {
+                status: serde_json::to_value(c.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default(),
+                breaker: c.breaker.to_string(),
+                position: c.position,
+                delivered: c.delivered as i64,
+                failures: c.failures as i64,
+                dead_letters: c.dead_letters as i64,
+                version: c.version,
+                name: c.name,
+                updated_at: String::new(),
+            })
+            .collect();
         ctx.spawn(
             async move {
                 let log = store.log_table().to_string();
-                match store.write(move |conn| slots::cleanup(conn, &log)).await {
+                let result = store
+                    .write(move |conn| {
+                        astha_core::heartbeat::write(conn, &beats)?;
+                        slots::cleanup(conn, &log)
+                    })
+                    .await;
+                match result {
                     Ok(n) => {
                         stats
                             .cleaned
@@ -463,7 +491,14 @@ impl Handler<Unregister> for Router {
         let store = self.store.clone();
         let name = msg.name;
         Box::pin(
-            async move { store.write(move |conn| slots::drop_slot(conn, &name)).await }
+            async move {
+                store
+                    .write(move |conn| {
+                        astha_core::heartbeat::remove(conn, &name)?;
+                        slots::drop_slot(conn, &name)
+                    })
+                    .await
+            }
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     act.evict(ctx);

@@ -86,6 +86,22 @@ impl Store {
         .await
     }
 
+    /// Runs a read-only `f` on a pooled reader connection, off the executor.
+    pub async fn query<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        run_blocking(move || {
+            let reader = inner.take_reader()?;
+            let result = f(&reader.conn);
+            inner.readers.lock().expect("reader pool poisoned").push(reader);
+            result
+        })
+        .await
+    }
+
     /// Runs `f` on the writer connection, off the executor.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where

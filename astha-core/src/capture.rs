@@ -89,6 +89,7 @@ impl Capture {
         schema::ensure_schema_table(conn)?;
         crate::slots::ensure_tables(conn)?;
         crate::dead_letter::ensure_table(conn)?;
+        crate::heartbeat::ensure_table(conn)?;
         Ok(())
     }
 

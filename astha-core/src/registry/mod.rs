@@ -6,11 +6,13 @@
 //! seed's implementation fell into).
 
 mod events;
+mod lakehouse;
 mod migrations;
 mod rows;
 mod writes;
 
 pub use events::RegistryEvent;
+pub use lakehouse::*;
 pub use migrations::{migrate, SCHEMA_VERSION};
 pub use rows::*;
 pub use writes::*;

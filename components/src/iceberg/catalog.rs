@@ -158,6 +158,16 @@ impl SqlCatalog {
         Ok(())
     }
 
+    /// Removes a table from the catalog (its files stay, as pyiceberg's `drop_table` without
+    /// purge leaves them). Returns whether the catalog had it.
+    pub fn drop_table(&self, namespace: &str, table: &str) -> Result<bool> {
+        let removed = self.conn().execute(
+            "DELETE FROM iceberg_tables WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3",
+            params![&*self.name, namespace, table],
+        )?;
+        Ok(removed > 0)
+    }
+
     /// Compare-and-swap: points the table at `new` only if it still points at `expected`.
     pub fn commit(&self, namespace: &str, table: &str, expected: &str, new: &str) -> Result<()> {
         let changed = self.conn().execute(

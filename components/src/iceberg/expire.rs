@@ -63,6 +63,20 @@ impl IcebergTable {
                     .map(|s| s.snapshot_id),
             );
         }
+        self.expire_all_but(&keep)
+    }
+
+    /// Expires every snapshot except the current one, those refs point to and those in
+    /// `retain`; then deletes the files nothing remaining reaches. For callers (the
+    /// snapshotter) that decide retention themselves.
+    pub fn expire_snapshots_retaining(&mut self, retain: &BTreeSet<i64>) -> Result<ExpireResult> {
+        let mut keep = retain.clone();
+        keep.extend(self.metadata.current_snapshot_id);
+        keep.extend(self.metadata.refs.values().map(|r| r.snapshot_id));
+        self.expire_all_but(&keep)
+    }
+
+    fn expire_all_but(&mut self, keep: &BTreeSet<i64>) -> Result<ExpireResult> {
         let (kept, expired): (Vec<&Snapshot>, Vec<&Snapshot>) = self
             .metadata
             .snapshots

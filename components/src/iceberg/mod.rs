@@ -47,4 +47,4 @@ pub use metadata::{Snapshot, TableMetadata};
 pub use parquet_io::{read_parquet_rows, write_parquet, ColumnStats, DataFileInfo};
 pub use schema::{ColumnSpec, IcebergType};
 pub use table::{IcebergTable, SnapshotInfo};
-pub use value::Datum;
+pub use value::{lower_bound_bytes, upper_bound_bytes, Datum};
