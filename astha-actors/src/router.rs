@@ -499,11 +499,11 @@ impl Handler<Unregister> for Router {
                     })
                     .await
             }
-                .into_actor(self)
-                .map(|result, act, ctx| {
-                    act.evict(ctx);
-                    result.map(|_| ()).map_err(AsthaError::from)
-                }),
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                act.evict(ctx);
+                result.map(|_| ()).map_err(AsthaError::from)
+            }),
         )
     }
 }

@@ -96,7 +96,11 @@ impl Store {
         run_blocking(move || {
             let reader = inner.take_reader()?;
             let result = f(&reader.conn);
-            inner.readers.lock().expect("reader pool poisoned").push(reader);
+            inner
+                .readers
+                .lock()
+                .expect("reader pool poisoned")
+                .push(reader);
             result
         })
         .await

@@ -179,3 +179,45 @@ pub fn pending_counts(conn: &Connection) -> Result<Vec<(String, i64)>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
+
+/// Puts a dead letter back into the change log as a new change (a new LSN) and marks it
+/// replayed, in one transaction. The change is then delivered again to every component
+/// subscribed to its table: delivery is at-least-once, so components already accept a
+/// change twice. Undecodable rows (consumer `*`) are refused: they would fail again.
+/// Returns the new LSN.
+pub fn replay(conn: &Connection, log_table: &str, id: i64) -> Result<i64> {
+    let tx = conn.unchecked_transaction()?;
+    let consumer: Option<String> = tx
+        .query_row(
+            "SELECT consumer FROM __astha_dead_letters WHERE id = ?1 AND replayed_at IS NULL",
+            [id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match consumer.as_deref() {
+        None => {
+            return Err(crate::error::CoreError::Invalid(format!(
+                "no dead letter {id} waiting for replay"
+            )))
+        }
+        Some(ANY_CONSUMER) => {
+            return Err(crate::error::CoreError::Invalid(format!(
+                "dead letter {id} is a log row no consumer can decode; fix or delete it, replay would fail again"
+            )))
+        }
+        Some(_) => {}
+    }
+    tx.execute(
+        &format!(
+            "INSERT INTO {} (ts, tbl, op, schema_id, before, after)
+             SELECT julianday('now'), tbl, op, schema_id, before, after
+             FROM __astha_dead_letters WHERE id = ?1",
+            quote_ident(log_table)
+        ),
+        [id],
+    )?;
+    let lsn = tx.last_insert_rowid();
+    mark_replayed(&tx, id)?;
+    tx.commit()?;
+    Ok(lsn)
+}

@@ -330,3 +330,46 @@ fn malformed_rows_are_reported_not_dropped() {
     assert!(again.malformed.is_empty());
     assert_eq!(again.changes.len(), 2);
 }
+
+#[test]
+fn dead_letters_replay_as_new_changes() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
+        .unwrap();
+    capture().install(&conn, "t").unwrap();
+    conn.execute("INSERT INTO t VALUES (1, 'a')", []).unwrap();
+    let failure = astha_core::dead_letter::Failure {
+        consumer: "c",
+        reason: "boom",
+        attempts: 30,
+        retriable: true,
+    };
+    assert!(astha_core::dead_letter::record(&conn, LOG, 1, &failure).unwrap());
+    assert!(
+        !astha_core::dead_letter::record(&conn, LOG, 1, &failure).unwrap(),
+        "recorded once"
+    );
+    let dead = astha_core::dead_letter::list(&conn, Some("c"), false).unwrap();
+    let lsn = astha_core::dead_letter::replay(&conn, LOG, dead[0].id).unwrap();
+    assert_eq!(lsn, 2);
+    let changes = read_all(&conn, 1, 10);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        changes[0].after.as_ref().unwrap().get("x"),
+        Some(&Value::Text("a".into()))
+    );
+    assert!(astha_core::dead_letter::list(&conn, Some("c"), false)
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        astha_core::dead_letter::list(&conn, Some("c"), true)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        astha_core::dead_letter::replay(&conn, LOG, dead[0].id).is_err(),
+        "only once"
+    );
+}

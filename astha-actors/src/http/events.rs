@@ -32,7 +32,10 @@ impl Client {
         self.tables
             .as_ref()
             .is_none_or(|t| t.contains(&*change.table))
-            && self.operations.as_ref().is_none_or(|o| o.contains(&change.op))
+            && self
+                .operations
+                .as_ref()
+                .is_none_or(|o| o.contains(&change.op))
     }
 }
 
@@ -238,9 +241,17 @@ mod tests {
         assert_eq!(hub.clients(), 1);
         assert_eq!(hub.dropped(), 1);
         let first = filtered.try_recv().unwrap();
-        assert!(std::str::from_utf8(&first).unwrap().starts_with("id: 1\nevent: change\n"));
-        assert!(filtered.try_recv().is_err(), "b and updates are filtered out");
+        assert!(std::str::from_utf8(&first)
+            .unwrap()
+            .starts_with("id: 1\nevent: change\n"));
+        assert!(
+            filtered.try_recv().is_err(),
+            "b and updates are filtered out"
+        );
         assert!(slow.try_recv().is_ok() && slow.try_recv().is_ok());
-        assert!(slow.try_recv().is_err(), "disconnected after its buffer filled");
+        assert!(
+            slow.try_recv().is_err(),
+            "disconnected after its buffer filled"
+        );
     }
 }

@@ -1,0 +1,72 @@
+//! Command-line definitions and dispatch. Each subcommand lives in its own module.
+
+mod config_cmd;
+mod dead_letters;
+mod errors;
+mod status;
+mod watch;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+pub use errors::CliError;
+
+/// Astha: change-data capture for SQLite, delivered in commit order to supervised components.
+#[derive(Debug, Parser)]
+#[command(name = "astha", version, about)]
+pub struct Cli {
+    /// Configuration file (TOML). `ASTHA_*` environment variables override it.
+    #[arg(long, global = true, env = "ASTHA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log more (repeat for more detail). `ASTHA_LOG` sets a full filter instead.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The log filter when `ASTHA_LOG` is not set.
+    pub fn default_log_filter(&self) -> &'static str {
+        match self.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream the changes of a SQLite database to stdout as JSON lines.
+    Watch(watch::WatchArgs),
+    /// Show capture, log depth, slots, component states and dead letters of a database.
+    Status(status::StatusArgs),
+    /// List or replay dead letters.
+    #[command(subcommand)]
+    DeadLetters(dead_letters::DeadLettersCommand),
+    /// Configuration.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+}
+
+/// Output format for commands that print changes or state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// One JSON document per line.
+    Json,
+    /// Aligned text for people.
+    Pretty,
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Watch(args) => watch::run(cli.config.as_deref(), args),
+        Command::Status(args) => status::run(args),
+        Command::DeadLetters(cmd) => dead_letters::run(cli.config.as_deref(), cmd),
+        Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
+    }
+}

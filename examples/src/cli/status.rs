@@ -1,0 +1,114 @@
+//! `astha status <db>`: capture, log depth and age, slots and their lag, the last state
+//! each component reported (status, breaker, position), and pending dead letters.
+
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use astha_core::capture::Capture;
+use clap::Args;
+use serde_json::json;
+
+use super::errors::open_existing;
+use super::{CliError, Format};
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The SQLite database.
+    pub database: PathBuf,
+    /// Change-log table name.
+    #[arg(long, default_value = "__cdc_log")]
+    pub log_table: String,
+    #[arg(long, value_enum, default_value = "pretty")]
+    pub format: Format,
+}
+
+pub fn run(args: StatusArgs) -> Result<(), CliError> {
+    let path = &args.database;
+    let conn = open_existing(path)?;
+    let on = |e| CliError::on(path, e);
+    if !astha_core::schema::is_plain_table(&conn, &args.log_table).map_err(on)? {
+        return Err(CliError::Message(format!(
+            "{} has no Astha change log ({}); set up capture with `astha watch {} --tables <t> --install`",
+            path.display(),
+            args.log_table,
+            path.display()
+        )));
+    }
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let captured = Capture::new(&args.log_table)
+        .captured_tables(&conn)
+        .map_err(on)?;
+    let log = astha_core::log::log_stats(&conn, &args.log_table, now_ms).map_err(on)?;
+    let mut slots = Vec::new();
+    for slot in astha_core::slots::list(&conn).map_err(on)? {
+        let lag = astha_core::slots::lag(&conn, &args.log_table, &slot.name, now_ms).map_err(on)?;
+        slots.push((slot, lag));
+    }
+    let components = astha_core::heartbeat::list(&conn).map_err(on)?;
+    let dead = astha_core::dead_letter::pending_counts(&conn).map_err(on)?;
+    match args.format {
+        Format::Json => {
+            let doc = json!({
+                "database": path,
+                "captured_tables": captured,
+                "log": log,
+                "slots": slots.iter().map(|(s, l)| json!({"slot": s, "lag": l})).collect::<Vec<_>>(),
+                "components": components,
+                "dead_letters": dead.iter().map(|(c, n)| json!({"consumer": c, "pending": n})).collect::<Vec<_>>(),
+            });
+            println!("{doc}");
+        }
+        Format::Pretty => {
+            println!("database       {}", path.display());
+            println!(
+                "captured       {}",
+                if captured.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    captured.join(", ")
+                }
+            );
+            println!(
+                "log            {} rows, LSN {}..{}, oldest {:.1}s old",
+                log.rows,
+                log.first_lsn,
+                log.head_lsn,
+                log.oldest_age_ms as f64 / 1000.0
+            );
+            println!("\nslots");
+            if slots.is_empty() {
+                println!("  (none: nothing holds the log back, and nothing consumes it)");
+            }
+            for (slot, lag) in &slots {
+                println!(
+                    "  {:<24} position {:<10} lag {:>8} changes, oldest {:.1}s",
+                    slot.name,
+                    slot.position,
+                    lag.events,
+                    lag.oldest_age_ms as f64 / 1000.0
+                );
+            }
+            println!("\ncomponents (last reported by a running Astha)");
+            if components.is_empty() {
+                println!("  (none reported)");
+            }
+            for c in &components {
+                println!(
+                    "  {:<24} {:<10} breaker {:<9} position {:<10} delivered {:<8} failures {:<6} dead letters {:<4} at {}",
+                    c.name, c.status, c.breaker, c.position, c.delivered, c.failures, c.dead_letters, c.updated_at
+                );
+            }
+            println!("\ndead letters waiting for replay");
+            if dead.is_empty() {
+                println!("  (none)");
+            }
+            for (consumer, n) in &dead {
+                println!("  {consumer:<24} {n}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,241 @@
+//! `astha watch <db>`: change-data capture for any SQLite database, streamed to stdout as
+//! JSON lines (or aligned text), in commit order.
+//!
+//! Without `--slot` the watcher uses a slot of its own that is dropped when it exits, so
+//! it never holds back log cleanup; with `--slot NAME` the position is kept and a later
+//! `astha watch --slot NAME` resumes exactly where this one stopped.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use astha_actors::http::{EventHub, HttpConfig, SseComponent};
+use astha_actors::{Astha, Component, ComponentError};
+use astha_core::capture::Capture;
+use astha_core::config::AsthaConfig;
+use astha_core::Change;
+use async_trait::async_trait;
+use clap::Args;
+use tokio::sync::watch;
+
+use super::errors::open_existing;
+use super::{CliError, Format};
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The SQLite database to watch.
+    pub database: PathBuf,
+    /// Tables to watch (comma separated). Default: every captured table.
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// Install capture triggers on `--tables` if they are missing (they stay installed).
+    #[arg(long)]
+    pub install: bool,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: Format,
+    /// Keep the position in this durable slot and resume from it next time.
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// Start before the oldest change still in the log instead of at the head (new slots only).
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Exit after this many changes.
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Also serve /metrics, /health and /events on this address (e.g. 127.0.0.1:9187).
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Require this bearer token on the HTTP endpoint.
+    #[arg(long, env = "ASTHA_HTTP_TOKEN")]
+    pub http_token: Option<String>,
+}
+
+pub fn run(config: Option<&Path>, args: WatchArgs) -> Result<(), CliError> {
+    let path = args.database.clone();
+    let conn = open_existing(&path)?;
+    let mut config = AsthaConfig::load(config)?;
+    let capture = Capture::new(&config.log_table);
+    let tables = resolve_tables(&conn, &capture, &args)?;
+    drop(conn);
+    config.database = path.clone();
+    config.monitored_tables = if args.install {
+        tables.clone()
+    } else {
+        Vec::new()
+    };
+    config.subscriptions.clear();
+    let system = actix::System::new();
+    system.block_on(watch_async(config, tables, args))
+}
+
+fn resolve_tables(
+    conn: &rusqlite::Connection,
+    capture: &Capture,
+    args: &WatchArgs,
+) -> Result<Vec<String>, CliError> {
+    let path = &args.database;
+    let on = |e| CliError::on(path, e);
+    let captured = capture.captured_tables(conn).map_err(on)?;
+    if args.tables.is_empty() {
+        if captured.is_empty() {
+            return Err(CliError::Message(format!(
+                "no table of {} is captured; name some with --tables and add --install",
+                path.display()
+            )));
+        }
+        return Ok(captured);
+    }
+    for table in &args.tables {
+        if !astha_core::schema::is_plain_table(conn, table).map_err(on)? {
+            return Err(CliError::Message(format!(
+                "{} has no table named {table:?}",
+                path.display()
+            )));
+        }
+        if !args.install && !captured.contains(table) {
+            return Err(CliError::Message(format!(
+                "table {table:?} has no capture; rerun with --install to create its triggers"
+            )));
+        }
+    }
+    Ok(args.tables.clone())
+}
+
+async fn watch_async(
+    config: AsthaConfig,
+    tables: Vec<String>,
+    args: WatchArgs,
+) -> Result<(), CliError> {
+    let path = config.database.clone();
+    let log_table = config.log_table.clone();
+    let astha = Astha::new(config).map_err(|e| CliError::astha(&path, e))?;
+    astha.start().map_err(|e| CliError::astha(&path, e))?;
+    let http = match args.http {
+        Some(bind) => {
+            let hub = Arc::new(EventHub::new(1024));
+            let http_config = HttpConfig {
+                bind,
+                bearer_token: args.http_token.clone(),
+            };
+            let (handle, addr) = astha_actors::http::start(
+                &http_config,
+                astha.stats(),
+                astha.store().clone(),
+                hub.clone(),
+            )?;
+            eprintln!("serving /metrics, /health and /events on http://{addr}");
+            astha
+                .register_component(Box::new(SseComponent::new(hub, tables.clone())))
+                .await
+                .map_err(|e| CliError::astha(&path, e))?;
+            Some(handle)
+        }
+        None => None,
+    };
+    let durable = args.slot.is_some();
+    let name = args
+        .slot
+        .clone()
+        .unwrap_or_else(|| format!("watch-{}", std::process::id()));
+    if args.from_beginning {
+        let name = name.clone();
+        astha
+            .store()
+            .write_blocking(|conn| {
+                if astha_core::slots::get(conn, &name)?.is_none() {
+                    astha_core::slots::create(
+                        conn,
+                        &log_table,
+                        &name,
+                        astha_core::slots::SlotStart::Beginning,
+                    )?;
+                }
+                Ok(())
+            })
+            .map_err(|e| CliError::on(&path, e))?;
+    }
+    let (done_tx, mut done_rx) = watch::channel(args.limit == Some(0));
+    let printer = Printer {
+        name: name.clone(),
+        tables,
+        format: args.format,
+        remaining: args.limit,
+        done: done_tx,
+    };
+    astha
+        .register_component(Box::new(printer))
+        .await
+        .map_err(|e| CliError::astha(&path, e))?;
+    eprintln!(
+        "watching {} (slot {name}{}); Ctrl-C to stop",
+        path.display(),
+        if durable { ", durable" } else { "" }
+    );
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = done_rx.wait_for(|done| *done) => {}
+    }
+    if !durable {
+        astha
+            .unregister_component(&name)
+            .await
+            .map_err(|e| CliError::astha(&path, e))?;
+    }
+    if let Some(handle) = http {
+        handle.stop(true).await;
+    }
+    astha.stop().await.map_err(|e| CliError::astha(&path, e))?;
+    Ok(())
+}
+
+/// The component that prints. It writes each change before confirming it, so a durable
+/// slot never moves past a change that was not printed.
+struct Printer {
+    name: String,
+    tables: Vec<String>,
+    format: Format,
+    remaining: Option<u64>,
+    done: watch::Sender<bool>,
+}
+
+#[async_trait]
+impl Component for Printer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        self.tables.clone()
+    }
+
+    async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
+        if self.remaining == Some(0) {
+            // Past the limit: leave the change for the next watcher.
+            return Err(ComponentError::transient("watch limit reached"));
+        }
+        let line = match self.format {
+            Format::Json => change.to_json().to_string(),
+            Format::Pretty => format!(
+                "{:>8}  {:<6}  {:<20}  {}",
+                change.lsn,
+                change.op,
+                change.table,
+                serde_json::Value::Object(change.row().map(|r| r.to_json()).unwrap_or_default())
+            ),
+        };
+        let mut out = std::io::stdout().lock();
+        if let Err(err) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+            // stdout is gone (e.g. `| head` exited): stop instead of retrying.
+            let _ = self.done.send(true);
+            return Err(ComponentError::transient(format!("stdout: {err}")));
+        }
+        if let Some(n) = &mut self.remaining {
+            *n -= 1;
+            if *n == 0 {
+                let _ = self.done.send(true);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,262 @@
+//! The `astha` binary as a user runs it: watch, status, dead letters, config, and the
+//! errors a person gets for bad input.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+fn astha() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_astha"));
+    cmd.env_remove("ASTHA_CONFIG").env_remove("ASTHA_LOG");
+    cmd
+}
+
+fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn make_db(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("shop.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE \"my items\" (id INTEGER PRIMARY KEY, name TEXT, price REAL);",
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn watch_streams_changes_as_json_lines_in_commit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let mut child = astha()
+        .args([
+            "watch",
+            db.to_str().unwrap(),
+            "--tables",
+            "my items",
+            "--install",
+            "--limit",
+            "3",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the watcher reports it is watching (its slot exists), then write.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines() {
+        if line.unwrap().starts_with("watching") {
+            break;
+        }
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("INSERT INTO \"my items\" VALUES (1, 'pen', 1.5)", [])
+        .unwrap();
+    conn.execute("UPDATE \"my items\" SET price = 2.25", [])
+        .unwrap();
+    conn.execute("DELETE FROM \"my items\"", []).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["op"], "INSERT");
+    assert_eq!(lines[0]["after"]["name"], "pen");
+    assert_eq!(lines[1]["before"]["price"], 1.5);
+    assert_eq!(lines[1]["after"]["price"], 2.25);
+    assert_eq!(lines[2]["op"], "DELETE");
+    assert_eq!(lines[2]["table"], "my items");
+    let lsns: Vec<i64> = lines.iter().map(|l| l["lsn"].as_i64().unwrap()).collect();
+    assert_eq!(lsns, vec![1, 2, 3]);
+
+    // The watcher's own slot is gone (it never holds cleanup back); status says so.
+    let (ok, stdout, _) =
+        output(astha().args(["status", db.to_str().unwrap(), "--format", "json"]));
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["captured_tables"], serde_json::json!(["my items"]));
+    assert_eq!(status["slots"], serde_json::json!([]));
+    assert_eq!(status["log"]["head_lsn"], 3);
+}
+
+#[test]
+fn a_durable_slot_resumes_where_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let run = |limit: &str| {
+        let (ok, stdout, stderr) = output(astha().args([
+            "watch",
+            db.to_str().unwrap(),
+            "--tables",
+            "my items",
+            "--install",
+            "--slot",
+            "audit",
+            "--from-beginning",
+            "--limit",
+            limit,
+        ]));
+        assert!(ok, "{stderr}");
+        stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["lsn"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    // `--limit 0` installs capture and exits at once, so the writes below are captured.
+    let (ok, stdout, stderr) = output(astha().args([
+        "watch",
+        db.to_str().unwrap(),
+        "--tables",
+        "my items",
+        "--install",
+        "--limit",
+        "0",
+    ]));
+    assert!(ok && stdout.is_empty(), "{stderr}");
+    for i in 0..5 {
+        conn.execute(
+            "INSERT INTO \"my items\" (name) VALUES (?1)",
+            [format!("n{i}")],
+        )
+        .unwrap();
+    }
+    let first = run("2");
+    let second = run("3");
+    assert_eq!(first, vec![1, 2]);
+    assert_eq!(
+        second,
+        vec![3, 4, 5],
+        "resumed after the last printed change"
+    );
+}
+
+#[test]
+fn errors_name_the_problem_and_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let (ok, _, err) = output(astha().args(["watch", "/nonexistent/x.db"]));
+    assert!(!ok);
+    assert!(err.contains("no such file: /nonexistent/x.db"), "{err}");
+    let junk = dir.path().join("junk.db");
+    std::fs::write(
+        &junk,
+        "this is not sqlite, it is text and long enough to have a header",
+    )
+    .unwrap();
+    let (ok, _, err) = output(astha().args(["status", junk.to_str().unwrap()]));
+    assert!(!ok);
+    assert!(err.contains("is not a SQLite database"), "{err}");
+    let (ok, _, err) =
+        output(astha().args(["watch", db.to_str().unwrap(), "--tables", "my items"]));
+    assert!(!ok);
+    assert!(
+        err.contains("has no capture; rerun with --install"),
+        "{err}"
+    );
+    let (ok, _, err) = output(astha().args([
+        "watch",
+        db.to_str().unwrap(),
+        "--tables",
+        "nope",
+        "--install",
+    ]));
+    assert!(!ok);
+    assert!(err.contains("no table named \"nope\""), "{err}");
+    let (ok, _, err) = output(astha().args(["status", db.to_str().unwrap()]));
+    assert!(!ok);
+    assert!(err.contains("has no Astha change log"), "{err}");
+    // A database locked by a long writer: status waits its busy timeout, then says so.
+    let locker = rusqlite::Connection::open(&db).unwrap();
+    locker
+        .execute_batch("PRAGMA journal_mode=DELETE; BEGIN EXCLUSIVE; CREATE TABLE hold (x);")
+        .unwrap();
+    let start = std::time::Instant::now();
+    let (ok, _, err) = output(astha().args(["status", db.to_str().unwrap()]));
+    assert!(!ok);
+    assert!(err.contains("is locked by another connection"), "{err}");
+    assert!(
+        start.elapsed() >= Duration::from_secs(4),
+        "waited for the lock first"
+    );
+    locker.execute_batch("ROLLBACK").unwrap();
+}
+
+#[test]
+fn dead_letters_are_listed_and_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let conn = astha_core::db::open(&db).unwrap();
+    let capture = astha_core::capture::Capture::new("__cdc_log");
+    capture.install(&conn, "my items").unwrap();
+    conn.execute("INSERT INTO \"my items\" (name) VALUES ('x')", [])
+        .unwrap();
+    let failure = astha_core::dead_letter::Failure {
+        consumer: "indexer",
+        reason: "search cluster down",
+        attempts: 30,
+        retriable: true,
+    };
+    astha_core::dead_letter::record(&conn, "__cdc_log", 1, &failure).unwrap();
+    let (ok, stdout, _) = output(astha().args(["dead-letters", "list", db.to_str().unwrap()]));
+    assert!(ok);
+    assert!(
+        stdout.contains("indexer")
+            && stdout.contains("search cluster down")
+            && stdout.contains("attempts 30"),
+        "{stdout}"
+    );
+    let (ok, stdout, _) = output(astha().args([
+        "dead-letters",
+        "replay",
+        db.to_str().unwrap(),
+        "--consumer",
+        "indexer",
+    ]));
+    assert!(ok);
+    assert!(stdout.contains("replayed as LSN 2"), "{stdout}");
+    let (_, stdout, _) = output(astha().args(["dead-letters", "list", db.to_str().unwrap()]));
+    assert!(stdout.contains("(no dead letters)"), "{stdout}");
+}
+
+#[test]
+fn config_print_shows_the_effective_config_and_rejects_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("astha.toml");
+    std::fs::write(&file, "batch_size = 512\n").unwrap();
+    let (ok, stdout, err) = output(
+        astha()
+            .args(["--config", file.to_str().unwrap(), "config", "print"])
+            .env("ASTHA_RETRY__MAX_ATTEMPTS", "7"),
+    );
+    assert!(ok, "{err}");
+    let parsed: toml::Value = toml::from_str(&stdout).unwrap();
+    assert_eq!(parsed["batch_size"].as_integer(), Some(512));
+    assert_eq!(parsed["retry"]["max_attempts"].as_integer(), Some(7));
+    std::fs::write(&file, "batch_sise = 512\n").unwrap();
+    let (ok, _, err) =
+        output(astha().args(["--config", file.to_str().unwrap(), "config", "print"]));
+    assert!(!ok);
+    assert!(err.contains("batch_sise"), "{err}");
+    let (ok, _, err) = output(
+        astha()
+            .args(["config", "print"])
+            .env("ASTHA_BATCH_SIZE", "0"),
+    );
+    assert!(!ok);
+    assert!(err.contains("batch_size"), "{err}");
+}
