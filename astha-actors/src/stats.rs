@@ -40,6 +40,8 @@ pub struct ComponentStats {
     pub breaker: BreakerState,
     /// Last LSN the component confirmed (its slot position).
     pub position: i64,
+    /// LSNs between the newest one read and `position` (filled in by snapshots).
+    pub lag: i64,
     /// Changes handled successfully.
     pub delivered: u64,
     /// Failed attempts (each retry of a change counts once).
@@ -62,6 +64,7 @@ impl ComponentStats {
             status: ComponentStatus::Active,
             breaker: BreakerState::Closed,
             position: 0,
+            lag: 0,
             delivered: 0,
             failures: 0,
             dead_letters: 0,
@@ -85,7 +88,7 @@ pub struct SchedulerStats {
     pub catch_up_reads: u64,
     pub malformed: u64,
     pub cleaned: u64,
-    /// Per component: its stats and its lag behind the head, in LSNs.
+    /// Per component, by name.
     pub components: Vec<ComponentStats>,
 }
 
@@ -177,8 +180,16 @@ impl Stats {
 
     /// A consistent snapshot of everything.
     pub fn snapshot(&self) -> SchedulerStats {
-        let mut components: Vec<ComponentStats> =
-            self.components.iter().map(|e| e.value().clone()).collect();
+        let head = self.head_lsn.load(Ordering::Relaxed);
+        let mut components: Vec<ComponentStats> = self
+            .components
+            .iter()
+            .map(|e| {
+                let mut c = e.value().clone();
+                c.lag = (head - c.position).max(0);
+                c
+            })
+            .collect();
         components.sort_by(|a, b| a.name.cmp(&b.name));
         SchedulerStats {
             active_components: components
@@ -191,7 +202,7 @@ impl Stats {
                 .map(|e| (e.key().clone(), *e.value()))
                 .collect(),
             processed_events: components.iter().map(|c| c.delivered).sum(),
-            head_lsn: self.head_lsn.load(Ordering::Relaxed),
+            head_lsn: head,
             batches_read: self.batches_read.load(Ordering::Relaxed),
             catch_up_reads: self.catch_up_reads.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),

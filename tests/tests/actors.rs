@@ -405,3 +405,40 @@ async fn registration_rules() {
     ));
     astha.stop().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn malformed_log_rows_are_quarantined_and_delivery_goes_on() {
+    let db = TestDb::new();
+    let astha = Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let (c, seen) = RecordingComponent::new("c", &["a"]);
+    astha.register_component(Box::new(c)).await.unwrap();
+    let writer = db.writer();
+    insert(&writer, "a", 0, 2);
+    writer
+        .execute(
+            "INSERT INTO __cdc_log (ts, tbl, op, schema_id, before, after)
+             VALUES (julianday('now'), 'a', 'I', 1, NULL, 'not an image')",
+            [],
+        )
+        .unwrap();
+    insert(&writer, "a", 2, 2);
+    assert!(seen.wait_until(LONG, |s| s.confirmed.len() == 4).await);
+    assert_eq!(seen.confirmed_lsns(), vec![1, 2, 4, 5]);
+    let conn = astha_core::db::open(&db.path).unwrap();
+    let quarantined = seen
+        .wait_until(LONG, |_| {
+            !astha_core::dead_letter::list(&conn, Some("*"), false)
+                .unwrap()
+                .is_empty()
+        })
+        .await;
+    assert!(quarantined, "the bad row is kept as a dead letter");
+    let dead = astha_core::dead_letter::list(&conn, Some("*"), false).unwrap();
+    assert_eq!(dead[0].lsn, 3);
+    assert!(dead[0].reason.contains("after image"), "{}", dead[0].reason);
+    assert_eq!(astha.scheduler_stats().malformed, 1);
+    let info = astha.component_info("c").unwrap();
+    assert_eq!((info.position, info.lag), (5, 0));
+    astha.stop().await.unwrap();
+}

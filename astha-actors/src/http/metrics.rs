@@ -232,7 +232,7 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<HttpState>) -> Ht
     for c in &snap.components {
         lag.samples.push((
             format!("{{component=\"{}\"}}", label(&c.name)),
-            (snap.head_lsn - c.position).max(0).to_string(),
+            c.lag.to_string(),
         ));
     }
     families.push(lag);
@@ -260,7 +260,7 @@ pub(crate) async fn health(req: HttpRequest, state: web::Data<HttpState>) -> Htt
             "status": c.status,
             "breaker": c.breaker.to_string(),
             "position": c.position,
-            "lag": (snap.head_lsn - c.position).max(0),
+            "lag": c.lag,
             "last_error": c.last_error,
         })).collect::<Vec<_>>(),
     });
