@@ -13,8 +13,14 @@ use support::*;
 
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response[9..12].parse().unwrap();
@@ -28,14 +34,18 @@ async fn metrics_health_auth_and_sse() {
     astha.start().unwrap();
     let hub = Arc::new(EventHub::new(64));
     astha
-        .register_component(Box::new(SseComponent::new(hub.clone(), vec!["a".into(), "b".into()])))
+        .register_component(Box::new(SseComponent::new(
+            hub.clone(),
+            vec!["a".into(), "b".into()],
+        )))
         .await
         .unwrap();
     let config = HttpConfig {
         bind: "127.0.0.1:0".parse().unwrap(),
         bearer_token: Some("s3cret".into()),
     };
-    let (server, addr) = http::start(&config, astha.stats(), astha.store().clone(), hub.clone()).unwrap();
+    let (server, addr) =
+        http::start(&config, astha.stats(), astha.store().clone(), hub.clone()).unwrap();
 
     // An SSE client filtered to inserts into `a`, reading on its own thread.
     let sse = std::thread::spawn(move || {
@@ -45,7 +55,9 @@ async fn metrics_health_auth_and_sse() {
             "GET /events?tables=a&operations=insert HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n"
         )
         .unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         let mut ids = Vec::new();
         for line in BufReader::new(stream).lines() {
             let line = line.unwrap();
@@ -74,19 +86,33 @@ async fn metrics_health_auth_and_sse() {
     writer.execute("INSERT INTO a (v) VALUES (2)", []).unwrap(); // lsn 2
     writer.execute("UPDATE a SET v = 3", []).unwrap(); // lsn 3: update
     writer.execute("INSERT INTO a (v) VALUES (4)", []).unwrap(); // lsn 4
-    let ids = actix_rt::task::spawn_blocking(move || sse.join().unwrap()).await.unwrap();
+    let ids = actix_rt::task::spawn_blocking(move || sse.join().unwrap())
+        .await
+        .unwrap();
     assert_eq!(ids, vec![2, 4]);
 
-    let (status, _) = actix_rt::task::spawn_blocking(move || get(addr, "/metrics", None)).await.unwrap();
+    let (status, _) = actix_rt::task::spawn_blocking(move || get(addr, "/metrics", None))
+        .await
+        .unwrap();
     assert_eq!(status, 401);
     let (status, body) =
-        actix_rt::task::spawn_blocking(move || get(addr, "/metrics", Some("s3cret"))).await.unwrap();
+        actix_rt::task::spawn_blocking(move || get(addr, "/metrics", Some("s3cret")))
+            .await
+            .unwrap();
     assert_eq!(status, 200);
-    assert!(body.contains("astha_component_delivered_total{component=\"sse\"} 4"), "{body}");
-    assert!(body.contains("astha_changes_read_total{table=\"a\"} 3"), "{body}");
+    assert!(
+        body.contains("astha_component_delivered_total{component=\"sse\"} 4"),
+        "{body}"
+    );
+    assert!(
+        body.contains("astha_changes_read_total{table=\"a\"} 3"),
+        "{body}"
+    );
     assert!(body.contains("# TYPE astha_component_lag gauge"));
     let (status, body) =
-        actix_rt::task::spawn_blocking(move || get(addr, "/health", Some("s3cret"))).await.unwrap();
+        actix_rt::task::spawn_blocking(move || get(addr, "/health", Some("s3cret")))
+            .await
+            .unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("\"status\":\"ok\""), "{body}");
     server.stop(true).await;
