@@ -40,8 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::iceberg::{DataFileInfo, IcebergError, IcebergTable};
 use crate::lakehouse::{
-    blocking, data_file_info, iceberg_columns, lock, Lakehouse, LakehouseError, Result,
-    TableLocks,
+    blocking, data_file_info, iceberg_columns, lock, Lakehouse, Result, TableLocks,
 };
 
 /// The component's name (and slot name).
@@ -172,7 +171,9 @@ impl IcebergUpdater {
     /// table with pending or processing files (what a restart needs). Blocking.
     pub fn sync_all_blocking(&self) -> Result<Vec<SyncReport>> {
         let inner = &self.inner;
-        let tables = inner.lakehouse.with_registry(|conn| Ok(registry::all_tables(conn)?))?;
+        let tables = inner
+            .lakehouse
+            .with_registry(|conn| Ok(registry::all_tables(conn)?))?;
         for ident in &tables {
             match inner.ensure_table(ident) {
                 Ok(_) => {}
@@ -250,7 +251,11 @@ impl Inner {
         // Files that can never be appended are set aside, not allowed to block the rest.
         let mut candidates: Vec<(TableFile, DataFileInfo)> = Vec::new();
         for f in files {
-            match check_file(&f, stats.get(&f.id).map(Vec::as_slice).unwrap_or(&[]), &columns) {
+            match check_file(
+                &f,
+                stats.get(&f.id).map(Vec::as_slice).unwrap_or(&[]),
+                &columns,
+            ) {
                 Ok(info) => candidates.push((f, info)),
                 Err(reason) => report.failed.push((f.id, reason)),
             }
@@ -466,8 +471,13 @@ impl Component for IcebergUpdater {
         let reports = self.sync_all().await?;
         let appended: usize = reports.iter().map(|r| r.appended.len()).sum();
         let present: usize = reports.iter().map(|r| r.already_present.len()).sum();
-        tracing::info!(component = ICEBERG_UPDATER, tables = reports.len(), appended, already_present = present, "refreshed from the registry");
+        tracing::info!(
+            component = ICEBERG_UPDATER,
+            tables = reports.len(),
+            appended,
+            already_present = present,
+            "refreshed from the registry"
+        );
         Ok(())
     }
 }
-

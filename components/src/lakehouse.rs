@@ -77,7 +77,11 @@ impl LakehouseConfig {
         if self.warehouse.as_os_str().is_empty() {
             return Err(ConfigError::invalid("warehouse", "must name a directory"));
         }
-        if self.catalog.as_ref().is_some_and(|c| c.as_os_str().is_empty()) {
+        if self
+            .catalog
+            .as_ref()
+            .is_some_and(|c| c.as_os_str().is_empty())
+        {
             return Err(ConfigError::invalid(
                 "catalog",
                 "must name a file when given",
@@ -245,7 +249,12 @@ impl Lakehouse {
 
     /// Runs `f` on a registry connection (blocking; call from a blocking context).
     pub fn with_registry<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let pooled = self.inner.pool.lock().expect("registry pool poisoned").pop();
+        let pooled = self
+            .inner
+            .pool
+            .lock()
+            .expect("registry pool poisoned")
+            .pop();
         let conn = match pooled {
             Some(conn) => conn,
             None => astha_core::db::open_existing(&self.inner.config.registry)?,
@@ -370,7 +379,9 @@ pub fn file_checksum(path: &Path) -> Result<String> {
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = file.read(&mut buf).map_err(|e| LakehouseError::io(path, e))?;
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| LakehouseError::io(path, e))?;
         if n == 0 {
             break;
         }
@@ -449,8 +460,7 @@ pub fn data_file_info(
                 value_count: s.value_count.max(0) as u64,
                 null_count: s.null_count.max(0) as u64,
                 // Rows arrive as JSON, which cannot carry NaN.
-                nan_count: matches!(col.ty, IcebergType::Float | IcebergType::Double)
-                    .then_some(0),
+                nan_count: matches!(col.ty, IcebergType::Float | IcebergType::Double).then_some(0),
                 column_size: None,
                 lower_bound: lower.as_ref().map(lower_bound_bytes),
                 upper_bound: upper.as_ref().and_then(upper_bound_bytes),

@@ -18,12 +18,13 @@ pub mod iceberg;
 pub mod iceberg_updater;
 pub mod lakehouse;
 pub mod schema_manager;
+pub mod sinks;
 pub mod snapshotter;
 pub mod storage_manager;
 
-
+pub use compactor::{Compactor, CompactorConfig};
 pub use iceberg_updater::{IcebergUpdater, IcebergUpdaterConfig};
 pub use lakehouse::{Lakehouse, LakehouseConfig, LakehouseError};
 pub use schema_manager::{SchemaManager, SchemaManagerConfig};
-
+pub use snapshotter::{Snapshotter, SnapshotterConfig};
 pub use storage_manager::{StorageManager, StorageManagerConfig};

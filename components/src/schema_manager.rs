@@ -41,14 +41,19 @@ pub struct SchemaManagerConfig {
 
 impl Default for SchemaManagerConfig {
     fn default() -> Self {
-        SchemaManagerConfig { max_entries: 10_000 }
+        SchemaManagerConfig {
+            max_entries: 10_000,
+        }
     }
 }
 
 impl SchemaManagerConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.max_entries == 0 {
-            return Err(ConfigError::invalid("max_entries", "must be at least 1 (got 0)"));
+            return Err(ConfigError::invalid(
+                "max_entries",
+                "must be at least 1 (got 0)",
+            ));
         }
         Ok(())
     }
@@ -202,9 +207,10 @@ impl SchemaManager {
             }
         }
         self.inner.misses.fetch_add(1, Ordering::Relaxed);
-        let found = self.inner.lakehouse.with_registry(|conn| {
-            Ok(registry::find_table(conn, database, table)?.map(|t| t.id))
-        })?;
+        let found = self
+            .inner
+            .lakehouse
+            .with_registry(|conn| Ok(registry::find_table(conn, database, table)?.map(|t| t.id)))?;
         match found {
             Some(id) => self.inner.load_on_miss(id),
             None => Ok(None),
@@ -262,14 +268,12 @@ impl SchemaManager {
     pub fn rebuild(&self) -> Result<usize> {
         let inner = &self.inner;
         inner.epoch.fetch_add(1, Ordering::SeqCst);
-        let schemas = inner
-            .lakehouse
-            .with_registry(|conn| {
-                registry::all_tables(conn)?
-                    .into_iter()
-                    .map(|ident| read_schema(conn, ident.table_id))
-                    .collect::<Result<Vec<_>>>()
-            })?;
+        let schemas = inner.lakehouse.with_registry(|conn| {
+            registry::all_tables(conn)?
+                .into_iter()
+                .map(|ident| read_schema(conn, ident.table_id))
+                .collect::<Result<Vec<_>>>()
+        })?;
         inner.by_id.clear();
         inner.by_name.clear();
         let mut n = 0;
@@ -443,7 +447,11 @@ impl Component for SchemaManager {
     async fn on_refresh(&mut self) -> std::result::Result<(), ComponentError> {
         let this = self.clone();
         let n = blocking(move || this.rebuild()).await?;
-        tracing::info!(component = SCHEMA_MANAGER, tables = n, "schema cache rebuilt");
+        tracing::info!(
+            component = SCHEMA_MANAGER,
+            tables = n,
+            "schema cache rebuilt"
+        );
         Ok(())
     }
 }

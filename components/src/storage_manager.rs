@@ -25,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::iceberg::{write_parquet, ColumnSpec};
-use crate::lakehouse::{blocking, iceberg_columns, new_data_file, Lakehouse, LakehouseError, Result};
+use crate::lakehouse::{
+    blocking, iceberg_columns, new_data_file, Lakehouse, LakehouseError, Result,
+};
 use crate::schema_manager::SchemaManager;
 
 /// Storage manager settings.
@@ -142,8 +144,12 @@ impl StorageManager {
         match &result {
             Ok(f) => {
                 self.inner.inserts.fetch_add(1, Ordering::Relaxed);
-                self.inner.rows.fetch_add(f.row_count as u64, Ordering::Relaxed);
-                self.inner.bytes.fetch_add(f.file_size as u64, Ordering::Relaxed);
+                self.inner
+                    .rows
+                    .fetch_add(f.row_count as u64, Ordering::Relaxed);
+                self.inner
+                    .bytes
+                    .fetch_add(f.file_size as u64, Ordering::Relaxed);
             }
             Err(e) => {
                 self.inner.failures.fetch_add(1, Ordering::Relaxed);
@@ -176,7 +182,9 @@ impl StorageManager {
 
     fn try_insert(&self, database: &str, table: &str, rows: &[Vec<Value>]) -> Result<InsertedFile> {
         if rows.is_empty() {
-            return Err(LakehouseError::Invalid("an insert needs at least one row".into()));
+            return Err(LakehouseError::Invalid(
+                "an insert needs at least one row".into(),
+            ));
         }
         if rows.len() > self.inner.config.max_rows_per_insert {
             return Err(LakehouseError::Invalid(format!(
@@ -187,34 +195,42 @@ impl StorageManager {
         }
         let (ident, columns) = self.resolve(database, table)?;
         let lakehouse = &self.inner.lakehouse;
-        let path = lakehouse
-            .table_dir(&ident)
-            .join("data")
-            .join(format!("{}-{}.parquet", now_ms(), uuid::Uuid::new_v4()));
+        let path = lakehouse.table_dir(&ident).join("data").join(format!(
+            "{}-{}.parquet",
+            now_ms(),
+            uuid::Uuid::new_v4()
+        ));
         // Validates every value before creating anything; a bad row leaves no file.
         let info = write_parquet(&path, &columns, rows)?;
-        let recorded = new_data_file(&info, &columns, rows, IcebergState::Pending).and_then(|file| {
-            let file_id = lakehouse.with_registry(|conn| {
-                Ok(registry::immediate(conn, |tx| {
-                    registry::record_data_file(tx, ident.table_id, &file)
-                })?)
-            })?;
-            Ok(InsertedFile {
-                table_id: ident.table_id,
-                file_id,
-                path: info.path.clone(),
-                row_count: file.row_count,
-                file_size: file.file_size,
-                checksum: file.checksum,
-            })
-        });
+        let recorded =
+            new_data_file(&info, &columns, rows, IcebergState::Pending).and_then(|file| {
+                let file_id = lakehouse.with_registry(|conn| {
+                    Ok(registry::immediate(conn, |tx| {
+                        registry::record_data_file(tx, ident.table_id, &file)
+                    })?)
+                })?;
+                Ok(InsertedFile {
+                    table_id: ident.table_id,
+                    file_id,
+                    path: info.path.clone(),
+                    row_count: file.row_count,
+                    file_size: file.file_size,
+                    checksum: file.checksum,
+                })
+            });
         if recorded.is_err() {
             if let Err(e) = std::fs::remove_file(&info.path) {
                 tracing::warn!(path = %info.path.display(), error = %e, "could not remove the data file of a failed insert");
             }
         }
         let inserted = recorded?;
-        tracing::debug!(database, table, file_id = inserted.file_id, rows = inserted.row_count, "data file recorded");
+        tracing::debug!(
+            database,
+            table,
+            file_id = inserted.file_id,
+            rows = inserted.row_count,
+            "data file recorded"
+        );
         Ok(inserted)
     }
 

@@ -12,7 +12,9 @@ use astha_core::config::AsthaConfig;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The host's own runtime (a server would run its listeners on it).
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
     runtime.block_on(host())
 }
 
@@ -33,20 +35,26 @@ async fn host() -> Result<(), Box<dyn std::error::Error>> {
     // The handle is Send + Sync: register from a task of the host's runtime.
     let (component, seen) = RecordingComponent::new("audit", &["events"]);
     let handle = astha.clone();
-    tokio::spawn(async move { handle.register_component(Box::new(component)).await })
-        .await??;
+    tokio::spawn(async move { handle.register_component(Box::new(component)).await }).await??;
 
     for kind in ["signup", "login", "logout"] {
         writer.execute("INSERT INTO events (kind) VALUES (?1)", [kind])?;
     }
-    if !seen.wait_until(Duration::from_secs(10), |s| s.confirmed.len() == 3).await {
+    if !seen
+        .wait_until(Duration::from_secs(10), |s| s.confirmed.len() == 3)
+        .await
+    {
         return Err("changes were not delivered".into());
     }
     let stats = astha.scheduler_stats();
     println!(
         "delivered {} changes; components: {:?}",
         stats.processed_events,
-        astha.all_components().iter().map(|c| &c.name).collect::<Vec<_>>()
+        astha
+            .all_components()
+            .iter()
+            .map(|c| &c.name)
+            .collect::<Vec<_>>()
     );
     astha.stop().await?; // drains, persists the slot, stops the actor thread
     Ok(())

@@ -40,7 +40,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let astha = Astha::new(config)?; // installs capture on `orders`
     astha.start()?;
     let counts = Counts::default();
-    astha.register_component(Box::new(Counter(counts.clone()))).await?;
+    astha
+        .register_component(Box::new(Counter(counts.clone())))
+        .await?;
     for i in 0..100 {
         conn.execute("INSERT INTO orders (total) VALUES (?1)", [i as f64])?;
     }

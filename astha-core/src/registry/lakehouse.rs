@@ -75,9 +75,11 @@ pub fn all_tables(conn: &Connection) -> Result<Vec<TableIdentity>> {
 
 /// The `table_metadata` row of a table.
 pub fn table_metadata(conn: &Connection, table_id: i64) -> Result<Option<TableMetadata>> {
-    Ok(read_rows(conn, "table_metadata", "table_id = ?1", &[&table_id])?
-        .into_iter()
-        .next())
+    Ok(
+        read_rows(conn, "table_metadata", "table_id = ?1", &[&table_id])?
+            .into_iter()
+            .next(),
+    )
 }
 
 /// Statistics of one column of a new data file.
@@ -397,8 +399,8 @@ pub fn fulfil_snapshot_request(
 
 /// Deletes unanswered snapshot requests (the table has nothing to snapshot yet).
 pub fn drop_snapshot_requests(conn: &Connection, ids: &[i64]) -> Result<()> {
-    let mut stmt = conn
-        .prepare_cached("DELETE FROM table_snapshots WHERE id = ?1 AND operation = ?2")?;
+    let mut stmt =
+        conn.prepare_cached("DELETE FROM table_snapshots WHERE id = ?1 AND operation = ?2")?;
     for id in ids {
         stmt.execute((id, SNAPSHOT_REQUESTED))?;
     }

@@ -44,7 +44,7 @@ pub use expire::ExpireResult;
 pub use manifest::{read_manifest, EntryStatus, ManifestEntry};
 pub use manifest_list::{read_manifest_list, ManifestFile};
 pub use metadata::{Snapshot, TableMetadata};
-pub use parquet_io::{read_parquet_rows, write_parquet, ColumnStats, DataFileInfo};
+pub use parquet_io::{merge_parquet, read_parquet_rows, write_parquet, ColumnStats, DataFileInfo};
 pub use schema::{ColumnSpec, IcebergType};
 pub use table::{IcebergTable, SnapshotInfo};
 pub use value::{lower_bound_bytes, upper_bound_bytes, Datum};

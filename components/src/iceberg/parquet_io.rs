@@ -199,6 +199,191 @@ pub fn read_parquet_rows(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec<
     Ok(rows)
 }
 
+/// Concatenates the rows of `inputs` (data files of one table) into one new Parquet file at
+/// `output`, for compaction.
+///
+/// Streams record batches: memory stays at about one batch whatever the sizes. Columns are
+/// matched by field id, as in [`read_parquet_rows`]. The new file's statistics are merged
+/// from the inputs' (counts added up, the smallest lower and the largest upper bound; a bound
+/// unknown in any input that holds values is left unknown), with column sizes from the new
+/// file. Publishes like [`write_parquet`] (temporary name, fsync, rename); fails without
+/// creating `output` if an input cannot be read or holds another number of rows than its
+/// `record_count` says.
+pub fn merge_parquet(
+    output: &Path,
+    columns: &[ColumnSpec],
+    inputs: &[DataFileInfo],
+) -> Result<DataFileInfo> {
+    validate_columns(columns)?;
+    let output = fsutil::absolute(output)?;
+    if output.exists() {
+        return Err(IcebergError::InvalidArgument(format!(
+            "data file {} already exists; data files are never overwritten",
+            output.display()
+        )));
+    }
+    if let Some(dir) = output.parent() {
+        fsutil::create_dir_all(dir)?;
+    }
+    let tmp = fsutil::temp_sibling(&output);
+    let written = copy_batches(&tmp, columns, inputs).and_then(|(meta, rows)| {
+        fsutil::publish(&tmp, &output)?;
+        Ok((meta, rows))
+    });
+    let (meta, record_count) = match written {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    let mut column_stats = merge_stats(columns, inputs);
+    add_column_sizes(&meta, columns, &mut column_stats);
+    let file_size_in_bytes = fs::metadata(&output)
+        .map_err(|e| IcebergError::io(&output, e))?
+        .len();
+    Ok(DataFileInfo {
+        path: output,
+        file_size_in_bytes,
+        record_count,
+        column_stats,
+    })
+}
+
+fn copy_batches(
+    tmp: &Path,
+    columns: &[ColumnSpec],
+    inputs: &[DataFileInfo],
+) -> Result<(ParquetMetaData, u64)> {
+    let schema = arrow_schema(columns);
+    let out_err = |source| IcebergError::Parquet {
+        path: tmp.to_path_buf(),
+        source,
+    };
+    let file = File::create(tmp).map_err(|e| IcebergError::io(tmp, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .build();
+    let handle = file.try_clone().map_err(|e| IcebergError::io(tmp, e))?;
+    let mut writer = ArrowWriter::try_new(handle, schema.clone(), Some(props)).map_err(out_err)?;
+    let mut total = 0u64;
+    for input in inputs {
+        let path = input.path.as_path();
+        let in_err = |source| IcebergError::Parquet {
+            path: path.to_path_buf(),
+            source,
+        };
+        let f = File::open(path).map_err(|e| IcebergError::io(path, e))?;
+        let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(in_err)?;
+        let positions: Vec<Option<usize>> = columns
+            .iter()
+            .map(|c| {
+                let pos = builder.schema().fields().iter().position(|f| {
+                    f.metadata().get(PARQUET_FIELD_ID_KEY).map(String::as_str)
+                        == Some(c.field_id.to_string().as_str())
+                });
+                match pos {
+                    None if c.required => Err(IcebergError::corrupt(
+                        path,
+                        format!(
+                            "required column {:?} (field id {}) is missing",
+                            c.name, c.field_id
+                        ),
+                    )),
+                    other => Ok(other),
+                }
+            })
+            .collect::<Result<_>>()?;
+        let mut rows = 0u64;
+        for batch in builder.build().map_err(in_err)? {
+            let batch = batch?;
+            let arrays: Vec<ArrayRef> = columns
+                .iter()
+                .zip(&positions)
+                .map(|(c, pos)| match pos {
+                    Some(p) => batch.column(*p).clone(),
+                    None => arrow_array::new_null_array(&c.ty.arrow_type(), batch.num_rows()),
+                })
+                .collect();
+            let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).map_err(out_err)?;
+        }
+        if rows != input.record_count {
+            return Err(IcebergError::corrupt(
+                path,
+                format!("holds {rows} rows but {} were recorded", input.record_count),
+            ));
+        }
+        total += rows;
+    }
+    let meta = writer.close().map_err(out_err)?;
+    file.sync_all().map_err(|e| IcebergError::io(tmp, e))?;
+    Ok((meta, total))
+}
+
+/// Statistics of the concatenation of files with statistics `inputs`.
+fn merge_stats(columns: &[ColumnSpec], inputs: &[DataFileInfo]) -> BTreeMap<i32, ColumnStats> {
+    let mut out = BTreeMap::new();
+    for col in columns {
+        let mut merged = ColumnStats {
+            nan_count: Some(0),
+            ..ColumnStats::default()
+        };
+        let mut lower: Option<Option<Datum>> = Some(None);
+        let mut upper: Option<Option<Datum>> = Some(None);
+        let mut nan_known = true;
+        let mut any = false;
+        for input in inputs {
+            let Some(s) = input.column_stats.get(&col.field_id) else {
+                // No statistics for the column in this file: the merge knows nothing either.
+                lower = None;
+                upper = None;
+                nan_known = false;
+                merged.value_count += input.record_count;
+                merged.null_count += input.record_count;
+                continue;
+            };
+            any = true;
+            merged.value_count += s.value_count;
+            merged.null_count += s.null_count;
+            match s.nan_count {
+                Some(n) => merged.nan_count = merged.nan_count.map(|m| m + n),
+                None => nan_known = false,
+            }
+            let holds_values = s.value_count > s.null_count;
+            let pick = |acc: &mut Option<Option<Datum>>, bound: &Option<Vec<u8>>, want| {
+                if !holds_values {
+                    return;
+                }
+                let Some(d) = bound.as_deref().and_then(|b| Datum::from_bytes(col.ty, b)) else {
+                    *acc = None;
+                    return;
+                };
+                if let Some(cur) = acc {
+                    if cur.as_ref().is_none_or(|c| d.compare(c) == Some(want)) {
+                        *cur = Some(d);
+                    }
+                }
+            };
+            pick(&mut lower, &s.lower_bound, std::cmp::Ordering::Less);
+            pick(&mut upper, &s.upper_bound, std::cmp::Ordering::Greater);
+        }
+        if !any {
+            continue;
+        }
+        // The inputs' bounds are already truncated bounds, so they are written back as they
+        // are (a lower bound stays below, an upper bound above, every value).
+        merged.lower_bound = lower.flatten().map(|d| d.to_bytes());
+        merged.upper_bound = upper.flatten().map(|d| d.to_bytes());
+        if !nan_known || !matches!(col.ty, IcebergType::Float | IcebergType::Double) {
+            merged.nan_count = None;
+        }
+        out.insert(col.field_id, merged);
+    }
+    out
+}
+
 /// Column-major typed values; `None` is null. Checks every row before any file is created.
 fn parse_rows(columns: &[ColumnSpec], rows: &[Vec<Value>]) -> Result<Vec<Vec<Option<Datum>>>> {
     let mut parsed: Vec<Vec<Option<Datum>>> = columns

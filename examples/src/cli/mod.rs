@@ -2,6 +2,7 @@
 
 mod config_cmd;
 mod dead_letters;
+mod demo;
 mod errors;
 mod status;
 mod watch;
@@ -40,6 +41,8 @@ impl Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the lakehouse demo on an embedded registry and warehouse it creates.
+    Demo(demo::DemoArgs),
     /// Stream the changes of a SQLite database to stdout as JSON lines.
     Watch(watch::WatchArgs),
     /// Show capture, log depth, slots, component states and dead letters of a database.
@@ -64,6 +67,7 @@ pub enum Format {
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
+        Command::Demo(args) => demo::run(cli.config.as_deref(), args),
         Command::Watch(args) => watch::run(cli.config.as_deref(), args),
         Command::Status(args) => status::run(args),
         Command::DeadLetters(cmd) => dead_letters::run(cli.config.as_deref(), cmd),

@@ -1,0 +1,405 @@
+//! The NATS JetStream sink: one JetStream message per change.
+//!
+//! - subject `astha.<database>.<table>.<operation>` (`operation` is `insert`, `update` or
+//!   `delete`; tokens are made subject-safe by [`super::subject_token`]);
+//! - payload [`Change::to_json`], the JSON `astha watch` prints;
+//! - header `Nats-Msg-Id: <database identity>:<lsn>`, so a change published again after
+//!   a crash (Astha confirmed nothing past its slot) is dropped by JetStream as a
+//!   duplicate inside the stream's duplicate window.
+//!
+//! It confirms a change only after JetStream's publish acknowledgement arrived: the ack
+//! means the stream stored the message (or already had it). Anything short of an ack
+//! (no connection, no responders while the server restarts, an ack timeout) is a
+//! transient error and the supervisor retries it. The client reconnects by itself.
+//!
+//! Throughput: [`Component::on_event`] confirms one change at a time, so that path costs
+//! one round trip per change. When the runtime hands several changes at once
+//! ([`Component::on_batch`], up to [`NatsSinkConfig::max_in_flight`]) the sink publishes
+//! them all before awaiting the acks, in order, and confirms the prefix that was acked.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use astha_actors::{BatchError, Component, ComponentError};
+use astha_core::config::duration_serde;
+use astha_core::Change;
+use async_nats::jetstream::{self, context::PublishAckFuture, stream};
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use super::{identity, subject_token};
+
+/// How the sink finds its stream.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum StreamSetup {
+    /// Creates the stream if it does not exist (an existing one is used as it is).
+    Create {
+        /// Stream name.
+        name: String,
+        /// Subjects the stream captures; default `astha.<database>.>`.
+        #[serde(default)]
+        subjects: Vec<String>,
+        /// JetStream de-duplicates by `Nats-Msg-Id` within this window: it must cover
+        /// the longest outage after which Astha re-publishes (a restart's redelivery).
+        #[serde(with = "duration_serde", default = "default_duplicate_window")]
+        duplicate_window: Duration,
+    },
+    /// Uses a stream managed elsewhere; the sink checks that it exists.
+    Existing {
+        /// Stream name.
+        name: String,
+    },
+}
+
+fn default_duplicate_window() -> Duration {
+    Duration::from_secs(120)
+}
+
+/// Configuration of a [`NatsSink`].
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsSinkConfig {
+    /// Component name; also the name of its slot.
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Server URL(s), comma-separated, e.g. `nats://127.0.0.1:4222`.
+    #[serde(default = "default_url")]
+    pub url: String,
+    /// Tables whose changes are published.
+    pub tables: Vec<String>,
+    /// The `<database>` token of every subject.
+    pub database: String,
+    /// Idempotency prefix of `Nats-Msg-Id`; default: the database's stored identity
+    /// (see [`identity`]), passed to [`NatsSink::new`].
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// The stream, created or existing.
+    pub stream: StreamSetup,
+    /// How long to wait for one acknowledgement before calling it a transient failure.
+    #[serde(with = "duration_serde", default = "default_ack_timeout")]
+    pub ack_timeout: Duration,
+    /// Most publishes awaiting an ack at once when the runtime delivers batches.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+}
+
+fn default_name() -> String {
+    "nats_sink".into()
+}
+fn default_url() -> String {
+    "nats://127.0.0.1:4222".into()
+}
+fn default_ack_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_max_in_flight() -> usize {
+    256
+}
+
+impl NatsSinkConfig {
+    /// A config with defaults for everything but the essentials; the stream is created
+    /// if missing and captures `astha.<database>.>`.
+    pub fn new(url: &str, database: &str, stream: &str, tables: &[&str]) -> Self {
+        NatsSinkConfig {
+            name: default_name(),
+            url: url.into(),
+            tables: tables.iter().map(|t| t.to_string()).collect(),
+            database: database.into(),
+            identity: None,
+            stream: StreamSetup::Create {
+                name: stream.into(),
+                subjects: Vec::new(),
+                duplicate_window: default_duplicate_window(),
+            },
+            ack_timeout: default_ack_timeout(),
+            max_in_flight: default_max_in_flight(),
+        }
+    }
+
+    /// Checks the config; the message says which field is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() {
+            return Err("nats sink: name is empty".into());
+        }
+        if self.url.is_empty() {
+            return Err("nats sink: url is empty".into());
+        }
+        if self.tables.is_empty() {
+            return Err(format!("nats sink {}: no tables", self.name));
+        }
+        if self.database.is_empty() {
+            return Err(format!("nats sink {}: database is empty", self.name));
+        }
+        if self.max_in_flight == 0 {
+            return Err(format!("nats sink {}: max_in_flight must be > 0", self.name));
+        }
+        if self.ack_timeout.is_zero() {
+            return Err(format!("nats sink {}: ack_timeout must be > 0", self.name));
+        }
+        match &self.stream {
+            StreamSetup::Create {
+                name,
+                duplicate_window,
+                ..
+            } => {
+                if name.is_empty() {
+                    return Err(format!("nats sink {}: stream name is empty", self.name));
+                }
+                if duplicate_window.is_zero() {
+                    return Err(format!(
+                        "nats sink {}: a zero duplicate_window disables de-duplication",
+                        self.name
+                    ));
+                }
+            }
+            StreamSetup::Existing { name } if name.is_empty() => {
+                return Err(format!("nats sink {}: stream name is empty", self.name));
+            }
+            StreamSetup::Existing { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// The stream's name.
+    pub fn stream_name(&self) -> &str {
+        match &self.stream {
+            StreamSetup::Create { name, .. } | StreamSetup::Existing { name } => name,
+        }
+    }
+}
+
+/// Counters of a [`NatsSink`], shared with whoever holds a clone.
+#[derive(Debug, Default)]
+pub struct NatsSinkStats {
+    /// Changes acknowledged as newly stored.
+    pub stored: AtomicU64,
+    /// Changes acknowledged as duplicates (published before a crash or retry).
+    pub duplicates: AtomicU64,
+    /// Publishes that failed (and were reported as transient).
+    pub failures: AtomicU64,
+}
+
+/// Publishes changes to JetStream; see the module docs.
+pub struct NatsSink {
+    config: NatsSinkConfig,
+    identity: String,
+    database: String,
+    js: Option<jetstream::Context>,
+    stats: Arc<NatsSinkStats>,
+}
+
+impl NatsSink {
+    /// A sink with this config. `database_identity` is the `Nats-Msg-Id` prefix unless
+    /// the config names one: pass [`identity::ensure`] of the database. Connects lazily
+    /// (at refresh or the first change), so a server that is down at start is retried
+    /// like any other transient failure.
+    pub fn new(config: NatsSinkConfig, database_identity: &str) -> Result<Self, String> {
+        config.validate()?;
+        let identity = config
+            .identity
+            .clone()
+            .unwrap_or_else(|| database_identity.to_string());
+        if identity.is_empty() {
+            return Err(format!("nats sink {}: empty identity", config.name));
+        }
+        Ok(NatsSink {
+            database: subject_token(&config.database),
+            config,
+            identity,
+            js: None,
+            stats: Arc::default(),
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Arc<NatsSinkStats> {
+        self.stats.clone()
+    }
+
+    /// `astha.<database>.<table>.<operation>`.
+    pub fn subject(&self, change: &Change) -> String {
+        format!(
+            "astha.{}.{}.{}",
+            self.database,
+            subject_token(&change.table),
+            change.op.name().to_ascii_lowercase()
+        )
+    }
+
+    /// The `Nats-Msg-Id` of `change`.
+    pub fn message_id(&self, change: &Change) -> String {
+        identity::message_id(&self.identity, change.lsn)
+    }
+
+    async fn context(&mut self) -> Result<jetstream::Context, ComponentError> {
+        if let Some(js) = &self.js {
+            return Ok(js.clone());
+        }
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("astha:{}", self.config.name))
+            .connect(self.config.url.as_str())
+            .await
+            .map_err(|e| transient("connect", e))?;
+        let mut js = jetstream::new(client);
+        js.set_timeout(self.config.ack_timeout);
+        self.ensure_stream(&js).await?;
+        self.js = Some(js.clone());
+        Ok(js)
+    }
+
+    async fn ensure_stream(&self, js: &jetstream::Context) -> Result<(), ComponentError> {
+        match &self.config.stream {
+            StreamSetup::Create {
+                name,
+                subjects,
+                duplicate_window,
+            } => {
+                let subjects = if subjects.is_empty() {
+                    vec![format!("astha.{}.>", self.database)]
+                } else {
+                    subjects.clone()
+                };
+                js.get_or_create_stream(stream::Config {
+                    name: name.clone(),
+                    subjects,
+                    duplicate_window: *duplicate_window,
+                    storage: stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| transient("create stream", e))?;
+            }
+            StreamSetup::Existing { name } => {
+                js.get_stream(name)
+                    .await
+                    .map_err(|e| transient(&format!("stream {name}"), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends one change; the returned future resolves to its ack.
+    async fn send(
+        &self,
+        js: &jetstream::Context,
+        change: &Change,
+    ) -> Result<PublishAckFuture, ComponentError> {
+        let payload = serde_json::to_vec(&change.to_json())
+            .map_err(|e| ComponentError::permanent(format!("encode lsn {}: {e}", change.lsn)))?;
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", self.message_id(change).as_str());
+        js.publish_with_headers(self.subject(change), headers, payload.into())
+            .await
+            .map_err(|e| transient("publish", e))
+    }
+
+    fn acked(&self, ack: &jetstream::publish::PublishAck) {
+        let counter = if ack.duplicate {
+            &self.stats.duplicates
+        } else {
+            &self.stats.stored
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn failed(&mut self, err: &ComponentError) {
+        self.stats.failures.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(sink = %self.config.name, error = %err, "jetstream publish failed");
+    }
+}
+
+fn transient(what: &str, err: impl std::fmt::Display) -> ComponentError {
+    ComponentError::transient(format!("jetstream {what}: {err}"))
+}
+
+#[async_trait]
+impl Component for NatsSink {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        self.config.tables.clone()
+    }
+
+    fn max_batch(&self) -> usize {
+        self.config.max_in_flight
+    }
+
+    async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
+        let js = self.context().await?;
+        let result = match self.send(&js, change).await {
+            Ok(ack) => ack.await.map_err(|e| transient("ack", e)),
+            Err(err) => Err(err),
+        };
+        match result {
+            Ok(ack) => {
+                self.acked(&ack);
+                Ok(())
+            }
+            Err(err) => {
+                self.failed(&err);
+                Err(err)
+            }
+        }
+    }
+
+    async fn on_batch(&mut self, changes: &[Arc<Change>]) -> Result<(), BatchError> {
+        let js = self
+            .context()
+            .await
+            .map_err(|error| BatchError { handled: 0, error })?;
+        // Publish all, then await the acks in order: one round trip for the window. A
+        // failure confirms only the acked prefix; later messages that were stored anyway
+        // come back as duplicates on the retry.
+        let mut pending = Vec::with_capacity(changes.len());
+        let mut sent = 0;
+        let mut send_error = None;
+        for change in changes {
+            match self.send(&js, change).await {
+                Ok(ack) => {
+                    pending.push(ack);
+                    sent += 1;
+                }
+                Err(err) => {
+                    send_error = Some(err);
+                    break;
+                }
+            }
+        }
+        for (handled, ack) in pending.into_iter().enumerate() {
+            match ack.await {
+                Ok(ack) => self.acked(&ack),
+                Err(e) => {
+                    let error = transient("ack", e);
+                    self.failed(&error);
+                    return Err(BatchError { handled, error });
+                }
+            }
+        }
+        match send_error {
+            // Every message sent before the failed one was acked above.
+            None => Ok(()),
+            Some(error) => {
+                self.failed(&error);
+                Err(BatchError {
+                    handled: sent,
+                    error,
+                })
+            }
+        }
+    }
+
+    async fn on_health(&mut self) -> Result<(), ComponentError> {
+        let js = self.context().await?;
+        self.ensure_stream(&js).await
+    }
+
+    async fn on_refresh(&mut self) -> Result<(), ComponentError> {
+        // A fresh connection: a refresh follows a timeout or a long unhealthy spell.
+        self.js = None;
+        self.context().await.map(|_| ())
+    }
+}
