@@ -9,6 +9,8 @@
 //! Handlers run on the actor system's thread: a component that does blocking work
 //! (SQLite, files) must move it off that thread, e.g. with `tokio::task::spawn_blocking`.
 
+use std::sync::Arc;
+
 use astha_core::Change;
 use async_trait::async_trait;
 use serde::Serialize;
@@ -53,6 +55,14 @@ impl From<astha_core::CoreError> for ComponentError {
     }
 }
 
+/// Why [`Component::on_batch`] stopped: the first `handled` changes were confirmed, the
+/// next one failed with `error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    pub handled: usize,
+    pub error: ComponentError,
+}
+
 /// A consumer of changes, supervised by Astha.
 #[async_trait]
 pub trait Component: Send + 'static {
@@ -69,6 +79,26 @@ pub trait Component: Send + 'static {
 
     /// Handles one change. Returning `Ok` confirms it: the component's slot may move past it.
     async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError>;
+
+    /// How many changes one [`Component::on_batch`] call may receive. 1 (the default)
+    /// means the supervisor calls `on_event` once per change; more lets a component
+    /// pipeline (publish several, then await their acknowledgements).
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Handles consecutive changes of one delivery, in order. Returning `Ok` confirms all
+    /// of them; a [`BatchError`] confirms the first `handled` and fails the next one (the
+    /// rest are delivered again). A panic or timeout confirms none of the batch. The
+    /// default calls `on_event` for each change.
+    async fn on_batch(&mut self, changes: &[Arc<Change>]) -> Result<(), BatchError> {
+        for (handled, change) in changes.iter().enumerate() {
+            if let Err(error) = self.on_event(change).await {
+                return Err(BatchError { handled, error });
+            }
+        }
+        Ok(())
+    }
 
     /// Reports whether the component can take changes. Probed while its breaker is half-open.
     async fn on_health(&mut self) -> Result<(), ComponentError> {

@@ -22,6 +22,6 @@ pub mod supervisor;
 pub mod testing;
 
 pub use astha::Astha;
-pub use component::{Component, ComponentError, ComponentStatus};
+pub use component::{BatchError, Component, ComponentError, ComponentStatus};
 pub use error::AsthaError;
 pub use stats::{ComponentStats, SchedulerStats};

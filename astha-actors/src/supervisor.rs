@@ -26,7 +26,7 @@ use astha_core::retry::{RetryDecision, RetryPolicy, RetryState};
 use astha_core::Change;
 use futures::FutureExt;
 
-use crate::component::{Component, ComponentError, ComponentStatus};
+use crate::component::{BatchError, Component, ComponentError, ComponentStatus};
 use crate::messages::{Deliver, Progress, Resume, SetStatus};
 use crate::router::Router;
 use crate::stats::Stats;
@@ -163,9 +163,23 @@ impl Supervisor {
         let mut component = self.component.take().expect("checked above");
         ctx.spawn(
             async move {
-                for (index, change) in changes.iter().enumerate().skip(start) {
-                    if let Err(failure) = attempt(component.on_event(change), timeout).await {
-                        return (component, index, Some(failure));
+                let max_batch = component.max_batch().max(1);
+                let mut index = start;
+                while index < changes.len() {
+                    let end = (index + max_batch).min(changes.len());
+                    let outcome = if max_batch == 1 {
+                        attempt(component.on_event(&changes[index]), timeout).await
+                    } else {
+                        attempt_batch(component.on_batch(&changes[index..end]), timeout)
+                            .await
+                            .map_err(|(handled, failure)| {
+                                index += handled;
+                                failure
+                            })
+                    };
+                    match outcome {
+                        Ok(()) => index = end,
+                        Err(failure) => return (component, index, Some(failure)),
                     }
                 }
                 (component, changes.len(), None)
@@ -491,6 +505,19 @@ where
         Ok(Ok(Err(err))) => Err(Failure::Error(err)),
         Ok(Err(panic)) => Err(Failure::Panic(panic_message(&panic))),
         Err(_) => Err(Failure::Timeout),
+    }
+}
+
+/// Runs one `on_batch` call with a timeout; on failure, how many changes were handled.
+async fn attempt_batch<F>(call: F, timeout: Duration) -> Result<(), (usize, Failure)>
+where
+    F: std::future::Future<Output = Result<(), BatchError>>,
+{
+    match tokio::time::timeout(timeout, AssertUnwindSafe(call).catch_unwind()).await {
+        Ok(Ok(Ok(()))) => Ok(()),
+        Ok(Ok(Err(e))) => Err((e.handled, Failure::Error(e.error))),
+        Ok(Err(panic)) => Err((0, Failure::Panic(panic_message(&panic)))),
+        Err(_) => Err((0, Failure::Timeout)),
     }
 }
 

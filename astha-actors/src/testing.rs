@@ -35,6 +35,8 @@ pub struct RecordingState {
     pub attempts: HashMap<i64, u32>,
     pub health_calls: u32,
     pub refresh_calls: u32,
+    /// Sizes of the `on_batch` calls received (batching components only).
+    pub batch_sizes: Vec<usize>,
     /// Health answers to give, front first; healthy when empty.
     pub health_script: Vec<Result<(), ComponentError>>,
 }
@@ -81,6 +83,7 @@ impl Recording {
 
 /// A component that records and follows a script.
 pub struct RecordingComponent {
+    max_batch: usize,
     name: String,
     tables: Vec<String>,
     script: Script,
@@ -98,6 +101,7 @@ impl RecordingComponent {
         let recording = Recording::default();
         (
             Self {
+                max_batch: 1,
                 name: name.to_string(),
                 tables: tables.iter().map(|t| t.to_string()).collect(),
                 script,
@@ -108,10 +112,35 @@ impl RecordingComponent {
     }
 }
 
+impl RecordingComponent {
+    /// Receives up to `n` changes per `on_batch` call instead of one `on_event` each.
+    pub fn batching(mut self, n: usize) -> Self {
+        self.max_batch = n;
+        self
+    }
+}
+
 #[async_trait]
 impl Component for RecordingComponent {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    async fn on_batch(
+        &mut self,
+        changes: &[Arc<Change>],
+    ) -> Result<(), crate::component::BatchError> {
+        self.recording.state().batch_sizes.push(changes.len());
+        for (handled, change) in changes.iter().enumerate() {
+            if let Err(error) = self.on_event(change).await {
+                return Err(crate::component::BatchError { handled, error });
+            }
+        }
+        Ok(())
     }
 
     fn subscriptions(&self) -> Vec<String> {
