@@ -70,18 +70,10 @@ impl Store {
         limits: BatchLimits,
         tables: Option<Arc<[String]>>,
     ) -> Result<Batch> {
-        let inner = self.inner.clone();
-        run_blocking(move || {
-            let mut reader = inner.take_reader()?;
-            let result = reader
+        self.with_reader(move |reader| {
+            reader
                 .log
-                .read(&reader.conn, after, limits, tables.as_deref());
-            inner
-                .readers
-                .lock()
-                .expect("reader pool poisoned")
-                .push(reader);
-            result
+                .read(&reader.conn, after, limits, tables.as_deref())
         })
         .await
     }
@@ -92,10 +84,19 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.with_reader(move |reader| f(&reader.conn)).await
+    }
+
+    /// Lends a pooled reader (connection and schema cache) to `f` on the blocking pool.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Reader) -> Result<T> + Send + 'static,
+    {
         let inner = self.inner.clone();
         run_blocking(move || {
-            let reader = inner.take_reader()?;
-            let result = f(&reader.conn);
+            let mut reader = inner.take_reader()?;
+            let result = f(&mut reader);
             inner
                 .readers
                 .lock()

@@ -321,16 +321,7 @@ impl Supervisor {
             self.stats
                 .breaker_changed(&self.name, BreakerState::HalfOpen);
         }
-        let timeout = self.settings.event_timeout;
-        let mut component = self.component.take().expect("checked above");
-        ctx.spawn(
-            async move {
-                let result = attempt(component.on_health(), timeout).await;
-                (component, result)
-            }
-            .into_actor(self)
-            .map(|(component, result), act, ctx| {
-                act.component = Some(component);
+        self.call_component(ctx, Lifecycle::Health, |act, result, ctx| {
                 match result {
                     Ok(()) => {
                         act.breaker.on_success(now());
@@ -352,8 +343,7 @@ impl Supervisor {
                         }
                     }
                 }
-            }),
-        );
+        });
     }
 
     fn resume(&mut self, ctx: &mut Context<Self>) {
@@ -370,43 +360,31 @@ impl Supervisor {
 
     /// Calls `on_refresh`; on success the component is resumed from its slot position.
     fn refresh(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
-        let Some(mut component) = self.component.take() else {
-            return;
-        };
-        let timeout = self.settings.event_timeout;
-        ctx.spawn(
-            async move {
-                let result = attempt(component.on_refresh(), timeout).await;
-                (component, result)
-            }
-            .into_actor(self)
-            .map(move |(component, result), act, ctx| {
-                act.component = Some(component);
-                let outcome = result.as_ref().map(|_| ()).map_err(Failure::describe);
-                act.stats.refreshed(&act.name, reason, &outcome);
-                match result {
-                    Ok(()) => {
-                        act.needs_refresh = false;
-                        if act.paused {
-                            act.breaker.reset();
-                            act.resume(ctx);
-                        } else {
-                            act.run(ctx);
-                        }
-                    }
-                    Err(_) => {
-                        // Stay paused; the breaker's probe will try again.
-                        act.breaker.force_open(now());
-                        act.stats.breaker_changed(&act.name, BreakerState::Open);
-                        if act.paused {
-                            act.schedule_probe(ctx);
-                        } else {
-                            act.pause(ctx);
-                        }
+        self.call_component(ctx, Lifecycle::Refresh, move |act, result, ctx| {
+            let outcome = result.as_ref().map(|_| ()).map_err(Failure::describe);
+            act.stats.refreshed(&act.name, reason, &outcome);
+            match result {
+                Ok(()) => {
+                    act.needs_refresh = false;
+                    if act.paused {
+                        act.breaker.reset();
+                        act.resume(ctx);
+                    } else {
+                        act.run(ctx);
                     }
                 }
-            }),
-        );
+                Err(_) => {
+                    // Stay paused; the breaker's probe will try again.
+                    act.breaker.force_open(now());
+                    act.stats.breaker_changed(&act.name, BreakerState::Open);
+                    if act.paused {
+                        act.schedule_probe(ctx);
+                    } else {
+                        act.pause(ctx);
+                    }
+                }
+            }
+        });
     }
 
     fn write_dead_letter(&mut self, ctx: &mut Context<Self>) {
@@ -467,16 +445,7 @@ impl Supervisor {
         if self.paused || self.component.is_none() || self.waiting {
             return;
         }
-        let timeout = self.settings.event_timeout;
-        let mut component = self.component.take().expect("checked above");
-        ctx.spawn(
-            async move {
-                let result = attempt(component.on_health(), timeout).await;
-                (component, result)
-            }
-            .into_actor(self)
-            .map(|(component, result), act, ctx| {
-                act.component = Some(component);
+        self.call_component(ctx, Lifecycle::Health, |act, result, ctx| {
                 match result {
                     Ok(()) => act.run(ctx),
                     Err(failure) => {
@@ -490,6 +459,42 @@ impl Supervisor {
                         }
                     }
                 }
+        });
+    }
+}
+
+/// A lifecycle call the supervisor makes outside delivery.
+#[derive(Debug, Clone, Copy)]
+enum Lifecycle {
+    Health,
+    Refresh,
+}
+
+impl Supervisor {
+    /// Lends the component to one `on_health` or `on_refresh` call (with the event timeout
+    /// and panic catching), then gives it back and hands the result to `then`.
+    fn call_component(
+        &mut self,
+        ctx: &mut Context<Self>,
+        call: Lifecycle,
+        then: impl FnOnce(&mut Self, Result<(), Failure>, &mut Context<Self>) + 'static,
+    ) {
+        let Some(mut component) = self.component.take() else {
+            return;
+        };
+        let timeout = self.settings.event_timeout;
+        ctx.spawn(
+            async move {
+                let result = match call {
+                    Lifecycle::Health => attempt(component.on_health(), timeout).await,
+                    Lifecycle::Refresh => attempt(component.on_refresh(), timeout).await,
+                };
+                (component, result)
+            }
+            .into_actor(self)
+            .map(move |(component, result), act, ctx| {
+                act.component = Some(component);
+                then(act, result, ctx);
             }),
         );
     }

@@ -2,11 +2,10 @@
 
 use actix_web::{HttpRequest, HttpResponse};
 
-/// `Err(401 response)` unless the request carries the configured token (or none is set).
-pub(crate) fn check(req: &HttpRequest, token: Option<&str>) -> Result<(), HttpResponse> {
-    let Some(expected) = token else {
-        return Ok(());
-    };
+/// The 401 response to send, unless the request carries the configured token (or none
+/// is set).
+pub(crate) fn denied(req: &HttpRequest, token: Option<&str>) -> Option<HttpResponse> {
+    let expected = token?;
     let given = req
         .headers()
         .get("authorization")
@@ -20,11 +19,9 @@ pub(crate) fn check(req: &HttpRequest, token: Option<&str>) -> Result<(), HttpRe
                 .fold(0u8, |acc, (a, b)| acc | (a ^ b))
                 == 0
     });
-    if ok {
-        Ok(())
-    } else {
-        Err(HttpResponse::Unauthorized()
+    (!ok).then(|| {
+        HttpResponse::Unauthorized()
             .insert_header(("WWW-Authenticate", "Bearer"))
-            .body("missing or wrong bearer token\n"))
-    }
+            .body("missing or wrong bearer token\n")
+    })
 }

@@ -167,7 +167,7 @@ pub(crate) async fn events(
     query: web::Query<EventsQuery>,
     state: web::Data<HttpState>,
 ) -> HttpResponse {
-    if let Err(denied) = auth::check(&req, state.token.as_deref()) {
+    if let Some(denied) = auth::denied(&req, state.token.as_deref()) {
         return denied;
     }
     let tables = split(&query.tables).map(|t| t.into_iter().collect());

@@ -130,7 +130,7 @@ const PER_COMPONENT: [(&str, &str, &str, Getter); 9] = [
 ];
 
 pub(crate) async fn metrics(req: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
-    if let Err(denied) = auth::check(&req, state.token.as_deref()) {
+    if let Some(denied) = auth::denied(&req, state.token.as_deref()) {
         return denied;
     }
     let log_table = state.store.log_table().to_string();
@@ -242,7 +242,7 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<HttpState>) -> Ht
 }
 
 pub(crate) async fn health(req: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
-    if let Err(denied) = auth::check(&req, state.token.as_deref()) {
+    if let Some(denied) = auth::denied(&req, state.token.as_deref()) {
         return denied;
     }
     let snap = state.stats.snapshot();
