@@ -78,6 +78,7 @@ pub struct NatsSinkConfig {
     /// The stream, created or existing.
     pub stream: StreamSetup,
     /// How long to wait for one acknowledgement before calling it a transient failure.
+    /// Keep it well under the supervisor's `event_timeout`, which bounds a whole batch.
     #[serde(with = "duration_serde", default = "default_ack_timeout")]
     pub ack_timeout: Duration,
     /// Most publishes awaiting an ack at once when the runtime delivers batches.
@@ -133,7 +134,10 @@ impl NatsSinkConfig {
             return Err(format!("nats sink {}: database is empty", self.name));
         }
         if self.max_in_flight == 0 {
-            return Err(format!("nats sink {}: max_in_flight must be > 0", self.name));
+            return Err(format!(
+                "nats sink {}: max_in_flight must be > 0",
+                self.name
+            ));
         }
         if self.ack_timeout.is_zero() {
             return Err(format!("nats sink {}: ack_timeout must be > 0", self.name));
@@ -380,8 +384,8 @@ impl Component for NatsSink {
             }
         }
         match send_error {
-            // Every message sent before the failed one was acked above.
             None => Ok(()),
+            // Every message sent before the one that failed to send was acked above.
             Some(error) => {
                 self.failed(&error);
                 Err(BatchError {
@@ -401,5 +405,81 @@ impl Component for NatsSink {
         // A fresh connection: a refresh follows a timeout or a long unhealthy spell.
         self.js = None;
         self.context().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use astha_core::Operation;
+
+    #[test]
+    fn config_parses_with_defaults_and_rejects_unknown_fields() {
+        let c: NatsSinkConfig = serde_json::from_str(
+            r#"{"tables": ["orders"], "database": "shop",
+                "stream": {"create": {"name": "SHOP", "duplicate_window": "10m"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.url, "nats://127.0.0.1:4222");
+        assert_eq!(c.ack_timeout, Duration::from_secs(5));
+        assert_eq!(
+            c.stream,
+            StreamSetup::Create {
+                name: "SHOP".into(),
+                subjects: vec![],
+                duplicate_window: Duration::from_secs(600),
+            }
+        );
+        assert!(c.validate().is_ok());
+        let existing: NatsSinkConfig = serde_json::from_str(
+            r#"{"tables": ["t"], "database": "d", "stream": {"existing": {"name": "S"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(existing.stream_name(), "S");
+        assert!(serde_json::from_str::<NatsSinkConfig>(
+            r#"{"tables": ["t"], "database": "d", "stream": {"existing": {"name": "S"}},
+                "acks": 1}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn validate_names_the_wrong_field() {
+        let mut c = NatsSinkConfig::new("nats://x", "d", "S", &["t"]);
+        c.max_in_flight = 0;
+        assert!(c.validate().unwrap_err().contains("max_in_flight"));
+        let mut c = NatsSinkConfig::new("nats://x", "d", "S", &["t"]);
+        c.stream = StreamSetup::Create {
+            name: "S".into(),
+            subjects: vec![],
+            duplicate_window: Duration::ZERO,
+        };
+        assert!(c.validate().unwrap_err().contains("duplicate_window"));
+        assert!(NatsSinkConfig::new("nats://x", "d", "S", &[])
+            .validate()
+            .is_err());
+    }
+
+    #[test]
+    fn subject_and_message_id_come_from_database_table_operation_and_lsn() {
+        let sink = NatsSink::new(
+            NatsSinkConfig::new("nats://x", "app.db", "S", &["t"]),
+            "id-1",
+        )
+        .unwrap();
+        let change = Change {
+            lsn: 42,
+            timestamp_ms: 0,
+            table: "order items".into(),
+            op: Operation::Delete,
+            before: None,
+            after: None,
+        };
+        assert_eq!(sink.subject(&change), "astha.app_db.order_items.delete");
+        assert_eq!(sink.message_id(&change), "id-1:42");
+        let mut named = NatsSinkConfig::new("nats://x", "d", "S", &["t"]);
+        named.identity = Some("fixed".into());
+        let sink = NatsSink::new(named, "ignored").unwrap();
+        assert_eq!(sink.message_id(&change), "fixed:42");
     }
 }

@@ -45,7 +45,8 @@ pub struct WebhookSinkConfig {
     pub tables: Vec<String>,
     /// HMAC-SHA256 key of the signature header.
     pub secret: String,
-    /// Limit on one whole request (connect, send, answer).
+    /// Limit on one whole request (connect, send, answer). Keep it under the
+    /// supervisor's `event_timeout`, which bounds the whole call.
     #[serde(with = "duration_serde", default = "default_timeout")]
     pub timeout: Duration,
     /// Limit on establishing the connection.
