@@ -10,9 +10,9 @@
 _astha_nats_opts="$(set +o)"
 set -euo pipefail
 
-if ! command -v nats-server >/dev/null 2>&1; then
+if ! command -v nats-server >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nats-server curl >/dev/null
 fi
 ASTHA_NATS_SERVER="$(command -v nats-server)"
 port="${ASTHA_NATS_PORT:-4222}"
