@@ -10,7 +10,9 @@
 //! Precedence: built-in defaults, then the file (absent keys keep their defaults), then
 //! the environment. `ASTHA_BATCH_SIZE=512` sets `batch_size`; a double underscore
 //! descends into a section, as in `ASTHA_RETRY__MAX_ATTEMPTS=5`; lists are comma
-//! separated, as in `ASTHA_MONITORED_TABLES=tables,table_files`.
+//! separated, as in `ASTHA_MONITORED_TABLES=tables,table_files`. A variable whose first
+//! segment is not a setting nor within two typing mistakes of one (`ASTHA_NATS_URL`,
+//! used by tooling) is left alone; a near miss (`ASTHA_BATCH_SIZ`) is an error.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -261,11 +263,16 @@ impl AsthaConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
+        let known: Vec<String> = toml::Table::try_from(&*self)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default();
         let mut overrides: Vec<(String, String)> = vars
             .into_iter()
             .filter(|(name, _)| {
                 let name = name.as_ref();
-                name.starts_with(ENV_PREFIX) && !NON_CONFIG_ENV_VARS.contains(&name)
+                name.starts_with(ENV_PREFIX)
+                    && !NON_CONFIG_ENV_VARS.contains(&name)
+                    && addresses_config(&name[ENV_PREFIX.len()..], &known)
             })
             .map(|(name, value)| (name.as_ref().to_owned(), value.as_ref().to_owned()))
             .collect();
@@ -285,6 +292,7 @@ impl AsthaConfig {
     }
 
     fn with_env_var(&self, name: &str, value: &str) -> Result<Self, String> {
+        debug_assert!(name.starts_with(ENV_PREFIX));
         let path: Vec<String> = name[ENV_PREFIX.len()..]
             .split("__")
             .map(str::to_ascii_lowercase)
@@ -678,6 +686,30 @@ pub mod duration_serde {
     }
 }
 
+/// True if the variable (without the prefix) is meant as a setting: its first segment is
+/// a top-level key, or within two typing mistakes of one (so `ASTHA_BATCH_SIZ` is an error
+/// that names it, not silently ignored). Other `ASTHA_*` variables belong to tooling (test
+/// and CI settings such as `ASTHA_NATS_URL`) and are left alone.
+fn addresses_config(rest: &str, known: &[String]) -> bool {
+    let first = rest.split("__").next().unwrap_or("").to_ascii_lowercase();
+    known.iter().any(|k| edit_distance(k, &first) <= 2)
+}
+
+/// Levenshtein distance between two short ASCII strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1053,12 +1085,14 @@ mod tests {
         for (name, needle) in [
             ("ASTHA_BATCH_SIZ", "unknown field `batch_siz`"),
             ("ASTHA_RETRY__MAX", "unknown field `max`"),
-            ("ASTHA_NOPE__X", "unknown config section `nope`"),
+            (
+                "ASTHA_RETRI__MAX_ATTEMPTS",
+                "unknown config section `retri`",
+            ),
             (
                 "ASTHA_BATCH_SIZE__X",
                 "`batch_size` is a setting, not a section",
             ),
-            ("ASTHA_", "does not name a setting"),
             ("ASTHA_RETRY____X", "does not name a setting"),
         ] {
             let text = env(&[(name, "1")]).unwrap_err().to_string();
@@ -1068,6 +1102,18 @@ mod tests {
             );
             assert!(text.contains(needle), "{name}: {text}");
         }
+    }
+
+    #[test]
+    fn tooling_variables_that_name_no_setting_are_left_alone() {
+        // Far from every setting name: test and CI tooling, not configuration.
+        let config = env(&[
+            ("ASTHA_INTEROP_PYTHON", "/venv/bin/python"),
+            ("ASTHA_NATS_URL", "nats://127.0.0.1:4222"),
+            ("ASTHA_", "x"),
+        ])
+        .unwrap();
+        assert_eq!(config, AsthaConfig::default());
     }
 
     #[test]
