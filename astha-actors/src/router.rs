@@ -9,8 +9,9 @@
 //! changes wait in the durable log rather than in memory.
 //!
 //! Slot positions are written as soon as a component confirms, one write at a time:
-//! confirmations that arrive during a write are coalesced into the next one. After a
-//! crash a component sees again at most the changes confirmed since the last write.
+//! confirmations that arrive during a write are coalesced into the next one, and a
+//! component gets its next delivery only once its confirmed position is durable. After a
+//! crash a component therefore sees again at most the one delivery it had in flight.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -56,6 +57,9 @@ struct Route {
     position: i64,
     state: RouteState,
     disabled: bool,
+    /// A confirmed position is not yet durable: deliver nothing more until it is, so a
+    /// crash re-delivers at most the batch in flight.
+    unpersisted: bool,
 }
 
 impl Route {
@@ -118,7 +122,7 @@ impl Router {
         let Some(route) = self.routes.get_mut(name) else {
             return;
         };
-        if route.state != RouteState::Idle || route.disabled {
+        if route.state != RouteState::Idle || route.disabled || route.unpersisted {
             return;
         }
         if route.position >= self.ring_end {
@@ -210,6 +214,9 @@ impl Router {
     /// and lets the ring shrink.
     fn mark_confirmed(&mut self, name: &str, position: i64, ctx: &mut Context<Self>) {
         self.dirty_slots.insert(name.to_string(), position);
+        if let Some(route) = self.routes.get_mut(name) {
+            route.unpersisted = true;
+        }
         self.stats.update(name, |s| s.position = position);
         self.flush_slots(ctx);
         self.evict(ctx);
@@ -222,6 +229,7 @@ impl Router {
         }
         self.flushing = true;
         let positions: Vec<(String, i64)> = self.dirty_slots.drain().collect();
+        let positions_written: Vec<String> = positions.iter().map(|(n, _)| n.clone()).collect();
         let store = self.store.clone();
         ctx.spawn(
             async move {
@@ -232,7 +240,7 @@ impl Router {
                     .map_err(|err| (err, retry))
             }
             .into_actor(self)
-            .map(|result, act, ctx| {
+            .map(move |result, act, ctx| {
                 act.flushing = false;
                 if let Err((err, positions)) = result {
                     tracing::warn!(error = %err, "slot write failed; retrying");
@@ -242,6 +250,17 @@ impl Router {
                     }
                     ctx.run_later(Duration::from_millis(50), |act, ctx| act.flush_slots(ctx));
                     return;
+                }
+                // These positions are durable: their components may get more.
+                let written: Vec<String> = positions_written;
+                for name in written {
+                    if act.dirty_slots.contains_key(&name) {
+                        continue;
+                    }
+                    if let Some(route) = act.routes.get_mut(&name) {
+                        route.unpersisted = false;
+                    }
+                    act.pump(&name, ctx);
                 }
                 act.flush_slots(ctx);
                 act.maybe_finish_shutdown(ctx);
@@ -468,6 +487,7 @@ impl Handler<Register> for Router {
                         // The supervisor refreshes the component first, then sends Resume.
                         state: RouteState::Paused,
                         disabled: false,
+                        unpersisted: false,
                     },
                 );
                 Ok(())

@@ -20,6 +20,9 @@ use crate::ident::{quote_ident, quote_literal};
 use crate::image::image_sql;
 use crate::schema::{self, TableSchema};
 
+/// `__astha_captured.schema_id` of a captured table that was dropped.
+const MISSING_TABLE: i64 = -1;
+
 /// Prefix of every table and trigger Astha owns.
 pub const INTERNAL_PREFIX: &str = "__astha_";
 
@@ -153,12 +156,22 @@ impl Capture {
         let mut changes = Vec::new();
         for table in self.captured_tables(conn)? {
             if !schema::is_plain_table(conn, &table)? {
-                conn.execute("DELETE FROM __astha_captured WHERE tbl = ?1", [&table])?;
-                tracing::warn!(table, "captured table was dropped; capture removed");
-                changes.push(RefreshChange::Dropped { table });
+                // Keep the entry, marked missing: a table created again under this name
+                // is captured again by the next refresh.
+                let marked = conn.execute(
+                    "UPDATE __astha_captured SET schema_id = ?2 WHERE tbl = ?1 AND schema_id <> ?2",
+                    (&table, MISSING_TABLE),
+                )?;
+                if marked > 0 {
+                    tracing::warn!(
+                        table,
+                        "captured table was dropped; it is captured again if re-created"
+                    );
+                    changes.push(RefreshChange::Dropped { table });
+                }
                 continue;
             }
-            if self.install(conn, &table)? == InstallOutcome::Regenerated {
+            if self.install(conn, &table)? != InstallOutcome::Unchanged {
                 let schema_id = self
                     .captured_schema(conn, &table)?
                     .map(|s| s.id)

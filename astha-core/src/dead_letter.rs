@@ -123,30 +123,54 @@ pub fn list(
     )?;
     let rows = stmt
         .query_map((consumer, include_replayed), |r| {
+            // Quarantined rows may hold any storage class: read them leniently.
+            let raw = RawChange {
+                lsn: r.get(2)?,
+                julian: lenient_f64(r.get_ref(3)?),
+                table: lenient_text(r.get_ref(4)?).unwrap_or_default(),
+                op: lenient_text(r.get_ref(5)?).unwrap_or_default(),
+                schema_id: r.get::<_, crate::Value>(6).map(|v| match v {
+                    crate::Value::Integer(i) => i,
+                    _ => 0,
+                })?,
+                before: lenient_text(r.get_ref(7)?),
+                after: lenient_text(r.get_ref(8)?),
+                defect: None,
+            };
             Ok(DeadLetter {
                 id: r.get(0)?,
                 consumer: r.get(1)?,
-                lsn: r.get(2)?,
-                table: r.get(4)?,
-                op: r.get(5)?,
+                lsn: raw.lsn,
+                table: raw.table.clone(),
+                op: raw.op.clone(),
                 reason: r.get(9)?,
                 attempts: r.get(10)?,
                 retriable: r.get(11)?,
                 created_at: r.get(12)?,
                 replayed_at: r.get(13)?,
-                raw: RawChange {
-                    lsn: r.get(2)?,
-                    julian: r.get(3)?,
-                    table: r.get(4)?,
-                    op: r.get(5)?,
-                    schema_id: r.get(6)?,
-                    before: r.get(7)?,
-                    after: r.get(8)?,
-                },
+                raw,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+fn lenient_text(v: rusqlite::types::ValueRef<'_>) -> Option<String> {
+    match crate::Value::from_ref(v) {
+        crate::Value::Null => None,
+        crate::Value::Text(t) => Some(t),
+        crate::Value::Integer(i) => Some(i.to_string()),
+        crate::Value::Real(f) => Some(f.to_string()),
+        crate::Value::Blob(b) => Some(format!("X'{}'", crate::value::hex_upper(&b))),
+    }
+}
+
+fn lenient_f64(v: rusqlite::types::ValueRef<'_>) -> f64 {
+    match v {
+        rusqlite::types::ValueRef::Real(f) => f,
+        rusqlite::types::ValueRef::Integer(i) => i as f64,
+        _ => 0.0,
+    }
 }
 
 /// Marks a dead letter replayed (it stays in the table as a record).

@@ -38,7 +38,7 @@ impl Default for BatchLimits {
 }
 
 /// A log row as stored, before decoding.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct RawChange {
     pub lsn: i64,
     pub julian: f64,
@@ -47,6 +47,62 @@ pub struct RawChange {
     pub schema_id: i64,
     pub before: Option<String>,
     pub after: Option<String>,
+    /// Set when a column holds a storage class the triggers never write (a row written
+    /// by hand or damaged): the row is malformed, whatever the rest says.
+    pub defect: Option<String>,
+}
+
+/// Reads a log row leniently: a column of an unexpected storage class makes the row
+/// malformed (and so a dead letter) instead of failing the whole batch's read.
+fn raw_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawChange> {
+    use rusqlite::types::ValueRef;
+    let mut defects = Vec::new();
+    let mut text = |i: usize, name: &str| -> Option<String> {
+        match r.get_ref(i) {
+            Ok(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
+            Ok(ValueRef::Null) => None,
+            Ok(other) => {
+                defects.push(format!("{name} is {:?}, not text", other.data_type()));
+                None
+            }
+            Err(e) => {
+                defects.push(format!("{name}: {e}"));
+                None
+            }
+        }
+    };
+    let table = text(2, "tbl").unwrap_or_default();
+    let op = text(3, "op").unwrap_or_default();
+    let before = text(5, "before");
+    let after = text(6, "after");
+    let julian = match r.get_ref(1)? {
+        ValueRef::Real(f) => f,
+        ValueRef::Integer(i) => i as f64,
+        other => {
+            defects.push(format!("ts is {:?}, not a number", other.data_type()));
+            0.0
+        }
+    };
+    let schema_id = match r.get_ref(4)? {
+        ValueRef::Integer(i) => i,
+        other => {
+            defects.push(format!(
+                "schema_id is {:?}, not an integer",
+                other.data_type()
+            ));
+            0
+        }
+    };
+    Ok(RawChange {
+        lsn: r.get(0)?,
+        julian,
+        table,
+        op,
+        schema_id,
+        before,
+        after,
+        defect: (!defects.is_empty()).then(|| defects.join("; ")),
+    })
 }
 
 /// A log row that could not be decoded, and why.
@@ -140,17 +196,7 @@ impl LogReader {
         limits: BatchLimits,
         tables: Option<&[String]>,
     ) -> Result<Vec<RawChange>> {
-        let map_row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<RawChange> {
-            Ok(RawChange {
-                lsn: r.get(0)?,
-                julian: r.get(1)?,
-                table: r.get(2)?,
-                op: r.get(3)?,
-                schema_id: r.get(4)?,
-                before: r.get(5)?,
-                after: r.get(6)?,
-            })
-        };
+        let map_row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<RawChange> { raw_from_row(r) };
         let limit = limits.max_rows as i64;
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -194,6 +240,9 @@ impl LogReader {
 
     /// Decodes one stored row; the error is a reason fit for a dead-letter row.
     pub fn decode(&mut self, conn: &Connection, raw: &RawChange) -> Result<Change, String> {
+        if let Some(defect) = &raw.defect {
+            return Err(defect.clone());
+        }
         let schema = self.schema(conn, raw.schema_id)?;
         if schema.table != raw.table {
             return Err(format!(

@@ -267,8 +267,24 @@ fn schema_change_mid_stream_regenerates_triggers() {
         &changes[..],
         [astha_core::capture::RefreshChange::Dropped { .. }]
     ));
-    assert!(cap.captured_tables(&conn).unwrap().is_empty());
+    assert!(cap.refresh(&conn).unwrap().is_empty(), "reported once");
     assert_eq!(read_all(&conn, 0, 10).len(), 3);
+    // Created again under the same name: captured again by the next refresh.
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, z)")
+        .unwrap();
+    let changes = cap.refresh(&conn).unwrap();
+    assert!(matches!(
+        &changes[..],
+        [astha_core::capture::RefreshChange::Regenerated { .. }]
+    ));
+    conn.execute("INSERT INTO t VALUES (9, 'back')", [])
+        .unwrap();
+    let changes = read_all(&conn, 0, 10);
+    assert_eq!(changes.len(), 4);
+    assert_eq!(
+        changes[3].after.as_ref().unwrap().get("z"),
+        Some(&Value::Text("back".into()))
+    );
 }
 
 #[test]

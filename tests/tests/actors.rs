@@ -460,16 +460,26 @@ async fn batching_components_get_batches_and_keep_partial_progress() {
             }
         }),
     );
-    astha.register_component(Box::new(c.batching(8))).await.unwrap();
+    astha
+        .register_component(Box::new(c.batching(8)))
+        .await
+        .unwrap();
     let writer = db.writer();
     writer.execute_batch("BEGIN").unwrap();
     insert(&writer, "a", 0, 16);
     writer.execute_batch("COMMIT").unwrap();
     assert!(seen.wait_until(LONG, |s| s.confirmed.len() == 16).await);
     assert_eq!(seen.confirmed_lsns(), (1..=16).collect::<Vec<_>>());
-    assert_eq!(seen.attempts(4), 1, "changes before the failure were confirmed, not redelivered");
+    assert_eq!(
+        seen.attempts(4),
+        1,
+        "changes before the failure were confirmed, not redelivered"
+    );
     assert_eq!(seen.attempts(5), 2);
     let sizes = seen.state().batch_sizes.clone();
-    assert!(sizes.iter().all(|&n| n <= 8) && sizes.iter().any(|&n| n > 1), "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n <= 8) && sizes.iter().any(|&n| n > 1),
+        "{sizes:?}"
+    );
     astha.stop().await.unwrap();
 }

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod latency;
 pub mod memory;
 pub mod shapes;
+pub mod targets;
 pub mod throughput;
 
 use std::path::Path;

@@ -1,0 +1,360 @@
+//! The capture trigger shapes the capture benchmark compares.
+//!
+//! - `none`: no trigger; the denominator of every ratio;
+//! - `key-only`: the floor of MEASURED.md, one log row of (table, op, rowid) per change;
+//! - `astha`: Astha's own triggers, installed by `astha_core::capture::Capture`;
+//! - `seed`: seed 002's shape (`json_object` images, `AUTOINCREMENT`, four indexes on
+//!   the log, two `datetime` calls per row);
+//! - `history`: the SQL shape of PyPI `sqlite-history` (a typed history table per source
+//!   table with an index on `_rowid`, `!=`-masked UPDATE rows, a `MAX(_version)` lookup);
+//!   written here from its published trigger shape, not copied;
+//! - `delta` and `lazy`: prototypes of cheaper Astha shapes, benchmark-only. `delta`
+//!   logs an UPDATE as the key plus only the changed columns (`IS NOT`, so changes to
+//!   and from NULL count), old and new; `lazy` also logs an INSERT as its key only, the
+//!   image to be read from the table (or rebuilt from later changes) by the reader.
+
+use astha_core::capture::Capture;
+use astha_core::ident::{quote_ident, quote_literal};
+use rusqlite::Connection;
+
+/// One way of capturing a table's changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    None,
+    KeyOnly,
+    Astha,
+    Seed,
+    History,
+    Delta,
+    Lazy,
+}
+
+impl Shape {
+    /// Every shape, in report order.
+    pub const ALL: [Shape; 7] = [
+        Shape::None,
+        Shape::KeyOnly,
+        Shape::Astha,
+        Shape::Seed,
+        Shape::History,
+        Shape::Delta,
+        Shape::Lazy,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::None => "none",
+            Shape::KeyOnly => "key-only",
+            Shape::Astha => "astha",
+            Shape::Seed => "seed",
+            Shape::History => "history",
+            Shape::Delta => "delta",
+            Shape::Lazy => "lazy",
+        }
+    }
+
+    /// Installs this shape's capture on `table`.
+    pub fn install(self, conn: &Connection, table: &str) -> Result<(), Box<dyn std::error::Error>> {
+        let columns = table_info(conn, table)?;
+        match self {
+            Shape::None => {}
+            Shape::KeyOnly => conn.execute_batch(&key_only_sql(table))?,
+            Shape::Astha => {
+                install_astha(conn, table)?;
+            }
+            Shape::Seed => conn.execute_batch(&seed_sql(table, &columns))?,
+            Shape::History => conn.execute_batch(&history_sql(table, &columns))?,
+            Shape::Delta | Shape::Lazy => {
+                let schema_id = install_astha(conn, table)?;
+                let names: Vec<String> = columns.iter().map(|(n, _, _)| n.clone()).collect();
+                let keys: Vec<bool> = columns.iter().map(|(_, _, pk)| *pk).collect();
+                conn.execute_batch(&prototype_sql(
+                    self == Shape::Lazy,
+                    table,
+                    schema_id,
+                    &names,
+                    &keys,
+                ))?
+            }
+        }
+        Ok(())
+    }
+}
+
+/// (name, declared type, is primary key) of each column.
+fn table_info(conn: &Connection, table: &str) -> rusqlite::Result<Vec<(String, String, bool)>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote_ident(table)))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(1)?, r.get(2)?, r.get::<_, i64>(5)? > 0)))?
+        .collect();
+    rows
+}
+
+fn install_astha(conn: &Connection, table: &str) -> astha_core::Result<i64> {
+    let capture = Capture::new("__cdc_log");
+    capture.install(conn, table)?;
+    Ok(capture
+        .captured_schema(conn, table)?
+        .map(|s| s.id)
+        .unwrap_or_default())
+}
+
+fn key_only_sql(table: &str) -> String {
+    let t = quote_ident(table);
+    let name = quote_literal(table);
+    let trigger = |op: &str, event: &str, row: &str| {
+        format!(
+            "CREATE TRIGGER key_only_{op} AFTER {event} ON {t} BEGIN \
+             INSERT INTO key_log (tbl, op, rid) VALUES ({name}, '{op}', {row}.rowid); END;"
+        )
+    };
+    format!(
+        "CREATE TABLE key_log (lsn INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, rid INTEGER);
+         {} {} {}",
+        trigger("I", "INSERT", "NEW"),
+        trigger("U", "UPDATE", "NEW"),
+        trigger("D", "DELETE", "OLD"),
+    )
+}
+
+/// Seed 002's change log and triggers, with its column names and indexes.
+fn seed_sql(table: &str, columns: &[(String, String, bool)]) -> String {
+    let t = quote_ident(table);
+    let name = quote_literal(table);
+    let object = |row: &str| {
+        let pairs: Vec<String> = columns
+            .iter()
+            .map(|(c, _, _)| format!("{}, {row}.{}", quote_literal(c), quote_ident(c)))
+            .collect();
+        format!("json_object({})", pairs.join(", "))
+    };
+    let trigger = |suffix: &str, event: &str, op: &str, before: &str, after: &str| {
+        format!(
+            "CREATE TRIGGER seed_{suffix} AFTER {event} ON {t} BEGIN \
+             INSERT INTO __cdc_log (timestamp, tablename, operation, before, after, created_at) \
+             VALUES (datetime('now', 'subsec'), {name}, '{op}', {before}, {after}, datetime('now')); END;"
+        )
+    };
+    format!(
+        "CREATE TABLE __cdc_log (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            timestamp TEXT NOT NULL,
+            tablename TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            before TEXT,
+            after TEXT,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_cdc_log_timestamp ON __cdc_log(timestamp);
+        CREATE INDEX idx_cdc_log_tablename ON __cdc_log(tablename);
+        CREATE INDEX idx_cdc_log_operation ON __cdc_log(operation);
+        CREATE INDEX idx_cdc_log_created ON __cdc_log(created_at);
+        {} {} {}",
+        trigger("insert", "INSERT", "INSERT", "NULL", &object("NEW")),
+        trigger("update", "UPDATE", "UPDATE", &object("OLD"), &object("NEW")),
+        trigger("delete", "DELETE", "DELETE", &object("OLD"), "NULL"),
+    )
+}
+
+/// The SQL shape of sqlite-history's history table and triggers.
+fn history_sql(table: &str, columns: &[(String, String, bool)]) -> String {
+    let t = quote_ident(table);
+    let h = quote_ident(&format!("_{table}_history"));
+    let defs: Vec<String> = columns
+        .iter()
+        .map(|(c, ty, _)| format!("    {} {ty}", quote_ident(c)))
+        .collect();
+    let names: Vec<String> = columns.iter().map(|(c, _, _)| quote_ident(c)).collect();
+    let list = names.join(", ");
+    let values = |row: &str| {
+        names
+            .iter()
+            .map(|c| format!("{row}.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let now = "cast((julianday('now') - 2440587.5) * 86400.0 * 1000 as integer)";
+    // sqlite-history computes `2 ** len(columns) - 1`; past 63 bits SQLite reads the
+    // literal as a REAL, as it does with theirs.
+    let all_mask = if columns.len() < 63 {
+        ((1u64 << columns.len()) - 1).to_string()
+    } else {
+        format!("{}", 2f64.powi(columns.len() as i32) - 1.0)
+    };
+    let changed_values: Vec<String> = names
+        .iter()
+        .map(|c| format!("CASE WHEN old.{c} != new.{c} THEN new.{c} ELSE NULL END"))
+        .collect();
+    let mask: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let bit = if i < 63 {
+                (1u64 << i).to_string()
+            } else {
+                format!("{}", 2f64.powi(i as i32))
+            };
+            format!("(CASE WHEN old.{c} != new.{c} THEN {bit} ELSE 0 END)")
+        })
+        .collect();
+    let any_changed: Vec<String> = names
+        .iter()
+        .map(|c| format!("old.{c} != new.{c}"))
+        .collect();
+    format!(
+        "CREATE TABLE {h} (
+            _rowid INTEGER,
+        {},
+            _version INTEGER,
+            _updated INTEGER,
+            _mask INTEGER
+        );
+        CREATE INDEX {} ON {h} (_rowid);
+        CREATE TRIGGER history_insert AFTER INSERT ON {t} BEGIN
+            INSERT INTO {h} (_rowid, {list}, _version, _updated, _mask)
+            VALUES (new.rowid, {}, 1, {now}, {all_mask});
+        END;
+        CREATE TRIGGER history_update AFTER UPDATE ON {t} FOR EACH ROW BEGIN
+            INSERT INTO {h} (_rowid, {list}, _version, _updated, _mask)
+            SELECT old.rowid, {},
+                (SELECT MAX(_version) FROM {h} WHERE _rowid = old.rowid) + 1,
+                {now}, {}
+            WHERE {};
+        END;
+        CREATE TRIGGER history_delete AFTER DELETE ON {t} BEGIN
+            INSERT INTO {h} (_rowid, {list}, _version, _updated, _mask)
+            VALUES (old.rowid, {},
+                (SELECT COALESCE(MAX(_version), 0) FROM {h} WHERE _rowid = old.rowid) + 1,
+                {now}, -1);
+        END;",
+        defs.join(",\n"),
+        quote_ident(&format!("idx_{table}_history_rowid")),
+        values("new"),
+        changed_values.join(", "),
+        mask.join(" + "),
+        any_changed.join(" OR "),
+        values("old"),
+    )
+}
+
+/// The `delta` (and, with `lazy`, the `lazy`) prototype: replaces Astha's UPDATE trigger
+/// (and INSERT trigger) on a table Astha already captures, writing into the same log.
+fn prototype_sql(
+    lazy: bool,
+    table: &str,
+    schema_id: i64,
+    columns: &[String],
+    keys: &[bool],
+) -> String {
+    let [ins, upd, _] = astha_core::capture::trigger_names(table).map(|n| quote_ident(&n));
+    let t = quote_ident(table);
+    let name = quote_literal(table);
+    // Same chunking as Astha's images: at most 100 arguments per printf.
+    let image = |row: &str, only_changed: bool| {
+        let parts: Vec<String> = columns
+            .iter()
+            .zip(keys)
+            .map(|(c, &key)| {
+                let c = quote_ident(c);
+                if only_changed && !key {
+                    format!("CASE WHEN OLD.{c} IS NOT NEW.{c} THEN quote({row}.{c}) END")
+                } else {
+                    format!("quote({row}.{c})")
+                }
+            })
+            .collect();
+        parts
+            .chunks(100)
+            .map(|chunk| {
+                format!(
+                    "printf('{}',{})",
+                    vec!["%s"; chunk.len()].join(","),
+                    chunk.join(",")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("||','||")
+    };
+    let key_image = {
+        let parts: Vec<String> = columns
+            .iter()
+            .zip(keys)
+            .filter(|(_, &key)| key)
+            .map(|(c, _)| format!("quote(NEW.{})", quote_ident(c)))
+            .collect();
+        if parts.is_empty() {
+            "quote(NEW.rowid)".to_string()
+        } else {
+            parts.join("||','||")
+        }
+    };
+    let log_row = |op: &str, before: &str, after: &str| {
+        format!(
+            "INSERT INTO \"__cdc_log\" (ts, tbl, op, schema_id, before, after) \
+             VALUES (julianday('now'), {name}, '{op}', {schema_id}, {before}, {after});"
+        )
+    };
+    let mut sql = format!(
+        "DROP TRIGGER {upd}; CREATE TRIGGER {upd} AFTER UPDATE ON {t} BEGIN {} END;",
+        log_row("U", &image("OLD", true), &image("NEW", true))
+    );
+    if lazy {
+        sql.push_str(&format!(
+            "DROP TRIGGER {ins}; CREATE TRIGGER {ins} AFTER INSERT ON {t} BEGIN {} END;",
+            log_row("I", "NULL", &key_image)
+        ));
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shape installs on a 64-column table and logs one row per change.
+    #[test]
+    fn every_shape_captures_every_operation() {
+        for shape in Shape::ALL {
+            let conn = Connection::open_in_memory().unwrap();
+            crate::bench::create_wide_table(&conn, "t", 64).unwrap();
+            shape.install(&conn, "t").unwrap();
+            let insert = crate::bench::wide_insert_sql("t", 64);
+            let mut values = vec![rusqlite::types::Value::Integer(1)];
+            values.extend(crate::bench::wide_row(1, 64));
+            conn.execute(&insert, rusqlite::params_from_iter(values.iter()))
+                .unwrap();
+            conn.execute("UPDATE t SET c0 = 'x', c1 = NULL WHERE id = 1", [])
+                .unwrap();
+            conn.execute("DELETE FROM t WHERE id = 1", []).unwrap();
+            let log = match shape {
+                Shape::None => continue,
+                Shape::KeyOnly => "key_log",
+                Shape::History => "_t_history",
+                _ => "__cdc_log",
+            };
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {log}"), [], |r| r.get(0))
+                .unwrap();
+            assert_eq!(n, 3, "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn delta_logs_only_changed_columns() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::bench::create_wide_table(&conn, "t", 4).unwrap();
+        Shape::Delta.install(&conn, "t").unwrap();
+        conn.execute("INSERT INTO t VALUES (1, 'a', 2, 'b', 3)", [])
+            .unwrap();
+        conn.execute("UPDATE t SET c1 = NULL WHERE id = 1", [])
+            .unwrap();
+        let (before, after): (String, String) = conn
+            .query_row(
+                "SELECT before, after FROM __cdc_log WHERE op = 'U'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((before.as_str(), after.as_str()), ("1,,2,,", "1,,NULL,,"));
+    }
+}

@@ -1,0 +1,245 @@
+//! End-to-end throughput: a writer inserts flat out (100-row transactions into a
+//! 16-column table) while Astha delivers to four components subscribed to the table;
+//! the figure is changes per second confirmed by all four, from the first commit to the
+//! last confirmation. Baselines in the same run: the raw insert rate with no capture at
+//! all, and the insert rate with Astha's triggers but nothing reading the log.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use astha_actors::{Astha, Component, ComponentError};
+use astha_core::config::AsthaConfig;
+use astha_core::Change;
+use async_trait::async_trait;
+use rusqlite::{params_from_iter, Connection};
+
+use super::{create_wide_table, wide_insert_sql, wide_row, Mode};
+
+/// Columns of the table written.
+const COLUMNS: usize = 16;
+/// Components subscribed.
+const COMPONENTS: usize = 4;
+
+/// The suite's figures.
+#[derive(Debug, Clone)]
+pub struct Throughput {
+    pub rows: usize,
+    /// Rows per second with no capture (best of 3).
+    pub raw_rate: f64,
+    /// Rows per second with Astha's triggers and nothing reading (best of 3).
+    pub capture_rate: f64,
+    /// Rows per second the writer achieved while Astha delivered.
+    pub writer_rate: f64,
+    /// Changes per second confirmed by all four components.
+    pub delivered_rate: f64,
+    /// From the last commit to the last confirmation.
+    pub tail: Duration,
+    /// From the last confirmation until every slot was durably at the head.
+    pub slots_after: Duration,
+    pub batch_size: usize,
+}
+
+/// Runs the suite: once with the default batch size, once with 1024-row batches.
+pub fn run(mode: Mode) -> Vec<Throughput> {
+    let rows = if mode.is_quick() { 5_000 } else { 200_000 };
+    let data = rows_of(rows);
+    let raw_rate = (0..3).map(|_| write_only(&data, false)).fold(0.0, f64::max);
+    let capture_rate = (0..3).map(|_| write_only(&data, true)).fold(0.0, f64::max);
+    let mut out = Vec::new();
+    for batch_size in [256usize, 1024] {
+        let t = with_astha(&data, batch_size, raw_rate, capture_rate);
+        eprintln!(
+            "throughput batch {batch_size}: raw {:.0}/s, capture-only {:.0}/s, writer {:.0}/s, delivered to all {COMPONENTS} {:.0}/s ({:.0}% of raw)",
+            t.raw_rate,
+            t.capture_rate,
+            t.writer_rate,
+            t.delivered_rate,
+            t.delivered_rate / t.raw_rate * 100.0
+        );
+        out.push(t);
+    }
+    out
+}
+
+fn rows_of(n: usize) -> Vec<Vec<rusqlite::types::Value>> {
+    (0..n as i64)
+        .map(|i| {
+            let mut row = vec![rusqlite::types::Value::Integer(i + 1)];
+            row.extend(wide_row(i + 1, COLUMNS));
+            row
+        })
+        .collect()
+}
+
+fn insert_all(conn: &Connection, data: &[Vec<rusqlite::types::Value>]) {
+    let mut stmt = conn
+        .prepare(&wide_insert_sql("t", COLUMNS))
+        .expect("prepare");
+    for chunk in data.chunks(100) {
+        conn.execute_batch("BEGIN").expect("begin");
+        for row in chunk {
+            stmt.execute(params_from_iter(row.iter())).expect("insert");
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+}
+
+/// Rows per second of a writer alone, with or without Astha's triggers.
+fn write_only(data: &[Vec<rusqlite::types::Value>], capture: bool) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("raw.db");
+    let conn = astha_core::db::open(&path).expect("open");
+    create_wide_table(&conn, "t", COLUMNS).expect("table");
+    if capture {
+        astha_core::capture::Capture::new("__cdc_log")
+            .install(&conn, "t")
+            .expect("capture");
+    }
+    let start = Instant::now();
+    insert_all(&conn, data);
+    data.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+fn config(path: &Path, batch_size: usize) -> AsthaConfig {
+    let mut c = AsthaConfig {
+        database: path.to_path_buf(),
+        ..AsthaConfig::default()
+    };
+    c.monitored_tables = vec!["t".into()];
+    c.subscriptions.clear();
+    c.batch_size = batch_size;
+    c
+}
+
+fn with_astha(
+    data: &[Vec<rusqlite::types::Value>],
+    batch_size: usize,
+    raw_rate: f64,
+    capture_rate: f64,
+) -> Throughput {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("throughput.db");
+    {
+        let conn = astha_core::db::open(&path).expect("open");
+        create_wide_table(&conn, "t", COLUMNS).expect("table");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let astha = Astha::new(config(&path, batch_size)).expect("astha");
+    astha.start().expect("start");
+    let counters: Vec<Arc<Counter>> = (0..COMPONENTS).map(|_| Arc::default()).collect();
+    for (i, counter) in counters.iter().enumerate() {
+        let component = Counting {
+            name: format!("c{i}"),
+            counter: counter.clone(),
+        };
+        rt.block_on(astha.register_component(Box::new(component)))
+            .expect("register");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let writer = {
+        let path = path.clone();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let conn = astha_core::db::open_writer(&path).expect("writer");
+            insert_all(&conn, &data);
+            Instant::now()
+        })
+    };
+    let written = writer.join().expect("writer thread");
+    let n = data.len();
+    let all = super::wait_for(Duration::from_secs(300), || {
+        counters.iter().all(|c| c.seen.load(Ordering::Relaxed) >= n)
+    });
+    let done = Instant::now();
+    assert!(all, "not every component confirmed every change");
+    for c in &counters {
+        assert!(!c.out_of_order.load(Ordering::Relaxed), "order broken");
+    }
+    let conn = astha_core::db::open(&path).expect("open");
+    let head = astha_core::log::head_lsn(&conn, "__cdc_log").expect("head");
+    super::wait_for(Duration::from_secs(30), || {
+        conn.query_row("SELECT min(position) FROM __astha_slots", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|p| p >= head)
+        .unwrap_or(false)
+    });
+    let slots_after = done.elapsed();
+    let _ = rt.block_on(astha.stop());
+    Throughput {
+        rows: n,
+        raw_rate,
+        capture_rate,
+        writer_rate: n as f64 / (written - start).as_secs_f64(),
+        delivered_rate: n as f64 / (done - start).as_secs_f64(),
+        tail: done - written,
+        slots_after,
+        batch_size,
+    }
+}
+
+#[derive(Default)]
+struct Counter {
+    seen: AtomicUsize,
+    last: AtomicI64,
+    out_of_order: AtomicBool,
+}
+
+/// Counts what it confirms and checks LSNs only grow.
+struct Counting {
+    name: String,
+    counter: Arc<Counter>,
+}
+
+#[async_trait]
+impl Component for Counting {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        vec!["t".into()]
+    }
+
+    async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
+        if self.counter.last.swap(change.lsn, Ordering::Relaxed) >= change.lsn {
+            self.counter.out_of_order.store(true, Ordering::Relaxed);
+        }
+        self.counter.seen.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// The suite's section of the report.
+pub fn report(runs: &[Throughput]) -> String {
+    let mut out = String::from(
+        "### End-to-end throughput (four components, writer flat out)\n\n\
+         16-column table, 100-row transactions, writer thread in the same process \
+         (`open_writer`). `raw`: the same inserts with no capture; `capture only`: with \
+         Astha's triggers, nothing reading (both best of 3, same run).\n\n\
+         | rows | batch size | raw insert rate | capture only | writer rate under Astha | confirmed by all 4 | share of raw | last commit → last confirmation | → slots durable |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for t in runs {
+        out.push_str(&format!(
+            "| {} | {} | {:.0}/s | {:.0}/s | {:.0}/s | **{:.0}/s** | {:.0}% | {:.0} ms | +{:.0} ms |\n",
+            t.rows,
+            t.batch_size,
+            t.raw_rate,
+            t.capture_rate,
+            t.writer_rate,
+            t.delivered_rate,
+            t.delivered_rate / t.raw_rate * 100.0,
+            t.tail.as_secs_f64() * 1e3,
+            t.slots_after.as_secs_f64() * 1e3,
+        ));
+    }
+    out.push('\n');
+    out
+}

@@ -1,0 +1,187 @@
+//! Fault harness: components that fail, hang, panic, reject changes or go down for a
+//! while, all at once, while two writers commit. Every component must end with every
+//! change of its tables confirmed exactly once, in commit order, except the changes it
+//! rejected, which must be in the dead-letter table; the healthy component must see
+//! everything exactly once whatever the others do.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use astha_actors::testing::{Behavior, RecordingComponent};
+use astha_actors::{Astha, ComponentError};
+use support::*;
+
+/// A fixed pseudo-random number in 0..1000 for (lsn, salt): the same change always
+/// gets the same fate, whatever the timing.
+fn roll(lsn: i64, salt: u64) -> u64 {
+    let mut x = (lsn as u64) ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^= x >> 31;
+    x % 1000
+}
+
+fn scripted(
+    name: &str,
+    tables: &[&str],
+    f: impl Fn(&astha_core::Change, u32) -> Behavior + Send + Sync + 'static,
+) -> (RecordingComponent, astha_actors::testing::Recording) {
+    RecordingComponent::scripted(name, tables, Arc::new(f))
+}
+
+#[actix_rt::test]
+async fn failing_hanging_panicking_and_rejecting_components_lose_nothing() {
+    let db = TestDb::new();
+    keep_log(&db);
+    let mut config = db.config();
+    config.supervisor.event_timeout = Duration::from_millis(300);
+    config.retry.initial_backoff = Duration::from_millis(5);
+    config.retry.max_backoff = Duration::from_millis(40);
+    config.breaker.cool_down = Duration::from_millis(100);
+    let astha = Astha::new(config).unwrap();
+    astha.start().unwrap();
+
+    let (healthy, seen_healthy) = RecordingComponent::new("healthy", &["a", "b"]);
+    // 10% of changes fail three times before they succeed.
+    let (flaky, seen_flaky) = scripted("flaky", &["a", "b"], |c, attempt| {
+        if roll(c.lsn, 1) < 100 && attempt <= 3 {
+            Behavior::Fail(ComponentError::transient("flaky downstream"))
+        } else {
+            Behavior::Succeed
+        }
+    });
+    // 5% of changes make the handler panic on the first attempt.
+    let (panicky, seen_panicky) = scripted("panicky", &["a"], |c, attempt| {
+        if roll(c.lsn, 2) < 50 && attempt == 1 {
+            Behavior::Panic
+        } else {
+            Behavior::Succeed
+        }
+    });
+    // 1.5% of changes hang the handler on the first attempt (timed out at 300 ms).
+    let (hangs, seen_hangs) = scripted("hangs", &["b"], |c, attempt| {
+        if roll(c.lsn, 3) < 15 && attempt == 1 {
+            Behavior::Hang
+        } else {
+            Behavior::Succeed
+        }
+    });
+    // 3% of changes are rejected for good: dead letters, attempted once.
+    let (rejects, seen_rejects) = scripted("rejects", &["a", "b"], |c, _| {
+        if roll(c.lsn, 4) < 30 {
+            Behavior::Fail(ComponentError::permanent("row rejected"))
+        } else {
+            Behavior::Succeed
+        }
+    });
+    // Down (every attempt fails) until the test brings it back: its breaker opens.
+    let outage = Arc::new(AtomicBool::new(true));
+    let down = outage.clone();
+    let (outaged, seen_outaged) = scripted("outage", &["a"], move |_, _| {
+        if down.load(Ordering::Relaxed) {
+            Behavior::Fail(ComponentError::transient("down"))
+        } else {
+            Behavior::Succeed
+        }
+    });
+    for c in [healthy, flaky, panicky, hangs, rejects, outaged] {
+        astha.register_component(Box::new(c)).await.unwrap();
+    }
+
+    let writers: Vec<_> = [("a", 0), ("b", 10_000)]
+        .into_iter()
+        .map(|(table, first)| {
+            let path = db.path.clone();
+            std::thread::spawn(move || {
+                let conn = astha_core::db::open_writer(&path).unwrap();
+                insert(&conn, table, first, 150);
+                // One transaction spanning several batches.
+                conn.execute_batch("BEGIN").unwrap();
+                insert(&conn, table, first + 150, 100);
+                conn.execute_batch("COMMIT").unwrap();
+                insert(&conn, table, first + 250, 150);
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    outage.store(false, Ordering::Relaxed);
+    for w in writers {
+        w.join().unwrap();
+    }
+
+    let a = logged_lsns(&db.path, "a");
+    let b = logged_lsns(&db.path, "b");
+    let mut both: Vec<i64> = a.iter().chain(&b).copied().collect();
+    both.sort();
+    assert_eq!(both.len(), 800);
+    let rejected: Vec<i64> = both.iter().copied().filter(|l| roll(*l, 4) < 30).collect();
+    let accepted: Vec<i64> = both.iter().copied().filter(|l| roll(*l, 4) >= 30).collect();
+
+    for (name, seen, want) in [
+        ("healthy", &seen_healthy, &both),
+        ("flaky", &seen_flaky, &both),
+        ("panicky", &seen_panicky, &a),
+        ("hangs", &seen_hangs, &b),
+        ("rejects", &seen_rejects, &accepted),
+        ("outage", &seen_outaged, &a),
+    ] {
+        let n = want.len();
+        let done = seen.wait_until(LONG, |s| s.confirmed.len() >= n).await;
+        let got = seen.confirmed_lsns();
+        assert!(
+            done,
+            "{name}: {} of {n} confirmed; stats {:?}",
+            got.len(),
+            astha.component_info(name)
+        );
+        assert!(
+            got == *want,
+            "{name}: every change exactly once, in commit order"
+        );
+    }
+    let conn = astha_core::db::open(&db.path).unwrap();
+    let dead_lsns = |name: &str| -> Vec<i64> {
+        astha_core::dead_letter::list(&conn, Some(name), false)
+            .unwrap()
+            .iter()
+            .map(|d| d.lsn)
+            .collect()
+    };
+    let mut dead = Vec::new();
+    for _ in 0..200 {
+        dead = dead_lsns("rejects");
+        if dead.len() >= rejected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    dead.sort();
+    assert_eq!(dead, rejected, "every rejected change is a dead letter");
+    for name in ["healthy", "flaky", "panicky", "hangs", "outage"] {
+        assert!(dead_lsns(name).is_empty(), "{name} dead-lettered something");
+    }
+    let info = |n: &str| astha.component_info(n).unwrap();
+    assert!(info("panicky").panics > 0);
+    assert!(info("hangs").timeouts > 0);
+    assert!(
+        info("flaky").failures >= 3 * (both.iter().filter(|l| roll(**l, 1) < 100).count() as u64)
+    );
+    assert!(info("outage").failures >= 5, "the outage was felt");
+    astha.stop().await.unwrap();
+}
+
+/// A slot that never moves, so cleanup keeps every log row for the test to read.
+fn keep_log(db: &TestDb) {
+    let conn = astha_core::db::open(&db.path).unwrap();
+    let capture = astha_core::capture::Capture::new("__cdc_log");
+    capture.ensure_log(&conn).unwrap();
+    astha_core::slots::create(
+        &conn,
+        "__cdc_log",
+        "keep",
+        astha_core::slots::SlotStart::Beginning,
+    )
+    .unwrap();
+}

@@ -1,0 +1,263 @@
+//! Fault harness: `kill -9` of the Astha process at random points while a separate
+//! writer process commits continuously, many times over; then a checker proves every
+//! committed change reached every component, in commit order, with duplicates only from
+//! what was confirmed after the component's durable position (see `astha_tests::fault`).
+//!
+//! Short by default (CI). The long version: `ASTHA_FAULT_LONG=1 cargo test --release -p
+//! astha-tests --test fault_kill -- --nocapture` (200 kills). `ASTHA_FAULT_KILLS=<n>`
+//! sets the number of kills, `ASTHA_FAULT_SEED=<n>` replays a run.
+//!
+//! The ignored test shows where Astha departs from issue 8's "duplicates only from the
+//! last unconfirmed batch" (see RELIABILITY.md).
+
+use std::path::Path;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use astha_tests::fault::{check, parse_ledger, Committed, COMPONENTS, TABLES_SQL};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+const WORKER: &str = env!("CARGO_BIN_EXE_astha-fault-worker");
+const WRITER: &str = env!("CARGO_BIN_EXE_astha-fault-writer");
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn long() -> bool {
+    std::env::var("ASTHA_FAULT_LONG").is_ok_and(|v| v == "1")
+}
+
+/// Waits for `child` up to `limit`; kills it and fails if it is still running.
+fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{what} did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A child process killed when dropped, so a failing test leaves no process behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn worker(db: &Path, sinks: &Path) -> Command {
+    let mut cmd = Command::new(WORKER);
+    cmd.arg("--db").arg(db).arg("--sinks").arg(sinks);
+    cmd
+}
+
+/// The files of one harness run.
+struct Harness {
+    _dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    sinks: std::path::PathBuf,
+    ledger: std::path::PathBuf,
+    stop: std::path::PathBuf,
+}
+
+/// A database with tables `t` and `u` captured and every component's slot created
+/// before the first write, so nothing may be missed.
+fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness {
+        db: dir.path().join("fault.db"),
+        sinks: dir.path().join("sinks"),
+        ledger: dir.path().join("ledger.tsv"),
+        stop: dir.path().join("stop"),
+        _dir: dir,
+    };
+    std::fs::create_dir(&h.sinks).unwrap();
+    let conn = astha_core::db::open(&h.db).unwrap();
+    conn.execute_batch(TABLES_SQL).unwrap();
+    let capture = astha_core::capture::Capture::new("__cdc_log");
+    capture.install(&conn, "t").unwrap();
+    capture.install(&conn, "u").unwrap();
+    for (name, _, _) in COMPONENTS {
+        astha_core::slots::create(
+            &conn,
+            "__cdc_log",
+            name,
+            astha_core::slots::SlotStart::Beginning,
+        )
+        .unwrap();
+    }
+    h
+}
+
+fn sink(h: &Harness, name: &str) -> String {
+    std::fs::read_to_string(h.sinks.join(format!("{name}.log"))).unwrap_or_default()
+}
+
+#[test]
+fn kill_9_at_random_points_loses_nothing() {
+    let kills = env_u64("ASTHA_FAULT_KILLS").unwrap_or(if long() { 200 } else { 10 });
+    let seed = env_u64("ASTHA_FAULT_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    println!("fault_kill: seed {seed} (replay with ASTHA_FAULT_SEED={seed})");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let h = harness();
+    let (db, sinks, ledger, stop) = (&h.db, &h.sinks, &h.ledger, &h.stop);
+    let started = Instant::now();
+    let mut writer = Killed(
+        Command::new(WRITER)
+            .arg("--db")
+            .arg(db)
+            .arg("--ledger")
+            .arg(ledger)
+            .arg("--stop-file")
+            .arg(stop)
+            .arg("--seed")
+            .arg(seed.to_string())
+            .spawn()
+            .expect("start writer"),
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..kills {
+        let mut child = Killed(worker(db, sinks).spawn().expect("start worker"));
+        // Anywhere from before Astha opened the database to deep into delivery.
+        let alive = Duration::from_millis(rng.random_range(0..600));
+        std::thread::sleep(alive);
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!("worker exited on its own: {status}");
+        }
+        child.0.kill().expect("kill -9");
+        child.0.wait().unwrap();
+        if rng.random_ratio(1, 4) {
+            // Astha down for a while: a backlog builds up in the log.
+            std::thread::sleep(Duration::from_millis(rng.random_range(50..300)));
+        }
+    }
+    std::fs::write(stop, b"").unwrap();
+    let status = wait_exit(&mut writer.0, Duration::from_secs(60), "writer");
+    assert!(status.success(), "writer failed: {status}");
+    let mut last = Killed(
+        worker(db, sinks)
+            .arg("--exit-when-caught-up")
+            .spawn()
+            .expect("start last worker"),
+    );
+    let status = wait_exit(&mut last.0, Duration::from_secs(600), "last worker");
+    assert!(status.success(), "last worker failed: {status}");
+
+    let ledger = parse_ledger(&std::fs::read_to_string(ledger).unwrap()).unwrap();
+    assert!(!ledger.is_empty(), "the writer committed nothing");
+    let mut checked = 0;
+    for (name, tables, _) in COMPONENTS {
+        let report = match check(&sink(&h, name), &ledger, tables) {
+            Ok(report) => report,
+            Err(err) => panic!("component {name}: {err} (seed {seed})"),
+        };
+        // A worker killed before it opened its sinks leaves no start mark.
+        assert!(
+            report.runs >= 1 && report.runs as u64 <= kills + 1,
+            "{name}: {} starts for {} runs",
+            report.runs,
+            kills + 1
+        );
+        println!(
+            "fault_kill: component {name}: {} runs, {} changes checked, lost 0, {} deliveries, {} duplicates (at most {} after one restart), {} torn lines",
+            report.runs,
+            report.checked,
+            report.deliveries,
+            report.duplicates,
+            report.max_duplicates_per_restart,
+            report.torn_lines
+        );
+        checked += report.checked;
+    }
+    println!(
+        "fault_kill: {kills} kills survived, {} changes committed, {checked} component deliveries checked, lost 0, in {:.1} s",
+        ledger.len(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// Issue 8 asks that after a crash a component sees again only "the last unconfirmed
+/// batch". A transaction holds the write lock, so slot writes wait, while 500 changes
+/// (8 batches of 64) are there to deliver; the process is killed once delivery stops.
+/// With slot positions written asynchronously while delivery goes on (the router as
+/// committed when this test was written) all 500 come again.
+#[test]
+fn a_kill_while_slot_writes_wait_redelivers_only_the_last_batch() {
+    const BATCH: usize = 64;
+    let h = harness();
+    let mut child = Killed(worker(&h.db, &h.sinks).spawn().expect("start worker"));
+    // Let Astha start, register and finish its first schema check (a write).
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut conn = astha_core::db::open(&h.db).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    let mut ledger = Vec::new();
+    {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        for n in 1..=500i64 {
+            tx.execute("INSERT INTO t (n, pad) VALUES (?1, 'p')", [n])
+                .unwrap();
+            ledger.push(Committed {
+                table: "t".into(),
+                id: format!("I:{n}"),
+            });
+        }
+        tx.commit().unwrap();
+    }
+    // Take the write lock again at once: Astha's slot writes now wait.
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let delivered = |h: &Harness| {
+        sink(h, "all")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count()
+    };
+    // Wait until delivery stops (all 500, or the router waits for a durable position).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (0, Instant::now());
+    while Instant::now() < deadline {
+        let n = delivered(&h);
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if n == 500 || (n > 0 && last.1.elapsed() > Duration::from_secs(1)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "fault_kill: {} changes confirmed while slot writes waited",
+        last.0
+    );
+    child.0.kill().expect("kill -9");
+    child.0.wait().unwrap();
+    conn.execute_batch("ROLLBACK").unwrap();
+    let mut final_run = Killed(
+        worker(&h.db, &h.sinks)
+            .arg("--exit-when-caught-up")
+            .spawn()
+            .expect("start last worker"),
+    );
+    let status = wait_exit(&mut final_run.0, Duration::from_secs(120), "last worker");
+    assert!(status.success());
+    let report = check(&sink(&h, "all"), &ledger, &["t", "u"]).unwrap();
+    assert!(
+        report.max_duplicates_per_restart <= BATCH,
+        "{} changes delivered again after one kill (batches of {BATCH})",
+        report.max_duplicates_per_restart
+    );
+}

@@ -1,0 +1,137 @@
+//! Fault harness: malformed rows injected into the change log between rows written by
+//! the real triggers. Rows Astha cannot decode must land in the dead-letter table (under
+//! the consumer `*`), never be delivered and never stop the others from flowing.
+
+mod support;
+
+use std::time::Duration;
+
+use astha_actors::testing::RecordingComponent;
+use astha_actors::Astha;
+use rusqlite::Connection;
+use support::*;
+
+/// Writes one log row directly, as a broken tool or a hand edit might.
+fn inject(conn: &Connection, sql_values: &str) -> i64 {
+    conn.execute(
+        &format!(
+            "INSERT INTO __cdc_log (ts, tbl, op, schema_id, before, after) VALUES ({sql_values})"
+        ),
+        [],
+    )
+    .unwrap();
+    conn.last_insert_rowid()
+}
+
+fn schema_id(conn: &Connection, table: &str) -> i64 {
+    astha_core::capture::Capture::new("__cdc_log")
+        .captured_schema(conn, table)
+        .unwrap()
+        .unwrap()
+        .id
+}
+
+/// Rows whose columns have the right types but whose content is wrong.
+fn bad_content(a: i64, b: i64) -> Vec<String> {
+    let now = "julianday('now')";
+    vec![
+        format!("{now}, 'a', 'I', {a}, NULL, '''unterminated'"),
+        format!("{now}, 'a', 'I', 999999, NULL, '1,2'"),
+        format!("{now}, 'a', 'X', {a}, NULL, '1,2'"),
+        format!("{now}, 'a', 'I', {a}, NULL, '1'"),
+        format!("{now}, 'a', 'I', {a}, '1,2', NULL"),
+        format!("{now}, 'a', 'D', {a}, NULL, NULL"),
+        format!("{now}, 'a', 'U', {b}, '1,2', '1,3'"),
+        format!("{now}, 'a', 'I', {a}, NULL, '1,2,3'"),
+        format!("{now}, 'a', 'I', {a}, NULL, '1,zz'"),
+    ]
+}
+
+/// Rows whose columns hold values of the wrong storage class.
+fn bad_types(a: i64) -> Vec<String> {
+    let now = "julianday('now')";
+    vec![
+        format!("'yesterday', 'a', 'I', {a}, NULL, '1,2'"),
+        format!("{now}, 'a', 'I', {a}, NULL, X'312C32'"),
+        format!("{now}, 'a', 'I', 'one', NULL, '1,2'"),
+        format!("{now}, 42, 'I', {a}, NULL, '1,2'"),
+    ]
+}
+
+async fn run(bad: impl Fn(i64, i64) -> Vec<String>) {
+    let db = TestDb::new();
+    keep_log(&db);
+    let astha = Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let (c, seen) = RecordingComponent::new("c", &["a"]);
+    astha.register_component(Box::new(c)).await.unwrap();
+    let writer = db.writer();
+    let (a, b) = (schema_id(&writer, "a"), schema_id(&writer, "b"));
+    let rows = bad(a, b);
+    let mut injected = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        insert(&writer, "a", i as i64 * 10, 3);
+        injected.push(inject(&writer, row));
+    }
+    insert(&writer, "a", 1000, 3);
+    let good = logged_lsns(&db.path, "a")
+        .into_iter()
+        .filter(|l| !injected.contains(l))
+        .collect::<Vec<_>>();
+    assert_eq!(good.len(), rows.len() * 3 + 3);
+    let done = seen
+        .wait_until(Duration::from_secs(20), |s| s.confirmed.len() >= good.len())
+        .await;
+    assert!(
+        done,
+        "only {} of {} good changes delivered; stats {:?}",
+        seen.confirmed_lsns().len(),
+        good.len(),
+        astha.scheduler_stats()
+    );
+    assert_eq!(seen.confirmed_lsns(), good, "good rows, in order, once");
+    let conn = astha_core::db::open(&db.path).unwrap();
+    let mut quarantined = Vec::new();
+    for _ in 0..500 {
+        quarantined = astha_core::dead_letter::list(&conn, Some("*"), false)
+            .unwrap()
+            .iter()
+            .map(|d| d.lsn)
+            .collect::<Vec<_>>();
+        if quarantined.len() >= injected.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    quarantined.sort();
+    assert_eq!(
+        quarantined, injected,
+        "every malformed row is a dead letter"
+    );
+    assert_eq!(astha.scheduler_stats().malformed, injected.len() as u64);
+    astha.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn rows_with_bad_content_go_to_dead_letters_and_the_rest_flows() {
+    run(bad_content).await;
+}
+
+#[actix_rt::test]
+async fn rows_with_bad_types_go_to_dead_letters_and_the_rest_flows() {
+    run(|a, _| bad_types(a)).await;
+}
+
+/// A slot that never moves, so cleanup keeps every log row for the test to read.
+fn keep_log(db: &TestDb) {
+    let conn = astha_core::db::open(&db.path).unwrap();
+    let capture = astha_core::capture::Capture::new("__cdc_log");
+    capture.ensure_log(&conn).unwrap();
+    astha_core::slots::create(
+        &conn,
+        "__cdc_log",
+        "keep",
+        astha_core::slots::SlotStart::Beginning,
+    )
+    .unwrap();
+}
