@@ -36,6 +36,8 @@ impl Store {
     /// Opens the database at `path` (creating it if needed) and the change log in it.
     pub fn open(path: &Path, log_table: &str) -> Result<Store> {
         let writer = astha_core::db::open(path)?;
+        // Slot writes sit between a component's deliveries: wait for the lock in µs.
+        astha_core::db::use_fast_busy_handler(&writer)?;
         let capture = Capture::new(log_table);
         capture.ensure_log(&writer)?;
         Ok(Store {
