@@ -209,6 +209,15 @@ impl<T> Event<T> {
     }
 }
 
+/// Wall-clock milliseconds since the Unix epoch (0 if the clock is before 1970): the
+/// "now" that log ages and timestamps in Astha are measured against.
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Converts SQLite's `julianday('now')` (what triggers store) to Unix milliseconds.
 /// SQLite keeps time as whole milliseconds, so rounding recovers it exactly.
 pub fn julian_to_unix_ms(julian: f64) -> i64 {

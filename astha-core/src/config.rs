@@ -110,10 +110,6 @@ pub struct AsthaConfig {
     /// made by other processes. Default `"1ms"`.
     #[serde(with = "duration_serde")]
     pub data_version_poll: Duration,
-    /// How often acknowledged slot positions are written to the database; after a crash
-    /// at most this much acknowledged work is delivered again. Default `"20ms"`.
-    #[serde(with = "duration_serde")]
-    pub slot_flush_interval: Duration,
     /// How often change-log rows acknowledged by every slot are deleted. Default `"1s"`.
     #[serde(with = "duration_serde")]
     pub cleanup_interval: Duration,
@@ -186,7 +182,6 @@ impl Default for AsthaConfig {
             window_batches: 8,
             backstop_interval: Duration::from_millis(100),
             data_version_poll: Duration::from_millis(1),
-            slot_flush_interval: Duration::from_millis(20),
             cleanup_interval: Duration::from_secs(1),
             monitored_tables: strings(DEFAULT_MONITORED_TABLES),
             subscriptions: DEFAULT_SUBSCRIPTIONS
@@ -364,7 +359,6 @@ impl AsthaConfig {
         // A zero period would make the poller spin.
         check_positive("backstop_interval", self.backstop_interval)?;
         check_positive("data_version_poll", self.data_version_poll)?;
-        check_positive("slot_flush_interval", self.slot_flush_interval)?;
         check_positive("cleanup_interval", self.cleanup_interval)?;
         for (i, table) in self.monitored_tables.iter().enumerate() {
             check_name(&format!("monitored_tables[{i}]"), table)?;
@@ -820,13 +814,13 @@ mod tests {
     #[test]
     fn durations_accept_strings_and_milliseconds() {
         let c = AsthaConfig::from_toml_str(
-            "backstop_interval = 250\ncleanup_interval = \"2s\"\nslot_flush_interval = \"1m\"\n\
-             data_version_poll = \"500us\"\n[supervisor]\nrefresh_after = \"1h\"\n",
+            "backstop_interval = 250\ncleanup_interval = \"2s\"\n\
+             data_version_poll = \"500us\"\n[supervisor]\nevent_timeout = \"1m\"\nrefresh_after = \"1h\"\n",
         )
         .unwrap();
         assert_eq!(c.backstop_interval, Duration::from_millis(250));
         assert_eq!(c.cleanup_interval, Duration::from_secs(2));
-        assert_eq!(c.slot_flush_interval, Duration::from_secs(60));
+        assert_eq!(c.supervisor.event_timeout, Duration::from_secs(60));
         assert_eq!(c.data_version_poll, Duration::from_micros(500));
         assert_eq!(c.supervisor.refresh_after, Duration::from_secs(3600));
     }

@@ -387,7 +387,7 @@ impl Inner {
             let inputs: Vec<DataFileInfo> = group.iter().map(|(_, i)| i.clone()).collect();
             let path = data_dir.join(format!(
                 "compacted-{}-{}.parquet",
-                now_ms(),
+                astha_core::change::unix_now_ms(),
                 uuid::Uuid::new_v4()
             ));
             let written = merge_parquet(&path, &columns, &inputs)
@@ -625,13 +625,6 @@ fn merged_registry_file(
         state: IcebergState::Completed,
         statistics,
     })
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[async_trait]

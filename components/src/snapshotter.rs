@@ -380,7 +380,8 @@ impl Inner {
             Some(r) => r.created_ms,
             None => tail.last().map_or(current.timestamp_ms, |s| s.timestamp_ms),
         };
-        (now_ms() - since >= c.interval.as_millis() as i64).then_some(Trigger::Time)
+        (astha_core::change::unix_now_ms() - since >= c.interval.as_millis() as i64)
+            .then_some(Trigger::Time)
     }
 
     fn record(
@@ -455,7 +456,7 @@ impl Inner {
         let Some(newest) = records.last().map(|r| r.row.snapshot_id) else {
             return Ok(()); // Nothing recorded yet: nothing may be expired.
         };
-        let now = now_ms();
+        let now = astha_core::change::unix_now_ms();
         let max_age = self.config.max_age.as_millis() as i64;
         let in_table: BTreeSet<i64> = table.snapshots().iter().map(|s| s.snapshot_id).collect();
         let keep_from = records.len().saturating_sub(self.config.retain_last);
@@ -521,13 +522,6 @@ impl Inner {
             }
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[async_trait]

@@ -197,7 +197,7 @@ impl StorageManager {
         let lakehouse = &self.inner.lakehouse;
         let path = lakehouse.table_dir(&ident).join("data").join(format!(
             "{}-{}.parquet",
-            now_ms(),
+            astha_core::change::unix_now_ms(),
             uuid::Uuid::new_v4()
         ));
         // Validates every value before creating anything; a bad row leaves no file.
@@ -253,11 +253,4 @@ impl StorageManager {
             ))
         })
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

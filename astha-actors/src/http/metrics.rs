@@ -134,10 +134,7 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<HttpState>) -> Ht
         return denied;
     }
     let log_table = state.store.log_table().to_string();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = astha_core::change::unix_now_ms();
     let log = state
         .store
         .query(move |conn| astha_core::log::log_stats(conn, &log_table, now_ms))

@@ -17,7 +17,7 @@ use super::fsutil;
 use super::manifest::read_manifest;
 use super::manifest_list::{read_manifest_list, ManifestFile};
 use super::metadata::Snapshot;
-use super::table::{now_ms, IcebergTable};
+use super::table::IcebergTable;
 
 /// What an expiry did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -91,7 +91,9 @@ impl IcebergTable {
         let doomed = reach(&expired, false)?;
         let expired_ids: Vec<i64> = expired.iter().map(|s| s.snapshot_id).collect();
 
-        let mut next = self.metadata.successor(&self.metadata_location, now_ms());
+        let mut next = self
+            .metadata
+            .successor(&self.metadata_location, astha_core::change::unix_now_ms());
         next.remove_snapshots(&expired_ids);
         self.publish(next, CommitFiles::new())?;
 

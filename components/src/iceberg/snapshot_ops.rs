@@ -26,7 +26,7 @@ use super::manifest_list::{write_manifest_list, ListContext, ManifestFile};
 use super::metadata::Snapshot;
 use super::parquet_io::DataFileInfo;
 use super::summary::{summarize, Change};
-use super::table::{now_ms, IcebergTable, SnapshotInfo};
+use super::table::{IcebergTable, SnapshotInfo};
 
 /// A snapshot under construction: ids and the file names it will use.
 struct Draft {
@@ -229,7 +229,7 @@ impl IcebergTable {
         };
         write_manifest_list(&list_path, &manifests, ctx)?;
 
-        let now = now_ms().max(self.metadata.last_updated_ms);
+        let now = astha_core::change::unix_now_ms().max(self.metadata.last_updated_ms);
         let snapshot = Snapshot {
             snapshot_id: draft.snapshot_id,
             parent_snapshot_id,

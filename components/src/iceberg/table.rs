@@ -100,7 +100,11 @@ impl IcebergTable {
         fsutil::create_dir_all(&location.join("data"))?;
 
         let schema = IcebergSchema::from_columns(0, columns);
-        let metadata = TableMetadata::new(fsutil::to_location(&location), schema, now_ms());
+        let metadata = TableMetadata::new(
+            fsutil::to_location(&location),
+            schema,
+            astha_core::change::unix_now_ms(),
+        );
         let file = metadata_dir.join(metadata_file_name(0));
         fsutil::write_atomic(&file, &metadata.to_json())?;
         let metadata_location = fsutil::to_location(&file);
@@ -316,12 +320,4 @@ impl IcebergTable {
             None => Ok(Vec::new()),
         }
     }
-}
-
-/// Wall-clock milliseconds since the epoch.
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -2,7 +2,6 @@
 //! each component reported (status, breaker, position), and pending dead letters.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use astha_core::capture::Capture;
 use clap::Args;
@@ -34,10 +33,7 @@ pub fn run(args: StatusArgs) -> Result<(), CliError> {
             path.display()
         )));
     }
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = astha_core::change::unix_now_ms();
     let captured = Capture::new(&args.log_table)
         .captured_tables(&conn)
         .map_err(on)?;
