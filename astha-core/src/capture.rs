@@ -4,8 +4,9 @@
 //! Promises:
 //! - triggers are generated from the live schema (`PRAGMA table_info`), for any ordinary
 //!   table (rowid, composite key, WITHOUT ROWID), with every identifier quoted;
-//! - a trigger calls only SQLite built-ins that cannot fail on any value (see
-//!   [`crate::image`]), so capture never makes a user's write fail;
+//! - a trigger copies each value as it is into untyped columns of the log (see
+//!   [`crate::image`]) and calls no function that can fail on a value, so capture never
+//!   makes a user's write fail and every value reads back exactly;
 //! - install, uninstall and re-install are idempotent, and each is one atomic step;
 //! - after a schema change, [`Capture::refresh`] regenerates the triggers of every table
 //!   whose columns changed, so new columns are captured; [`Capture::alter`] runs an
@@ -17,7 +18,8 @@ use rusqlite::Connection;
 
 use crate::error::{CoreError, Result};
 use crate::ident::{quote_ident, quote_literal};
-use crate::image::image_sql;
+use crate::change::Operation;
+use crate::image;
 use crate::schema::{self, TableSchema};
 
 /// `__astha_captured.schema_id` of a captured table that was dropped.
@@ -72,17 +74,20 @@ impl Capture {
     /// [`crate::slots`]), so an id is never handed out twice. `AUTOINCREMENT` would give
     /// the same guarantee by writing `sqlite_sequence` on every insert, which costs every
     /// captured write (+40 points per autocommit insert, measured here).
+    ///
+    /// Images go into untyped value columns (`v0`, `v1`, ...), added as wider tables are
+    /// captured; see [`crate::image`]. A log in the text-image format of earlier builds
+    /// is replaced when empty and refused otherwise (drain it with the build that wrote it).
     pub fn ensure_log(&self, conn: &Connection) -> Result<()> {
         let log = quote_ident(&self.log_table);
+        replace_legacy_table(conn, &self.log_table)?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {log} (
                 id INTEGER PRIMARY KEY,
                 ts REAL NOT NULL,
                 tbl TEXT NOT NULL,
                 op TEXT NOT NULL,
-                schema_id INTEGER NOT NULL,
-                before TEXT,
-                after TEXT
+                schema_id INTEGER NOT NULL
             );
             CREATE TABLE IF NOT EXISTS __astha_captured (
                 tbl TEXT PRIMARY KEY,
@@ -91,6 +96,7 @@ impl Capture {
         ))?;
         schema::ensure_schema_table(conn)?;
         crate::slots::ensure_tables(conn)?;
+        replace_legacy_table(conn, crate::dead_letter::TABLE)?;
         crate::dead_letter::ensure_table(conn)?;
         crate::heartbeat::ensure_table(conn)?;
         Ok(())
@@ -102,6 +108,13 @@ impl Capture {
         in_savepoint(conn, |conn| {
             self.ensure_log(conn)?;
             let (columns, primary_key) = schema::live_columns(conn, table)?;
+            let max = image::max_table_columns();
+            if columns.len() > max {
+                return Err(CoreError::Invalid(format!(
+                    "table {table:?} has {} columns; Astha captures tables of up to {max}",
+                    columns.len()
+                )));
+            }
             let current = self.captured_schema(conn, table)?;
             let outcome = match &current {
                 None => InstallOutcome::Installed,
@@ -113,6 +126,9 @@ impl Capture {
                 }
                 Some(_) => InstallOutcome::Regenerated,
             };
+            let needed = image::columns_needed(columns.len());
+            image::widen(conn, &self.log_table, needed)?;
+            image::widen(conn, crate::dead_letter::TABLE, needed)?;
             let schema = schema::record_schema(conn, table, columns, primary_key)?;
             self.drop_triggers(conn, table)?;
             self.create_triggers(conn, &schema)?;
@@ -253,7 +269,19 @@ impl Capture {
     }
 
     fn create_triggers(&self, conn: &Connection, schema: &TableSchema) -> Result<()> {
-        for sql in trigger_sql(&self.log_table, schema) {
+        let types = schema::declared_types(conn, &schema.table)?;
+        let columns: Vec<image::TriggerColumn> = schema
+            .columns
+            .iter()
+            .map(|name| image::TriggerColumn {
+                name: name.clone(),
+                exact: types
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .is_some_and(|(_, t)| image::compares_exactly(t)),
+            })
+            .collect();
+        for sql in trigger_sql(&self.log_table, schema, &columns) {
             conn.execute_batch(&sql)?;
         }
         Ok(())
@@ -265,35 +293,61 @@ pub fn trigger_names(table: &str) -> [String; 3] {
     ["ins", "upd", "del"].map(|op| format!("{INTERNAL_PREFIX}cdc_{op}_{table}"))
 }
 
-/// The `CREATE TRIGGER` statements that capture `schema`'s table into `log_table`.
-pub fn trigger_sql(log_table: &str, schema: &TableSchema) -> [String; 3] {
-    let [ins, upd, del] = trigger_names(&schema.table).map(|n| quote_ident(&n));
+/// The `CREATE TRIGGER` statements that capture `schema`'s table into `log_table`;
+/// `columns` are the schema's columns with their comparison rule.
+pub fn trigger_sql(
+    log_table: &str,
+    schema: &TableSchema,
+    columns: &[image::TriggerColumn],
+) -> [String; 3] {
+    let names = trigger_names(&schema.table).map(|n| quote_ident(&n));
     let table = quote_ident(&schema.table);
     let log = quote_ident(log_table);
     let name = quote_literal(&schema.table);
     let id = schema.id;
-    let new = image_sql("NEW", &schema.columns);
-    let old = image_sql("OLD", &schema.columns);
-    let insert = |op: &str, before: &str, after: &str| {
-        format!(
-            "INSERT INTO {log} (ts, tbl, op, schema_id, before, after) \
-             VALUES (julianday('now'), {name}, '{op}', {id}, {before}, {after});"
-        )
-    };
+    let [ins, upd, del] = names;
     [
-        format!(
-            "CREATE TRIGGER {ins} AFTER INSERT ON {table} BEGIN {} END",
-            insert("I", "NULL", &new)
-        ),
-        format!(
-            "CREATE TRIGGER {upd} AFTER UPDATE ON {table} BEGIN {} END",
-            insert("U", &old, &new)
-        ),
-        format!(
-            "CREATE TRIGGER {del} AFTER DELETE ON {table} BEGIN {} END",
-            insert("D", &old, "NULL")
-        ),
+        (ins, Operation::Insert, "INSERT"),
+        (upd, Operation::Update, "UPDATE"),
+        (del, Operation::Delete, "DELETE"),
     ]
+    .map(|(trigger, op, event)| {
+        let (value_columns, values) = image::trigger_values(op, columns);
+        format!(
+            "CREATE TRIGGER {trigger} AFTER {event} ON {table} BEGIN \
+             INSERT INTO {log} (ts, tbl, op, schema_id, {value_columns}) \
+             VALUES (julianday('now'), {name}, '{}', {id}, {values}); END",
+            op.code()
+        )
+    })
+}
+
+/// A table of Astha's in the text-image format of earlier builds (it has a `before`
+/// column): dropped when empty, so it is created again in the current format; refused
+/// when it still holds rows.
+fn replace_legacy_table(conn: &Connection, table: &str) -> Result<()> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote_ident(table)))?;
+    let legacy = stmt
+        .query_map([], |r| r.get::<_, String>(1))?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .iter()
+        .any(|c| c == "before");
+    if !legacy {
+        return Ok(());
+    }
+    let rows: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {}", quote_ident(table)),
+        [],
+        |r| r.get(0),
+    )?;
+    if rows > 0 {
+        return Err(CoreError::Invalid(format!(
+            "{table} holds {rows} rows in the text-image format of an earlier Astha build; \
+             drain it with that build (or drop the table), then start again"
+        )));
+    }
+    conn.execute_batch(&format!("DROP TABLE {}", quote_ident(table)))?;
+    Ok(())
 }
 
 /// Runs `f` atomically: in a savepoint inside a caller's transaction, otherwise in a

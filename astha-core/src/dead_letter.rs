@@ -9,7 +9,11 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::ident::quote_ident;
-use crate::log::RawChange;
+use crate::image;
+use crate::log::{trimmed_values, RawChange};
+
+/// The dead-letter table.
+pub const TABLE: &str = "__astha_dead_letters";
 
 /// The consumer name under which undecodable log rows are kept.
 pub const ANY_CONSUMER: &str = "*";
@@ -31,7 +35,8 @@ pub struct DeadLetter {
     pub raw: RawChange,
 }
 
-/// Creates the dead-letter table if it is missing.
+/// Creates the dead-letter table if it is missing. Its value columns (`v0`, ...) are
+/// added alongside the log's, so a dead letter is a full copy of its log row.
 pub fn ensure_table(conn: &Connection) -> Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS __astha_dead_letters (
@@ -42,8 +47,6 @@ pub fn ensure_table(conn: &Connection) -> Result<()> {
             tbl TEXT NOT NULL,
             op TEXT NOT NULL,
             schema_id INTEGER NOT NULL,
-            before TEXT,
-            after TEXT,
             reason TEXT NOT NULL,
             attempts INTEGER NOT NULL,
             retriable INTEGER NOT NULL,
@@ -67,13 +70,17 @@ pub struct Failure<'a> {
 /// Records that `failure.consumer` gave up on the log row `lsn`, copying the row.
 /// Recording the same consumer and LSN twice keeps the first record.
 pub fn record(conn: &Connection, log_table: &str, lsn: i64, failure: &Failure<'_>) -> Result<bool> {
+    let width = image::value_columns(conn, log_table)?;
+    image::widen(conn, TABLE, width)?;
+    let values = image::value_list(width);
     let sql = format!(
-        "INSERT INTO __astha_dead_letters
-            (consumer, lsn, ts, tbl, op, schema_id, before, after, reason, attempts, retriable)
-         SELECT ?1, id, ts, tbl, op, schema_id, before, after, ?3, ?4, ?5 FROM {}
+        "INSERT INTO {TABLE}
+            (consumer, lsn, ts, tbl, op, schema_id, reason, attempts, retriable{comma}{values})
+         SELECT ?1, id, ts, tbl, op, schema_id, ?3, ?4, ?5{comma}{values} FROM {}
          WHERE id = ?2
          ON CONFLICT (consumer, lsn) DO NOTHING",
-        quote_ident(log_table)
+        quote_ident(log_table),
+        comma = if width > 0 { ", " } else { "" },
     );
     let n = conn.execute(
         &sql,
@@ -114,13 +121,17 @@ pub fn list(
     consumer: Option<&str>,
     include_replayed: bool,
 ) -> Result<Vec<DeadLetter>> {
-    let mut stmt = conn.prepare(
-        "SELECT id, consumer, lsn, ts, tbl, op, schema_id, before, after, reason, attempts,
-                retriable, created_at, replayed_at
-         FROM __astha_dead_letters
+    let width = image::value_columns(conn, TABLE)?;
+    let sql = format!(
+        "SELECT id, consumer, lsn, ts, tbl, op, schema_id, reason, attempts,
+                retriable, created_at, replayed_at{}{}
+         FROM {TABLE}
          WHERE (?1 IS NULL OR consumer = ?1) AND (?2 OR replayed_at IS NULL)
          ORDER BY consumer, lsn",
-    )?;
+        if width > 0 { ", " } else { "" },
+        image::value_list(width),
+    );
+    let mut stmt = conn.prepare(&sql)?;
     let rows = stmt
         .query_map((consumer, include_replayed), |r| {
             // Quarantined rows may hold any storage class: read them leniently.
@@ -129,12 +140,11 @@ pub fn list(
                 julian: lenient_f64(r.get_ref(3)?),
                 table: lenient_text(r.get_ref(4)?).unwrap_or_default(),
                 op: lenient_text(r.get_ref(5)?).unwrap_or_default(),
-                schema_id: r.get::<_, crate::Value>(6).map(|v| match v {
-                    crate::Value::Integer(i) => i,
+                schema_id: match r.get_ref(6)? {
+                    rusqlite::types::ValueRef::Integer(i) => i,
                     _ => 0,
-                })?,
-                before: lenient_text(r.get_ref(7)?),
-                after: lenient_text(r.get_ref(8)?),
+                },
+                values: trimmed_values(r, 12)?,
                 defect: None,
             };
             Ok(DeadLetter {
@@ -143,11 +153,11 @@ pub fn list(
                 lsn: raw.lsn,
                 table: raw.table.clone(),
                 op: raw.op.clone(),
-                reason: r.get(9)?,
-                attempts: r.get(10)?,
-                retriable: r.get(11)?,
-                created_at: r.get(12)?,
-                replayed_at: r.get(13)?,
+                reason: r.get(7)?,
+                attempts: r.get(8)?,
+                retriable: r.get(9)?,
+                created_at: r.get(10)?,
+                replayed_at: r.get(11)?,
                 raw,
             })
         })?
@@ -231,11 +241,15 @@ pub fn replay(conn: &Connection, log_table: &str, id: i64) -> Result<i64> {
         }
         Some(_) => {}
     }
+    let width = image::value_columns(&tx, TABLE)?;
+    image::widen(&tx, log_table, width)?;
+    let values = image::value_list(width);
+    let comma = if width > 0 { ", " } else { "" };
     tx.execute(
         &format!(
-            "INSERT INTO {} (ts, tbl, op, schema_id, before, after)
-             SELECT julianday('now'), tbl, op, schema_id, before, after
-             FROM __astha_dead_letters WHERE id = ?1",
+            "INSERT INTO {} (ts, tbl, op, schema_id{comma}{values})
+             SELECT julianday('now'), tbl, op, schema_id{comma}{values}
+             FROM {TABLE} WHERE id = ?1",
             quote_ident(log_table)
         ),
         [id],

@@ -15,8 +15,8 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::change::{julian_to_unix_ms, Change, Operation, Row};
 use crate::error::Result;
 use crate::ident::quote_ident;
-use crate::image::parse_image;
 use crate::schema::{load_schema, TableSchema};
+use crate::value::Value;
 
 /// Limits on one batch.
 #[derive(Debug, Clone, Copy)]
@@ -45,16 +45,57 @@ pub struct RawChange {
     pub table: String,
     pub op: String,
     pub schema_id: i64,
-    pub before: Option<String>,
-    pub after: Option<String>,
+    /// The row's value columns (`v0`, ...; see [`crate::image`]), trailing NULLs left out.
+    pub values: Vec<Value>,
     /// Set when a column holds a storage class the triggers never write (a row written
     /// by hand or damaged): the row is malformed, whatever the rest says.
     pub defect: Option<String>,
 }
 
+impl RawChange {
+    /// Approximate size of the row's values in bytes, for batch byte budgets.
+    pub fn bytes(&self) -> usize {
+        self.values
+            .iter()
+            .map(|v| match v {
+                Value::Null => 1,
+                Value::Integer(_) | Value::Real(_) => 8,
+                Value::Text(t) => t.len(),
+                Value::Blob(b) => b.len(),
+            })
+            .sum()
+    }
+}
+
+/// Position of the first value column in a log row read with `SELECT *`.
+const FIRST_VALUE: usize = 5;
+
+/// The values of columns `start..` of `r`, trailing NULLs left out.
+pub fn trimmed_values(r: &rusqlite::Row<'_>, start: usize) -> rusqlite::Result<Vec<Value>> {
+    let end = r.as_ref().column_count();
+    trimmed_range(r, start, end)
+}
+
+fn trimmed_range(r: &rusqlite::Row<'_>, start: usize, end: usize) -> rusqlite::Result<Vec<Value>> {
+    let mut values = Vec::with_capacity(end.saturating_sub(start));
+    for i in start..end {
+        values.push(Value::from_ref(r.get_ref(i)?));
+    }
+    while values.last() == Some(&Value::Null) {
+        values.pop();
+    }
+    Ok(values)
+}
+
 /// Reads a log row leniently: a column of an unexpected storage class makes the row
 /// malformed (and so a dead letter) instead of failing the whole batch's read.
-fn raw_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawChange> {
+/// `values_needed` says how many value columns to read for a schema id and operation
+/// code (`None`: all of them), so narrow rows in a log widened for a wide table do not
+/// pay for the wide table's columns.
+fn raw_from_row(
+    r: &rusqlite::Row<'_>,
+    values_needed: &mut dyn FnMut(i64, &str) -> Option<usize>,
+) -> rusqlite::Result<RawChange> {
     use rusqlite::types::ValueRef;
     let mut defects = Vec::new();
     let mut text = |i: usize, name: &str| -> Option<String> {
@@ -73,8 +114,6 @@ fn raw_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawChange> {
     };
     let table = text(2, "tbl").unwrap_or_default();
     let op = text(3, "op").unwrap_or_default();
-    let before = text(5, "before");
-    let after = text(6, "after");
     let julian = match r.get_ref(1)? {
         ValueRef::Real(f) => f,
         ValueRef::Integer(i) => i as f64,
@@ -93,14 +132,18 @@ fn raw_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawChange> {
             0
         }
     };
+    let columns = r.as_ref().column_count();
+    let end = match values_needed(schema_id, &op) {
+        Some(n) if defects.is_empty() => (FIRST_VALUE + n).min(columns),
+        _ => columns,
+    };
     Ok(RawChange {
         lsn: r.get(0)?,
         julian,
         table,
         op,
         schema_id,
-        before,
-        after,
+        values: trimmed_range(r, FIRST_VALUE, end)?,
         defect: (!defects.is_empty()).then(|| defects.join("; ")),
     })
 }
@@ -147,10 +190,9 @@ impl LogReader {
         let log = quote_ident(log_table);
         Self {
             log_table: log_table.to_string(),
-            select_all: format!(
-                "SELECT id, ts, tbl, op, schema_id, before, after FROM {log} \
-                 WHERE id > ?1 ORDER BY id LIMIT ?2"
-            ),
+            // `*`: the value columns grow when a wider table is captured, and SQLite
+            // expands `*` again when it re-prepares the statement after that change.
+            select_all: format!("SELECT * FROM {log} WHERE id > ?1 ORDER BY id LIMIT ?2"),
             schemas: HashMap::new(),
         }
     }
@@ -172,8 +214,7 @@ impl LogReader {
             ..Batch::default()
         };
         for raw in raws {
-            batch.bytes += raw.before.as_ref().map_or(0, String::len)
-                + raw.after.as_ref().map_or(0, String::len);
+            batch.bytes += raw.bytes();
             batch.scanned_to = raw.lsn;
             match self.decode(&tx, &raw) {
                 Ok(change) => batch.changes.push(change),
@@ -190,49 +231,48 @@ impl LogReader {
     }
 
     fn read_raw(
-        &self,
+        &mut self,
         conn: &Connection,
         after_lsn: i64,
         limits: BatchLimits,
         tables: Option<&[String]>,
     ) -> Result<Vec<RawChange>> {
-        let map_row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<RawChange> { raw_from_row(r) };
         let limit = limits.max_rows as i64;
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let mut push = |raw: RawChange| {
-            bytes += raw.before.as_ref().map_or(0, String::len)
-                + raw.after.as_ref().map_or(0, String::len);
-            out.push(raw);
-            bytes < limits.max_bytes
-        };
-        match tables {
-            None => {
-                let mut stmt = conn.prepare_cached(&self.select_all)?;
-                let mut rows = stmt.query((after_lsn, limit))?;
-                while let Some(row) = rows.next()? {
-                    if !push(map_row(row)?) {
-                        break;
-                    }
-                }
-            }
+        let filtered;
+        let (sql, params): (&str, Vec<&dyn rusqlite::ToSql>) = match tables {
+            None => (&self.select_all, vec![&after_lsn, &limit]),
             Some(tables) => {
                 let placeholders = vec!["?"; tables.len()].join(",");
-                let sql = format!(
-                    "SELECT id, ts, tbl, op, schema_id, before, after FROM {} \
-                     WHERE id > ? AND tbl IN ({placeholders}) ORDER BY id LIMIT ?",
+                filtered = format!(
+                    "SELECT * FROM {} WHERE id > ? AND tbl IN ({placeholders}) \
+                     ORDER BY id LIMIT ?",
                     quote_ident(&self.log_table)
                 );
                 let mut params: Vec<&dyn rusqlite::ToSql> = vec![&after_lsn];
                 params.extend(tables.iter().map(|t| t as &dyn rusqlite::ToSql));
                 params.push(&limit);
-                let mut stmt = conn.prepare_cached(&sql)?;
-                let mut rows = stmt.query(params.as_slice())?;
-                while let Some(row) = rows.next()? {
-                    if !push(map_row(row)?) {
-                        break;
-                    }
-                }
+                (&filtered, params)
+            }
+        };
+        let schemas = &mut self.schemas;
+        let mut values_needed = |schema_id: i64, op: &str| -> Option<usize> {
+            let schema = cached_schema(schemas, conn, schema_id).ok()?;
+            let n = schema.columns.len();
+            match Operation::parse(op)? {
+                Operation::Update => Some(crate::image::columns_needed(n)),
+                Operation::Insert | Operation::Delete => Some(n),
+            }
+        };
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(params.as_slice())?;
+        while let Some(row) = rows.next()? {
+            let raw = raw_from_row(row, &mut values_needed)?;
+            bytes += raw.bytes();
+            out.push(raw);
+            if bytes >= limits.max_bytes {
+                break;
             }
         }
         Ok(out)
@@ -252,23 +292,14 @@ impl LogReader {
         }
         let op =
             Operation::parse(&raw.op).ok_or_else(|| format!("unknown operation {:?}", raw.op))?;
-        let image = |text: &Option<String>, side: &str| -> Result<Option<Row>, String> {
-            text.as_deref()
-                .map(|t| {
-                    let values = parse_image(t).map_err(|e| format!("{side} image: {e}"))?;
-                    Row::new(schema.clone(), values).map_err(|e| format!("{side} image: {e}"))
-                })
+        let (before, after) = crate::image::decode(op, schema.columns.len(), &raw.values)
+            .map_err(|e| e.to_string())?;
+        let row = |values: Option<Vec<Value>>| -> Result<Option<Row>, String> {
+            values
+                .map(|v| Row::new(schema.clone(), v).map_err(|e| e.to_string()))
                 .transpose()
         };
-        let before = image(&raw.before, "before")?;
-        let after = image(&raw.after, "after")?;
-        let expected = (
-            matches!(op, Operation::Update | Operation::Delete),
-            matches!(op, Operation::Insert | Operation::Update),
-        );
-        if (before.is_some(), after.is_some()) != expected {
-            return Err(format!("{op} row has the wrong images"));
-        }
+        let (before, after) = (row(before)?, row(after)?);
         Ok(Change {
             lsn: raw.lsn,
             timestamp_ms: julian_to_unix_ms(raw.julian),
@@ -280,15 +311,24 @@ impl LogReader {
     }
 
     fn schema(&mut self, conn: &Connection, id: i64) -> Result<Arc<TableSchema>, String> {
-        if let Some(schema) = self.schemas.get(&id) {
-            return Ok(schema.clone());
-        }
-        let schema = load_schema(conn, id)
-            .map_err(|e| format!("cannot load schema {id}: {e}"))?
-            .ok_or_else(|| format!("unknown schema id {id}"))?;
-        self.schemas.insert(id, schema.clone());
-        Ok(schema)
+        cached_schema(&mut self.schemas, conn, id)
     }
+}
+
+/// A schema from `cache`, loaded into it on first use.
+fn cached_schema(
+    cache: &mut HashMap<i64, Arc<TableSchema>>,
+    conn: &Connection,
+    id: i64,
+) -> Result<Arc<TableSchema>, String> {
+    if let Some(schema) = cache.get(&id) {
+        return Ok(schema.clone());
+    }
+    let schema = load_schema(conn, id)
+        .map_err(|e| format!("cannot load schema {id}: {e}"))?
+        .ok_or_else(|| format!("unknown schema id {id}"))?;
+    cache.insert(id, schema.clone());
+    Ok(schema)
 }
 
 /// The newest LSN in the log (0 if the log is empty).

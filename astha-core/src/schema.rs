@@ -63,6 +63,16 @@ pub fn live_columns(conn: &Connection, table: &str) -> Result<(Vec<String>, Vec<
     Ok((columns, primary_key))
 }
 
+/// The declared type of each column of `table` (`PRAGMA table_info`), by name.
+pub fn declared_types(conn: &Connection, table: &str) -> Result<Vec<(String, String)>> {
+    let sql = format!("PRAGMA table_info({})", quote_ident(table));
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 /// Records a new schema version for `table` and returns it.
 pub fn record_schema(
     conn: &Connection,

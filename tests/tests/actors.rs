@@ -417,8 +417,8 @@ async fn malformed_log_rows_are_quarantined_and_delivery_goes_on() {
     insert(&writer, "a", 0, 2);
     writer
         .execute(
-            "INSERT INTO __cdc_log (ts, tbl, op, schema_id, before, after)
-             VALUES (julianday('now'), 'a', 'I', 1, NULL, 'not an image')",
+            "INSERT INTO __cdc_log (ts, tbl, op, schema_id, v0, v1)
+             VALUES (julianday('now'), 'a', 'I', 'not a schema id', 1, 2)",
             [],
         )
         .unwrap();
@@ -436,7 +436,7 @@ async fn malformed_log_rows_are_quarantined_and_delivery_goes_on() {
     assert!(quarantined, "the bad row is kept as a dead letter");
     let dead = astha_core::dead_letter::list(&conn, Some("*"), false).unwrap();
     assert_eq!(dead[0].lsn, 3);
-    assert!(dead[0].reason.contains("after image"), "{}", dead[0].reason);
+    assert!(dead[0].reason.contains("schema_id"), "{}", dead[0].reason);
     assert_eq!(astha.scheduler_stats().malformed, 1);
     let info = astha.component_info("c").unwrap();
     assert_eq!((info.position, info.lag), (5, 0));

@@ -11,11 +11,14 @@ use astha_actors::Astha;
 use rusqlite::Connection;
 use support::*;
 
-/// Writes one log row directly, as a broken tool or a hand edit might.
+/// Writes one log row directly, as a broken tool or a hand edit might: `sql_values`
+/// for `ts, tbl, op, schema_id` and then the value columns `v0, v1, ...`.
 fn inject(conn: &Connection, sql_values: &str) -> i64 {
+    let values = sql_values.split(", ").count() - 4;
     conn.execute(
         &format!(
-            "INSERT INTO __cdc_log (ts, tbl, op, schema_id, before, after) VALUES ({sql_values})"
+            "INSERT INTO __cdc_log (ts, tbl, op, schema_id, {}) VALUES ({sql_values})",
+            astha_core::image::value_list(values)
         ),
         [],
     )
@@ -31,19 +34,18 @@ fn schema_id(conn: &Connection, table: &str) -> i64 {
         .id
 }
 
-/// Rows whose columns have the right types but whose content is wrong.
+/// Rows whose columns have the right types but whose content is wrong (table `a` has
+/// two columns, so an UPDATE's values are new id, new v, old id, old v, NULL mask).
 fn bad_content(a: i64, b: i64) -> Vec<String> {
     let now = "julianday('now')";
     vec![
-        format!("{now}, 'a', 'I', {a}, NULL, '''unterminated'"),
-        format!("{now}, 'a', 'I', 999999, NULL, '1,2'"),
-        format!("{now}, 'a', 'X', {a}, NULL, '1,2'"),
-        format!("{now}, 'a', 'I', {a}, NULL, '1'"),
-        format!("{now}, 'a', 'I', {a}, '1,2', NULL"),
-        format!("{now}, 'a', 'D', {a}, NULL, NULL"),
-        format!("{now}, 'a', 'U', {b}, '1,2', '1,3'"),
-        format!("{now}, 'a', 'I', {a}, NULL, '1,2,3'"),
-        format!("{now}, 'a', 'I', {a}, NULL, '1,zz'"),
+        format!("{now}, 'a', 'I', 999999, 1, 2"),
+        format!("{now}, 'a', 'X', {a}, 1, 2"),
+        format!("{now}, 'a', '', {a}, 1, 2"),
+        format!("{now}, 'a', 'U', {b}, 1, 2, NULL, 3, 0"),
+        format!("{now}, 'a', 'U', {a}, 1, 2, NULL, 3, 'mask'"),
+        format!("{now}, 'a', 'U', {a}, 1, 2, NULL, 3, NULL"),
+        format!("{now}, 'a', 'U', {a}, 1, 2, NULL, 3, 1.5"),
     ]
 }
 
@@ -51,10 +53,10 @@ fn bad_content(a: i64, b: i64) -> Vec<String> {
 fn bad_types(a: i64) -> Vec<String> {
     let now = "julianday('now')";
     vec![
-        format!("'yesterday', 'a', 'I', {a}, NULL, '1,2'"),
-        format!("{now}, 'a', 'I', {a}, NULL, X'312C32'"),
-        format!("{now}, 'a', 'I', 'one', NULL, '1,2'"),
-        format!("{now}, 42, 'I', {a}, NULL, '1,2'"),
+        format!("'yesterday', 'a', 'I', {a}, 1, 2"),
+        format!("{now}, 'a', X'49', {a}, 1, 2"),
+        format!("{now}, 'a', 'I', 'one', 1, 2"),
+        format!("{now}, 42, 'I', {a}, 1, 2"),
     ]
 }
 

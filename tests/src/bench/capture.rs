@@ -217,7 +217,7 @@ pub fn run(options: &CaptureOptions) -> Vec<Cell> {
                 }
                 let cell = Cell::from_reps(columns, op, tx, &reps);
                 eprintln!(
-                    "capture {columns:>2} cols {:<6} {:<10} none {:.2} µs, key-only {:+.0}%, astha {:+.0}%, seed {:+.0}%, history {:+.0}%, delta {:+.0}%, lazy {:+.0}%",
+                    "capture {columns:>2} cols {:<6} {:<10} none {:.2} µs, key-only {:+.0}%, astha {:+.0}%, seed {:+.0}%, history {:+.0}%, text {:+.0}%",
                     op.name(),
                     tx.name(),
                     cell.micros[0],
@@ -225,8 +225,7 @@ pub fn run(options: &CaptureOptions) -> Vec<Cell> {
                     cell.overhead(Shape::Astha),
                     cell.overhead(Shape::Seed),
                     cell.overhead(Shape::History),
-                    cell.overhead(Shape::Delta),
-                    cell.overhead(Shape::Lazy),
+                    cell.overhead(Shape::Text),
                 );
                 cells.push(cell);
             }

@@ -332,7 +332,7 @@ impl FloorReader {
         let thread = std::thread::spawn(move || {
             let conn = astha_core::db::open(&path).expect("open");
             let mut stmt = conn
-                .prepare("SELECT id, after FROM __cdc_log WHERE id > ?1 ORDER BY id LIMIT 256")
+                .prepare("SELECT id, v1 FROM __cdc_log WHERE id > ?1 ORDER BY id LIMIT 256")
                 .expect("prepare");
             let mut position = 0i64;
             let mut version: i64 = -1;
@@ -356,7 +356,7 @@ impl FloorReader {
                     signals = *guard;
                 }
                 loop {
-                    let rows: Vec<(i64, String)> = stmt
+                    let rows: Vec<(i64, i64)> = stmt
                         .query_map([position], |r| Ok((r.get(0)?, r.get(1)?)))
                         .expect("read log")
                         .collect::<rusqlite::Result<_>>()
@@ -364,14 +364,9 @@ impl FloorReader {
                     let now = unix_ns();
                     let n = rows.len();
                     let mut got = received.lock().expect("received");
-                    for (id, after) in rows {
+                    for (id, seq) in rows {
                         position = id;
-                        // The image is `id,seq`.
-                        let seq = after
-                            .split(',')
-                            .nth(1)
-                            .and_then(|s| s.parse::<i64>().ok())
-                            .expect("seq in image");
+                        // The image's values are `id, seq`.
                         got.push((seq, now));
                     }
                     drop(got);

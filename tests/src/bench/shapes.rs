@@ -8,10 +8,9 @@
 //! - `history`: the SQL shape of PyPI `sqlite-history` (a typed history table per source
 //!   table with an index on `_rowid`, `!=`-masked UPDATE rows, a `MAX(_version)` lookup);
 //!   written here from its published trigger shape, not copied;
-//! - `delta` and `lazy`: prototypes of cheaper Astha shapes, benchmark-only. `delta`
-//!   logs an UPDATE as the key plus only the changed columns (`IS NOT`, so changes to
-//!   and from NULL count), old and new; `lazy` also logs an INSERT as its key only, the
-//!   image to be read from the table (or rebuilt from later changes) by the reader.
+//! - `text`: Astha's previous shape (up to commit 1d47864), kept as the baseline of the
+//!   change: both images of an UPDATE as `quote()` of every column joined by `printf`
+//!   into TEXT columns `before`/`after`.
 
 use astha_core::capture::Capture;
 use astha_core::ident::{quote_ident, quote_literal};
@@ -25,20 +24,18 @@ pub enum Shape {
     Astha,
     Seed,
     History,
-    Delta,
-    Lazy,
+    Text,
 }
 
 impl Shape {
     /// Every shape, in report order.
-    pub const ALL: [Shape; 7] = [
+    pub const ALL: [Shape; 6] = [
         Shape::None,
         Shape::KeyOnly,
         Shape::Astha,
         Shape::Seed,
         Shape::History,
-        Shape::Delta,
-        Shape::Lazy,
+        Shape::Text,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,8 +45,7 @@ impl Shape {
             Shape::Astha => "astha",
             Shape::Seed => "seed",
             Shape::History => "history",
-            Shape::Delta => "delta",
-            Shape::Lazy => "lazy",
+            Shape::Text => "text",
         }
     }
 
@@ -64,17 +60,9 @@ impl Shape {
             }
             Shape::Seed => conn.execute_batch(&seed_sql(table, &columns))?,
             Shape::History => conn.execute_batch(&history_sql(table, &columns))?,
-            Shape::Delta | Shape::Lazy => {
-                let schema_id = install_astha(conn, table)?;
+            Shape::Text => {
                 let names: Vec<String> = columns.iter().map(|(n, _, _)| n.clone()).collect();
-                let keys: Vec<bool> = columns.iter().map(|(_, _, pk)| *pk).collect();
-                conn.execute_batch(&prototype_sql(
-                    self == Shape::Lazy,
-                    table,
-                    schema_id,
-                    &names,
-                    &keys,
-                ))?
+                conn.execute_batch(&text_sql(table, &names))?
             }
         }
         Ok(())
@@ -237,74 +225,43 @@ fn history_sql(table: &str, columns: &[(String, String, bool)]) -> String {
     )
 }
 
-/// The `delta` (and, with `lazy`, the `lazy`) prototype: replaces Astha's UPDATE trigger
-/// (and INSERT trigger) on a table Astha already captures, writing into the same log.
-fn prototype_sql(
-    lazy: bool,
-    table: &str,
-    schema_id: i64,
-    columns: &[String],
-    keys: &[bool],
-) -> String {
-    let [ins, upd, _] = astha_core::capture::trigger_names(table).map(|n| quote_ident(&n));
+/// Astha's previous shape: a log with TEXT images made of `quote()` per column joined by
+/// `printf` (at most 100 arguments per call, so wide tables take several calls).
+fn text_sql(table: &str, columns: &[String]) -> String {
     let t = quote_ident(table);
     let name = quote_literal(table);
-    // Same chunking as Astha's images: at most 100 arguments per printf.
-    let image = |row: &str, only_changed: bool| {
-        let parts: Vec<String> = columns
-            .iter()
-            .zip(keys)
-            .map(|(c, &key)| {
-                let c = quote_ident(c);
-                if only_changed && !key {
-                    format!("CASE WHEN OLD.{c} IS NOT NEW.{c} THEN quote({row}.{c}) END")
-                } else {
-                    format!("quote({row}.{c})")
-                }
-            })
-            .collect();
-        parts
+    let image = |row: &str| {
+        columns
             .chunks(100)
             .map(|chunk| {
+                let args: Vec<String> = chunk
+                    .iter()
+                    .map(|c| format!("quote({row}.{})", quote_ident(c)))
+                    .collect();
                 format!(
                     "printf('{}',{})",
                     vec!["%s"; chunk.len()].join(","),
-                    chunk.join(",")
+                    args.join(",")
                 )
             })
             .collect::<Vec<_>>()
             .join("||','||")
     };
-    let key_image = {
-        let parts: Vec<String> = columns
-            .iter()
-            .zip(keys)
-            .filter(|(_, &key)| key)
-            .map(|(c, _)| format!("quote(NEW.{})", quote_ident(c)))
-            .collect();
-        if parts.is_empty() {
-            "quote(NEW.rowid)".to_string()
-        } else {
-            parts.join("||','||")
-        }
-    };
-    let log_row = |op: &str, before: &str, after: &str| {
+    let trigger = |op: &str, event: &str, before: &str, after: &str| {
         format!(
-            "INSERT INTO \"__cdc_log\" (ts, tbl, op, schema_id, before, after) \
-             VALUES (julianday('now'), {name}, '{op}', {schema_id}, {before}, {after});"
+            "CREATE TRIGGER text_{op} AFTER {event} ON {t} BEGIN \
+             INSERT INTO text_log (ts, tbl, op, schema_id, before, after) \
+             VALUES (julianday('now'), {name}, '{op}', 1, {before}, {after}); END;"
         )
     };
-    let mut sql = format!(
-        "DROP TRIGGER {upd}; CREATE TRIGGER {upd} AFTER UPDATE ON {t} BEGIN {} END;",
-        log_row("U", &image("OLD", true), &image("NEW", true))
-    );
-    if lazy {
-        sql.push_str(&format!(
-            "DROP TRIGGER {ins}; CREATE TRIGGER {ins} AFTER INSERT ON {t} BEGIN {} END;",
-            log_row("I", "NULL", &key_image)
-        ));
-    }
-    sql
+    format!(
+        "CREATE TABLE text_log (id INTEGER PRIMARY KEY, ts REAL NOT NULL, tbl TEXT NOT NULL,
+            op TEXT NOT NULL, schema_id INTEGER NOT NULL, before TEXT, after TEXT);
+         {} {} {}",
+        trigger("I", "INSERT", "NULL", &image("NEW")),
+        trigger("U", "UPDATE", &image("OLD"), &image("NEW")),
+        trigger("D", "DELETE", &image("OLD"), "NULL"),
+    )
 }
 
 #[cfg(test)]
@@ -330,6 +287,7 @@ mod tests {
                 Shape::None => continue,
                 Shape::KeyOnly => "key_log",
                 Shape::History => "_t_history",
+                Shape::Text => "text_log",
                 _ => "__cdc_log",
             };
             let n: i64 = conn
@@ -340,21 +298,18 @@ mod tests {
     }
 
     #[test]
-    fn delta_logs_only_changed_columns() {
+    fn text_logs_quoted_images() {
         let conn = Connection::open_in_memory().unwrap();
-        crate::bench::create_wide_table(&conn, "t", 4).unwrap();
-        Shape::Delta.install(&conn, "t").unwrap();
-        conn.execute("INSERT INTO t VALUES (1, 'a', 2, 'b', 3)", [])
-            .unwrap();
+        crate::bench::create_wide_table(&conn, "t", 2).unwrap();
+        Shape::Text.install(&conn, "t").unwrap();
+        conn.execute("INSERT INTO t VALUES (1, 'a', 2)", []).unwrap();
         conn.execute("UPDATE t SET c1 = NULL WHERE id = 1", [])
             .unwrap();
         let (before, after): (String, String) = conn
-            .query_row(
-                "SELECT before, after FROM __cdc_log WHERE op = 'U'",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT before, after FROM text_log WHERE op = 'U'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .unwrap();
-        assert_eq!((before.as_str(), after.as_str()), ("1,,2,,", "1,,NULL,,"));
+        assert_eq!((before.as_str(), after.as_str()), ("1,'a',2", "1,'a',NULL"));
     }
 }
