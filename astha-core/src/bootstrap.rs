@@ -38,6 +38,7 @@ pub fn bootstrap_slot(
                 table: table.clone(),
                 columns,
                 primary_key,
+                exact: Vec::new(),
             });
             let select = format!(
                 "SELECT {} FROM {}",

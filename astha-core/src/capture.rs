@@ -14,11 +14,11 @@
 //!   only way to drop a column that a trigger names, and leaves no window in which a
 //!   new column is not captured.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
+use crate::change::Operation;
 use crate::error::{CoreError, Result};
 use crate::ident::{quote_ident, quote_literal};
-use crate::change::Operation;
 use crate::image;
 use crate::schema::{self, TableSchema};
 
@@ -79,8 +79,26 @@ impl Capture {
     /// captured; see [`crate::image`]. A log in the text-image format of earlier builds
     /// is replaced when empty and refused otherwise (drain it with the build that wrote it).
     pub fn ensure_log(&self, conn: &Connection) -> Result<()> {
+        if is_legacy_table(conn, &self.log_table)? {
+            // Its triggers write the old columns: replace the log and regenerate every
+            // captured table's triggers in one step, so no user write can fail between.
+            return in_savepoint(conn, |conn| {
+                replace_legacy_table(conn, &self.log_table)?;
+                self.create_log(conn)?;
+                for table in self.captured_tables(conn)? {
+                    if schema::is_plain_table(conn, &table)? {
+                        self.drop_triggers(conn, &table)?;
+                        self.install(conn, &table)?;
+                    }
+                }
+                Ok(())
+            });
+        }
+        self.create_log(conn)
+    }
+
+    fn create_log(&self, conn: &Connection) -> Result<()> {
         let log = quote_ident(&self.log_table);
-        replace_legacy_table(conn, &self.log_table)?;
         conn.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {log} (
                 id INTEGER PRIMARY KEY,
@@ -115,21 +133,25 @@ impl Capture {
                     columns.len()
                 )));
             }
+            let exact = schema::live_exactness(conn, table, &columns)?;
             let current = self.captured_schema(conn, table)?;
-            let outcome = match &current {
-                None => InstallOutcome::Installed,
-                Some(s) if s.columns == columns && s.primary_key == primary_key => {
-                    if self.triggers_present(conn, table)? == 3 {
-                        return Ok(InstallOutcome::Unchanged);
-                    }
-                    InstallOutcome::Regenerated
+            if let Some(s) = &current {
+                if s.columns == columns
+                    && s.primary_key == primary_key
+                    && s.exact == exact
+                    && self.triggers_current(conn, s)?
+                {
+                    return Ok(InstallOutcome::Unchanged);
                 }
+            }
+            let outcome = match current {
+                None => InstallOutcome::Installed,
                 Some(_) => InstallOutcome::Regenerated,
             };
-            let needed = image::columns_needed(columns.len());
+            let schema = schema::record_schema(conn, table, columns, primary_key, exact)?;
+            let needed = image::columns_needed_by(&schema);
             image::widen(conn, &self.log_table, needed)?;
             image::widen(conn, crate::dead_letter::TABLE, needed)?;
-            let schema = schema::record_schema(conn, table, columns, primary_key)?;
             self.drop_triggers(conn, table)?;
             self.create_triggers(conn, &schema)?;
             conn.execute(
@@ -234,7 +256,6 @@ impl Capture {
 
     /// The schema the table's current triggers were generated from.
     pub fn captured_schema(&self, conn: &Connection, table: &str) -> Result<Option<TableSchema>> {
-        use rusqlite::OptionalExtension;
         if !self.has_bookkeeping(conn)? {
             return Ok(None);
         }
@@ -251,14 +272,25 @@ impl Capture {
         }
     }
 
-    fn triggers_present(&self, conn: &Connection, table: &str) -> Result<i64> {
-        let names = trigger_names(table);
-        Ok(conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = ?1
-             AND name IN (?2, ?3, ?4)",
-            (table, &names[0], &names[1], &names[2]),
-            |r| r.get(0),
-        )?)
+    /// True if the table's three triggers exist and are exactly what this build
+    /// generates for `schema` (so triggers of an earlier build, or edited by hand, are
+    /// regenerated).
+    fn triggers_current(&self, conn: &Connection, schema: &TableSchema) -> Result<bool> {
+        let names = trigger_names(&schema.table);
+        let expected = trigger_sql(&self.log_table, schema);
+        for (name, sql) in names.iter().zip(&expected) {
+            let live: Option<String> = conn
+                .query_row(
+                    "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+                    [name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if live.as_deref() != Some(sql.as_str()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     fn drop_triggers(&self, conn: &Connection, table: &str) -> Result<()> {
@@ -269,19 +301,7 @@ impl Capture {
     }
 
     fn create_triggers(&self, conn: &Connection, schema: &TableSchema) -> Result<()> {
-        let types = schema::declared_types(conn, &schema.table)?;
-        let columns: Vec<image::TriggerColumn> = schema
-            .columns
-            .iter()
-            .map(|name| image::TriggerColumn {
-                name: name.clone(),
-                exact: types
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .is_some_and(|(_, t)| image::compares_exactly(t)),
-            })
-            .collect();
-        for sql in trigger_sql(&self.log_table, schema, &columns) {
+        for sql in trigger_sql(&self.log_table, schema) {
             conn.execute_batch(&sql)?;
         }
         Ok(())
@@ -293,13 +313,8 @@ pub fn trigger_names(table: &str) -> [String; 3] {
     ["ins", "upd", "del"].map(|op| format!("{INTERNAL_PREFIX}cdc_{op}_{table}"))
 }
 
-/// The `CREATE TRIGGER` statements that capture `schema`'s table into `log_table`;
-/// `columns` are the schema's columns with their comparison rule.
-pub fn trigger_sql(
-    log_table: &str,
-    schema: &TableSchema,
-    columns: &[image::TriggerColumn],
-) -> [String; 3] {
+/// The `CREATE TRIGGER` statements that capture `schema`'s table into `log_table`.
+pub fn trigger_sql(log_table: &str, schema: &TableSchema) -> [String; 3] {
     let names = trigger_names(&schema.table).map(|n| quote_ident(&n));
     let table = quote_ident(&schema.table);
     let log = quote_ident(log_table);
@@ -312,7 +327,7 @@ pub fn trigger_sql(
         (del, Operation::Delete, "DELETE"),
     ]
     .map(|(trigger, op, event)| {
-        let (value_columns, values) = image::trigger_values(op, columns);
+        let (value_columns, values) = image::trigger_values(op, schema);
         format!(
             "CREATE TRIGGER {trigger} AFTER {event} ON {table} BEGIN \
              INSERT INTO {log} (ts, tbl, op, schema_id, {value_columns}) \
@@ -322,17 +337,20 @@ pub fn trigger_sql(
     })
 }
 
+/// True if `table` exists in the text-image format of earlier builds.
+fn is_legacy_table(conn: &Connection, table: &str) -> Result<bool> {
+    Ok(conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info(?1) WHERE name = 'before'",
+        [table],
+        |r| r.get(0),
+    )?)
+}
+
 /// A table of Astha's in the text-image format of earlier builds (it has a `before`
 /// column): dropped when empty, so it is created again in the current format; refused
 /// when it still holds rows.
 fn replace_legacy_table(conn: &Connection, table: &str) -> Result<()> {
-    let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote_ident(table)))?;
-    let legacy = stmt
-        .query_map([], |r| r.get::<_, String>(1))?
-        .collect::<rusqlite::Result<Vec<_>>>()?
-        .iter()
-        .any(|c| c == "before");
-    if !legacy {
+    if !is_legacy_table(conn, table)? {
         return Ok(());
     }
     let rows: i64 = conn.query_row(

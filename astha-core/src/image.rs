@@ -11,21 +11,21 @@
 //! For a table of `n` columns (in [`TableSchema`](crate::schema::TableSchema) order):
 //! - INSERT: `v0..v(n-1)` hold the new row;
 //! - DELETE: `v0..v(n-1)` hold the old row;
-//! - UPDATE: `v0..v(n-1)` hold the new row, `v(n)..v(2n-1)` the old value of each
-//!   column that may have changed and NULL for the others, then one INTEGER mask per 64
-//!   columns with bit `i % 64` of mask `i / 64` set when the old value of column `i` was
-//!   NULL. Reading back: an old value that is not NULL is the old value; else the mask
-//!   says whether the old value was NULL or equal to the new one. So an UPDATE writes the
-//!   row once plus what changed, not twice.
+//! - UPDATE: `v0..v(n-1)` hold the new row and `v(n)..v(2n-1)` the old values, NULL for
+//!   each column that did not change; then change masks for the columns that do not
+//!   compare exactly (below). So an UPDATE writes the row once plus what changed.
 //!
-//! "May have changed" must never miss a change, or the before-image would be wrong.
-//! `OLD.x IS NOT NEW.x COLLATE BINARY` is exact (bytes, not the column's collation: a
-//! `NOCASE` column changing `a` to `A` changed) whenever two equal values are the same
-//! value, which SQLite's type affinity guarantees for INTEGER, REAL and TEXT columns.
-//! A column without affinity (declared BLOB, no type, or anything falling to NUMERIC,
-//! such as a STRICT table's ANY) can hold `1` and `1.0`, or `0.0` and `-0.0`, which
-//! compare equal: there the old value is also kept when the storage class differs or
-//! the value is zero.
+//! "Did not change" must be exact, or a before-image would be wrong. In a column whose
+//! type affinity is INTEGER, REAL or TEXT ([`compares_exactly`]), two values SQLite calls
+//! equal are the same value, so `OLD.x IS NOT NEW.x COLLATE BINARY` is exact (bytes, not
+//! the column's collation: a `NOCASE` column changing `a` to `A` changed). Its old slot
+//! holds `coalesce(OLD.x, NEW.x)` when it changed: a slot equal to the new value can only
+//! mean the old value was NULL. A column without affinity (declared BLOB, no type, or
+//! anything falling to NUMERIC, such as a STRICT table's ANY) can hold `1` and `1.0`, or
+//! `0.0` and `-0.0`, which compare equal, and no SQLite built-in tells `0.0` from `-0.0`:
+//! its old value is kept whenever the storage classes differ or the value is zero, and one
+//! INTEGER mask per 64 such columns (bit `k % 64` of mask `k / 64` for the `k`-th of them)
+//! says which old values were NULL.
 //!
 //! A row copy costs a writer about as much as writing the row again; that is the floor
 //! for a full image (MEASURED.md). Reading images from the table later instead is not
@@ -36,6 +36,7 @@ use rusqlite::Connection;
 use crate::change::Operation;
 use crate::error::{CoreError, Result};
 use crate::ident::quote_ident;
+use crate::schema::TableSchema;
 use crate::value::Value;
 
 /// Columns per change mask.
@@ -59,13 +60,25 @@ pub fn value_list(count: usize) -> String {
     (0..count).map(value_column).collect::<Vec<_>>().join(", ")
 }
 
-fn masks(columns: usize) -> usize {
-    columns.div_ceil(MASK_BITS)
+fn masks(loose: usize) -> usize {
+    loose.div_ceil(MASK_BITS)
 }
 
-/// Value columns the images of a table of `columns` columns need.
-pub fn columns_needed(columns: usize) -> usize {
-    2 * columns + masks(columns)
+fn loose_count(schema: &TableSchema) -> usize {
+    (0..schema.columns.len())
+        .filter(|&i| !schema.is_exact(i))
+        .count()
+}
+
+/// Value columns the images of a table need, at most: for `columns` columns of which
+/// `loose` do not compare exactly.
+pub fn columns_needed(columns: usize, loose: usize) -> usize {
+    2 * columns + masks(loose)
+}
+
+/// Value columns the images of `schema`'s table need.
+pub fn columns_needed_by(schema: &TableSchema) -> usize {
+    columns_needed(schema.columns.len(), loose_count(schema))
 }
 
 /// The widest table Astha can capture: its images must fit in SQLite's column limit.
@@ -73,7 +86,7 @@ pub fn max_table_columns() -> usize {
     let room = SQLITE_MAX_COLUMN - MAX_FIXED_COLUMNS;
     (0..=room)
         .rev()
-        .find(|&n| columns_needed(n) <= room)
+        .find(|&n| columns_needed(n, n) <= room)
         .unwrap_or(0)
 }
 
@@ -86,45 +99,41 @@ pub fn compares_exactly(declared_type: &str) -> bool {
         || (!t.contains("BLOB") && ["REAL", "FLOA", "DOUB"].iter().any(|k| t.contains(k)))
 }
 
-/// One column of a table, as a trigger sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TriggerColumn {
-    pub name: String,
-    /// See [`compares_exactly`].
-    pub exact: bool,
-}
-
-/// For a trigger on `op` of a table with `columns`: the value columns it writes and the
-/// SQL expressions it writes into them, each comma separated.
-pub fn trigger_values(op: Operation, columns: &[TriggerColumn]) -> (String, String) {
-    let quoted: Vec<(String, bool)> = columns
+/// For a trigger on `op` of `schema`'s table: the value columns it writes and the SQL
+/// expressions it writes into them, each comma separated.
+pub fn trigger_values(op: Operation, schema: &TableSchema) -> (String, String) {
+    let quoted: Vec<(String, bool)> = schema
+        .columns
         .iter()
-        .map(|c| (quote_ident(&c.name), c.exact))
+        .enumerate()
+        .map(|(i, c)| (quote_ident(c), schema.is_exact(i)))
         .collect();
-    let row = |side: &str| -> Vec<String> {
-        quoted.iter().map(|(c, _)| format!("{side}.{c}")).collect()
-    };
+    let row =
+        |side: &str| -> Vec<String> { quoted.iter().map(|(c, _)| format!("{side}.{c}")).collect() };
     let values = match op {
         Operation::Insert => row("NEW"),
         Operation::Delete => row("OLD"),
         Operation::Update => {
             let mut values = row("NEW");
             values.extend(quoted.iter().map(|(c, exact)| {
-                let differs = if *exact {
-                    format!("OLD.{c} IS NOT NEW.{c} COLLATE BINARY")
+                if *exact {
+                    format!(
+                        "CASE WHEN OLD.{c} IS NOT NEW.{c} COLLATE BINARY \
+                         THEN coalesce(OLD.{c}, NEW.{c}) END"
+                    )
                 } else {
                     format!(
-                        "OLD.{c} IS NOT NEW.{c} COLLATE BINARY \
-                         OR typeof(OLD.{c}) <> typeof(NEW.{c}) OR OLD.{c} = 0"
+                        "CASE WHEN OLD.{c} IS NOT NEW.{c} COLLATE BINARY \
+                         OR typeof(OLD.{c}) <> typeof(NEW.{c}) OR OLD.{c} = 0 THEN OLD.{c} END"
                     )
-                };
-                format!("CASE WHEN {differs} THEN OLD.{c} END")
+                }
             }));
-            values.extend(quoted.chunks(MASK_BITS).map(|chunk| {
+            let loose: Vec<&String> = quoted.iter().filter(|(_, e)| !e).map(|(c, _)| c).collect();
+            values.extend(loose.chunks(MASK_BITS).map(|chunk| {
                 let bits: Vec<String> = chunk
                     .iter()
                     .enumerate()
-                    .map(|(bit, (c, _))| match bit {
+                    .map(|(bit, c)| match bit {
                         0 => format!("(OLD.{c} IS NULL)"),
                         _ => format!("((OLD.{c} IS NULL) << {bit})"),
                     })
@@ -147,13 +156,17 @@ impl std::fmt::Display for ImageError {
     }
 }
 
-/// The before- and after-image of a change of `op` on a table of `columns` columns,
-/// from the values of its log row (`v0...`; values past the end count as NULL).
+/// A change's before- and after-image, as values in column order.
+pub type Images = (Option<Vec<Value>>, Option<Vec<Value>>);
+
+/// The before- and after-image of a change of `op` on `schema`'s table, from the values
+/// of its log row (`v0...`; values past the end count as NULL).
 pub fn decode(
     op: Operation,
-    columns: usize,
+    schema: &TableSchema,
     values: &[Value],
-) -> std::result::Result<(Option<Vec<Value>>, Option<Vec<Value>>), ImageError> {
+) -> std::result::Result<Images, ImageError> {
+    let columns = schema.columns.len();
     let value = |i: usize| values.get(i).cloned().unwrap_or(Value::Null);
     let row = || (0..columns).map(value).collect::<Vec<_>>();
     match op {
@@ -162,9 +175,26 @@ pub fn decode(
         Operation::Update => {
             let after = row();
             let mut before = after.clone();
-            for m in 0..masks(columns) {
+            let mut loose_seen = 0;
+            for (column, slot) in before.iter_mut().enumerate() {
+                let old = value(columns + column);
+                if schema.is_exact(column) {
+                    if old.same_as(&after[column]) {
+                        *slot = Value::Null;
+                    } else if old != Value::Null {
+                        *slot = old;
+                    }
+                    continue;
+                }
+                let k = loose_seen;
+                loose_seen += 1;
+                if old != Value::Null {
+                    *slot = old;
+                    continue;
+                }
+                let m = k / MASK_BITS;
                 let was_null = match value(2 * columns + m) {
-                    Value::Integer(mask) => mask as u64,
+                    Value::Integer(mask) => (mask as u64) & (1 << (k % MASK_BITS)) != 0,
                     other => {
                         return Err(ImageError(format!(
                             "change mask {m} is {}, not an integer",
@@ -172,16 +202,8 @@ pub fn decode(
                         )))
                     }
                 };
-                for bit in 0..MASK_BITS {
-                    let column = m * MASK_BITS + bit;
-                    if column >= columns {
-                        break;
-                    }
-                    match value(columns + column) {
-                        Value::Null if was_null & (1 << bit) != 0 => before[column] = Value::Null,
-                        Value::Null => {}
-                        old => before[column] = old,
-                    }
+                if was_null {
+                    *slot = Value::Null;
                 }
             }
             Ok((Some(before), Some(after)))
@@ -224,53 +246,72 @@ pub fn widen(conn: &Connection, table: &str, needed: usize) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn columns(n: usize, exact: bool) -> Vec<TriggerColumn> {
-        (0..n)
-            .map(|i| TriggerColumn {
-                name: format!("c{i}"),
-                exact,
-            })
-            .collect()
+    fn schema(exact: &[bool]) -> TableSchema {
+        TableSchema {
+            id: 1,
+            table: "t".into(),
+            columns: (0..exact.len()).map(|i| format!("c{i}")).collect(),
+            primary_key: Vec::new(),
+            exact: exact.to_vec(),
+        }
     }
 
     #[test]
-    fn update_writes_new_row_old_values_and_null_masks() {
-        let (cols, values) = trigger_values(Operation::Update, &columns(2, true));
+    fn update_writes_new_row_old_values_and_masks_of_loose_columns() {
+        let (cols, values) = trigger_values(Operation::Update, &schema(&[true, false]));
         assert_eq!(cols, "v0, v1, v2, v3, v4");
         assert_eq!(
             values,
             "NEW.\"c0\", NEW.\"c1\", \
-             CASE WHEN OLD.\"c0\" IS NOT NEW.\"c0\" COLLATE BINARY THEN OLD.\"c0\" END, \
-             CASE WHEN OLD.\"c1\" IS NOT NEW.\"c1\" COLLATE BINARY THEN OLD.\"c1\" END, \
-             ((OLD.\"c0\" IS NULL) | ((OLD.\"c1\" IS NULL) << 1))"
+             CASE WHEN OLD.\"c0\" IS NOT NEW.\"c0\" COLLATE BINARY \
+             THEN coalesce(OLD.\"c0\", NEW.\"c0\") END, \
+             CASE WHEN OLD.\"c1\" IS NOT NEW.\"c1\" COLLATE BINARY \
+             OR typeof(OLD.\"c1\") <> typeof(NEW.\"c1\") OR OLD.\"c1\" = 0 THEN OLD.\"c1\" END, \
+             ((OLD.\"c1\" IS NULL))"
         );
-        let (_, loose) = trigger_values(Operation::Update, &columns(1, false));
-        assert!(loose.contains("typeof(OLD.\"c0\") <> typeof(NEW.\"c0\")"), "{loose}");
+        let (cols, _) = trigger_values(Operation::Update, &schema(&[true, true]));
+        assert_eq!(cols, "v0, v1, v2, v3", "no mask without loose columns");
     }
 
     #[test]
     fn affinity_rules() {
-        for exact in ["INTEGER", "int", "VARCHAR(10)", "TEXT", "CLOB", "REAL", "DOUBLE", "FLOAT"] {
+        for exact in [
+            "INTEGER",
+            "int",
+            "VARCHAR(10)",
+            "TEXT",
+            "CLOB",
+            "REAL",
+            "DOUBLE",
+            "FLOAT",
+        ] {
             assert!(compares_exactly(exact), "{exact}");
         }
-        for loose in ["", "BLOB", "ANY", "NUMERIC", "DECIMAL(10,2)", "BOOLEAN", "FLOATBLOB"] {
+        for loose in [
+            "",
+            "BLOB",
+            "ANY",
+            "NUMERIC",
+            "DECIMAL(10,2)",
+            "BOOLEAN",
+            "FLOATBLOB",
+        ] {
             assert!(!compares_exactly(loose), "{loose}");
         }
     }
 
     #[test]
-    fn decode_puts_old_values_back() {
-        // Column 0 unchanged ('a'), column 1 changed from NULL to 5, column 2 from 7 to NULL.
+    fn decode_exact_columns() {
+        // c0 unchanged 'a'; c1 NULL -> 5 (slot holds the new value); c2 7 -> NULL.
         let values = [
             Value::Text("a".into()),
             Value::Integer(5),
             Value::Null,
             Value::Null,
-            Value::Null,
+            Value::Integer(5),
             Value::Integer(7),
-            Value::Integer(0b010),
         ];
-        let (before, after) = decode(Operation::Update, 3, &values).unwrap();
+        let (before, after) = decode(Operation::Update, &schema(&[true; 3]), &values).unwrap();
         assert_eq!(
             after.unwrap(),
             vec![Value::Text("a".into()), Value::Integer(5), Value::Null]
@@ -282,36 +323,43 @@ mod tests {
     }
 
     #[test]
-    fn decode_reads_every_mask_bit_of_wide_tables() {
-        // 130 columns set to their index, all changed from NULL except 5: three masks,
-        // the highest bit of the first one being the sign bit.
+    fn decode_loose_columns_reads_every_mask_bit() {
+        // 130 loose columns set to their index, all changed from NULL except column 5
+        // (old value -5): three masks, the top bit of the first being the sign bit.
         let n = 130;
         let mut values: Vec<Value> = (0..n as i64).map(Value::Integer).collect();
         values.extend((0..n).map(|_| Value::Null));
         values[n + 5] = Value::Integer(-5);
-        values.push(Value::Integer(!(1 << 5))); // columns 0-63
-        values.push(Value::Integer(-1)); // columns 64-127
-        values.push(Value::Integer(0b11)); // columns 128-129
-        let (before, _) = decode(Operation::Update, n, &values).unwrap();
-        let before = before.unwrap();
-        for (i, v) in before.iter().enumerate() {
-            let expected = if i == 5 { Value::Integer(-5) } else { Value::Null };
+        values.push(Value::Integer(!(1 << 5)));
+        values.push(Value::Integer(-1));
+        values.push(Value::Integer(0b11));
+        let (before, _) = decode(Operation::Update, &schema(&vec![false; n]), &values).unwrap();
+        for (i, v) in before.unwrap().iter().enumerate() {
+            let expected = if i == 5 {
+                Value::Integer(-5)
+            } else {
+                Value::Null
+            };
             assert_eq!(*v, expected, "column {i}");
         }
+        // An unchanged loose column: slot NULL, mask bit clear.
+        let values = [Value::Real(-0.0), Value::Null, Value::Integer(0)];
+        let (before, _) = decode(Operation::Update, &schema(&[false]), &values).unwrap();
+        assert!(before.unwrap()[0].same_as(&Value::Real(-0.0)));
     }
 
     #[test]
     fn decode_rejects_a_mask_that_is_not_an_integer() {
         let values = [Value::Integer(1), Value::Null, Value::Text("x".into())];
-        let err = decode(Operation::Update, 1, &values).unwrap_err();
+        let err = decode(Operation::Update, &schema(&[false]), &values).unwrap_err();
         assert!(err.0.contains("mask"), "{err}");
     }
 
     #[test]
     fn the_widest_capturable_table_fits_the_column_limit() {
         let n = max_table_columns();
-        assert!(columns_needed(n) + MAX_FIXED_COLUMNS <= SQLITE_MAX_COLUMN);
-        assert!(columns_needed(n + 1) + MAX_FIXED_COLUMNS > SQLITE_MAX_COLUMN);
+        assert!(columns_needed(n, n) + MAX_FIXED_COLUMNS <= SQLITE_MAX_COLUMN);
+        assert!(columns_needed(n + 1, n + 1) + MAX_FIXED_COLUMNS > SQLITE_MAX_COLUMN);
         assert!(n > 900, "{n}");
     }
 }

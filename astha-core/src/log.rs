@@ -261,7 +261,7 @@ impl LogReader {
             let schema = cached_schema(schemas, conn, schema_id).ok()?;
             let n = schema.columns.len();
             match Operation::parse(op)? {
-                Operation::Update => Some(crate::image::columns_needed(n)),
+                Operation::Update => Some(crate::image::columns_needed_by(&schema)),
                 Operation::Insert | Operation::Delete => Some(n),
             }
         };
@@ -292,8 +292,8 @@ impl LogReader {
         }
         let op =
             Operation::parse(&raw.op).ok_or_else(|| format!("unknown operation {:?}", raw.op))?;
-        let (before, after) = crate::image::decode(op, schema.columns.len(), &raw.values)
-            .map_err(|e| e.to_string())?;
+        let (before, after) =
+            crate::image::decode(op, &schema, &raw.values).map_err(|e| e.to_string())?;
         let row = |values: Option<Vec<Value>>| -> Result<Option<Row>, String> {
             values
                 .map(|v| Row::new(schema.clone(), v).map_err(|e| e.to_string()))

@@ -23,9 +23,18 @@ pub struct TableSchema {
     pub columns: Vec<String>,
     /// Primary-key columns in key order (empty for a rowid table without a declared key).
     pub primary_key: Vec<String>,
+    /// Per column, whether its type affinity makes equal values identical, which decides
+    /// how its triggers write an UPDATE's old value ([`crate::image`]). Empty when not
+    /// recorded: every column counts as not exact.
+    pub exact: Vec<bool>,
 }
 
 impl TableSchema {
+    /// Whether column `i` compares exactly (see [`TableSchema::exact`]).
+    pub fn is_exact(&self, i: usize) -> bool {
+        self.exact.get(i).copied().unwrap_or(false)
+    }
+
     /// Index of a column by name.
     pub fn position(&self, column: &str) -> Option<usize> {
         self.columns.iter().position(|c| c == column)
@@ -43,6 +52,14 @@ pub fn ensure_schema_table(conn: &Connection) -> Result<()> {
             created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
         );",
     )?;
+    let has_exact: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('__astha_schemas') WHERE name = 'exact'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_exact {
+        conn.execute_batch("ALTER TABLE __astha_schemas ADD COLUMN exact TEXT")?;
+    }
     Ok(())
 }
 
@@ -63,14 +80,23 @@ pub fn live_columns(conn: &Connection, table: &str) -> Result<(Vec<String>, Vec<
     Ok((columns, primary_key))
 }
 
-/// The declared type of each column of `table` (`PRAGMA table_info`), by name.
-pub fn declared_types(conn: &Connection, table: &str) -> Result<Vec<(String, String)>> {
+/// For each of `columns` of `table`, whether its declared type gives it an affinity under
+/// which equal values are identical ([`crate::image::compares_exactly`]).
+pub fn live_exactness(conn: &Connection, table: &str, columns: &[String]) -> Result<Vec<bool>> {
     let sql = format!("PRAGMA table_info({})", quote_ident(table));
     let mut stmt = conn.prepare(&sql)?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get(1)?, r.get(2)?)))?
+    let types = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    Ok(columns
+        .iter()
+        .map(|c| {
+            types
+                .iter()
+                .find(|(name, _)| name == c)
+                .is_some_and(|(_, t)| crate::image::compares_exactly(t))
+        })
+        .collect())
 }
 
 /// Records a new schema version for `table` and returns it.
@@ -79,18 +105,21 @@ pub fn record_schema(
     table: &str,
     columns: Vec<String>,
     primary_key: Vec<String>,
+    exact: Vec<bool>,
 ) -> Result<TableSchema> {
     let cols = serde_json::to_string(&columns).expect("strings serialize");
     let pk = serde_json::to_string(&primary_key).expect("strings serialize");
+    let ex = serde_json::to_string(&exact).expect("bools serialize");
     conn.execute(
-        "INSERT INTO __astha_schemas (tbl, columns, primary_key) VALUES (?1, ?2, ?3)",
-        (table, cols, pk),
+        "INSERT INTO __astha_schemas (tbl, columns, primary_key, exact) VALUES (?1, ?2, ?3, ?4)",
+        (table, cols, pk, ex),
     )?;
     Ok(TableSchema {
         id: conn.last_insert_rowid(),
         table: table.to_string(),
         columns,
         primary_key,
+        exact,
     })
 }
 
@@ -98,18 +127,19 @@ pub fn record_schema(
 pub fn load_schema(conn: &Connection, id: i64) -> Result<Option<Arc<TableSchema>>> {
     let row = conn
         .query_row(
-            "SELECT tbl, columns, primary_key FROM __astha_schemas WHERE id = ?1",
+            "SELECT tbl, columns, primary_key, exact FROM __astha_schemas WHERE id = ?1",
             [id],
             |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, String>(2)?,
+                    r.get::<_, Option<String>>(3)?,
                 ))
             },
         )
         .optional()?;
-    let Some((table, columns, pk)) = row else {
+    let Some((table, columns, pk, exact)) = row else {
         return Ok(None);
     };
     let parse = |text: &str| -> Result<Vec<String>> {
@@ -120,6 +150,12 @@ pub fn load_schema(conn: &Connection, id: i64) -> Result<Option<Arc<TableSchema>
         id,
         columns: parse(&columns)?,
         primary_key: parse(&pk)?,
+        exact: match exact {
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                CoreError::Invalid(format!("schema {id} of {table} is corrupt: {e}"))
+            })?,
+            None => Vec::new(),
+        },
         table,
     })))
 }

@@ -13,7 +13,12 @@ use proptest::prelude::*;
 fn any_real() -> impl Strategy<Value = f64> {
     prop_oneof![
         any::<u64>().prop_map(f64::from_bits),
-        prop_oneof![Just(-0.0), Just(f64::MIN_POSITIVE / 3.0), Just(f64::MAX), Just(0.1 + 0.2)],
+        prop_oneof![
+            Just(-0.0),
+            Just(f64::MIN_POSITIVE / 3.0),
+            Just(f64::MAX),
+            Just(0.1 + 0.2)
+        ],
     ]
     .prop_filter("SQLite stores NaN as NULL", |f| !f.is_nan())
 }
@@ -26,7 +31,8 @@ fn arb_value() -> impl Strategy<Value = Value> {
         any_real().prop_map(Value::Real),
         prop_oneof![Just(f64::INFINITY), Just(f64::NEG_INFINITY)].prop_map(Value::Real),
         // Any text, NUL characters, commas and quotes included.
-        prop::collection::vec(any::<char>(), 0..40).prop_map(|c| Value::Text(c.into_iter().collect())),
+        prop::collection::vec(any::<char>(), 0..40)
+            .prop_map(|c| Value::Text(c.into_iter().collect())),
         prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::Blob),
     ]
 }
@@ -429,11 +435,8 @@ fn updates_of_typed_columns_keep_exact_before_images() {
     )
     .unwrap();
     capture().install(&conn, "t").unwrap();
-    conn.execute(
-        "INSERT INTO t VALUES (1, 'abc', NULL, 1.5, 2, 1)",
-        [],
-    )
-    .unwrap();
+    conn.execute("INSERT INTO t VALUES (1, 'abc', NULL, 1.5, 2, 1)", [])
+        .unwrap();
     conn.execute(
         "UPDATE t SET name = 'ABC', n = 7, r = 1.5, d = 2.0, free = 1.0 WHERE id = 1",
         [],
@@ -456,35 +459,63 @@ fn updates_of_typed_columns_keep_exact_before_images() {
     assert_eq!(after.get("free"), Some(&Value::Real(1.0)));
 }
 
-#[test]
-fn a_log_in_the_old_text_format_is_replaced_when_empty_and_refused_otherwise() {
-    let old_log = "CREATE TABLE __cdc_log (id INTEGER PRIMARY KEY, ts REAL NOT NULL,
-        tbl TEXT NOT NULL, op TEXT NOT NULL, schema_id INTEGER NOT NULL, before TEXT, after TEXT)";
-    let db = TestDb::new();
-    let conn = db.conn();
-    conn.execute_batch(old_log).unwrap();
-    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
-        .unwrap();
-    capture().install(&conn, "t").unwrap();
-    conn.execute("INSERT INTO t VALUES (1, 'a')", []).unwrap();
-    assert_eq!(read_all(&conn, 0, 10).len(), 1);
-
-    let db = TestDb::new();
-    let conn = db.conn();
-    conn.execute_batch(old_log).unwrap();
-    conn.execute(
-        "INSERT INTO __cdc_log (ts, tbl, op, schema_id, after) VALUES (0, 't', 'I', 1, '1')",
-        [],
-    )
+/// A database set up by an earlier build: text-image log, its triggers on `t`.
+fn legacy_database(conn: &rusqlite::Connection, log_rows: usize) {
+    let [ins, upd, del] = astha_core::capture::trigger_names("t");
+    conn.execute_batch(&format!(
+        "CREATE TABLE __cdc_log (id INTEGER PRIMARY KEY, ts REAL NOT NULL, tbl TEXT NOT NULL,
+            op TEXT NOT NULL, schema_id INTEGER NOT NULL, before TEXT, after TEXT);
+         CREATE TABLE __astha_captured (tbl TEXT PRIMARY KEY, schema_id INTEGER NOT NULL);
+         INSERT INTO __astha_captured VALUES ('t', 1);
+         CREATE TABLE t (id INTEGER PRIMARY KEY, x);
+         CREATE TRIGGER \"{ins}\" AFTER INSERT ON t BEGIN INSERT INTO __cdc_log
+            (ts, tbl, op, schema_id, before, after) VALUES (0, 't', 'I', 1, NULL, quote(NEW.x)); END;
+         CREATE TRIGGER \"{upd}\" AFTER UPDATE ON t BEGIN INSERT INTO __cdc_log
+            (ts, tbl, op, schema_id, before, after) VALUES (0, 't', 'U', 1, quote(OLD.x), quote(NEW.x)); END;
+         CREATE TRIGGER \"{del}\" AFTER DELETE ON t BEGIN INSERT INTO __cdc_log
+            (ts, tbl, op, schema_id, before, after) VALUES (0, 't', 'D', 1, quote(OLD.x), NULL); END;"
+    ))
     .unwrap();
-    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
-        .unwrap();
-    let err = capture().install(&conn, "t").unwrap_err().to_string();
+    for i in 0..log_rows {
+        conn.execute("INSERT INTO t (x) VALUES (?1)", [i as i64])
+            .unwrap();
+    }
+}
+
+#[test]
+fn an_empty_log_of_an_earlier_build_is_replaced_and_its_triggers_regenerated() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    legacy_database(&conn, 0);
+    // Opening the log (as Astha does at start) replaces it; the old triggers would now
+    // fail every write to `t`, so they must be regenerated in the same step.
+    capture().ensure_log(&conn).unwrap();
+    conn.execute("INSERT INTO t VALUES (1, 'a')", []).unwrap();
+    let changes = read_all(&conn, 0, 10);
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        changes[0].after.as_ref().unwrap().get("x"),
+        Some(&Value::Text("a".into()))
+    );
+    assert_eq!(
+        capture().install(&conn, "t").unwrap(),
+        InstallOutcome::Unchanged
+    );
+}
+
+#[test]
+fn a_log_of_an_earlier_build_holding_rows_is_refused_and_kept() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    legacy_database(&conn, 2);
+    let err = capture().ensure_log(&conn).unwrap_err().to_string();
     assert!(err.contains("earlier Astha build"), "{err}");
+    // The old triggers still capture into the old log: writes go on, nothing is lost.
+    conn.execute("INSERT INTO t (x) VALUES (9)", []).unwrap();
     let rows: i64 = conn
         .query_row("SELECT count(*) FROM __cdc_log", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(rows, 1, "the old rows are kept");
+    assert_eq!(rows, 3);
 }
 
 #[test]
@@ -493,15 +524,102 @@ fn tables_too_wide_for_images_are_refused_with_the_limit() {
     let conn = db.conn();
     let max = astha_core::image::max_table_columns();
     let cols: Vec<String> = (0..max).map(|i| format!("c{i}")).collect();
-    conn.execute_batch(&format!("CREATE TABLE ok (id INTEGER PRIMARY KEY, {})", cols[1..].join(", ")))
-        .unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE ok (id INTEGER PRIMARY KEY, {})",
+        cols[1..].join(", ")
+    ))
+    .unwrap();
     capture().install(&conn, "ok").unwrap();
-    conn.execute_batch(&format!("CREATE TABLE wide (id INTEGER PRIMARY KEY, {})", cols.join(", ")))
-        .unwrap();
+    conn.execute_batch(&format!(
+        "CREATE TABLE wide (id INTEGER PRIMARY KEY, {})",
+        cols.join(", ")
+    ))
+    .unwrap();
     let err = capture().install(&conn, "wide").unwrap_err().to_string();
     assert!(err.contains(&format!("up to {max}")), "{err}");
-    conn.execute("INSERT INTO ok (id, c1) VALUES (1, 'x')", []).unwrap();
+    conn.execute("INSERT INTO ok (id, c1) VALUES (1, 'x')", [])
+        .unwrap();
     conn.execute("UPDATE ok SET c1 = 'y'", []).unwrap();
     let changes = read_all(&conn, 0, 10);
-    assert_eq!(changes[1].before.as_ref().unwrap().get("c1"), Some(&Value::Text("x".into())));
+    assert_eq!(
+        changes[1].before.as_ref().unwrap().get("c1"),
+        Some(&Value::Text("x".into()))
+    );
+}
+
+/// The stored form of row `id` of `t`, as SQLite holds it after affinity.
+fn stored_row(conn: &rusqlite::Connection, id: i64) -> Vec<Value> {
+    conn.query_row("SELECT * FROM t WHERE id = ?1", [id], |r| {
+        (0..r.as_ref().column_count())
+            .map(|i| r.get::<_, Value>(i))
+            .collect::<rusqlite::Result<Vec<_>>>()
+    })
+    .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Typed columns (exact comparison, old slot `coalesce(OLD, NEW)`) and loose ones
+    /// side by side: every image equals the row as SQLite stored it, whatever mix of
+    /// changed, unchanged, to-NULL and from-NULL columns an UPDATE has.
+    #[test]
+    fn images_equal_the_stored_rows(
+        rows in prop::collection::vec(
+            (prop::collection::vec(arb_value(), 6),
+             prop::collection::vec(prop::option::of(arb_value()), 6)),
+            1..6,
+        )
+    ) {
+        let db = TestDb::new();
+        let conn = db.conn();
+        conn.execute_batch(
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, a TEXT, b INTEGER, c REAL,
+                             d TEXT COLLATE NOCASE, e NUMERIC, f)",
+        ).unwrap();
+        capture().install(&conn, "t").unwrap();
+        let mut expected = Vec::new();
+        for (i, (first, second)) in rows.iter().enumerate() {
+            let id = i as i64;
+            conn.execute(
+                "INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                rusqlite::params![id, first[0], first[1], first[2], first[3], first[4], first[5]],
+            ).unwrap();
+            let inserted = stored_row(&conn, id);
+            // `None` keeps the column as it is (`SET x = x`).
+            let sets: Vec<String> = ["a", "b", "c", "d", "e", "f"]
+                .iter()
+                .zip(second)
+                .enumerate()
+                .map(|(k, (c, v))| match v {
+                    Some(_) => format!("{c} = ?{}", k + 2),
+                    // Names the parameter too, so every one is bound.
+                    None => format!("{c} = CASE WHEN ?{} IS NULL THEN {c} ELSE {c} END", k + 2),
+                })
+                .collect();
+            let params: Vec<Value> = std::iter::once(Value::Integer(id))
+                .chain(second.iter().map(|v| v.clone().unwrap_or(Value::Null)))
+                .collect();
+            conn.execute(
+                &format!("UPDATE t SET {} WHERE id = ?1", sets.join(", ")),
+                rusqlite::params_from_iter(params.iter()),
+            ).unwrap();
+            let updated = stored_row(&conn, id);
+            conn.execute("DELETE FROM t WHERE id = ?1", [id]).unwrap();
+            expected.push((inserted, updated));
+        }
+        let changes = read_all(&conn, 0, 100);
+        prop_assert_eq!(changes.len(), 3 * rows.len());
+        let same = |img: &astha_core::Row, want: &[Value]| {
+            img.values().len() == want.len()
+                && img.values().iter().zip(want).all(|(a, b)| a.same_as(b))
+        };
+        for (i, (inserted, updated)) in expected.iter().enumerate() {
+            let (ins, upd, del) = (&changes[3 * i], &changes[3 * i + 1], &changes[3 * i + 2]);
+            prop_assert!(same(ins.after.as_ref().unwrap(), inserted), "insert {:?} vs {:?}", ins.after, inserted);
+            prop_assert!(same(upd.before.as_ref().unwrap(), inserted), "before {:?} vs {:?}", upd.before, inserted);
+            prop_assert!(same(upd.after.as_ref().unwrap(), updated), "after {:?} vs {:?}", upd.after, updated);
+            prop_assert!(same(del.before.as_ref().unwrap(), updated), "delete {:?} vs {:?}", del.before, updated);
+        }
+    }
 }

@@ -214,6 +214,7 @@ mod tests {
             table: table.into(),
             columns: vec!["id".into()],
             primary_key: vec!["id".into()],
+            exact: Vec::new(),
         });
         Change {
             lsn,

@@ -121,6 +121,7 @@ pub fn read_rows<T: serde::de::DeserializeOwned>(
         table: table.to_string(),
         columns,
         primary_key,
+        exact: Vec::new(),
     });
     let sql = format!(
         "SELECT * FROM {} WHERE {filter} ORDER BY id",

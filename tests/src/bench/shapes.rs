@@ -302,13 +302,16 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         crate::bench::create_wide_table(&conn, "t", 2).unwrap();
         Shape::Text.install(&conn, "t").unwrap();
-        conn.execute("INSERT INTO t VALUES (1, 'a', 2)", []).unwrap();
+        conn.execute("INSERT INTO t VALUES (1, 'a', 2)", [])
+            .unwrap();
         conn.execute("UPDATE t SET c1 = NULL WHERE id = 1", [])
             .unwrap();
         let (before, after): (String, String) = conn
-            .query_row("SELECT before, after FROM text_log WHERE op = 'U'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT before, after FROM text_log WHERE op = 'U'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .unwrap();
         assert_eq!((before.as_str(), after.as_str()), ("1,'a',2", "1,'a',NULL"));
     }
