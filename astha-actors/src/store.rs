@@ -38,6 +38,7 @@ impl Store {
         let writer = astha_core::db::open(path)?;
         // Slot writes sit between a component's deliveries: wait for the lock in µs.
         astha_core::db::use_fast_busy_handler(&writer)?;
+        astha_core::wake::install_checkpoint_hook(&writer);
         let capture = Capture::new(log_table);
         capture.ensure_log(&writer)?;
         Ok(Store {

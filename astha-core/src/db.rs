@@ -34,29 +34,42 @@ pub fn open_existing(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Opens a connection whose commits wake this process's pollers at once.
+/// Opens a connection whose commits wake this process's pollers at once, and which waits
+/// for the write lock in microseconds ([`use_fast_busy_handler`]): Astha's own short
+/// writes (slot positions) take the lock between a busy writer's transactions, and with
+/// SQLite's default busy timeout each such meeting would cost the writer a 1 ms sleep.
 pub fn open_writer(path: &Path) -> Result<Connection> {
     let conn = open(path)?;
+    use_fast_busy_handler(&conn)?;
     crate::wake::install_commit_hook(&conn);
     Ok(conn)
 }
 
 /// Configures a connection that makes Astha's own short writes (slot positions, dead
-/// letters, cleanup). SQLite's busy timeout sleeps 1, 2, 5, 10 ... ms between tries, which
-/// is long next to a writer committing thousands of times a second; this handler retries
-/// after 25 µs for the first 5 ms, then every 250 µs, and gives up after the same 5 s.
+/// letters, cleanup), or a writer that shares the database with them.
+///
+/// SQLite's busy timeout sleeps 1, 2, 5, 10 ... ms between tries. A writer committing
+/// flat out holds the write lock nearly all the time and frees it for a few microseconds
+/// between transactions, so a sleeping waiter wakes up on the wrong side of that gap again
+/// and again (and Linux stretches a 25 µs sleep to about 80 µs). This handler first
+/// yields the CPU and tries again, about 4,000 times (a few milliseconds, enough to catch
+/// the gap after one of the writer's transactions), then sleeps 250 µs between tries, and
+/// gives up after the same 5 s as the busy timeout.
 pub fn use_fast_busy_handler(conn: &Connection) -> Result<()> {
+    const YIELDS: u64 = 4_000;
+    const PAUSE_US: u64 = 250;
     fn retry(count: i32) -> bool {
         let count = count.max(0) as u64;
-        let (pause_us, waited_us) = if count < 200 {
-            (25, count * 25)
-        } else {
-            (250, 5_000 + (count - 200) * 250)
-        };
+        if count < YIELDS {
+            std::thread::yield_now();
+            return true;
+        }
+        // The yielding phase is counted as up to 5 ms, generously.
+        let waited_us = 5_000 + (count - YIELDS) * PAUSE_US;
         if waited_us >= DEFAULT_BUSY_TIMEOUT.as_micros() as u64 {
             return false;
         }
-        std::thread::sleep(Duration::from_micros(pause_us));
+        std::thread::sleep(Duration::from_micros(PAUSE_US));
         true
     }
     conn.busy_handler(Some(retry))?;

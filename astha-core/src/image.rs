@@ -159,6 +159,31 @@ impl std::fmt::Display for ImageError {
 /// A change's before- and after-image, as values in column order.
 pub type Images = (Option<Vec<Value>>, Option<Vec<Value>>);
 
+/// Checks that the values of a log row of `op` on `schema`'s table can be decoded: every
+/// change mask an UPDATE needs is an INTEGER.
+pub fn check(
+    op: Operation,
+    schema: &TableSchema,
+    values: &[Value],
+) -> std::result::Result<(), ImageError> {
+    if op != Operation::Update {
+        return Ok(());
+    }
+    let columns = schema.columns.len();
+    for m in 0..masks(loose_count(schema)) {
+        match values.get(2 * columns + m).unwrap_or(&Value::Null) {
+            Value::Integer(_) => {}
+            other => {
+                return Err(ImageError(format!(
+                    "change mask {m} is {}, not an integer",
+                    other.type_name()
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The before- and after-image of a change of `op` on `schema`'s table, from the values
 /// of its log row (`v0...`; values past the end count as NULL).
 pub fn decode(
@@ -166,47 +191,48 @@ pub fn decode(
     schema: &TableSchema,
     values: &[Value],
 ) -> std::result::Result<Images, ImageError> {
+    check(op, schema, values)?;
+    Ok(decode_owned(op, schema, values.to_vec()))
+}
+
+/// [`decode`] of values that passed [`check`], moving them instead of copying.
+pub fn decode_owned(op: Operation, schema: &TableSchema, mut values: Vec<Value>) -> Images {
     let columns = schema.columns.len();
-    let value = |i: usize| values.get(i).cloned().unwrap_or(Value::Null);
-    let row = || (0..columns).map(value).collect::<Vec<_>>();
+    values.resize(columns.max(values.len()), Value::Null);
+    let mut rest = values.split_off(columns);
+    let after = values;
     match op {
-        Operation::Insert => Ok((None, Some(row()))),
-        Operation::Delete => Ok((Some(row()), None)),
+        Operation::Insert => (None, Some(after)),
+        Operation::Delete => (Some(after), None),
         Operation::Update => {
-            let after = row();
+            rest.resize(columns + masks(loose_count(schema)), Value::Null);
+            let masks_at = rest.split_off(columns);
             let mut before = after.clone();
             let mut loose_seen = 0;
-            for (column, slot) in before.iter_mut().enumerate() {
-                let old = value(columns + column);
+            for (column, old) in rest.into_iter().enumerate() {
                 if schema.is_exact(column) {
                     if old.same_as(&after[column]) {
-                        *slot = Value::Null;
+                        before[column] = Value::Null;
                     } else if old != Value::Null {
-                        *slot = old;
+                        before[column] = old;
                     }
                     continue;
                 }
                 let k = loose_seen;
                 loose_seen += 1;
                 if old != Value::Null {
-                    *slot = old;
+                    before[column] = old;
                     continue;
                 }
-                let m = k / MASK_BITS;
-                let was_null = match value(2 * columns + m) {
+                let was_null = match masks_at[k / MASK_BITS] {
                     Value::Integer(mask) => (mask as u64) & (1 << (k % MASK_BITS)) != 0,
-                    other => {
-                        return Err(ImageError(format!(
-                            "change mask {m} is {}, not an integer",
-                            other.type_name()
-                        )))
-                    }
+                    _ => unreachable!("checked: every mask is an integer"),
                 };
                 if was_null {
-                    *slot = Value::Null;
+                    before[column] = Value::Null;
                 }
             }
-            Ok((Some(before), Some(after)))
+            (Some(before), Some(after))
         }
     }
 }

@@ -216,9 +216,9 @@ impl LogReader {
         for raw in raws {
             batch.bytes += raw.bytes();
             batch.scanned_to = raw.lsn;
-            match self.decode(&tx, &raw) {
+            match self.decode(&tx, raw) {
                 Ok(change) => batch.changes.push(change),
-                Err(reason) => batch.malformed.push(Malformed { raw, reason }),
+                Err(malformed) => batch.malformed.push(*malformed),
             }
         }
         let stopped_early = full || batch.bytes >= limits.max_bytes;
@@ -278,8 +278,41 @@ impl LogReader {
         Ok(out)
     }
 
-    /// Decodes one stored row; the error is a reason fit for a dead-letter row.
-    pub fn decode(&mut self, conn: &Connection, raw: &RawChange) -> Result<Change, String> {
+    /// Decodes one stored row; on failure gives it back with a reason fit for a
+    /// dead-letter row.
+    pub fn decode(&mut self, conn: &Connection, raw: RawChange) -> Result<Change, Box<Malformed>> {
+        match self.check(conn, &raw) {
+            Ok((schema, op)) => {
+                let RawChange {
+                    lsn,
+                    julian,
+                    table,
+                    values,
+                    ..
+                } = raw;
+                let (before, after) = crate::image::decode_owned(op, &schema, values);
+                let row = |values: Option<Vec<Value>>| {
+                    values.map(|v| Row::new(schema.clone(), v).expect("decode gives n values"))
+                };
+                Ok(Change {
+                    lsn,
+                    timestamp_ms: julian_to_unix_ms(julian),
+                    table: Arc::from(table),
+                    op,
+                    before: row(before),
+                    after: row(after),
+                })
+            }
+            Err(reason) => Err(Box::new(Malformed { raw, reason })),
+        }
+    }
+
+    /// Everything that can make a row undecodable, checked before its values are moved.
+    fn check(
+        &mut self,
+        conn: &Connection,
+        raw: &RawChange,
+    ) -> Result<(Arc<TableSchema>, Operation), String> {
         if let Some(defect) = &raw.defect {
             return Err(defect.clone());
         }
@@ -292,22 +325,8 @@ impl LogReader {
         }
         let op =
             Operation::parse(&raw.op).ok_or_else(|| format!("unknown operation {:?}", raw.op))?;
-        let (before, after) =
-            crate::image::decode(op, &schema, &raw.values).map_err(|e| e.to_string())?;
-        let row = |values: Option<Vec<Value>>| -> Result<Option<Row>, String> {
-            values
-                .map(|v| Row::new(schema.clone(), v).map_err(|e| e.to_string()))
-                .transpose()
-        };
-        let (before, after) = (row(before)?, row(after)?);
-        Ok(Change {
-            lsn: raw.lsn,
-            timestamp_ms: julian_to_unix_ms(raw.julian),
-            table: Arc::from(raw.table.as_str()),
-            op,
-            before,
-            after,
-        })
+        crate::image::check(op, &schema, &raw.values).map_err(|e| e.to_string())?;
+        Ok((schema, op))
     }
 
     fn schema(&mut self, conn: &Connection, id: i64) -> Result<Arc<TableSchema>, String> {
