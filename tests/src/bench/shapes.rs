@@ -3,6 +3,9 @@
 //! - `none`: no trigger; the denominator of every ratio;
 //! - `key-only`: the floor of MEASURED.md, one log row of (table, op, rowid) per change;
 //! - `astha`: Astha's own triggers, installed by `astha_core::capture::Capture`;
+//! - `astha-wide`: the same, in a database that also captures a 64-column table, so
+//!   the log is as wide as that table's UPDATE images (what one wide table costs the
+//!   others);
 //! - `seed`: seed 002's shape (`json_object` images, `AUTOINCREMENT`, four indexes on
 //!   the log, two `datetime` calls per row);
 //! - `history`: the SQL shape of PyPI `sqlite-history` (a typed history table per source
@@ -22,6 +25,7 @@ pub enum Shape {
     None,
     KeyOnly,
     Astha,
+    AsthaWide,
     Seed,
     History,
     Text,
@@ -29,10 +33,11 @@ pub enum Shape {
 
 impl Shape {
     /// Every shape, in report order.
-    pub const ALL: [Shape; 6] = [
+    pub const ALL: [Shape; 7] = [
         Shape::None,
         Shape::KeyOnly,
         Shape::Astha,
+        Shape::AsthaWide,
         Shape::Seed,
         Shape::History,
         Shape::Text,
@@ -43,6 +48,7 @@ impl Shape {
             Shape::None => "none",
             Shape::KeyOnly => "key-only",
             Shape::Astha => "astha",
+            Shape::AsthaWide => "astha-wide",
             Shape::Seed => "seed",
             Shape::History => "history",
             Shape::Text => "text",
@@ -56,6 +62,11 @@ impl Shape {
             Shape::None => {}
             Shape::KeyOnly => conn.execute_batch(&key_only_sql(table))?,
             Shape::Astha => {
+                install_astha(conn, table)?;
+            }
+            Shape::AsthaWide => {
+                crate::bench::create_wide_table(conn, "wide_neighbour", 64)?;
+                install_astha(conn, "wide_neighbour")?;
                 install_astha(conn, table)?;
             }
             Shape::Seed => conn.execute_batch(&seed_sql(table, &columns))?,
