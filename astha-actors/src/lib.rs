@@ -15,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod messages;
 pub mod poller;
+pub mod pool;
 pub mod router;
 pub mod stats;
 pub mod store;

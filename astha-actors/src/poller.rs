@@ -4,7 +4,7 @@
 //! - at most `window` batches are in flight (read but not yet released by the router),
 //!   so memory is bounded whatever the backlog; when the window is full the poller simply
 //!   stops reading, and the changes wait in the log;
-//! - reads run on the blocking pool, never on the actor thread;
+//! - reads run on the store's read threads ([`crate::store`]), never on the actor thread;
 //! - it reacts to a commit within microseconds (the `wal_hook` of Astha's writer
 //!   connections and the `PRAGMA data_version` watcher both send [`Wake`]), and re-reads
 //!   on a timer backstop in case a wake-up is missed: wake-ups are hints, the log is the

@@ -88,6 +88,8 @@ pub struct Router {
     routes: BTreeMap<String, Route>,
     dirty_slots: HashMap<String, i64>,
     flushing: bool,
+    /// A log cleanup is running (see [`Router::clean`]).
+    cleaning: bool,
     shutting_down: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
@@ -105,6 +107,7 @@ impl Router {
             routes: BTreeMap::new(),
             dirty_slots: HashMap::new(),
             flushing: false,
+            cleaning: false,
             shutting_down: None,
         }
     }
@@ -299,11 +302,13 @@ impl Router {
         }
     }
 
-    /// Deletes the log rows every slot is past, and reports each component's state to
-    /// `__astha_components` for `astha status`.
+    /// Reports each component's state to `__astha_components` for `astha status`, and
+    /// deletes the log rows every slot is past. A tick while a cleanup still runs does
+    /// nothing: one cleanup at a time.
     fn cleanup(&mut self, ctx: &mut Context<Self>) {
-        let store = self.store.clone();
-        let stats = self.stats.clone();
+        if self.cleaning {
+            return;
+        }
         let beats: Vec<astha_core::heartbeat::Heartbeat> = self
             .stats
             .snapshot()
@@ -324,25 +329,43 @@ impl Router {
                 updated_at: String::new(),
             })
             .collect();
+        self.clean(beats, ctx);
+    }
+
+    /// One budget's worth of cleanup (after writing `beats`, if any), then at once the
+    /// next while rows remain: a budget is one short write-connection job, so slot writes
+    /// queued meanwhile go between two of them, and a large backlog is still removed
+    /// right after it drains rather than one budget per tick.
+    fn clean(&mut self, beats: Vec<astha_core::heartbeat::Heartbeat>, ctx: &mut Context<Self>) {
+        self.cleaning = true;
+        let store = self.store.clone();
         ctx.spawn(
             async move {
                 let log = store.log_table().to_string();
-                let result = store
+                store
                     .write(move |conn| {
-                        astha_core::heartbeat::write(conn, &beats)?;
-                        slots::cleanup(conn, &log)
+                        if !beats.is_empty() {
+                            astha_core::heartbeat::write(conn, &beats)?;
+                        }
+                        slots::cleanup_some(conn, &log, &slots::CleanupBudget::default())
                     })
-                    .await;
+                    .await
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                act.cleaning = false;
                 match result {
-                    Ok(n) => {
-                        stats
+                    Ok(done) => {
+                        act.stats
                             .cleaned
-                            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                            .fetch_add(done.deleted as u64, std::sync::atomic::Ordering::Relaxed);
+                        if !done.finished && act.shutting_down.is_none() {
+                            act.clean(Vec::new(), ctx);
+                        }
                     }
                     Err(err) => tracing::warn!(error = %err, "log cleanup failed"),
                 }
-            }
-            .into_actor(self),
+            }),
         );
     }
 

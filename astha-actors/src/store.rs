@@ -1,10 +1,14 @@
-//! Blocking SQLite work, kept off the async executor.
+//! Blocking SQLite work, kept off the async executor and on a fixed set of threads.
 //!
 //! Every read of the change log and every write of Astha's own bookkeeping (slots, dead
 //! letters, cleanup, trigger regeneration) goes through [`Store`], which runs it on
-//! tokio's blocking pool. Reads use a small pool of connections (one per concurrent
-//! read, each with its own schema cache); writes share one connection behind a mutex, so
-//! Astha never competes with itself for SQLite's single write lock.
+//! threads the store owns (see [`crate::pool`]), never on an executor thread and never on
+//! the host runtime's blocking pool. Reads run on [`READ_THREADS`] threads, each with
+//! its own connection and schema cache; writes run on one thread with the one writer
+//! connection, so Astha never competes with itself for SQLite's single write lock and
+//! its writes run in the order they were asked for. Threads, connections and queued jobs
+//! are all bounded, so SQLite's memory is too. When the last clone of a store is
+//! dropped, its threads finish the jobs already queued and exit.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -13,6 +17,16 @@ use astha_core::capture::Capture;
 use astha_core::log::{Batch, BatchLimits, LogReader};
 use astha_core::{CoreError, Result};
 use rusqlite::Connection;
+
+use crate::pool::{Pool, PoolError};
+
+/// Threads (and connections) serving reads: the poller plus up to three components
+/// catching up from the log at once; further reads wait their turn.
+pub const READ_THREADS: usize = 4;
+
+/// Jobs each of the read and write queues holds; callers beyond it wait (asynchronously)
+/// for a place.
+pub const QUEUE_JOBS: usize = 64;
 
 /// Handle to the database Astha watches. Cheap to clone.
 #[derive(Clone)]
@@ -23,8 +37,17 @@ pub struct Store {
 struct Inner {
     path: PathBuf,
     capture: Capture,
-    readers: Mutex<Vec<Reader>>,
-    writer: Mutex<Connection>,
+    /// Shared by the write thread and [`Store::write_blocking`].
+    writer: Arc<Mutex<Connection>>,
+    writes: Pool<Arc<Mutex<Connection>>>,
+    reads: Pool<ReaderSlot>,
+}
+
+/// A read thread's connection, opened on its first read (and again after a panic).
+struct ReaderSlot {
+    path: PathBuf,
+    log_table: String,
+    reader: Option<Reader>,
 }
 
 struct Reader {
@@ -33,7 +56,8 @@ struct Reader {
 }
 
 impl Store {
-    /// Opens the database at `path` (creating it if needed) and the change log in it.
+    /// Opens the database at `path` (creating it if needed) and the change log in it, and
+    /// starts the store's threads.
     pub fn open(path: &Path, log_table: &str) -> Result<Store> {
         let writer = astha_core::db::open(path)?;
         // Slot writes sit between a component's deliveries: wait for the lock in µs.
@@ -41,12 +65,24 @@ impl Store {
         astha_core::wake::install_checkpoint_hook(&writer);
         let capture = Capture::new(log_table);
         capture.ensure_log(&writer)?;
+        let writer = Arc::new(Mutex::new(writer));
+        let shared = writer.clone();
+        let writes = Pool::start("astha-write", 1, QUEUE_JOBS, move || shared.clone())
+            .map_err(|e| CoreError::Invalid(format!("cannot start SQLite write thread: {e}")))?;
+        let (reader_path, reader_log) = (path.to_path_buf(), log_table.to_string());
+        let reads = Pool::start("astha-read", READ_THREADS, QUEUE_JOBS, move || ReaderSlot {
+            path: reader_path.clone(),
+            log_table: reader_log.clone(),
+            reader: None,
+        })
+        .map_err(|e| CoreError::Invalid(format!("cannot start SQLite read threads: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 capture,
-                readers: Mutex::new(Vec::new()),
-                writer: Mutex::new(writer),
+                writer,
+                writes,
+                reads,
             }),
         })
     }
@@ -90,74 +126,121 @@ impl Store {
         self.with_reader(move |reader| f(&reader.conn)).await
     }
 
-    /// Lends a pooled reader (connection and schema cache) to `f` on the blocking pool.
+    /// Lends a read thread's reader (connection and schema cache) to `f`.
     async fn with_reader<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Reader) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        run_blocking(move || {
-            let mut reader = inner.take_reader()?;
-            let result = f(&mut reader);
-            inner
-                .readers
-                .lock()
-                .expect("reader pool poisoned")
-                .push(reader);
-            result
-        })
-        .await
+        let result = self.inner.reads.run(move |slot| f(slot.reader()?)).await;
+        result.map_err(failed)?
     }
 
-    /// Runs `f` on the writer connection, off the executor.
+    /// Runs `f` on the writer connection, on the write thread.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        run_blocking(move || {
-            let conn = inner
-                .writer
-                .lock()
-                .map_err(|_| CoreError::Invalid("writer connection poisoned".into()))?;
-            f(&conn)
-        })
-        .await
+        let result = self
+            .inner
+            .writes
+            .run(move |writer| f(&*lock(writer)?))
+            .await;
+        result.map_err(failed)?
     }
 
     /// Runs `f` on the writer connection on the calling thread. For callers that are not
     /// on an async executor (setup before start, the CLI).
     pub fn write_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self
-            .inner
-            .writer
-            .lock()
-            .map_err(|_| CoreError::Invalid("writer connection poisoned".into()))?;
-        f(&conn)
+        f(&*lock(&self.inner.writer)?)
+    }
+
+    /// The store's threads still running.
+    #[cfg(test)]
+    fn live_threads(&self) -> usize {
+        self.inner.reads.live_threads() + self.inner.writes.live_threads()
     }
 }
 
-impl Inner {
-    fn take_reader(&self) -> Result<Reader> {
-        if let Some(reader) = self.readers.lock().expect("reader pool poisoned").pop() {
-            return Ok(reader);
+impl ReaderSlot {
+    fn reader(&mut self) -> Result<&mut Reader> {
+        if self.reader.is_none() {
+            self.reader = Some(Reader {
+                conn: astha_core::db::open(&self.path)?,
+                log: LogReader::new(&self.log_table),
+            });
         }
-        Ok(Reader {
-            conn: astha_core::db::open(&self.path)?,
-            log: LogReader::new(self.capture.log_table()),
-        })
+        Ok(self.reader.as_mut().expect("opened above"))
     }
 }
 
-async fn run_blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T> + Send + 'static,
-) -> Result<T> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(result) => result,
-        Err(err) => Err(CoreError::Invalid(format!(
-            "blocking SQLite task failed: {err}"
-        ))),
+fn lock(writer: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>> {
+    writer
+        .lock()
+        .map_err(|_| CoreError::Invalid("writer connection poisoned".into()))
+}
+
+fn failed(err: PoolError) -> CoreError {
+    CoreError::Invalid(format!("blocking SQLite task failed: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn sqlite_work_runs_on_the_store_threads_which_exit_with_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), "__cdc_log").unwrap();
+        assert_eq!(store.live_threads(), READ_THREADS + 1);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let thread_name = || std::thread::current().name().unwrap_or("").to_string();
+        let (wrote_on, read_on) = rt.block_on(async {
+            let wrote_on = store
+                .write(move |conn| {
+                    conn.execute_batch("CREATE TABLE t (v INTEGER); INSERT INTO t VALUES (1)")?;
+                    Ok(thread_name())
+                })
+                .await
+                .unwrap();
+            let reads = (0..4 * READ_THREADS).map(|_| {
+                store.query(move |conn| {
+                    let v: i64 = conn.query_row("SELECT v FROM t", [], |r| r.get(0))?;
+                    assert_eq!(v, 1);
+                    Ok(thread_name())
+                })
+            });
+            let read_on = futures::future::try_join_all(reads).await.unwrap();
+            (wrote_on, read_on)
+        });
+        assert_eq!(wrote_on, "astha-write-0");
+        assert!(
+            read_on.iter().all(|n| n.starts_with("astha-read-")),
+            "{read_on:?}"
+        );
+        let one = store
+            .write_blocking(|conn| {
+                Ok(conn.query_row("SELECT v FROM t", [], |r| r.get::<_, i64>(0))?)
+            })
+            .unwrap();
+        assert_eq!(one, 1);
+        let counters = [store.inner.reads.live(), store.inner.writes.live()];
+        let live = || {
+            counters
+                .iter()
+                .map(|c| c.load(Ordering::Acquire))
+                .sum::<usize>()
+        };
+        drop(store);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while live() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(live(), 0, "threads outlived the store");
     }
 }

@@ -2,9 +2,15 @@
 //!
 //! A slot's `position` is the LSN of the last change its consumer confirmed; everything
 //! after it will be delivered again after a crash. Positions only move forward.
-//! [`cleanup`] deletes the log rows every slot is past, in one statement, and never the
-//! newest row: SQLite numbers a new row `max(id) + 1`, so keeping the newest row is what
-//! guarantees an LSN is never handed out twice, without `AUTOINCREMENT`'s per-insert cost.
+//! [`cleanup`] deletes the log rows every slot is past, and never the newest row: SQLite
+//! numbers a new row `max(id) + 1`, so keeping the newest row is what guarantees an LSN is
+//! never handed out twice, without `AUTOINCREMENT`'s per-insert cost. It deletes in
+//! chunks of at most [`CleanupBudget::chunk_rows`] rows, each its own transaction that
+//! reads the slots again: the write lock is held for one chunk at a time (users' writes
+//! interleave), SQLite's page cache and the WAL stay the size of a chunk however large
+//! the backlog was, and a slot created between two chunks is respected.
+
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension};
 use serde::Serialize;
@@ -182,17 +188,184 @@ pub fn lag(conn: &Connection, log_table: &str, name: &str, now_ms: i64) -> Resul
     })
 }
 
-/// Deletes every log row that all slots are past, keeping the newest row. With no slot
-/// at all nothing is deleted: a consumer added later may still want the rows.
+/// How much one [`cleanup_some`] call may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupBudget {
+    /// Rows deleted per transaction at most.
+    pub chunk_rows: usize,
+    /// Start no new chunk once this many rows were deleted.
+    pub max_rows: usize,
+    /// Start no new chunk once this much time has passed.
+    pub max_time: Duration,
+}
+
+impl Default for CleanupBudget {
+    /// 10,000 rows a chunk (a few MB of pages, some milliseconds of write lock), up to
+    /// 100,000 rows or 20 ms a call, so Astha's own slot writes queued behind a cleanup
+    /// wait at most about one chunk past the time budget.
+    fn default() -> Self {
+        Self {
+            chunk_rows: 10_000,
+            max_rows: 100_000,
+            max_time: Duration::from_millis(20),
+        }
+    }
+}
+
+/// What one [`cleanup_some`] call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Cleanup {
+    /// Rows deleted (all of them committed).
+    pub deleted: usize,
+    /// True when nothing more is eligible; false when the budget ran out first.
+    pub finished: bool,
+}
+
+/// Deletes every log row that all slots are past, keeping the newest row, in chunks of
+/// [`CleanupBudget::default`]'s size until nothing more is eligible. With no slot at all
+/// nothing is deleted: a consumer added later may still want the rows.
 /// Returns the number of rows deleted.
 pub fn cleanup(conn: &Connection, log_table: &str) -> Result<usize> {
+    let budget = CleanupBudget {
+        max_rows: usize::MAX,
+        max_time: Duration::MAX,
+        ..CleanupBudget::default()
+    };
+    Ok(cleanup_some(conn, log_table, &budget)?.deleted)
+}
+
+/// Like [`cleanup`], but stops starting chunks once `budget` is spent, so a caller that
+/// shares the connection can let other writes in before calling again. Rows deleted by
+/// chunks before an error stay deleted.
+pub fn cleanup_some(conn: &Connection, log_table: &str, budget: &CleanupBudget) -> Result<Cleanup> {
     let log = quote_ident(log_table);
-    let deleted = conn.execute(
-        &format!(
-            "DELETE FROM {log} WHERE id <= (SELECT min(position) FROM __astha_slots)
-               AND id < (SELECT max(id) FROM {log})"
-        ),
-        [],
-    )?;
-    Ok(deleted)
+    // One statement per chunk, so one implicit transaction: the bounds on the slots and
+    // on the newest row are read in the same transaction that deletes. The chunk is an
+    // id range starting at the oldest row; ids are unique, so it holds at most
+    // `chunk_rows` rows (fewer where earlier deletes left gaps).
+    let mut stmt = conn.prepare_cached(&format!(
+        "DELETE FROM {log}
+         WHERE id < (SELECT min(id) FROM {log}) + ?1
+           AND id <= (SELECT min(position) FROM __astha_slots)
+           AND id < (SELECT max(id) FROM {log})"
+    ))?;
+    let chunk = budget.chunk_rows.max(1);
+    let started = Instant::now();
+    let mut done = Cleanup::default();
+    loop {
+        let deleted = stmt.execute([chunk as i64])?;
+        done.deleted += deleted;
+        if deleted == 0 {
+            done.finished = true;
+            return Ok(done);
+        }
+        if done.deleted >= budget.max_rows || started.elapsed() >= budget.max_time {
+            return Ok(done);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: &str = "log";
+
+    /// A database with slots and a log of rows `1..=rows` (cleanup reads nothing but ids).
+    fn db(rows: i64) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        ensure_tables(&conn).unwrap();
+        conn.execute_batch("CREATE TABLE log (id INTEGER PRIMARY KEY, v INTEGER)")
+            .unwrap();
+        conn.execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+             INSERT INTO log (id, v) SELECT i, i FROM n WHERE i <= ?1",
+            [rows],
+        )
+        .unwrap();
+        conn
+    }
+
+    fn ids(conn: &Connection) -> (i64, i64, i64) {
+        conn.query_row("SELECT count(*), min(id), max(id) FROM log", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap()
+    }
+
+    fn budget(chunk_rows: usize, max_rows: usize) -> CleanupBudget {
+        CleanupBudget {
+            chunk_rows,
+            max_rows,
+            max_time: Duration::MAX,
+        }
+    }
+
+    #[test]
+    fn cleanup_removes_rows_beyond_one_chunk_and_keeps_the_newest() {
+        let conn = db(25_000);
+        create(&conn, LOG, "a", SlotStart::At(25_000)).unwrap();
+        assert!(25_000 > CleanupBudget::default().chunk_rows as i64 * 2);
+        assert_eq!(cleanup(&conn, LOG).unwrap(), 24_999);
+        assert_eq!(ids(&conn), (1, 25_000, 25_000), "the newest row stays");
+        assert_eq!(cleanup(&conn, LOG).unwrap(), 0);
+    }
+
+    #[test]
+    fn cleanup_never_passes_the_slowest_slot() {
+        let conn = db(3_000);
+        assert_eq!(cleanup(&conn, LOG).unwrap(), 0, "no slot, no cleanup");
+        create(&conn, LOG, "fast", SlotStart::At(3_000)).unwrap();
+        create(&conn, LOG, "slow", SlotStart::At(2_345)).unwrap();
+        let done = cleanup_some(&conn, LOG, &budget(100, usize::MAX)).unwrap();
+        assert_eq!(
+            done,
+            Cleanup {
+                deleted: 2_345,
+                finished: true
+            }
+        );
+        assert_eq!(ids(&conn), (655, 2_346, 3_000));
+    }
+
+    #[test]
+    fn each_chunk_is_bounded_and_the_budget_stops_a_call() {
+        let conn = db(1_000);
+        create(&conn, LOG, "a", SlotStart::At(1_000)).unwrap();
+        // One chunk per call once max_rows is reached.
+        let done = cleanup_some(&conn, LOG, &budget(100, 1)).unwrap();
+        assert_eq!((done.deleted, done.finished), (100, false));
+        let done = cleanup_some(&conn, LOG, &budget(100, 250)).unwrap();
+        assert_eq!((done.deleted, done.finished), (300, false));
+        let time_spent = CleanupBudget {
+            max_time: Duration::ZERO,
+            ..budget(100, usize::MAX)
+        };
+        assert_eq!(cleanup_some(&conn, LOG, &time_spent).unwrap().deleted, 100);
+        // A slot created between two calls, behind what was already deleted, holds the
+        // rest.
+        create(&conn, LOG, "late", SlotStart::At(600)).unwrap();
+        let done = cleanup_some(&conn, LOG, &budget(100, usize::MAX)).unwrap();
+        assert_eq!((done.deleted, done.finished), (100, true));
+        assert_eq!(ids(&conn).1, 601);
+    }
+
+    #[test]
+    fn gaps_in_the_ids_do_not_stall_cleanup() {
+        let conn = db(0);
+        for id in [1, 10, 1_000_000, 2_000_000, 2_000_001] {
+            conn.execute("INSERT INTO log (id, v) VALUES (?1, 0)", [id])
+                .unwrap();
+        }
+        create(&conn, LOG, "a", SlotStart::At(i64::MAX / 2)).unwrap();
+        let done = cleanup_some(&conn, LOG, &budget(10, usize::MAX)).unwrap();
+        assert_eq!(
+            done,
+            Cleanup {
+                deleted: 4,
+                finished: true
+            }
+        );
+        assert_eq!(ids(&conn), (1, 2_000_001, 2_000_001));
+    }
 }

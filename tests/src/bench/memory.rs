@@ -6,8 +6,9 @@
 //! once) and `stalled` (its first `on_event` waits on a gate). A writer thread inserts
 //! the backlog in 1000-row transactions; once `live` confirmed all of it, the backlog is
 //! held by `stalled` alone, and the peak so far is read. Then the gate opens, `stalled`
-//! drains the backlog, and the peak is read again. The baseline, in the same process,
-//! is the resident size after start and registration, before any change.
+//! drains the backlog, and the peak is read again; once log cleanup has removed the
+//! drained rows (all but the newest), it is read a third time. The baseline, in the
+//! same process, is the resident size after start and registration, before any change.
 
 use std::path::Path;
 use std::process::Command;
@@ -35,7 +36,11 @@ pub struct Memory {
     pub stalled_peak_kib: u64,
     /// Peak KiB at the end of the drain.
     pub drained_peak_kib: u64,
+    /// Peak KiB once cleanup removed the drained rows.
+    pub cleaned_peak_kib: u64,
     pub drain: Duration,
+    /// From the end of the drain to the end of the cleanup.
+    pub cleanup: Duration,
     pub db_mib: f64,
     /// Peak of SQLite's own heap (`sqlite3_memory_highwater`), KiB.
     pub sqlite_peak_kib: u64,
@@ -63,11 +68,13 @@ pub fn run(mode: Mode) -> Vec<Memory> {
             );
             let m = parse(&String::from_utf8_lossy(&output.stdout), backlog);
             eprintln!(
-                "memory backlog {backlog}: baseline {} MiB, stalled peak {} MiB, drained peak {} MiB, drain {:.1} s",
+                "memory backlog {backlog}: baseline {} MiB, stalled peak {} MiB, drained peak {} MiB, cleaned peak {} MiB, drain {:.1} s, cleanup {:.1} s",
                 m.baseline_kib / 1024,
                 m.stalled_peak_kib / 1024,
                 m.drained_peak_kib / 1024,
-                m.drain.as_secs_f64()
+                m.cleaned_peak_kib / 1024,
+                m.drain.as_secs_f64(),
+                m.cleanup.as_secs_f64()
             );
             m
         })
@@ -87,6 +94,8 @@ fn parse(stdout: &str, backlog: usize) -> Memory {
             "baseline_kib" => m.baseline_kib = v.parse().unwrap_or(0),
             "stalled_peak_kib" => m.stalled_peak_kib = v.parse().unwrap_or(0),
             "drained_peak_kib" => m.drained_peak_kib = v.parse().unwrap_or(0),
+            "cleaned_peak_kib" => m.cleaned_peak_kib = v.parse().unwrap_or(0),
+            "cleanup_ms" => m.cleanup = Duration::from_millis(v.parse().unwrap_or(0)),
             "drain_ms" => m.drain = Duration::from_millis(v.parse().unwrap_or(0)),
             "db_mib" => m.db_mib = v.parse().unwrap_or(0.0),
             "sqlite_peak_kib" => m.sqlite_peak_kib = v.parse().unwrap_or(0),
@@ -147,14 +156,27 @@ pub fn child(backlog: usize) {
     );
     let drain = start.elapsed();
     let (drained_peak, _) = rss_kib();
+    let start = Instant::now();
+    // Counted from Astha's own statistics: polling the log would add a connection (and
+    // its page cache) to the figure. Every row but the newest goes.
+    let stats = astha.stats();
+    assert!(
+        super::wait_for(Duration::from_secs(600), || {
+            stats.cleaned.load(Ordering::Relaxed) + 1 >= backlog as u64
+        }),
+        "cleanup did not remove the drained rows"
+    );
+    let cleanup = start.elapsed();
+    let (cleaned_peak, _) = rss_kib();
     // SQLite's own heap (page caches, statements), to tell it from Astha's.
     // SAFETY: sqlite3_memory_highwater only reads SQLite's global memory statistics; it
     // is thread-safe and takes no pointer.
     let sqlite_kib = unsafe { rusqlite::ffi::sqlite3_memory_highwater(0) } / 1024;
     let _ = rt.block_on(astha.stop());
     println!(
-        "sqlite_peak_kib={sqlite_kib} baseline_kib={baseline} stalled_peak_kib={stalled_peak} drained_peak_kib={drained_peak} drain_ms={} db_mib={:.0}",
+        "sqlite_peak_kib={sqlite_kib} baseline_kib={baseline} stalled_peak_kib={stalled_peak} drained_peak_kib={drained_peak} cleaned_peak_kib={cleaned_peak} drain_ms={} cleanup_ms={} db_mib={:.0}",
         drain.as_millis(),
+        cleanup.as_millis(),
         super::db_bytes(&path) as f64 / (1 << 20) as f64
     );
 }
@@ -235,22 +257,26 @@ pub fn report(runs: &[Memory]) -> String {
         "### Memory with a stalled component\n\n\
          Peak resident set (`VmHWM`) of a process running Astha, a writer thread and two \
          components (`live`, `stalled`) on a 16-column table; one child process per \
-         backlog size. Baseline: resident size after start and registration.\n\n\
-         | backlog | database on disk | baseline RSS | peak while stalled | peak after drain | over baseline | of which SQLite heap (peak) | drain time | drain rate |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         backlog size. Baseline: resident size after start and registration. Peak after \
+         cleanup: once log cleanup removed the drained rows; cleanup time: from the end of \
+         the drain to then.\n\n\
+         | backlog | database on disk | baseline RSS | peak while stalled | peak after drain | peak after cleanup | over baseline | of which SQLite heap (peak) | drain time | drain rate | cleanup time |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for m in runs {
         out.push_str(&format!(
-            "| {} | {:.0} MiB | {:.1} MiB | {:.1} MiB | **{:.1} MiB** | +{:.1} MiB | {:.1} MiB | {:.1} s | {:.0}/s |\n",
+            "| {} | {:.0} MiB | {:.1} MiB | {:.1} MiB | {:.1} MiB | **{:.1} MiB** | +{:.1} MiB | {:.1} MiB | {:.1} s | {:.0}/s | {:.1} s |\n",
             m.backlog,
             m.db_mib,
             m.baseline_kib as f64 / 1024.0,
             m.stalled_peak_kib as f64 / 1024.0,
             m.drained_peak_kib as f64 / 1024.0,
-            (m.drained_peak_kib.saturating_sub(m.baseline_kib)) as f64 / 1024.0,
+            m.cleaned_peak_kib as f64 / 1024.0,
+            (m.cleaned_peak_kib.saturating_sub(m.baseline_kib)) as f64 / 1024.0,
             m.sqlite_peak_kib as f64 / 1024.0,
             m.drain.as_secs_f64(),
             m.backlog as f64 / m.drain.as_secs_f64().max(1e-9),
+            m.cleanup.as_secs_f64(),
         ));
     }
     out.push('\n');

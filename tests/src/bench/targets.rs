@@ -107,10 +107,10 @@ impl Targets {
             if let (Some(first), Some(last)) = (runs.first(), runs.last()) {
                 let peak = runs
                     .iter()
-                    .map(|m| m.drained_peak_kib.max(m.stalled_peak_kib))
+                    .map(|m| m.cleaned_peak_kib.max(m.stalled_peak_kib))
                     .max()
                     .unwrap_or(0);
-                let growth = last.drained_peak_kib as f64 - first.drained_peak_kib as f64;
+                let growth = last.cleaned_peak_kib as f64 - first.cleaned_peak_kib as f64;
                 out.push_str(&format!(
                     "| memory: peak ≤ 64 MB | {:.1} MiB (backlog {}) | {} |\n",
                     peak as f64 / 1024.0,

@@ -1,0 +1,211 @@
+//! A fixed set of named threads running blocking jobs from one bounded queue.
+//!
+//! [`Store`](crate::store::Store) runs Astha's SQLite work here rather than on tokio's
+//! blocking pool, which may grow to 512 threads, each with its own glibc malloc arena:
+//! Astha is often embedded in a host's runtime, so it cannot rely on how that runtime is
+//! configured. The number of threads is fixed when the pool starts; each owns a state (a
+//! SQLite connection) that its jobs borrow, so connections are as bounded as threads.
+//!
+//! Promises: a job never runs on the caller's thread, and a caller never blocks its
+//! thread: it waits asynchronously for a place in the queue when the queue is full (the
+//! queue's bound is counted in jobs), then for the result. A job that panics fails its
+//! caller with [`PoolError::Panicked`]; its thread starts again from a fresh state.
+//! Dropping the pool closes the queue: the threads finish the jobs already queued, then
+//! exit. Nothing here joins a thread, so dropping a pool never blocks.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::sync::{mpsc, oneshot};
+
+type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
+
+/// Why a job did not return a result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The pool's threads are gone.
+    #[error("the worker threads have stopped")]
+    Stopped,
+    /// The job panicked.
+    #[error("the job panicked")]
+    Panicked,
+}
+
+/// Threads that each own an `S` and run the jobs sent to the pool on it.
+pub struct Pool<S> {
+    jobs: mpsc::Sender<Job<S>>,
+    live: Arc<AtomicUsize>,
+}
+
+impl<S: 'static> Pool<S> {
+    /// Starts `threads` threads named `name-0`, `name-1`, ... sharing a queue of `queue`
+    /// jobs. Each builds its state with `state` on its own thread, and again after a job
+    /// panicked.
+    pub fn start<F>(name: &str, threads: usize, queue: usize, state: F) -> std::io::Result<Self>
+    where
+        F: Fn() -> S + Send + Sync + 'static,
+    {
+        let (tx, rx) = mpsc::channel::<Job<S>>(queue.max(1));
+        let rx = Arc::new(Mutex::new(rx));
+        let state = Arc::new(state);
+        let live = Arc::new(AtomicUsize::new(0));
+        for i in 0..threads.max(1) {
+            let (rx, state, alive) = (rx.clone(), state.clone(), Alive::new(&live));
+            // On failure the threads already started exit when `tx` is dropped.
+            std::thread::Builder::new()
+                .name(format!("{name}-{i}"))
+                .spawn(move || work(&rx, &*state, alive))?;
+        }
+        Ok(Pool { jobs: tx, live })
+    }
+
+    /// Runs `f` on one of the pool's threads with that thread's state.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, PoolError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut S) -> T + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job<S> = Box::new(move |state| {
+            let _ = tx.send(f(state));
+        });
+        self.jobs.send(job).await.map_err(|_| PoolError::Stopped)?;
+        // The sender is dropped unsent only when the job panicked.
+        rx.await.map_err(|_| PoolError::Panicked)
+    }
+
+    /// Threads still running (they outlive the pool by the jobs queued when it dropped).
+    pub fn live_threads(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// The live-thread counter itself, to watch the threads after the pool is dropped.
+    #[cfg(test)]
+    pub(crate) fn live(&self) -> Arc<AtomicUsize> {
+        self.live.clone()
+    }
+}
+
+fn work<S>(jobs: &Mutex<mpsc::Receiver<Job<S>>>, state: &dyn Fn() -> S, _alive: Alive) {
+    let mut current = state();
+    loop {
+        // Idle threads queue on the mutex; the one holding it waits for the next job.
+        let job = jobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocking_recv();
+        let Some(job) = job else {
+            return; // The pool was dropped and the queue is empty.
+        };
+        if catch_unwind(AssertUnwindSafe(|| job(&mut current))).is_err() {
+            current = state();
+        }
+    }
+}
+
+/// Counts a thread as live from before it is spawned until it returns.
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(live: &Arc<AtomicUsize>) -> Self {
+        live.fetch_add(1, Ordering::AcqRel);
+        Alive(live.clone())
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    fn wait_until(cond: impl Fn() -> bool) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    #[tokio::test]
+    async fn jobs_run_on_the_pool_threads_only_and_no_more_at_once() {
+        let pool = Pool::start("test-pool", 2, 4, || ()).unwrap();
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let caller = std::thread::current().id();
+        let jobs = (0..32).map(|_| {
+            let (running, most) = (running.clone(), most.clone());
+            pool.run(move |_| {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                most.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+                running.fetch_sub(1, Ordering::SeqCst);
+                let me = std::thread::current();
+                assert_ne!(me.id(), caller);
+                me.name().unwrap().to_string()
+            })
+        });
+        let names = futures::future::join_all(jobs).await;
+        for name in names {
+            assert!(name.unwrap().starts_with("test-pool-"));
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2);
+        assert_eq!(pool.live_threads(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_its_caller_and_the_thread_starts_afresh() {
+        let built = Arc::new(AtomicUsize::new(0));
+        let counter = built.clone();
+        let pool = Pool::start("test-panic", 1, 1, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            0u32
+        })
+        .unwrap();
+        assert_eq!(pool.run(|n| std::mem::replace(n, 7)).await, Ok(0));
+        let failed = pool
+            .run(|_: &mut u32| -> u32 { panic!("job panics") })
+            .await;
+        assert_eq!(failed, Err(PoolError::Panicked));
+        assert_eq!(pool.run(|n| *n).await, Ok(0), "fresh state after a panic");
+        assert_eq!(built.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn threads_exit_after_the_pool_is_dropped_and_finish_queued_jobs() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let pool = Pool::start("test-drop", 3, 8, || ()).unwrap();
+        let live = pool.live();
+        let done = Arc::new(AtomicUsize::new(0));
+        rt.block_on(async {
+            assert_eq!(pool.run(|_| 1).await, Ok(1));
+            // Queued, not awaited: they still run after the drop.
+            for _ in 0..5 {
+                let done = done.clone();
+                let job: Job<()> = Box::new(move |_| {
+                    std::thread::sleep(Duration::from_millis(5));
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+                pool.jobs.send(job).await.unwrap();
+            }
+        });
+        assert_eq!(live.load(Ordering::SeqCst), 3);
+        drop(pool);
+        assert!(
+            wait_until(|| live.load(Ordering::SeqCst) == 0),
+            "threads still alive"
+        );
+        assert_eq!(done.load(Ordering::SeqCst), 5);
+    }
+}
