@@ -95,7 +95,7 @@ impl Poller {
         let after = self.read_pos;
         let limits = self.config.limits;
         ctx.spawn(
-            async move { store.read(after, limits, None).await }
+            async move { store.read(after, limits).await }
                 .into_actor(self)
                 .map(|result, act, ctx| {
                     act.reading = false;

@@ -30,6 +30,9 @@ use crate::stats::{ComponentStats, Stats};
 use crate::store::Store;
 use crate::supervisor::{Supervisor, SupervisorSettings};
 
+/// Pause between two cleanup calls while a backlog of removable rows remains.
+const CLEANUP_PAUSE: Duration = Duration::from_millis(50);
+
 /// Router settings.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
@@ -177,7 +180,7 @@ impl Router {
             .catch_up_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         ctx.spawn(
-            async move { store.read(after, limits, Some(tables)).await }
+            async move { store.read_tables(after, limits, tables).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     let Some(route) = act.routes.get_mut(&name) else {
@@ -360,7 +363,13 @@ impl Router {
                             .cleaned
                             .fetch_add(done.deleted as u64, std::sync::atomic::Ordering::Relaxed);
                         if !done.finished && act.shutting_down.is_none() {
-                            act.clean(Vec::new(), ctx);
+                            // More to remove: go on soon, leaving the write lock to
+                            // writers in between.
+                            ctx.run_later(CLEANUP_PAUSE, |act, ctx| {
+                                if !act.cleaning && act.shutting_down.is_none() {
+                                    act.clean(Vec::new(), ctx);
+                                }
+                            });
                         }
                     }
                     Err(err) => tracing::warn!(error = %err, "log cleanup failed"),
