@@ -8,16 +8,19 @@
 //!
 //! Promises: a job never runs on the caller's thread, and a caller never blocks its
 //! thread: it waits asynchronously for a place in the queue when the queue is full (the
-//! queue's bound is counted in jobs), then for the result. A job that panics fails its
-//! caller with [`PoolError::Panicked`]; its thread starts again from a fresh state.
-//! Dropping the pool closes the queue: the threads finish the jobs already queued, then
-//! exit. Nothing here joins a thread, so dropping a pool never blocks.
+//! bound counts jobs queued or running), then for the result. A new job wakes one idle
+//! thread, the one idle for the shortest time. A job that panics fails its caller with
+//! [`PoolError::Panicked`]; its thread starts again from a fresh state. Dropping the
+//! pool closes the queue: the threads finish the jobs already queued, then exit. Nothing
+//! here joins a thread, so dropping a pool never blocks.
 
+use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::Thread;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 type Job<S> = Box<dyn FnOnce(&mut S) + Send>;
 
@@ -34,8 +37,49 @@ pub enum PoolError {
 
 /// Threads that each own an `S` and run the jobs sent to the pool on it.
 pub struct Pool<S> {
-    jobs: mpsc::Sender<Job<S>>,
+    queue: Arc<Queue<S>>,
+    /// One permit per job queued or running: the queue's bound.
+    permits: Arc<Semaphore>,
     live: Arc<AtomicUsize>,
+}
+
+/// The jobs waiting and the threads waiting for them. A new job wakes the thread that
+/// went idle last (its connection and CPU caches are the warmest), and only that one.
+struct Queue<S> {
+    inner: Mutex<Waiting<S>>,
+}
+
+struct Waiting<S> {
+    jobs: VecDeque<(Job<S>, OwnedSemaphorePermit)>,
+    idle: Vec<Thread>,
+    closed: bool,
+}
+
+impl<S> Queue<S> {
+    fn lock(&self) -> MutexGuard<'_, Waiting<S>> {
+        // Nothing panics while holding the lock (jobs run outside it).
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The next job, waiting for one; `None` once the pool is dropped and none is left.
+    fn next(&self) -> Option<(Job<S>, OwnedSemaphorePermit)> {
+        let me = std::thread::current();
+        let mut waiting = self.lock();
+        loop {
+            if let Some(job) = waiting.jobs.pop_front() {
+                return Some(job);
+            }
+            if waiting.closed {
+                return None;
+            }
+            waiting.idle.push(me.clone());
+            drop(waiting);
+            // An unpark that came first makes this return at once; so may nothing at all.
+            std::thread::park();
+            waiting = self.lock();
+            waiting.idle.retain(|t| t.id() != me.id());
+        }
+    }
 }
 
 impl<S: 'static> Pool<S> {
@@ -46,18 +90,26 @@ impl<S: 'static> Pool<S> {
     where
         F: Fn() -> S + Send + Sync + 'static,
     {
-        let (tx, rx) = mpsc::channel::<Job<S>>(queue.max(1));
-        let rx = Arc::new(Mutex::new(rx));
+        let pool = Pool {
+            queue: Arc::new(Queue {
+                inner: Mutex::new(Waiting {
+                    jobs: VecDeque::new(),
+                    idle: Vec::new(),
+                    closed: false,
+                }),
+            }),
+            permits: Arc::new(Semaphore::new(queue.max(1))),
+            live: Arc::new(AtomicUsize::new(0)),
+        };
         let state = Arc::new(state);
-        let live = Arc::new(AtomicUsize::new(0));
         for i in 0..threads.max(1) {
-            let (rx, state, alive) = (rx.clone(), state.clone(), Alive::new(&live));
-            // On failure the threads already started exit when `tx` is dropped.
+            let (queue, state, alive) = (pool.queue.clone(), state.clone(), Alive::new(&pool.live));
+            // On failure, dropping `pool` stops the threads already started.
             std::thread::Builder::new()
                 .name(format!("{name}-{i}"))
-                .spawn(move || work(&rx, &*state, alive))?;
+                .spawn(move || work(&queue, &*state, alive))?;
         }
-        Ok(Pool { jobs: tx, live })
+        Ok(pool)
     }
 
     /// Runs `f` on one of the pool's threads with that thread's state.
@@ -67,12 +119,31 @@ impl<S: 'static> Pool<S> {
         F: FnOnce(&mut S) -> T + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let job: Job<S> = Box::new(move |state| {
+        self.enqueue(Box::new(move |state| {
             let _ = tx.send(f(state));
-        });
-        self.jobs.send(job).await.map_err(|_| PoolError::Stopped)?;
+        }))
+        .await?;
         // The sender is dropped unsent only when the job panicked.
         rx.await.map_err(|_| PoolError::Panicked)
+    }
+
+    /// Queues `job`, waiting for a place first if the queue is full.
+    async fn enqueue(&self, job: Job<S>) -> Result<(), PoolError> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| PoolError::Stopped)?;
+        let wake = {
+            let mut waiting = self.queue.lock();
+            waiting.jobs.push_back((job, permit));
+            waiting.idle.pop()
+        };
+        if let Some(thread) = wake {
+            thread.unpark();
+        }
+        Ok(())
     }
 
     /// Threads still running (they outlive the pool by the jobs queued when it dropped).
@@ -87,17 +158,23 @@ impl<S: 'static> Pool<S> {
     }
 }
 
-fn work<S>(jobs: &Mutex<mpsc::Receiver<Job<S>>>, state: &dyn Fn() -> S, _alive: Alive) {
-    let mut current = state();
-    loop {
-        // Idle threads queue on the mutex; the one holding it waits for the next job.
-        let job = jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .blocking_recv();
-        let Some(job) = job else {
-            return; // The pool was dropped and the queue is empty.
+impl<S> Drop for Pool<S> {
+    fn drop(&mut self) {
+        self.permits.close();
+        let idle = {
+            let mut waiting = self.queue.lock();
+            waiting.closed = true;
+            std::mem::take(&mut waiting.idle)
         };
+        for thread in idle {
+            thread.unpark();
+        }
+    }
+}
+
+fn work<S>(queue: &Queue<S>, state: &dyn Fn() -> S, _alive: Alive) {
+    let mut current = state();
+    while let Some((job, _permit)) = queue.next() {
         if catch_unwind(AssertUnwindSafe(|| job(&mut current))).is_err() {
             current = state();
         }
@@ -197,7 +274,7 @@ mod tests {
                     std::thread::sleep(Duration::from_millis(5));
                     done.fetch_add(1, Ordering::SeqCst);
                 });
-                pool.jobs.send(job).await.unwrap();
+                pool.enqueue(job).await.unwrap();
             }
         });
         assert_eq!(live.load(Ordering::SeqCst), 3);
