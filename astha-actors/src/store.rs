@@ -28,6 +28,15 @@ use crate::pool::{Pool, PoolError};
 /// the throughput benchmark), and never queued behind a catch-up.
 pub const READ_THREADS: usize = 3;
 
+/// Page cache of each read connection, in KiB (SQLite's default is 2,000). Reads scan
+/// the log in id order, so a cached page is rarely read twice, and in WAL mode a read
+/// that starts after any commit (every slot write is one) begins with an empty cache
+/// (`pagerBeginReadTransaction` resets it when the WAL changed). The bundled SQLite
+/// is built with `SQLITE_ENABLE_MEMORY_MANAGEMENT`, so the connections of a process share
+/// one cache whose limit is the sum of theirs: this also lowers what any one connection
+/// (the writer during cleanup, say) may fill.
+pub const READER_CACHE_KIB: i64 = 256;
+
 /// Jobs each of the read and write queues holds; callers beyond it wait (asynchronously)
 /// for a place.
 pub const QUEUE_JOBS: usize = 64;
@@ -189,8 +198,10 @@ impl Store {
 impl ReaderSlot {
     fn reader(&mut self) -> Result<&mut Reader> {
         if self.reader.is_none() {
+            let conn = astha_core::db::open(&self.path)?;
+            conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
             self.reader = Some(Reader {
-                conn: astha_core::db::open(&self.path)?,
+                conn,
                 log: LogReader::new(&self.log_table),
             });
         }
