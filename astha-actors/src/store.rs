@@ -23,9 +23,8 @@ use crate::pool::{Pool, PoolError};
 
 /// Threads (and connections) serving the reads of components catching up from the log
 /// and other queries; further reads wait their turn. The poller's reads have a thread of
-/// their own: always the same connection, whose page cache holds the pages it read last
-/// (moving them between connections cost a fifth of the delivered rate, measured with
-/// the throughput benchmark), and never queued behind a catch-up.
+/// their own: never queued behind a catch-up, and always on the same connection (with
+/// its prepared statements and schema cache warm).
 pub const READ_THREADS: usize = 3;
 
 /// Page cache of each read connection, in KiB (SQLite's default is 2,000). Reads scan
