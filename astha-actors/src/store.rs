@@ -208,10 +208,22 @@ impl ReaderSlot {
     }
 }
 
+/// The writer connection. A job that panicked while holding it poisons the mutex; the
+/// connection itself is still good once the transaction the job may have left open is
+/// rolled back, so the next job recovers it rather than every later write failing.
 fn lock(writer: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connection>> {
-    writer
-        .lock()
-        .map_err(|_| CoreError::Invalid("writer connection poisoned".into()))
+    match writer.lock() {
+        Ok(conn) => Ok(conn),
+        Err(poisoned) => {
+            writer.clear_poison();
+            let conn = poisoned.into_inner();
+            if !conn.is_autocommit() {
+                tracing::warn!("rolling back a transaction left open by a panicked write");
+                conn.execute_batch("ROLLBACK")?;
+            }
+            Ok(conn)
+        }
+    }
 }
 
 fn failed(err: PoolError) -> CoreError {
@@ -279,5 +291,37 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(live(), 0, "threads outlived the store");
+    }
+
+    #[test]
+    fn a_panicking_write_leaves_the_writer_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("p.db"), "__cdc_log").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            store
+                .write(|conn| Ok(conn.execute_batch("CREATE TABLE t (v INTEGER)")?))
+                .await
+                .unwrap();
+            let panicked = store
+                .write(|conn| -> Result<()> {
+                    conn.execute_batch("BEGIN; INSERT INTO t VALUES (1);")?;
+                    panic!("a bug in a write job");
+                })
+                .await;
+            assert!(panicked.is_err());
+            let rows = store
+                .write(|conn| {
+                    conn.execute("INSERT INTO t VALUES (2)", [])?;
+                    Ok(conn.query_row("SELECT group_concat(v) FROM t", [], |r| {
+                        r.get::<_, String>(0)
+                    })?)
+                })
+                .await
+                .unwrap();
+            assert_eq!(rows, "2", "the panicked job's transaction was rolled back");
+        });
     }
 }
