@@ -34,19 +34,19 @@ pub fn open_existing(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Opens a connection whose commits wake this process's pollers at once, and which waits
-/// for the write lock in microseconds ([`use_fast_busy_handler`]): Astha's own short
-/// writes (slot positions) take the lock between a busy writer's transactions, and with
-/// SQLite's default busy timeout each such meeting would cost the writer a 1 ms sleep.
+/// Opens a connection whose commits wake this process's pollers at once. It keeps
+/// SQLite's sleeping busy timeout: a writer that yielded and retried instead (as Astha's
+/// own connection does, [`use_fast_busy_handler`]) took CPU from Astha's threads on a
+/// 2-core machine and doubled same-process delivery latency at 10k commits/s, with no
+/// gain in throughput (BENCHMARKS.md).
 pub fn open_writer(path: &Path) -> Result<Connection> {
     let conn = open(path)?;
-    use_fast_busy_handler(&conn)?;
     crate::wake::install_commit_hook(&conn);
     Ok(conn)
 }
 
 /// Configures a connection that makes Astha's own short writes (slot positions, dead
-/// letters, cleanup), or a writer that shares the database with them.
+/// letters, cleanup).
 ///
 /// SQLite's busy timeout sleeps 1, 2, 5, 10 ... ms between tries. A writer committing
 /// flat out holds the write lock nearly all the time and frees it for a few microseconds
