@@ -79,10 +79,7 @@ async fn restart_resumes_from_slots_without_loss() {
     }
     // Written while Astha is down: waits in the log.
     insert(&writer, "a", 50, 70);
-    let astha = Astha::new(db.config()).unwrap();
-    astha.start().unwrap();
-    let (c, seen) = RecordingComponent::new("c", &["a"]);
-    astha.register_component(Box::new(c)).await.unwrap();
+    let (astha, seen) = started_with_recorder(&db).await;
     assert!(seen.wait_until(LONG, |s| s.confirmed.len() >= 70).await);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(
@@ -338,10 +335,7 @@ async fn stop_loses_nothing() {
         seen_all.extend(seen.confirmed_lsns());
     }
     writer.join().unwrap();
-    let astha = Astha::new(db.config()).unwrap();
-    astha.start().unwrap();
-    let (c, seen) = RecordingComponent::new("c", &["a"]);
-    astha.register_component(Box::new(c)).await.unwrap();
+    let (astha, seen) = started_with_recorder(&db).await;
     // Earlier rounds may already have confirmed everything: wait for the position.
     let done = seen
         .wait_until(LONG, |_| {
@@ -409,10 +403,7 @@ async fn registration_rules() {
 #[actix_rt::test]
 async fn malformed_log_rows_are_quarantined_and_delivery_goes_on() {
     let db = TestDb::new();
-    let astha = Astha::new(db.config()).unwrap();
-    astha.start().unwrap();
-    let (c, seen) = RecordingComponent::new("c", &["a"]);
-    astha.register_component(Box::new(c)).await.unwrap();
+    let (astha, seen) = started_with_recorder(&db).await;
     let writer = db.writer();
     insert(&writer, "a", 0, 2);
     writer

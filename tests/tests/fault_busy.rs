@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use astha_actors::testing::RecordingComponent;
 use astha_actors::{Astha, AsthaError};
 use support::*;
 
@@ -19,10 +18,7 @@ const HOLD: Duration = Duration::from_secs(7);
 #[actix_rt::test]
 async fn a_writer_holding_the_lock_past_the_busy_timeout_delays_but_loses_nothing() {
     let db = TestDb::new();
-    let astha = Astha::new(db.config()).unwrap();
-    astha.start().unwrap();
-    let (c, seen) = RecordingComponent::new("c", &["a"]);
-    astha.register_component(Box::new(c)).await.unwrap();
+    let (astha, seen) = started_with_recorder(&db).await;
     let writer = db.writer();
     insert(&writer, "a", 0, 100);
     let path = db.path.clone();
@@ -88,10 +84,7 @@ async fn a_writer_holding_the_lock_past_the_busy_timeout_delays_but_loses_nothin
     astha.stop().await.unwrap();
 
     // Nothing is delivered twice after a restart.
-    let astha = Astha::new(db.config()).unwrap();
-    astha.start().unwrap();
-    let (c, seen) = RecordingComponent::new("c", &["a"]);
-    astha.register_component(Box::new(c)).await.unwrap();
+    let (astha, seen) = started_with_recorder(&db).await;
     insert(&writer, "a", 150, 1);
     assert!(seen.wait_until(LONG, |s| !s.confirmed.is_empty()).await);
     tokio::time::sleep(Duration::from_millis(100)).await;

@@ -179,17 +179,3 @@ async fn failing_hanging_panicking_and_rejecting_components_lose_nothing() {
     );
     astha.stop().await.unwrap();
 }
-
-/// A slot that never moves, so cleanup keeps every log row for the test to read.
-fn keep_log(db: &TestDb) {
-    let conn = astha_core::db::open(&db.path).unwrap();
-    let capture = astha_core::capture::Capture::new("__cdc_log");
-    capture.ensure_log(&conn).unwrap();
-    astha_core::slots::create(
-        &conn,
-        "__cdc_log",
-        "keep",
-        astha_core::slots::SlotStart::Beginning,
-    )
-    .unwrap();
-}

@@ -6,17 +6,12 @@
 
 mod support;
 
-use astha_actors::testing::RecordingComponent;
-use astha_actors::Astha;
 use support::*;
 
 #[actix_rt::test]
 async fn writes_failing_with_a_full_disk_leave_no_trace_and_nothing_is_lost() {
     let db = TestDb::new();
-    let astha = Astha::new(db.config()).unwrap();
-    astha.start().unwrap();
-    let (c, seen) = RecordingComponent::new("c", &["a"]);
-    astha.register_component(Box::new(c)).await.unwrap();
+    let (astha, seen) = started_with_recorder(&db).await;
     let writer = db.writer();
     insert(&writer, "a", 0, 20);
     let pages: i64 = writer

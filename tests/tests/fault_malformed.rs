@@ -6,8 +6,6 @@ mod support;
 
 use std::time::Duration;
 
-use astha_actors::testing::RecordingComponent;
-use astha_actors::Astha;
 use rusqlite::Connection;
 use support::*;
 
@@ -62,10 +60,7 @@ fn bad_types(a: i64) -> Vec<String> {
 async fn run(bad: impl Fn(i64, i64) -> Vec<String>) {
     let db = TestDb::new();
     keep_log(&db);
-    let astha = Astha::new(db.config()).unwrap();
-    astha.start().unwrap();
-    let (c, seen) = RecordingComponent::new("c", &["a"]);
-    astha.register_component(Box::new(c)).await.unwrap();
+    let (astha, seen) = started_with_recorder(&db).await;
     let writer = db.writer();
     let (a, b) = (schema_id(&writer, "a"), schema_id(&writer, "b"));
     let rows = bad(a, b);
@@ -121,18 +116,4 @@ async fn rows_with_bad_content_go_to_dead_letters_and_the_rest_flows() {
 #[actix_rt::test]
 async fn rows_with_bad_types_go_to_dead_letters_and_the_rest_flows() {
     run(|a, _| bad_types(a)).await;
-}
-
-/// A slot that never moves, so cleanup keeps every log row for the test to read.
-fn keep_log(db: &TestDb) {
-    let conn = astha_core::db::open(&db.path).unwrap();
-    let capture = astha_core::capture::Capture::new("__cdc_log");
-    capture.ensure_log(&conn).unwrap();
-    astha_core::slots::create(
-        &conn,
-        "__cdc_log",
-        "keep",
-        astha_core::slots::SlotStart::Beginning,
-    )
-    .unwrap();
 }

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use astha_actors::testing::{Recording, RecordingComponent};
 use astha_core::config::AsthaConfig;
 use rusqlite::Connection;
 
@@ -90,3 +91,28 @@ pub fn values(changes: &[std::sync::Arc<astha_core::Change>]) -> Vec<i64> {
 }
 
 pub const LONG: Duration = Duration::from_secs(120);
+
+/// Astha started on `db` with default settings, and one recording component `c` on
+/// table `a`.
+pub async fn started_with_recorder(db: &TestDb) -> (astha_actors::Astha, Recording) {
+    let astha = astha_actors::Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let (c, seen) = RecordingComponent::new("c", &["a"]);
+    astha.register_component(Box::new(c)).await.unwrap();
+    (astha, seen)
+}
+
+/// A slot that never moves, so cleanup keeps every log row for the test to read.
+pub fn keep_log(db: &TestDb) {
+    let conn = astha_core::db::open(&db.path).unwrap();
+    astha_core::capture::Capture::new("__cdc_log")
+        .ensure_log(&conn)
+        .unwrap();
+    astha_core::slots::create(
+        &conn,
+        "__cdc_log",
+        "keep",
+        astha_core::slots::SlotStart::Beginning,
+    )
+    .unwrap();
+}
