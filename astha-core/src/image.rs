@@ -185,18 +185,9 @@ pub fn check(
 }
 
 /// The before- and after-image of a change of `op` on `schema`'s table, from the values
-/// of its log row (`v0...`; values past the end count as NULL).
-pub fn decode(
-    op: Operation,
-    schema: &TableSchema,
-    values: &[Value],
-) -> std::result::Result<Images, ImageError> {
-    check(op, schema, values)?;
-    Ok(decode_owned(op, schema, values.to_vec()))
-}
-
-/// [`decode`] of values that passed [`check`], moving them instead of copying.
-pub fn decode_owned(op: Operation, schema: &TableSchema, mut values: Vec<Value>) -> Images {
+/// of its log row (`v0...`; values past the end count as NULL), which must have passed
+/// [`check`]. The values are moved into the images, not copied.
+pub fn decode(op: Operation, schema: &TableSchema, mut values: Vec<Value>) -> Images {
     let columns = schema.columns.len();
     values.resize(columns.max(values.len()), Value::Null);
     let mut rest = values.split_off(columns);
@@ -282,6 +273,16 @@ mod tests {
         }
     }
 
+    /// `check`, then `decode`, as the log reader does.
+    fn decode_checked(
+        op: Operation,
+        schema: &TableSchema,
+        values: &[Value],
+    ) -> std::result::Result<Images, ImageError> {
+        check(op, schema, values)?;
+        Ok(decode(op, schema, values.to_vec()))
+    }
+
     #[test]
     fn update_writes_new_row_old_values_and_masks_of_loose_columns() {
         let (cols, values) = trigger_values(Operation::Update, &schema(&[true, false]));
@@ -337,7 +338,8 @@ mod tests {
             Value::Integer(5),
             Value::Integer(7),
         ];
-        let (before, after) = decode(Operation::Update, &schema(&[true; 3]), &values).unwrap();
+        let (before, after) =
+            decode_checked(Operation::Update, &schema(&[true; 3]), &values).unwrap();
         assert_eq!(
             after.unwrap(),
             vec![Value::Text("a".into()), Value::Integer(5), Value::Null]
@@ -359,7 +361,8 @@ mod tests {
         values.push(Value::Integer(!(1 << 5)));
         values.push(Value::Integer(-1));
         values.push(Value::Integer(0b11));
-        let (before, _) = decode(Operation::Update, &schema(&vec![false; n]), &values).unwrap();
+        let (before, _) =
+            decode_checked(Operation::Update, &schema(&vec![false; n]), &values).unwrap();
         for (i, v) in before.unwrap().iter().enumerate() {
             let expected = if i == 5 {
                 Value::Integer(-5)
@@ -370,14 +373,14 @@ mod tests {
         }
         // An unchanged loose column: slot NULL, mask bit clear.
         let values = [Value::Real(-0.0), Value::Null, Value::Integer(0)];
-        let (before, _) = decode(Operation::Update, &schema(&[false]), &values).unwrap();
+        let (before, _) = decode_checked(Operation::Update, &schema(&[false]), &values).unwrap();
         assert!(before.unwrap()[0].same_as(&Value::Real(-0.0)));
     }
 
     #[test]
     fn decode_rejects_a_mask_that_is_not_an_integer() {
         let values = [Value::Integer(1), Value::Null, Value::Text("x".into())];
-        let err = decode(Operation::Update, &schema(&[false]), &values).unwrap_err();
+        let err = decode_checked(Operation::Update, &schema(&[false]), &values).unwrap_err();
         assert!(err.0.contains("mask"), "{err}");
     }
 

@@ -290,7 +290,7 @@ impl LogReader {
                     values,
                     ..
                 } = raw;
-                let (before, after) = crate::image::decode_owned(op, &schema, values);
+                let (before, after) = crate::image::decode(op, &schema, values);
                 let row = |values: Option<Vec<Value>>| {
                     values.map(|v| Row::new(schema.clone(), v).expect("decode gives n values"))
                 };
