@@ -15,6 +15,23 @@ use crate::log::{trimmed_values, RawChange};
 /// The dead-letter table.
 pub const TABLE: &str = "__astha_dead_letters";
 
+/// The dead-letter table's columns besides its value columns, in table order (the widest
+/// set of fixed columns of any table holding images: it bounds the widest capturable table).
+pub const FIXED_COLUMNS: [&str; 12] = [
+    "id",
+    "consumer",
+    "lsn",
+    "ts",
+    "tbl",
+    "op",
+    "schema_id",
+    "reason",
+    "attempts",
+    "retriable",
+    "created_at",
+    "replayed_at",
+];
+
 /// The consumer name under which undecodable log rows are kept.
 pub const ANY_CONSUMER: &str = "*";
 
@@ -123,11 +140,11 @@ pub fn list(
 ) -> Result<Vec<DeadLetter>> {
     let width = image::value_columns(conn, TABLE)?;
     let sql = format!(
-        "SELECT id, consumer, lsn, ts, tbl, op, schema_id, reason, attempts,
-                retriable, created_at, replayed_at{}{}
+        "SELECT {}{}{}
          FROM {TABLE}
          WHERE (?1 IS NULL OR consumer = ?1) AND (?2 OR replayed_at IS NULL)
          ORDER BY consumer, lsn",
+        FIXED_COLUMNS.join(", "),
         if width > 0 { ", " } else { "" },
         image::value_list(width),
     );
@@ -144,7 +161,7 @@ pub fn list(
                     rusqlite::types::ValueRef::Integer(i) => i,
                     _ => 0,
                 },
-                values: trimmed_values(r, 12)?,
+                values: trimmed_values(r, FIXED_COLUMNS.len())?,
                 defect: None,
             };
             Ok(DeadLetter {
@@ -258,4 +275,27 @@ pub fn replay(conn: &Connection, log_table: &str, id: i64) -> Result<i64> {
     mark_replayed(&tx, id)?;
     tx.commit()?;
     Ok(lsn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixed_columns_are_the_tables_columns_before_its_values() {
+        let conn = Connection::open_in_memory().unwrap();
+        ensure_table(&conn).unwrap();
+        image::widen(&conn, TABLE, 2).unwrap();
+        let mut stmt = conn
+            .prepare("SELECT name FROM pragma_table_info(?1)")
+            .unwrap();
+        let names: Vec<String> = stmt
+            .query_map([TABLE], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let mut expected: Vec<String> = FIXED_COLUMNS.iter().map(|c| c.to_string()).collect();
+        expected.extend(["v0".to_string(), "v1".to_string()]);
+        assert_eq!(names, expected);
+    }
 }

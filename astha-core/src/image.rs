@@ -45,10 +45,8 @@ const MASK_BITS: usize = 64;
 /// SQLite's default `SQLITE_MAX_COLUMN` (the bundled build keeps it).
 const SQLITE_MAX_COLUMN: usize = 2000;
 
-/// Columns of the widest Astha table that holds images besides its values (the
-/// dead-letter table: id, consumer, lsn, ts, tbl, op, schema_id, reason, attempts,
-/// retriable, created_at, replayed_at).
-const MAX_FIXED_COLUMNS: usize = 12;
+/// Columns of the widest Astha table that holds images besides its values.
+const MAX_FIXED_COLUMNS: usize = crate::dead_letter::FIXED_COLUMNS.len();
 
 /// Name of the `i`-th value column.
 pub fn value_column(i: usize) -> String {
