@@ -623,3 +623,33 @@ proptest! {
         }
     }
 }
+
+/// `install` compares the live trigger SQL with what this build generates: a trigger
+/// edited by hand (or left by another build) is regenerated, not trusted.
+#[test]
+fn install_regenerates_triggers_that_differ_from_this_builds() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, x)")
+        .unwrap();
+    capture().install(&conn, "t").unwrap();
+    let [ins, _, _] = astha_core::capture::trigger_names("t");
+    conn.execute_batch(&format!(
+        "DROP TRIGGER \"{ins}\"; CREATE TRIGGER \"{ins}\" AFTER INSERT ON t BEGIN SELECT 1; END;"
+    ))
+    .unwrap();
+    assert_eq!(
+        capture().install(&conn, "t").unwrap(),
+        InstallOutcome::Regenerated
+    );
+    conn.execute("INSERT INTO t VALUES (1, 'a')", []).unwrap();
+    assert_eq!(
+        read_all(&conn, 0, 10).len(),
+        1,
+        "the insert is captured again"
+    );
+    assert_eq!(
+        capture().install(&conn, "t").unwrap(),
+        InstallOutcome::Unchanged
+    );
+}
