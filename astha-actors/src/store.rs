@@ -123,15 +123,10 @@ impl Store {
 
     /// Reads the next batch after `after`, on the poller's own read thread.
     pub async fn read(&self, after: i64, limits: BatchLimits) -> Result<Batch> {
-        let result = self
-            .inner
-            .live
-            .run(move |slot| {
-                let reader = slot.reader()?;
-                reader.log.read(&reader.conn, after, limits, None)
-            })
-            .await;
-        result.map_err(failed)?
+        with_reader(&self.inner.live, move |reader| {
+            reader.log.read(&reader.conn, after, limits, None)
+        })
+        .await
     }
 
     /// Reads the next batch of rows of `tables` after `after`, for a component catching
@@ -142,8 +137,10 @@ impl Store {
         limits: BatchLimits,
         tables: Arc<[String]>,
     ) -> Result<Batch> {
-        self.with_reader(move |reader| reader.log.read(&reader.conn, after, limits, Some(&tables)))
-            .await
+        with_reader(&self.inner.reads, move |reader| {
+            reader.log.read(&reader.conn, after, limits, Some(&tables))
+        })
+        .await
     }
 
     /// Runs a read-only `f` on a pooled reader connection, off the executor.
@@ -152,17 +149,7 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.with_reader(move |reader| f(&reader.conn)).await
-    }
-
-    /// Lends a read thread's reader (connection and schema cache) to `f`.
-    async fn with_reader<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Reader) -> Result<T> + Send + 'static,
-    {
-        let result = self.inner.reads.run(move |slot| f(slot.reader()?)).await;
-        result.map_err(failed)?
+        with_reader(&self.inner.reads, move |reader| f(&reader.conn)).await
     }
 
     /// Runs `f` on the writer connection, on the write thread.
@@ -224,6 +211,16 @@ fn lock(writer: &Mutex<Connection>) -> Result<std::sync::MutexGuard<'_, Connecti
             Ok(conn)
         }
     }
+}
+
+/// Lends a reader (connection and schema cache) of one of `pool`'s threads to `f`.
+async fn with_reader<T, F>(pool: &Pool<ReaderSlot>, f: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&mut Reader) -> Result<T> + Send + 'static,
+{
+    let result = pool.run(move |slot| f(slot.reader()?)).await;
+    result.map_err(failed)?
 }
 
 fn failed(err: PoolError) -> CoreError {
@@ -323,5 +320,53 @@ mod tests {
                 .unwrap();
             assert_eq!(rows, "2", "the panicked job's transaction was rolled back");
         });
+    }
+
+    /// The poller's reads never queue behind catch-ups: with every other read thread
+    /// busy, a poller read still completes.
+    #[test]
+    fn the_pollers_reads_have_a_thread_of_their_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("r.db"), "__cdc_log").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let release = Arc::new(std::sync::Barrier::new(READ_THREADS + 1));
+        let started = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let busy: Vec<_> = (0..READ_THREADS)
+            .map(|_| {
+                let (release, started) = (release.clone(), started.clone());
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .build()
+                        .unwrap();
+                    rt.block_on(store.query(move |_| {
+                        started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        release.wait();
+                        Ok(())
+                    }))
+                    .unwrap();
+                })
+            })
+            .collect();
+        while started.load(std::sync::atomic::Ordering::SeqCst) < READ_THREADS {
+            std::thread::yield_now();
+        }
+        let read = rt.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(3),
+                store.read(0, BatchLimits::default()),
+            )
+            .await
+        });
+        release.wait();
+        for t in busy {
+            t.join().unwrap();
+        }
+        assert!(read
+            .expect("the poller's read waited for catch-up threads")
+            .is_ok());
     }
 }
