@@ -207,14 +207,14 @@ impl LogReader {
         tables: Option<&[String]>,
     ) -> Result<Batch> {
         let tx = conn.unchecked_transaction()?;
-        let raws = self.read_raw(&tx, after_lsn, limits, tables)?;
+        let (raws, bytes) = self.read_raw(&tx, after_lsn, limits, tables)?;
         let full = raws.len() >= limits.max_rows;
         let mut batch = Batch {
             scanned_to: after_lsn,
+            bytes,
             ..Batch::default()
         };
         for raw in raws {
-            batch.bytes += raw.bytes();
             batch.scanned_to = raw.lsn;
             match self.decode(&tx, raw) {
                 Ok(change) => batch.changes.push(change),
@@ -236,7 +236,7 @@ impl LogReader {
         after_lsn: i64,
         limits: BatchLimits,
         tables: Option<&[String]>,
-    ) -> Result<Vec<RawChange>> {
+    ) -> Result<(Vec<RawChange>, usize)> {
         let limit = limits.max_rows as i64;
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -275,7 +275,7 @@ impl LogReader {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, bytes))
     }
 
     /// Decodes one stored row; on failure gives it back with a reason fit for a
