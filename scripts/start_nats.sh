@@ -7,7 +7,13 @@
 #   ASTHA_NATS_PID     the server's pid (stop it with: kill "$ASTHA_NATS_PID")
 # Source it, from .ci/run:  . scripts/start_nats.sh
 # Ports: ASTHA_NATS_PORT (default 4222), ASTHA_NATS_MONITOR_PORT (default 8222).
-_astha_nats_opts="$(set +o)"
+# Remember the caller's shell options to restore them at the end. Not `$(set +o)`: a
+# command substitution runs in a subshell where errexit is already off, so restoring
+# from it silently switched `set -e` off for the rest of .ci/run.
+_astha_nats_opts="set +euo pipefail"
+case $- in *e*) _astha_nats_opts="$_astha_nats_opts; set -e" ;; esac
+case $- in *u*) _astha_nats_opts="$_astha_nats_opts; set -u" ;; esac
+if shopt -qo pipefail; then _astha_nats_opts="$_astha_nats_opts; set -o pipefail"; fi
 set -euo pipefail
 
 if ! command -v nats-server >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
