@@ -1,21 +1,31 @@
 //! Sinks: components that deliver every change they receive to a system outside the
 //! database, at least once, and confirm a change only once that system acknowledged it.
 //!
+//! - [`stdout`]: prints each change as a JSON line;
+//! - [`file`]: appends JSON lines to a file, fsynced per batch, rotated by size and age;
 //! - [`nats`]: publishes to NATS JetStream, one message per change, de-duplicated by
 //!   JetStream through a `Nats-Msg-Id` built from the [`identity`] and the LSN;
 //! - [`webhook`]: POSTs changes as a JSON array to a URL, signed with HMAC-SHA256.
 //!
-//! Both are ordinary supervised components: retries with backoff, the circuit breaker and
+//! Every sink type is registered in the [`registry`] (type name → config type, validate,
+//! build), which `astha run` builds its `[[sinks]]` from; a new sink is one module here
+//! plus one line in the registry's built-in list. All are ordinary supervised components: retries with backoff, the circuit breaker and
 //! dead letters come from the supervisor. A sink classifies its errors (a refused
 //! connection or a timeout is transient, a payload the receiver rejects for good is
 //! permanent) and never confirms a change it could not hand over. The payload is
 //! [`astha_core::Change::to_json`], the line `astha watch` prints.
 
+pub mod file;
 pub mod identity;
 pub mod nats;
+pub mod registry;
+pub mod stdout;
 pub mod webhook;
 
+pub use file::{FileSink, FileSinkConfig, Fsync};
 pub use nats::{NatsSink, NatsSinkConfig, StreamSetup};
+pub use registry::{ParsedSink, RegistryError, SinkConfig, SinkContext, SinkRegistry};
+pub use stdout::{StdoutSink, StdoutSinkConfig};
 pub use webhook::{WebhookSink, WebhookSinkConfig};
 
 /// Makes `text` usable as one token of a NATS subject: `.`, `*`, `>` and whitespace

@@ -28,6 +28,7 @@ use async_nats::jetstream::{self, context::PublishAckFuture, stream};
 use async_trait::async_trait;
 use serde::Deserialize;
 
+use super::registry::{SinkConfig, SinkContext};
 use super::{identity, subject_token};
 
 /// How the sink finds its stream.
@@ -67,9 +68,12 @@ pub struct NatsSinkConfig {
     /// Server URL(s), comma-separated, e.g. `nats://127.0.0.1:4222`.
     #[serde(default = "default_url")]
     pub url: String,
-    /// Tables whose changes are published.
+    /// Tables whose changes are published (in a pipeline: the sink's `tables`).
+    #[serde(default)]
     pub tables: Vec<String>,
-    /// The `<database>` token of every subject.
+    /// The `<database>` token of every subject; in a pipeline it defaults to the
+    /// source's name.
+    #[serde(default)]
     pub database: String,
     /// Idempotency prefix of `Nats-Msg-Id`; default: the database's stored identity
     /// (see [`identity`]), passed to [`NatsSink::new`].
@@ -171,6 +175,36 @@ impl NatsSinkConfig {
         match &self.stream {
             StreamSetup::Create { name, .. } | StreamSetup::Existing { name } => name,
         }
+    }
+}
+
+impl SinkConfig for NatsSinkConfig {
+    const TYPE: &'static str = "nats";
+    const ABOUT: &'static str =
+        "publishes each change to NATS JetStream, de-duplicated by Nats-Msg-Id";
+
+    fn validate(&self, ctx: &SinkContext) -> Result<(), String> {
+        NatsSinkConfig::validate(&self.for_context(ctx))
+    }
+
+    fn build(&self, ctx: &SinkContext) -> Result<Box<dyn Component>, String> {
+        Ok(Box::new(NatsSink::new(
+            self.for_context(ctx),
+            &ctx.identity,
+        )?))
+    }
+}
+
+impl NatsSinkConfig {
+    /// This config with the name, tables and (unless set) database of `ctx`.
+    fn for_context(&self, ctx: &SinkContext) -> NatsSinkConfig {
+        let mut config = self.clone();
+        config.name = ctx.name.clone();
+        config.tables = ctx.tables.clone();
+        if config.database.is_empty() {
+            config.database = ctx.source.clone();
+        }
+        config
     }
 }
 

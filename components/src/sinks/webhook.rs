@@ -27,6 +27,8 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use super::registry::{SinkConfig, SinkContext};
+
 /// The signature header's name.
 pub const SIGNATURE_HEADER: &str = "X-Astha-Signature";
 /// The delivery-id header's name.
@@ -41,7 +43,8 @@ pub struct WebhookSinkConfig {
     pub name: String,
     /// Where to POST (`http://` or `https://`).
     pub url: String,
-    /// Tables whose changes are sent.
+    /// Tables whose changes are sent (in a pipeline: the sink's `tables`).
+    #[serde(default)]
     pub tables: Vec<String>,
     /// HMAC-SHA256 key of the signature header.
     pub secret: String,
@@ -123,6 +126,32 @@ impl WebhookSinkConfig {
             return Err(format!("webhook sink {}: max_batch must be > 0", self.name));
         }
         Ok(())
+    }
+}
+
+impl SinkConfig for WebhookSinkConfig {
+    const TYPE: &'static str = "webhook";
+    const ABOUT: &'static str = "POSTs changes as a signed JSON array to a URL";
+
+    fn validate(&self, ctx: &SinkContext) -> Result<(), String> {
+        WebhookSinkConfig::validate(&self.for_context(ctx))
+    }
+
+    fn build(&self, ctx: &SinkContext) -> Result<Box<dyn Component>, String> {
+        Ok(Box::new(WebhookSink::new(
+            self.for_context(ctx),
+            &ctx.identity,
+        )?))
+    }
+}
+
+impl WebhookSinkConfig {
+    /// This config with the name and tables of `ctx`.
+    fn for_context(&self, ctx: &SinkContext) -> WebhookSinkConfig {
+        let mut config = self.clone();
+        config.name = ctx.name.clone();
+        config.tables = ctx.tables.clone();
+        config
     }
 }
 
