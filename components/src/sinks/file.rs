@@ -14,7 +14,7 @@
 //! again, so every line of the file is whole JSON.
 //!
 //! Rotation: before a batch is written, the current file is closed and renamed to
-//! `<stem>-<UTC time>.<ext>` (then the directory is synced) once it holds `max_bytes` or
+//! `<stem>-<UTC time>-<nnnn>.<ext>` (then the directory is synced) once it holds `max_bytes` or
 //! more, or is older than `max_age` (its creation time, or when this process opened it
 //! where the file system records none). A batch is never split across files. Old files
 //! are never deleted by Astha. The path may contain `{source}` (the source's name), which
@@ -347,7 +347,10 @@ fn cut_torn_tail(file: &mut File) -> std::io::Result<u64> {
     Ok(end)
 }
 
-/// `<stem>-<UTC time>[-n].<ext>` next to `path`, not yet existing.
+/// `<stem>-<UTC time>-<nnnn>.<ext>` next to `path`, not yet existing. The sequence is
+/// always written, zero-padded, so rotated files sort by name in the order they were
+/// written even when two rotations fall in the same millisecond (a bare `-1` suffix
+/// sorted before the unsuffixed name: `-` is below `.`).
 fn rotated_name(path: &Path) -> PathBuf {
     let stem = path
         .file_stem()
@@ -358,19 +361,10 @@ fn rotated_name(path: &Path) -> PathBuf {
         .map(|e| format!(".{}", e.to_string_lossy()))
         .unwrap_or_default();
     let time = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-    let mut n = 0;
-    loop {
-        let suffix = if n == 0 {
-            String::new()
-        } else {
-            format!("-{n}")
-        };
-        let candidate = path.with_file_name(format!("{stem}-{time}{suffix}{ext}"));
-        if !candidate.exists() {
-            return candidate;
-        }
-        n += 1;
-    }
+    (0u32..)
+        .map(|n| path.with_file_name(format!("{stem}-{time}-{n:04}{ext}")))
+        .find(|candidate| !candidate.exists())
+        .expect("fewer than 2^32 rotations in one millisecond")
 }
 
 fn sync_dir(path: &Path) -> std::io::Result<()> {
