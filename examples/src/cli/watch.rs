@@ -107,6 +107,7 @@ async fn watch_async(
     tables: Vec<String>,
     args: WatchArgs,
 ) -> Result<(), CliError> {
+    let mut shutdown = super::shutdown::Shutdown::install()?;
     let path = config.database.clone();
     let log_table = config.log_table.clone();
     let astha = Astha::new(config).map_err(|e| CliError::astha(&path, e))?;
@@ -168,12 +169,12 @@ async fn watch_async(
         .await
         .map_err(|e| CliError::astha(&path, e))?;
     eprintln!(
-        "watching {} (slot {name}{}); Ctrl-C to stop",
+        "watching {} (slot {name}{}); Ctrl-C, SIGTERM or SIGHUP stops",
         path.display(),
         if durable { ", durable" } else { "" }
     );
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = shutdown.signalled() => {}
         _ = done_rx.wait_for(|done| *done) => {}
     }
     if !durable {
