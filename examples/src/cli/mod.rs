@@ -6,6 +6,7 @@ mod demo;
 mod errors;
 mod run;
 mod shutdown;
+mod slots;
 mod status;
 mod watch;
 
@@ -51,6 +52,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show capture, log depth, slots, component states and dead letters of a database.
     Status(status::StatusArgs),
+    /// List, drop or reset the durable positions (slots) of a database's consumers.
+    #[command(subcommand)]
+    Slots(slots::SlotsCommand),
     /// List or replay dead letters.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLettersCommand),
@@ -74,7 +78,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Demo(args) => demo::run(cli.config.as_deref(), args),
         Command::Watch(args) => watch::run(cli.config.as_deref(), args),
         Command::Run(args) => run::run(cli.config.as_deref(), args),
-        Command::Status(args) => status::run(args),
+        Command::Status(args) => status::run(cli.config.as_deref(), args),
+        Command::Slots(cmd) => slots::run(cli.config.as_deref(), cmd),
         Command::DeadLetters(cmd) => dead_letters::run(cli.config.as_deref(), cmd),
         Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
     }
