@@ -14,6 +14,7 @@ use std::sync::Arc;
 use astha_components::sinks::{identity, ParsedSink, SinkContext, SinkRegistry};
 use astha_core::capture::Capture;
 use astha_core::config::AsthaConfig;
+use astha_core::format::EventFormat;
 use astha_core::schema;
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
@@ -22,9 +23,6 @@ use crate::filter::RowFilter;
 use crate::select::{self, Patterns};
 use crate::shape::{ColumnSelection, TableShape};
 use crate::spec::{PipelineSpec, Settings, SinkSpec, SourceSpec};
-
-/// The formats the sinks can write today.
-pub const FORMATS: &[&str] = &["native"];
 
 /// A checked pipeline, ready to start.
 #[derive(Debug)]
@@ -263,11 +261,10 @@ fn plan_sink(
             .clone()
             .or_else(|| cascade(spec, source_spec, None, |s| s.format.clone()))
             .unwrap_or_else(|| "native".into());
-        if !FORMATS.contains(&format.as_str()) {
+        if let Err(reason) = format.parse::<EventFormat>() {
             return Err(PipelineError::Invalid(format!(
-                "sink {:?}: format {format:?} is not available; the formats are: {}",
-                sink.name,
-                FORMATS.join(", ")
+                "sink {:?}: {reason}",
+                sink.name
             )));
         }
         let context = SinkContext {

@@ -53,7 +53,7 @@ pub struct PipelineSpec {
 pub struct Settings {
     /// Most log rows the source's poller reads per batch (source level and above).
     pub batch_size: Option<usize>,
-    /// Event format of the sinks (`native`; more formats come with the formats work).
+    /// Event format of the sinks: `native`, `debezium` or `cloudevents`.
     pub format: Option<String>,
     /// Create capture triggers on the selected tables where they are missing.
     pub install: Option<bool>,

@@ -226,7 +226,7 @@ fn a_pipeline_that_cannot_run_is_refused_with_the_way_out() {
         ),
         (
             "tables = [\"orders\"]\nformat = \"avro\"\n",
-            "format \"avro\" is not available",
+            "unknown format \"avro\"",
         ),
     ];
     for (extra, expected) in cases {
@@ -272,4 +272,63 @@ fn a_pipeline_that_cannot_run_is_refused_with_the_way_out() {
     );
     assert!(err.contains("does not exist"), "{err}");
     assert!(!dir.path().join("none.db").exists());
+}
+
+#[actix_rt::test]
+async fn each_sink_writes_its_own_format() {
+    let dir = tempfile::tempdir().unwrap();
+    make_shop(&dir.path().join("shop.db"));
+    let spec = spec(
+        r#"
+        [defaults]
+        format = "debezium"
+        [[sources]]
+        database = "$DIR/shop.db"
+        tables = ["orders"]
+        install = true
+        [[sinks]]
+        name = "dbz"
+        type = "file"
+        path = "$DIR/dbz.jsonl"
+        [[sinks]]
+        name = "ce"
+        type = "file"
+        format = "cloudevents"
+        path = "$DIR/ce.jsonl"
+        "#,
+        dir.path(),
+    );
+    let running = plan(&spec, &SinkRegistry::builtin(), &engine())
+        .unwrap()
+        .start(&engine())
+        .await
+        .unwrap();
+    let conn = Connection::open(dir.path().join("shop.db")).unwrap();
+    conn.execute_batch(
+        "INSERT INTO orders VALUES (1, 'ann', x'0102', 2.5);
+         UPDATE orders SET amount = 3 WHERE id = 1;
+         DELETE FROM orders;",
+    )
+    .unwrap();
+    let dbz = wait_for_lines(&dir.path().join("dbz.jsonl"), 3).await;
+    let ce = wait_for_lines(&dir.path().join("ce.jsonl"), 3).await;
+    running.stop().await.unwrap();
+    let ops: Vec<&str> = dbz.iter().map(|e| e["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["c", "u", "d"]);
+    assert_eq!(dbz[0]["source"]["name"], "shop");
+    assert_eq!(dbz[0]["source"]["table"], "orders");
+    assert_eq!(dbz[0]["after"]["secret"], "AQI=", "a BLOB is base64");
+    assert_eq!(dbz[1]["before"]["amount"], 2.5);
+    let types: Vec<&str> = ce.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        types,
+        [
+            "io.astha.change.insert",
+            "io.astha.change.update",
+            "io.astha.change.delete"
+        ]
+    );
+    assert_eq!(ce[0]["data"]["after"]["customer"], "ann");
+    let lsn = ce[0]["data"]["lsn"].as_i64().unwrap();
+    assert!(ce[0]["id"].as_str().unwrap().ends_with(&format!(":{lsn}")));
 }
