@@ -86,7 +86,10 @@ impl Astha {
             return Err(AsthaError::AlreadyRunning);
         }
         let start = self.initial_position()?;
-        let watcher = DataVersionWatcher::start(self.store.path(), self.config.data_version_poll)?;
+        let watcher = DataVersionWatcher::start(
+            astha_core::db::open(self.store.path())?,
+            self.config.data_version_poll,
+        )?;
         let (router, own_system) = if actix::System::try_current().is_some() {
             (self.spawn_actors(start), None)
         } else {
