@@ -6,7 +6,6 @@
 //!   durable consumer positions, consistent snapshots, and a place for what cannot be
 //!   delivered; [`log_layout`] owns the fixed columns of the log row (and of its copy in
 //!   a dead letter), [`image`] the value columns after them;
-//! - [`registry`]: the lakehouse metadata registry schema and its typed rows;
 //! - pure policies: [`retry`], [`breaker`], [`config`].
 
 pub mod bootstrap;
@@ -22,7 +21,6 @@ pub mod ident;
 pub mod image;
 pub mod log;
 pub mod log_layout;
-pub mod registry;
 pub mod retry;
 pub mod schema;
 pub mod slots;

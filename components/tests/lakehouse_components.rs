@@ -16,6 +16,9 @@ use astha_components::iceberg::{
 };
 use astha_components::iceberg_updater::IcebergUpdaterConfig;
 use astha_components::lakehouse::{data_file_info, LakehouseConfig};
+use astha_components::registry::{
+    self, ColumnDef, IcebergState, TableFile, TableRow, REGISTRY_TABLES,
+};
 use astha_components::schema_manager::SchemaManagerConfig;
 use astha_components::snapshotter::{SnapshotterConfig, Trigger};
 use astha_components::storage_manager::StorageManagerConfig;
@@ -24,7 +27,6 @@ use astha_components::{
 };
 use astha_core::capture::Capture;
 use astha_core::log::{BatchLimits, LogReader};
-use astha_core::registry::{self, ColumnDef, IcebergState, TableFile, TableRow, REGISTRY_TABLES};
 use astha_core::Change;
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -1026,7 +1028,7 @@ async fn retention_expires_old_snapshots_and_deletes_only_unreferenced_files() {
     for f in env.files(id) {
         assert!(Path::new(&f.file_path).exists());
     }
-    let expired = registry::read_rows::<astha_core::registry::TableSnapshot>(
+    let expired = registry::read_rows::<astha_components::registry::TableSnapshot>(
         &env.conn(),
         "table_snapshots",
         "expired = 1",

@@ -22,6 +22,17 @@ impl AsthaConfig {
     /// The configuration a process runs with: the file at `path` (or the defaults), then
     /// the `ASTHA_` environment variables, then [`validate`](Self::validate).
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_with(path, |_| {})
+    }
+
+    /// [`load`](Self::load) for an embedding with defaults of its own (tables it always
+    /// monitors): `defaults` runs on the file's configuration, or the
+    /// built-in one, before the environment is applied, so environment variables still
+    /// override what it sets, and validation sees the result.
+    pub fn load_with(
+        path: Option<&Path>,
+        defaults: impl FnOnce(&mut Self),
+    ) -> Result<Self, ConfigError> {
         let mut vars = Vec::new();
         for (name, value) in std::env::vars_os() {
             // A name that is not UTF-8 cannot be one of ours.
@@ -34,7 +45,7 @@ impl AsthaConfig {
             })?;
             vars.push((name.to_owned(), value));
         }
-        Self::load_from(path, vars)
+        Self::load_from_with(path, defaults, vars)
     }
 
     /// [`load`](Self::load) with the environment passed in, for tests and embedding.
@@ -44,10 +55,26 @@ impl AsthaConfig {
         K: AsRef<str>,
         V: AsRef<str>,
     {
+        Self::load_from_with(path, |_| {}, vars)
+    }
+
+    /// [`load_with`](Self::load_with) with the environment passed in, for tests and
+    /// embedding.
+    pub fn load_from_with<I, K, V>(
+        path: Option<&Path>,
+        defaults: impl FnOnce(&mut Self),
+        vars: I,
+    ) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
         let mut config = match path {
             Some(path) => Self::from_file(path)?,
             None => Self::default(),
         };
+        defaults(&mut config);
         config.apply_env(vars)?;
         config.validate()?;
         Ok(config)
@@ -256,7 +283,12 @@ mod tests {
 
     #[test]
     fn env_overrides_top_level_nested_and_lists() {
-        let c = env(&[
+        let mut c = AsthaConfig::default();
+        for component in ["indexer", "mailer"] {
+            c.subscriptions
+                .insert(component.into(), vec!["files".into()]);
+        }
+        c.apply_env([
             ("ASTHA_BATCH_SIZE", "512"),
             ("ASTHA_RETRY__MAX_ATTEMPTS", "5"),
             ("ASTHA_RETRY__MULTIPLIER", "3"),
@@ -267,7 +299,7 @@ mod tests {
             ("ASTHA_BREAKER__COOL_DOWN", "1m"),
             ("ASTHA_LOG_TABLE", "123"),
             ("ASTHA_DATABASE", "/var/lib/astha/main.db"),
-            ("ASTHA_SUBSCRIPTIONS__COMPACTOR", "tables"),
+            ("ASTHA_SUBSCRIPTIONS__INDEXER", "tables"),
             ("ASTHA_SUBSCRIPTIONS__AUDIT", "databases,tables"),
             ("PATH", "/usr/bin"),
             ("ASTHA_CONFIG", "/etc/astha.toml"),
@@ -283,15 +315,36 @@ mod tests {
         assert_eq!(c.breaker.cool_down, Duration::from_secs(60));
         assert_eq!(c.log_table, "123");
         assert_eq!(c.database, PathBuf::from("/var/lib/astha/main.db"));
-        assert_eq!(c.subscriptions["compactor"], ["tables"]);
+        assert_eq!(c.subscriptions["indexer"], ["tables"]);
         assert_eq!(c.subscriptions["audit"], ["databases", "tables"]);
-        assert_eq!(c.subscriptions.len(), 5, "other subscriptions are kept");
+        assert_eq!(
+            c.subscriptions["mailer"],
+            ["files"],
+            "other subscriptions are kept"
+        );
+        assert_eq!(c.subscriptions.len(), 3);
+    }
+
+    #[test]
+    fn an_embeddings_defaults_come_before_the_environment() {
+        let monitor = |c: &mut AsthaConfig| c.monitored_tables = vec!["a".into(), "b".into()];
+        let c =
+            AsthaConfig::load_from_with(None, monitor, [("ASTHA_SUBSCRIPTIONS__X", "b")]).unwrap();
+        assert_eq!(c.monitored_tables, ["a", "b"]);
+        assert_eq!(
+            c.subscriptions["x"],
+            ["b"],
+            "validated against the defaults"
+        );
+        let c =
+            AsthaConfig::load_from_with(None, monitor, [("ASTHA_MONITORED_TABLES", "c")]).unwrap();
+        assert_eq!(c.monitored_tables, ["c"]);
     }
 
     #[test]
     fn env_empty_list() {
-        let c = env(&[("ASTHA_SUBSCRIPTIONS__COMPACTOR", "")]).unwrap();
-        assert!(c.subscriptions["compactor"].is_empty());
+        let c = env(&[("ASTHA_SUBSCRIPTIONS__INDEXER", "")]).unwrap();
+        assert!(c.subscriptions["indexer"].is_empty());
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! Precedence: built-in defaults, then the file (absent keys keep their defaults), then
 //! the environment. `ASTHA_BATCH_SIZE=512` sets `batch_size`; a double underscore
 //! descends into a section, as in `ASTHA_RETRY__MAX_ATTEMPTS=5`; lists are comma
-//! separated, as in `ASTHA_MONITORED_TABLES=tables,table_files`. A variable whose first
+//! separated, as in `ASTHA_MONITORED_TABLES=users,orders`. A variable whose first
 //! segment is not a setting nor within two typing mistakes of one (`ASTHA_NATS_URL`,
 //! used by tooling) is left alone; a near miss (`ASTHA_BATCH_SIZ`) is an error.
 

@@ -19,7 +19,7 @@ use crate::retry::RetryPolicy;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AsthaConfig {
-    /// SQLite database holding the registry tables and the change log. Default
+    /// SQLite database holding the captured tables and the change log. Default
     /// `"astha.db"`.
     pub database: PathBuf,
     /// Table the capture triggers append every change to. It must not itself be
@@ -45,15 +45,17 @@ pub struct AsthaConfig {
     /// How often change-log rows acknowledged by every slot are deleted. Default `"1s"`.
     #[serde(with = "duration_serde")]
     pub cleanup_interval: Duration,
-    /// Registry tables that get capture triggers. Default: `databases`, `tables`,
-    /// `table_columns`, `table_metadata`, `table_files`, `file_statistics`,
-    /// `table_snapshots`.
+    /// Tables that get capture triggers when Astha starts. Default: none (the core knows
+    /// no table; an embedding names its own, see `AsthaConfig::load_with`).
     pub monitored_tables: Vec<String>,
-    /// Default subscriptions: component name to the monitored tables whose changes it
-    /// receives. A `[subscriptions]` table in the file replaces this whole map; an
-    /// environment variable such as `ASTHA_SUBSCRIPTIONS__COMPACTOR` replaces one entry.
-    /// Default: `iceberg_updater`, `compactor`, `snapshotter` and `schema_manager` with
-    /// the tables each of them reads.
+    /// Subscription overrides: component name to the monitored tables whose changes it
+    /// receives, in place of the tables the component asks for itself. A component
+    /// registered under a name listed here gets exactly these tables; a name that no
+    /// registered component has is an error (`Astha::check_subscriptions`), so a
+    /// setting never silently fails to apply. A `[subscriptions]` table in the file
+    /// replaces this whole map; an environment variable such as
+    /// `ASTHA_SUBSCRIPTIONS__INDEXER` sets one entry. Default: empty (every component
+    /// gets the tables it asks for).
     pub subscriptions: BTreeMap<String, Vec<String>>,
     /// Backoff and attempt limit for failed deliveries. Defaults: see [`RetryPolicy`].
     pub retry: RetryPolicy,
@@ -63,46 +65,10 @@ pub struct AsthaConfig {
     pub supervisor: SupervisorConfig,
 }
 
-const DEFAULT_MONITORED_TABLES: &[&str] = &[
-    "databases",
-    "tables",
-    "table_columns",
-    "table_metadata",
-    "table_files",
-    "file_statistics",
-    "table_snapshots",
-];
-
-const DEFAULT_SUBSCRIPTIONS: &[(&str, &[&str])] = &[
-    (
-        "iceberg_updater",
-        &["tables", "table_files", "table_metadata"],
-    ),
-    ("compactor", &["tables", "table_files", "file_statistics"]),
-    (
-        "snapshotter",
-        &[
-            "tables",
-            "table_files",
-            "file_statistics",
-            "table_metadata",
-            "table_snapshots",
-        ],
-    ),
-    (
-        "schema_manager",
-        &["tables", "table_columns", "table_metadata"],
-    ),
-];
-
 const MAX_BATCH_SIZE: usize = 65_536;
 /// A batch is held in memory several times over (window, retries); beyond this a typo
 /// is more likely than intent.
 const MAX_BATCH_BYTES: usize = 1 << 30;
-
-fn strings(items: &[&str]) -> Vec<String> {
-    items.iter().map(|s| (*s).to_owned()).collect()
-}
 
 impl Default for AsthaConfig {
     fn default() -> Self {
@@ -115,11 +81,8 @@ impl Default for AsthaConfig {
             backstop_interval: Duration::from_millis(100),
             data_version_poll: Duration::from_millis(1),
             cleanup_interval: Duration::from_secs(1),
-            monitored_tables: strings(DEFAULT_MONITORED_TABLES),
-            subscriptions: DEFAULT_SUBSCRIPTIONS
-                .iter()
-                .map(|(component, tables)| ((*component).to_owned(), strings(tables)))
-                .collect(),
+            monitored_tables: Vec::new(),
+            subscriptions: BTreeMap::new(),
             retry: RetryPolicy::default(),
             breaker: BreakerConfig::default(),
             supervisor: SupervisorConfig::default(),
@@ -338,18 +301,11 @@ mod tests {
             (256, 4 * 1024 * 1024, 8)
         );
         assert_eq!(c.data_version_poll, Duration::from_millis(1));
-        assert_eq!(c.monitored_tables.len(), 7);
-        assert_eq!(
-            c.subscriptions["snapshotter"],
-            [
-                "tables",
-                "table_files",
-                "file_statistics",
-                "table_metadata",
-                "table_snapshots"
-            ]
+        assert!(c.monitored_tables.is_empty(), "the core knows no table");
+        assert!(
+            c.subscriptions.is_empty(),
+            "every component gets the tables it asks for"
         );
-        assert_eq!(c.subscriptions.len(), 4);
         assert_eq!(c.supervisor.refresh_after, Duration::from_secs(60));
     }
 
@@ -522,24 +478,30 @@ mod tests {
 
     #[test]
     fn cross_field_checks() {
-        let mut c = AsthaConfig::default();
+        let monitoring = || AsthaConfig {
+            monitored_tables: vec!["tables".into(), "files".into()],
+            ..AsthaConfig::default()
+        };
+        monitoring().validate().unwrap();
+
+        let mut c = monitoring();
         c.monitored_tables.push("tables".into());
         assert_eq!(invalid_field(&c), "monitored_tables");
 
-        let mut c = AsthaConfig::default();
+        let mut c = monitoring();
         c.monitored_tables.push("__cdc_log".into());
         assert_eq!(invalid_field(&c), "monitored_tables");
 
-        let mut c = AsthaConfig::default();
+        let mut c = monitoring();
         c.subscriptions
-            .insert("compactor".into(), vec!["nope".into()]);
+            .insert("indexer".into(), vec!["nope".into()]);
         assert_eq!(
             c.validate().unwrap_err().to_string(),
-            "invalid config: subscriptions.compactor subscribes to `nope`, which is not in \
+            "invalid config: subscriptions.indexer subscribes to `nope`, which is not in \
              monitored_tables"
         );
 
-        let mut c = AsthaConfig::default();
+        let mut c = monitoring();
         c.subscriptions
             .insert("x".into(), vec!["tables".into(), "tables".into()]);
         assert_eq!(invalid_field(&c), "subscriptions.x");
