@@ -8,7 +8,7 @@
 //! capture never makes a user's write fail and nothing is lost in translation
 //! (MEASURED.md: SQLite's JSON functions and `quote()` both lose some REALs).
 //!
-//! For a table of `n` columns (in [`TableSchema`](crate::schema::TableSchema) order):
+//! For a table of `n` columns (in [`TableSchema`] order):
 //! - INSERT: `v0..v(n-1)` hold the new row;
 //! - DELETE: `v0..v(n-1)` hold the old row;
 //! - UPDATE: `v0..v(n-1)` hold the new row and `v(n)..v(2n-1)` the old values, NULL for

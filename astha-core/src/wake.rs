@@ -104,7 +104,7 @@ pub fn install_commit_hook(conn: &Connection) {
     conn.wal_hook(Some(on_commit));
 }
 
-/// Replaces SQLite's auto-checkpoint on `conn` with the rule of [`checkpoint_due`], for
+/// Replaces SQLite's auto-checkpoint on `conn` with the rule of `checkpoint_due` (below), for
 /// connections whose commits need not wake anyone (Astha's own bookkeeping writes).
 pub fn install_checkpoint_hook(conn: &Connection) {
     fn on_commit(wal: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusqlite::Result<()> {

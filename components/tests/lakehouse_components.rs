@@ -1182,8 +1182,7 @@ mod subscriptions {
         let env = Env::new();
         let config = config(&env, None, &[]);
         assert_eq!(
-            config.monitored_tables,
-            REGISTRY_TABLES,
+            config.monitored_tables, REGISTRY_TABLES,
             "the lakehouse monitors its registry"
         );
         let (tables, checked) = run(&env, config).await;

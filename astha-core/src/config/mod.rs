@@ -4,7 +4,7 @@
 //! Split by concern, all re-exported here so callers name `astha_core::config::X`:
 //! - [`settings`]: [`AsthaConfig`] and [`SupervisorConfig`], each setting with its
 //!   default, TOML reading and writing, and validation;
-//! - [`env`]: the `ASTHA_*` override engine and [`AsthaConfig::load`];
+//! - [`env`](mod@env): the `ASTHA_*` override engine and [`AsthaConfig::load`];
 //! - [`duration`]: the duration format shared by every config struct ([`duration_serde`]);
 //! - [`error`]: the error type, [`ConfigError`].
 //!
