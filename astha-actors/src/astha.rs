@@ -7,11 +7,12 @@
 //! Either way the caller keeps an `Astha`, which is `Send + Sync`, and talks to the
 //! actors through their addresses.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix::prelude::*;
-use astha_core::config::AsthaConfig;
+use astha_core::config::{AsthaConfig, ConfigError};
 use astha_core::log::BatchLimits;
 use astha_core::wake::DataVersionWatcher;
 
@@ -86,7 +87,10 @@ impl Astha {
             return Err(AsthaError::AlreadyRunning);
         }
         let start = self.initial_position()?;
-        let watcher = DataVersionWatcher::start(self.store.path(), self.config.data_version_poll)?;
+        let watcher = DataVersionWatcher::start(
+            astha_core::db::open(self.store.path())?,
+            self.config.data_version_poll,
+        )?;
         let (router, own_system) = if actix::System::try_current().is_some() {
             (self.spawn_actors(start), None)
         } else {
@@ -143,21 +147,48 @@ impl Astha {
     /// Registers a component under its name; fails if the name is taken. Its slot is
     /// created at the log head, or reused if it exists (a restarted component resumes
     /// where it stopped). It is refreshed (`on_refresh`) before its first change.
+    ///
+    /// It receives the tables the configuration's `subscriptions` lists under its name
+    /// if there is such an entry, and the tables it asks for itself otherwise: the
+    /// operator's setting wins over the component's built-in list.
     pub async fn register_component(
         &self,
         component: Box<dyn Component>,
     ) -> Result<(), AsthaError> {
         let router = self.router()?;
-        let mut tables = component.subscriptions();
-        if tables.is_empty() {
-            tables = self
-                .config
-                .subscriptions
-                .get(component.name())
-                .cloned()
-                .unwrap_or_default();
-        }
+        let tables = match self.config.subscriptions.get(component.name()) {
+            Some(configured) => configured.clone(),
+            None => component.subscriptions(),
+        };
         router.send(Register { component, tables }).await?
+    }
+
+    /// Fails if the configuration's `subscriptions` names a component that is not
+    /// registered: that setting would silently never take effect (most often a typo in
+    /// the name). Call it once every component is registered.
+    pub fn check_subscriptions(&self) -> Result<(), AsthaError> {
+        let registered: BTreeSet<String> =
+            self.all_components().into_iter().map(|c| c.name).collect();
+        let Some(unknown) = self
+            .config
+            .subscriptions
+            .keys()
+            .find(|name| !registered.contains(*name))
+        else {
+            return Ok(());
+        };
+        let names = match registered.len() {
+            0 => "none".to_owned(),
+            _ => registered.into_iter().collect::<Vec<_>>().join(", "),
+        };
+        Err(ConfigError::invalid(
+            format!("subscriptions.{unknown}"),
+            format!(
+                "names no registered component (registered: {names}); correct the name to one \
+                 of them, or remove the entry"
+            ),
+        )
+        .into())
     }
 
     /// Unregisters a component and drops its slot, so it no longer holds back log cleanup.

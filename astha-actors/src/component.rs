@@ -3,8 +3,9 @@
 //! A component declares its name, version and the tables it subscribes to, and handles
 //! changes one at a time, in commit order. It is owned by its supervisor, which calls it
 //! from one task at a time (hence `&mut self`), retries what fails, and never lets one
-//! component hold up another. Decode rows with [`astha_core::Change::typed`] or
-//! [`astha_core::registry::RegistryEvent::decode`].
+//! component hold up another. Decode rows with [`astha_core::Change::typed`] (the
+//! lakehouse's `astha_components::registry::RegistryEvent::decode` builds on it for
+//! several tables).
 //!
 //! Handlers run on the actor system's thread: a component that does blocking work
 //! (SQLite, files) must move it off that thread, e.g. with `tokio::task::spawn_blocking`.
@@ -74,7 +75,8 @@ pub trait Component: Send + 'static {
         "0.1.0"
     }
 
-    /// Tables whose changes this component receives.
+    /// Tables whose changes this component receives, unless the configuration's
+    /// `subscriptions` names the component: then it receives the tables listed there.
     fn subscriptions(&self) -> Vec<String>;
 
     /// Handles one change. Returning `Ok` confirms it: the component's slot may move past it.

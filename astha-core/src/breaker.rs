@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{duration_serde, ConfigError};
+use crate::config::duration::duration_serde;
+use crate::config::error::ConfigError;
 
 /// When a breaker opens and how it recovers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

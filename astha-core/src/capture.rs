@@ -20,6 +20,7 @@ use crate::change::Operation;
 use crate::error::{CoreError, Result};
 use crate::ident::{quote_ident, quote_literal};
 use crate::image;
+use crate::log_layout;
 use crate::schema::{self, TableSchema};
 
 /// `__astha_captured.schema_id` of a captured table that was dropped.
@@ -99,14 +100,9 @@ impl Capture {
 
     fn create_log(&self, conn: &Connection) -> Result<()> {
         let log = quote_ident(&self.log_table);
+        let columns = log_layout::definitions(&log_layout::LOG_COLUMNS);
         conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {log} (
-                id INTEGER PRIMARY KEY,
-                ts REAL NOT NULL,
-                tbl TEXT NOT NULL,
-                op TEXT NOT NULL,
-                schema_id INTEGER NOT NULL
-            );
+            "CREATE TABLE IF NOT EXISTS {log} ({columns});
             CREATE TABLE IF NOT EXISTS __astha_captured (
                 tbl TEXT PRIMARY KEY,
                 schema_id INTEGER NOT NULL

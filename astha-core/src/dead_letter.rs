@@ -11,26 +11,10 @@ use crate::error::Result;
 use crate::ident::quote_ident;
 use crate::image;
 use crate::log::{trimmed_values, RawChange};
+use crate::log_layout::{self, dead_letter as col, DEAD_LETTER_COLUMNS};
 
 /// The dead-letter table.
 pub const TABLE: &str = "__astha_dead_letters";
-
-/// The dead-letter table's columns besides its value columns, in table order (the widest
-/// set of fixed columns of any table holding images: it bounds the widest capturable table).
-pub const FIXED_COLUMNS: [&str; 12] = [
-    "id",
-    "consumer",
-    "lsn",
-    "ts",
-    "tbl",
-    "op",
-    "schema_id",
-    "reason",
-    "attempts",
-    "retriable",
-    "created_at",
-    "replayed_at",
-];
 
 /// The consumer name under which undecodable log rows are kept.
 pub const ANY_CONSUMER: &str = "*";
@@ -55,23 +39,10 @@ pub struct DeadLetter {
 /// Creates the dead-letter table if it is missing. Its value columns (`v0`, ...) are
 /// added alongside the log's, so a dead letter is a full copy of its log row.
 pub fn ensure_table(conn: &Connection) -> Result<()> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS __astha_dead_letters (
-            id INTEGER PRIMARY KEY,
-            consumer TEXT NOT NULL,
-            lsn INTEGER NOT NULL,
-            ts REAL NOT NULL,
-            tbl TEXT NOT NULL,
-            op TEXT NOT NULL,
-            schema_id INTEGER NOT NULL,
-            reason TEXT NOT NULL,
-            attempts INTEGER NOT NULL,
-            retriable INTEGER NOT NULL,
-            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
-            replayed_at TEXT,
-            UNIQUE (consumer, lsn)
-        );",
-    )?;
+    let columns = log_layout::definitions(&DEAD_LETTER_COLUMNS);
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {TABLE} ({columns}, UNIQUE (consumer, lsn));"
+    ))?;
     Ok(())
 }
 
@@ -144,7 +115,7 @@ pub fn list(
          FROM {TABLE}
          WHERE (?1 IS NULL OR consumer = ?1) AND (?2 OR replayed_at IS NULL)
          ORDER BY consumer, lsn",
-        FIXED_COLUMNS.join(", "),
+        log_layout::names(&DEAD_LETTER_COLUMNS),
         if width > 0 { ", " } else { "" },
         image::value_list(width),
     );
@@ -153,28 +124,28 @@ pub fn list(
         .query_map((consumer, include_replayed), |r| {
             // Quarantined rows may hold any storage class: read them leniently.
             let raw = RawChange {
-                lsn: r.get(2)?,
-                julian: lenient_f64(r.get_ref(3)?),
-                table: lenient_text(r.get_ref(4)?).unwrap_or_default(),
-                op: lenient_text(r.get_ref(5)?).unwrap_or_default(),
-                schema_id: match r.get_ref(6)? {
+                lsn: r.get(col::LSN)?,
+                julian: lenient_f64(r.get_ref(col::TS)?),
+                table: lenient_text(r.get_ref(col::TBL)?).unwrap_or_default(),
+                op: lenient_text(r.get_ref(col::OP)?).unwrap_or_default(),
+                schema_id: match r.get_ref(col::SCHEMA_ID)? {
                     rusqlite::types::ValueRef::Integer(i) => i,
                     _ => 0,
                 },
-                values: trimmed_values(r, FIXED_COLUMNS.len())?,
+                values: trimmed_values(r, col::FIRST_VALUE)?,
                 defect: None,
             };
             Ok(DeadLetter {
-                id: r.get(0)?,
-                consumer: r.get(1)?,
+                id: r.get(col::ID)?,
+                consumer: r.get(col::CONSUMER)?,
                 lsn: raw.lsn,
                 table: raw.table.clone(),
                 op: raw.op.clone(),
-                reason: r.get(7)?,
-                attempts: r.get(8)?,
-                retriable: r.get(9)?,
-                created_at: r.get(10)?,
-                replayed_at: r.get(11)?,
+                reason: r.get(col::REASON)?,
+                attempts: r.get(col::ATTEMPTS)?,
+                retriable: r.get(col::RETRIABLE)?,
+                created_at: r.get(col::CREATED_AT)?,
+                replayed_at: r.get(col::REPLAYED_AT)?,
                 raw,
             })
         })?
@@ -294,7 +265,10 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        let mut expected: Vec<String> = FIXED_COLUMNS.iter().map(|c| c.to_string()).collect();
+        let mut expected: Vec<String> = DEAD_LETTER_COLUMNS
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect();
         expected.extend(["v0".to_string(), "v1".to_string()]);
         assert_eq!(names, expected);
     }

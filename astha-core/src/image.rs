@@ -8,7 +8,7 @@
 //! capture never makes a user's write fail and nothing is lost in translation
 //! (MEASURED.md: SQLite's JSON functions and `quote()` both lose some REALs).
 //!
-//! For a table of `n` columns (in [`TableSchema`](crate::schema::TableSchema) order):
+//! For a table of `n` columns (in [`TableSchema`] order):
 //! - INSERT: `v0..v(n-1)` hold the new row;
 //! - DELETE: `v0..v(n-1)` hold the old row;
 //! - UPDATE: `v0..v(n-1)` hold the new row and `v(n)..v(2n-1)` the old values, NULL for
@@ -16,7 +16,8 @@
 //!   compare exactly (below). So an UPDATE writes the row once plus what changed.
 //!
 //! "Did not change" must be exact, or a before-image would be wrong. In a column whose
-//! type affinity is INTEGER, REAL or TEXT ([`compares_exactly`]), two values SQLite calls
+//! type affinity is INTEGER, REAL or TEXT
+//! ([`compares_exactly`](crate::schema::compares_exactly)), two values SQLite calls
 //! equal are the same value, so `OLD.x IS NOT NEW.x COLLATE BINARY` is exact (bytes, not
 //! the column's collation: a `NOCASE` column changing `a` to `A` changed). Its old slot
 //! holds `coalesce(OLD.x, NEW.x)` when it changed: a slot equal to the new value can only
@@ -36,6 +37,7 @@ use rusqlite::Connection;
 use crate::change::Operation;
 use crate::error::{CoreError, Result};
 use crate::ident::quote_ident;
+use crate::log_layout::MAX_FIXED_COLUMNS;
 use crate::schema::TableSchema;
 use crate::value::Value;
 
@@ -44,9 +46,6 @@ const MASK_BITS: usize = 64;
 
 /// SQLite's default `SQLITE_MAX_COLUMN` (the bundled build keeps it).
 const SQLITE_MAX_COLUMN: usize = 2000;
-
-/// Columns of the widest Astha table that holds images besides its values.
-const MAX_FIXED_COLUMNS: usize = crate::dead_letter::FIXED_COLUMNS.len();
 
 /// Name of the `i`-th value column.
 pub fn value_column(i: usize) -> String {
@@ -86,15 +85,6 @@ pub fn max_table_columns() -> usize {
         .rev()
         .find(|&n| columns_needed(n, n) <= room)
         .unwrap_or(0)
-}
-
-/// True if SQLite gives a column declared `declared_type` INTEGER, REAL or TEXT
-/// affinity (SQLite's rules, in their order), so equal values in it are identical.
-pub fn compares_exactly(declared_type: &str) -> bool {
-    let t = declared_type.to_ascii_uppercase();
-    t.contains("INT")
-        || ["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k))
-        || (!t.contains("BLOB") && ["REAL", "FLOA", "DOUB"].iter().any(|k| t.contains(k)))
 }
 
 /// For a trigger on `op` of `schema`'s table: the value columns it writes and the SQL
@@ -296,33 +286,6 @@ mod tests {
         );
         let (cols, _) = trigger_values(Operation::Update, &schema(&[true, true]));
         assert_eq!(cols, "v0, v1, v2, v3", "no mask without loose columns");
-    }
-
-    #[test]
-    fn affinity_rules() {
-        for exact in [
-            "INTEGER",
-            "int",
-            "VARCHAR(10)",
-            "TEXT",
-            "CLOB",
-            "REAL",
-            "DOUBLE",
-            "FLOAT",
-        ] {
-            assert!(compares_exactly(exact), "{exact}");
-        }
-        for loose in [
-            "",
-            "BLOB",
-            "ANY",
-            "NUMERIC",
-            "DECIMAL(10,2)",
-            "BOOLEAN",
-            "FLOATBLOB",
-        ] {
-            assert!(!compares_exactly(loose), "{loose}");
-        }
     }
 
     #[test]

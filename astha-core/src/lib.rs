@@ -4,8 +4,8 @@
 //!   durable change log whose id is the log sequence number (LSN);
 //! - [`log`], [`slots`], [`bootstrap`], [`dead_letter`]: reading that log in order,
 //!   durable consumer positions, consistent snapshots, and a place for what cannot be
-//!   delivered;
-//! - [`registry`]: the lakehouse metadata registry schema and its typed rows;
+//!   delivered; [`log_layout`] owns the fixed columns of the log row (and of its copy in
+//!   a dead letter), [`image`] the value columns after them;
 //! - pure policies: [`retry`], [`breaker`], [`config`].
 
 pub mod bootstrap;
@@ -21,7 +21,7 @@ pub mod heartbeat;
 pub mod ident;
 pub mod image;
 pub mod log;
-pub mod registry;
+pub mod log_layout;
 pub mod retry;
 pub mod schema;
 pub mod slots;

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::change::{julian_to_unix_ms, Change, Operation, Row};
 use crate::error::Result;
 use crate::ident::quote_ident;
+use crate::log_layout::{log as col, LOG_COLUMNS};
 use crate::schema::{load_schema, TableSchema};
 use crate::value::Value;
 
@@ -67,9 +68,6 @@ impl RawChange {
     }
 }
 
-/// Position of the first value column in a log row read with `SELECT *`.
-const FIRST_VALUE: usize = 5;
-
 /// The values of columns `start..` of `r`, trailing NULLs left out.
 pub fn trimmed_values(r: &rusqlite::Row<'_>, start: usize) -> rusqlite::Result<Vec<Value>> {
     let end = r.as_ref().column_count();
@@ -112,21 +110,26 @@ fn raw_from_row(
             }
         }
     };
-    let table = text(2, "tbl").unwrap_or_default();
-    let op = text(3, "op").unwrap_or_default();
-    let julian = match r.get_ref(1)? {
+    let table = text(col::TBL, LOG_COLUMNS[col::TBL].name).unwrap_or_default();
+    let op = text(col::OP, LOG_COLUMNS[col::OP].name).unwrap_or_default();
+    let julian = match r.get_ref(col::TS)? {
         ValueRef::Real(f) => f,
         ValueRef::Integer(i) => i as f64,
         other => {
-            defects.push(format!("ts is {:?}, not a number", other.data_type()));
+            defects.push(format!(
+                "{} is {:?}, not a number",
+                LOG_COLUMNS[col::TS].name,
+                other.data_type()
+            ));
             0.0
         }
     };
-    let schema_id = match r.get_ref(4)? {
+    let schema_id = match r.get_ref(col::SCHEMA_ID)? {
         ValueRef::Integer(i) => i,
         other => {
             defects.push(format!(
-                "schema_id is {:?}, not an integer",
+                "{} is {:?}, not an integer",
+                LOG_COLUMNS[col::SCHEMA_ID].name,
                 other.data_type()
             ));
             0
@@ -134,16 +137,16 @@ fn raw_from_row(
     };
     let columns = r.as_ref().column_count();
     let end = match values_needed(schema_id, &op) {
-        Some(n) if defects.is_empty() => (FIRST_VALUE + n).min(columns),
+        Some(n) if defects.is_empty() => (col::FIRST_VALUE + n).min(columns),
         _ => columns,
     };
     Ok(RawChange {
-        lsn: r.get(0)?,
+        lsn: r.get(col::ID)?,
         julian,
         table,
         op,
         schema_id,
-        values: trimmed_range(r, FIRST_VALUE, end)?,
+        values: trimmed_range(r, col::FIRST_VALUE, end)?,
         defect: (!defects.is_empty()).then(|| defects.join("; ")),
     })
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{duration_serde, format_duration, ConfigError};
+use crate::config::duration::{duration_serde, format_duration};
+use crate::config::error::ConfigError;
 
 /// How often and how patiently a failing item is retried.
 ///

@@ -80,8 +80,18 @@ pub fn live_columns(conn: &Connection, table: &str) -> Result<(Vec<String>, Vec<
     Ok((columns, primary_key))
 }
 
+/// True if SQLite gives a column declared `declared_type` INTEGER, REAL or TEXT
+/// affinity (SQLite's rules, in their order), so equal values in it are identical. This
+/// decides how triggers write an UPDATE's old value ([`crate::image`]).
+pub fn compares_exactly(declared_type: &str) -> bool {
+    let t = declared_type.to_ascii_uppercase();
+    t.contains("INT")
+        || ["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k))
+        || (!t.contains("BLOB") && ["REAL", "FLOA", "DOUB"].iter().any(|k| t.contains(k)))
+}
+
 /// For each of `columns` of `table`, whether its declared type gives it an affinity under
-/// which equal values are identical ([`crate::image::compares_exactly`]).
+/// which equal values are identical ([`compares_exactly`]).
 pub fn live_exactness(conn: &Connection, table: &str, columns: &[String]) -> Result<Vec<bool>> {
     let sql = format!("PRAGMA table_info({})", quote_ident(table));
     let mut stmt = conn.prepare(&sql)?;
@@ -94,7 +104,7 @@ pub fn live_exactness(conn: &Connection, table: &str, columns: &[String]) -> Res
             types
                 .iter()
                 .find(|(name, _)| name == c)
-                .is_some_and(|(_, t)| crate::image::compares_exactly(t))
+                .is_some_and(|(_, t)| compares_exactly(t))
         })
         .collect())
 }
@@ -179,4 +189,36 @@ pub fn is_plain_table(conn: &Connection, name: &str) -> Result<bool> {
             .to_ascii_uppercase()
             .starts_with("CREATE VIRTUAL")
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn affinity_rules() {
+        for exact in [
+            "INTEGER",
+            "int",
+            "VARCHAR(10)",
+            "TEXT",
+            "CLOB",
+            "REAL",
+            "DOUBLE",
+            "FLOAT",
+        ] {
+            assert!(compares_exactly(exact), "{exact}");
+        }
+        for loose in [
+            "",
+            "BLOB",
+            "ANY",
+            "NUMERIC",
+            "DECIMAL(10,2)",
+            "BOOLEAN",
+            "FLOATBLOB",
+        ] {
+            assert!(!compares_exactly(loose), "{loose}");
+        }
+    }
 }

@@ -9,7 +9,6 @@
 //!   own, which changes whenever any *other* connection, in any process, commits.
 
 use std::cell::Cell;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -105,7 +104,7 @@ pub fn install_commit_hook(conn: &Connection) {
     conn.wal_hook(Some(on_commit));
 }
 
-/// Replaces SQLite's auto-checkpoint on `conn` with the rule of [`checkpoint_due`], for
+/// Replaces SQLite's auto-checkpoint on `conn` with the rule of `checkpoint_due` (below), for
 /// connections whose commits need not wake anyone (Astha's own bookkeeping writes).
 pub fn install_checkpoint_hook(conn: &Connection) {
     fn on_commit(wal: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusqlite::Result<()> {
@@ -122,9 +121,10 @@ pub struct DataVersionWatcher {
 }
 
 impl DataVersionWatcher {
-    /// Starts watching the database at `path`, polling every `interval`.
-    pub fn start(path: &Path, interval: Duration) -> Result<Self> {
-        let conn = crate::db::open(path)?;
+    /// Starts watching the database of `conn`, polling every `interval`. The connection
+    /// must be the watcher's own: it is moved to the watcher's thread (open it with
+    /// [`crate::db::open`]).
+    pub fn start(conn: Connection, interval: Duration) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = stop.clone();
         let thread = std::thread::Builder::new()

@@ -32,12 +32,12 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use astha_actors::{Component, ComponentError};
-use astha_core::config::ConfigError;
-use astha_core::registry::{
+use crate::registry::{
     self, FileStatistic, IcebergState, NewColumnStatistic, NewDataFile, RegistryEvent, TableFile,
     TableIdentity,
 };
+use astha_actors::{Component, ComponentError};
+use astha_core::config::ConfigError;
 use astha_core::Change;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

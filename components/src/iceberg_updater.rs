@@ -30,9 +30,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::registry::{self, IcebergState, RegistryEvent, TableFile, TableIdentity};
 use astha_actors::{Component, ComponentError};
 use astha_core::config::ConfigError;
-use astha_core::registry::{self, IcebergState, RegistryEvent, TableFile, TableIdentity};
 use astha_core::{Change, Operation};
 use async_trait::async_trait;
 use rusqlite::OptionalExtension;

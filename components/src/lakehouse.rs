@@ -14,11 +14,11 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use astha_actors::ComponentError;
-use astha_core::config::ConfigError;
-use astha_core::registry::{
+use crate::registry::{
     self, FileStatistic, IcebergState, NewColumnStatistic, NewDataFile, TableFile, TableIdentity,
 };
+use astha_actors::ComponentError;
+use astha_core::config::ConfigError;
 use astha_core::CoreError;
 use dashmap::DashMap;
 use rusqlite::Connection;

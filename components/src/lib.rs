@@ -8,8 +8,9 @@
 //!   ones by retention;
 //! - [`compactor`]: merges small data files into target-sized ones with a replace commit.
 //!
-//! They share [`lakehouse`] (paths, catalog, registry connections, errors) and the Iceberg
-//! writer in [`iceberg`]. The four event-driven ones implement [`astha_actors::Component`]
+//! They share [`registry`] (the metadata registry's schema and typed rows, and the tables
+//! Astha monitors for the lakehouse), [`lakehouse`] (paths, catalog, registry connections,
+//! errors) and the Iceberg writer in [`iceberg`]. The four event-driven ones implement [`astha_actors::Component`]
 //! and only coordinate through the registry and the catalog's compare-and-swap, never by
 //! calling each other.
 
@@ -17,6 +18,7 @@ pub mod compactor;
 pub mod iceberg;
 pub mod iceberg_updater;
 pub mod lakehouse;
+pub mod registry;
 pub mod schema_manager;
 pub mod sinks;
 pub mod snapshotter;

@@ -16,9 +16,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::registry::{self, RegistryEvent, TableColumn, TableIdentity, TableMetadata};
 use astha_actors::{Component, ComponentError};
 use astha_core::config::ConfigError;
-use astha_core::registry::{self, RegistryEvent, TableColumn, TableIdentity, TableMetadata};
 use astha_core::{Change, Operation};
 use async_trait::async_trait;
 use dashmap::DashMap;

@@ -10,7 +10,7 @@
 //! - size: at least `max_files` files or `max_bytes` bytes were appended since the last
 //!   record (counted from the `append` snapshots' summaries);
 //! - manual: [`Snapshotter::snapshot_now`], or a `requested` row inserted with
-//!   [`astha_core::registry::request_snapshot`] (another process can ask); the request row
+//!   [`crate::registry::request_snapshot`] (another process can ask); the request row
 //!   becomes the record.
 //!
 //! Retention: the newest `retain_last` records are always kept, older ones only while
@@ -30,9 +30,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::registry::{self, IcebergState, NewSnapshotRecord, RegistryEvent, TableIdentity};
 use astha_actors::{Component, ComponentError};
 use astha_core::config::{duration_serde, ConfigError};
-use astha_core::registry::{self, IcebergState, NewSnapshotRecord, RegistryEvent, TableIdentity};
 use astha_core::{Change, Operation};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crate::registry::{self, IcebergState, TableIdentity};
 use astha_core::config::ConfigError;
-use astha_core::registry::{self, IcebergState, TableIdentity};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -16,6 +16,9 @@ use astha_components::iceberg::{
 };
 use astha_components::iceberg_updater::IcebergUpdaterConfig;
 use astha_components::lakehouse::{data_file_info, LakehouseConfig};
+use astha_components::registry::{
+    self, ColumnDef, IcebergState, TableFile, TableRow, REGISTRY_TABLES,
+};
 use astha_components::schema_manager::SchemaManagerConfig;
 use astha_components::snapshotter::{SnapshotterConfig, Trigger};
 use astha_components::storage_manager::StorageManagerConfig;
@@ -24,7 +27,6 @@ use astha_components::{
 };
 use astha_core::capture::Capture;
 use astha_core::log::{BatchLimits, LogReader};
-use astha_core::registry::{self, ColumnDef, IcebergState, TableFile, TableRow, REGISTRY_TABLES};
 use astha_core::Change;
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -1026,7 +1028,7 @@ async fn retention_expires_old_snapshots_and_deletes_only_unreferenced_files() {
     for f in env.files(id) {
         assert!(Path::new(&f.file_path).exists());
     }
-    let expired = registry::read_rows::<astha_core::registry::TableSnapshot>(
+    let expired = registry::read_rows::<astha_components::registry::TableSnapshot>(
         &env.conn(),
         "table_snapshots",
         "expired = 1",
@@ -1138,4 +1140,96 @@ fn configs_have_documented_defaults_reject_unknown_keys_and_validate() {
     .unwrap()
     .validate()
     .is_err());
+}
+
+/// Configured subscriptions apply to the shipped components: `[subscriptions]` in the
+/// file and `ASTHA_SUBSCRIPTIONS__<NAME>` replace the tables a component asks for, and a
+/// configured name that no registered component has is an error that says what to do.
+mod subscriptions {
+    use astha_actors::{Astha, AsthaError};
+    use astha_core::config::AsthaConfig;
+
+    use super::*;
+
+    /// The lakehouse's configuration, read as `astha demo` reads it, with `vars` as the
+    /// environment.
+    fn config(env: &Env, file: Option<&str>, vars: &[(&str, &str)]) -> AsthaConfig {
+        let path = file.map(|text| {
+            let path = env.registry.with_file_name("astha.toml");
+            std::fs::write(&path, text).unwrap();
+            path
+        });
+        let database = env.registry.to_str().unwrap();
+        let vars = vars.iter().copied().chain([("ASTHA_DATABASE", database)]);
+        AsthaConfig::load_from_with(path.as_deref(), registry::monitor_registry, vars).unwrap()
+    }
+
+    /// Runs Astha with the compactor registered; returns the tables the compactor was
+    /// given and what [`Astha::check_subscriptions`] said.
+    async fn run(env: &Env, config: AsthaConfig) -> (Vec<String>, Result<(), AsthaError>) {
+        let astha = Astha::new(config).unwrap();
+        astha.start().unwrap();
+        let compactor = Compactor::new(env.lakehouse.clone(), CompactorConfig::default()).unwrap();
+        astha.register_component(Box::new(compactor)).await.unwrap();
+        let tables = astha.component_info("compactor").unwrap().subscriptions;
+        let checked = astha.check_subscriptions();
+        astha.stop().await.unwrap();
+        (tables, checked)
+    }
+
+    #[actix_rt::test]
+    async fn a_component_gets_its_own_tables_when_none_are_configured() {
+        let env = Env::new();
+        let config = config(&env, None, &[]);
+        assert_eq!(
+            config.monitored_tables, REGISTRY_TABLES,
+            "the lakehouse monitors its registry"
+        );
+        let (tables, checked) = run(&env, config).await;
+        assert_eq!(tables, ["table_files"]);
+        checked.unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn subscriptions_in_the_file_replace_the_components_own() {
+        let env = Env::new();
+        let config = config(
+            &env,
+            Some("[subscriptions]\ncompactor = [\"tables\", \"table_files\"]\n"),
+            &[],
+        );
+        let (tables, checked) = run(&env, config).await;
+        assert_eq!(tables, ["tables", "table_files"]);
+        checked.unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn a_subscription_from_the_environment_replaces_the_components_own() {
+        let env = Env::new();
+        let config = config(
+            &env,
+            Some("[subscriptions]\ncompactor = [\"tables\"]\n"),
+            &[(
+                "ASTHA_SUBSCRIPTIONS__COMPACTOR",
+                "table_files,file_statistics",
+            )],
+        );
+        let (tables, checked) = run(&env, config).await;
+        assert_eq!(tables, ["table_files", "file_statistics"], "env over file");
+        checked.unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn a_subscription_for_no_registered_component_is_an_error() {
+        let env = Env::new();
+        let config = config(&env, None, &[("ASTHA_SUBSCRIPTIONS__COMPACTR", "tables")]);
+        let (tables, checked) = run(&env, config).await;
+        assert_eq!(tables, ["table_files"], "a misspelt name changes nothing");
+        let message = checked.unwrap_err().to_string();
+        assert_eq!(
+            message,
+            "invalid config: subscriptions.compactr names no registered component (registered: \
+             compactor); correct the name to one of them, or remove the entry"
+        );
+    }
 }

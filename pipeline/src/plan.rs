@@ -85,6 +85,12 @@ pub fn plan(
     registry: &SinkRegistry,
     engine: &AsthaConfig,
 ) -> Result<Plan, PipelineError> {
+    if let Some(name) = engine.subscriptions.keys().next() {
+        return Err(PipelineError::Invalid(format!(
+            "the engine configuration sets subscriptions.{name}, which `astha run` cannot apply: \
+             a sink's tables come from its `tables` in the pipeline file; remove the entry"
+        )));
+    }
     if spec.sources.is_empty() {
         return Err(PipelineError::Invalid(
             "the pipeline has no [[sources]]; add one with `database = \"app.db\"`".into(),

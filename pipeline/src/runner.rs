@@ -80,7 +80,6 @@ async fn start_source(
     let mut config = engine.clone();
     config.database = source.database.clone();
     config.monitored_tables = source.install.clone();
-    config.subscriptions.clear();
     if let Some(batch_size) = source.batch_size {
         config.batch_size = batch_size;
     }

@@ -21,6 +21,7 @@ use astha_components::compactor::CompactorConfig;
 use astha_components::iceberg::{CommitFailpoint, IcebergTable};
 use astha_components::iceberg_updater::IcebergUpdaterConfig;
 use astha_components::lakehouse::{data_file_info, LakehouseConfig};
+use astha_components::registry::{self, ColumnDef, IcebergState};
 use astha_components::schema_manager::SchemaManagerConfig;
 use astha_components::snapshotter::SnapshotterConfig;
 use astha_components::storage_manager::StorageManagerConfig;
@@ -28,7 +29,6 @@ use astha_components::{
     Compactor, IcebergUpdater, Lakehouse, SchemaManager, Snapshotter, StorageManager,
 };
 use astha_core::config::AsthaConfig;
-use astha_core::registry::{self, ColumnDef, IcebergState};
 use iceberg_support::{interop_python, run_checker, sorted, verify_in_rust, Expect};
 use serde_json::{json, Value};
 
@@ -111,6 +111,7 @@ impl Lake {
             database: self.registry.clone(),
             ..AsthaConfig::default()
         };
+        registry::monitor_registry(&mut c);
         c.backstop_interval = Duration::from_millis(20);
         c.cleanup_interval = Duration::from_millis(200);
         c.retry.initial_backoff = Duration::from_millis(10);

@@ -14,6 +14,7 @@ use astha_components::compactor::CompactorConfig;
 use astha_components::iceberg::IcebergTable;
 use astha_components::iceberg_updater::IcebergUpdaterConfig;
 use astha_components::lakehouse::LakehouseConfig;
+use astha_components::registry::{self, ColumnDef, IcebergState};
 use astha_components::schema_manager::SchemaManagerConfig;
 use astha_components::snapshotter::SnapshotterConfig;
 use astha_components::storage_manager::StorageManagerConfig;
@@ -21,7 +22,6 @@ use astha_components::{
     Compactor, IcebergUpdater, Lakehouse, SchemaManager, Snapshotter, StorageManager,
 };
 use astha_core::config::AsthaConfig;
-use astha_core::registry::{self, ColumnDef, IcebergState};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -55,7 +55,7 @@ pub fn run(config: Option<&Path>, args: DemoArgs) -> Result<(), CliError> {
     let lakehouse = Lakehouse::open(LakehouseConfig::new(&registry_path, &warehouse))
         .map_err(err("cannot open the lakehouse"))?;
     let conn = astha_core::db::open(&registry_path).map_err(|e| CliError::on(&registry_path, e))?;
-    let mut astha_config = AsthaConfig::load(config)?;
+    let mut astha_config = AsthaConfig::load_with(config, registry::monitor_registry)?;
     astha_config.database = registry_path.clone();
     println!("Astha demo in {}", dir.display());
     println!("  registry   {}", registry_path.display());
@@ -139,6 +139,9 @@ async fn run_async(
             .await
             .map_err(|e| CliError::astha(&registry_path, e))?;
     }
+    astha
+        .check_subscriptions()
+        .map_err(|e| CliError::astha(&registry_path, e))?;
     // Tables are created while Astha runs, so every component sees them appear.
     let orders = [
         ("id", "bigint", false),

@@ -81,7 +81,6 @@ pub fn run(config: Option<&Path>, args: WatchArgs) -> Result<(), CliError> {
     } else {
         Vec::new()
     };
-    config.subscriptions.clear();
     let system = actix::System::new();
     system.block_on(watch_async(config, tables, args))
 }
@@ -206,6 +205,13 @@ async fn watch_async(
         .register_component(Box::new(printer))
         .await
         .map_err(|e| CliError::astha(&path, e))?;
+    if let Err(e) = astha.check_subscriptions() {
+        // A throwaway slot must not outlive the run and hold back log cleanup.
+        if !durable {
+            let _ = astha.unregister_component(&name).await;
+        }
+        return Err(CliError::astha(&path, e));
+    }
     eprintln!(
         "watching {} (slot {name}{}); Ctrl-C, SIGTERM or SIGHUP stops",
         path.display(),

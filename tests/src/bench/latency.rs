@@ -209,7 +209,6 @@ fn config(path: &Path) -> AsthaConfig {
         ..AsthaConfig::default()
     };
     c.monitored_tables = vec!["lat".into()];
-    c.subscriptions.clear();
     c
 }
 

@@ -208,7 +208,6 @@ fn config(path: &Path) -> AsthaConfig {
         ..AsthaConfig::default()
     };
     c.monitored_tables = vec!["m".into()];
-    c.subscriptions.clear();
     // The stall is the test: the supervisor must not time the handler out.
     c.supervisor.event_timeout = Duration::from_secs(3600);
     c.supervisor.refresh_after = Duration::from_secs(3600);

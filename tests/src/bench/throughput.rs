@@ -108,7 +108,6 @@ fn config(path: &Path, batch_size: usize) -> AsthaConfig {
         ..AsthaConfig::default()
     };
     c.monitored_tables = vec!["t".into()];
-    c.subscriptions.clear();
     c.batch_size = batch_size;
     c
 }

@@ -114,7 +114,6 @@ fn config(args: &Args) -> AsthaConfig {
         ..AsthaConfig::default()
     };
     c.monitored_tables = vec!["t".into(), "u".into()];
-    c.subscriptions.clear();
     c.batch_size = args.batch_size;
     c.window_batches = 4;
     c.backstop_interval = Duration::from_millis(20);

@@ -45,7 +45,6 @@ fn main() {
         ..AsthaConfig::default()
     };
     config.monitored_tables = vec!["t".into()];
-    config.subscriptions.clear();
     config.batch_size = args.batch_size;
     config.window_batches = 4;
     config.backstop_interval = Duration::from_millis(20);

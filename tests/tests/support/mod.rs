@@ -44,7 +44,6 @@ pub fn config_for(path: &Path) -> AsthaConfig {
         ..AsthaConfig::default()
     };
     c.monitored_tables = vec!["a".into(), "b".into()];
-    c.subscriptions.clear();
     c.batch_size = 16;
     c.window_batches = 2;
     c.backstop_interval = Duration::from_millis(20);

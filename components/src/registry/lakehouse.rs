@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 
-use crate::error::{CoreError, Result};
+use astha_core::error::{CoreError, Result};
 
 use super::rows::{FileStatistic, IcebergState, TableFile, TableMetadata, TableSnapshot};
 use super::writes::read_rows;

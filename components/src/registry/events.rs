@@ -1,8 +1,8 @@
 //! Registry changes as typed events: the `Event<T>` of seed 000, with `T` the registry
 //! row struct of the table that changed, or a generic JSON row for any other table.
 
-use crate::change::{Change, Event};
-use crate::error::Result;
+use astha_core::change::{Change, Event};
+use astha_core::error::Result;
 
 use super::rows::*;
 
@@ -16,7 +16,7 @@ pub enum RegistryEvent {
     TableFiles(Event<TableFile>),
     FileStatistics(Event<FileStatistic>),
     TableSnapshots(Event<TableSnapshot>),
-    /// A table Astha has no type for: rows in the JSON form of [`crate::Value::to_json`].
+    /// A table Astha has no type for: rows in the JSON form of [`astha_core::Value::to_json`].
     Other(Event<serde_json::Map<String, serde_json::Value>>),
 }
 

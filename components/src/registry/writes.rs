@@ -3,9 +3,9 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
-use crate::change::Row;
-use crate::error::{CoreError, Result};
-use crate::value::Value;
+use astha_core::change::Row;
+use astha_core::error::{CoreError, Result};
+use astha_core::Value;
 
 use super::rows::{IcebergState, TableColumn, TableFile, TableRow};
 
@@ -115,8 +115,8 @@ pub fn read_rows<T: serde::de::DeserializeOwned>(
     filter: &str,
     params: &[&dyn rusqlite::ToSql],
 ) -> Result<Vec<T>> {
-    let (columns, primary_key) = crate::schema::live_columns(conn, table)?;
-    let schema = std::sync::Arc::new(crate::schema::TableSchema {
+    let (columns, primary_key) = astha_core::schema::live_columns(conn, table)?;
+    let schema = std::sync::Arc::new(astha_core::schema::TableSchema {
         id: 0,
         table: table.to_string(),
         columns,
@@ -125,7 +125,7 @@ pub fn read_rows<T: serde::de::DeserializeOwned>(
     });
     let sql = format!(
         "SELECT * FROM {} WHERE {filter} ORDER BY id",
-        crate::ident::quote_ident(table)
+        astha_core::ident::quote_ident(table)
     );
     let mut stmt = conn.prepare(&sql)?;
     let mut rows = stmt.query(params)?;

@@ -1,10 +1,40 @@
 //! The registry: migrations, typed rows decoded from changes written by real triggers.
 
-mod common;
+use astha_components::registry::{self, ColumnDef, IcebergState, TableColumn, TableFile};
+use astha_core::capture::Capture;
+use astha_core::log::{BatchLimits, LogReader};
+use astha_core::{Change, Operation};
+use rusqlite::Connection;
 
-use astha_core::registry::{self, ColumnDef, IcebergState, TableColumn, TableFile};
-use astha_core::Operation;
-use common::*;
+const LOG: &str = "__cdc_log";
+
+/// A registry database in a directory that lives as long as the value.
+struct TestDb {
+    dir: tempfile::TempDir,
+}
+
+impl TestDb {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn conn(&self) -> Connection {
+        astha_core::db::open(&self.dir.path().join("registry.db")).unwrap()
+    }
+}
+
+/// Every change in the log, read in one batch.
+fn read_all(conn: &Connection) -> Vec<Change> {
+    let limits = BatchLimits {
+        max_rows: 1000,
+        max_bytes: 1 << 20,
+    };
+    let batch = LogReader::new(LOG).read(conn, 0, limits, None).unwrap();
+    assert!(batch.malformed.is_empty(), "{:?}", batch.malformed);
+    batch.changes
+}
 
 #[test]
 fn migrations_are_versioned_and_idempotent() {
@@ -23,7 +53,7 @@ fn typed_events_decode_rows_written_by_triggers() {
     let conn = db.conn();
     registry::migrate(&conn).unwrap();
     for table in registry::REGISTRY_TABLES {
-        capture().install(&conn, table).unwrap();
+        Capture::new(LOG).install(&conn, table).unwrap();
     }
     let columns = [
         ColumnDef::new("id", "int64"),
@@ -42,7 +72,7 @@ fn typed_events_decode_rows_written_by_triggers() {
     let file_id = conn.last_insert_rowid();
     registry::set_file_state(&conn, &[file_id], IcebergState::Completed).unwrap();
 
-    let changes = read_all(&conn, 0, 100);
+    let changes = read_all(&conn);
     let tables: Vec<&str> = changes.iter().map(|c| &*c.table).collect();
     assert_eq!(
         tables,

@@ -4,7 +4,7 @@
 
 use rusqlite::Connection;
 
-use crate::error::{CoreError, Result};
+use astha_core::error::{CoreError, Result};
 
 /// The registry schema version this build writes.
 pub const SCHEMA_VERSION: i64 = 1;
