@@ -45,27 +45,34 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
         println!("{}: ok", path.display());
         return Ok(());
     }
-    eprint!("{}", describe(&checked));
+    say(&describe(&checked));
     let system = actix::System::new();
     system.block_on(async move {
         let mut shutdown = Shutdown::install()?;
         let running = checked.start(&engine).await.map_err(pipeline_error)?;
-        eprintln!(
-            "running {}; SIGINT, SIGTERM or SIGHUP stops it",
+        say(&format!(
+            "running {}; SIGINT, SIGTERM or SIGHUP stops it\n",
             path.display()
-        );
+        ));
         let signal = shutdown.signalled().await;
-        eprintln!("{signal}: stopping");
+        say(&format!("{signal}: stopping\n"));
         let summary = running.summary();
         running.stop().await.map_err(pipeline_error)?;
         for s in summary {
-            eprintln!(
-                "{} -> {}: {} delivered, {} filtered out, {} dead-lettered",
+            say(&format!(
+                "{} -> {}: {} delivered, {} filtered out, {} dead-lettered\n",
                 s.source, s.sink, s.delivered, s.filtered, s.dead_lettered
-            );
+            ));
         }
         Ok(())
     })
+}
+
+/// Progress for people on stderr. A closed stderr must not stop a pipeline (`eprint!`
+/// panics when the write fails), so the result is ignored.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 fn pipeline_error(err: astha_pipeline::PipelineError) -> CliError {
