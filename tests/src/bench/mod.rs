@@ -8,6 +8,7 @@ pub mod capture;
 pub mod latency;
 pub mod memory;
 pub mod shapes;
+pub mod sinks;
 pub mod targets;
 pub mod throughput;
 

@@ -7,7 +7,7 @@
 //! cargo run --release -p astha-tests --bin astha-bench -- capture       # one suite
 //! ```
 
-use astha_tests::bench::{self, capture, latency, memory, throughput, Mode};
+use astha_tests::bench::{self, capture, latency, memory, sinks, throughput, Mode};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -32,6 +32,8 @@ enum Suite {
     Throughput,
     /// Peak memory with a stalled component's backlog.
     Memory,
+    /// Commit to the file sink, embedded and through `astha run`, in each format.
+    Sinks,
     /// (internal) the other-process writer of the latency suite.
     #[command(hide = true)]
     LatencyWriter {
@@ -55,7 +57,7 @@ enum Suite {
 fn main() {
     let cli = Cli::parse();
     let mode = if cli.quick { Mode::Quick } else { Mode::Full };
-    let (capture, latency, throughput, memory) = match cli.suite {
+    let (capture, latency, throughput, memory, sinks) = match cli.suite {
         Suite::LatencyWriter {
             db,
             rate,
@@ -71,11 +73,12 @@ fn main() {
             memory::child(backlog);
             return;
         }
-        Suite::All => (true, true, true, true),
-        Suite::Capture => (true, false, false, false),
-        Suite::Latency => (false, true, false, false),
-        Suite::Throughput => (false, false, true, false),
-        Suite::Memory => (false, false, false, true),
+        Suite::All => (true, true, true, true, true),
+        Suite::Capture => (true, false, false, false, false),
+        Suite::Latency => (false, true, false, false, false),
+        Suite::Throughput => (false, false, true, false, false),
+        Suite::Memory => (false, false, false, true, false),
+        Suite::Sinks => (false, false, false, false, true),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     println!("## Run of `astha-bench {}`\n", args.join(" "));
@@ -111,6 +114,9 @@ fn main() {
         let runs = memory::run(mode);
         println!("{}", memory::report(&runs));
         targets.memory = Some(runs);
+    }
+    if sinks {
+        println!("{}", sinks::report(&sinks::run(mode)));
     }
     println!("{}", targets.report());
     println!(

@@ -1,0 +1,293 @@
+//! Commit to file sink: changes per second from a writer's first commit until the file
+//! sink's slot is durably at the head (every line written and `fdatasync`ed), for the
+//! file sink embedded as a component and the same sink run by a pipeline (`astha run`'s
+//! runner) in each format. The writer inserts flat out in 100-row transactions into a
+//! 16-column table, in the same process, as the throughput suite does.
+//!
+//! Baselines in the same run: the writer's rate with capture and nothing reading, and the
+//! sink's floor: the same lines encoded and appended with one `fdatasync` per 500 lines
+//! (the sink's batch) by a plain loop, with no Astha.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use astha_actors::Astha;
+use astha_components::sinks::{FileSinkConfig, SinkConfig, SinkContext, SinkRegistry};
+use astha_core::config::AsthaConfig;
+use astha_core::format::{Encoder, EventFormat, SourceInfo};
+use astha_core::log::{BatchLimits, LogReader};
+use astha_pipeline::{plan, PipelineSpec};
+use rusqlite::{params_from_iter, Connection};
+
+use super::{create_wide_table, wide_insert_sql, wide_row, Mode};
+
+const COLUMNS: usize = 16;
+
+/// One measured case.
+#[derive(Debug, Clone)]
+pub struct SinkRun {
+    pub label: String,
+    pub format: EventFormat,
+    pub rows: usize,
+    /// Rows per second the writer achieved meanwhile.
+    pub writer_rate: f64,
+    /// Changes per second from the first commit until the sink's slot was at the head.
+    pub delivered_rate: f64,
+}
+
+/// The suite's figures.
+#[derive(Debug, Clone)]
+pub struct Sinks {
+    pub runs: Vec<SinkRun>,
+    /// Rows per second of the writer with capture and nothing reading (best of 3).
+    pub capture_rate: f64,
+    /// Lines per second the plain encode + append + fdatasync loop wrote, per format.
+    pub floor: Vec<(EventFormat, f64)>,
+}
+
+/// Runs the suite.
+pub fn run(mode: Mode) -> Sinks {
+    let rows = if mode.is_quick() { 2_000 } else { 100_000 };
+    let data: Vec<Vec<rusqlite::types::Value>> = (0..rows as i64)
+        .map(|i| {
+            let mut row = vec![rusqlite::types::Value::Integer(i + 1)];
+            row.extend(wide_row(i + 1, COLUMNS));
+            row
+        })
+        .collect();
+    let capture_rate = (0..3).map(|_| capture_only(&data)).fold(0.0, f64::max);
+    let mut runs = vec![embedded(&data)];
+    for format in EventFormat::ALL {
+        runs.push(through_pipeline(&data, format));
+    }
+    for r in &runs {
+        eprintln!(
+            "sinks {}: writer {:.0}/s, delivered {:.0}/s",
+            r.label, r.writer_rate, r.delivered_rate
+        );
+    }
+    let floor = EventFormat::ALL
+        .into_iter()
+        .map(|f| (f, sink_floor(&data, f)))
+        .collect();
+    Sinks {
+        runs,
+        capture_rate,
+        floor,
+    }
+}
+
+fn insert_all(conn: &Connection, data: &[Vec<rusqlite::types::Value>]) {
+    let mut stmt = conn
+        .prepare(&wide_insert_sql("t", COLUMNS))
+        .expect("prepare");
+    for chunk in data.chunks(100) {
+        conn.execute_batch("BEGIN").expect("begin");
+        for row in chunk {
+            stmt.execute(params_from_iter(row.iter())).expect("insert");
+        }
+        conn.execute_batch("COMMIT").expect("commit");
+    }
+}
+
+fn new_db(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("sinks.db");
+    let conn = astha_core::db::open(&path).expect("open");
+    create_wide_table(&conn, "t", COLUMNS).expect("table");
+    path
+}
+
+fn capture_only(data: &[Vec<rusqlite::types::Value>]) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = new_db(dir.path());
+    let conn = astha_core::db::open(&path).expect("open");
+    astha_core::capture::Capture::new("__cdc_log")
+        .install(&conn, "t")
+        .expect("capture");
+    let start = Instant::now();
+    insert_all(&conn, data);
+    data.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Writes `data` from a writer thread and waits until slot `sink` is at the head.
+fn measure(path: &Path, sink: &str, data: &[Vec<rusqlite::types::Value>]) -> (f64, f64) {
+    std::thread::sleep(Duration::from_millis(200));
+    let start = Instant::now();
+    let writer = {
+        let path = path.to_path_buf();
+        let data = data.to_vec();
+        std::thread::spawn(move || {
+            let conn = astha_core::db::open_writer(&path).expect("writer");
+            insert_all(&conn, &data);
+            Instant::now()
+        })
+    };
+    let written = writer.join().expect("writer thread");
+    let conn = astha_core::db::open(&path).expect("open");
+    let head = astha_core::log::head_lsn(&conn, "__cdc_log").expect("head");
+    let done = super::wait_for(Duration::from_secs(600), || {
+        conn.query_row(
+            "SELECT position FROM __astha_slots WHERE name = ?1",
+            [sink],
+            |r| r.get::<_, i64>(0),
+        )
+        .map(|p| p >= head)
+        .unwrap_or(false)
+    });
+    assert!(done, "the file sink never reached the head");
+    let n = data.len() as f64;
+    (
+        n / (written - start).as_secs_f64(),
+        n / start.elapsed().as_secs_f64(),
+    )
+}
+
+fn embedded(data: &[Vec<rusqlite::types::Value>]) -> SinkRun {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = new_db(dir.path());
+    let system = actix::System::new();
+    let (writer_rate, delivered_rate) = system.block_on(async {
+        let mut config = AsthaConfig {
+            database: path.clone(),
+            ..AsthaConfig::default()
+        };
+        config.monitored_tables = vec!["t".into()];
+        let astha = Astha::new(config).expect("astha");
+        astha.start().expect("start");
+        let ctx = SinkContext::new("file", &path, "bench", &["t"]);
+        let sink = FileSinkConfig::new(dir.path().join("out.jsonl"))
+            .build(&ctx)
+            .expect("file sink");
+        astha.register_component(sink).await.expect("register");
+        let rates = measure_async(&path, "file", data).await;
+        astha.stop().await.expect("stop");
+        rates
+    });
+    SinkRun {
+        label: "file sink embedded as a component".into(),
+        format: EventFormat::Native,
+        rows: data.len(),
+        writer_rate,
+        delivered_rate,
+    }
+}
+
+/// [`measure`] off the actor system's thread, so the actors keep running.
+async fn measure_async(
+    path: &Path,
+    sink: &str,
+    data: &[Vec<rusqlite::types::Value>],
+) -> (f64, f64) {
+    let path = path.to_path_buf();
+    let sink = sink.to_string();
+    let data = data.to_vec();
+    tokio::task::spawn_blocking(move || measure(&path, &sink, &data))
+        .await
+        .expect("measure")
+}
+
+fn through_pipeline(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -> SinkRun {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = new_db(dir.path());
+    let text = format!(
+        "[[sources]]\ndatabase = \"{}\"\ntables = [\"t\"]\ninstall = true\n\
+         [[sinks]]\nname = \"file\"\ntype = \"file\"\nformat = \"{format}\"\npath = \"{}\"\n",
+        path.display(),
+        dir.path().join("out.jsonl").display()
+    );
+    let spec = PipelineSpec::parse(&text, |_| None).expect("pipeline");
+    let engine = AsthaConfig::default();
+    let checked = plan(&spec, &SinkRegistry::builtin(), &engine).expect("plan");
+    let system = actix::System::new();
+    let (writer_rate, delivered_rate) = system.block_on(async {
+        let running = checked.start(&engine).await.expect("start");
+        let rates = measure_async(&path, "file", data).await;
+        running.stop().await.expect("stop");
+        rates
+    });
+    SinkRun {
+        label: format!("`astha run`, format {format}"),
+        format,
+        rows: data.len(),
+        writer_rate,
+        delivered_rate,
+    }
+}
+
+/// The sink's floor in `format`: the captured changes read back, then encoded and
+/// appended with one `fdatasync` per 500 lines by a plain loop.
+fn sink_floor(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -> f64 {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = new_db(dir.path());
+    let conn = astha_core::db::open(&path).expect("open");
+    astha_core::capture::Capture::new("__cdc_log")
+        .install(&conn, "t")
+        .expect("capture");
+    insert_all(&conn, data);
+    let mut reader = LogReader::new("__cdc_log");
+    let mut changes = Vec::with_capacity(data.len());
+    let mut after = 0;
+    loop {
+        let batch = reader
+            .read(&conn, after, BatchLimits::default(), None)
+            .expect("read");
+        if batch.changes.is_empty() {
+            break;
+        }
+        after = batch.scanned_to;
+        changes.extend(batch.changes);
+    }
+    let encoder = Encoder::new(
+        format,
+        SourceInfo {
+            name: "sinks".into(),
+            db: "sinks".into(),
+            identity: "bench".into(),
+        },
+    );
+    let mut file = std::fs::File::create(dir.path().join("floor.jsonl")).expect("file");
+    let start = Instant::now();
+    for chunk in changes.chunks(500) {
+        let lines = encoder.json_lines(chunk);
+        file.write_all(&lines).expect("write");
+        file.sync_data().expect("fdatasync");
+    }
+    changes.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// The suite's Markdown section.
+pub fn report(s: &Sinks) -> String {
+    let mut out = String::from(
+        "### Commit to file sink (`astha run` and embedded, per format)\n\n\
+         16-column table, 100-row transactions, writer thread in the same process, file \
+         sink with its defaults (500 lines per batch, `fdatasync` before each confirmation). \
+         Rate: changes from the first commit until the sink's slot is durably at the head. \
+         `floor`: the same changes encoded and appended with one `fdatasync` per 500 lines \
+         by a plain loop, no Astha (same run).\n\n",
+    );
+    out.push_str(&format!(
+        "Writer with capture, nothing reading: {:.0} rows/s (best of 3).\n\n\
+         | case | rows | writer rate meanwhile | commit → file | floor for the format | share of floor |\n\
+         |---|---|---|---|---|---|\n",
+        s.capture_rate
+    ));
+    for r in &s.runs {
+        let floor = s
+            .floor
+            .iter()
+            .find(|(f, _)| *f == r.format)
+            .map_or(0.0, |(_, v)| *v);
+        out.push_str(&format!(
+            "| {} | {} | {:.0}/s | **{:.0}/s** | {:.0}/s | {:.0}% |\n",
+            r.label,
+            r.rows,
+            r.writer_rate,
+            r.delivered_rate,
+            floor,
+            r.delivered_rate / floor * 100.0
+        ));
+    }
+    out.push('\n');
+    out
+}
