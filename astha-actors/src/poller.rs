@@ -1,4 +1,5 @@
-//! The poller: reads the change log in batches and hands them to the router.
+//! The poller: reads the change log in batches and hands them to the router (any
+//! `Recipient<NewBatch>`).
 //!
 //! Promises:
 //! - at most `window` batches are in flight (read but not yet released by the router),
@@ -21,8 +22,7 @@ use actix::prelude::*;
 use astha_core::log::{Batch, BatchLimits};
 use astha_core::wake::Subscription;
 
-use crate::messages::{NewBatch, Release, SharedBatch, Wake};
-use crate::router::Router;
+use crate::messages::{NewBatch, Release, SharedBatch, StopReading, Wake};
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -37,7 +37,8 @@ pub struct PollerConfig {
 /// The poller actor.
 pub struct Poller {
     store: Store,
-    router: Addr<Router>,
+    /// Where batches go (the router; a test mailbox in tests).
+    router: Recipient<NewBatch>,
     stats: Arc<Stats>,
     config: PollerConfig,
     read_pos: i64,
@@ -55,7 +56,7 @@ impl Poller {
     /// A poller that starts reading after `read_pos`.
     pub fn new(
         store: Store,
-        router: Addr<Router>,
+        router: Recipient<NewBatch>,
         stats: Arc<Stats>,
         config: PollerConfig,
         read_pos: i64,
@@ -238,11 +239,6 @@ impl Handler<Release> for Poller {
     }
 }
 
-/// Router → poller: stop reading (shutdown).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopReading;
-
 impl Handler<StopReading> for Poller {
     type Result = ();
 
@@ -250,5 +246,65 @@ impl Handler<StopReading> for Poller {
         self.stopped = true;
         self._wake = None;
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The poller alone: a test mailbox stands in for the router.
+
+    use super::*;
+    use crate::testing::test_mailbox;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[actix_rt::test]
+    async fn sends_contiguous_batches_and_never_more_than_its_window_unreleased() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let store = Store::open(&path, "__cdc_log").unwrap();
+        store
+            .write_blocking(|conn| {
+                conn.execute_batch("CREATE TABLE a (id INTEGER PRIMARY KEY, v INTEGER)")?;
+                store.capture().install(conn, "a")
+            })
+            .unwrap();
+        let writer = astha_core::db::open_writer(&path).unwrap();
+        for v in 0..7 {
+            writer
+                .execute("INSERT INTO a (v) VALUES (?1)", [v])
+                .unwrap();
+        }
+        let (batches, inbox) = test_mailbox::<NewBatch>();
+        let config = PollerConfig {
+            limits: BatchLimits {
+                max_rows: 2,
+                max_bytes: 1 << 20,
+            },
+            window: 2,
+            backstop: Duration::from_millis(10),
+        };
+        let poller = Poller::new(store, batches, Arc::new(Stats::default()), config, 0).start();
+        assert!(inbox.wait_until(LONG, |m| m.len() == 2).await);
+        // Backstop ticks go by: the window is full, so nothing more is read.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(inbox.messages().len(), 2);
+        poller.send(Release(2)).await.unwrap();
+        assert!(inbox.wait_until(LONG, |m| m.len() == 4).await);
+        let ranges: Vec<(i64, i64, Vec<i64>)> = inbox
+            .messages()
+            .iter()
+            .map(|NewBatch(b)| (b.after, b.upto, b.changes.iter().map(|c| c.lsn).collect()))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (0, 2, vec![1, 2]),
+                (2, 4, vec![3, 4]),
+                (4, 6, vec![5, 6]),
+                (6, 7, vec![7]),
+            ]
+        );
+        poller.send(StopReading).await.ok();
     }
 }

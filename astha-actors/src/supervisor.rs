@@ -27,8 +27,7 @@ use astha_core::Change;
 use futures::FutureExt;
 
 use crate::component::{BatchError, Component, ComponentError, ComponentStatus};
-use crate::messages::{Deliver, Progress, Resume, SetStatus};
-use crate::router::Router;
+use crate::messages::{Deliver, Progress, Resume, SetStatus, StopSupervisor};
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -40,6 +39,12 @@ pub struct SupervisorSettings {
     pub event_timeout: Duration,
     pub refresh_after: Duration,
     pub health_interval: Duration,
+}
+
+/// What a supervisor sends the router (a test mailbox in tests).
+pub struct RouterLink {
+    pub progress: Recipient<Progress>,
+    pub resume: Recipient<Resume>,
 }
 
 /// Why one attempt failed.
@@ -84,7 +89,7 @@ struct PendingDeadLetter {
 pub struct Supervisor {
     name: String,
     component: Option<Box<dyn Component>>,
-    router: Addr<Router>,
+    router: RouterLink,
     store: Store,
     stats: Arc<Stats>,
     settings: SupervisorSettings,
@@ -106,7 +111,7 @@ fn now() -> Instant {
 impl Supervisor {
     pub fn new(
         component: Box<dyn Component>,
-        router: Addr<Router>,
+        router: RouterLink,
         store: Store,
         stats: Arc<Stats>,
         settings: SupervisorSettings,
@@ -149,7 +154,7 @@ impl Supervisor {
         if batch.next >= batch.changes.len() {
             let upto = batch.upto;
             self.batch = None;
-            self.router.do_send(Progress {
+            self.router.progress.do_send(Progress {
                 component: self.name.clone(),
                 confirmed: upto,
                 finished: true,
@@ -291,7 +296,7 @@ impl Supervisor {
             .unwrap_or(0);
         self.paused = true;
         self.unhealthy_since.get_or_insert_with(now);
-        self.router.do_send(Progress {
+        self.router.progress.do_send(Progress {
             component: self.name.clone(),
             confirmed,
             finished: true,
@@ -352,7 +357,7 @@ impl Supervisor {
         }
         self.unhealthy_since = None;
         self.paused = false;
-        self.router.do_send(Resume {
+        self.router.resume.do_send(Resume {
             component: self.name.clone(),
         });
         self.run(ctx);
@@ -574,11 +579,6 @@ impl Handler<SetStatus> for Supervisor {
     }
 }
 
-/// Router → supervisor: stop (component unregistered or Astha stopping).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopSupervisor;
-
 impl Handler<StopSupervisor> for Supervisor {
     type Result = ();
 
@@ -586,5 +586,142 @@ impl Handler<StopSupervisor> for Supervisor {
         self.stats
             .update(&self.name, |s| s.status = ComponentStatus::Stopped);
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One supervisor alone: a test mailbox stands in for the router.
+
+    use super::*;
+    use crate::component::ComponentError;
+    use crate::stats::ComponentStats;
+    use crate::testing::{test_mailbox, Behavior, Inbox, Recording, RecordingComponent};
+    use astha_core::Operation;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    fn change(lsn: i64) -> Arc<Change> {
+        Arc::new(Change {
+            lsn,
+            timestamp_ms: 0,
+            table: "a".into(),
+            op: Operation::Insert,
+            before: None,
+            after: None,
+        })
+    }
+
+    fn deliver(lsns: &[i64], upto: i64) -> Deliver {
+        Deliver {
+            changes: Arc::new(lsns.iter().map(|l| change(*l)).collect()),
+            upto,
+        }
+    }
+
+    struct Alone {
+        supervisor: Addr<Supervisor>,
+        progress: Inbox<Progress>,
+        resume: Inbox<Resume>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A supervisor of `component`, whose breaker opens after 2 failures, reporting to
+    /// test mailboxes.
+    fn alone(component: RecordingComponent) -> Alone {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), "__cdc_log").unwrap();
+        let stats = Arc::new(Stats::default());
+        stats
+            .components
+            .insert("c".into(), ComponentStats::new("c", "1", vec!["a".into()]));
+        let (progress, progress_inbox) = test_mailbox::<Progress>();
+        let (resume, resume_inbox) = test_mailbox::<Resume>();
+        let settings = SupervisorSettings {
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_millis(10),
+                ..RetryPolicy::default()
+            },
+            breaker: BreakerConfig {
+                failure_threshold: 2,
+                cool_down: Duration::from_millis(100),
+                half_open_successes: 1,
+            },
+            event_timeout: Duration::from_secs(1),
+            refresh_after: Duration::from_secs(30),
+            health_interval: Duration::from_secs(60),
+        };
+        let supervisor = Supervisor::new(
+            Box::new(component),
+            RouterLink { progress, resume },
+            store,
+            stats,
+            settings,
+        )
+        .start();
+        Alone {
+            supervisor,
+            progress: progress_inbox,
+            resume: resume_inbox,
+            _dir: dir,
+        }
+    }
+
+    fn flaky_at(lsn: i64) -> (RecordingComponent, Recording) {
+        RecordingComponent::scripted(
+            "c",
+            &["a"],
+            Arc::new(move |change, attempt| {
+                if change.lsn == lsn && attempt <= 2 {
+                    Behavior::Fail(ComponentError::transient("down"))
+                } else {
+                    Behavior::Succeed
+                }
+            }),
+        )
+    }
+
+    #[actix_rt::test]
+    async fn refreshes_then_resumes_then_confirms_a_delivery_up_to_its_end() {
+        tokio::time::pause();
+        let (component, seen) = RecordingComponent::new("c", &["a"]);
+        let s = alone(component);
+        assert!(s.resume.wait_until(LONG, |m| m.len() == 1).await);
+        assert_eq!(
+            seen.state().refresh_calls,
+            1,
+            "refreshed before the first change"
+        );
+        s.supervisor.send(deliver(&[1, 3], 7)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 1).await);
+        let p = &s.progress.messages()[0];
+        assert_eq!(
+            (&*p.component, p.confirmed, p.finished, p.paused),
+            ("c", 7, true, false)
+        );
+        assert_eq!(seen.confirmed_lsns(), vec![1, 3]);
+    }
+
+    #[actix_rt::test]
+    async fn an_open_breaker_gives_the_delivery_back_with_what_was_handled() {
+        tokio::time::pause();
+        let (component, seen) = flaky_at(2);
+        let s = alone(component);
+        assert!(s.resume.wait_until(LONG, |m| m.len() == 1).await);
+        s.supervisor.send(deliver(&[1, 2, 3], 3)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 1).await);
+        {
+            let p = &s.progress.messages()[0];
+            assert_eq!((p.confirmed, p.finished, p.paused), (1, true, true));
+        }
+        // After the cool-down the probe succeeds and the supervisor asks for more.
+        assert!(s.resume.wait_until(LONG, |m| m.len() == 2).await);
+        assert_eq!(seen.state().health_calls, 1);
+        s.supervisor.send(deliver(&[2, 3], 3)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 2).await);
+        let p = &s.progress.messages()[1];
+        assert_eq!((p.confirmed, p.finished, p.paused), (3, true, false));
+        assert_eq!(seen.confirmed_lsns(), vec![1, 2, 3]);
+        assert_eq!(seen.attempts(2), 3);
     }
 }

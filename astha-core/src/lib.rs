@@ -6,7 +6,7 @@
 //!   durable consumer positions, consistent snapshots, and a place for what cannot be
 //!   delivered;
 //! - [`registry`]: the lakehouse metadata registry schema and its typed rows;
-//! - pure policies: [`retry`], [`breaker`], [`config`].
+//! - pure policies and state machines: [`retry`], [`breaker`], [`routing`], [`config`].
 
 pub mod bootstrap;
 pub mod breaker;
@@ -22,6 +22,7 @@ pub mod image;
 pub mod log;
 pub mod registry;
 pub mod retry;
+pub mod routing;
 pub mod schema;
 pub mod slots;
 pub mod value;
