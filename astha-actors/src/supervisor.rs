@@ -15,6 +15,12 @@
 //!   attempt; a component that stays unhealthy for `refresh_after` is refreshed and
 //!   resumed from its slot position.
 //! - A panic never escapes: it is caught, counted and treated as a failed attempt.
+//!
+//! What it is doing is one explicit state (idle, checking health, handling, backing
+//! off, dead-lettering, refreshing, cooling down, probing, stopped); `run` alone decides
+//! what an idle supervisor does next, and every call that lends the component out
+//! names the state it runs in. It talks to the router only through `Recipient`s of
+//! `Progress` and `Resume`, so a test mailbox can stand in for the router.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -78,6 +84,7 @@ struct ActiveBatch {
     next: usize,
 }
 
+#[derive(Debug)]
 struct PendingDeadLetter {
     lsn: i64,
     reason: String,
@@ -85,22 +92,63 @@ struct PendingDeadLetter {
     retriable: bool,
 }
 
+/// What the supervisor is doing: exactly one thing at a time. While the component is
+/// paused the router delivers nothing; while active it may hold one delivery
+/// (`Supervisor::batch`).
+#[derive(Debug)]
+enum State {
+    /// Active and free: [`Supervisor::run`] decides what is next.
+    Idle,
+    /// The periodic health check (`on_health`) has the component.
+    Checking,
+    /// Handler calls for the delivery have the component.
+    Handling,
+    /// Waiting out a retry backoff.
+    BackingOff,
+    /// Writing the dead letter of the delivery's next change (again after a pause if
+    /// the write failed); the delivery moves past it only once it is written.
+    DeadLettering(PendingDeadLetter),
+    /// `on_refresh` has the component; `paused`: the router delivers nothing until the
+    /// refresh succeeds and the supervisor resumes.
+    Refreshing {
+        paused: bool,
+    },
+    /// Paused: the breaker is open; a half-open probe is scheduled.
+    CoolingDown,
+    /// Paused: a half-open probe (`on_health`) has the component.
+    Probing,
+    Stopped,
+}
+
+impl State {
+    /// True while the router is to deliver nothing.
+    fn paused(&self) -> bool {
+        matches!(
+            self,
+            State::Refreshing { paused: true } | State::CoolingDown | State::Probing
+        )
+    }
+}
+
 /// The supervisor actor of one component.
 pub struct Supervisor {
     name: String,
+    /// The component, unless a call (handler, health check, refresh) has it.
     component: Option<Box<dyn Component>>,
     router: RouterLink,
     store: Store,
     stats: Arc<Stats>,
     settings: SupervisorSettings,
     breaker: CircuitBreaker,
+    state: State,
+    /// The delivery being handled.
     batch: Option<ActiveBatch>,
+    /// Failures of one change so far; kept across pauses, so a change that always
+    /// fails gets exactly the policy's attempts.
     retry: Option<(i64, RetryState)>,
-    dead_letter: Option<PendingDeadLetter>,
     unhealthy_since: Option<Instant>,
+    /// A handler panicked or timed out: refresh before the next attempt.
     needs_refresh: bool,
-    paused: bool,
-    waiting: bool,
 }
 
 fn now() -> Instant {
@@ -109,6 +157,7 @@ fn now() -> Instant {
 }
 
 impl Supervisor {
+    /// A supervisor that refreshes `component` when started, then sends `Resume`.
     pub fn new(
         component: Box<dyn Component>,
         router: RouterLink,
@@ -124,29 +173,22 @@ impl Supervisor {
             stats,
             breaker: CircuitBreaker::new(settings.breaker),
             settings,
+            state: State::Refreshing { paused: true },
             batch: None,
             retry: None,
-            dead_letter: None,
             unhealthy_since: None,
-            needs_refresh: true,
-            paused: true,
-            waiting: false,
+            needs_refresh: false,
         }
     }
 
-    /// Continues the current work: a pending dead letter, a needed refresh, or the batch.
+    /// The one place that decides what an idle, active supervisor does next: a refresh
+    /// owed after a failure, the end of the delivery, or its next handler calls.
     fn run(&mut self, ctx: &mut Context<Self>) {
-        if self.component.is_none() || self.waiting {
-            return; // Busy; the running step calls run() again when done.
-        }
-        if self.dead_letter.is_some() {
-            return self.write_dead_letter(ctx);
+        if !matches!(self.state, State::Idle) {
+            return; // The running step calls run() again when done.
         }
         if self.needs_refresh {
-            return self.refresh(ctx, "restart after failure");
-        }
-        if self.paused {
-            return;
+            return self.refresh(ctx, false, "restart after failure");
         }
         let Some(batch) = &self.batch else {
             return;
@@ -165,7 +207,10 @@ impl Supervisor {
         let changes = batch.changes.clone();
         let start = batch.next;
         let timeout = self.settings.event_timeout;
-        let mut component = self.component.take().expect("checked above");
+        let Some(mut component) = self.component.take() else {
+            return;
+        };
+        self.state = State::Handling;
         ctx.spawn(
             async move {
                 let max_batch = component.max_batch().max(1);
@@ -192,11 +237,16 @@ impl Supervisor {
             .into_actor(self)
             .map(move |(component, reached, failure), act, ctx| {
                 act.component = Some(component);
-                act.after_step(start, reached, failure, ctx);
+                if matches!(act.state, State::Handling) {
+                    act.state = State::Idle;
+                    act.after_step(start, reached, failure, ctx);
+                }
             }),
         );
     }
 
+    /// The handler calls from `start` handled the delivery up to `reached`, then
+    /// `failure`, if any: retry, dead-letter, or pause.
     fn after_step(
         &mut self,
         start: usize,
@@ -231,13 +281,15 @@ impl Supervisor {
             let attempts = self.attempts_for(lsn) + 1;
             self.stats
                 .attempt_failed(&self.name, lsn, attempts, &failure.describe());
-            self.dead_letter = Some(PendingDeadLetter {
-                lsn,
-                reason: failure.describe(),
-                attempts,
-                retriable: false,
-            });
-            return self.run(ctx);
+            return self.write_dead_letter(
+                PendingDeadLetter {
+                    lsn,
+                    reason: failure.describe(),
+                    attempts,
+                    retriable: false,
+                },
+                ctx,
+            );
         }
         let policy = self.settings.retry;
         let state = match &mut self.retry {
@@ -252,15 +304,15 @@ impl Supervisor {
         self.stats
             .attempt_failed(&self.name, lsn, attempt_no, &failure.describe());
         match decision {
-            RetryDecision::GiveUp { attempts } => {
-                self.dead_letter = Some(PendingDeadLetter {
+            RetryDecision::GiveUp { attempts } => self.write_dead_letter(
+                PendingDeadLetter {
                     lsn,
                     reason: failure.describe(),
                     attempts,
                     retriable: true,
-                });
-                self.run(ctx);
-            }
+                },
+                ctx,
+            ),
             RetryDecision::RetryAfter(delay) => {
                 let before = self.breaker.state();
                 self.breaker.on_failure(now());
@@ -270,10 +322,12 @@ impl Supervisor {
                     }
                     return self.pause(ctx);
                 }
-                self.waiting = true;
+                self.state = State::BackingOff;
                 ctx.run_later(delay, |act, ctx| {
-                    act.waiting = false;
-                    act.run(ctx);
+                    if matches!(act.state, State::BackingOff) {
+                        act.state = State::Idle;
+                        act.run(ctx);
+                    }
                 });
             }
         }
@@ -294,7 +348,7 @@ impl Supervisor {
             .take()
             .and_then(|b| b.next.checked_sub(1).map(|i| b.changes[i].lsn))
             .unwrap_or(0);
-        self.paused = true;
+        self.state = State::CoolingDown;
         self.unhealthy_since.get_or_insert_with(now);
         self.router.progress.do_send(Progress {
             component: self.name.clone(),
@@ -316,8 +370,8 @@ impl Supervisor {
 
     /// Half-open probe: asks the component whether it is healthy.
     fn probe(&mut self, ctx: &mut Context<Self>) {
-        if self.component.is_none() {
-            return self.schedule_probe(ctx);
+        if !matches!(self.state, State::CoolingDown) {
+            return; // Resumed, stopped, or refreshing (which schedules its own probe).
         }
         if !self.breaker.allow(now()) {
             return self.schedule_probe(ctx);
@@ -326,28 +380,31 @@ impl Supervisor {
             self.stats
                 .breaker_changed(&self.name, BreakerState::HalfOpen);
         }
-        self.call_component(ctx, Lifecycle::Health, |act, result, ctx| {
-                match result {
-                    Ok(()) => {
-                        act.breaker.on_success(now());
-                        if act.breaker.state() == BreakerState::Closed {
-                            act.resume(ctx);
-                        } else {
-                            ctx.run_later(act.settings.health_interval.min(act.settings.breaker.cool_down), |act, ctx| act.probe(ctx));
-                        }
-                    }
-                    Err(failure) => {
-                        tracing::warn!(component = %act.name, error = %failure.describe(), "health probe failed");
-                        act.breaker.on_failure(now());
-                        act.stats.breaker_changed(&act.name, act.breaker.state());
-                        let since = *act.unhealthy_since.get_or_insert_with(now);
-                        if now().saturating_duration_since(since) >= act.settings.refresh_after {
-                            act.refresh(ctx, "unhealthy past refresh_after");
-                        } else {
-                            act.schedule_probe(ctx);
-                        }
+        self.call_component(ctx, State::Probing, Lifecycle::Health, |act, result, ctx| {
+            match result {
+                Ok(()) => {
+                    act.breaker.on_success(now());
+                    if act.breaker.state() == BreakerState::Closed {
+                        act.resume(ctx);
+                    } else {
+                        act.state = State::CoolingDown;
+                        let next = act.settings.health_interval.min(act.settings.breaker.cool_down);
+                        ctx.run_later(next, |act, ctx| act.probe(ctx));
                     }
                 }
+                Err(failure) => {
+                    tracing::warn!(component = %act.name, error = %failure.describe(), "health probe failed");
+                    act.breaker.on_failure(now());
+                    act.stats.breaker_changed(&act.name, act.breaker.state());
+                    let since = *act.unhealthy_since.get_or_insert_with(now);
+                    if now().saturating_duration_since(since) >= act.settings.refresh_after {
+                        act.refresh(ctx, true, "unhealthy past refresh_after");
+                    } else {
+                        act.state = State::CoolingDown;
+                        act.schedule_probe(ctx);
+                    }
+                }
+            }
         });
     }
 
@@ -356,55 +413,64 @@ impl Supervisor {
             self.stats.breaker_changed(&self.name, BreakerState::Closed);
         }
         self.unhealthy_since = None;
-        self.paused = false;
+        self.state = State::Idle;
         self.router.resume.do_send(Resume {
             component: self.name.clone(),
         });
         self.run(ctx);
     }
 
-    /// Calls `on_refresh`; on success the component is resumed from its slot position.
-    fn refresh(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
-        self.call_component(ctx, Lifecycle::Refresh, move |act, result, ctx| {
-            let outcome = result.as_ref().map(|_| ()).map_err(Failure::describe);
-            act.stats.refreshed(&act.name, reason, &outcome);
-            match result {
-                Ok(()) => {
-                    act.needs_refresh = false;
-                    if act.paused {
-                        act.breaker.reset();
-                        act.resume(ctx);
-                    } else {
-                        act.run(ctx);
+    /// Calls `on_refresh`; on success a paused component resumes from its slot position
+    /// and an active one carries on with its delivery.
+    fn refresh(&mut self, ctx: &mut Context<Self>, paused: bool, reason: &'static str) {
+        self.call_component(
+            ctx,
+            State::Refreshing { paused },
+            Lifecycle::Refresh,
+            move |act, result, ctx| {
+                let outcome = result.as_ref().map(|_| ()).map_err(Failure::describe);
+                act.stats.refreshed(&act.name, reason, &outcome);
+                match result {
+                    Ok(()) => {
+                        act.needs_refresh = false;
+                        if paused {
+                            act.breaker.reset();
+                            act.resume(ctx);
+                        } else {
+                            act.state = State::Idle;
+                            act.run(ctx);
+                        }
+                    }
+                    Err(_) => {
+                        // Paused until the breaker's probe succeeds; the refresh is
+                        // still owed before the next change.
+                        act.needs_refresh = true;
+                        act.breaker.force_open(now());
+                        act.stats.breaker_changed(&act.name, BreakerState::Open);
+                        if paused {
+                            act.state = State::CoolingDown;
+                            act.schedule_probe(ctx);
+                        } else {
+                            act.pause(ctx);
+                        }
                     }
                 }
-                Err(_) => {
-                    // Stay paused; the breaker's probe will try again.
-                    act.breaker.force_open(now());
-                    act.stats.breaker_changed(&act.name, BreakerState::Open);
-                    if act.paused {
-                        act.schedule_probe(ctx);
-                    } else {
-                        act.pause(ctx);
-                    }
-                }
-            }
-        });
+            },
+        );
     }
 
-    fn write_dead_letter(&mut self, ctx: &mut Context<Self>) {
-        let Some(pending) = &self.dead_letter else {
-            return;
-        };
+    /// Writes `pending` to the dead-letter table; once it is durable the delivery moves
+    /// past its change. A failed write is tried again after a pause.
+    fn write_dead_letter(&mut self, pending: PendingDeadLetter, ctx: &mut Context<Self>) {
         let (lsn, reason, attempts, retriable) = (
             pending.lsn,
             pending.reason.clone(),
             pending.attempts,
             pending.retriable,
         );
+        self.state = State::DeadLettering(pending);
         let store = self.store.clone();
         let consumer = self.name.clone();
-        self.waiting = true;
         ctx.spawn(
             async move {
                 let log = store.log_table().to_string();
@@ -422,11 +488,17 @@ impl Supervisor {
             }
             .into_actor(self)
             .map(move |result, act, ctx| {
-                act.waiting = false;
+                if !matches!(act.state, State::DeadLettering(_)) {
+                    return; // Stopped meanwhile.
+                }
+                let State::DeadLettering(pending) = std::mem::replace(&mut act.state, State::Idle)
+                else {
+                    unreachable!("checked above");
+                };
                 match result {
                     Ok(_) => {
-                        let reason = act.dead_letter.take().map(|d| d.reason).unwrap_or_default();
-                        act.stats.dead_lettered(&act.name, lsn, attempts, &reason);
+                        act.stats
+                            .dead_lettered(&act.name, lsn, attempts, &pending.reason);
                         act.retry = None;
                         if let Some(batch) = &mut act.batch {
                             batch.next += 1;
@@ -435,10 +507,11 @@ impl Supervisor {
                     }
                     Err(err) => {
                         tracing::warn!(component = %act.name, lsn, error = %err, "dead-letter write failed; retrying");
-                        act.waiting = true;
-                        ctx.run_later(Duration::from_millis(100), |act, ctx| {
-                            act.waiting = false;
-                            act.run(ctx);
+                        act.state = State::BackingOff;
+                        ctx.run_later(Duration::from_millis(100), move |act, ctx| {
+                            if matches!(act.state, State::BackingOff) {
+                                act.write_dead_letter(pending, ctx);
+                            }
                         });
                     }
                 }
@@ -446,24 +519,26 @@ impl Supervisor {
         );
     }
 
+    /// The periodic health check, while idle: failures count toward the breaker.
     fn health_check(&mut self, ctx: &mut Context<Self>) {
-        if self.paused || self.component.is_none() || self.waiting {
+        if !matches!(self.state, State::Idle) {
             return;
         }
-        self.call_component(ctx, Lifecycle::Health, |act, result, ctx| {
-                match result {
-                    Ok(()) => act.run(ctx),
-                    Err(failure) => {
-                        tracing::warn!(component = %act.name, error = %failure.describe(), "health check failed");
-                        act.breaker.on_failure(now());
-                        if act.breaker.state() == BreakerState::Open && !act.paused {
-                            act.stats.breaker_changed(&act.name, BreakerState::Open);
-                            act.pause(ctx);
-                        } else {
-                            act.run(ctx);
-                        }
+        self.call_component(ctx, State::Checking, Lifecycle::Health, |act, result, ctx| {
+            act.state = State::Idle;
+            match result {
+                Ok(()) => act.run(ctx),
+                Err(failure) => {
+                    tracing::warn!(component = %act.name, error = %failure.describe(), "health check failed");
+                    act.breaker.on_failure(now());
+                    if act.breaker.state() == BreakerState::Open {
+                        act.stats.breaker_changed(&act.name, BreakerState::Open);
+                        act.pause(ctx);
+                    } else {
+                        act.run(ctx);
                     }
                 }
+            }
         });
     }
 }
@@ -477,16 +552,19 @@ enum Lifecycle {
 
 impl Supervisor {
     /// Lends the component to one `on_health` or `on_refresh` call (with the event timeout
-    /// and panic catching), then gives it back and hands the result to `then`.
+    /// and panic catching) in state `during`, then gives it back and hands the result to
+    /// `then`, unless the supervisor stopped meanwhile.
     fn call_component(
         &mut self,
         ctx: &mut Context<Self>,
+        during: State,
         call: Lifecycle,
         then: impl FnOnce(&mut Self, Result<(), Failure>, &mut Context<Self>) + 'static,
     ) {
         let Some(mut component) = self.component.take() else {
             return;
         };
+        self.state = during;
         let timeout = self.settings.event_timeout;
         ctx.spawn(
             async move {
@@ -499,7 +577,9 @@ impl Supervisor {
             .into_actor(self)
             .map(move |(component, result), act, ctx| {
                 act.component = Some(component);
-                then(act, result, ctx);
+                if !matches!(act.state, State::Stopped) {
+                    then(act, result, ctx);
+                }
             }),
         );
     }
@@ -546,7 +626,7 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // A new component rebuilds its state from the registry before its first change.
-        self.refresh(ctx, "registered");
+        self.refresh(ctx, true, "registered");
         let interval = self.settings.health_interval;
         ctx.run_interval(interval, |act, ctx| act.health_check(ctx));
     }
@@ -556,6 +636,17 @@ impl Handler<Deliver> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        if self.state.paused() {
+            // Sent before the router heard of the pause: give it back at once, so the
+            // router never has two deliveries out to this component.
+            self.router.progress.do_send(Progress {
+                component: self.name.clone(),
+                confirmed: 0,
+                finished: true,
+                paused: true,
+            });
+            return;
+        }
         debug_assert!(self.batch.is_none(), "one delivery at a time");
         self.batch = Some(ActiveBatch {
             changes: msg.changes,
@@ -583,6 +674,7 @@ impl Handler<StopSupervisor> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, _: StopSupervisor, ctx: &mut Context<Self>) {
+        self.state = State::Stopped;
         self.stats
             .update(&self.name, |s| s.status = ComponentStatus::Stopped);
         ctx.stop();
@@ -700,6 +792,27 @@ mod tests {
             ("c", 7, true, false)
         );
         assert_eq!(seen.confirmed_lsns(), vec![1, 3]);
+    }
+
+    /// A delivery the router sent before it heard of a pause comes straight back, so
+    /// the router never has two deliveries out to one component.
+    #[actix_rt::test]
+    async fn a_delivery_that_arrives_while_paused_is_given_back_untouched() {
+        tokio::time::pause();
+        let (component, seen) = flaky_at(1);
+        let s = alone(component);
+        assert!(s.resume.wait_until(LONG, |m| m.len() == 1).await);
+        s.supervisor.send(deliver(&[1], 1)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 1).await);
+        assert!(s.progress.messages()[0].paused);
+        s.supervisor.send(deliver(&[1], 1)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 2).await);
+        {
+            let p = &s.progress.messages()[1];
+            assert_eq!((p.confirmed, p.finished, p.paused), (0, true, true));
+        }
+        assert_eq!(seen.attempts(1), 2, "no attempt while paused");
+        assert_eq!(s.resume.messages().len(), 1);
     }
 
     #[actix_rt::test]
