@@ -10,7 +10,8 @@
 //!   connections and the `PRAGMA data_version` watcher both send [`Wake`]), and re-reads
 //!   on a timer backstop in case a wake-up is missed: wake-ups are hints, the log is the
 //!   truth;
-//! - undecodable rows are moved to the dead-letter table, never skipped silently;
+//! - undecodable rows are moved to the dead-letter table, never skipped silently: a
+//!   batch is handed on only once its undecodable rows' dead letters are written;
 //! - on the backstop tick it checks `PRAGMA schema_version` and regenerates the triggers
 //!   of captured tables whose columns changed.
 
@@ -118,11 +119,64 @@ impl Poller {
             }
             return;
         }
+        if batch.malformed.is_empty() {
+            return self.publish(batch, ctx);
+        }
+        // Publish past malformed rows only once their dead letters are written: until
+        // then nothing routes past them, so no slot moves past them and cleanup cannot
+        // delete a row that was neither delivered nor dead-lettered.
+        self.reading = true;
+        let rows: Vec<(i64, String)> = batch
+            .malformed
+            .iter()
+            .map(|m| (m.raw.lsn, m.reason.clone()))
+            .collect();
+        let store = self.store.clone();
+        ctx.spawn(
+            async move {
+                let log = store.log_table().to_string();
+                let result = store
+                    .write(move |conn| astha_core::dead_letter::quarantine(conn, &log, &rows))
+                    .await;
+                (result, batch)
+            }
+            .into_actor(self)
+            .map(|(result, batch), act, ctx| {
+                act.reading = false;
+                match result {
+                    Ok(_) => {
+                        let first = &batch.malformed[0].reason;
+                        act.stats.malformed_rows(batch.malformed.len(), first);
+                        act.publish(batch, ctx);
+                    }
+                    Err(err) => {
+                        // The rows stay in the log. What comes before the first of them
+                        // flows; the rest is read again on the next wake-up or backstop
+                        // tick, and the write tried again.
+                        tracing::error!(
+                            error = %err,
+                            "could not move malformed rows to dead letters; holding delivery behind them"
+                        );
+                        let first = batch.malformed.iter().map(|m| m.raw.lsn).min();
+                        let before = first.map_or(act.read_pos, |lsn| lsn - 1);
+                        if before > act.read_pos {
+                            let mut prefix = batch;
+                            prefix.changes.retain(|c| c.lsn <= before);
+                            prefix.malformed.clear();
+                            prefix.scanned_to = before;
+                            prefix.bytes = 0;
+                            act.publish(prefix, ctx);
+                        }
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Hands a batch to the router and moves the read position past it.
+    fn publish(&mut self, batch: Batch, ctx: &mut Context<Self>) {
         let full = batch.changes.len() + batch.malformed.len() >= self.config.limits.max_rows
             || batch.bytes >= self.config.limits.max_bytes;
-        if !batch.malformed.is_empty() {
-            self.quarantine(&batch, ctx);
-        }
         for change in &batch.changes {
             *self
                 .stats
@@ -145,31 +199,6 @@ impl Poller {
         if full || self.again {
             self.poll(ctx);
         }
-    }
-
-    fn quarantine(&mut self, batch: &Batch, ctx: &mut Context<Self>) {
-        let rows: Vec<(i64, String)> = batch
-            .malformed
-            .iter()
-            .map(|m| (m.raw.lsn, m.reason.clone()))
-            .collect();
-        self.stats.malformed_rows(rows.len(), &rows[0].1);
-        let store = self.store.clone();
-        ctx.spawn(
-            async move {
-                let log = store.log_table().to_string();
-                store
-                    .write(move |conn| astha_core::dead_letter::quarantine(conn, &log, &rows))
-                    .await
-            }
-            .into_actor(self)
-            .map(|result, _, _| {
-                if let Err(err) = result {
-                    // The rows stay in the log; every reader reports them again.
-                    tracing::error!(error = %err, "could not move malformed rows to dead letters");
-                }
-            }),
-        );
     }
 
     fn check_schema(&mut self, ctx: &mut Context<Self>) {

@@ -20,8 +20,9 @@
 //!   never holds it once someone waits for newer batches: it reads its own tables from
 //!   the log instead, so it never blocks the others, and the ring holds no more than
 //!   the poller sent;
-//! - positions only move forward, and only past changes the route confirmed or that
-//!   are not of its tables.
+//! - positions only move forward, only past changes the route confirmed or that are
+//!   not of its tables, and never past what the poller published (so never past a row
+//!   it has not yet read, or whose dead letter it has not yet written).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -225,12 +226,18 @@ impl Routing {
 
     /// The catch-up read asked for `name` returned `changes` (of its tables, in LSN
     /// order) and considered every log row up to `scanned_to`.
+    ///
+    /// Only what the poller has published (up to the ring's end) counts: past it may lie
+    /// rows the poller could not decode and has not yet moved to the dead letters, and
+    /// a position moved past such a row would let cleanup delete it.
     pub fn catch_up_read(
         &mut self,
         name: &str,
-        changes: Vec<Arc<Change>>,
+        mut changes: Vec<Arc<Change>>,
         scanned_to: i64,
     ) -> Vec<Effect> {
+        let scanned_to = scanned_to.min(self.ring_end);
+        changes.retain(|c| c.lsn <= scanned_to);
         let mut out = Vec::new();
         let Some(route) = self.routes.get_mut(name) else {
             return out;

@@ -117,3 +117,68 @@ async fn rows_with_bad_content_go_to_dead_letters_and_the_rest_flows() {
 async fn rows_with_bad_types_go_to_dead_letters_and_the_rest_flows() {
     run(|a, _| bad_types(a)).await;
 }
+
+/// Issue 14: the dead-letter write of a malformed row fails (injected: a trigger makes
+/// every insert into the dead-letter table abort). Until it succeeds, nothing may move
+/// past the row: no slot passes it, so cleanup (every 50 ms here, with only the
+/// component's slot) cannot delete it. Once writes work again, it is dead-lettered and
+/// everything after it flows, in order.
+#[actix_rt::test]
+async fn a_failed_dead_letter_write_never_lets_cleanup_delete_the_row() {
+    let db = TestDb::new();
+    let (astha, seen) = started_with_recorder(&db).await;
+    let writer = db.writer();
+    writer
+        .execute_batch(
+            "CREATE TRIGGER fail_dead_letters BEFORE INSERT ON __astha_dead_letters
+             BEGIN SELECT RAISE(ABORT, 'injected: dead-letter write fails'); END;",
+        )
+        .unwrap();
+    let a = schema_id(&writer, "a");
+    insert(&writer, "a", 0, 3);
+    let bad = inject(
+        &writer,
+        &format!("julianday('now'), 'a', 'I', 999999, {a}, 2"),
+    );
+    insert(&writer, "a", 3, 3);
+    assert!(seen.wait_until(LONG, |s| s.confirmed.len() >= 3).await);
+    // Many cleanup ticks and poller retries go by while the write keeps failing.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let still_there: i64 = writer
+        .query_row("SELECT count(*) FROM __cdc_log WHERE id = ?1", [bad], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        still_there, 1,
+        "cleanup deleted a row that was never dead-lettered"
+    );
+    let slot = astha_core::slots::get(&writer, "c").unwrap().unwrap();
+    assert!(
+        slot.position < bad,
+        "slot at {} passed the row {bad}",
+        slot.position
+    );
+    assert_eq!(bad, 4);
+    assert_eq!(
+        seen.confirmed_lsns(),
+        vec![1, 2, 3],
+        "nothing delivered past it"
+    );
+
+    writer
+        .execute_batch("DROP TRIGGER fail_dead_letters")
+        .unwrap();
+    // Delivered rows may be cleaned by now: the good rows are those around the bad one.
+    let good: Vec<i64> = (1..bad).chain(bad + 1..=bad + 3).collect();
+    assert!(seen.wait_until(LONG, |s| s.confirmed.len() >= 6).await);
+    assert_eq!(seen.confirmed_lsns(), good, "good rows, in order, once");
+    let dead: Vec<i64> = astha_core::dead_letter::list(&writer, Some("*"), false)
+        .unwrap()
+        .iter()
+        .map(|d| d.lsn)
+        .collect();
+    assert_eq!(dead, vec![bad]);
+    assert_eq!(astha.scheduler_stats().malformed, 1);
+    astha.stop().await.unwrap();
+}

@@ -313,7 +313,7 @@ impl World {
                         "delivered before the position was durable"
                     );
                     prop_assert!(!c.paused && !c.disabled, "delivered to a paused route");
-                    prop_assert!(upto > c.position && upto <= self.written);
+                    prop_assert!(upto > c.position && upto <= self.read_pos);
                     let lsns: Vec<i64> = changes.iter().map(|c| c.lsn).collect();
                     // Exactly its changes right after its position: no gap, no repeat.
                     prop_assert_eq!(&lsns, &self.rows(&c.tables, c.position, upto));
@@ -337,6 +337,10 @@ impl World {
                 Effect::Persist { route, position } => {
                     let c = &self.components[&route];
                     prop_assert!(position > c.position, "positions only move forward");
+                    prop_assert!(
+                        position <= self.read_pos,
+                        "moved past what the poller published"
+                    );
                     let missed: Vec<i64> = self
                         .rows(&c.tables, c.position, position)
                         .into_iter()
