@@ -310,11 +310,6 @@ impl Routing {
         self.routes.get(name).map(|r| r.position)
     }
 
-    /// The route names.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.routes.keys().map(String::as_str)
-    }
-
     fn pump_all(&mut self, out: &mut Vec<Effect>) {
         let names: Vec<String> = self.routes.keys().cloned().collect();
         for name in names {
