@@ -18,9 +18,10 @@ use astha_core::wake::DataVersionWatcher;
 
 use crate::component::{Component, ComponentStatus};
 use crate::error::AsthaError;
-use crate::messages::{Register, SetStatus, Shutdown, Unregister};
+use crate::janitor::Janitor;
+use crate::messages::{Register, SetStatus, Shutdown, StopJanitor, Unregister};
 use crate::poller::{Poller, PollerConfig};
-use crate::router::{Router, RouterConfig};
+use crate::router::{PollerLink, Router, RouterConfig};
 use crate::stats::{ComponentStats, SchedulerStats, Stats};
 use crate::store::Store;
 use crate::supervisor::SupervisorSettings;
@@ -35,6 +36,7 @@ pub struct Astha {
 
 struct Running {
     router: Addr<Router>,
+    janitor: Addr<Janitor>,
     watcher: DataVersionWatcher,
     /// Set when Astha started its own actix system thread.
     own_system: Option<(actix::System, std::thread::JoinHandle<()>)>,
@@ -91,35 +93,38 @@ impl Astha {
             astha_core::db::open(self.store.path())?,
             self.config.data_version_poll,
         )?;
-        let (router, own_system) = if actix::System::try_current().is_some() {
-            (self.spawn_actors(start), None)
+        let seed = ActorSeed {
+            store: self.store.clone(),
+            stats: self.stats.clone(),
+            router: self.router_config(),
+            poller: self.poller_config(),
+            cleanup_interval: self.config.cleanup_interval,
+        };
+        let (actors, own_system) = if actix::System::try_current().is_some() {
+            (seed.spawn(start), None)
         } else {
             let (tx, rx) = std::sync::mpsc::channel();
-            let this = ActorSeed {
-                store: self.store.clone(),
-                stats: self.stats.clone(),
-                router: self.router_config(),
-                poller: self.poller_config(),
-            };
             let thread = std::thread::Builder::new()
                 .name("astha-actors".into())
                 .spawn(move || {
                     let system = actix::System::new();
                     system.block_on(async move {
-                        let router = this.spawn(start);
-                        let _ = tx.send((router, actix::System::current()));
+                        let actors = seed.spawn(start);
+                        let _ = tx.send((actors, actix::System::current()));
                     });
                     let _ = system.run();
                 })
                 .map_err(|e| AsthaError::Mailbox(format!("cannot start actor thread: {e}")))?;
-            let (router, system) = rx
+            let (actors, system) = rx
                 .recv()
                 .map_err(|_| AsthaError::Mailbox("actor thread died at start".into()))?;
-            (router, Some((system, thread)))
+            (actors, Some((system, thread)))
         };
+        let (router, janitor) = actors;
         tracing::info!(database = %self.store.path().display(), start, "astha started");
         *running = Some(Running {
             router,
+            janitor,
             watcher,
             own_system,
         });
@@ -135,6 +140,7 @@ impl Astha {
         };
         // The router stops itself once drained; its reply may be lost in that moment.
         let _ = running.router.send(Shutdown).await;
+        let _ = running.janitor.send(StopJanitor).await;
         running.watcher.stop();
         if let Some((system, thread)) = running.own_system {
             system.stop();
@@ -267,22 +273,11 @@ impl Astha {
         })?)
     }
 
-    fn spawn_actors(&self, start: i64) -> Addr<Router> {
-        ActorSeed {
-            store: self.store.clone(),
-            stats: self.stats.clone(),
-            router: self.router_config(),
-            poller: self.poller_config(),
-        }
-        .spawn(start)
-    }
-
     fn router_config(&self) -> RouterConfig {
         let c = &self.config;
         RouterConfig {
             limits: self.limits(),
             window: c.window_batches,
-            cleanup_interval: c.cleanup_interval,
             supervisor: SupervisorSettings {
                 retry: c.retry,
                 breaker: c.breaker,
@@ -316,24 +311,28 @@ struct ActorSeed {
     stats: Arc<Stats>,
     router: RouterConfig,
     poller: PollerConfig,
+    cleanup_interval: Duration,
 }
 
 impl ActorSeed {
-    fn spawn(self, start: i64) -> Addr<Router> {
-        let router = Router::new(self.store.clone(), self.stats.clone(), self.router, start);
+    /// Starts poller, router and janitor on the current actix system.
+    fn spawn(self, start: i64) -> (Addr<Router>, Addr<Janitor>) {
+        let mut router = Router::new(self.store.clone(), self.stats.clone(), self.router, start);
         let router_ctx = Context::new();
-        let router_addr = router_ctx.address();
         let poller = Poller::new(
-            self.store,
-            router_addr.clone(),
-            self.stats,
+            self.store.clone(),
+            router_ctx.address().recipient(),
+            self.stats.clone(),
             self.poller,
             start,
         )
         .start();
-        let mut router = router;
-        router.set_poller(poller);
-        router_ctx.run(router)
+        router.set_poller(PollerLink {
+            release: poller.clone().recipient(),
+            stop: poller.recipient(),
+        });
+        let janitor = Janitor::new(self.store, self.stats, self.cleanup_interval).start();
+        (router_ctx.run(router), janitor)
     }
 }
 

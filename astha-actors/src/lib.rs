@@ -5,14 +5,19 @@
 //! poller ──NewBatch──► router ──Deliver──► supervisor ──on_event──► component
 //!    ▲                   │  ▲                  │
 //!    └──────Release──────┘  └──Progress/Resume─┘
+//!
+//! janitor (timer): heartbeats, and deletes log rows every slot is past
 //! ```
 //!
-//! The [`Astha`] facade starts them, registers components and reports statistics.
+//! The router's decisions live in [`astha_core::routing`]; each actor holds
+//! `Recipient`s of the messages it sends (all in [`messages`]), so each can be tested
+//! alone. The [`Astha`] facade starts them, registers components and reports statistics.
 
 pub mod astha;
 pub mod component;
 pub mod error;
 pub mod http;
+pub mod janitor;
 pub mod messages;
 pub mod poller;
 pub mod pool;

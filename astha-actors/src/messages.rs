@@ -1,4 +1,8 @@
-//! The typed messages the actors exchange.
+//! Every typed message the actors exchange, and nothing else.
+//!
+//! Actors hold `Recipient`s of the messages they send rather than the `Addr` of their
+//! neighbour, so no actor module imports another and a test can stand in for any
+//! neighbour with a mailbox of its own.
 //!
 //! Every mailbox is bounded by protocol, not by a capacity setting (actix's `do_send`
 //! ignores capacities): the poller has at most `window_batches` batches in flight to the
@@ -14,14 +18,7 @@ use astha_core::Change;
 use crate::component::{Component, ComponentStatus};
 use crate::error::AsthaError;
 
-/// A batch of decoded changes covering the LSN range `(after, upto]`, shared by all the
-/// components that read it.
-#[derive(Debug)]
-pub struct SharedBatch {
-    pub after: i64,
-    pub upto: i64,
-    pub changes: Vec<Arc<Change>>,
-}
+pub use astha_core::routing::SharedBatch;
 
 /// Poller → router: a new batch was read.
 #[derive(Message)]
@@ -93,3 +90,18 @@ pub struct SetStatus {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Shutdown;
+
+/// Router → poller: stop reading (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopReading;
+
+/// Router → supervisor: stop (component unregistered or Astha stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopSupervisor;
+
+/// Facade → janitor: stop writing heartbeats and cleaning the log (Astha stopping).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopJanitor;

@@ -1,4 +1,5 @@
-//! The poller: reads the change log in batches and hands them to the router.
+//! The poller: reads the change log in batches and hands them to the router (any
+//! `Recipient<NewBatch>`).
 //!
 //! Promises:
 //! - at most `window` batches are in flight (read but not yet released by the router),
@@ -9,7 +10,8 @@
 //!   connections and the `PRAGMA data_version` watcher both send [`Wake`]), and re-reads
 //!   on a timer backstop in case a wake-up is missed: wake-ups are hints, the log is the
 //!   truth;
-//! - undecodable rows are moved to the dead-letter table, never skipped silently;
+//! - undecodable rows are moved to the dead-letter table, never skipped silently: a
+//!   batch is handed on only once its undecodable rows' dead letters are written;
 //! - on the backstop tick it checks `PRAGMA schema_version` and regenerates the triggers
 //!   of captured tables whose columns changed.
 
@@ -21,8 +23,7 @@ use actix::prelude::*;
 use astha_core::log::{Batch, BatchLimits};
 use astha_core::wake::Subscription;
 
-use crate::messages::{NewBatch, Release, SharedBatch, Wake};
-use crate::router::Router;
+use crate::messages::{NewBatch, Release, SharedBatch, StopReading, Wake};
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -37,7 +38,8 @@ pub struct PollerConfig {
 /// The poller actor.
 pub struct Poller {
     store: Store,
-    router: Addr<Router>,
+    /// Where batches go (the router; a test mailbox in tests).
+    router: Recipient<NewBatch>,
     stats: Arc<Stats>,
     config: PollerConfig,
     read_pos: i64,
@@ -55,7 +57,7 @@ impl Poller {
     /// A poller that starts reading after `read_pos`.
     pub fn new(
         store: Store,
-        router: Addr<Router>,
+        router: Recipient<NewBatch>,
         stats: Arc<Stats>,
         config: PollerConfig,
         read_pos: i64,
@@ -117,11 +119,64 @@ impl Poller {
             }
             return;
         }
+        if batch.malformed.is_empty() {
+            return self.publish(batch, ctx);
+        }
+        // Publish past malformed rows only once their dead letters are written: until
+        // then nothing routes past them, so no slot moves past them and cleanup cannot
+        // delete a row that was neither delivered nor dead-lettered.
+        self.reading = true;
+        let rows: Vec<(i64, String)> = batch
+            .malformed
+            .iter()
+            .map(|m| (m.raw.lsn, m.reason.clone()))
+            .collect();
+        let store = self.store.clone();
+        ctx.spawn(
+            async move {
+                let log = store.log_table().to_string();
+                let result = store
+                    .write(move |conn| astha_core::dead_letter::quarantine(conn, &log, &rows))
+                    .await;
+                (result, batch)
+            }
+            .into_actor(self)
+            .map(|(result, batch), act, ctx| {
+                act.reading = false;
+                match result {
+                    Ok(_) => {
+                        let first = &batch.malformed[0].reason;
+                        act.stats.malformed_rows(batch.malformed.len(), first);
+                        act.publish(batch, ctx);
+                    }
+                    Err(err) => {
+                        // The rows stay in the log. What comes before the first of them
+                        // flows; the rest is read again on the next wake-up or backstop
+                        // tick, and the write tried again.
+                        tracing::error!(
+                            error = %err,
+                            "could not move malformed rows to dead letters; holding delivery behind them"
+                        );
+                        let first = batch.malformed.iter().map(|m| m.raw.lsn).min();
+                        let before = first.map_or(act.read_pos, |lsn| lsn - 1);
+                        if before > act.read_pos {
+                            let mut prefix = batch;
+                            prefix.changes.retain(|c| c.lsn <= before);
+                            prefix.malformed.clear();
+                            prefix.scanned_to = before;
+                            prefix.bytes = 0;
+                            act.publish(prefix, ctx);
+                        }
+                    }
+                }
+            }),
+        );
+    }
+
+    /// Hands a batch to the router and moves the read position past it.
+    fn publish(&mut self, batch: Batch, ctx: &mut Context<Self>) {
         let full = batch.changes.len() + batch.malformed.len() >= self.config.limits.max_rows
             || batch.bytes >= self.config.limits.max_bytes;
-        if !batch.malformed.is_empty() {
-            self.quarantine(&batch, ctx);
-        }
         for change in &batch.changes {
             *self
                 .stats
@@ -144,31 +199,6 @@ impl Poller {
         if full || self.again {
             self.poll(ctx);
         }
-    }
-
-    fn quarantine(&mut self, batch: &Batch, ctx: &mut Context<Self>) {
-        let rows: Vec<(i64, String)> = batch
-            .malformed
-            .iter()
-            .map(|m| (m.raw.lsn, m.reason.clone()))
-            .collect();
-        self.stats.malformed_rows(rows.len(), &rows[0].1);
-        let store = self.store.clone();
-        ctx.spawn(
-            async move {
-                let log = store.log_table().to_string();
-                store
-                    .write(move |conn| astha_core::dead_letter::quarantine(conn, &log, &rows))
-                    .await
-            }
-            .into_actor(self)
-            .map(|result, _, _| {
-                if let Err(err) = result {
-                    // The rows stay in the log; every reader reports them again.
-                    tracing::error!(error = %err, "could not move malformed rows to dead letters");
-                }
-            }),
-        );
     }
 
     fn check_schema(&mut self, ctx: &mut Context<Self>) {
@@ -238,11 +268,6 @@ impl Handler<Release> for Poller {
     }
 }
 
-/// Router → poller: stop reading (shutdown).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopReading;
-
 impl Handler<StopReading> for Poller {
     type Result = ();
 
@@ -250,5 +275,65 @@ impl Handler<StopReading> for Poller {
         self.stopped = true;
         self._wake = None;
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The poller alone: a test mailbox stands in for the router.
+
+    use super::*;
+    use crate::testing::test_mailbox;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    #[actix_rt::test]
+    async fn sends_contiguous_batches_and_never_more_than_its_window_unreleased() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.db");
+        let store = Store::open(&path, "__cdc_log").unwrap();
+        store
+            .write_blocking(|conn| {
+                conn.execute_batch("CREATE TABLE a (id INTEGER PRIMARY KEY, v INTEGER)")?;
+                store.capture().install(conn, "a")
+            })
+            .unwrap();
+        let writer = astha_core::db::open_writer(&path).unwrap();
+        for v in 0..7 {
+            writer
+                .execute("INSERT INTO a (v) VALUES (?1)", [v])
+                .unwrap();
+        }
+        let (batches, inbox) = test_mailbox::<NewBatch>();
+        let config = PollerConfig {
+            limits: BatchLimits {
+                max_rows: 2,
+                max_bytes: 1 << 20,
+            },
+            window: 2,
+            backstop: Duration::from_millis(10),
+        };
+        let poller = Poller::new(store, batches, Arc::new(Stats::default()), config, 0).start();
+        assert!(inbox.wait_until(LONG, |m| m.len() == 2).await);
+        // Backstop ticks go by: the window is full, so nothing more is read.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(inbox.messages().len(), 2);
+        poller.send(Release(2)).await.unwrap();
+        assert!(inbox.wait_until(LONG, |m| m.len() == 4).await);
+        let ranges: Vec<(i64, i64, Vec<i64>)> = inbox
+            .messages()
+            .iter()
+            .map(|NewBatch(b)| (b.after, b.upto, b.changes.iter().map(|c| c.lsn).collect()))
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![
+                (0, 2, vec![1, 2]),
+                (2, 4, vec![3, 4]),
+                (4, 6, vec![5, 6]),
+                (6, 7, vec![7]),
+            ]
+        );
+        poller.send(StopReading).await.ok();
     }
 }

@@ -1,80 +1,77 @@
-//! The router: hands each component the changes of its tables, in commit order, and
-//! moves each component's slot only when that component confirmed them.
+//! The router: moves messages between the poller and the supervisors, and performs what
+//! the routing state machine ([`astha_core::routing`]) decides.
 //!
-//! It keeps the batches the poller read in a ring (the window). Each component is fed
-//! from the ring at its own pace, one delivery at a time. A component that falls behind
-//! the ring (it was slow, paused by its breaker, or registered late) is fed by reads of
-//! its own from the log, filtered to its tables, until it reaches the ring again: a slow
-//! or broken component never holds the window, so it never delays the others, and its
-//! changes wait in the durable log rather than in memory.
+//! The decisions — which changes each component gets next, when a batch leaves the
+//! ring, when a component falls behind and reads the log instead, when a position may
+//! move — are all in [`Routing`], a plain struct tested without a runtime. This actor
+//! only feeds it its inputs (batches from the poller, progress from the supervisors,
+//! registrations from the facade, finished reads and slot writes) and carries out its
+//! effects: deliveries, catch-up reads on the store's read threads, slot writes, and
+//! releases to the poller.
 //!
-//! Slot positions are written as soon as a component confirms, one write at a time:
-//! confirmations that arrive during a write are coalesced into the next one, and a
-//! component gets its next delivery only once its confirmed position is durable. After a
-//! crash a component therefore sees again at most the one delivery it had in flight.
+//! Slot writes: one at a time; confirmations that arrive during a write are coalesced
+//! into the next one, and a route hears that its position is durable (so it may get
+//! more) only once the write that holds its latest position is done. After a crash a
+//! component therefore sees again at most the one delivery it had in flight.
+//!
+//! It never touches a component and never cleans the log (that is the janitor's).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use astha_core::log::BatchLimits;
+use astha_core::routing::{Effect, Routing};
 use astha_core::slots::{self, SlotStart};
-use astha_core::Change;
 
 use crate::component::ComponentStatus;
 use crate::error::AsthaError;
 use crate::messages::*;
-use crate::poller::{Poller, StopReading};
 use crate::stats::{ComponentStats, Stats};
 use crate::store::Store;
-use crate::supervisor::{Supervisor, SupervisorSettings};
+use crate::supervisor::{RouterLink, Supervisor, SupervisorSettings};
 
-/// Pause between two cleanup calls while a backlog of removable rows remains.
-const CLEANUP_PAUSE: Duration = Duration::from_millis(50);
+/// Pause before a failed catch-up read or slot write is tried again.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(100);
+const SLOT_WRITE_RETRY: Duration = Duration::from_millis(50);
 
 /// Router settings.
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     pub limits: BatchLimits,
     pub window: usize,
-    pub cleanup_interval: Duration,
     pub supervisor: SupervisorSettings,
     /// How long `Shutdown` waits for in-flight deliveries before persisting and stopping.
     pub drain_timeout: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RouteState {
-    Idle,
-    Delivering,
-    CatchingUp,
-    Paused,
+/// What the router sends the poller.
+pub struct PollerLink {
+    pub release: Recipient<Release>,
+    pub stop: Recipient<StopReading>,
 }
 
-struct Route {
-    addr: Addr<Supervisor>,
-    tables: HashSet<String>,
-    table_list: Arc<[String]>,
-    /// Last LSN the component confirmed.
-    position: i64,
-    state: RouteState,
-    disabled: bool,
-    /// A confirmed position is not yet durable: deliver nothing more until it is, so a
-    /// crash re-delivers at most the batch in flight.
-    unpersisted: bool,
+/// What the router sends one supervisor.
+struct SupervisorLink {
+    deliver: Recipient<Deliver>,
+    status: Recipient<SetStatus>,
+    stop: Recipient<StopSupervisor>,
 }
 
-impl Route {
-    fn wants(&self, change: &Change) -> bool {
-        self.tables.contains(&*change.table)
-    }
-
-    /// True if this route still needs batch `upto` from the ring.
-    fn holds(&self, upto: i64) -> bool {
-        !matches!(self.state, RouteState::Paused | RouteState::CatchingUp)
-            && !self.disabled
-            && self.position < upto
+impl<A> From<Addr<A>> for SupervisorLink
+where
+    A: Actor + Handler<Deliver> + Handler<SetStatus> + Handler<StopSupervisor>,
+    A::Context: actix::dev::ToEnvelope<A, Deliver>
+        + actix::dev::ToEnvelope<A, SetStatus>
+        + actix::dev::ToEnvelope<A, StopSupervisor>,
+{
+    fn from(addr: Addr<A>) -> Self {
+        Self {
+            deliver: addr.clone().recipient(),
+            status: addr.clone().recipient(),
+            stop: addr.recipient(),
+        }
     }
 }
 
@@ -83,16 +80,12 @@ pub struct Router {
     store: Store,
     stats: Arc<Stats>,
     config: RouterConfig,
-    poller: Option<Addr<Poller>>,
-    ring: VecDeque<Arc<SharedBatch>>,
-    /// The ring covers the LSN range `(ring_start, ring_end]`.
-    ring_start: i64,
-    ring_end: i64,
-    routes: BTreeMap<String, Route>,
+    poller: Option<PollerLink>,
+    routing: Routing,
+    supervisors: HashMap<String, SupervisorLink>,
+    /// Confirmed positions not yet written.
     dirty_slots: HashMap<String, i64>,
     flushing: bool,
-    /// A log cleanup is running (see [`Router::clean`]).
-    cleaning: bool,
     shutting_down: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
 }
 
@@ -102,79 +95,62 @@ impl Router {
         Self {
             store,
             stats,
+            routing: Routing::new(config.window, start),
             config,
             poller: None,
-            ring: VecDeque::new(),
-            ring_start: start,
-            ring_end: start,
-            routes: BTreeMap::new(),
+            supervisors: HashMap::new(),
             dirty_slots: HashMap::new(),
             flushing: false,
-            cleaning: false,
             shutting_down: None,
         }
     }
 
     /// Connects the poller (created after the router, since it needs the router's address).
-    pub fn set_poller(&mut self, poller: Addr<Poller>) {
+    pub fn set_poller(&mut self, poller: PollerLink) {
         self.poller = Some(poller);
     }
 
-    /// Gives `name` its next delivery, if it is idle and there is anything for it.
-    fn pump(&mut self, name: &str, ctx: &mut Context<Self>) {
-        if self.shutting_down.is_some() {
-            return;
-        }
-        let Some(route) = self.routes.get_mut(name) else {
-            return;
-        };
-        if route.state != RouteState::Idle || route.disabled || route.unpersisted {
-            return;
-        }
-        if route.position >= self.ring_end {
-            return; // Caught up: the next NewBatch pumps it.
-        }
-        if route.position < self.ring_start {
-            return self.catch_up(name.to_string(), ctx);
-        }
-        // Collect this route's changes from the first ring batch that has any.
-        let mut upto = route.position;
-        let mut changes = Vec::new();
-        for batch in self.ring.iter().filter(|b| b.upto > route.position) {
-            changes.extend(
-                batch
-                    .changes
-                    .iter()
-                    .filter(|c| c.lsn > route.position && route.wants(c))
-                    .cloned(),
-            );
-            upto = batch.upto;
-            if !changes.is_empty() {
-                break;
+    /// Carries out the state machine's effects, in order.
+    fn perform(&mut self, effects: Vec<Effect>, ctx: &mut Context<Self>) {
+        for effect in effects {
+            match effect {
+                Effect::Deliver {
+                    route,
+                    changes,
+                    upto,
+                } => {
+                    if let Some(link) = self.supervisors.get(&route) {
+                        link.deliver.do_send(Deliver { changes, upto });
+                    }
+                }
+                Effect::CatchUp {
+                    route,
+                    after,
+                    tables,
+                } => self.catch_up(route, after, tables, ctx),
+                Effect::Persist { route, position } => {
+                    self.stats.update(&route, |s| s.position = position);
+                    self.dirty_slots.insert(route, position);
+                    self.flush_slots(ctx);
+                }
+                Effect::Release(batches) => {
+                    if let Some(poller) = &self.poller {
+                        poller.release.do_send(Release(batches));
+                    }
+                }
             }
         }
-        if changes.is_empty() {
-            // Nothing for this component up to `upto`: move its slot without a delivery.
-            route.position = upto;
-            self.mark_confirmed(name, upto, ctx);
-            return;
-        }
-        route.state = RouteState::Delivering;
-        route.addr.do_send(Deliver {
-            changes: Arc::new(changes),
-            upto,
-        });
     }
 
-    /// Reads the next changes of `name`'s tables straight from the log.
-    fn catch_up(&mut self, name: String, ctx: &mut Context<Self>) {
-        let Some(route) = self.routes.get_mut(&name) else {
-            return;
-        };
-        route.state = RouteState::CatchingUp;
+    /// Reads the next changes of a route's tables straight from the log.
+    fn catch_up(
+        &mut self,
+        name: String,
+        after: i64,
+        tables: Arc<[String]>,
+        ctx: &mut Context<Self>,
+    ) {
         let store = self.store.clone();
-        let after = route.position;
-        let tables = route.table_list.clone();
         let limits = self.config.limits;
         self.stats
             .catch_up_reads
@@ -183,50 +159,24 @@ impl Router {
             async move { store.read_tables(after, limits, tables).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    let Some(route) = act.routes.get_mut(&name) else {
-                        return;
-                    };
-                    route.state = RouteState::Idle;
                     match result {
-                        Ok(batch) if batch.changes.is_empty() => {
-                            // Undecodable rows are the poller's to quarantine; moving past
-                            // them here is safe because the poller reads the same range.
-                            let upto = batch.scanned_to;
-                            if upto > route.position {
-                                route.position = upto;
-                                act.mark_confirmed(&name, upto, ctx);
-                            }
-                        }
                         Ok(batch) => {
-                            route.state = RouteState::Delivering;
-                            route.addr.do_send(Deliver {
-                                changes: Arc::new(batch.changes.into_iter().map(Arc::new).collect()),
-                                upto: batch.scanned_to,
-                            });
+                            let changes = batch.changes.into_iter().map(Arc::new).collect();
+                            let effects = act.routing.catch_up_read(&name, changes, batch.scanned_to);
+                            act.perform(effects, ctx);
                         }
                         Err(err) => {
                             tracing::warn!(component = %name, error = %err, "catch-up read failed; retrying");
-                            let name = name.clone();
-                            ctx.run_later(Duration::from_millis(100), move |act, ctx| {
-                                act.pump(&name, ctx)
+                            act.routing.catch_up_failed(&name);
+                            ctx.run_later(CATCH_UP_RETRY, move |act, ctx| {
+                                let effects = act.routing.pump(&name);
+                                act.perform(effects, ctx);
                             });
                         }
                     }
+                    act.maybe_finish_shutdown(ctx);
                 }),
         );
-    }
-
-    /// Records a new confirmed position: schedules the slot write, pumps the route again,
-    /// and lets the ring shrink.
-    fn mark_confirmed(&mut self, name: &str, position: i64, ctx: &mut Context<Self>) {
-        self.dirty_slots.insert(name.to_string(), position);
-        if let Some(route) = self.routes.get_mut(name) {
-            route.unpersisted = true;
-        }
-        self.stats.update(name, |s| s.position = position);
-        self.flush_slots(ctx);
-        self.evict(ctx);
-        self.pump(name, ctx);
     }
 
     fn flush_slots(&mut self, ctx: &mut Context<Self>) {
@@ -235,38 +185,33 @@ impl Router {
         }
         self.flushing = true;
         let positions: Vec<(String, i64)> = self.dirty_slots.drain().collect();
-        let positions_written: Vec<String> = positions.iter().map(|(n, _)| n.clone()).collect();
         let store = self.store.clone();
         ctx.spawn(
             async move {
-                let retry = positions.clone();
-                store
-                    .write(move |conn| slots::advance_many(conn, &positions))
-                    .await
-                    .map_err(|err| (err, retry))
+                let job = positions.clone();
+                let result = store
+                    .write(move |conn| slots::advance_many(conn, &job))
+                    .await;
+                (result, positions)
             }
             .into_actor(self)
-            .map(move |result, act, ctx| {
+            .map(move |(result, positions), act, ctx| {
                 act.flushing = false;
-                if let Err((err, positions)) = result {
+                if let Err(err) = result {
                     tracing::warn!(error = %err, "slot write failed; retrying");
                     for (name, pos) in positions {
                         let entry = act.dirty_slots.entry(name).or_insert(pos);
                         *entry = (*entry).max(pos);
                     }
-                    ctx.run_later(Duration::from_millis(50), |act, ctx| act.flush_slots(ctx));
+                    ctx.run_later(SLOT_WRITE_RETRY, |act, ctx| act.flush_slots(ctx));
                     return;
                 }
-                // These positions are durable: their components may get more.
-                let written: Vec<String> = positions_written;
-                for name in written {
-                    if act.dirty_slots.contains_key(&name) {
-                        continue;
+                // Durable, unless a newer position of the same route waits to be written.
+                for (name, _) in positions {
+                    if !act.dirty_slots.contains_key(&name) {
+                        let effects = act.routing.persisted(&name);
+                        act.perform(effects, ctx);
                     }
-                    if let Some(route) = act.routes.get_mut(&name) {
-                        route.unpersisted = false;
-                    }
-                    act.pump(&name, ctx);
                 }
                 act.flush_slots(ctx);
                 act.maybe_finish_shutdown(ctx);
@@ -274,119 +219,12 @@ impl Router {
         );
     }
 
-    /// Drops ring batches nobody needs any more, and, when the ring is full while some
-    /// component waits for newer changes, the oldest batch even if a slow component still
-    /// needs it (that component will read it from the log).
-    fn evict(&mut self, ctx: &mut Context<Self>) {
-        let mut released = 0;
-        while let Some(oldest) = self.ring.front() {
-            let upto = oldest.upto;
-            let needed = self.routes.values().any(|r| r.holds(upto));
-            let someone_waits = self
-                .routes
-                .values()
-                .any(|r| !r.disabled && r.state == RouteState::Idle && r.position >= self.ring_end);
-            if needed && !(self.ring.len() >= self.config.window && someone_waits) {
-                break;
-            }
-            self.ring.pop_front();
-            self.ring_start = upto;
-            released += 1;
-        }
-        if released > 0 {
-            if let Some(poller) = &self.poller {
-                poller.do_send(Release(released));
-            }
-            // Components the ring left behind now catch up from the log.
-            let names: Vec<String> = self.routes.keys().cloned().collect();
-            for name in names {
-                self.pump(&name, ctx);
-            }
-        }
-    }
-
-    /// Reports each component's state to `__astha_components` for `astha status`, and
-    /// deletes the log rows every slot is past. A tick while a cleanup still runs does
-    /// nothing: one cleanup at a time.
-    fn cleanup(&mut self, ctx: &mut Context<Self>) {
-        if self.cleaning {
-            return;
-        }
-        let beats: Vec<astha_core::heartbeat::Heartbeat> = self
-            .stats
-            .snapshot()
-            .components
-            .into_iter()
-            .map(|c| astha_core::heartbeat::Heartbeat {
-                status: serde_json::to_value(c.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default(),
-                breaker: c.breaker.to_string(),
-                position: c.position,
-                delivered: c.delivered as i64,
-                failures: c.failures as i64,
-                dead_letters: c.dead_letters as i64,
-                version: c.version,
-                name: c.name,
-                updated_at: String::new(),
-            })
-            .collect();
-        self.clean(beats, ctx);
-    }
-
-    /// One budget's worth of cleanup (after writing `beats`, if any), then at once the
-    /// next while rows remain: a budget is one short write-connection job, so slot writes
-    /// queued meanwhile go between two of them, and a large backlog is still removed
-    /// right after it drains rather than one budget per tick.
-    fn clean(&mut self, beats: Vec<astha_core::heartbeat::Heartbeat>, ctx: &mut Context<Self>) {
-        self.cleaning = true;
-        let store = self.store.clone();
-        ctx.spawn(
-            async move {
-                let log = store.log_table().to_string();
-                store
-                    .write(move |conn| {
-                        if !beats.is_empty() {
-                            astha_core::heartbeat::write(conn, &beats)?;
-                        }
-                        slots::cleanup_some(conn, &log, &slots::CleanupBudget::default())
-                    })
-                    .await
-            }
-            .into_actor(self)
-            .map(|result, act, ctx| {
-                act.cleaning = false;
-                match result {
-                    Ok(done) => {
-                        act.stats
-                            .cleaned
-                            .fetch_add(done.deleted as u64, std::sync::atomic::Ordering::Relaxed);
-                        if !done.finished && act.shutting_down.is_none() {
-                            // More to remove: go on soon, leaving the write lock to
-                            // writers in between.
-                            ctx.run_later(CLEANUP_PAUSE, |act, ctx| {
-                                if !act.cleaning && act.shutting_down.is_none() {
-                                    act.clean(Vec::new(), ctx);
-                                }
-                            });
-                        }
-                    }
-                    Err(err) => tracing::warn!(error = %err, "log cleanup failed"),
-                }
-            }),
-        );
-    }
-
     fn maybe_finish_shutdown(&mut self, ctx: &mut Context<Self>) {
-        if self.shutting_down.is_none() {
-            return;
-        }
-        let delivering = self
-            .routes
-            .values()
-            .any(|r| matches!(r.state, RouteState::Delivering | RouteState::CatchingUp));
-        if delivering || self.flushing || !self.dirty_slots.is_empty() {
+        if self.shutting_down.is_none()
+            || self.routing.busy()
+            || self.flushing
+            || !self.dirty_slots.is_empty()
+        {
             return;
         }
         self.finish_shutdown(ctx);
@@ -398,8 +236,8 @@ impl Router {
                 let _ = waiter.send(());
             }
         }
-        for route in self.routes.values() {
-            route.addr.do_send(crate::supervisor::StopSupervisor);
+        for link in self.supervisors.values() {
+            link.stop.do_send(StopSupervisor);
         }
         ctx.stop();
     }
@@ -407,26 +245,14 @@ impl Router {
 
 impl Actor for Router {
     type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        let interval = self.config.cleanup_interval;
-        ctx.run_interval(interval, |act, ctx| act.cleanup(ctx));
-    }
 }
 
 impl Handler<NewBatch> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: NewBatch, ctx: &mut Context<Self>) {
-        let batch = msg.0;
-        debug_assert_eq!(batch.after, self.ring_end, "batches are contiguous");
-        self.ring_end = batch.upto;
-        self.ring.push_back(batch);
-        let names: Vec<String> = self.routes.keys().cloned().collect();
-        for name in names {
-            self.pump(&name, ctx);
-        }
-        self.evict(ctx);
+        let effects = self.routing.batch(msg.0);
+        self.perform(effects, ctx);
     }
 }
 
@@ -434,23 +260,10 @@ impl Handler<Progress> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Progress, ctx: &mut Context<Self>) {
-        let Some(route) = self.routes.get_mut(&msg.component) else {
-            return;
-        };
-        if msg.finished {
-            route.state = if msg.paused {
-                RouteState::Paused
-            } else {
-                RouteState::Idle
-            };
-        }
-        if msg.confirmed > route.position {
-            route.position = msg.confirmed;
-            self.mark_confirmed(&msg.component, msg.confirmed, ctx);
-        } else {
-            self.evict(ctx);
-            self.pump(&msg.component, ctx);
-        }
+        let effects =
+            self.routing
+                .progress(&msg.component, msg.confirmed, msg.finished, msg.paused);
+        self.perform(effects, ctx);
         self.maybe_finish_shutdown(ctx);
     }
 }
@@ -459,12 +272,8 @@ impl Handler<Resume> for Router {
     type Result = ();
 
     fn handle(&mut self, msg: Resume, ctx: &mut Context<Self>) {
-        if let Some(route) = self.routes.get_mut(&msg.component) {
-            if route.state == RouteState::Paused {
-                route.state = RouteState::Idle;
-            }
-        }
-        self.pump(&msg.component, ctx);
+        let effects = self.routing.resume(&msg.component);
+        self.perform(effects, ctx);
     }
 }
 
@@ -475,7 +284,7 @@ impl Handler<Register> for Router {
         let component = msg.component;
         let tables = msg.tables;
         let name = component.name().to_string();
-        if self.routes.contains_key(&name) {
+        if self.routing.contains(&name) {
             return Box::pin(actix::fut::ready(Err(AsthaError::DuplicateComponent(name))));
         }
         let store = self.store.clone();
@@ -490,7 +299,9 @@ impl Handler<Register> for Router {
             .into_actor(self)
             .map(move |result, act, ctx| {
                 let slot = result?;
-                if act.routes.contains_key(&name) {
+                // The route starts paused: the supervisor refreshes the component
+                // first, then sends Resume.
+                if !act.routing.register(&name, tables.clone(), slot.position) {
                     return Err(AsthaError::DuplicateComponent(name));
                 }
                 act.stats.components.insert(
@@ -500,28 +311,20 @@ impl Handler<Register> for Router {
                         ..ComponentStats::new(&name, component.version(), tables.clone())
                     },
                 );
+                let router = RouterLink {
+                    progress: ctx.address().recipient(),
+                    resume: ctx.address().recipient(),
+                };
                 let supervisor = Supervisor::new(
                     component,
-                    ctx.address(),
+                    router,
                     act.store.clone(),
                     act.stats.clone(),
                     act.config.supervisor.clone(),
                 )
                 .start();
                 tracing::info!(component = %name, position = slot.position, ?tables, "component registered");
-                act.routes.insert(
-                    name.clone(),
-                    Route {
-                        addr: supervisor,
-                        table_list: tables.clone().into(),
-                        tables: tables.into_iter().collect(),
-                        position: slot.position,
-                        // The supervisor refreshes the component first, then sends Resume.
-                        state: RouteState::Paused,
-                        disabled: false,
-                        unpersisted: false,
-                    },
-                );
+                act.supervisors.insert(name, supervisor.into());
                 Ok(())
             }),
         )
@@ -531,15 +334,18 @@ impl Handler<Register> for Router {
 impl Handler<Unregister> for Router {
     type Result = ResponseActFuture<Self, Result<(), AsthaError>>;
 
-    fn handle(&mut self, msg: Unregister, _: &mut Context<Self>) -> Self::Result {
-        let Some(route) = self.routes.remove(&msg.name) else {
+    fn handle(&mut self, msg: Unregister, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(effects) = self.routing.unregister(&msg.name) else {
             return Box::pin(actix::fut::ready(Err(AsthaError::UnknownComponent(
                 msg.name,
             ))));
         };
-        route.addr.do_send(crate::supervisor::StopSupervisor);
+        if let Some(link) = self.supervisors.remove(&msg.name) {
+            link.stop.do_send(StopSupervisor);
+        }
         self.dirty_slots.remove(&msg.name);
         self.stats.components.remove(&msg.name);
+        self.perform(effects, ctx);
         let store = self.store.clone();
         let name = msg.name;
         Box::pin(
@@ -552,10 +358,7 @@ impl Handler<Unregister> for Router {
                     .await
             }
             .into_actor(self)
-            .map(|result, act, ctx| {
-                act.evict(ctx);
-                result.map(|_| ()).map_err(AsthaError::from)
-            }),
+            .map(|result, _, _| result.map(|_| ()).map_err(AsthaError::from)),
         )
     }
 }
@@ -564,15 +367,16 @@ impl Handler<SetStatus> for Router {
     type Result = Result<(), AsthaError>;
 
     fn handle(&mut self, msg: SetStatus, ctx: &mut Context<Self>) -> Self::Result {
-        let route = self
-            .routes
-            .get_mut(&msg.name)
+        let disabled = msg.status == ComponentStatus::Disabled;
+        let effects = self
+            .routing
+            .set_disabled(&msg.name, disabled)
             .ok_or_else(|| AsthaError::UnknownComponent(msg.name.clone()))?;
-        route.disabled = msg.status == ComponentStatus::Disabled;
         self.stats.update(&msg.name, |s| s.status = msg.status);
-        route.addr.do_send(msg.clone());
-        self.evict(ctx);
-        self.pump(&msg.name, ctx);
+        if let Some(link) = self.supervisors.get(&msg.name) {
+            link.status.do_send(msg.clone());
+        }
+        self.perform(effects, ctx);
         Ok(())
     }
 }
@@ -582,8 +386,9 @@ impl Handler<Shutdown> for Router {
 
     fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) -> Self::Result {
         if let Some(poller) = self.poller.take() {
-            poller.do_send(StopReading);
+            poller.stop.do_send(StopReading);
         }
+        self.routing.stop();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         self.shutting_down.get_or_insert_with(Vec::new).push(tx);
         ctx.run_later(self.config.drain_timeout, |act, ctx| {

@@ -15,6 +15,12 @@
 //!   attempt; a component that stays unhealthy for `refresh_after` is refreshed and
 //!   resumed from its slot position.
 //! - A panic never escapes: it is caught, counted and treated as a failed attempt.
+//!
+//! What it is doing is one explicit state (idle, checking health, handling, backing
+//! off, dead-lettering, refreshing, cooling down, probing, stopped); `run` alone decides
+//! what an idle supervisor does next, and every call that lends the component out
+//! names the state it runs in. It talks to the router only through `Recipient`s of
+//! `Progress` and `Resume`, so a test mailbox can stand in for the router.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -27,8 +33,7 @@ use astha_core::Change;
 use futures::FutureExt;
 
 use crate::component::{BatchError, Component, ComponentError, ComponentStatus};
-use crate::messages::{Deliver, Progress, Resume, SetStatus};
-use crate::router::Router;
+use crate::messages::{Deliver, Progress, Resume, SetStatus, StopSupervisor};
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -40,6 +45,12 @@ pub struct SupervisorSettings {
     pub event_timeout: Duration,
     pub refresh_after: Duration,
     pub health_interval: Duration,
+}
+
+/// What a supervisor sends the router (a test mailbox in tests).
+pub struct RouterLink {
+    pub progress: Recipient<Progress>,
+    pub resume: Recipient<Resume>,
 }
 
 /// Why one attempt failed.
@@ -73,6 +84,7 @@ struct ActiveBatch {
     next: usize,
 }
 
+#[derive(Debug)]
 struct PendingDeadLetter {
     lsn: i64,
     reason: String,
@@ -80,22 +92,63 @@ struct PendingDeadLetter {
     retriable: bool,
 }
 
+/// What the supervisor is doing: exactly one thing at a time. While the component is
+/// paused the router delivers nothing; while active it may hold one delivery
+/// (`Supervisor::batch`).
+#[derive(Debug)]
+enum State {
+    /// Active and free: [`Supervisor::run`] decides what is next.
+    Idle,
+    /// The periodic health check (`on_health`) has the component.
+    Checking,
+    /// Handler calls for the delivery have the component.
+    Handling,
+    /// Waiting out a retry backoff.
+    BackingOff,
+    /// Writing the dead letter of the delivery's next change (again after a pause if
+    /// the write failed); the delivery moves past it only once it is written.
+    DeadLettering(PendingDeadLetter),
+    /// `on_refresh` has the component; `paused`: the router delivers nothing until the
+    /// refresh succeeds and the supervisor resumes.
+    Refreshing {
+        paused: bool,
+    },
+    /// Paused: the breaker is open; a half-open probe is scheduled.
+    CoolingDown,
+    /// Paused: a half-open probe (`on_health`) has the component.
+    Probing,
+    Stopped,
+}
+
+impl State {
+    /// True while the router is to deliver nothing.
+    fn paused(&self) -> bool {
+        matches!(
+            self,
+            State::Refreshing { paused: true } | State::CoolingDown | State::Probing
+        )
+    }
+}
+
 /// The supervisor actor of one component.
 pub struct Supervisor {
     name: String,
+    /// The component, unless a call (handler, health check, refresh) has it.
     component: Option<Box<dyn Component>>,
-    router: Addr<Router>,
+    router: RouterLink,
     store: Store,
     stats: Arc<Stats>,
     settings: SupervisorSettings,
     breaker: CircuitBreaker,
+    state: State,
+    /// The delivery being handled.
     batch: Option<ActiveBatch>,
+    /// Failures of one change so far; kept across pauses, so a change that always
+    /// fails gets exactly the policy's attempts.
     retry: Option<(i64, RetryState)>,
-    dead_letter: Option<PendingDeadLetter>,
     unhealthy_since: Option<Instant>,
+    /// A handler panicked or timed out: refresh before the next attempt.
     needs_refresh: bool,
-    paused: bool,
-    waiting: bool,
 }
 
 fn now() -> Instant {
@@ -104,9 +157,10 @@ fn now() -> Instant {
 }
 
 impl Supervisor {
+    /// A supervisor that refreshes `component` when started, then sends `Resume`.
     pub fn new(
         component: Box<dyn Component>,
-        router: Addr<Router>,
+        router: RouterLink,
         store: Store,
         stats: Arc<Stats>,
         settings: SupervisorSettings,
@@ -119,29 +173,22 @@ impl Supervisor {
             stats,
             breaker: CircuitBreaker::new(settings.breaker),
             settings,
+            state: State::Refreshing { paused: true },
             batch: None,
             retry: None,
-            dead_letter: None,
             unhealthy_since: None,
-            needs_refresh: true,
-            paused: true,
-            waiting: false,
+            needs_refresh: false,
         }
     }
 
-    /// Continues the current work: a pending dead letter, a needed refresh, or the batch.
+    /// The one place that decides what an idle, active supervisor does next: a refresh
+    /// owed after a failure, the end of the delivery, or its next handler calls.
     fn run(&mut self, ctx: &mut Context<Self>) {
-        if self.component.is_none() || self.waiting {
-            return; // Busy; the running step calls run() again when done.
-        }
-        if self.dead_letter.is_some() {
-            return self.write_dead_letter(ctx);
+        if !matches!(self.state, State::Idle) {
+            return; // The running step calls run() again when done.
         }
         if self.needs_refresh {
-            return self.refresh(ctx, "restart after failure");
-        }
-        if self.paused {
-            return;
+            return self.refresh(ctx, false, "restart after failure");
         }
         let Some(batch) = &self.batch else {
             return;
@@ -149,7 +196,7 @@ impl Supervisor {
         if batch.next >= batch.changes.len() {
             let upto = batch.upto;
             self.batch = None;
-            self.router.do_send(Progress {
+            self.router.progress.do_send(Progress {
                 component: self.name.clone(),
                 confirmed: upto,
                 finished: true,
@@ -160,7 +207,10 @@ impl Supervisor {
         let changes = batch.changes.clone();
         let start = batch.next;
         let timeout = self.settings.event_timeout;
-        let mut component = self.component.take().expect("checked above");
+        let Some(mut component) = self.component.take() else {
+            return;
+        };
+        self.state = State::Handling;
         ctx.spawn(
             async move {
                 let max_batch = component.max_batch().max(1);
@@ -187,11 +237,16 @@ impl Supervisor {
             .into_actor(self)
             .map(move |(component, reached, failure), act, ctx| {
                 act.component = Some(component);
-                act.after_step(start, reached, failure, ctx);
+                if matches!(act.state, State::Handling) {
+                    act.state = State::Idle;
+                    act.after_step(start, reached, failure, ctx);
+                }
             }),
         );
     }
 
+    /// The handler calls from `start` handled the delivery up to `reached`, then
+    /// `failure`, if any: retry, dead-letter, or pause.
     fn after_step(
         &mut self,
         start: usize,
@@ -226,13 +281,15 @@ impl Supervisor {
             let attempts = self.attempts_for(lsn) + 1;
             self.stats
                 .attempt_failed(&self.name, lsn, attempts, &failure.describe());
-            self.dead_letter = Some(PendingDeadLetter {
-                lsn,
-                reason: failure.describe(),
-                attempts,
-                retriable: false,
-            });
-            return self.run(ctx);
+            return self.write_dead_letter(
+                PendingDeadLetter {
+                    lsn,
+                    reason: failure.describe(),
+                    attempts,
+                    retriable: false,
+                },
+                ctx,
+            );
         }
         let policy = self.settings.retry;
         let state = match &mut self.retry {
@@ -247,15 +304,15 @@ impl Supervisor {
         self.stats
             .attempt_failed(&self.name, lsn, attempt_no, &failure.describe());
         match decision {
-            RetryDecision::GiveUp { attempts } => {
-                self.dead_letter = Some(PendingDeadLetter {
+            RetryDecision::GiveUp { attempts } => self.write_dead_letter(
+                PendingDeadLetter {
                     lsn,
                     reason: failure.describe(),
                     attempts,
                     retriable: true,
-                });
-                self.run(ctx);
-            }
+                },
+                ctx,
+            ),
             RetryDecision::RetryAfter(delay) => {
                 let before = self.breaker.state();
                 self.breaker.on_failure(now());
@@ -265,10 +322,12 @@ impl Supervisor {
                     }
                     return self.pause(ctx);
                 }
-                self.waiting = true;
+                self.state = State::BackingOff;
                 ctx.run_later(delay, |act, ctx| {
-                    act.waiting = false;
-                    act.run(ctx);
+                    if matches!(act.state, State::BackingOff) {
+                        act.state = State::Idle;
+                        act.run(ctx);
+                    }
                 });
             }
         }
@@ -289,9 +348,9 @@ impl Supervisor {
             .take()
             .and_then(|b| b.next.checked_sub(1).map(|i| b.changes[i].lsn))
             .unwrap_or(0);
-        self.paused = true;
+        self.state = State::CoolingDown;
         self.unhealthy_since.get_or_insert_with(now);
-        self.router.do_send(Progress {
+        self.router.progress.do_send(Progress {
             component: self.name.clone(),
             confirmed,
             finished: true,
@@ -311,8 +370,8 @@ impl Supervisor {
 
     /// Half-open probe: asks the component whether it is healthy.
     fn probe(&mut self, ctx: &mut Context<Self>) {
-        if self.component.is_none() {
-            return self.schedule_probe(ctx);
+        if !matches!(self.state, State::CoolingDown) {
+            return; // Resumed, stopped, or refreshing (which schedules its own probe).
         }
         if !self.breaker.allow(now()) {
             return self.schedule_probe(ctx);
@@ -321,28 +380,31 @@ impl Supervisor {
             self.stats
                 .breaker_changed(&self.name, BreakerState::HalfOpen);
         }
-        self.call_component(ctx, Lifecycle::Health, |act, result, ctx| {
-                match result {
-                    Ok(()) => {
-                        act.breaker.on_success(now());
-                        if act.breaker.state() == BreakerState::Closed {
-                            act.resume(ctx);
-                        } else {
-                            ctx.run_later(act.settings.health_interval.min(act.settings.breaker.cool_down), |act, ctx| act.probe(ctx));
-                        }
-                    }
-                    Err(failure) => {
-                        tracing::warn!(component = %act.name, error = %failure.describe(), "health probe failed");
-                        act.breaker.on_failure(now());
-                        act.stats.breaker_changed(&act.name, act.breaker.state());
-                        let since = *act.unhealthy_since.get_or_insert_with(now);
-                        if now().saturating_duration_since(since) >= act.settings.refresh_after {
-                            act.refresh(ctx, "unhealthy past refresh_after");
-                        } else {
-                            act.schedule_probe(ctx);
-                        }
+        self.call_component(ctx, State::Probing, Lifecycle::Health, |act, result, ctx| {
+            match result {
+                Ok(()) => {
+                    act.breaker.on_success(now());
+                    if act.breaker.state() == BreakerState::Closed {
+                        act.resume(ctx);
+                    } else {
+                        act.state = State::CoolingDown;
+                        let next = act.settings.health_interval.min(act.settings.breaker.cool_down);
+                        ctx.run_later(next, |act, ctx| act.probe(ctx));
                     }
                 }
+                Err(failure) => {
+                    tracing::warn!(component = %act.name, error = %failure.describe(), "health probe failed");
+                    act.breaker.on_failure(now());
+                    act.stats.breaker_changed(&act.name, act.breaker.state());
+                    let since = *act.unhealthy_since.get_or_insert_with(now);
+                    if now().saturating_duration_since(since) >= act.settings.refresh_after {
+                        act.refresh(ctx, true, "unhealthy past refresh_after");
+                    } else {
+                        act.state = State::CoolingDown;
+                        act.schedule_probe(ctx);
+                    }
+                }
+            }
         });
     }
 
@@ -351,55 +413,64 @@ impl Supervisor {
             self.stats.breaker_changed(&self.name, BreakerState::Closed);
         }
         self.unhealthy_since = None;
-        self.paused = false;
-        self.router.do_send(Resume {
+        self.state = State::Idle;
+        self.router.resume.do_send(Resume {
             component: self.name.clone(),
         });
         self.run(ctx);
     }
 
-    /// Calls `on_refresh`; on success the component is resumed from its slot position.
-    fn refresh(&mut self, ctx: &mut Context<Self>, reason: &'static str) {
-        self.call_component(ctx, Lifecycle::Refresh, move |act, result, ctx| {
-            let outcome = result.as_ref().map(|_| ()).map_err(Failure::describe);
-            act.stats.refreshed(&act.name, reason, &outcome);
-            match result {
-                Ok(()) => {
-                    act.needs_refresh = false;
-                    if act.paused {
-                        act.breaker.reset();
-                        act.resume(ctx);
-                    } else {
-                        act.run(ctx);
+    /// Calls `on_refresh`; on success a paused component resumes from its slot position
+    /// and an active one carries on with its delivery.
+    fn refresh(&mut self, ctx: &mut Context<Self>, paused: bool, reason: &'static str) {
+        self.call_component(
+            ctx,
+            State::Refreshing { paused },
+            Lifecycle::Refresh,
+            move |act, result, ctx| {
+                let outcome = result.as_ref().map(|_| ()).map_err(Failure::describe);
+                act.stats.refreshed(&act.name, reason, &outcome);
+                match result {
+                    Ok(()) => {
+                        act.needs_refresh = false;
+                        if paused {
+                            act.breaker.reset();
+                            act.resume(ctx);
+                        } else {
+                            act.state = State::Idle;
+                            act.run(ctx);
+                        }
+                    }
+                    Err(_) => {
+                        // Paused until the breaker's probe succeeds; the refresh is
+                        // still owed before the next change.
+                        act.needs_refresh = true;
+                        act.breaker.force_open(now());
+                        act.stats.breaker_changed(&act.name, BreakerState::Open);
+                        if paused {
+                            act.state = State::CoolingDown;
+                            act.schedule_probe(ctx);
+                        } else {
+                            act.pause(ctx);
+                        }
                     }
                 }
-                Err(_) => {
-                    // Stay paused; the breaker's probe will try again.
-                    act.breaker.force_open(now());
-                    act.stats.breaker_changed(&act.name, BreakerState::Open);
-                    if act.paused {
-                        act.schedule_probe(ctx);
-                    } else {
-                        act.pause(ctx);
-                    }
-                }
-            }
-        });
+            },
+        );
     }
 
-    fn write_dead_letter(&mut self, ctx: &mut Context<Self>) {
-        let Some(pending) = &self.dead_letter else {
-            return;
-        };
+    /// Writes `pending` to the dead-letter table; once it is durable the delivery moves
+    /// past its change. A failed write is tried again after a pause.
+    fn write_dead_letter(&mut self, pending: PendingDeadLetter, ctx: &mut Context<Self>) {
         let (lsn, reason, attempts, retriable) = (
             pending.lsn,
             pending.reason.clone(),
             pending.attempts,
             pending.retriable,
         );
+        self.state = State::DeadLettering(pending);
         let store = self.store.clone();
         let consumer = self.name.clone();
-        self.waiting = true;
         ctx.spawn(
             async move {
                 let log = store.log_table().to_string();
@@ -417,11 +488,17 @@ impl Supervisor {
             }
             .into_actor(self)
             .map(move |result, act, ctx| {
-                act.waiting = false;
+                if !matches!(act.state, State::DeadLettering(_)) {
+                    return; // Stopped meanwhile.
+                }
+                let State::DeadLettering(pending) = std::mem::replace(&mut act.state, State::Idle)
+                else {
+                    unreachable!("checked above");
+                };
                 match result {
                     Ok(_) => {
-                        let reason = act.dead_letter.take().map(|d| d.reason).unwrap_or_default();
-                        act.stats.dead_lettered(&act.name, lsn, attempts, &reason);
+                        act.stats
+                            .dead_lettered(&act.name, lsn, attempts, &pending.reason);
                         act.retry = None;
                         if let Some(batch) = &mut act.batch {
                             batch.next += 1;
@@ -430,10 +507,11 @@ impl Supervisor {
                     }
                     Err(err) => {
                         tracing::warn!(component = %act.name, lsn, error = %err, "dead-letter write failed; retrying");
-                        act.waiting = true;
-                        ctx.run_later(Duration::from_millis(100), |act, ctx| {
-                            act.waiting = false;
-                            act.run(ctx);
+                        act.state = State::BackingOff;
+                        ctx.run_later(Duration::from_millis(100), move |act, ctx| {
+                            if matches!(act.state, State::BackingOff) {
+                                act.write_dead_letter(pending, ctx);
+                            }
                         });
                     }
                 }
@@ -441,24 +519,26 @@ impl Supervisor {
         );
     }
 
+    /// The periodic health check, while idle: failures count toward the breaker.
     fn health_check(&mut self, ctx: &mut Context<Self>) {
-        if self.paused || self.component.is_none() || self.waiting {
+        if !matches!(self.state, State::Idle) {
             return;
         }
-        self.call_component(ctx, Lifecycle::Health, |act, result, ctx| {
-                match result {
-                    Ok(()) => act.run(ctx),
-                    Err(failure) => {
-                        tracing::warn!(component = %act.name, error = %failure.describe(), "health check failed");
-                        act.breaker.on_failure(now());
-                        if act.breaker.state() == BreakerState::Open && !act.paused {
-                            act.stats.breaker_changed(&act.name, BreakerState::Open);
-                            act.pause(ctx);
-                        } else {
-                            act.run(ctx);
-                        }
+        self.call_component(ctx, State::Checking, Lifecycle::Health, |act, result, ctx| {
+            act.state = State::Idle;
+            match result {
+                Ok(()) => act.run(ctx),
+                Err(failure) => {
+                    tracing::warn!(component = %act.name, error = %failure.describe(), "health check failed");
+                    act.breaker.on_failure(now());
+                    if act.breaker.state() == BreakerState::Open {
+                        act.stats.breaker_changed(&act.name, BreakerState::Open);
+                        act.pause(ctx);
+                    } else {
+                        act.run(ctx);
                     }
                 }
+            }
         });
     }
 }
@@ -472,16 +552,19 @@ enum Lifecycle {
 
 impl Supervisor {
     /// Lends the component to one `on_health` or `on_refresh` call (with the event timeout
-    /// and panic catching), then gives it back and hands the result to `then`.
+    /// and panic catching) in state `during`, then gives it back and hands the result to
+    /// `then`, unless the supervisor stopped meanwhile.
     fn call_component(
         &mut self,
         ctx: &mut Context<Self>,
+        during: State,
         call: Lifecycle,
         then: impl FnOnce(&mut Self, Result<(), Failure>, &mut Context<Self>) + 'static,
     ) {
         let Some(mut component) = self.component.take() else {
             return;
         };
+        self.state = during;
         let timeout = self.settings.event_timeout;
         ctx.spawn(
             async move {
@@ -494,7 +577,9 @@ impl Supervisor {
             .into_actor(self)
             .map(move |(component, result), act, ctx| {
                 act.component = Some(component);
-                then(act, result, ctx);
+                if !matches!(act.state, State::Stopped) {
+                    then(act, result, ctx);
+                }
             }),
         );
     }
@@ -541,7 +626,7 @@ impl Actor for Supervisor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         // A new component rebuilds its state from the registry before its first change.
-        self.refresh(ctx, "registered");
+        self.refresh(ctx, true, "registered");
         let interval = self.settings.health_interval;
         ctx.run_interval(interval, |act, ctx| act.health_check(ctx));
     }
@@ -551,6 +636,17 @@ impl Handler<Deliver> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        if self.state.paused() {
+            // Sent before the router heard of the pause: give it back at once, so the
+            // router never has two deliveries out to this component.
+            self.router.progress.do_send(Progress {
+                component: self.name.clone(),
+                confirmed: 0,
+                finished: true,
+                paused: true,
+            });
+            return;
+        }
         debug_assert!(self.batch.is_none(), "one delivery at a time");
         self.batch = Some(ActiveBatch {
             changes: msg.changes,
@@ -574,17 +670,171 @@ impl Handler<SetStatus> for Supervisor {
     }
 }
 
-/// Router → supervisor: stop (component unregistered or Astha stopping).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StopSupervisor;
-
 impl Handler<StopSupervisor> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, _: StopSupervisor, ctx: &mut Context<Self>) {
+        self.state = State::Stopped;
         self.stats
             .update(&self.name, |s| s.status = ComponentStatus::Stopped);
         ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! One supervisor alone: a test mailbox stands in for the router.
+
+    use super::*;
+    use crate::component::ComponentError;
+    use crate::stats::ComponentStats;
+    use crate::testing::{test_mailbox, Behavior, Inbox, Recording, RecordingComponent};
+    use astha_core::Operation;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    fn change(lsn: i64) -> Arc<Change> {
+        Arc::new(Change {
+            lsn,
+            timestamp_ms: 0,
+            table: "a".into(),
+            op: Operation::Insert,
+            before: None,
+            after: None,
+        })
+    }
+
+    fn deliver(lsns: &[i64], upto: i64) -> Deliver {
+        Deliver {
+            changes: Arc::new(lsns.iter().map(|l| change(*l)).collect()),
+            upto,
+        }
+    }
+
+    struct Alone {
+        supervisor: Addr<Supervisor>,
+        progress: Inbox<Progress>,
+        resume: Inbox<Resume>,
+        _dir: tempfile::TempDir,
+    }
+
+    /// A supervisor of `component`, whose breaker opens after 2 failures, reporting to
+    /// test mailboxes.
+    fn alone(component: RecordingComponent) -> Alone {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), "__cdc_log").unwrap();
+        let stats = Arc::new(Stats::default());
+        stats
+            .components
+            .insert("c".into(), ComponentStats::new("c", "1", vec!["a".into()]));
+        let (progress, progress_inbox) = test_mailbox::<Progress>();
+        let (resume, resume_inbox) = test_mailbox::<Resume>();
+        let settings = SupervisorSettings {
+            retry: RetryPolicy {
+                initial_backoff: Duration::from_millis(10),
+                ..RetryPolicy::default()
+            },
+            breaker: BreakerConfig {
+                failure_threshold: 2,
+                cool_down: Duration::from_millis(100),
+                half_open_successes: 1,
+            },
+            event_timeout: Duration::from_secs(1),
+            refresh_after: Duration::from_secs(30),
+            health_interval: Duration::from_secs(60),
+        };
+        let supervisor = Supervisor::new(
+            Box::new(component),
+            RouterLink { progress, resume },
+            store,
+            stats,
+            settings,
+        )
+        .start();
+        Alone {
+            supervisor,
+            progress: progress_inbox,
+            resume: resume_inbox,
+            _dir: dir,
+        }
+    }
+
+    fn flaky_at(lsn: i64) -> (RecordingComponent, Recording) {
+        RecordingComponent::scripted(
+            "c",
+            &["a"],
+            Arc::new(move |change, attempt| {
+                if change.lsn == lsn && attempt <= 2 {
+                    Behavior::Fail(ComponentError::transient("down"))
+                } else {
+                    Behavior::Succeed
+                }
+            }),
+        )
+    }
+
+    #[actix_rt::test]
+    async fn refreshes_then_resumes_then_confirms_a_delivery_up_to_its_end() {
+        tokio::time::pause();
+        let (component, seen) = RecordingComponent::new("c", &["a"]);
+        let s = alone(component);
+        assert!(s.resume.wait_until(LONG, |m| m.len() == 1).await);
+        assert_eq!(
+            seen.state().refresh_calls,
+            1,
+            "refreshed before the first change"
+        );
+        s.supervisor.send(deliver(&[1, 3], 7)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 1).await);
+        let p = &s.progress.messages()[0];
+        assert_eq!(
+            (&*p.component, p.confirmed, p.finished, p.paused),
+            ("c", 7, true, false)
+        );
+        assert_eq!(seen.confirmed_lsns(), vec![1, 3]);
+    }
+
+    /// A delivery the router sent before it heard of a pause comes straight back, so
+    /// the router never has two deliveries out to one component.
+    #[actix_rt::test]
+    async fn a_delivery_that_arrives_while_paused_is_given_back_untouched() {
+        tokio::time::pause();
+        let (component, seen) = flaky_at(1);
+        let s = alone(component);
+        assert!(s.resume.wait_until(LONG, |m| m.len() == 1).await);
+        s.supervisor.send(deliver(&[1], 1)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 1).await);
+        assert!(s.progress.messages()[0].paused);
+        s.supervisor.send(deliver(&[1], 1)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 2).await);
+        {
+            let p = &s.progress.messages()[1];
+            assert_eq!((p.confirmed, p.finished, p.paused), (0, true, true));
+        }
+        assert_eq!(seen.attempts(1), 2, "no attempt while paused");
+        assert_eq!(s.resume.messages().len(), 1);
+    }
+
+    #[actix_rt::test]
+    async fn an_open_breaker_gives_the_delivery_back_with_what_was_handled() {
+        tokio::time::pause();
+        let (component, seen) = flaky_at(2);
+        let s = alone(component);
+        assert!(s.resume.wait_until(LONG, |m| m.len() == 1).await);
+        s.supervisor.send(deliver(&[1, 2, 3], 3)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 1).await);
+        {
+            let p = &s.progress.messages()[0];
+            assert_eq!((p.confirmed, p.finished, p.paused), (1, true, true));
+        }
+        // After the cool-down the probe succeeds and the supervisor asks for more.
+        assert!(s.resume.wait_until(LONG, |m| m.len() == 2).await);
+        assert_eq!(seen.state().health_calls, 1);
+        s.supervisor.send(deliver(&[2, 3], 3)).await.unwrap();
+        assert!(s.progress.wait_until(LONG, |m| m.len() == 2).await);
+        let p = &s.progress.messages()[1];
+        assert_eq!((p.confirmed, p.finished, p.paused), (3, true, false));
+        assert_eq!(seen.confirmed_lsns(), vec![1, 2, 3]);
+        assert_eq!(seen.attempts(2), 3);
     }
 }

@@ -1,11 +1,13 @@
 //! The test harness every component test uses: a component that records what it saw
 //! and behaves as a script tells it (succeed, fail, panic, hang), and a shared
-//! [`Recording`] to assert on.
+//! [`Recording`] to assert on; and a [`test_mailbox`] that stands in for an actor's
+//! neighbour, so one actor is tested alone.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use actix::prelude::*;
 use astha_core::Change;
 use async_trait::async_trait;
 
@@ -68,16 +70,7 @@ impl Recording {
         limit: Duration,
         done: impl Fn(&RecordingState) -> bool,
     ) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            if done(&self.state()) {
-                return true;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        poll_until(limit, || done(&self.state())).await
     }
 }
 
@@ -181,5 +174,71 @@ impl Component for RecordingComponent {
     async fn on_refresh(&mut self) -> Result<(), ComponentError> {
         self.recording.state().refresh_calls += 1;
         Ok(())
+    }
+}
+
+/// A recipient that keeps every message it receives, for a test to inspect: it stands
+/// in for the neighbour of the actor under test (quickwit's `create_test_mailbox`).
+/// Call it inside an actix system.
+pub fn test_mailbox<M>() -> (Recipient<M>, Inbox<M>)
+where
+    M: Message<Result = ()> + Send + 'static,
+{
+    let inbox = Inbox(Arc::new(Mutex::new(Vec::new())));
+    let actor = TestMailbox(inbox.clone()).start();
+    (actor.recipient(), inbox)
+}
+
+/// What a [`test_mailbox`] received, in order.
+pub struct Inbox<M>(Arc<Mutex<Vec<M>>>);
+
+impl<M> Clone for Inbox<M> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<M> Inbox<M> {
+    /// Locks the received messages for inspection.
+    pub fn messages(&self) -> std::sync::MutexGuard<'_, Vec<M>> {
+        self.0.lock().expect("inbox poisoned")
+    }
+
+    /// Waits (polling every millisecond of the runtime's clock) until `done` holds;
+    /// false if `limit` passes first.
+    pub async fn wait_until(&self, limit: Duration, done: impl Fn(&[M]) -> bool) -> bool {
+        poll_until(limit, || done(&self.messages())).await
+    }
+}
+
+/// Polls `done` every millisecond of the runtime's clock until it holds (true) or
+/// `limit` passes (false).
+async fn poll_until(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+struct TestMailbox<M>(Inbox<M>);
+
+impl<M: 'static> Actor for TestMailbox<M> {
+    type Context = Context<Self>;
+}
+
+impl<M> Handler<M> for TestMailbox<M>
+where
+    M: Message<Result = ()> + Send + 'static,
+{
+    type Result = ();
+
+    fn handle(&mut self, msg: M, _: &mut Context<Self>) {
+        self.0.messages().push(msg);
     }
 }

@@ -84,10 +84,15 @@ pub fn record(conn: &Connection, log_table: &str, lsn: i64, failure: &Failure<'_
 }
 
 /// Moves undecodable log rows out of the log into dead letters (consumer `*`), in one
-/// transaction. They cannot block or be delivered to anyone, and are not lost.
+/// transaction. They cannot block or be delivered to anyone, and are not lost. The
+/// newest row of the log is copied but stays (cleanup removes it later, like any row
+/// every slot is past): SQLite numbers a new row `max(id) + 1`, so deleting the newest
+/// would give its LSN to the next change, which readers already past it would miss.
+/// Returns the number of rows removed from the log.
 pub fn quarantine(conn: &Connection, log_table: &str, rows: &[(i64, String)]) -> Result<usize> {
     let tx = conn.unchecked_transaction()?;
-    let delete = format!("DELETE FROM {} WHERE id = ?1", quote_ident(log_table));
+    let log = quote_ident(log_table);
+    let delete = format!("DELETE FROM {log} WHERE id = ?1 AND id < (SELECT max(id) FROM {log})");
     let mut moved = 0;
     for (lsn, reason) in rows {
         let failure = Failure {
@@ -271,5 +276,26 @@ mod tests {
             .collect();
         expected.extend(["v0".to_string(), "v1".to_string()]);
         assert_eq!(names, expected);
+    }
+
+    /// A quarantined row that is the newest in the log stays there, so the next change
+    /// gets a new LSN rather than the quarantined row's.
+    #[test]
+    fn quarantine_keeps_the_newest_row_so_its_lsn_is_never_reused() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::capture::Capture::new("log")
+            .ensure_log(&conn)
+            .unwrap();
+        let bad_row = "INSERT INTO log (ts, tbl, op, schema_id) VALUES (0, 'x', 'I', 999)";
+        conn.execute_batch(&format!("{bad_row}; {bad_row};"))
+            .unwrap();
+        let rows = vec![(1, "bad".to_string()), (2, "bad".to_string())];
+        assert_eq!(quarantine(&conn, "log", &rows).unwrap(), 1);
+        assert_eq!(list(&conn, Some(ANY_CONSUMER), false).unwrap().len(), 2);
+        conn.execute(bad_row, []).unwrap();
+        assert_eq!(conn.last_insert_rowid(), 3, "LSN 2 was not given again");
+        // Quarantined again (a poller that restarted before it): nothing doubles.
+        assert_eq!(quarantine(&conn, "log", &rows[1..]).unwrap(), 1);
+        assert_eq!(list(&conn, Some(ANY_CONSUMER), false).unwrap().len(), 2);
     }
 }

@@ -6,7 +6,7 @@
 //!   durable consumer positions, consistent snapshots, and a place for what cannot be
 //!   delivered; [`log_layout`] owns the fixed columns of the log row (and of its copy in
 //!   a dead letter), [`image`] the value columns after them;
-//! - pure policies: [`retry`], [`breaker`], [`config`].
+//! - pure policies and state machines: [`retry`], [`breaker`], [`routing`], [`config`].
 
 pub mod bootstrap;
 pub mod breaker;
@@ -23,6 +23,7 @@ pub mod image;
 pub mod log;
 pub mod log_layout;
 pub mod retry;
+pub mod routing;
 pub mod schema;
 pub mod slots;
 pub mod value;

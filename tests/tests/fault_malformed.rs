@@ -6,6 +6,7 @@ mod support;
 
 use std::time::Duration;
 
+use astha_actors::testing::{Recording, RecordingComponent};
 use rusqlite::Connection;
 use support::*;
 
@@ -116,4 +117,131 @@ async fn rows_with_bad_content_go_to_dead_letters_and_the_rest_flows() {
 #[actix_rt::test]
 async fn rows_with_bad_types_go_to_dead_letters_and_the_rest_flows() {
     run(|a, _| bad_types(a)).await;
+}
+
+/// Makes every insert into the dead-letter table fail, until [`heal_dead_letters`].
+fn break_dead_letters(conn: &Connection) {
+    conn.execute_batch(
+        "CREATE TRIGGER fail_dead_letters BEFORE INSERT ON __astha_dead_letters
+         BEGIN SELECT RAISE(ABORT, 'injected: dead-letter write fails'); END;",
+    )
+    .unwrap();
+}
+
+fn heal_dead_letters(conn: &Connection) {
+    conn.execute_batch("DROP TRIGGER fail_dead_letters")
+        .unwrap();
+}
+
+/// Astha with component "c" on `a`, dead-letter writes failing, and
+/// [`good_bad_good`] written and delivered up to the malformed row.
+async fn delivered_up_to_a_bad_row() -> (TestDb, astha_actors::Astha, Recording, Connection, i64) {
+    let db = TestDb::new();
+    let (astha, seen) = started_with_recorder(&db).await;
+    let writer = db.writer();
+    break_dead_letters(&writer);
+    let bad = good_bad_good(&writer);
+    assert!(seen.wait_until(LONG, |s| s.confirmed.len() >= 3).await);
+    (db, astha, seen, writer, bad)
+}
+
+/// Three good rows of `a`, a malformed one (an unknown schema id), three good ones;
+/// returns the malformed row's LSN.
+fn good_bad_good(conn: &Connection) -> i64 {
+    let a = schema_id(conn, "a");
+    insert(conn, "a", 0, 3);
+    let bad = inject(conn, &format!("julianday('now'), 'a', 'I', 999999, {a}, 2"));
+    insert(conn, "a", 3, 3);
+    bad
+}
+
+/// Asserts, after many cleanup ticks and poller retries, that the row `bad` is still in
+/// the log and `slot` has not passed it.
+async fn assert_held(conn: &Connection, bad: i64, slot: &str) {
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let still_there: i64 = conn
+        .query_row("SELECT count(*) FROM __cdc_log WHERE id = ?1", [bad], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(
+        still_there, 1,
+        "cleanup deleted a row that was never dead-lettered"
+    );
+    let slot = astha_core::slots::get(conn, slot).unwrap().unwrap();
+    assert!(
+        slot.position < bad,
+        "slot at {} passed the row {bad}",
+        slot.position
+    );
+}
+
+fn quarantined(conn: &Connection) -> Vec<i64> {
+    astha_core::dead_letter::list(conn, Some("*"), false)
+        .unwrap()
+        .iter()
+        .map(|d| d.lsn)
+        .collect()
+}
+
+/// Issue 14: the dead-letter write of a malformed row fails (injected: a trigger makes
+/// every insert into the dead-letter table abort). Until it succeeds, nothing may move
+/// past the row: no slot passes it, so cleanup (every 50 ms here, with only the
+/// component's slot) cannot delete it. Once writes work again, it is dead-lettered and
+/// everything after it flows, in order.
+#[actix_rt::test]
+async fn a_failed_dead_letter_write_never_lets_cleanup_delete_the_row() {
+    let (_db, astha, seen, writer, bad) = delivered_up_to_a_bad_row().await;
+    assert_held(&writer, bad, "c").await;
+    assert_eq!(bad, 4);
+    assert_eq!(
+        seen.confirmed_lsns(),
+        vec![1, 2, 3],
+        "nothing delivered past it"
+    );
+
+    heal_dead_letters(&writer);
+    // Delivered rows may be cleaned by now: the good rows are those around the bad one.
+    let good: Vec<i64> = (1..bad).chain(bad + 1..=bad + 3).collect();
+    assert!(seen.wait_until(LONG, |s| s.confirmed.len() >= 6).await);
+    assert_eq!(seen.confirmed_lsns(), good, "good rows, in order, once");
+    assert_eq!(quarantined(&writer), vec![bad]);
+    assert_eq!(astha.scheduler_stats().malformed, 1);
+    astha.stop().await.unwrap();
+}
+
+/// The same failure, met by a component catching up from the log (its slot behind the
+/// ring, the only slot): its read sees the rows after the malformed one, but counts
+/// nothing past what the poller published, so its slot stays before the row.
+#[actix_rt::test]
+async fn a_catch_up_never_moves_past_a_row_whose_dead_letter_failed() {
+    let (_db, astha, _seen, writer, bad) = delivered_up_to_a_bad_row().await;
+    // "c" leaves; "late" comes with a slot at the beginning of the log, behind the ring.
+    astha.unregister_component("c").await.unwrap();
+    astha_core::slots::create(
+        &writer,
+        "__cdc_log",
+        "late",
+        astha_core::slots::SlotStart::Beginning,
+    )
+    .unwrap();
+    let (late, seen_late) = RecordingComponent::new("late", &["a"]);
+    astha.register_component(Box::new(late)).await.unwrap();
+    assert_held(&writer, bad, "late").await;
+    assert!(
+        seen_late.confirmed_lsns().iter().all(|l| *l < bad),
+        "delivered past it: {:?}",
+        seen_late.confirmed_lsns()
+    );
+
+    heal_dead_letters(&writer);
+    let after: Vec<i64> = (bad + 1..=bad + 3).collect();
+    let flowed = seen_late
+        .wait_until(LONG, |s| s.confirmed.iter().any(|c| c.lsn == bad + 3))
+        .await;
+    assert!(flowed);
+    let late_lsns = seen_late.confirmed_lsns();
+    assert_eq!(late_lsns[late_lsns.len() - 3..], after[..]);
+    assert_eq!(quarantined(&writer), vec![bad]);
+    astha.stop().await.unwrap();
 }
