@@ -113,6 +113,7 @@ fn heartbeats(stats: &Stats) -> Vec<Heartbeat> {
             delivered: c.delivered as i64,
             failures: c.failures as i64,
             dead_letters: c.dead_letters as i64,
+            last_error: c.last_error,
             version: c.version,
             name: c.name,
             updated_at: String::new(),

@@ -19,6 +19,9 @@ pub struct Heartbeat {
     pub delivered: i64,
     pub failures: i64,
     pub dead_letters: i64,
+    /// The last failure the component reported, if any (kept after it recovers, so an
+    /// operator sees what went wrong last).
+    pub last_error: Option<String>,
     pub updated_at: String,
 }
 
@@ -37,6 +40,15 @@ pub fn ensure_table(conn: &Connection) -> Result<()> {
             updated_at TEXT NOT NULL
         );",
     )?;
+    // Databases from builds before `last_error` was reported get the column.
+    let has_last_error: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('__astha_components') WHERE name = 'last_error'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_last_error {
+        conn.execute_batch("ALTER TABLE __astha_components ADD COLUMN last_error TEXT")?;
+    }
     Ok(())
 }
 
@@ -46,12 +58,14 @@ pub fn write(conn: &Connection, beats: &[Heartbeat]) -> Result<()> {
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO __astha_components
-                (name, version, status, breaker, position, delivered, failures, dead_letters, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+                (name, version, status, breaker, position, delivered, failures, dead_letters,
+                 last_error, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, strftime('%Y-%m-%dT%H:%M:%fZ','now'))
              ON CONFLICT (name) DO UPDATE SET version = excluded.version, status = excluded.status,
                 breaker = excluded.breaker, position = excluded.position,
                 delivered = excluded.delivered, failures = excluded.failures,
-                dead_letters = excluded.dead_letters, updated_at = excluded.updated_at",
+                dead_letters = excluded.dead_letters, last_error = excluded.last_error,
+                updated_at = excluded.updated_at",
         )?;
         for b in beats {
             stmt.execute((
@@ -63,6 +77,7 @@ pub fn write(conn: &Connection, beats: &[Heartbeat]) -> Result<()> {
                 b.delivered,
                 b.failures,
                 b.dead_letters,
+                &b.last_error,
             ))?;
         }
     }
@@ -81,10 +96,18 @@ pub fn list(conn: &Connection) -> Result<Vec<Heartbeat>> {
     if !crate::schema::is_plain_table(conn, "__astha_components")? {
         return Ok(Vec::new());
     }
-    let mut stmt = conn.prepare(
-        "SELECT name, version, status, breaker, position, delivered, failures, dead_letters,
-                updated_at FROM __astha_components ORDER BY name",
+    // A database last written by a build without `last_error` reads as having none (this
+    // function only reads: it never adds the column).
+    let has_last_error: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('__astha_components') WHERE name = 'last_error'",
+        [],
+        |r| r.get(0),
     )?;
+    let last_error = if has_last_error { "last_error" } else { "NULL" };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT name, version, status, breaker, position, delivered, failures, dead_letters,
+                updated_at, {last_error} FROM __astha_components ORDER BY name"
+    ))?;
     let rows = stmt
         .query_map([], |r| {
             Ok(Heartbeat {
@@ -97,6 +120,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Heartbeat>> {
                 failures: r.get(6)?,
                 dead_letters: r.get(7)?,
                 updated_at: r.get(8)?,
+                last_error: r.get(9)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

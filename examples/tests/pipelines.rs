@@ -88,7 +88,17 @@ fn every_example_pipeline_passes_check() {
 
 /// Starts `astha <args>` and waits until its stderr has a line containing `ready`.
 fn start(args: &[&str], dir: &Path, ready: &str) -> (Child, mpsc::Receiver<String>) {
-    let mut child = astha()
+    start_cmd(astha(), args, dir, ready)
+}
+
+/// [`start`] with a command prepared by the caller (extra environment).
+fn start_cmd(
+    mut cmd: Command,
+    args: &[&str],
+    dir: &Path,
+    ready: &str,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = cmd
         .args(args)
         .current_dir(dir)
         .stdout(Stdio::null())
@@ -354,5 +364,70 @@ fn kill_9_of_run_mid_stream_loses_nothing() {
     println!(
         "{written} changes, {} lines, {restarts} re-deliveries after {KILLS} kills",
         lsns.len()
+    );
+}
+
+/// A sink that cannot deliver shows in `astha status` (from another process) with its
+/// breaker and the last error it reported.
+#[test]
+fn status_shows_each_sinks_slot_breaker_and_last_error() {
+    let dir = workspace();
+    std::fs::write(
+        dir.path().join("down.toml"),
+        "[[sources]]\ndatabase = \"shop.db\"\ntables = [\"orders\"]\ninstall = true\n\
+         [[sinks]]\nname = \"hook\"\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nsecret = \"s\"\n\
+         [[sinks]]\nname = \"file\"\ntype = \"file\"\npath = \"out/ok.jsonl\"\n",
+    )
+    .unwrap();
+    // Heartbeats are written every cleanup tick.
+    let mut cmd = astha();
+    cmd.env("ASTHA_CLEANUP_INTERVAL", "100ms");
+    let (child, _stderr) = start_cmd(cmd, &["run", "down.toml"], dir.path(), "running");
+    let conn = Connection::open(dir.path().join("shop.db")).unwrap();
+    conn.execute("INSERT INTO orders (id, customer) VALUES (1, 'x')", [])
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let out = astha()
+            .args(["status", "shop.db", "--format", "json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let hook = status["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "hook")
+            .cloned();
+        if hook.as_ref().is_some_and(|h| h["last_error"].is_string()) || Instant::now() > deadline {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    sigterm_and_wait(child);
+    let components = status["components"].as_array().unwrap();
+    let hook = components.iter().find(|c| c["name"] == "hook").unwrap();
+    assert!(
+        hook["last_error"].as_str().unwrap().contains("webhook"),
+        "{hook}"
+    );
+    assert!(hook["failures"].as_i64().unwrap() >= 1);
+    let file = components.iter().find(|c| c["name"] == "file").unwrap();
+    assert!(file["last_error"].is_null(), "{file}");
+    let slots: Vec<&str> = status["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["slot"]["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        slots.contains(&"hook") && slots.contains(&"file"),
+        "{slots:?}"
     );
 }

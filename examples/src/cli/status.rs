@@ -99,6 +99,9 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
                     "  {:<24} {:<10} breaker {:<9} position {:<10} delivered {:<8} failures {:<6} dead letters {:<4} at {}",
                     c.name, c.status, c.breaker, c.position, c.delivered, c.failures, c.dead_letters, c.updated_at
                 );
+                if let Some(err) = &c.last_error {
+                    println!("  {:<24} last error: {err}", "");
+                }
             }
             println!("\ndead letters waiting for replay");
             if dead.is_empty() {
