@@ -11,7 +11,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${ASTHA_INTEROP_VENV:-$ROOT/.venv-interop}"
 PY="$VENV/bin/python"
 
-# Pinned per shared/ICEBERG.md: duckdb's extension wheels stop at 1.5.5.
+# Pinned per docs/ICEBERG.md: duckdb's extension wheels stop at 1.5.5.
 PKGS=(
   "pyiceberg[sql-sqlite,pyarrow]==0.12.0"
   "duckdb==1.5.5"

@@ -1,4 +1,4 @@
-//! The facade: seed 000's API. `Astha::new(config)`, `start`, `stop`, component
+//! The facade: seed 000's API (docs/SEEDS.md). `Astha::new(config)`, `start`, `stop`, component
 //! registration, health and statistics.
 //!
 //! Astha runs its actors on an actix system. Called from inside one (an actix or

@@ -1,4 +1,4 @@
-//! The component contract: the Rust form of seed 000's `Subscriber[T]`.
+//! The component contract: the Rust form of seed 000's `Subscriber[T]` (docs/SEEDS.md).
 //!
 //! A component declares its name, version and the tables it subscribes to, and handles
 //! changes one at a time, in commit order. It is owned by its supervisor, which calls it

@@ -74,7 +74,7 @@ impl Capture {
     /// gives each new row `max(id) + 1`, and cleanup never deletes the newest row (see
     /// [`crate::slots`]), so an id is never handed out twice. `AUTOINCREMENT` would give
     /// the same guarantee by writing `sqlite_sequence` on every insert, which costs every
-    /// captured write (+40 points per autocommit insert, measured here).
+    /// captured write (+40 points per autocommit insert, docs/FLOORS.md).
     ///
     /// Images go into untyped value columns (`v0`, `v1`, ...), added as wider tables are
     /// captured; see [`crate::image`]. A log in the text-image format of earlier builds

@@ -2,7 +2,7 @@
 //!
 //! [`Change`] is the untyped form (column names and exact [`Value`]s);
 //! [`Change::typed`] turns it into an [`Event<T>`] for a serde row struct, the Rust form
-//! of the seed's `Event[T]`.
+//! of seed 000's `Event[T]` (docs/SEEDS.md).
 
 use std::sync::Arc;
 
@@ -191,7 +191,7 @@ impl Change {
     }
 }
 
-/// A change with typed row images: the seed's `Event[T]`.
+/// A change with typed row images: seed 000's `Event[T]` (docs/SEEDS.md).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Event<T> {
     pub lsn: i64,

@@ -6,7 +6,7 @@
 //! REAL bit for bit (`-0.0`, subnormals, ±infinity), TEXT with NUL characters, any BLOB.
 //! A trigger copies `NEW.x`/`OLD.x` straight in, calling no function that could fail, so
 //! capture never makes a user's write fail and nothing is lost in translation
-//! (MEASURED.md: SQLite's JSON functions and `quote()` both lose some REALs).
+//! (docs/FLOORS.md: SQLite's JSON functions lose some REALs; docs/DESIGN.md: so did `quote()`).
 //!
 //! For a table of `n` columns (in [`TableSchema`] order):
 //! - INSERT: `v0..v(n-1)` hold the new row;
@@ -29,7 +29,7 @@
 //! says which old values were NULL.
 //!
 //! A row copy costs a writer about as much as writing the row again; that is the floor
-//! for a full image (MEASURED.md). Reading images from the table later instead is not
+//! for a full image (docs/FLOORS.md). Reading images from the table later instead is not
 //! exact once the row changes again, or its table is dropped, before Astha reads it.
 
 use rusqlite::Connection;

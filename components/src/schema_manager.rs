@@ -1,4 +1,4 @@
-//! Schema manager (seed 001): a cache of table schemas kept right by registry events.
+//! Schema manager (seed 001, docs/SEEDS.md): a cache of table schemas kept right by registry events.
 //!
 //! Owns a `DashMap` of table id to [`CachedSchema`] (columns and `table_metadata`), with a
 //! name index, and the cache counters. Promises: a `tables` INSERT caches the new table at

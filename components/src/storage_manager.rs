@@ -1,4 +1,4 @@
-//! Storage manager (seed 002, phase 1): the write path. `insert(table, rows)` turns rows
+//! Storage manager (seed 002, phase 1, docs/SEEDS.md): the write path. `insert(table, rows)` turns rows
 //! into one Parquet data file and records it in the registry.
 //!
 //! Owns data file creation under `<warehouse>/<database>/<table>/data/`. Promises, for each

@@ -1,4 +1,4 @@
-//! Registry changes as typed events: the `Event<T>` of seed 000, with `T` the registry
+//! Registry changes as typed events: the `Event<T>` of seed 000 (docs/SEEDS.md), with `T` the registry
 //! row struct of the table that changed, or a generic JSON row for any other table.
 
 use astha_core::change::{Change, Event};

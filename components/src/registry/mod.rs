@@ -1,4 +1,4 @@
-//! The lakehouse metadata registry Astha watches (seeds 000 and 002): its schema,
+//! The lakehouse metadata registry Astha watches (seeds 000 and 002, docs/SEEDS.md): its schema,
 //! versioned migrations, typed rows, the writes the storage path makes, and the Astha
 //! settings a lakehouse runs with ([`monitor_registry`]).
 //!
@@ -8,7 +8,7 @@
 //!
 //! `updated_at` is set by the statements that change a row, never by a trigger that
 //! issues a second UPDATE: such a trigger would log every update twice (the trap the
-//! seed's implementation fell into).
+//! seed's published implementation fell into, docs/SEEDS.md).
 
 use astha_core::config::AsthaConfig;
 

@@ -8,7 +8,7 @@
 //! schedule (commit i is due at start + i/rate; a late writer does not skip, it catches
 //! up), so a stall shows up as latency rather than as a lower rate.
 //!
-//! Baselines, in the same run: the floors of MEASURED.md. In one process, a `wal_hook` on
+//! Baselines, in the same run: the floors of docs/FLOORS.md. In one process, a `wal_hook` on
 //! the writer's connection signalling a condvar to a reader thread that reads up to 256
 //! log rows after its position; across processes, a reader polling `PRAGMA data_version`
 //! every millisecond. Both read the log Astha's own triggers fill.
@@ -46,7 +46,7 @@ impl Writer {
 /// What receives the changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Receiver {
-    /// The floor of MEASURED.md: wal_hook + condvar (same process) or a 1 ms
+    /// The floor of docs/FLOORS.md: wal_hook + condvar (same process) or a 1 ms
     /// `data_version` poll (other process), reading raw log rows.
     Floor,
     /// Astha with one component, default settings.
@@ -396,7 +396,7 @@ fn floor_hook_wake() {
 pub fn report(runs: &[Run]) -> String {
     let mut out = String::from(
         "### Commit-to-delivery latency\n\n\
-         One row per commit at a fixed rate. `floor`: MEASURED.md's floor reproduced in this \
+         One row per commit at a fixed rate. `floor`: the floor of docs/FLOORS.md reproduced in this \
          run (same process: `wal_hook` + condvar, reader thread; other process: 1 ms \
          `PRAGMA data_version` poll); `astha`: Astha with one component, default settings \
          (writer connection from `astha_core::db::open_writer` in the same process, a plain \

@@ -42,7 +42,7 @@ pub fn unix_ns() -> i64 {
 }
 
 /// Creates `name(id INTEGER PRIMARY KEY, c0 TEXT, c1 INTEGER, ...)` with `columns`
-/// data columns, alternating TEXT and INTEGER (the table MEASURED.md used).
+/// data columns, alternating TEXT and INTEGER (the table docs/FLOORS.md's figures used).
 pub fn create_wide_table(conn: &Connection, name: &str, columns: usize) -> rusqlite::Result<()> {
     let cols: Vec<String> = (0..columns)
         .map(|j| format!("c{j} {}", if j % 2 == 0 { "TEXT" } else { "INTEGER" }))

@@ -1,12 +1,12 @@
 //! The capture trigger shapes the capture benchmark compares.
 //!
 //! - `none`: no trigger; the denominator of every ratio;
-//! - `key-only`: the floor of MEASURED.md, one log row of (table, op, rowid) per change;
+//! - `key-only`: the floor of docs/FLOORS.md, one log row of (table, op, rowid) per change;
 //! - `astha`: Astha's own triggers, installed by `astha_core::capture::Capture`;
 //! - `astha-wide`: the same, in a database that also captures a 64-column table, so
 //!   the log is as wide as that table's UPDATE images (what one wide table costs the
 //!   others);
-//! - `seed`: seed 002's shape (`json_object` images, `AUTOINCREMENT`, four indexes on
+//! - `seed`: seed 002's shape (docs/SEEDS.md) (`json_object` images, `AUTOINCREMENT`, four indexes on
 //!   the log, two `datetime` calls per row);
 //! - `history`: the SQL shape of PyPI `sqlite-history` (a typed history table per source
 //!   table with an index on `_rowid`, `!=`-masked UPDATE rows, a `MAX(_version)` lookup);
