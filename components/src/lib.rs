@@ -9,7 +9,7 @@
 //! - [`compactor`]: merges small data files into target-sized ones with a replace commit.
 //!
 //! They share [`lakehouse`] (paths, catalog, registry connections, errors) and the Iceberg
-//! writer in [`iceberg`]. The four event-driven ones implement [`astha_actors::Component`]
+//! writer, the `astha-iceberg` crate re-exported as [`iceberg`]. The four event-driven ones implement [`astha_actors::Component`]
 //! and only coordinate through the registry and the catalog's compare-and-swap, never by
 //! calling each other.
 //!
@@ -21,8 +21,9 @@
 
 #[cfg(feature = "lakehouse")]
 pub mod compactor;
+/// The Iceberg writer (the `astha-iceberg` crate), under the name the components use.
 #[cfg(feature = "lakehouse")]
-pub mod iceberg;
+pub use astha_iceberg as iceberg;
 #[cfg(feature = "lakehouse")]
 pub mod iceberg_updater;
 #[cfg(feature = "lakehouse")]

@@ -9,6 +9,7 @@
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A source of wall-clock time in Unix milliseconds.
 pub trait Clock: fmt::Debug + Send + Sync {
@@ -21,7 +22,10 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        astha_core::change::unix_now_ms()
+        // A clock set before 1970 reads as 0 rather than failing a commit.
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
     }
 }
 

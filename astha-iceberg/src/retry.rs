@@ -124,7 +124,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::iceberg::{
+    use crate::{
         write_parquet, Clock, ColumnSpec, DataFileInfo, FixedClock, IcebergType, SqlCatalog,
     };
 

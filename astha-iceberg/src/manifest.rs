@@ -289,7 +289,7 @@ fn parse_entry(v: &Value, manifest: &ManifestFile) -> Result<ManifestEntry, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iceberg::schema::{ColumnSpec, IcebergType};
+    use crate::schema::{ColumnSpec, IcebergType};
 
     fn file(name: &str, rows: u64) -> DataFileInfo {
         let mut stats = BTreeMap::new();

@@ -14,7 +14,9 @@
 //! only deleted when no remaining snapshot reaches them.
 //!
 //! What it never does: partitioned tables, delete files (merge-on-read), schema evolution,
-//! nested types, or object stores. It refuses such metadata rather than guessing.
+//! nested types, or object stores. It refuses such metadata rather than guessing. It knows
+//! nothing of Astha either (no change log, registry or actors): `astha-components` builds
+//! the lakehouse on it and re-exports it as `astha_components::iceberg`.
 //!
 //! Layout: the spec side is `schema` (types and columns), `value` (JSON ⇄ typed values,
 //! Iceberg bound bytes), `data_file` (a data file and its statistics), `parquet_io`/
