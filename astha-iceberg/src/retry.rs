@@ -237,6 +237,35 @@ mod tests {
         assert!(!err.is_commit_conflict());
     }
 
+    #[test]
+    fn a_swap_that_fails_otherwise_is_unknown_keeps_its_files_and_is_not_retried() {
+        let fx = fixture();
+        let mut table = fx.table();
+        let a = file(&table, "a.parquet", 1);
+        let metadata_dir = table.location().unwrap().join("metadata");
+        let count = || std::fs::read_dir(&metadata_dir).unwrap().count();
+        let before = count();
+        // The catalog breaks under the writer: its swap errors without saying whether it
+        // happened (as a dropped connection would).
+        let other = rusqlite::Connection::open(fx.dir.path().join("catalog.db")).unwrap();
+        other.execute_batch("DROP TABLE iceberg_tables").unwrap();
+
+        let calls = Cell::new(0);
+        let err = commit_with_retry(&mut table, &CommitRetry::immediate(5), |t, _| {
+            calls.set(calls.get() + 1);
+            t.append(std::slice::from_ref(&a))
+        })
+        .unwrap_err();
+        assert!(
+            matches!(err, IcebergError::CommitStateUnknown { .. }),
+            "{err}"
+        );
+        assert!(!err.is_definitely_not_committed());
+        assert_eq!(calls.get(), 1);
+        // Manifest, manifest list and metadata file stay: they might be live.
+        assert_eq!(count(), before + 3);
+    }
+
     /// A caller's own error type carries conflicts through the loop; its other errors stop it.
     #[derive(Debug)]
     enum CallerError {
