@@ -16,6 +16,7 @@ pub mod config;
 pub mod db;
 pub mod dead_letter;
 pub mod error;
+pub mod format;
 pub mod heartbeat;
 pub mod ident;
 pub mod image;

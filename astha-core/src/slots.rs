@@ -160,6 +160,22 @@ pub fn advance_many(conn: &Connection, positions: &[(String, i64)]) -> Result<()
     Ok(())
 }
 
+/// Sets slot `name` to `lsn`, backward or forward: the operator's `astha slots reset`.
+/// Moving back re-delivers what is still in the log after `lsn` (rows already cleaned
+/// away are gone); moving forward skips changes. Never called by the engine itself.
+pub fn reset(conn: &Connection, name: &str, lsn: i64) -> Result<Slot> {
+    let changed = conn.execute(
+        "UPDATE __astha_slots SET position = ?2,
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+         WHERE name = ?1",
+        (name, lsn),
+    )?;
+    if changed == 0 {
+        return Err(CoreError::NoSuchSlot(name.to_string()));
+    }
+    get(conn, name)?.ok_or_else(|| CoreError::NoSuchSlot(name.to_string()))
+}
+
 /// Drops slot `name`; returns false if there was none. Rows it held back become
 /// eligible for cleanup.
 pub fn drop_slot(conn: &Connection, name: &str) -> Result<bool> {

@@ -3,16 +3,32 @@
 
 mod cli;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ASTHA_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.default_log_filter()));
+    // An ASTHA_LOG that does not parse is refused: ignoring it would hide the very
+    // logs the user asked for.
+    let filter = match std::env::var("ASTHA_LOG") {
+        Ok(text) => match tracing_subscriber::EnvFilter::try_new(&text) {
+            Ok(filter) => filter,
+            Err(err) => {
+                eprintln!(
+                    "error: ASTHA_LOG={text:?} is not a log filter ({err}); \
+                     use e.g. ASTHA_LOG=info or ASTHA_LOG=astha_actors=debug"
+                );
+                return ExitCode::from(2);
+            }
+        },
+        Err(_) => tracing_subscriber::EnvFilter::new(args.default_log_filter()),
+    };
+    // Colours only on a terminal: escape codes in a log file or a pipe are noise.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     match cli::run(args) {

@@ -260,3 +260,136 @@ fn config_print_shows_the_effective_config_and_rejects_bad_input() {
     assert!(!ok);
     assert!(err.contains("batch_size"), "{err}");
 }
+
+#[test]
+fn status_and_listings_never_write_to_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    // A rollback-journal database an application owns, without Astha.
+    let db = make_db(dir.path());
+    let size = std::fs::metadata(&db).unwrap().len();
+    let (ok, _, stderr) = output(astha().args(["status", db.to_str().unwrap()]));
+    assert!(
+        !ok && stderr.contains("has no Astha change log"),
+        "{stderr}"
+    );
+    let (ok, stdout, stderr) = output(astha().args(["slots", "list", db.to_str().unwrap()]));
+    assert!(ok && stdout.contains("no slots"), "{stderr}");
+    let (ok, _, stderr) = output(astha().args(["dead-letters", "list", db.to_str().unwrap()]));
+    assert!(ok, "{stderr}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "delete", "status switched the journal mode");
+    assert_eq!(std::fs::metadata(&db).unwrap().len(), size);
+    // An empty file stays empty (it is not turned into a database).
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, b"").unwrap();
+    let (ok, _, _) = output(astha().args(["status", empty.to_str().unwrap()]));
+    assert!(!ok);
+    assert_eq!(std::fs::metadata(&empty).unwrap().len(), 0);
+}
+
+#[test]
+fn status_and_slots_read_the_configured_log_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let config = dir.path().join("astha.toml");
+    std::fs::write(&config, "log_table = \"my_changes\"\n").unwrap();
+    let watch = |extra: &[&str]| {
+        let mut args = vec![
+            "--config",
+            config.to_str().unwrap(),
+            "watch",
+            db.to_str().unwrap(),
+            "--tables",
+            "my items",
+            "--install",
+            "--slot",
+            "keep",
+        ];
+        args.extend_from_slice(extra);
+        output(astha().args(&args))
+    };
+    let (ok, _, stderr) = watch(&["--limit", "0"]);
+    assert!(ok, "{stderr}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for i in 0..3 {
+        conn.execute("INSERT INTO \"my items\" (name) VALUES (?1)", [i])
+            .unwrap();
+    }
+    let (ok, stdout, stderr) = output(astha().args([
+        "--config",
+        config.to_str().unwrap(),
+        "status",
+        db.to_str().unwrap(),
+        "--format",
+        "json",
+    ]));
+    assert!(ok, "{stderr}");
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["log"]["head_lsn"], 3);
+    assert_eq!(status["slots"][0]["slot"]["name"], "keep");
+    assert_eq!(status["slots"][0]["lag"]["events"], 3);
+
+    // slots: reset to the head skips the three, to the beginning takes them back, drop
+    // forgets the slot; an unknown slot is named.
+    let slots = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap(), "slots"];
+        all.extend_from_slice(args);
+        output(astha().args(&all))
+    };
+    let d = db.to_str().unwrap();
+    let (ok, stdout, stderr) = slots(&["reset", d, "keep", "--to", "head"]);
+    assert!(ok && stdout.contains("now at LSN 3"), "{stdout}{stderr}");
+    let (ok, stdout, _) = slots(&["list", d]);
+    assert!(ok && stdout.contains("lag        0 changes"), "{stdout}");
+    let (ok, stdout, _) = slots(&["reset", d, "keep", "--to", "beginning"]);
+    assert!(ok && stdout.contains("now at LSN 0"), "{stdout}");
+    let (ok, stdout, stderr) = watch(&["--limit", "3"]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.lines().count(),
+        3,
+        "re-read after the reset: {stdout}"
+    );
+    let (ok, _, stderr) = slots(&["reset", d, "keep", "--to", "soon"]);
+    assert!(!ok && stderr.contains("give `head`, `beginning` or a log sequence number"));
+    let (ok, stdout, _) = slots(&["drop", d, "keep"]);
+    assert!(ok && stdout.contains("dropped"));
+    let (ok, _, stderr) = slots(&["drop", d, "keep"]);
+    assert!(!ok && stderr.contains("no slot named \"keep\""), "{stderr}");
+}
+
+#[test]
+fn logging_is_plain_off_a_terminal_and_a_bad_filter_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let (ok, _, stderr) = output(astha().args([
+        "-v",
+        "watch",
+        db.to_str().unwrap(),
+        "--tables",
+        "my items",
+        "--install",
+        "--limit",
+        "0",
+    ]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("astha started"), "{stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes in a pipe: {stderr:?}"
+    );
+    let out = astha()
+        .env("ASTHA_LOG", "astha_actors=loud")
+        .args(["status", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("ASTHA_LOG=\"astha_actors=loud\" is not a log filter"),
+        "{stderr}"
+    );
+}

@@ -29,12 +29,12 @@ use std::time::{Duration, SystemTime};
 
 use astha_actors::{BatchError, Component, ComponentError};
 use astha_core::config::duration_serde;
+use astha_core::format::Encoder;
 use astha_core::Change;
 use async_trait::async_trait;
 use serde::Deserialize;
 
 use super::registry::{SinkConfig, SinkContext};
-use super::stdout::json_lines;
 
 /// When a written batch counts as durable; see the module docs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -131,6 +131,7 @@ static OPEN_PATHS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 /// Appends changes to a file; see the module docs.
 pub struct FileSink {
+    encoder: Encoder,
     name: String,
     tables: Vec<String>,
     max_batch: usize,
@@ -152,8 +153,10 @@ impl FileSink {
                 path.display()
             ));
         }
+        let encoder = ctx.encoder()?;
         open.push(claimed.clone());
         Ok(FileSink {
+            encoder,
             name: ctx.name.clone(),
             tables: ctx.tables.clone(),
             max_batch: config.max_batch,
@@ -199,11 +202,11 @@ impl Component for FileSink {
     }
 
     async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
-        self.append(json_lines([change])).await
+        self.append(self.encoder.json_lines([change])).await
     }
 
     async fn on_batch(&mut self, changes: &[Arc<Change>]) -> Result<(), BatchError> {
-        self.append(json_lines(changes.iter().map(|c| &**c)))
+        self.append(self.encoder.json_lines(changes.iter().map(|c| &**c)))
             .await
             .map_err(|error| BatchError { handled: 0, error })
     }

@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 use super::registry::{SinkConfig, SinkContext};
 use super::{identity, subject_token};
+use astha_core::format::{Encoder, EventFormat, SourceInfo};
 
 /// How the sink finds its stream.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -188,10 +189,9 @@ impl SinkConfig for NatsSinkConfig {
     }
 
     fn build(&self, ctx: &SinkContext) -> Result<Box<dyn Component>, String> {
-        Ok(Box::new(NatsSink::new(
-            self.for_context(ctx),
-            &ctx.identity,
-        )?))
+        Ok(Box::new(
+            NatsSink::new(self.for_context(ctx), &ctx.identity)?.with_encoder(ctx.encoder()?),
+        ))
     }
 }
 
@@ -222,6 +222,7 @@ pub struct NatsSinkStats {
 /// Publishes changes to JetStream; see the module docs.
 pub struct NatsSink {
     config: NatsSinkConfig,
+    encoder: Encoder,
     identity: String,
     database: String,
     js: Option<jetstream::Context>,
@@ -242,13 +243,28 @@ impl NatsSink {
         if identity.is_empty() {
             return Err(format!("nats sink {}: empty identity", config.name));
         }
+        let encoder = Encoder::new(
+            EventFormat::Native,
+            SourceInfo {
+                name: config.database.clone(),
+                db: config.database.clone(),
+                identity: identity.clone(),
+            },
+        );
         Ok(NatsSink {
+            encoder,
             database: subject_token(&config.database),
             config,
             identity,
             js: None,
             stats: Arc::default(),
         })
+    }
+
+    /// Publishes in `encoder`'s format (native by default).
+    pub fn with_encoder(mut self, encoder: Encoder) -> Self {
+        self.encoder = encoder;
+        self
     }
 
     /// The counters.
@@ -324,7 +340,7 @@ impl NatsSink {
         js: &jetstream::Context,
         change: &Change,
     ) -> Result<PublishAckFuture, ComponentError> {
-        let payload = serde_json::to_vec(&change.to_json())
+        let payload = serde_json::to_vec(&self.encoder.encode(change))
             .map_err(|e| ComponentError::permanent(format!("encode lsn {}: {e}", change.lsn)))?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", self.message_id(change).as_str());

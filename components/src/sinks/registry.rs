@@ -20,6 +20,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use astha_actors::Component;
+use astha_core::format::{Encoder, EventFormat, SourceInfo};
 use serde::de::DeserializeOwned;
 
 /// What a pipeline knows about one sink on one source, handed to `validate` and `build`.
@@ -35,8 +36,28 @@ pub struct SinkContext {
     pub identity: String,
     /// Tables whose changes the component receives, already resolved (no globs).
     pub tables: Vec<String>,
-    /// The event format name (`native` until the formats land).
+    /// The event format's name (`native`, `debezium`, `cloudevents`).
     pub format: String,
+}
+
+impl SinkContext {
+    /// The encoder of this context's format, naming this source in events.
+    pub fn encoder(&self) -> Result<Encoder, String> {
+        let format: EventFormat = self.format.parse()?;
+        let db = self
+            .database
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.source.clone());
+        Ok(Encoder::new(
+            format,
+            SourceInfo {
+                name: self.source.clone(),
+                db,
+                identity: self.identity.clone(),
+            },
+        ))
+    }
 }
 
 impl SinkContext {
@@ -216,6 +237,7 @@ impl ParsedSink {
 
     /// Checks the settings for `ctx` (what `astha run --check` does).
     pub fn validate(&self, ctx: &SinkContext) -> Result<(), RegistryError> {
+        ctx.encoder().map_err(|m| self.error(m))?;
         self.config.validate(ctx).map_err(|m| self.error(m))
     }
 

@@ -10,6 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use astha_actors::{BatchError, Component, ComponentError};
+use astha_core::format::Encoder;
 use astha_core::Change;
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -56,6 +57,7 @@ impl SinkConfig for StdoutSinkConfig {
             name: ctx.name.clone(),
             tables: ctx.tables.clone(),
             max_batch: self.max_batch,
+            encoder: ctx.encoder()?,
         }))
     }
 }
@@ -65,6 +67,7 @@ pub struct StdoutSink {
     name: String,
     tables: Vec<String>,
     max_batch: usize,
+    encoder: Encoder,
 }
 
 async fn print(lines: Vec<u8>) -> Result<(), ComponentError> {
@@ -75,16 +78,6 @@ async fn print(lines: Vec<u8>) -> Result<(), ComponentError> {
     .await
     .map_err(|e| ComponentError::transient(format!("stdout writer: {e}")))?
     .map_err(|e| ComponentError::transient(format!("stdout: {e}")))
-}
-
-/// `changes` as JSON lines.
-pub fn json_lines<'a>(changes: impl IntoIterator<Item = &'a Change>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for change in changes {
-        serde_json::to_writer(&mut out, &change.to_json()).expect("a JSON value serializes");
-        out.push(b'\n');
-    }
-    out
 }
 
 #[async_trait]
@@ -102,11 +95,11 @@ impl Component for StdoutSink {
     }
 
     async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
-        print(json_lines([change])).await
+        print(self.encoder.json_lines([change])).await
     }
 
     async fn on_batch(&mut self, changes: &[Arc<Change>]) -> Result<(), BatchError> {
-        print(json_lines(changes.iter().map(|c| &**c)))
+        print(self.encoder.json_lines(changes.iter().map(|c| &**c)))
             .await
             .map_err(|error| BatchError { handled: 0, error })
     }

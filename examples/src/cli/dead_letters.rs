@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
-use super::errors::open_existing;
+use super::errors::{open_existing, open_read_only};
 use super::{CliError, Format};
 
 #[derive(Debug, Subcommand)]
@@ -32,12 +32,13 @@ pub enum DeadLettersCommand {
         /// Replay all of this consumer's.
         #[arg(long)]
         consumer: Option<String>,
-        #[arg(long, default_value = "__cdc_log")]
-        log_table: String,
+        /// Change-log table name (default: the configuration's, `__cdc_log`).
+        #[arg(long)]
+        log_table: Option<String>,
     },
 }
 
-pub fn run(_config: Option<&Path>, cmd: DeadLettersCommand) -> Result<(), CliError> {
+pub fn run(config: Option<&Path>, cmd: DeadLettersCommand) -> Result<(), CliError> {
     match cmd {
         DeadLettersCommand::List {
             database,
@@ -45,7 +46,7 @@ pub fn run(_config: Option<&Path>, cmd: DeadLettersCommand) -> Result<(), CliErr
             all,
             format,
         } => {
-            let conn = open_existing(&database)?;
+            let conn = open_read_only(&database)?;
             let on = |e| CliError::on(&database, e);
             if !astha_core::schema::is_plain_table(&conn, "__astha_dead_letters").map_err(on)? {
                 println!(
@@ -86,6 +87,7 @@ pub fn run(_config: Option<&Path>, cmd: DeadLettersCommand) -> Result<(), CliErr
             consumer,
             log_table,
         } => {
+            let log_table = super::errors::log_table(config, log_table)?;
             let conn = open_existing(&database)?;
             let on = |e| CliError::on(&database, e);
             let ids: Vec<i64> = match (id, consumer) {

@@ -62,3 +62,23 @@ pub fn open_existing(path: &Path) -> Result<rusqlite::Connection, CliError> {
     astha_core::schema::schema_version(&conn).map_err(|e| CliError::on(path, e))?;
     Ok(conn)
 }
+
+/// Opens an existing database read-only (creates nothing, changes nothing), with errors
+/// that name the file.
+pub fn open_read_only(path: &Path) -> Result<rusqlite::Connection, CliError> {
+    if !path.exists() {
+        return Err(CliError::MissingFile(path.into()));
+    }
+    let conn = astha_core::db::open_read_only(path).map_err(|e| CliError::on(path, e))?;
+    astha_core::schema::schema_version(&conn).map_err(|e| CliError::on(path, e))?;
+    Ok(conn)
+}
+
+/// The change-log table: the flag when given, else the configuration's (`--config`,
+/// `ASTHA_LOG_TABLE`), so every command reads the log `run` and `watch` write.
+pub fn log_table(config: Option<&Path>, flag: Option<String>) -> Result<String, CliError> {
+    match flag {
+        Some(name) => Ok(name),
+        None => Ok(astha_core::config::AsthaConfig::load(config)?.log_table),
+    }
+}

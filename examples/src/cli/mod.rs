@@ -4,6 +4,9 @@ mod config_cmd;
 mod dead_letters;
 mod demo;
 mod errors;
+mod run;
+mod shutdown;
+mod slots;
 mod status;
 mod watch;
 
@@ -45,8 +48,13 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Stream the changes of a SQLite database to stdout as JSON lines.
     Watch(watch::WatchArgs),
+    /// Run a pipeline file: sources, per-table shaping, sinks (`--check` to check only).
+    Run(run::RunArgs),
     /// Show capture, log depth, slots, component states and dead letters of a database.
     Status(status::StatusArgs),
+    /// List, drop or reset the durable positions (slots) of a database's consumers.
+    #[command(subcommand)]
+    Slots(slots::SlotsCommand),
     /// List or replay dead letters.
     #[command(subcommand)]
     DeadLetters(dead_letters::DeadLettersCommand),
@@ -69,7 +77,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => demo::run(cli.config.as_deref(), args),
         Command::Watch(args) => watch::run(cli.config.as_deref(), args),
-        Command::Status(args) => status::run(args),
+        Command::Run(args) => run::run(cli.config.as_deref(), args),
+        Command::Status(args) => status::run(cli.config.as_deref(), args),
+        Command::Slots(cmd) => slots::run(cli.config.as_deref(), cmd),
         Command::DeadLetters(cmd) => dead_letters::run(cli.config.as_deref(), cmd),
         Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
     }

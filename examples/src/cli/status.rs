@@ -1,46 +1,49 @@
 //! `astha status <db>`: capture, log depth and age, slots and their lag, the last state
 //! each component reported (status, breaker, position), and pending dead letters.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use astha_core::capture::Capture;
 use clap::Args;
 use serde_json::json;
 
-use super::errors::open_existing;
+use super::errors::{log_table, open_read_only};
 use super::{CliError, Format};
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     /// The SQLite database.
     pub database: PathBuf,
-    /// Change-log table name.
-    #[arg(long, default_value = "__cdc_log")]
-    pub log_table: String,
+    /// Change-log table name (default: the configuration's, `__cdc_log`).
+    #[arg(long)]
+    pub log_table: Option<String>,
     #[arg(long, value_enum, default_value = "pretty")]
     pub format: Format,
 }
 
-pub fn run(args: StatusArgs) -> Result<(), CliError> {
+/// Reads only: the database is opened read-only, so `status` never creates a file,
+/// changes a journal mode or writes a row.
+pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
     let path = &args.database;
-    let conn = open_existing(path)?;
+    let log_table = log_table(config, args.log_table.clone())?;
+    let conn = open_read_only(path)?;
     let on = |e| CliError::on(path, e);
-    if !astha_core::schema::is_plain_table(&conn, &args.log_table).map_err(on)? {
+    if !astha_core::schema::is_plain_table(&conn, &log_table).map_err(on)? {
         return Err(CliError::Message(format!(
             "{} has no Astha change log ({}); set up capture with `astha watch {} --tables <t> --install`",
             path.display(),
-            args.log_table,
+            log_table,
             path.display()
         )));
     }
     let now_ms = astha_core::change::unix_now_ms();
-    let captured = Capture::new(&args.log_table)
+    let captured = Capture::new(&log_table)
         .captured_tables(&conn)
         .map_err(on)?;
-    let log = astha_core::log::log_stats(&conn, &args.log_table, now_ms).map_err(on)?;
+    let log = astha_core::log::log_stats(&conn, &log_table, now_ms).map_err(on)?;
     let mut slots = Vec::new();
     for slot in astha_core::slots::list(&conn).map_err(on)? {
-        let lag = astha_core::slots::lag(&conn, &args.log_table, &slot.name, now_ms).map_err(on)?;
+        let lag = astha_core::slots::lag(&conn, &log_table, &slot.name, now_ms).map_err(on)?;
         slots.push((slot, lag));
     }
     let components = astha_core::heartbeat::list(&conn).map_err(on)?;

@@ -14,13 +14,28 @@ use astha_actors::http::{EventHub, HttpConfig, SseComponent};
 use astha_actors::{Astha, Component, ComponentError};
 use astha_core::capture::Capture;
 use astha_core::config::AsthaConfig;
+use astha_core::format::{Encoder, EventFormat, SourceInfo};
 use astha_core::Change;
 use async_trait::async_trait;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tokio::sync::watch;
 
 use super::errors::open_existing;
-use super::{CliError, Format};
+use super::CliError;
+
+/// What `watch` prints for each change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WatchFormat {
+    /// Astha's native JSON, one document per line.
+    #[value(alias = "native")]
+    Json,
+    /// The Debezium change-event envelope, one per line.
+    Debezium,
+    /// CloudEvents 1.0 structured events, one per line.
+    Cloudevents,
+    /// Aligned text for people.
+    Pretty,
+}
 
 #[derive(Debug, Args)]
 pub struct WatchArgs {
@@ -32,8 +47,10 @@ pub struct WatchArgs {
     /// Install capture triggers on `--tables` if they are missing (they stay installed).
     #[arg(long)]
     pub install: bool,
+    /// `json` (Astha's native JSON), `debezium` (the Debezium envelope), `cloudevents`
+    /// (CloudEvents 1.0 structured JSON) or `pretty` (aligned text for people).
     #[arg(long, value_enum, default_value = "json")]
-    pub format: Format,
+    pub format: WatchFormat,
     /// Keep the position in this durable slot and resume from it next time.
     #[arg(long)]
     pub slot: Option<String>,
@@ -107,6 +124,7 @@ async fn watch_async(
     tables: Vec<String>,
     args: WatchArgs,
 ) -> Result<(), CliError> {
+    let mut shutdown = super::shutdown::Shutdown::install()?;
     let path = config.database.clone();
     let log_table = config.log_table.clone();
     let astha = Astha::new(config).map_err(|e| CliError::astha(&path, e))?;
@@ -156,10 +174,31 @@ async fn watch_async(
             .map_err(|e| CliError::on(&path, e))?;
     }
     let (done_tx, mut done_rx) = watch::channel(args.limit == Some(0));
+    let identity = astha
+        .store()
+        .write_blocking(|conn| Ok(astha_components::sinks::identity::ensure(conn)?))
+        .map_err(|e| CliError::on(&path, e))?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let encoder = Encoder::new(
+        match args.format {
+            WatchFormat::Debezium => EventFormat::Debezium,
+            WatchFormat::Cloudevents => EventFormat::CloudEvents,
+            WatchFormat::Json | WatchFormat::Pretty => EventFormat::Native,
+        },
+        SourceInfo {
+            name: stem.clone(),
+            db: stem,
+            identity,
+        },
+    );
     let printer = Printer {
         name: name.clone(),
         tables,
         format: args.format,
+        encoder,
         remaining: args.limit,
         done: done_tx,
     };
@@ -168,12 +207,12 @@ async fn watch_async(
         .await
         .map_err(|e| CliError::astha(&path, e))?;
     eprintln!(
-        "watching {} (slot {name}{}); Ctrl-C to stop",
+        "watching {} (slot {name}{}); Ctrl-C, SIGTERM or SIGHUP stops",
         path.display(),
         if durable { ", durable" } else { "" }
     );
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
+        _ = shutdown.signalled() => {}
         _ = done_rx.wait_for(|done| *done) => {}
     }
     if !durable {
@@ -194,7 +233,8 @@ async fn watch_async(
 struct Printer {
     name: String,
     tables: Vec<String>,
-    format: Format,
+    format: WatchFormat,
+    encoder: Encoder,
     remaining: Option<u64>,
     done: watch::Sender<bool>,
 }
@@ -215,14 +255,14 @@ impl Component for Printer {
             return Err(ComponentError::transient("watch limit reached"));
         }
         let line = match self.format {
-            Format::Json => change.to_json().to_string(),
-            Format::Pretty => format!(
+            WatchFormat::Pretty => format!(
                 "{:>8}  {:<6}  {:<20}  {}",
                 change.lsn,
                 change.op,
                 change.table,
                 serde_json::Value::Object(change.row().map(|r| r.to_json()).unwrap_or_default())
             ),
+            _ => self.encoder.encode(change).to_string(),
         };
         let mut out = std::io::stdout().lock();
         if let Err(err) = writeln!(out, "{line}").and_then(|_| out.flush()) {

@@ -1,0 +1,73 @@
+//! CloudEvents 1.0 for changes: a structured JSON event, and the attributes of binary
+//! mode (`ce-*` headers) for transports that carry headers.
+//!
+//! ```json
+//! {"specversion": "1.0", "id": "<identity>:<lsn>", "source": "/astha/<source name>",
+//!  "type": "io.astha.change.insert", "time": "2026-12-06T18:00:00.123Z",
+//!  "subject": "<table>", "datacontenttype": "application/json",
+//!  "asthalsn": "42", "data": <the native event>}
+//! ```
+//!
+//! `id` is the database's identity and the LSN: unique per change across databases, and
+//! the same on every delivery of that change, so consumers de-duplicate by
+//! (`source`, `id`) as the specification intends. `time` is the capture time in RFC 3339
+//! with milliseconds. `asthalsn` (an extension attribute; names are lower-case letters
+//! and digits only) is a string because CloudEvents integers are 32-bit. `data` is the
+//! native event ([`crate::Change::to_json`]), exact for every value.
+
+use chrono::{DateTime, SecondsFormat};
+use serde_json::{json, Value as Json};
+
+use super::SourceInfo;
+use crate::change::{Change, Operation};
+
+/// The media type of a structured event.
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
+/// The media type of `data`.
+pub const DATA_CONTENT_TYPE: &str = "application/json";
+
+/// The event type of an operation.
+pub fn event_type(op: Operation) -> &'static str {
+    match op {
+        Operation::Insert => "io.astha.change.insert",
+        Operation::Update => "io.astha.change.update",
+        Operation::Delete => "io.astha.change.delete",
+    }
+}
+
+/// The context attributes of `change` (everything but `data`), in specification order.
+pub fn attributes(change: &Change, source: &SourceInfo) -> Vec<(&'static str, String)> {
+    let time = DateTime::from_timestamp_millis(change.timestamp_ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    vec![
+        ("specversion", "1.0".into()),
+        ("id", format!("{}:{}", source.identity, change.lsn)),
+        ("source", format!("/astha/{}", source.name)),
+        ("type", event_type(change.op).into()),
+        ("time", time),
+        ("subject", change.table.to_string()),
+        ("datacontenttype", DATA_CONTENT_TYPE.into()),
+        ("asthalsn", change.lsn.to_string()),
+    ]
+}
+
+/// The structured-mode event of `change`.
+pub fn structured(change: &Change, source: &SourceInfo) -> Json {
+    let mut event = serde_json::Map::new();
+    for (name, value) in attributes(change, source) {
+        event.insert(name.into(), json!(value));
+    }
+    event.insert("data".into(), change.to_json());
+    Json::Object(event)
+}
+
+/// Binary mode: the `ce-*` headers; the body is the native event with content type
+/// [`DATA_CONTENT_TYPE`] (sent as `content-type`, not as `ce-datacontenttype`).
+pub fn binary_headers(change: &Change, source: &SourceInfo) -> Vec<(String, String)> {
+    attributes(change, source)
+        .into_iter()
+        .filter(|(name, _)| *name != "datacontenttype")
+        .map(|(name, value)| (format!("ce-{name}"), value))
+        .collect()
+}

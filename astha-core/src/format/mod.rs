@@ -1,0 +1,177 @@
+//! Event formats: how one [`Change`] is written for the world outside the process.
+//!
+//! - [`EventFormat::Native`]: Astha's own JSON (`{lsn, timestamp_ms, table, op, before,
+//!   after}`, [`Change::to_json`]); values in the tagged form of [`crate::Value::to_json`].
+//! - [`EventFormat::Debezium`]: the Debezium change-event envelope ([`debezium`]), which
+//!   Flink's and SeaTunnel's `debezium-json`, RisingWave, Paimon and Kafka Connect read.
+//! - [`EventFormat::CloudEvents`]: a CloudEvents 1.0 structured event ([`cloudevents`])
+//!   whose `data` is the native event.
+//!
+//! It promises that every value SQLite can store comes out exact in every format (each
+//! submodule says how, and its tests decode it back), and that a value's JSON type
+//! depends only on its storage class, never on the value (a large integer stays a
+//! number, it does not turn into a string). It never writes: callers own the bytes.
+
+pub mod cloudevents;
+pub mod debezium;
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::change::Change;
+use crate::value::Value;
+
+/// The formats a sink or `astha watch` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum EventFormat {
+    /// Astha's own JSON.
+    #[default]
+    Native,
+    /// The Debezium envelope.
+    Debezium,
+    /// A CloudEvents 1.0 structured event.
+    CloudEvents,
+}
+
+impl EventFormat {
+    /// Every format, by its name in configuration.
+    pub const ALL: [EventFormat; 3] = [
+        EventFormat::Native,
+        EventFormat::Debezium,
+        EventFormat::CloudEvents,
+    ];
+
+    /// The name in configuration (`format = "debezium"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            EventFormat::Native => "native",
+            EventFormat::Debezium => "debezium",
+            EventFormat::CloudEvents => "cloudevents",
+        }
+    }
+
+    /// The media type of one encoded event.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            EventFormat::Native | EventFormat::Debezium => "application/json",
+            EventFormat::CloudEvents => cloudevents::STRUCTURED_CONTENT_TYPE,
+        }
+    }
+
+    /// The names of every format, comma separated (for error messages).
+    pub fn names() -> String {
+        Self::ALL.map(|f| f.name()).join(", ")
+    }
+}
+
+impl fmt::Display for EventFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for EventFormat {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|f| f.name() == text)
+            .ok_or_else(|| {
+                format!(
+                    "unknown format {text:?}; the formats are: {}",
+                    Self::names()
+                )
+            })
+    }
+}
+
+/// Where changes come from, as the formats name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// The source's logical name (a pipeline's source name; Debezium's `name`, the topic
+    /// prefix).
+    pub name: String,
+    /// The database's name (its file stem; Debezium's `db`).
+    pub db: String,
+    /// The database's stable identity, which makes event ids unique across databases.
+    pub identity: String,
+}
+
+/// Encodes changes in one format for one source.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    format: EventFormat,
+    source: SourceInfo,
+}
+
+impl Encoder {
+    /// An encoder writing `format` for changes of `source`.
+    pub fn new(format: EventFormat, source: SourceInfo) -> Encoder {
+        Encoder { format, source }
+    }
+
+    /// The format written.
+    pub fn format(&self) -> EventFormat {
+        self.format
+    }
+
+    /// The source named in events.
+    pub fn source(&self) -> &SourceInfo {
+        &self.source
+    }
+
+    /// One change as a JSON document.
+    pub fn encode(&self, change: &Change) -> serde_json::Value {
+        match self.format {
+            EventFormat::Native => change.to_json(),
+            EventFormat::Debezium => debezium::envelope(change, &self.source),
+            EventFormat::CloudEvents => cloudevents::structured(change, &self.source),
+        }
+    }
+
+    /// Changes as JSON lines (one document per line, each ending in `\n`).
+    pub fn json_lines<'a>(&self, changes: impl IntoIterator<Item = &'a Change>) -> Vec<u8> {
+        let mut out = Vec::new();
+        for change in changes {
+            serde_json::to_writer(&mut out, &self.encode(change)).expect("a JSON value serializes");
+            out.push(b'\n');
+        }
+        out
+    }
+}
+
+/// Decodes one value of the native form ([`crate::Value::to_json`]) exactly.
+pub fn decode_native_value(json: &serde_json::Value) -> Option<Value> {
+    use serde_json::Value as Json;
+    Some(match json {
+        Json::Null => Value::Null,
+        Json::Number(n) if n.is_i64() => Value::Integer(n.as_i64()?),
+        Json::Number(n) => Value::Real(n.as_f64()?),
+        Json::String(s) => Value::Text(s.clone()),
+        Json::Object(tagged) if tagged.len() == 1 => {
+            let (tag, inner) = tagged.iter().next()?;
+            match (tag.as_str(), inner.as_str()?) {
+                ("$blob", hex) => Value::Blob(crate::value::parse_hex(hex)?),
+                ("$real", "inf") => Value::Real(f64::INFINITY),
+                ("$real", "-inf") => Value::Real(f64::NEG_INFINITY),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_unknown_ones_list_the_choices() {
+        for f in EventFormat::ALL {
+            assert_eq!(f.name().parse::<EventFormat>().unwrap(), f);
+        }
+        let err = "avro".parse::<EventFormat>().unwrap_err();
+        assert!(err.contains("native, debezium, cloudevents"), "{err}");
+    }
+}

@@ -1,0 +1,73 @@
+//! `astha run pipeline.toml`: runs the pipeline a file declares until SIGINT, SIGTERM or
+//! SIGHUP; `--check` only checks it (read-only: no file created, no trigger installed);
+//! `--list-sinks` lists the registered sink types.
+//!
+//! The engine's own settings (retries, breaker, timeouts) come from `--config` and
+//! `ASTHA_*` variables as for every command; the pipeline file says what flows where.
+
+use std::path::{Path, PathBuf};
+
+use astha_components::sinks::SinkRegistry;
+use astha_core::config::AsthaConfig;
+use astha_pipeline::{describe, plan, PipelineSpec};
+use clap::Args;
+
+use super::shutdown::Shutdown;
+use super::CliError;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The pipeline file (TOML): [[sources]], [[sinks]], [defaults]. See examples/pipelines/.
+    #[arg(required_unless_present = "list_sinks")]
+    pub pipeline: Option<PathBuf>,
+    /// Check the file against the databases and sink types, print the plan, and exit.
+    #[arg(long)]
+    pub check: bool,
+    /// List the sink types this build knows, and exit.
+    #[arg(long)]
+    pub list_sinks: bool,
+}
+
+pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
+    let registry = SinkRegistry::builtin();
+    if args.list_sinks {
+        for (name, about) in registry.types() {
+            println!("{name:<10} {about}");
+        }
+        return Ok(());
+    }
+    let path = args.pipeline.expect("clap requires the pipeline");
+    let engine = AsthaConfig::load(config)?;
+    let spec = PipelineSpec::load(&path).map_err(pipeline_error)?;
+    let checked = plan(&spec, &registry, &engine).map_err(pipeline_error)?;
+    if args.check {
+        print!("{}", describe(&checked));
+        println!("{}: ok", path.display());
+        return Ok(());
+    }
+    eprint!("{}", describe(&checked));
+    let system = actix::System::new();
+    system.block_on(async move {
+        let mut shutdown = Shutdown::install()?;
+        let running = checked.start(&engine).await.map_err(pipeline_error)?;
+        eprintln!(
+            "running {}; SIGINT, SIGTERM or SIGHUP stops it",
+            path.display()
+        );
+        let signal = shutdown.signalled().await;
+        eprintln!("{signal}: stopping");
+        let summary = running.summary();
+        running.stop().await.map_err(pipeline_error)?;
+        for s in summary {
+            eprintln!(
+                "{} -> {}: {} delivered, {} filtered out, {} dead-lettered",
+                s.source, s.sink, s.delivered, s.filtered, s.dead_lettered
+            );
+        }
+        Ok(())
+    })
+}
+
+fn pipeline_error(err: astha_pipeline::PipelineError) -> CliError {
+    CliError::Message(err.to_string())
+}

@@ -1,0 +1,126 @@
+//! `astha slots list|drop|reset <db>`: the operator's hands on durable positions.
+//!
+//! A slot holds back log cleanup until its consumer passes each row, so a consumer that
+//! is gone for good must have its slot dropped, or the log grows forever; `list` shows
+//! each slot's lag and age so such a slot is found. `reset` moves a slot back to re-read
+//! what the log still holds, or forward to skip. Stop the consumer that owns a slot
+//! before dropping or resetting it: a running engine keeps its own position in memory.
+
+use std::path::{Path, PathBuf};
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::errors::{log_table, open_existing, open_read_only};
+use super::{CliError, Format};
+
+#[derive(Debug, Subcommand)]
+pub enum SlotsCommand {
+    /// Every slot with its position, lag and the age of its oldest unread change.
+    List {
+        database: PathBuf,
+        /// Change-log table name (default: the configuration's, `__cdc_log`).
+        #[arg(long)]
+        log_table: Option<String>,
+        #[arg(long, value_enum, default_value = "pretty")]
+        format: Format,
+    },
+    /// Drop a slot: its consumer's position is forgotten and cleanup may pass it.
+    Drop { database: PathBuf, name: String },
+    /// Set a slot's position: `--to head` (skip everything unread), `--to beginning`
+    /// (re-read all the log still holds) or `--to <LSN>`.
+    Reset {
+        database: PathBuf,
+        name: String,
+        #[arg(long)]
+        to: String,
+        /// Change-log table name (default: the configuration's, `__cdc_log`).
+        #[arg(long)]
+        log_table: Option<String>,
+    },
+}
+
+pub fn run(config: Option<&Path>, cmd: SlotsCommand) -> Result<(), CliError> {
+    match cmd {
+        SlotsCommand::List {
+            database,
+            log_table: flag,
+            format,
+        } => {
+            let log_table = log_table(config, flag)?;
+            let conn = open_read_only(&database)?;
+            let on = |e| CliError::on(&database, e);
+            if !astha_core::schema::is_plain_table(&conn, "__astha_slots").map_err(on)? {
+                println!(
+                    "no slots: {} has no Astha bookkeeping yet",
+                    database.display()
+                );
+                return Ok(());
+            }
+            let now_ms = astha_core::change::unix_now_ms();
+            let slots = astha_core::slots::list(&conn).map_err(on)?;
+            for slot in &slots {
+                let lag =
+                    astha_core::slots::lag(&conn, &log_table, &slot.name, now_ms).map_err(on)?;
+                match format {
+                    Format::Json => println!("{}", json!({"slot": slot, "lag": lag})),
+                    Format::Pretty => println!(
+                        "{:<24} position {:<10} lag {:>8} changes, oldest {:.1}s, updated {}",
+                        slot.name,
+                        slot.position,
+                        lag.events,
+                        lag.oldest_age_ms as f64 / 1000.0,
+                        slot.updated_at
+                    ),
+                }
+            }
+            if slots.is_empty() && format == Format::Pretty {
+                println!("(no slots)");
+            }
+            Ok(())
+        }
+        SlotsCommand::Drop { database, name } => {
+            let conn = open_existing(&database)?;
+            let on = |e| CliError::on(&database, e);
+            if astha_core::slots::drop_slot(&conn, &name).map_err(on)? {
+                println!("slot {name} dropped");
+                Ok(())
+            } else {
+                Err(no_such_slot(&database, &name))
+            }
+        }
+        SlotsCommand::Reset {
+            database,
+            name,
+            to,
+            log_table: flag,
+        } => {
+            let log_table = log_table(config, flag)?;
+            let conn = open_existing(&database)?;
+            let on = |e| CliError::on(&database, e);
+            if astha_core::slots::get(&conn, &name).map_err(on)?.is_none() {
+                return Err(no_such_slot(&database, &name));
+            }
+            let lsn = match to.as_str() {
+                "head" => astha_core::log::head_lsn(&conn, &log_table).map_err(on)?,
+                "beginning" => 0,
+                n => n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    CliError::Message(format!(
+                        "--to {n:?}: give `head`, `beginning` or a log sequence number"
+                    ))
+                })?,
+            };
+            let slot = astha_core::slots::reset(&conn, &name, lsn).map_err(on)?;
+            println!("slot {name} now at LSN {}", slot.position);
+            Ok(())
+        }
+    }
+}
+
+fn no_such_slot(database: &Path, name: &str) -> CliError {
+    CliError::Message(format!(
+        "{} has no slot named {name:?}; `astha slots list {}` shows them",
+        database.display(),
+        database.display()
+    ))
+}

@@ -1,0 +1,487 @@
+//! From a [`PipelineSpec`] to a checked [`Plan`]: sources resolved to their tables, the
+//! cascade resolved per table, every sink parsed and validated for every source it takes.
+//!
+//! This is all of `astha run --check`: it opens each database read-only (it never creates
+//! a file, installs a trigger or writes a row), so a check can run against production
+//! databases. What a check passes, a start builds the same way; what can still fail at
+//! start is what only running shows (a database locked, a server down: the sinks connect
+//! lazily and retry).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use astha_components::sinks::{identity, ParsedSink, SinkContext, SinkRegistry};
+use astha_core::capture::Capture;
+use astha_core::config::AsthaConfig;
+use astha_core::format::EventFormat;
+use astha_core::schema;
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::error::PipelineError;
+use crate::filter::RowFilter;
+use crate::select::{self, Patterns};
+use crate::shape::{ColumnSelection, TableShape};
+use crate::spec::{PipelineSpec, Settings, SinkSpec, SourceSpec};
+
+/// A checked pipeline, ready to start.
+#[derive(Debug)]
+pub struct Plan {
+    pub sources: Vec<SourcePlan>,
+}
+
+/// One source database and what flows out of it.
+#[derive(Debug)]
+pub struct SourcePlan {
+    pub name: String,
+    pub database: PathBuf,
+    /// Selected tables, in name order.
+    pub tables: Vec<String>,
+    /// Tables whose capture triggers must be created at start.
+    pub install: Vec<String>,
+    /// The poller's batch size, when the cascade sets one.
+    pub batch_size: Option<usize>,
+    /// The database's identity if it has one yet (it gets one at first start).
+    pub identity: Option<String>,
+    pub sinks: Vec<SinkPlan>,
+}
+
+/// One sink on one source.
+#[derive(Debug)]
+pub struct SinkPlan {
+    pub context: SinkContext,
+    pub sink: Arc<ParsedSink>,
+    /// Shaping per table (tables absent here pass unchanged).
+    pub shapes: BTreeMap<String, ShapeSpec>,
+}
+
+/// The resolved shaping of one table: kept columns and the filter's text.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ShapeSpec {
+    pub columns: ColumnSelection,
+    pub filter: Option<String>,
+    /// The table's live columns when checked (the filter is compiled against them).
+    pub live_columns: Vec<String>,
+}
+
+impl ShapeSpec {
+    /// Compiles the shaping for a running sink.
+    pub fn compile(&self) -> Result<TableShape, String> {
+        Ok(TableShape {
+            columns: self.columns.clone(),
+            filter: self
+                .filter
+                .as_deref()
+                .map(|f| RowFilter::new(f, &self.live_columns))
+                .transpose()?,
+        })
+    }
+}
+
+/// Checks `spec` against the databases and the sink types of `registry`.
+/// `engine` is the engine configuration the sources will run with (its log table name).
+pub fn plan(
+    spec: &PipelineSpec,
+    registry: &SinkRegistry,
+    engine: &AsthaConfig,
+) -> Result<Plan, PipelineError> {
+    if spec.sources.is_empty() {
+        return Err(PipelineError::Invalid(
+            "the pipeline has no [[sources]]; add one with `database = \"app.db\"`".into(),
+        ));
+    }
+    if spec.sinks.is_empty() {
+        return Err(PipelineError::Invalid(
+            "the pipeline has no [[sinks]]; add one, e.g. `type = \"stdout\"` (astha run --list-sinks)".into(),
+        ));
+    }
+    let mut sources = Vec::new();
+    let mut names = HashSet::new();
+    let mut databases = HashSet::new();
+    for source in &spec.sources {
+        let planned = plan_source(spec, source, &engine.log_table)?;
+        if !names.insert(planned.name.clone()) {
+            return Err(PipelineError::Invalid(format!(
+                "two sources are named {:?}; give one a different `name`",
+                planned.name
+            )));
+        }
+        let canonical = planned
+            .database
+            .canonicalize()
+            .unwrap_or_else(|_| planned.database.clone());
+        if !databases.insert(canonical) {
+            return Err(PipelineError::Invalid(format!(
+                "database {} is named by two sources; one source per database",
+                planned.database.display()
+            )));
+        }
+        sources.push(planned);
+    }
+    let mut sink_names = HashSet::new();
+    for sink in &spec.sinks {
+        if !sink_names.insert(sink.name.as_str()) {
+            return Err(PipelineError::Invalid(format!(
+                "two sinks are named {:?}; a sink's name is its durable slot, so it must be unique",
+                sink.name
+            )));
+        }
+        plan_sink(spec, sink, registry, &mut sources)?;
+    }
+    Ok(Plan { sources })
+}
+
+fn source_name(source: &SourceSpec) -> String {
+    source.name.clone().unwrap_or_else(|| {
+        source
+            .database
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "db".into())
+    })
+}
+
+fn plan_source(
+    spec: &PipelineSpec,
+    source: &SourceSpec,
+    log_table: &str,
+) -> Result<SourcePlan, PipelineError> {
+    let name = source_name(source);
+    let fail = |reason: String| PipelineError::Source {
+        source_name: name.clone(),
+        database: source.database.clone(),
+        reason,
+    };
+    let conn = open_read_only(&source.database).map_err(&fail)?;
+    let capture = Capture::new(log_table);
+    let available = user_tables(&conn, log_table).map_err(|e| fail(e.to_string()))?;
+    for pattern in &source.tables {
+        if select::is_literal(pattern) && !available.contains(pattern) {
+            return Err(fail(not_a_table(&conn, pattern)));
+        }
+    }
+    let tables =
+        select::select(&available, &source.tables, &source.exclude_tables).map_err(&fail)?;
+    if tables.is_empty() {
+        return Err(fail(
+            "no table is selected; check `tables` and `exclude_tables`".into(),
+        ));
+    }
+    for table in source.table.keys() {
+        if !tables.contains(table) {
+            return Err(fail(format!(
+                "[sources.table.{table}] names a table this source does not select"
+            )));
+        }
+    }
+    let install = cascade(spec, source, None, |s| s.install).unwrap_or(false);
+    let captured = capture
+        .captured_tables(&conn)
+        .map_err(|e| fail(e.to_string()))?;
+    let missing: Vec<String> = tables
+        .iter()
+        .filter(|t| !captured.contains(t))
+        .cloned()
+        .collect();
+    if !install && !missing.is_empty() {
+        return Err(fail(format!(
+            "table(s) {} have no capture triggers; set `install = true` on the source (or in [defaults]) to create them",
+            missing.join(", ")
+        )));
+    }
+    let batch_size = cascade(spec, source, None, |s| s.batch_size);
+    if batch_size == Some(0) {
+        return Err(fail("batch_size must be > 0".into()));
+    }
+    let identity = identity::read(&conn).ok().flatten();
+    Ok(SourcePlan {
+        name: name.clone(),
+        database: source.database.clone(),
+        tables,
+        install: if install { missing } else { Vec::new() },
+        batch_size,
+        identity,
+        sinks: Vec::new(),
+    })
+}
+
+/// The nearest level of the cascade (table, then source, then defaults) that sets `get`.
+fn cascade<T>(
+    spec: &PipelineSpec,
+    source: &SourceSpec,
+    table: Option<&str>,
+    get: impl Fn(&Settings) -> Option<T>,
+) -> Option<T> {
+    table
+        .and_then(|t| source.table.get(t))
+        .and_then(&get)
+        .or_else(|| get(&source.settings))
+        .or_else(|| get(&spec.defaults))
+}
+
+fn plan_sink(
+    spec: &PipelineSpec,
+    sink: &SinkSpec,
+    registry: &SinkRegistry,
+    sources: &mut [SourcePlan],
+) -> Result<(), PipelineError> {
+    let known: Vec<&str> = sources.iter().map(|s| s.name.as_str()).collect();
+    for name in &sink.sources {
+        if !known.contains(&name.as_str()) {
+            return Err(PipelineError::Invalid(format!(
+                "sink {:?} takes source {name:?}, which is not defined; the sources are: {}",
+                sink.name,
+                known.join(", ")
+            )));
+        }
+    }
+    let settings = serde_json::to_value(&sink.settings)
+        .map_err(|e| PipelineError::Invalid(format!("sink {:?}: {e}", sink.name)))?;
+    let parsed = Arc::new(registry.parse(&sink.name, &sink.kind, settings)?);
+    let patterns = Patterns::new(&sink.tables)
+        .map_err(|e| PipelineError::Invalid(format!("sink {:?}: {e}", sink.name)))?;
+    let mut matched_anywhere: Vec<String> = Vec::new();
+    for (index, source) in sources.iter_mut().enumerate() {
+        if !sink.sources.is_empty() && !sink.sources.contains(&source.name) {
+            continue;
+        }
+        let tables: Vec<String> = source
+            .tables
+            .iter()
+            .filter(|t| patterns.is_empty() || patterns.matches(t))
+            .cloned()
+            .collect();
+        matched_anywhere.extend(tables.iter().cloned());
+        if tables.is_empty() {
+            continue;
+        }
+        let source_spec = &spec.sources[index];
+        let format = sink
+            .format
+            .clone()
+            .or_else(|| cascade(spec, source_spec, None, |s| s.format.clone()))
+            .unwrap_or_else(|| "native".into());
+        if let Err(reason) = format.parse::<EventFormat>() {
+            return Err(PipelineError::Invalid(format!(
+                "sink {:?}: {reason}",
+                sink.name
+            )));
+        }
+        let context = SinkContext {
+            name: sink.name.clone(),
+            source: source.name.clone(),
+            database: source.database.clone(),
+            identity: source
+                .identity
+                .clone()
+                .unwrap_or_else(|| "(assigned at first start)".into()),
+            tables: tables.clone(),
+            format,
+        };
+        parsed.validate(&context)?;
+        let shapes = resolve_shapes(spec, source_spec, source, &tables)?;
+        source.sinks.push(SinkPlan {
+            context,
+            sink: parsed.clone(),
+            shapes,
+        });
+    }
+    if let Some(p) = patterns.unmatched(&matched_anywhere) {
+        return Err(PipelineError::Invalid(format!(
+            "sink {:?}: table pattern {p:?} matches no table of its sources",
+            sink.name
+        )));
+    }
+    if matched_anywhere.is_empty() {
+        return Err(PipelineError::Invalid(format!(
+            "sink {:?} takes no table from any source",
+            sink.name
+        )));
+    }
+    Ok(())
+}
+
+fn resolve_shapes(
+    spec: &PipelineSpec,
+    source_spec: &SourceSpec,
+    source: &SourcePlan,
+    tables: &[String],
+) -> Result<BTreeMap<String, ShapeSpec>, PipelineError> {
+    let fail = |reason: String| PipelineError::Source {
+        source_name: source.name.clone(),
+        database: source.database.clone(),
+        reason,
+    };
+    let conn = open_read_only(&source.database).map_err(&fail)?;
+    let mut shapes = BTreeMap::new();
+    for table in tables {
+        let include = cascade(spec, source_spec, Some(table), |s| {
+            s.include_columns.clone()
+        });
+        let exclude = cascade(spec, source_spec, Some(table), |s| {
+            s.exclude_columns.clone()
+        });
+        let filter = cascade(spec, source_spec, Some(table), |s| s.filter.clone());
+        if include.is_none() && exclude.is_none() && filter.is_none() {
+            continue;
+        }
+        let (live, key) = schema::live_columns(&conn, table).map_err(|e| fail(e.to_string()))?;
+        // Names set on the table itself must exist; inherited ones apply where they do.
+        let own = source_spec.table.get(table);
+        for (level, list) in [
+            (
+                "include_columns",
+                own.and_then(|s| s.include_columns.as_ref()),
+            ),
+            (
+                "exclude_columns",
+                own.and_then(|s| s.exclude_columns.as_ref()),
+            ),
+        ] {
+            for column in list.into_iter().flatten() {
+                if !live.contains(column) {
+                    return Err(fail(format!(
+                        "[sources.table.{table}] {level} names {column:?}, which {table} does not have; its columns are: {}",
+                        live.join(", ")
+                    )));
+                }
+            }
+        }
+        let columns = ColumnSelection {
+            include,
+            exclude: exclude.unwrap_or_default(),
+        };
+        if let Some(column) = key.iter().find(|c| !columns.keeps(c)) {
+            return Err(fail(format!(
+                "table {table}: column {column:?} is part of the primary key and cannot be left out (changes of different rows would become indistinguishable)"
+            )));
+        }
+        if !live.iter().any(|c| columns.keeps(c)) {
+            return Err(fail(format!(
+                "table {table}: the column settings leave no column"
+            )));
+        }
+        let shape = ShapeSpec {
+            columns,
+            filter,
+            live_columns: live,
+        };
+        shape
+            .compile()
+            .map_err(|e| fail(format!("table {table}: {e}")))?;
+        shapes.insert(table.clone(), shape);
+    }
+    Ok(shapes)
+}
+
+fn open_read_only(path: &std::path::Path) -> Result<Connection, String> {
+    if !path.exists() {
+        return Err("the database file does not exist".into());
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| e.to_string())?;
+    conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(|e| format!("not a readable SQLite database: {e}"))?;
+    Ok(conn)
+}
+
+/// Ordinary tables that are not SQLite's or Astha's own, in name order.
+fn user_tables(conn: &Connection, log_table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+           AND name NOT LIKE '\\_\\_astha\\_%' ESCAPE '\\' AND name <> ?1
+           AND upper(ltrim(sql)) NOT LIKE 'CREATE VIRTUAL%' ORDER BY name",
+    )?;
+    let names = stmt
+        .query_map([log_table], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
+
+/// Why `name` is not a table that can be captured.
+fn not_a_table(conn: &Connection, name: &str) -> String {
+    let found: Option<(String, Option<String>)> = conn
+        .query_row(
+            "SELECT type, sql FROM sqlite_schema WHERE name = ?1 AND type IN ('table', 'view')",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .ok()
+        .flatten();
+    match found {
+        Some((kind, _)) if kind == "view" => {
+            format!("{name:?} is a view; views have no rows of their own to capture, capture the tables it reads")
+        }
+        Some((_, Some(sql)))
+            if sql
+                .trim_start()
+                .to_ascii_uppercase()
+                .starts_with("CREATE VIRTUAL") =>
+        {
+            format!("{name:?} is a virtual table; SQLite cannot put triggers on it")
+        }
+        Some(_) => {
+            format!("{name:?} is one of SQLite's or Astha's own tables and cannot be captured")
+        }
+        None => format!("the database has no table named {name:?}"),
+    }
+}
+
+/// The plan as `astha run --check` prints it.
+pub fn describe(plan: &Plan) -> String {
+    let mut out = String::new();
+    for source in &plan.sources {
+        out.push_str(&format!(
+            "source {} ({}): {} table(s): {}\n",
+            source.name,
+            source.database.display(),
+            source.tables.len(),
+            source.tables.join(", ")
+        ));
+        if !source.install.is_empty() {
+            out.push_str(&format!(
+                "  installs capture on: {}\n",
+                source.install.join(", ")
+            ));
+        }
+        for sink in &source.sinks {
+            out.push_str(&format!(
+                "  sink {} (type {}, format {}): {}\n",
+                sink.context.name,
+                sink.sink.kind(),
+                sink.context.format,
+                sink.context.tables.join(", ")
+            ));
+            for (table, shape) in &sink.shapes {
+                let mut parts = Vec::new();
+                if let Some(list) = &shape.columns.include {
+                    parts.push(format!("columns {}", list.join(", ")));
+                }
+                if !shape.columns.exclude.is_empty() {
+                    parts.push(format!("without {}", shape.columns.exclude.join(", ")));
+                }
+                if let Some(f) = &shape.filter {
+                    parts.push(format!("where {f}"));
+                }
+                out.push_str(&format!("    {table}: {}\n", parts.join("; ")));
+            }
+        }
+    }
+    out
+}
+
+/// Shaping compiled for one running sink.
+pub fn compile_shapes(
+    shapes: &BTreeMap<String, ShapeSpec>,
+) -> Result<HashMap<String, TableShape>, String> {
+    shapes
+        .iter()
+        .map(|(t, s)| Ok((t.clone(), s.compile()?)))
+        .collect()
+}

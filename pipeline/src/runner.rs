@@ -1,0 +1,173 @@
+//! Starting and stopping a checked [`Plan`]: one Astha engine per source database, each
+//! sink a supervised component with its own durable slot in that database.
+//!
+//! It promises that a start either brings up every source and sink or stops what it had
+//! started and returns the error, and that [`Running::stop`] stops every source even when
+//! one fails to stop (the first error is returned). Stopping is graceful: deliveries in
+//! flight finish, confirmed positions are written, the engines stop. It never installs
+//! signal handlers: the command line maps SIGINT, SIGTERM and SIGHUP to
+//! [`Running::stop`].
+//!
+//! Engines join the caller's actix system, so call [`Plan::start`] from inside one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use astha_actors::{Astha, Component};
+use astha_components::sinks::identity;
+use astha_core::config::AsthaConfig;
+
+use crate::error::PipelineError;
+use crate::plan::{compile_shapes, Plan, SourcePlan};
+use crate::shape::Shaped;
+
+/// A started pipeline.
+pub struct Running {
+    sources: Vec<RunningSource>,
+}
+
+struct RunningSource {
+    name: String,
+    astha: Astha,
+    /// Per sink: changes its row filters dropped.
+    dropped: Vec<(String, Arc<AtomicU64>)>,
+}
+
+/// What one sink did on one source, for the summary printed at stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkSummary {
+    pub source: String,
+    pub sink: String,
+    /// Changes the sink confirmed (including those its filters dropped).
+    pub delivered: u64,
+    /// Changes its row filters dropped.
+    pub filtered: u64,
+    /// Changes moved to the dead-letter table.
+    pub dead_lettered: u64,
+}
+
+impl Plan {
+    /// Starts every source with `engine` as its base configuration (its `database`,
+    /// `monitored_tables` and `batch_size` are set per source).
+    pub async fn start(self, engine: &AsthaConfig) -> Result<Running, PipelineError> {
+        let mut running = Running {
+            sources: Vec::new(),
+        };
+        for source in self.sources {
+            match start_source(source, engine).await {
+                Ok(started) => running.sources.push(started),
+                Err(err) => {
+                    if let Err(stop_err) = running.stop().await {
+                        tracing::warn!(error = %stop_err, "stopping after a failed start");
+                    }
+                    return Err(err);
+                }
+            }
+        }
+        Ok(running)
+    }
+}
+
+async fn start_source(
+    source: SourcePlan,
+    engine: &AsthaConfig,
+) -> Result<RunningSource, PipelineError> {
+    let name = source.name.clone();
+    let engine_err = |error| PipelineError::Engine {
+        source_name: name.clone(),
+        error,
+    };
+    let mut config = engine.clone();
+    config.database = source.database.clone();
+    config.monitored_tables = source.install.clone();
+    config.subscriptions.clear();
+    if let Some(batch_size) = source.batch_size {
+        config.batch_size = batch_size;
+    }
+    let astha = Astha::new(config).map_err(engine_err)?;
+    let identity = astha
+        .store()
+        .write_blocking(|conn| Ok(identity::ensure(conn)?))
+        .map_err(|e| engine_err(e.into()))?;
+    astha.start().map_err(engine_err)?;
+    let mut started = RunningSource {
+        name: name.clone(),
+        astha,
+        dropped: Vec::new(),
+    };
+    for sink in source.sinks {
+        let mut context = sink.context.clone();
+        context.identity = identity.clone();
+        let component = sink.sink.build(&context)?;
+        let shapes = compile_shapes(&sink.shapes).map_err(|e| {
+            PipelineError::Invalid(format!("sink {:?} on source {name:?}: {e}", context.name))
+        })?;
+        let shaped = Shaped::new(component, shapes);
+        let component: Box<dyn Component> = if shaped.shapes_anything() {
+            started
+                .dropped
+                .push((context.name.clone(), shaped.dropped()));
+            Box::new(shaped)
+        } else {
+            shaped.into_inner()
+        };
+        if let Err(error) = started.astha.register_component(component).await {
+            let _ = started.astha.stop().await;
+            return Err(engine_err(error));
+        }
+        tracing::info!(source = %name, sink = %context.name, tables = ?context.tables, "sink started");
+    }
+    Ok(started)
+}
+
+impl Running {
+    /// The sources' names, in start order.
+    pub fn sources(&self) -> Vec<&str> {
+        self.sources.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// The engine of source `name` (for status and HTTP endpoints).
+    pub fn engine(&self, name: &str) -> Option<&Astha> {
+        self.sources
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| &s.astha)
+    }
+
+    /// Per sink and source: what it delivered, filtered and dead-lettered so far.
+    pub fn summary(&self) -> Vec<SinkSummary> {
+        let mut out = Vec::new();
+        for source in &self.sources {
+            for component in source.astha.all_components() {
+                let filtered = source
+                    .dropped
+                    .iter()
+                    .find(|(n, _)| *n == component.name)
+                    .map_or(0, |(_, d)| d.load(Ordering::Relaxed));
+                out.push(SinkSummary {
+                    source: source.name.clone(),
+                    sink: component.name.clone(),
+                    delivered: component.delivered,
+                    filtered,
+                    dead_lettered: component.dead_letters,
+                });
+            }
+        }
+        out
+    }
+
+    /// Stops every source gracefully; see the module docs.
+    pub async fn stop(self) -> Result<(), PipelineError> {
+        let mut first = None;
+        for source in self.sources {
+            if let Err(error) = source.astha.stop().await {
+                tracing::warn!(source = %source.name, %error, "source did not stop cleanly");
+                first.get_or_insert(PipelineError::Engine {
+                    source_name: source.name,
+                    error,
+                });
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
