@@ -17,7 +17,8 @@
 //!   in the table are ever picked (new files are `pending`), the registry swap touches only
 //!   the picked rows, and a lost compare-and-swap (the Iceberg updater appended meanwhile)
 //!   reloads the table, checks the picked files are still live, and retries on top of the
-//!   new state.
+//!   new state ([`crate::iceberg::commit_with_retry`]). The merged files are deleted only
+//!   when the commit definitely did not happen.
 //! - A crash between the replace commit and the registry swap is repaired by
 //!   [`Compactor::reconcile`] (run on refresh and before every compaction): `completed` rows
 //!   whose file is no longer live are deleted, and live files the registry does not know (the
@@ -44,7 +45,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::iceberg::{
-    merge_parquet, read_parquet_rows, ColumnSpec, DataFileInfo, Datum, IcebergError,
+    commit_with_retry, merge_parquet, read_parquet_rows, ColumnSpec, CommitRetry, DataFileInfo,
+    Datum,
 };
 use crate::lakehouse::{
     blocking, file_checksum, lock, new_data_file, Lakehouse, LakehouseError, Result, TableLocks,
@@ -66,8 +68,9 @@ pub struct CompactorConfig {
     /// Most input bytes one compaction run reads (it streams, so this bounds time, not
     /// memory), at least 1. Default `268435456` (256 MiB).
     pub max_input_bytes: u64,
-    /// Immediate retries (each after reloading the table) when another writer committed
-    /// first; then the error goes to the supervisor. Default `5`.
+    /// Retries of the replace commit (each after a short backoff and a reload of the
+    /// table) when another writer committed first; then the error goes to the supervisor.
+    /// Default `5`.
     pub conflict_retries: u32,
 }
 
@@ -415,39 +418,33 @@ impl Inner {
             .map(|(_, i)| i.path.clone())
             .collect();
         let added: Vec<DataFileInfo> = merged.iter().map(|(i, _)| i.clone()).collect();
-        let mut conflicts = 0;
-        let snapshot = loop {
-            match table.replace(&removed_paths, &added) {
-                Ok(s) => break s,
-                Err(IcebergError::CommitConflict { .. })
-                    if conflicts < self.config.conflict_retries =>
-                {
-                    conflicts += 1;
-                    self.conflicts.fetch_add(1, Ordering::Relaxed);
-                    table.refresh()?;
-                    let live: BTreeSet<PathBuf> = table.data_files()?.into_iter().collect();
-                    if !removed_paths.iter().all(|p| live.contains(p)) {
-                        // Someone else rewrote these files: nothing of ours was committed.
-                        cleanup(&merged);
-                        self.abandoned.fetch_add(1, Ordering::Relaxed);
-                        return Ok(None);
-                    }
+        let retry = CommitRetry::new(self.config.conflict_retries);
+        let committed = commit_with_retry(&mut table, &retry, |table, conflicts| {
+            if conflicts > 0 {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
+                // Re-applied on the reloaded table: the picked files must still be live.
+                let live: BTreeSet<PathBuf> = table.data_files()?.into_iter().collect();
+                if !removed_paths.iter().all(|p| live.contains(p)) {
+                    return Ok(None);
                 }
-                Err(e) => {
-                    // Only a definite "not committed" allows deleting the merged files; after
-                    // an unknown outcome they may be live, and reconciliation records them.
-                    if matches!(
-                        e,
-                        IcebergError::CommitConflict { .. }
-                            | IcebergError::NoSuchTable(_)
-                            | IcebergError::UnknownDataFile(_)
-                            | IcebergError::DuplicateDataFile(_)
-                            | IcebergError::InvalidArgument(_)
-                    ) {
-                        cleanup(&merged);
-                    }
-                    return Err(e.into());
+            }
+            table.replace(&removed_paths, &added).map(Some)
+        });
+        let snapshot = match committed {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                // Someone else rewrote these files: nothing of ours was committed.
+                cleanup(&merged);
+                self.abandoned.fetch_add(1, Ordering::Relaxed);
+                return Ok(None);
+            }
+            Err(e) => {
+                // Only a definite "not committed" allows deleting the merged files; after
+                // an unknown outcome they may be live, and reconciliation records them.
+                if e.is_definitely_not_committed() {
+                    cleanup(&merged);
                 }
+                return Err(e.into());
             }
         };
 

@@ -16,8 +16,8 @@
 //!   outcome was unknown never loses a file and never adds one twice.
 //! - A commit is atomic (the writer publishes by catalog compare-and-swap); losing the swap
 //!   to another writer (the compactor, the snapshotter's expiry) reloads the table and
-//!   retries, up to `conflict_retries` times, then reports a transient error so the
-//!   supervisor retries later.
+//!   re-applies the batch ([`commit_with_retry`]), up to `conflict_retries` times per
+//!   snapshot, then reports a transient error so the supervisor retries later.
 //! - A file that can never be appended (missing on disk, another size than recorded, bad
 //!   statistics) is marked `failed` and reported as a permanent error; the table's other
 //!   files still go in.
@@ -38,9 +38,9 @@ use async_trait::async_trait;
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use crate::iceberg::{DataFileInfo, IcebergError, IcebergTable};
+use crate::iceberg::{commit_with_retry, CommitRetry, DataFileInfo, IcebergTable};
 use crate::lakehouse::{
-    blocking, data_file_info, iceberg_columns, lock, Lakehouse, Result, TableLocks,
+    blocking, data_file_info, iceberg_columns, lock, Lakehouse, LakehouseError, Result, TableLocks,
 };
 
 /// The component's name (and slot name).
@@ -53,9 +53,9 @@ pub struct IcebergUpdaterConfig {
     /// Most data files appended in one Iceberg snapshot, at least 1; more pending files
     /// are appended in further snapshots of the same pass. Default `1000`.
     pub max_files_per_commit: usize,
-    /// Immediate retries (each after reloading the table) when another writer committed
-    /// first; then the error goes to the supervisor, which retries with backoff. Default
-    /// `5`.
+    /// Retries of one snapshot (each after a short backoff and a reload of the table) when
+    /// another writer committed first; then the error goes to the supervisor, which
+    /// retries with backoff. Default `5`.
     pub conflict_retries: u32,
 }
 
@@ -261,48 +261,45 @@ impl Inner {
             }
         }
 
-        let mut conflicts = 0;
+        let retry = CommitRetry::new(self.config.conflict_retries);
         let mut remaining = candidates;
         loop {
-            let live: BTreeSet<PathBuf> = table.data_files()?.into_iter().collect();
-            let (present, todo): (Vec<_>, Vec<_>) = remaining
-                .into_iter()
-                .partition(|(_, info)| live.contains(&info.path));
-            let present_ids: Vec<i64> = present.iter().map(|(f, _)| f.id).collect();
-            self.mark(&present_ids, IcebergState::Completed)?;
-            report.already_present.extend(present_ids);
-            if todo.is_empty() {
-                break;
-            }
-            let n = todo.len().min(self.config.max_files_per_commit);
-            let chunk_ids: Vec<i64> = todo[..n].iter().map(|(f, _)| f.id).collect();
-            let infos: Vec<DataFileInfo> = todo[..n].iter().map(|(_, i)| i.clone()).collect();
-            self.mark(&chunk_ids, IcebergState::Processing)?;
-            match table.append(&infos) {
-                Ok(snapshot) => {
-                    self.commits.fetch_add(1, Ordering::Relaxed);
-                    self.mark(&chunk_ids, IcebergState::Completed)?;
-                    report.snapshot_ids.push(snapshot.snapshot_id);
-                    report.appended.extend(chunk_ids);
-                    remaining = todo.into_iter().skip(n).collect();
-                }
-                Err(IcebergError::CommitConflict { .. })
-                    if conflicts < self.config.conflict_retries =>
-                {
-                    conflicts += 1;
+            // One commit per chunk. Each attempt starts from the table as it is (reloaded
+            // after a lost swap): files that became live meanwhile are completed, not
+            // appended again.
+            let committed = commit_with_retry(&mut table, &retry, |table, conflicts| {
+                if conflicts > 0 {
                     self.conflicts.fetch_add(1, Ordering::Relaxed);
-                    table.refresh()?;
-                    remaining = todo;
                 }
-                Err(e) => {
-                    if matches!(e, IcebergError::CommitConflict { .. }) {
-                        self.conflicts.fetch_add(1, Ordering::Relaxed);
-                    }
-                    // The files stay `processing`; the next pass finds out which of them
-                    // made it in (an unknown outcome) and appends the rest.
-                    return Err(e.into());
+                let live: BTreeSet<PathBuf> = table.data_files()?.into_iter().collect();
+                let (present, todo): (Vec<_>, Vec<_>) = std::mem::take(&mut remaining)
+                    .into_iter()
+                    .partition(|(_, info)| live.contains(&info.path));
+                remaining = todo;
+                let present_ids: Vec<i64> = present.iter().map(|(f, _)| f.id).collect();
+                self.mark(&present_ids, IcebergState::Completed)?;
+                report.already_present.extend(present_ids);
+                if remaining.is_empty() {
+                    return Ok::<_, LakehouseError>(None);
                 }
-            }
+                let n = remaining.len().min(self.config.max_files_per_commit);
+                let chunk_ids: Vec<i64> = remaining[..n].iter().map(|(f, _)| f.id).collect();
+                let infos: Vec<DataFileInfo> =
+                    remaining[..n].iter().map(|(_, i)| i.clone()).collect();
+                self.mark(&chunk_ids, IcebergState::Processing)?;
+                // On an error the files stay `processing`; the next pass finds out which of
+                // them made it in (an unknown outcome) and appends the rest.
+                let snapshot = table.append(&infos)?;
+                Ok(Some((chunk_ids, snapshot)))
+            })?;
+            let Some((chunk_ids, snapshot)) = committed else {
+                break;
+            };
+            self.commits.fetch_add(1, Ordering::Relaxed);
+            self.mark(&chunk_ids, IcebergState::Completed)?;
+            report.snapshot_ids.push(snapshot.snapshot_id);
+            remaining.drain(..chunk_ids.len());
+            report.appended.extend(chunk_ids);
         }
 
         self.appended

@@ -27,8 +27,8 @@ use serde_json::Value;
 use sha2::Digest;
 
 use crate::iceberg::{
-    lower_bound_bytes, upper_bound_bytes, ColumnSpec, ColumnStats, DataFileInfo, Datum,
-    IcebergError, IcebergTable, IcebergType, SqlCatalog,
+    lower_bound_bytes, upper_bound_bytes, ColumnSpec, ColumnStats, CommitError, DataFileInfo,
+    Datum, IcebergError, IcebergTable, IcebergType, SqlCatalog,
 };
 
 /// Catalog name readers use unless configured otherwise (`SqlCatalog("astha", ...)`).
@@ -160,6 +160,16 @@ impl From<LakehouseError> for ComponentError {
             ComponentError::transient(err)
         } else {
             ComponentError::permanent(err)
+        }
+    }
+}
+
+/// Lets a component's action (which also writes the registry) run in the Iceberg commit loop.
+impl CommitError for LakehouseError {
+    fn as_iceberg(&self) -> Option<&IcebergError> {
+        match self {
+            LakehouseError::Iceberg(e) => Some(e),
+            _ => None,
         }
     }
 }

@@ -37,7 +37,7 @@ use astha_core::{Change, Operation};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::iceberg::{IcebergError, IcebergTable};
+use crate::iceberg::{commit_with_retry, CommitRetry, IcebergTable};
 use crate::lakehouse::{blocking, lock, Lakehouse, Result, TableLocks};
 
 /// The component's name (and slot name).
@@ -67,7 +67,9 @@ pub struct SnapshotterConfig {
     /// Default `"10s"`.
     #[serde(with = "duration_serde")]
     pub tick: Duration,
-    /// Immediate retries of an expiry that lost the catalog compare-and-swap. Default `5`.
+    /// Retries of an expiry that lost the catalog compare-and-swap (each after a short
+    /// backoff and a reload of the table, see [`crate::iceberg::commit_with_retry`]).
+    /// Default `5`.
     pub conflict_retries: u32,
 }
 
@@ -478,8 +480,8 @@ impl Inner {
             out.expired_records = expired_rows;
         }
 
-        let mut conflicts = 0;
-        loop {
+        let retry = CommitRetry::new(self.config.conflict_retries);
+        let expired = commit_with_retry(table, &retry, |table, _| {
             // The unrecorded tail (newer than the newest record) stays: it is what the size
             // trigger counts, and the next record will cover it.
             let mut protect = kept.clone();
@@ -494,33 +496,25 @@ impl Inner {
                 .iter()
                 .all(|s| protect.contains(&s.snapshot_id))
             {
-                return Ok(());
+                return Ok(None);
             }
-            match table.expire_snapshots_retaining(&protect) {
-                Ok(result) => {
-                    self.expired_snapshots
-                        .fetch_add(result.expired_snapshot_ids.len() as u64, Ordering::Relaxed);
-                    self.deleted_files
-                        .fetch_add(result.deleted_files.len() as u64, Ordering::Relaxed);
-                    tracing::info!(
-                        table = %table.identifier(),
-                        expired = result.expired_snapshot_ids.len(),
-                        deleted_files = result.deleted_files.len(),
-                        "snapshots expired"
-                    );
-                    out.expired_snapshots.extend(result.expired_snapshot_ids);
-                    out.deleted_files.extend(result.deleted_files);
-                    return Ok(());
-                }
-                Err(IcebergError::CommitConflict { .. })
-                    if conflicts < self.config.conflict_retries =>
-                {
-                    conflicts += 1;
-                    table.refresh()?;
-                }
-                Err(e) => return Err(e.into()),
-            }
+            table.expire_snapshots_retaining(&protect).map(Some)
+        })?;
+        if let Some(result) = expired {
+            self.expired_snapshots
+                .fetch_add(result.expired_snapshot_ids.len() as u64, Ordering::Relaxed);
+            self.deleted_files
+                .fetch_add(result.deleted_files.len() as u64, Ordering::Relaxed);
+            tracing::info!(
+                table = %table.identifier(),
+                expired = result.expired_snapshot_ids.len(),
+                deleted_files = result.deleted_files.len(),
+                "snapshots expired"
+            );
+            out.expired_snapshots.extend(result.expired_snapshot_ids);
+            out.deleted_files.extend(result.deleted_files);
         }
+        Ok(())
     }
 }
 

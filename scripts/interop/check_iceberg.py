@@ -20,7 +20,7 @@ Expected-rows JSON:
                                              # both readers prune files with the manifest bounds,
                                              # so wrong bounds show up as missing rows
   }
-Values use the canonical JSON shapes of components/src/iceberg/value.rs: dates "YYYY-MM-DD",
+Values use the canonical JSON shapes of astha-iceberg/src/value.rs: dates "YYYY-MM-DD",
 timestamps "YYYY-MM-DDTHH:MM:SS.ffffff" (integers as days / microseconds are accepted too),
 binary as a UTF-8 string or an array of byte values.
 

@@ -9,7 +9,7 @@
 //! (`bash scripts/interop_venv.sh` prints one); under `CI` they are required. The Rust
 //! checks (registry counters, Iceberg rows, files on disk) always run.
 
-#[path = "../../components/tests/iceberg_support.rs"]
+#[path = "../../astha-iceberg/tests/iceberg_support.rs"]
 mod iceberg_support;
 
 use std::collections::BTreeSet;

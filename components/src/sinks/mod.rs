@@ -3,13 +3,13 @@
 //!
 //! - [`stdout`]: prints each change as a JSON line;
 //! - [`file`]: appends JSON lines to a file, fsynced per batch, rotated by size and age;
-//! - [`nats`]: publishes to NATS JetStream, one message per change, de-duplicated by
+//! - `nats` (feature `nats`): publishes to NATS JetStream, one message per change, de-duplicated by
 //!   JetStream through a `Nats-Msg-Id` built from the [`identity`] and the LSN;
-//! - [`webhook`]: POSTs changes as a JSON array to a URL, signed with HMAC-SHA256.
+//! - `webhook` (feature `webhook`): POSTs changes as a JSON array to a URL, signed with HMAC-SHA256.
 //!
 //! Every sink type is registered in the [`registry`] (type name → config type, validate,
 //! build), which `astha run` builds its `[[sinks]]` from; a new sink is one module here
-//! plus one line in the registry's built-in list. All are ordinary supervised components: retries with backoff, the circuit breaker and
+//! plus one line in the registry's built-in list (behind its cargo feature, if it has one). All are ordinary supervised components: retries with backoff, the circuit breaker and
 //! dead letters come from the supervisor. A sink classifies its errors (a refused
 //! connection or a timeout is transient, a payload the receiver rejects for good is
 //! permanent) and never confirms a change it could not hand over. The payload is
@@ -17,15 +17,19 @@
 
 pub mod file;
 pub mod identity;
+#[cfg(feature = "nats")]
 pub mod nats;
 pub mod registry;
 pub mod stdout;
+#[cfg(feature = "webhook")]
 pub mod webhook;
 
 pub use file::{FileSink, FileSinkConfig, Fsync};
+#[cfg(feature = "nats")]
 pub use nats::{NatsSink, NatsSinkConfig, StreamSetup};
 pub use registry::{ParsedSink, RegistryError, SinkConfig, SinkContext, SinkRegistry};
 pub use stdout::{StdoutSink, StdoutSinkConfig};
+#[cfg(feature = "webhook")]
 pub use webhook::{WebhookSink, WebhookSinkConfig};
 
 /// Makes `text` usable as one token of a NATS subject: `.`, `*`, `>` and whitespace

@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::BTreeMap;
 
-use astha_components::iceberg::{
+use astha_iceberg::{
     read_manifest, read_manifest_list, read_parquet_rows, write_parquet, EntryStatus, IcebergTable,
     SqlCatalog,
 };
@@ -263,7 +263,7 @@ fn checker_catches_a_wrong_value(
 /// a and b DELETED (new snapshot id, original sequence number 1), c's manifest carried as is.
 fn assert_replace_manifests(
     table: &IcebergTable,
-    s3: &astha_components::iceberg::SnapshotInfo,
+    s3: &astha_iceberg::SnapshotInfo,
     a: &std::path::Path,
     b: &std::path::Path,
     m: &std::path::Path,
@@ -296,8 +296,8 @@ fn assert_replace_manifests(
 fn manifests_of(
     list: &std::path::Path,
 ) -> Vec<(
-    astha_components::iceberg::ManifestFile,
-    Vec<astha_components::iceberg::ManifestEntry>,
+    astha_iceberg::ManifestFile,
+    Vec<astha_iceberg::ManifestEntry>,
 )> {
     read_manifest_list(list)
         .unwrap()

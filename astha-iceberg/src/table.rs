@@ -17,12 +17,13 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::catalog::{validate_name, SqlCatalog};
+use super::data_file::DataFileInfo;
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::manifest::{read_manifest, ManifestEntry};
 use super::manifest_list::{read_manifest_list, ManifestFile};
 use super::metadata::{metadata_file_name, Snapshot, TableMetadata};
-use super::parquet_io::{read_parquet_rows, DataFileInfo};
+use super::parquet_io::read_parquet_rows;
 use super::schema::{validate_columns, ColumnSpec, IcebergSchema};
 
 pub use super::commit::CommitFailpoint;
@@ -103,7 +104,7 @@ impl IcebergTable {
         let metadata = TableMetadata::new(
             fsutil::to_location(&location),
             schema,
-            astha_core::change::unix_now_ms(),
+            catalog.clock().now_ms(),
         );
         let file = metadata_dir.join(metadata_file_name(0));
         fsutil::write_atomic(&file, &metadata.to_json())?;

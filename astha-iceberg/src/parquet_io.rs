@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow_array::builder::{
@@ -23,9 +23,9 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::ParquetMetaData;
 use parquet::file::properties::WriterProperties;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::data_file::{merge_stats, ColumnStats, DataFileInfo};
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::parquet_read::column_to_json;
@@ -33,55 +33,6 @@ use super::schema::{
     arrow_schema, validate_columns, ColumnSpec, IcebergType, PARQUET_FIELD_ID_KEY,
 };
 use super::value::{lower_bound_bytes, upper_bound_bytes, Datum};
-
-/// Statistics of one column in one data file, as an Iceberg manifest records them.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct ColumnStats {
-    /// Values including nulls (Iceberg's `value_counts`).
-    pub value_count: u64,
-    /// Iceberg's `null_value_counts`.
-    pub null_count: u64,
-    /// Iceberg's `nan_value_counts`; only for float/double columns.
-    pub nan_count: Option<u64>,
-    /// Compressed bytes of the column in the file (`column_sizes`), when known.
-    pub column_size: Option<u64>,
-    /// Lower bound in Iceberg single-value serialisation (strings/binary truncated).
-    pub lower_bound: Option<Vec<u8>>,
-    /// Upper bound in Iceberg single-value serialisation (strings/binary truncated upwards).
-    pub upper_bound: Option<Vec<u8>>,
-}
-
-impl ColumnStats {
-    /// The lower bound decoded as canonical JSON for a column of type `ty` (strings and
-    /// binary may be truncated prefixes).
-    pub fn lower_json(&self, ty: IcebergType) -> Option<Value> {
-        Datum::from_bytes(ty, self.lower_bound.as_deref()?).map(|d| d.to_json())
-    }
-
-    /// The upper bound decoded as canonical JSON (strings and binary may be rounded up).
-    pub fn upper_json(&self, ty: IcebergType) -> Option<Value> {
-        Datum::from_bytes(ty, self.upper_bound.as_deref()?).map(|d| d.to_json())
-    }
-}
-
-/// A written data file: everything an Iceberg manifest entry needs about it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataFileInfo {
-    /// Absolute local path (manifests store it as a `file://` location).
-    pub path: PathBuf,
-    /// Exact size on disk; readers use it to find the Parquet footer.
-    pub file_size_in_bytes: u64,
-    pub record_count: u64,
-    /// Keyed by Iceberg field id.
-    pub column_stats: BTreeMap<i32, ColumnStats>,
-}
-
-impl DataFileInfo {
-    /// The `file://` location stored in manifests.
-    pub fn location(&self) -> String {
-        fsutil::to_location(&self.path)
-    }
-}
 
 /// Writes `rows` (each one value per column, in `columns` order) as a Parquet file at `path`.
 ///
@@ -320,68 +271,6 @@ fn copy_batches(
     let meta = writer.close().map_err(out_err)?;
     file.sync_all().map_err(|e| IcebergError::io(tmp, e))?;
     Ok((meta, total))
-}
-
-/// Statistics of the concatenation of files with statistics `inputs`.
-fn merge_stats(columns: &[ColumnSpec], inputs: &[DataFileInfo]) -> BTreeMap<i32, ColumnStats> {
-    let mut out = BTreeMap::new();
-    for col in columns {
-        let mut merged = ColumnStats {
-            nan_count: Some(0),
-            ..ColumnStats::default()
-        };
-        let mut lower: Option<Option<Datum>> = Some(None);
-        let mut upper: Option<Option<Datum>> = Some(None);
-        let mut nan_known = true;
-        let mut any = false;
-        for input in inputs {
-            let Some(s) = input.column_stats.get(&col.field_id) else {
-                // No statistics for the column in this file: the merge knows nothing either.
-                lower = None;
-                upper = None;
-                nan_known = false;
-                merged.value_count += input.record_count;
-                merged.null_count += input.record_count;
-                continue;
-            };
-            any = true;
-            merged.value_count += s.value_count;
-            merged.null_count += s.null_count;
-            match s.nan_count {
-                Some(n) => merged.nan_count = merged.nan_count.map(|m| m + n),
-                None => nan_known = false,
-            }
-            let holds_values = s.value_count > s.null_count;
-            let pick = |acc: &mut Option<Option<Datum>>, bound: &Option<Vec<u8>>, want| {
-                if !holds_values {
-                    return;
-                }
-                let Some(d) = bound.as_deref().and_then(|b| Datum::from_bytes(col.ty, b)) else {
-                    *acc = None;
-                    return;
-                };
-                if let Some(cur) = acc {
-                    if cur.as_ref().is_none_or(|c| d.compare(c) == Some(want)) {
-                        *cur = Some(d);
-                    }
-                }
-            };
-            pick(&mut lower, &s.lower_bound, std::cmp::Ordering::Less);
-            pick(&mut upper, &s.upper_bound, std::cmp::Ordering::Greater);
-        }
-        if !any {
-            continue;
-        }
-        // The inputs' bounds are already truncated bounds, so they are written back as they
-        // are (a lower bound stays below, an upper bound above, every value).
-        merged.lower_bound = lower.flatten().map(|d| d.to_bytes());
-        merged.upper_bound = upper.flatten().map(|d| d.to_bytes());
-        if !nan_known || !matches!(col.ty, IcebergType::Float | IcebergType::Double) {
-            merged.nan_count = None;
-        }
-        out.insert(col.field_id, merged);
-    }
-    out
 }
 
 /// Column-major typed values; `None` is null. Checks every row before any file is created.

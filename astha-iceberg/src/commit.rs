@@ -8,8 +8,9 @@
 //! Until step 3 succeeds the previous version stays current and readable, so a crash anywhere
 //! before it only leaves unreferenced files. When the commit is known to have failed (an error
 //! before the swap, or a lost swap) those files are removed; when the outcome is unknown (the
-//! swap itself errored) they are kept, because they might be live. [`CommitFailpoint`] lets
-//! tests stop at each step exactly as a crash would.
+//! swap itself errored, [`IcebergError::CommitStateUnknown`]) they are kept, because they
+//! might be live. [`CommitFailpoint`] lets tests stop at each step exactly as a crash would.
+//! Retrying a lost swap is not done here but by the caller's loop, [`super::commit_with_retry`].
 
 use std::path::PathBuf;
 
@@ -109,7 +110,11 @@ impl IcebergTable {
             Err(e) => {
                 // The swap may or may not have happened; a reload will tell, so keep the files.
                 files.keep();
-                Err(e)
+                Err(IcebergError::CommitStateUnknown {
+                    table: self.identifier(),
+                    metadata_location: new_location,
+                    source: Box::new(e),
+                })
             }
         }
     }

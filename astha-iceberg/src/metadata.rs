@@ -282,7 +282,7 @@ pub fn metadata_file_name(version: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iceberg::schema::{ColumnSpec, IcebergType};
+    use crate::schema::{ColumnSpec, IcebergType};
 
     fn meta() -> TableMetadata {
         let schema =

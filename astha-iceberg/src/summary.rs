@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::parquet_io::DataFileInfo;
+use super::data_file::DataFileInfo;
 
 /// Data files added and removed by one snapshot, plus what is live afterwards.
 pub struct Change<'a> {

@@ -19,12 +19,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use super::commit::CommitFiles;
+use super::data_file::DataFileInfo;
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::manifest::{write_manifest, EntryStatus, ManifestContext, ManifestEntry};
 use super::manifest_list::{write_manifest_list, ListContext, ManifestFile};
 use super::metadata::Snapshot;
-use super::parquet_io::DataFileInfo;
 use super::summary::{summarize, Change};
 use super::table::{IcebergTable, SnapshotInfo};
 
@@ -229,7 +229,11 @@ impl IcebergTable {
         };
         write_manifest_list(&list_path, &manifests, ctx)?;
 
-        let now = astha_core::change::unix_now_ms().max(self.metadata.last_updated_ms);
+        let now = self
+            .catalog
+            .clock()
+            .now_ms()
+            .max(self.metadata.last_updated_ms);
         let snapshot = Snapshot {
             snapshot_id: draft.snapshot_id,
             parent_snapshot_id,

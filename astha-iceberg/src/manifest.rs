@@ -16,10 +16,10 @@ use super::avro_schema::manifest_entry_schema;
 use super::avro_value::{
     as_bytes, as_i32, as_i64, as_str, field, int_map, opt, read_int_map, record,
 };
+use super::data_file::{ColumnStats, DataFileInfo};
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::manifest_list::ManifestFile;
-use super::parquet_io::{ColumnStats, DataFileInfo};
 use super::schema::IcebergSchema;
 
 /// Status of a data file in a manifest.
@@ -289,7 +289,7 @@ fn parse_entry(v: &Value, manifest: &ManifestFile) -> Result<ManifestEntry, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::iceberg::schema::{ColumnSpec, IcebergType};
+    use crate::schema::{ColumnSpec, IcebergType};
 
     fn file(name: &str, rows: u64) -> DataFileInfo {
         let mut stats = BTreeMap::new();

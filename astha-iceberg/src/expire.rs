@@ -93,7 +93,7 @@ impl IcebergTable {
 
         let mut next = self
             .metadata
-            .successor(&self.metadata_location, astha_core::change::unix_now_ms());
+            .successor(&self.metadata_location, self.catalog.clock().now_ms());
         next.remove_snapshots(&expired_ids);
         self.publish(next, CommitFiles::new())?;
 

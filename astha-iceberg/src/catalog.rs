@@ -8,7 +8,8 @@
 //!
 //! The handle is cheap to clone; clones share one connection behind a mutex (a rusqlite
 //! connection is `Send` but not `Sync`). Other processes may use the same file: the busy
-//! timeout makes them wait for each other instead of failing at once.
+//! timeout makes them wait for each other instead of failing at once. The catalog also
+//! carries the [`Clock`] its tables stamp their commits with.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::clock::{Clock, SystemClock};
 use super::error::{IcebergError, Result};
 
 /// pyiceberg writes this into `iceberg_type` for tables (views use another value).
@@ -45,12 +47,14 @@ CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
 pub struct SqlCatalog {
     conn: Arc<Mutex<Connection>>,
     name: Arc<str>,
+    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for SqlCatalog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqlCatalog")
             .field("name", &self.name)
+            .field("clock", &self.clock)
             .finish()
     }
 }
@@ -72,7 +76,19 @@ impl SqlCatalog {
         Ok(SqlCatalog {
             conn: Arc::new(Mutex::new(conn)),
             name: catalog_name.into(),
+            clock: Arc::new(SystemClock),
         })
+    }
+
+    /// This catalog (same connection) with `clock` for the tables loaded through it.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The clock tables loaded through this catalog stamp their commits with.
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.clock
     }
 
     pub fn name(&self) -> &str {

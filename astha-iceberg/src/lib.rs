@@ -4,7 +4,9 @@
 //! ([`write_parquet`], [`read_parquet_rows`]); the Avro manifests and manifest lists; the table
 //! metadata JSON; a SQLite catalog laid out like pyiceberg's `SqlCatalog` ([`SqlCatalog`]); and
 //! the table operations Astha needs ([`IcebergTable`]: create/load, fast append, replace for
-//! compaction, snapshot expiry), each published by one atomic catalog compare-and-swap.
+//! compaction, snapshot expiry), each published by one atomic catalog compare-and-swap; and
+//! the one loop that re-applies an operation after losing that swap ([`commit_with_retry`]).
+//! Commit timestamps come from the catalog's [`Clock`].
 //!
 //! What it promises: tables that pyiceberg 0.12 and DuckDB's iceberg extension read (checked by
 //! `scripts/interop/check_iceberg.py`, see `tests/iceberg_interop.rs`); a commit that crashes
@@ -12,17 +14,23 @@
 //! only deleted when no remaining snapshot reaches them.
 //!
 //! What it never does: partitioned tables, delete files (merge-on-read), schema evolution,
-//! nested types, or object stores. It refuses such metadata rather than guessing.
+//! nested types, or object stores. It refuses such metadata rather than guessing. It knows
+//! nothing of Astha either (no change log, registry or actors): `astha-components` builds
+//! the lakehouse on it and re-exports it as `astha_components::iceberg`.
 //!
-//! Layout: `schema` (types and columns), `value` (JSON ⇄ typed values, Iceberg bound bytes),
-//! `parquet_io`/`parquet_read` (data files), `avro_schema`/`avro_value`/`manifest`/
-//! `manifest_list` (Avro files), `metadata` (JSON model), `catalog`, `table` (handle),
-//! `snapshot_ops` (append, replace), `summary`, `expire`, `commit` (publishing), `fsutil`.
+//! Layout: the spec side is `schema` (types and columns), `value` (JSON ⇄ typed values,
+//! Iceberg bound bytes), `data_file` (a data file and its statistics), `parquet_io`/
+//! `parquet_read` (Parquet), `avro_schema`/`avro_value`/`manifest`/`manifest_list` (Avro
+//! files), `metadata` (JSON model), `summary`; the operations side is `catalog`, `table`
+//! (handle), `snapshot_ops` (append, replace), `expire`, `commit` (publishing), `retry` (the
+//! commit loop); `clock` and `fsutil` serve both.
 
 mod avro_schema;
 mod avro_value;
 mod catalog;
+mod clock;
 mod commit;
+mod data_file;
 mod error;
 mod expire;
 mod fsutil;
@@ -31,6 +39,7 @@ mod manifest_list;
 mod metadata;
 mod parquet_io;
 mod parquet_read;
+mod retry;
 mod schema;
 mod snapshot_ops;
 mod summary;
@@ -38,13 +47,16 @@ mod table;
 mod value;
 
 pub use catalog::SqlCatalog;
+pub use clock::{Clock, FixedClock, SystemClock};
 pub use commit::CommitFailpoint;
+pub use data_file::{ColumnStats, DataFileInfo};
 pub use error::{IcebergError, Result};
 pub use expire::ExpireResult;
 pub use manifest::{read_manifest, EntryStatus, ManifestEntry};
 pub use manifest_list::{read_manifest_list, ManifestFile};
 pub use metadata::{Snapshot, TableMetadata};
-pub use parquet_io::{merge_parquet, read_parquet_rows, write_parquet, ColumnStats, DataFileInfo};
+pub use parquet_io::{merge_parquet, read_parquet_rows, write_parquet};
+pub use retry::{commit_with_retry, CommitError, CommitRetry};
 pub use schema::{ColumnSpec, IcebergType};
 pub use table::{IcebergTable, SnapshotInfo};
 pub use value::{lower_bound_bytes, upper_bound_bytes, Datum};

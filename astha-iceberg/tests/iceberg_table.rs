@@ -5,7 +5,7 @@
 #[path = "iceberg_support.rs"]
 mod support;
 
-use astha_components::iceberg::{
+use astha_iceberg::{
     write_parquet, ColumnSpec, IcebergError, IcebergTable, IcebergType, SqlCatalog,
 };
 use support::{columns, rows, sorted, CATALOG, NAMESPACE};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use astha_components::iceberg::{ColumnSpec, IcebergTable, IcebergType};
+use astha_iceberg::{ColumnSpec, IcebergTable, IcebergType};
 use serde_json::{json, Value};
 
 pub const CATALOG: &str = "astha";

@@ -2,7 +2,9 @@
 //!
 //! Every variant names the thing it is about (row and column, file path, table), so a message
 //! read in a log is enough to act on. [`IcebergError::is_retriable`] separates transient failures
-//! (a lost compare-and-swap, an I/O hiccup, a busy catalog) from ones that will fail again.
+//! (a lost compare-and-swap, an I/O hiccup, a busy catalog) from ones that will fail again;
+//! [`IcebergError::is_definitely_not_committed`] separates a commit that certainly did not
+//! happen (its files may be removed, its work redone) from one whose outcome is unknown.
 
 use std::path::PathBuf;
 
@@ -100,6 +102,16 @@ pub enum IcebergError {
         actual: Option<String>,
     },
 
+    /// The catalog swap itself failed, so the new version may or may not be current. Reload
+    /// before deciding anything, and never delete the commit's files: they may be live.
+    #[error("commit outcome unknown on {table} (new metadata {metadata_location}): {source}")]
+    CommitStateUnknown {
+        table: String,
+        metadata_location: String,
+        #[source]
+        source: Box<IcebergError>,
+    },
+
     /// `create` found an existing table with different columns.
     #[error("table {table} exists with a different schema: {reason}")]
     SchemaMismatch { table: String, reason: String },
@@ -138,12 +150,30 @@ impl IcebergError {
                     | ErrorKind::InvalidData
                     | ErrorKind::Unsupported
             ),
+            // Whether to try again later is the swap error's call; the retry reloads first.
+            IcebergError::CommitStateUnknown { source, .. } => source.is_retriable(),
             IcebergError::Catalog(rusqlite::Error::SqliteFailure(e, _)) => matches!(
                 e.code,
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ),
             _ => false,
         }
+    }
+
+    /// True for a lost compare-and-swap: nothing was published, and the same change may be
+    /// re-applied on the reloaded table. The only error [`super::commit_with_retry`] retries.
+    pub fn is_commit_conflict(&self) -> bool {
+        matches!(self, IcebergError::CommitConflict { .. })
+    }
+
+    /// True when a commit that returned this error certainly did not publish anything, so the
+    /// files written for it may be deleted. False for an unknown swap outcome, and for a test
+    /// failpoint: it stands for a crash, after which nobody is left to clean up.
+    pub fn is_definitely_not_committed(&self) -> bool {
+        !matches!(
+            self,
+            IcebergError::CommitStateUnknown { .. } | IcebergError::InjectedFailure(_)
+        )
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {

@@ -12,7 +12,7 @@ mod support;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use astha_components::iceberg::{
+use astha_iceberg::{
     write_parquet, CommitFailpoint, DataFileInfo, IcebergError, IcebergTable, SqlCatalog,
 };
 use support::{
