@@ -34,6 +34,18 @@ pub fn open_existing(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Opens an existing database read-only: it never creates the file (a path that is gone
+/// stays gone) and can never write. The database must already be in WAL mode (every
+/// database Astha opened is), which read-only connections cannot switch on.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(DEFAULT_BUSY_TIMEOUT)?;
+    Ok(conn)
+}
+
 /// Opens a connection whose commits wake this process's pollers at once. It keeps
 /// SQLite's sleeping busy timeout: a writer that yielded and retried instead (as Astha's
 /// own connection does, [`use_fast_busy_handler`]) took CPU from Astha's threads on a

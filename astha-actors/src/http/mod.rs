@@ -1,20 +1,28 @@
 //! The optional HTTP endpoint: `/metrics` (Prometheus text), `/health` (per component)
 //! and `/events` (Server-Sent Events of live changes, seed 003).
 //!
-//! It binds to localhost unless told otherwise and can require a bearer token. It only
-//! reads Astha's counters and the database; a slow SSE client has a bounded buffer and
-//! is disconnected when it fills, so no client can slow delivery to components.
+//! Promises: it binds to loopback unless told otherwise, and refuses a non-loopback
+//! address without a bearer token unless [`HttpConfig::allow_anonymous`] says so. It only
+//! reads Astha's counters and the log's two ends, on a read-only connection and a thread
+//! of its own, so no number of scrapers slows delivery; a slow SSE client has a bounded
+//! buffer and is disconnected when it fills, and the number of SSE clients is capped.
+//! [`start`] runs its own server; [`Endpoints::configure`] mounts the same endpoints in
+//! a host's actix-web application.
 
 mod auth;
 mod events;
+mod log_gauge;
 mod metrics;
 
+use std::any::Any;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
+use actix_web::dev::Extensions;
 use actix_web::{web, App, HttpServer};
 
-pub use events::{EventHub, SseComponent};
+pub use events::{EventHub, HubFull, SseComponent, DEFAULT_MAX_CLIENTS, KEEP_ALIVE, RETRY_MS};
 
 use crate::stats::Stats;
 use crate::store::Store;
@@ -24,8 +32,12 @@ use crate::store::Store;
 pub struct HttpConfig {
     /// Address to listen on (default 127.0.0.1:9187: loopback only).
     pub bind: SocketAddr,
-    /// When set, every request must carry `Authorization: Bearer <token>`.
+    /// When set, every request must carry `Authorization: Bearer <token>` (`/events` also
+    /// takes `?token=`, for browsers).
     pub bearer_token: Option<String>,
+    /// Serve a non-loopback address without a token. Off by default: the endpoint shows
+    /// every captured change.
+    pub allow_anonymous: bool,
 }
 
 impl Default for HttpConfig {
@@ -33,17 +45,92 @@ impl Default for HttpConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 9187)),
             bearer_token: None,
+            allow_anonymous: false,
         }
     }
+}
+
+impl HttpConfig {
+    /// Refuses settings that would expose the endpoint unprotected by mistake.
+    pub fn validate(&self) -> std::io::Result<()> {
+        if self.bearer_token.as_deref() == Some("") {
+            return Err(invalid("the HTTP bearer token is empty"));
+        }
+        if !self.bind.ip().is_loopback() && self.bearer_token.is_none() && !self.allow_anonymous {
+            return Err(invalid(&format!(
+                "refusing to serve {} without a bearer token: set one, or allow anonymous \
+                 access explicitly",
+                self.bind
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(message: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
 }
 
 /// What the handlers read.
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub stats: Arc<Stats>,
-    pub store: Store,
     pub hub: Arc<EventHub>,
-    pub token: Option<Arc<str>>,
+    pub token: Option<auth::Token>,
+    pub log: Arc<log_gauge::LogGauge>,
+}
+
+/// The endpoints, ready to mount in any actix-web application (clone it into the
+/// `HttpServer` factory).
+#[derive(Clone)]
+pub struct Endpoints {
+    state: HttpState,
+}
+
+impl Endpoints {
+    /// Validates `config` (its `bind` is only checked, not bound) and starts the metrics'
+    /// read thread.
+    pub fn new(
+        config: &HttpConfig,
+        stats: Arc<Stats>,
+        store: &Store,
+        hub: Arc<EventHub>,
+    ) -> std::io::Result<Self> {
+        config.validate()?;
+        let log =
+            log_gauge::LogGauge::start(store.path().to_path_buf(), store.log_table().to_string())?;
+        Ok(Self {
+            state: HttpState {
+                stats,
+                hub,
+                token: config.bearer_token.as_deref().map(auth::Token::new),
+                log: Arc::new(log),
+            },
+        })
+    }
+
+    /// Adds `/metrics`, `/health` and `/events` to an application:
+    /// `App::new().configure(|cfg| endpoints.configure(cfg))`. Install [`on_connect`] on
+    /// the `HttpServer` too, or an SSE client that stops reading keeps its connection
+    /// until the host closes it.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(web::Data::new(self.state.clone()))
+            .route("/metrics", web::get().to(metrics::metrics))
+            .route("/health", web::get().to(metrics::health))
+            .route("/events", web::get().to(events::events));
+    }
+}
+
+/// A connection's socket descriptor, recorded by [`on_connect`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnFd(i32);
+
+/// For `HttpServer::on_connect`: records each connection's socket, so the SSE hub can
+/// close the connection of a client it drops even when the client stopped reading.
+pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        data.insert(ConnFd(tcp.as_raw_fd()));
+    }
 }
 
 /// Starts the server on the current actix system; returns its handle (stop it with
@@ -54,20 +141,13 @@ pub fn start(
     store: Store,
     hub: Arc<EventHub>,
 ) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
-    let state = HttpState {
-        stats,
-        store,
-        hub,
-        token: config.bearer_token.as_deref().map(Arc::from),
-    };
+    let endpoints = Endpoints::new(config, stats, &store, hub)?;
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .route("/metrics", web::get().to(metrics::metrics))
-            .route("/health", web::get().to(metrics::health))
-            .route("/events", web::get().to(events::events))
+        let endpoints = endpoints.clone();
+        App::new().configure(move |cfg| endpoints.configure(cfg))
     })
     .workers(1)
+    .on_connect(on_connect)
     .disable_signals()
     // SSE streams never end on their own; do not let them hold a shutdown for long.
     .shutdown_timeout(1)
