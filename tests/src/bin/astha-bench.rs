@@ -5,9 +5,10 @@
 //! cargo run --release -p astha-tests --bin astha-bench -- all           # figures
 //! cargo run --release -p astha-tests --bin astha-bench -- all --quick   # CI smoke
 //! cargo run --release -p astha-tests --bin astha-bench -- capture       # one suite
+//! cargo run --release -p astha-tests --bin astha-bench -- http          # catch-up under /metrics load
 //! ```
 
-use astha_tests::bench::{self, capture, latency, memory, throughput, Mode};
+use astha_tests::bench::{self, capture, http, latency, memory, throughput, Mode};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -32,6 +33,8 @@ enum Suite {
     Throughput,
     /// Peak memory with a stalled component's backlog.
     Memory,
+    /// Catch-up time alone and while many clients scrape /metrics.
+    Http,
     /// (internal) the other-process writer of the latency suite.
     #[command(hide = true)]
     LatencyWriter {
@@ -55,7 +58,7 @@ enum Suite {
 fn main() {
     let cli = Cli::parse();
     let mode = if cli.quick { Mode::Quick } else { Mode::Full };
-    let (capture, latency, throughput, memory) = match cli.suite {
+    let (capture, latency, throughput, memory, http) = match cli.suite {
         Suite::LatencyWriter {
             db,
             rate,
@@ -71,11 +74,12 @@ fn main() {
             memory::child(backlog);
             return;
         }
-        Suite::All => (true, true, true, true),
-        Suite::Capture => (true, false, false, false),
-        Suite::Latency => (false, true, false, false),
-        Suite::Throughput => (false, false, true, false),
-        Suite::Memory => (false, false, false, true),
+        Suite::All => (true, true, true, true, true),
+        Suite::Capture => (true, false, false, false, false),
+        Suite::Latency => (false, true, false, false, false),
+        Suite::Throughput => (false, false, true, false, false),
+        Suite::Memory => (false, false, false, true, false),
+        Suite::Http => (false, false, false, false, true),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     println!("## Run of `astha-bench {}`\n", args.join(" "));
@@ -111,6 +115,11 @@ fn main() {
         let runs = memory::run(mode);
         println!("{}", memory::report(&runs));
         targets.memory = Some(runs);
+    }
+    if http {
+        let load = http::run(mode);
+        println!("{}", http::report(&load));
+        targets.http = Some(load);
     }
     println!("{}", targets.report());
     println!(
