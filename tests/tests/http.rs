@@ -483,3 +483,70 @@ async fn a_dropped_slow_sse_client_loses_its_connection() {
     server.stop(true).await;
     astha.stop().await.unwrap();
 }
+
+/// CORS is off unless origins are configured; then those origins (only) may read.
+#[actix_rt::test]
+async fn cors_allows_the_configured_origins_only() {
+    let db = TestDb::new();
+    let astha = Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let hub = Arc::new(EventHub::new(4));
+    let start = |cors_origins: Vec<String>| {
+        http::start(
+            &HttpConfig {
+                cors_origins,
+                ..http_config(None)
+            },
+            astha.stats(),
+            astha.store().clone(),
+            hub.clone(),
+        )
+        .unwrap()
+    };
+    let (plain, plain_addr) = start(Vec::new());
+    let (cors, cors_addr) = start(vec!["https://ops.example".into()]);
+    let answers = actix_rt::task::spawn_blocking(move || {
+        let health = |addr, origin: &str| {
+            get_within(
+                addr,
+                "/health",
+                &format!("Origin: {origin}\r\n"),
+                Duration::from_secs(10),
+            )
+            .unwrap()
+        };
+        (
+            health(plain_addr, "https://ops.example"),
+            health(cors_addr, "https://ops.example"),
+            health(cors_addr, "https://evil.example"),
+        )
+    })
+    .await
+    .unwrap();
+    let allow = "access-control-allow-origin: https://ops.example";
+    assert_eq!(answers.0 .0, 200);
+    assert!(
+        !answers.0 .1.to_lowercase().contains("access-control"),
+        "{}",
+        answers.0 .1
+    );
+    assert_eq!(answers.1 .0, 200);
+    assert!(
+        answers.1 .1.to_lowercase().contains(allow),
+        "{}",
+        answers.1 .1
+    );
+    assert!(!answers
+        .2
+         .1
+        .to_lowercase()
+        .contains("access-control-allow-origin"));
+    let bad = HttpConfig {
+        cors_origins: vec!["ops.example/path".into()],
+        ..http_config(None)
+    };
+    assert!(bad.validate().is_err());
+    plain.stop(true).await;
+    cors.stop(true).await;
+    astha.stop().await.unwrap();
+}

@@ -20,6 +20,7 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use actix_web::dev::Extensions;
+use actix_web::middleware::Condition;
 use actix_web::{web, App, HttpServer};
 
 pub use events::{EventHub, HubFull, SseComponent, DEFAULT_MAX_CLIENTS, KEEP_ALIVE, RETRY_MS};
@@ -38,6 +39,9 @@ pub struct HttpConfig {
     /// Serve a non-loopback address without a token. Off by default: the endpoint shows
     /// every captured change.
     pub allow_anonymous: bool,
+    /// Origins whose pages may read the endpoints (CORS), e.g. `https://ops.example`;
+    /// `*` allows any. None by default: browsers allow same-origin pages only.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -46,6 +50,7 @@ impl Default for HttpConfig {
             bind: SocketAddr::from(([127, 0, 0, 1], 9187)),
             bearer_token: None,
             allow_anonymous: false,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -55,6 +60,16 @@ impl HttpConfig {
     pub fn validate(&self) -> std::io::Result<()> {
         if self.bearer_token.as_deref() == Some("") {
             return Err(invalid("the HTTP bearer token is empty"));
+        }
+        for origin in self.cors_origins.iter().filter(|o| *o != "*") {
+            let uri: actix_web::http::Uri = origin
+                .parse()
+                .map_err(|e| invalid(&format!("CORS origin {origin:?}: {e}")))?;
+            if uri.scheme().is_none() || uri.host().is_none() || uri.path() != "/" {
+                return Err(invalid(&format!(
+                    "CORS origin {origin:?} is not scheme://host[:port]"
+                )));
+            }
         }
         if !self.bind.ip().is_loopback() && self.bearer_token.is_none() && !self.allow_anonymous {
             return Err(invalid(&format!(
@@ -85,6 +100,7 @@ pub(crate) struct HttpState {
 #[derive(Clone)]
 pub struct Endpoints {
     state: HttpState,
+    cors_origins: Arc<[String]>,
 }
 
 impl Endpoints {
@@ -106,6 +122,7 @@ impl Endpoints {
                 token: config.bearer_token.as_deref().map(auth::Token::new),
                 log: Arc::new(log),
             },
+            cors_origins: config.cors_origins.clone().into(),
         })
     }
 
@@ -114,10 +131,31 @@ impl Endpoints {
     /// the `HttpServer` too, or an SSE client that stops reading keeps its connection
     /// until the host closes it.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
-        cfg.app_data(web::Data::new(self.state.clone()))
-            .route("/metrics", web::get().to(metrics::metrics))
-            .route("/health", web::get().to(metrics::health))
-            .route("/events", web::get().to(events::events));
+        // Middleware per resource, not a scope around them: a scope would shadow the
+        // host's own routes.
+        let resource = |path: &str| {
+            web::resource(path)
+                .app_data(web::Data::new(self.state.clone()))
+                .wrap(Condition::new(!self.cors_origins.is_empty(), self.cors()))
+        };
+        cfg.service(resource("/metrics").route(web::get().to(metrics::metrics)))
+            .service(resource("/health").route(web::get().to(metrics::health)))
+            .service(resource("/events").route(web::get().to(events::events)));
+    }
+
+    /// Lets pages of the configured origins `GET` the endpoints with a bearer token;
+    /// `actix-cors` answers the preflight and sets `Vary: Origin`.
+    fn cors(&self) -> actix_cors::Cors {
+        let cors = actix_cors::Cors::default()
+            .allowed_methods(["GET"])
+            .allowed_header(actix_web::http::header::AUTHORIZATION)
+            .max_age(3600);
+        if self.cors_origins.iter().any(|o| o == "*") {
+            return cors.allow_any_origin();
+        }
+        self.cors_origins
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin))
     }
 }
 

@@ -56,6 +56,10 @@ pub struct WatchArgs {
     /// Serve a non-loopback `--http` address without a token (refused otherwise).
     #[arg(long)]
     pub http_allow_anonymous: bool,
+    /// Let pages of this origin read the HTTP endpoints (CORS; repeat or separate with
+    /// commas; `*` for any).
+    #[arg(long, value_delimiter = ',')]
+    pub http_cors_origin: Vec<String>,
     /// Most SSE clients at once; more are refused with 503.
     #[arg(long, default_value_t = astha_actors::http::DEFAULT_MAX_CLIENTS)]
     pub http_max_sse_clients: usize,
@@ -145,6 +149,7 @@ async fn watch_async(
                 bind,
                 bearer_token: args.http_token()?,
                 allow_anonymous: args.http_allow_anonymous,
+                cors_origins: args.http_cors_origin.clone(),
             };
             http_config.validate()?;
             Some(http_config)
