@@ -236,6 +236,9 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<HttpState>) -> Ht
     if let Some(denied) = auth::denied(&req, state.token.as_ref(), None) {
         return denied;
     }
+    if !state.pacer.turn().await {
+        return busy();
+    }
     let log = match state.log.read().await {
         Ok(ends) => Some(ends),
         Err(error) => {
@@ -263,9 +266,19 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<HttpState>) -> Ht
         .body(body)
 }
 
+/// The answer when too many requests wait for their turn.
+fn busy() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", "5"))
+        .body("too many requests for metrics; retry later\n")
+}
+
 pub(crate) async fn health(req: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
     if let Some(denied) = auth::denied(&req, state.token.as_ref(), None) {
         return denied;
+    }
+    if !state.pacer.turn().await {
+        return busy();
     }
     let snap = state.stats.snapshot();
     let healthy = snap.components.iter().all(|c| {

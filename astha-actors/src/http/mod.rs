@@ -17,7 +17,8 @@ mod metrics;
 use std::any::Any;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
 use actix_web::dev::Extensions;
 use actix_web::middleware::Condition;
@@ -93,6 +94,50 @@ pub(crate) struct HttpState {
     pub hub: Arc<EventHub>,
     pub token: Option<auth::Token>,
     pub log: Arc<log_gauge::LogGauge>,
+    pub pacer: Arc<Pacer>,
+}
+
+/// Most `/metrics` and `/health` answers per second, all clients together. The figures
+/// change little within a second (the log's are at most a second old anyway), and
+/// answering a flood of scrapers flat out took CPU from delivery on a 2-core machine
+/// (BENCHMARKS.md).
+pub const MAX_SCRAPES_PER_SECOND: u32 = 100;
+
+/// Longest a request waits for its turn before it is answered 503 instead.
+const MAX_SCRAPE_WAIT: Duration = Duration::from_secs(5);
+
+/// Spaces answers at least `1 / MAX_SCRAPES_PER_SECOND` apart: a request beyond the
+/// rate waits (asleep, costing nothing) for its turn, so clients scraping back to back
+/// get slower answers, not more CPU.
+pub(crate) struct Pacer {
+    next: std::sync::Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new() -> Self {
+        Self {
+            next: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this request's turn; false if that is more than [`MAX_SCRAPE_WAIT`]
+    /// away (too many waiting).
+    pub(crate) async fn turn(&self) -> bool {
+        let now = Instant::now();
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let slot = (*next).max(now);
+            if slot - now > MAX_SCRAPE_WAIT {
+                return false;
+            }
+            *next = slot + Duration::from_secs(1) / MAX_SCRAPES_PER_SECOND;
+            slot
+        };
+        if slot > now {
+            actix_rt::time::sleep_until(slot.into()).await;
+        }
+        true
+    }
 }
 
 /// The endpoints, ready to mount in any actix-web application (clone it into the
@@ -121,6 +166,7 @@ impl Endpoints {
                 hub,
                 token: config.bearer_token.as_deref().map(auth::Token::new),
                 log: Arc::new(log),
+                pacer: Arc::new(Pacer::new()),
             },
             cors_origins: config.cors_origins.clone().into(),
         })
@@ -196,4 +242,26 @@ pub fn start(
     actix_rt::spawn(server);
     tracing::info!(%addr, auth = config.bearer_token.is_some(), "http endpoint listening");
     Ok((handle, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn the_pacer_spaces_answers_and_refuses_a_long_wait() {
+        let pacer = Pacer::new();
+        let start = Instant::now();
+        for _ in 0..=10 {
+            assert!(pacer.turn().await);
+        }
+        assert!(start.elapsed() >= Duration::from_secs(1) / MAX_SCRAPES_PER_SECOND * 10);
+        *pacer.next.lock().unwrap() = Instant::now() + MAX_SCRAPE_WAIT * 2;
+        let refused = Instant::now();
+        assert!(!pacer.turn().await);
+        assert!(
+            refused.elapsed() < MAX_SCRAPE_WAIT,
+            "a refusal does not wait"
+        );
+    }
 }
