@@ -2,7 +2,9 @@
 //!
 //! Every figure comes from the counters the logs are written from ([`crate::stats`]),
 //! the SSE hub's, and the log's two ends ([`super::log_gauge`]); so a scrape costs the
-//! same whatever the backlog and never takes a thread delivery uses. The exposition
+//! same whatever the backlog and never takes a thread delivery uses. Answers are paced
+//! ([`super::MAX_SCRAPES_PER_SECOND`] in all), so a flood of scrapers cannot take the
+//! CPU either. The exposition
 //! (names, `_total` suffixes, escaping, histogram buckets) is `prometheus-client`'s; this
 //! module only says which figures there are and what each one counts.
 

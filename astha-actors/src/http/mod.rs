@@ -4,8 +4,9 @@
 //! Promises: it binds to loopback unless told otherwise, and refuses a non-loopback
 //! address without a bearer token unless [`HttpConfig::allow_anonymous`] says so. It only
 //! reads Astha's counters and the log's two ends, on a read-only connection and a thread
-//! of its own, so no number of scrapers slows delivery; a slow SSE client has a bounded
-//! buffer and is disconnected when it fills, and the number of SSE clients is capped.
+//! of its own, and paces its answers, so no number of scrapers slows delivery. A slow
+//! SSE client has a bounded buffer and is disconnected (its connection reset) when it
+//! fills, and the number of SSE clients is capped.
 //! [`start`] runs its own server; [`Endpoints::configure`] mounts the same endpoints in
 //! a host's actix-web application.
 
