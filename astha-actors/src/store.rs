@@ -184,7 +184,9 @@ impl Store {
 impl ReaderSlot {
     fn reader(&mut self) -> Result<&mut Reader> {
         if self.reader.is_none() {
-            let conn = astha_core::db::open(&self.path)?;
+            // Never create the file: the writer made it at open, and a path that is
+            // gone since must not come back as an empty database.
+            let conn = astha_core::db::open_existing(&self.path)?;
             conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
             self.reader = Some(Reader {
                 conn,

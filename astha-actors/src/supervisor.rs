@@ -258,7 +258,8 @@ impl Supervisor {
             return;
         };
         for change in &batch.changes[start..reached] {
-            self.stats.delivered(&self.name, change.lsn);
+            self.stats
+                .delivered(&self.name, change.lsn, change.timestamp_ms);
         }
         batch.next = reached;
         if reached > start {

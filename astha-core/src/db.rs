@@ -34,9 +34,10 @@ pub fn open_existing(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Opens an existing database for reading only: never creates the file, never changes
-/// its journal mode or anything else in it (what `astha status` and the inspection
-/// commands use on a database an application owns).
+/// Opens an existing database for reading only: it never creates the file (a path that
+/// is gone stays gone), never changes its journal mode and can never write (what `astha
+/// status`, the inspection commands and the metrics reader use on a database an
+/// application owns).
 pub fn open_read_only(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
         | OpenFlags::SQLITE_OPEN_URI

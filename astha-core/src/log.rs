@@ -375,26 +375,65 @@ pub struct LogStats {
     pub oldest_age_ms: i64,
 }
 
-/// Reads [`LogStats`].
+/// Reads [`LogStats`]. Counting the rows reads the whole log: for a figure read often
+/// (a metrics scrape) use [`log_ends`].
 pub fn log_stats(conn: &Connection, log_table: &str, now_ms: i64) -> Result<LogStats> {
-    let log = quote_ident(log_table);
-    let (rows, first, head): (i64, Option<i64>, Option<i64>) = conn.query_row(
-        &format!("SELECT count(*), min(id), max(id) FROM {log}"),
+    let rows: i64 = conn.query_row(
+        &format!("SELECT count(*) FROM {}", quote_ident(log_table)),
         [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        |r| r.get(0),
     )?;
-    let oldest_ts: Option<f64> = match first {
-        Some(id) => conn
-            .query_row(&format!("SELECT ts FROM {log} WHERE id = ?1"), [id], |r| {
-                r.get(0)
-            })
-            .optional()?,
-        None => None,
-    };
+    let ends = log_ends(conn, log_table, now_ms)?;
     Ok(LogStats {
         rows,
-        first_lsn: first.unwrap_or(0),
-        head_lsn: head.unwrap_or(0),
-        oldest_age_ms: oldest_ts.map_or(0, |ts| (now_ms - julian_to_unix_ms(ts)).max(0)),
+        first_lsn: ends.first_lsn,
+        head_lsn: ends.head_lsn,
+        oldest_age_ms: ends.oldest_age_ms,
+    })
+}
+
+/// The two ends of the log, read in index lookups whatever its depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogEnds {
+    /// Oldest and newest LSN present (0 when empty).
+    pub first_lsn: i64,
+    pub head_lsn: i64,
+    /// Age of the oldest row, in milliseconds, measured against `now_ms`.
+    pub oldest_age_ms: i64,
+}
+
+impl LogEnds {
+    /// `head - first + 1` (0 when empty): the rows in the log when none between the two
+    /// ends was removed. Cleanup only removes the oldest rows, so only a row moved out
+    /// to the dead letters (malformed) makes it more than the count.
+    pub fn span(&self) -> i64 {
+        if self.head_lsn == 0 {
+            0
+        } else {
+            self.head_lsn - self.first_lsn + 1
+        }
+    }
+}
+
+/// Reads [`LogEnds`]: two lookups at either end of the LSN index (O(log n)). SQLite
+/// answers `min` and `max` from the index only when each is alone in its `SELECT`.
+pub fn log_ends(conn: &Connection, log_table: &str, now_ms: i64) -> Result<LogEnds> {
+    let oldest: Option<(i64, f64)> = conn
+        .query_row(
+            &format!(
+                "SELECT id, ts FROM {} ORDER BY id LIMIT 1",
+                quote_ident(log_table)
+            ),
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((first_lsn, oldest_ts)) = oldest else {
+        return Ok(LogEnds::default());
+    };
+    Ok(LogEnds {
+        first_lsn,
+        head_lsn: head_lsn(conn, log_table)?,
+        oldest_age_ms: (now_ms - julian_to_unix_ms(oldest_ts)).max(0),
     })
 }

@@ -239,3 +239,69 @@ fn writer_connections_keep_checkpointing_the_wal() {
     // 4000 commits of a page each: without checkpoints the WAL would pass 16 MB.
     assert!(wal < 8 << 20, "WAL grew to {wal} bytes");
 }
+
+/// `log_ends` reads the two ends of the log, not the rows between them: the SQLite
+/// instructions it runs do not grow with the log (a `min` and `max` in one statement
+/// would), and it follows cleanup.
+#[test]
+fn log_ends_costs_the_same_whatever_the_depth() {
+    use astha_core::log::{log_ends, log_stats};
+    let db = TestDb::new();
+    let conn = setup(&db);
+    let steps = |conn: &rusqlite::Connection, f: &dyn Fn(&rusqlite::Connection)| {
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = count.clone();
+        conn.progress_handler(
+            1,
+            Some(move || {
+                counter.fetch_add(1, Ordering::Relaxed);
+                false
+            }),
+        );
+        f(conn);
+        conn.progress_handler(1, None::<fn() -> bool>);
+        count.load(Ordering::Relaxed)
+    };
+    let now = i64::MAX / 2;
+    conn.execute("INSERT INTO t (v) VALUES (0)", []).unwrap();
+    let shallow = steps(&conn, &|c| {
+        log_ends(c, LOG, now).unwrap();
+    });
+    conn.execute_batch(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
+         INSERT INTO t (v) SELECT i FROM n",
+    )
+    .unwrap();
+    let deep = steps(&conn, &|c| {
+        log_ends(c, LOG, now).unwrap();
+    });
+    assert_eq!(shallow, deep, "log_ends read rows between the ends");
+    // What `/metrics` ran before: one statement with min and max, which visits every row.
+    let scanned = steps(&conn, &|c| {
+        c.query_row(
+            "SELECT count(*), min(id), max(id) FROM __cdc_log",
+            [],
+            |_| Ok(()),
+        )
+        .unwrap();
+    });
+    assert!(
+        scanned > 10 * deep,
+        "the test measures nothing: {scanned} vs {deep}"
+    );
+
+    let ends = log_ends(&conn, LOG, now).unwrap();
+    assert_eq!(
+        (ends.first_lsn, ends.head_lsn, ends.span()),
+        (1, 20001, 20001)
+    );
+    assert!(ends.oldest_age_ms > 0);
+    slots::create(&conn, LOG, "s", SlotStart::Beginning).unwrap();
+    slots::advance(&conn, "s", 15000).unwrap();
+    slots::cleanup(&conn, LOG).unwrap();
+    let ends = log_ends(&conn, LOG, now).unwrap();
+    assert_eq!((ends.first_lsn, ends.span()), (15001, 5001));
+    assert_eq!(ends.span(), log_stats(&conn, LOG, now).unwrap().rows);
+    conn.execute_batch("DELETE FROM __cdc_log").unwrap();
+    assert_eq!(log_ends(&conn, LOG, now).unwrap(), Default::default());
+}

@@ -261,6 +261,42 @@ fn config_print_shows_the_effective_config_and_rejects_bad_input() {
     assert!(err.contains("batch_size"), "{err}");
 }
 
+/// `--http` on a non-loopback address needs a token (from a file, the environment or the
+/// command line) or `--http-allow-anonymous`; the check comes before anything starts.
+#[test]
+fn watch_refuses_a_public_http_address_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let watch = |extra: &[&str]| {
+        let mut cmd = astha();
+        cmd.env_remove("ASTHA_HTTP_TOKEN").args([
+            "watch",
+            db.to_str().unwrap(),
+            "--tables",
+            "my items",
+            "--install",
+            "--limit",
+            "0",
+            "--http",
+            "0.0.0.0:0",
+        ]);
+        output(cmd.args(extra))
+    };
+    let (ok, _, stderr) = watch(&[]);
+    assert!(!ok);
+    assert!(stderr.contains("without a bearer token"), "{stderr}");
+    let token = dir.path().join("token");
+    std::fs::write(&token, "s3cret\n").unwrap();
+    let (ok, _, stderr) = watch(&["--http-token-file", token.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = watch(&["--http-allow-anonymous"]);
+    assert!(ok, "{stderr}");
+    std::fs::write(&token, "\n").unwrap();
+    let (ok, _, stderr) = watch(&["--http-token-file", token.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(stderr.contains("holds no token"), "{stderr}");
+}
+
 #[test]
 fn status_and_listings_never_write_to_the_database() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,15 +1,31 @@
-//! `/metrics` in Prometheus text format and `/health` as JSON. Every figure comes from
-//! the same counters the logs are written from (see [`crate::stats`]).
+//! `/metrics` in the Prometheus text format (0.0.4) and `/health` as JSON.
+//!
+//! Every figure comes from the counters the logs are written from ([`crate::stats`]),
+//! the SSE hub's, and the log's two ends ([`super::log_gauge`]); so a scrape costs the
+//! same whatever the backlog and never takes a thread delivery uses. Answers are paced
+//! ([`super::MAX_SCRAPES_PER_SECOND`] in all), so a flood of scrapers cannot take the
+//! CPU either. The exposition
+//! (names, `_total` suffixes, escaping, histogram buckets) is `prometheus-client`'s; this
+//! module only says which figures there are and what each one counts.
 
-use std::fmt::Write;
+use std::fmt;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use astha_core::breaker::BreakerState;
+use astha_core::log::LogEnds;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 
 use super::{auth, HttpState};
 use crate::component::ComponentStatus;
+use crate::stats::{ComponentStats, SchedulerStats};
 
-fn breaker_value(state: BreakerState) -> u8 {
+fn breaker_value(state: BreakerState) -> i64 {
     match state {
         BreakerState::Closed => 0,
         BreakerState::HalfOpen => 1,
@@ -17,230 +33,254 @@ fn breaker_value(state: BreakerState) -> u8 {
     }
 }
 
-/// Escapes a label value per the exposition format.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
+type Getter = fn(&ComponentStats) -> i64;
 
-/// One metric family: its samples as `(labels, value)`.
-struct Family {
-    name: &'static str,
-    kind: &'static str,
-    help: &'static str,
-    samples: Vec<(String, String)>,
-}
-
-impl Family {
-    fn new(name: &'static str, kind: &'static str, help: &'static str) -> Self {
-        Self {
-            name,
-            kind,
-            help,
-            samples: Vec::new(),
-        }
-    }
-
-    fn single(
-        name: &'static str,
-        kind: &'static str,
-        help: &'static str,
-        value: impl ToString,
-    ) -> Self {
-        let mut f = Self::new(name, kind, help);
-        f.samples.push((String::new(), value.to_string()));
-        f
-    }
-}
-
-fn render(families: &[Family]) -> String {
-    let mut out = String::new();
-    for f in families {
-        let _ = writeln!(
-            out,
-            "# HELP {} {}\n# TYPE {} {}",
-            f.name, f.help, f.name, f.kind
-        );
-        for (labels, value) in &f.samples {
-            let _ = writeln!(out, "{}{labels} {value}", f.name);
-        }
-    }
-    out
-}
-
-type Getter = fn(&crate::stats::ComponentStats) -> i64;
-
-const PER_COMPONENT: [(&str, &str, &str, Getter); 9] = [
+/// Per-component figures: name (counters get `_total` appended), type, help, value.
+const PER_COMPONENT: [(&str, MetricType, &str, Getter); 10] = [
     (
-        "astha_component_delivered_total",
-        "counter",
+        "astha_component_delivered",
+        MetricType::Counter,
         "Changes a component confirmed.",
         |c| c.delivered as i64,
     ),
     (
-        "astha_component_failures_total",
-        "counter",
+        "astha_component_failures",
+        MetricType::Counter,
         "Failed delivery attempts (retries).",
         |c| c.failures as i64,
     ),
     (
-        "astha_component_dead_letters_total",
-        "counter",
+        "astha_component_dead_letters",
+        MetricType::Counter,
         "Changes given up on and dead-lettered.",
         |c| c.dead_letters as i64,
     ),
     (
-        "astha_component_panics_total",
-        "counter",
+        "astha_component_panics",
+        MetricType::Counter,
         "Handler panics recovered.",
         |c| c.panics as i64,
     ),
     (
-        "astha_component_timeouts_total",
-        "counter",
+        "astha_component_timeouts",
+        MetricType::Counter,
         "Handler timeouts.",
         |c| c.timeouts as i64,
     ),
     (
-        "astha_component_refreshes_total",
-        "counter",
+        "astha_component_refreshes",
+        MetricType::Counter,
         "Refreshes from the registry.",
         |c| c.refreshes as i64,
     ),
     (
         "astha_component_position",
-        "gauge",
+        MetricType::Gauge,
         "Last confirmed LSN (slot position).",
         |c| c.position,
     ),
     (
         "astha_component_breaker_state",
-        "gauge",
+        MetricType::Gauge,
         "Circuit breaker: 0 closed, 1 half-open, 2 open.",
-        |c| breaker_value(c.breaker) as i64,
+        |c| breaker_value(c.breaker),
     ),
     (
         "astha_component_up",
-        "gauge",
+        MetricType::Gauge,
         "1 if the component is active.",
         |c| (c.status == ComponentStatus::Active) as i64,
     ),
+    (
+        "astha_component_lag",
+        MetricType::Gauge,
+        "LSNs between the newest one read and the component's position.",
+        |c| c.lag,
+    ),
 ];
 
+/// One scrape's figures, read before encoding (the log's ends asynchronously).
+#[derive(Debug)]
+struct Scrape {
+    snap: SchedulerStats,
+    log: Option<LogEnds>,
+    sse_clients: usize,
+    sse_dropped: u64,
+    sse_refused: u64,
+}
+
+/// A sample with no labels under its own descriptor.
+fn single(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> fmt::Result {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let snap = &self.snap;
+        {
+            let mut family = encoder.encode_descriptor(
+                "astha_changes_read",
+                "Changes read from the log, per table.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (table, count) in &snap.event_counts {
+                ConstCounter::new(*count)
+                    .encode(family.encode_family(&[("table", table.as_str())])?)?;
+            }
+        }
+        let counters: [(&str, &str, u64); 6] = [
+            (
+                "astha_batches_read",
+                "Batches read by the poller.",
+                snap.batches_read,
+            ),
+            (
+                "astha_catch_up_reads",
+                "Log reads for components behind the window.",
+                snap.catch_up_reads,
+            ),
+            (
+                "astha_malformed_rows",
+                "Undecodable log rows moved to dead letters.",
+                snap.malformed,
+            ),
+            (
+                "astha_log_cleaned",
+                "Log rows removed by cleanup.",
+                snap.cleaned,
+            ),
+            (
+                "astha_sse_dropped_clients",
+                "SSE clients disconnected (connection closed) for being too slow.",
+                self.sse_dropped,
+            ),
+            (
+                "astha_sse_refused_clients",
+                "SSE clients refused because the client limit was reached.",
+                self.sse_refused,
+            ),
+        ];
+        for (name, help, value) in counters {
+            single(&mut encoder, name, help, &ConstCounter::new(value))?;
+        }
+        single(
+            &mut encoder,
+            "astha_head_lsn",
+            "Newest LSN read by the poller.",
+            &ConstGauge::new(snap.head_lsn),
+        )?;
+        single(
+            &mut encoder,
+            "astha_sse_clients",
+            "Connected SSE clients.",
+            &ConstGauge::new(self.sse_clients as i64),
+        )?;
+        if let Some(log) = &self.log {
+            single(
+                &mut encoder,
+                "astha_log_rows",
+                "Rows in the change log, as the newest LSN in it minus the oldest plus one \
+                 (read from the two ends of the index, at most 1 s old): exact unless \
+                 malformed rows were moved out from between the ends, then an upper bound.",
+                &ConstGauge::new(log.span()),
+            )?;
+            single(
+                &mut encoder,
+                "astha_log_oldest_lsn",
+                "Oldest LSN still in the change log (0 when empty).",
+                &ConstGauge::new(log.first_lsn),
+            )?;
+            single(
+                &mut encoder,
+                "astha_log_oldest_age_seconds",
+                "Age of the oldest row in the change log (0 when empty).",
+                &ConstGauge::new(log.oldest_age_ms as f64 / 1000.0),
+            )?;
+        }
+        for (name, kind, help, get) in PER_COMPONENT {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for c in &snap.components {
+                let labels = [("component", c.name.as_str())];
+                let sample = family.encode_family(&labels)?;
+                match kind {
+                    MetricType::Counter => ConstCounter::new(get(c) as u64).encode(sample)?,
+                    _ => ConstGauge::new(get(c)).encode(sample)?,
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "astha_delivery_latency_seconds",
+            "Seconds from a change's log timestamp (taken by its trigger, inside the \
+             writer's transaction) to the component confirming it.",
+            None,
+            MetricType::Histogram,
+        )?;
+        for c in &snap.components {
+            c.latency
+                .encode(family.encode_family(&[("component", c.name.as_str())])?)?;
+        }
+        Ok(())
+    }
+}
+
+/// The build, as the `astha_build_info` gauge (always 1) with its labels.
+fn build_info() -> Info<[(&'static str, &'static str); 1]> {
+    Info::new([("version", env!("CARGO_PKG_VERSION"))])
+}
+
 pub(crate) async fn metrics(req: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
-    if let Some(denied) = auth::denied(&req, state.token.as_deref()) {
+    if let Some(denied) = auth::denied(&req, state.token.as_ref(), None) {
         return denied;
     }
-    let log_table = state.store.log_table().to_string();
-    let now_ms = astha_core::change::unix_now_ms();
-    let log = state
-        .store
-        .query(move |conn| astha_core::log::log_stats(conn, &log_table, now_ms))
-        .await;
-    let snap = state.stats.snapshot();
-    let mut families = Vec::new();
-    let mut by_table = Family::new(
-        "astha_changes_read_total",
-        "counter",
-        "Changes read from the log, per table.",
-    );
-    for (table, count) in &snap.event_counts {
-        by_table
-            .samples
-            .push((format!("{{table=\"{}\"}}", label(table)), count.to_string()));
+    if !state.pacer.turn().await {
+        return busy();
     }
-    families.push(by_table);
-    families.push(Family::single(
-        "astha_batches_read_total",
-        "counter",
-        "Batches read by the poller.",
-        snap.batches_read,
-    ));
-    families.push(Family::single(
-        "astha_catch_up_reads_total",
-        "counter",
-        "Log reads for components behind the window.",
-        snap.catch_up_reads,
-    ));
-    families.push(Family::single(
-        "astha_malformed_rows_total",
-        "counter",
-        "Undecodable log rows moved to dead letters.",
-        snap.malformed,
-    ));
-    families.push(Family::single(
-        "astha_log_cleaned_total",
-        "counter",
-        "Log rows removed by cleanup.",
-        snap.cleaned,
-    ));
-    families.push(Family::single(
-        "astha_head_lsn",
-        "gauge",
-        "Newest LSN read.",
-        snap.head_lsn,
-    ));
-    families.push(Family::single(
-        "astha_sse_clients",
-        "gauge",
-        "Connected SSE clients.",
-        state.hub.clients(),
-    ));
-    families.push(Family::single(
-        "astha_sse_dropped_clients_total",
-        "counter",
-        "SSE clients disconnected for being too slow.",
-        state.hub.dropped(),
-    ));
-    match &log {
-        Ok(log) => {
-            families.push(Family::single(
-                "astha_log_rows",
-                "gauge",
-                "Rows in the change log.",
-                log.rows,
-            ));
-            families.push(Family::single(
-                "astha_log_oldest_age_seconds",
-                "gauge",
-                "Age of the oldest log row.",
-                log.oldest_age_ms as f64 / 1000.0,
-            ));
+    let log = match state.log.read().await {
+        Ok(ends) => Some(ends),
+        Err(error) => {
+            tracing::warn!(%error, "metrics: cannot read the log's ends");
+            None
         }
-        Err(err) => tracing::warn!(error = %err, "metrics: cannot read log depth"),
+    };
+    let scrape = Scrape {
+        snap: state.stats.snapshot(),
+        log,
+        sse_clients: state.hub.clients(),
+        sse_dropped: state.hub.dropped(),
+        sse_refused: state.hub.refused(),
+    };
+    let mut registry = Registry::default();
+    registry.register("astha_build", "Astha's version (always 1).", build_info());
+    registry.register_collector(Box::new(scrape));
+    let mut body = String::new();
+    if let Err(err) = prometheus_client::encoding::prometheus_text::encode(&mut body, &registry) {
+        tracing::error!(error = %err, "metrics: encoding failed");
+        return HttpResponse::InternalServerError().finish();
     }
-    for (name, kind, help, get) in PER_COMPONENT {
-        let mut f = Family::new(name, kind, help);
-        for c in &snap.components {
-            f.samples.push((
-                format!("{{component=\"{}\"}}", label(&c.name)),
-                get(c).to_string(),
-            ));
-        }
-        families.push(f);
-    }
-    let mut lag = Family::new(
-        "astha_component_lag",
-        "gauge",
-        "LSNs between the head and the component's position.",
-    );
-    for c in &snap.components {
-        lag.samples.push((
-            format!("{{component=\"{}\"}}", label(&c.name)),
-            c.lag.to_string(),
-        ));
-    }
-    families.push(lag);
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
-        .body(render(&families))
+        .content_type(prometheus_client::encoding::prometheus_text::CONTENT_TYPE)
+        .body(body)
+}
+
+/// The answer when too many requests wait for their turn.
+fn busy() -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .insert_header(("Retry-After", "5"))
+        .body("too many requests for metrics; retry later\n")
 }
 
 pub(crate) async fn health(req: HttpRequest, state: web::Data<HttpState>) -> HttpResponse {
-    if let Some(denied) = auth::denied(&req, state.token.as_deref()) {
+    if let Some(denied) = auth::denied(&req, state.token.as_ref(), None) {
         return denied;
+    }
+    if !state.pacer.turn().await {
+        return busy();
     }
     let snap = state.stats.snapshot();
     let healthy = snap.components.iter().all(|c| {

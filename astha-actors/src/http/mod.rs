@@ -1,20 +1,31 @@
 //! The optional HTTP endpoint: `/metrics` (Prometheus text), `/health` (per component)
 //! and `/events` (Server-Sent Events of live changes, seed 003).
 //!
-//! It binds to localhost unless told otherwise and can require a bearer token. It only
-//! reads Astha's counters and the database; a slow SSE client has a bounded buffer and
-//! is disconnected when it fills, so no client can slow delivery to components.
+//! Promises: it binds to loopback unless told otherwise, and refuses a non-loopback
+//! address without a bearer token unless [`HttpConfig::allow_anonymous`] says so. It only
+//! reads Astha's counters and the log's two ends, on a read-only connection and a thread
+//! of its own, and paces its answers, so no number of scrapers slows delivery. A slow
+//! SSE client has a bounded buffer and is disconnected (its connection reset) when it
+//! fills, and the number of SSE clients is capped.
+//! [`start`] runs its own server; [`Endpoints::configure`] mounts the same endpoints in
+//! a host's actix-web application.
 
 mod auth;
 mod events;
+mod log_gauge;
 mod metrics;
 
+use std::any::Any;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::os::fd::AsRawFd;
+use std::sync::{Arc, PoisonError};
+use std::time::{Duration, Instant};
 
+use actix_web::dev::Extensions;
+use actix_web::middleware::Condition;
 use actix_web::{web, App, HttpServer};
 
-pub use events::{EventHub, SseComponent};
+pub use events::{EventHub, HubFull, SseComponent, DEFAULT_MAX_CLIENTS, KEEP_ALIVE, RETRY_MS};
 
 use crate::stats::Stats;
 use crate::store::Store;
@@ -24,8 +35,15 @@ use crate::store::Store;
 pub struct HttpConfig {
     /// Address to listen on (default 127.0.0.1:9187: loopback only).
     pub bind: SocketAddr,
-    /// When set, every request must carry `Authorization: Bearer <token>`.
+    /// When set, every request must carry `Authorization: Bearer <token>` (`/events` also
+    /// takes `?token=`, for browsers).
     pub bearer_token: Option<String>,
+    /// Serve a non-loopback address without a token. Off by default: the endpoint shows
+    /// every captured change.
+    pub allow_anonymous: bool,
+    /// Origins whose pages may read the endpoints (CORS), e.g. `https://ops.example`;
+    /// `*` allows any. None by default: browsers allow same-origin pages only.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -33,17 +51,171 @@ impl Default for HttpConfig {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 9187)),
             bearer_token: None,
+            allow_anonymous: false,
+            cors_origins: Vec::new(),
         }
     }
+}
+
+impl HttpConfig {
+    /// Refuses settings that would expose the endpoint unprotected by mistake.
+    pub fn validate(&self) -> std::io::Result<()> {
+        if self.bearer_token.as_deref() == Some("") {
+            return Err(invalid("the HTTP bearer token is empty"));
+        }
+        for origin in self.cors_origins.iter().filter(|o| *o != "*") {
+            let uri: actix_web::http::Uri = origin
+                .parse()
+                .map_err(|e| invalid(&format!("CORS origin {origin:?}: {e}")))?;
+            if uri.scheme().is_none() || uri.host().is_none() || uri.path() != "/" {
+                return Err(invalid(&format!(
+                    "CORS origin {origin:?} is not scheme://host[:port]"
+                )));
+            }
+        }
+        if !self.bind.ip().is_loopback() && self.bearer_token.is_none() && !self.allow_anonymous {
+            return Err(invalid(&format!(
+                "refusing to serve {} without a bearer token: set one, or allow anonymous \
+                 access explicitly",
+                self.bind
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(message: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
 }
 
 /// What the handlers read.
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub stats: Arc<Stats>,
-    pub store: Store,
     pub hub: Arc<EventHub>,
-    pub token: Option<Arc<str>>,
+    pub token: Option<auth::Token>,
+    pub log: Arc<log_gauge::LogGauge>,
+    pub pacer: Arc<Pacer>,
+}
+
+/// Most `/metrics` and `/health` answers per second, all clients together. The figures
+/// change little within a second (the log's are at most a second old anyway), and
+/// answering a flood of scrapers flat out took CPU from delivery on a 2-core machine
+/// (BENCHMARKS.md).
+pub const MAX_SCRAPES_PER_SECOND: u32 = 100;
+
+/// Longest a request waits for its turn before it is answered 503 instead.
+const MAX_SCRAPE_WAIT: Duration = Duration::from_secs(5);
+
+/// Spaces answers at least `1 / MAX_SCRAPES_PER_SECOND` apart: a request beyond the
+/// rate waits (asleep, costing nothing) for its turn, so clients scraping back to back
+/// get slower answers, not more CPU.
+pub(crate) struct Pacer {
+    next: std::sync::Mutex<Instant>,
+}
+
+impl Pacer {
+    fn new() -> Self {
+        Self {
+            next: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this request's turn; false if that is more than [`MAX_SCRAPE_WAIT`]
+    /// away (too many waiting).
+    pub(crate) async fn turn(&self) -> bool {
+        let now = Instant::now();
+        let slot = {
+            let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+            let slot = (*next).max(now);
+            if slot - now > MAX_SCRAPE_WAIT {
+                return false;
+            }
+            *next = slot + Duration::from_secs(1) / MAX_SCRAPES_PER_SECOND;
+            slot
+        };
+        if slot > now {
+            actix_rt::time::sleep_until(slot.into()).await;
+        }
+        true
+    }
+}
+
+/// The endpoints, ready to mount in any actix-web application (clone it into the
+/// `HttpServer` factory).
+#[derive(Clone)]
+pub struct Endpoints {
+    state: HttpState,
+    cors_origins: Arc<[String]>,
+}
+
+impl Endpoints {
+    /// Validates `config` (its `bind` is only checked, not bound) and starts the metrics'
+    /// read thread.
+    pub fn new(
+        config: &HttpConfig,
+        stats: Arc<Stats>,
+        store: &Store,
+        hub: Arc<EventHub>,
+    ) -> std::io::Result<Self> {
+        config.validate()?;
+        let log =
+            log_gauge::LogGauge::start(store.path().to_path_buf(), store.log_table().to_string())?;
+        Ok(Self {
+            state: HttpState {
+                stats,
+                hub,
+                token: config.bearer_token.as_deref().map(auth::Token::new),
+                log: Arc::new(log),
+                pacer: Arc::new(Pacer::new()),
+            },
+            cors_origins: config.cors_origins.clone().into(),
+        })
+    }
+
+    /// Adds `/metrics`, `/health` and `/events` to an application:
+    /// `App::new().configure(|cfg| endpoints.configure(cfg))`. Install [`on_connect`] on
+    /// the `HttpServer` too, or an SSE client that stops reading keeps its connection
+    /// until the host closes it.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        // Middleware per resource, not a scope around them: a scope would shadow the
+        // host's own routes.
+        let resource = |path: &str| {
+            web::resource(path)
+                .app_data(web::Data::new(self.state.clone()))
+                .wrap(Condition::new(!self.cors_origins.is_empty(), self.cors()))
+        };
+        cfg.service(resource("/metrics").route(web::get().to(metrics::metrics)))
+            .service(resource("/health").route(web::get().to(metrics::health)))
+            .service(resource("/events").route(web::get().to(events::events)));
+    }
+
+    /// Lets pages of the configured origins `GET` the endpoints with a bearer token;
+    /// `actix-cors` answers the preflight and sets `Vary: Origin`.
+    fn cors(&self) -> actix_cors::Cors {
+        let cors = actix_cors::Cors::default()
+            .allowed_methods(["GET"])
+            .allowed_header(actix_web::http::header::AUTHORIZATION)
+            .max_age(3600);
+        if self.cors_origins.iter().any(|o| o == "*") {
+            return cors.allow_any_origin();
+        }
+        self.cors_origins
+            .iter()
+            .fold(cors, |cors, origin| cors.allowed_origin(origin))
+    }
+}
+
+/// A connection's socket descriptor, recorded by [`on_connect`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConnFd(i32);
+
+/// For `HttpServer::on_connect`: records each connection's socket, so the SSE hub can
+/// close the connection of a client it drops even when the client stopped reading.
+pub fn on_connect(conn: &dyn Any, data: &mut Extensions) {
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() {
+        data.insert(ConnFd(tcp.as_raw_fd()));
+    }
 }
 
 /// Starts the server on the current actix system; returns its handle (stop it with
@@ -54,20 +226,13 @@ pub fn start(
     store: Store,
     hub: Arc<EventHub>,
 ) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
-    let state = HttpState {
-        stats,
-        store,
-        hub,
-        token: config.bearer_token.as_deref().map(Arc::from),
-    };
+    let endpoints = Endpoints::new(config, stats, &store, hub)?;
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(web::Data::new(state.clone()))
-            .route("/metrics", web::get().to(metrics::metrics))
-            .route("/health", web::get().to(metrics::health))
-            .route("/events", web::get().to(events::events))
+        let endpoints = endpoints.clone();
+        App::new().configure(move |cfg| endpoints.configure(cfg))
     })
     .workers(1)
+    .on_connect(on_connect)
     .disable_signals()
     // SSE streams never end on their own; do not let them hold a shutdown for long.
     .shutdown_timeout(1)
@@ -78,4 +243,26 @@ pub fn start(
     actix_rt::spawn(server);
     tracing::info!(%addr, auth = config.bearer_token.is_some(), "http endpoint listening");
     Ok((handle, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[actix_rt::test]
+    async fn the_pacer_spaces_answers_and_refuses_a_long_wait() {
+        let pacer = Pacer::new();
+        let start = Instant::now();
+        for _ in 0..=10 {
+            assert!(pacer.turn().await);
+        }
+        assert!(start.elapsed() >= Duration::from_secs(1) / MAX_SCRAPES_PER_SECOND * 10);
+        *pacer.next.lock().unwrap() = Instant::now() + MAX_SCRAPE_WAIT * 2;
+        let refused = Instant::now();
+        assert!(!pacer.turn().await);
+        assert!(
+            refused.elapsed() < MAX_SCRAPE_WAIT,
+            "a refusal does not wait"
+        );
+    }
 }

@@ -63,9 +63,42 @@ pub struct WatchArgs {
     /// Also serve /metrics, /health and /events on this address (e.g. 127.0.0.1:9187).
     #[arg(long)]
     pub http: Option<SocketAddr>,
-    /// Require this bearer token on the HTTP endpoint.
-    #[arg(long, env = "ASTHA_HTTP_TOKEN")]
+    /// Require this bearer token on the HTTP endpoint. Prefer `--http-token-file` or the
+    /// environment: other users can read a command line (`/proc/<pid>/cmdline`).
+    #[arg(long, env = "ASTHA_HTTP_TOKEN", hide_env_values = true)]
     pub http_token: Option<String>,
+    /// Read the bearer token from this file (its first line).
+    #[arg(long, conflicts_with = "http_token")]
+    pub http_token_file: Option<PathBuf>,
+    /// Serve a non-loopback `--http` address without a token (refused otherwise).
+    #[arg(long)]
+    pub http_allow_anonymous: bool,
+    /// Let pages of this origin read the HTTP endpoints (CORS; repeat or separate with
+    /// commas; `*` for any).
+    #[arg(long, value_delimiter = ',')]
+    pub http_cors_origin: Vec<String>,
+    /// Most SSE clients at once; more are refused with 503.
+    #[arg(long, default_value_t = astha_actors::http::DEFAULT_MAX_CLIENTS)]
+    pub http_max_sse_clients: usize,
+}
+
+impl WatchArgs {
+    /// The bearer token, from `--http-token-file`, `--http-token` or `ASTHA_HTTP_TOKEN`.
+    fn http_token(&self) -> Result<Option<String>, CliError> {
+        let Some(file) = &self.http_token_file else {
+            return Ok(self.http_token.clone());
+        };
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| CliError::Message(format!("cannot read {}: {e}", file.display())))?;
+        let token = text.lines().next().unwrap_or("").trim();
+        if token.is_empty() {
+            return Err(CliError::Message(format!(
+                "{} holds no token",
+                file.display()
+            )));
+        }
+        Ok(Some(token.to_string()))
+    }
 }
 
 pub fn run(config: Option<&Path>, args: WatchArgs) -> Result<(), CliError> {
@@ -126,15 +159,25 @@ async fn watch_async(
     let mut shutdown = super::shutdown::Shutdown::install()?;
     let path = config.database.clone();
     let log_table = config.log_table.clone();
-    let astha = Astha::new(config).map_err(|e| CliError::astha(&path, e))?;
-    astha.start().map_err(|e| CliError::astha(&path, e))?;
-    let http = match args.http {
+    // Settings are checked before anything starts.
+    let http_config = match args.http {
         Some(bind) => {
-            let hub = Arc::new(EventHub::new(1024));
             let http_config = HttpConfig {
                 bind,
-                bearer_token: args.http_token.clone(),
+                bearer_token: args.http_token()?,
+                allow_anonymous: args.http_allow_anonymous,
+                cors_origins: args.http_cors_origin.clone(),
             };
+            http_config.validate()?;
+            Some(http_config)
+        }
+        None => None,
+    };
+    let astha = Astha::new(config).map_err(|e| CliError::astha(&path, e))?;
+    astha.start().map_err(|e| CliError::astha(&path, e))?;
+    let http = match http_config {
+        Some(http_config) => {
+            let hub = Arc::new(EventHub::new(1024).with_max_clients(args.http_max_sse_clients));
             let (handle, addr) = astha_actors::http::start(
                 &http_config,
                 astha.stats(),

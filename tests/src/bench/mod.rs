@@ -5,6 +5,7 @@
 //! are noisy, and a figure belongs in BENCHMARKS.md with the command that produced it.
 
 pub mod capture;
+pub mod http;
 pub mod latency;
 pub mod memory;
 pub mod shapes;

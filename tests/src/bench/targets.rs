@@ -2,6 +2,7 @@
 //! line gives the measured figure, so a miss is reported as honestly as a hit.
 
 use super::capture::{Cell, Op, Tx};
+use super::http::HttpLoad;
 use super::latency::{Receiver, Run, Writer};
 use super::memory::Memory;
 use super::shapes::Shape;
@@ -14,6 +15,7 @@ pub struct Targets {
     pub latency: Option<Vec<Run>>,
     pub throughput: Option<Vec<Throughput>>,
     pub memory: Option<Vec<Memory>>,
+    pub http: Option<HttpLoad>,
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -125,6 +127,12 @@ impl Targets {
                     verdict(growth < 8.0 * 1024.0)
                 ));
             }
+        }
+        if let Some(pct) = self.http.as_ref().and_then(HttpLoad::slowdown_pct) {
+            out.push_str(&format!(
+                "| catch-up under /metrics load within +20% of unloaded (issue 14) | {pct:+.0}% | {} |\n",
+                verdict(pct <= 20.0)
+            ));
         }
         out
     }

@@ -5,9 +5,11 @@
 //! cargo run --release -p astha-tests --bin astha-bench -- all           # figures
 //! cargo run --release -p astha-tests --bin astha-bench -- all --quick   # CI smoke
 //! cargo run --release -p astha-tests --bin astha-bench -- capture       # one suite
+//! cargo run --release -p astha-tests --bin astha-bench -- http          # catch-up under /metrics load
+//! cargo run --release -p astha-tests --bin astha-bench -- sinks         # commit to file sink, per format
 //! ```
 
-use astha_tests::bench::{self, capture, latency, memory, sinks, throughput, Mode};
+use astha_tests::bench::{self, capture, http, latency, memory, sinks, throughput, Mode};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -32,6 +34,8 @@ enum Suite {
     Throughput,
     /// Peak memory with a stalled component's backlog.
     Memory,
+    /// Catch-up time alone and while many clients scrape /metrics.
+    Http,
     /// Commit to the file sink, embedded and through `astha run`, in each format.
     Sinks,
     /// (internal) the other-process writer of the latency suite.
@@ -57,7 +61,7 @@ enum Suite {
 fn main() {
     let cli = Cli::parse();
     let mode = if cli.quick { Mode::Quick } else { Mode::Full };
-    let (capture, latency, throughput, memory, sinks) = match cli.suite {
+    let (capture, latency, throughput, memory, http, sinks) = match cli.suite {
         Suite::LatencyWriter {
             db,
             rate,
@@ -73,12 +77,13 @@ fn main() {
             memory::child(backlog);
             return;
         }
-        Suite::All => (true, true, true, true, true),
-        Suite::Capture => (true, false, false, false, false),
-        Suite::Latency => (false, true, false, false, false),
-        Suite::Throughput => (false, false, true, false, false),
-        Suite::Memory => (false, false, false, true, false),
-        Suite::Sinks => (false, false, false, false, true),
+        Suite::All => (true, true, true, true, true, true),
+        Suite::Capture => (true, false, false, false, false, false),
+        Suite::Latency => (false, true, false, false, false, false),
+        Suite::Throughput => (false, false, true, false, false, false),
+        Suite::Memory => (false, false, false, true, false, false),
+        Suite::Http => (false, false, false, false, true, false),
+        Suite::Sinks => (false, false, false, false, false, true),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     println!("## Run of `astha-bench {}`\n", args.join(" "));
@@ -114,6 +119,11 @@ fn main() {
         let runs = memory::run(mode);
         println!("{}", memory::report(&runs));
         targets.memory = Some(runs);
+    }
+    if http {
+        let load = http::run(mode);
+        println!("{}", http::report(&load));
+        targets.http = Some(load);
     }
     if sinks {
         println!("{}", sinks::report(&sinks::run(mode)));
