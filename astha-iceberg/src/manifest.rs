@@ -187,7 +187,7 @@ fn data_file_value(f: &DataFileInfo) -> Value {
         (!m.is_empty()).then(|| int_map(m, Value::Bytes))
     };
     // value_counts and null_value_counts are always written (even empty): readers use them to
-    // prune, and ICEBERG.md lists them as required in practice.
+    // prune, and docs/ICEBERG.md lists them as required in practice.
     let always = |m: Option<Value>| Some(m.unwrap_or(Value::Array(vec![])));
     record(vec![
         ("content", Value::Int(0)),

@@ -259,7 +259,7 @@ fn checker_catches_a_wrong_value(
     }
 }
 
-/// The replace snapshot has the shape ICEBERG.md describes: one manifest with m ADDED, one with
+/// The replace snapshot has the shape docs/ICEBERG.md describes: one manifest with m ADDED, one with
 /// a and b DELETED (new snapshot id, original sequence number 1), c's manifest carried as is.
 fn assert_replace_manifests(
     table: &IcebergTable,

@@ -1,4 +1,4 @@
-//! Compactor (seed 002): merges a table's small data files into target-sized ones.
+//! Compactor (seed 002, docs/SEEDS.md): merges a table's small data files into target-sized ones.
 //!
 //! Owns replace commits and the registry swap that goes with them. When a table has at
 //! least `min_files` completed data files smaller than `target_file_size`, it picks a fixed

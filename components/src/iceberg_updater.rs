@@ -1,4 +1,4 @@
-//! Iceberg updater (seed 002, phase 2): keeps one Iceberg format-v2 table per registry
+//! Iceberg updater (seed 002, phase 2, docs/SEEDS.md): keeps one Iceberg format-v2 table per registry
 //! table and appends the registry's new data files to it.
 //!
 //! Owns the `pending → processing → completed` (or `failed`) path of

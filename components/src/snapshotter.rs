@@ -1,4 +1,4 @@
-//! Snapshotter (seed 002): decides which Iceberg snapshots are kept, records them in
+//! Snapshotter (seed 002, docs/SEEDS.md): decides which Iceberg snapshots are kept, records them in
 //! `table_snapshots`, and expires the rest.
 //!
 //! The Iceberg updater and the compactor commit a snapshot per batch of work; most of those

@@ -1,5 +1,5 @@
 //! `/events`: live changes as Server-Sent Events, filtered by `tables=` and
-//! `operations=` (seed 003).
+//! `operations=` (seed 003, docs/SEEDS.md).
 //!
 //! [`SseComponent`] is an ordinary supervised component that hands each change to the
 //! [`EventHub`]; the hub gives every client a bounded buffer and never waits: a client

@@ -1,5 +1,5 @@
 //! The optional HTTP endpoint: `/metrics` (Prometheus text), `/health` (per component)
-//! and `/events` (Server-Sent Events of live changes, seed 003).
+//! and `/events` (Server-Sent Events of live changes, seed 003, docs/SEEDS.md).
 //!
 //! Promises: it binds to loopback unless told otherwise, and refuses a non-loopback
 //! address without a bearer token unless [`HttpConfig::allow_anonymous`] says so. It only
