@@ -9,6 +9,23 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // Before clap reads them: a misspelt ASTHA_HTTP_TOKEN (or ASTHA_CONFIG, ASTHA_LOG)
+    // would otherwise be ignored, and the endpoints would run without a token.
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with(astha_core::config::ENV_PREFIX) {
+            continue;
+        }
+        if let Some(meant) =
+            astha_core::config::misspelling_of(name, astha_core::config::NON_CONFIG_ENV_VARS)
+        {
+            eprintln!(
+                "error: environment variable {name} is not one Astha reads; did you mean {meant}? \
+                 (unset or rename it)"
+            );
+            return ExitCode::from(2);
+        }
+    }
     let args = cli::Cli::parse();
     // An ASTHA_LOG that does not parse is refused: ignoring it would hide the very
     // logs the user asked for.

@@ -429,3 +429,17 @@ fn logging_is_plain_off_a_terminal_and_a_bad_filter_is_refused() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_misspelt_security_variable_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let out = astha()
+        .env("ASTHA_HTTP_TOKN", "secret")
+        .args(["status", db.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("did you mean ASTHA_HTTP_TOKEN"), "{stderr}");
+}

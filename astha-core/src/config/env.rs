@@ -13,10 +13,20 @@ use super::settings::AsthaConfig;
 /// Prefix of the environment variables that override configuration values.
 pub const ENV_PREFIX: &str = "ASTHA_";
 
-/// `ASTHA_` variables that are not configuration values (the config file path and the
-/// log filter, read by the binary), so [`AsthaConfig::apply_env`] skips them instead of
-/// rejecting them as unknown settings.
-pub const NON_CONFIG_ENV_VARS: &[&str] = &["ASTHA_CONFIG", "ASTHA_LOG"];
+/// `ASTHA_` variables that are not configuration values (the config file path, the log
+/// filter and the HTTP token, read by the binary), so [`AsthaConfig::apply_env`] skips
+/// them instead of rejecting them as unknown settings.
+pub const NON_CONFIG_ENV_VARS: &[&str] = &["ASTHA_CONFIG", "ASTHA_LOG", "ASTHA_HTTP_TOKEN"];
+
+/// The variable of `known` that `name` misspells (within two typing mistakes, but not
+/// equal), if any. A misspelt security setting must be an error: ignored,
+/// `ASTHA_HTTP_TOKN=secret` would leave the endpoints open without a token.
+pub fn misspelling_of<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    known
+        .iter()
+        .copied()
+        .find(|k| *k != name && edit_distance(k, name) <= 2)
+}
 
 impl AsthaConfig {
     /// The configuration a process runs with: the file at `path` (or the defaults), then
@@ -414,6 +424,24 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(config, AsthaConfig::default());
+    }
+
+    #[test]
+    fn misspellings_of_binary_variables_are_found_and_exact_names_are_not() {
+        let known = NON_CONFIG_ENV_VARS;
+        assert_eq!(
+            misspelling_of("ASTHA_HTTP_TOKN", known),
+            Some("ASTHA_HTTP_TOKEN")
+        );
+        assert_eq!(misspelling_of("ASTHA_HTTP_TOKEN", known), None);
+        assert_eq!(misspelling_of("ASTHA_CONFG", known), Some("ASTHA_CONFIG"));
+        for tooling in [
+            "ASTHA_NATS_URL",
+            "ASTHA_INTEROP_PYTHON",
+            "ASTHA_FORMATS_PYTHON",
+        ] {
+            assert_eq!(misspelling_of(tooling, known), None, "{tooling}");
+        }
     }
 
     #[test]

@@ -26,6 +26,6 @@ pub mod error;
 pub mod settings;
 
 pub use duration::{duration_serde, format_duration, parse_duration};
-pub use env::{ENV_PREFIX, NON_CONFIG_ENV_VARS};
+pub use env::{misspelling_of, ENV_PREFIX, NON_CONFIG_ENV_VARS};
 pub use error::ConfigError;
 pub use settings::{AsthaConfig, SupervisorConfig};
