@@ -443,3 +443,31 @@ fn a_misspelt_security_variable_is_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("did you mean ASTHA_HTTP_TOKEN"), "{stderr}");
 }
+
+#[test]
+fn the_http_live_view_leaves_no_slot_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let (ok, _, stderr) = output(astha().args([
+        "watch",
+        db.to_str().unwrap(),
+        "--tables",
+        "my items",
+        "--install",
+        "--http",
+        "127.0.0.1:0",
+        "--limit",
+        "0",
+    ]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("serving /metrics"), "{stderr}");
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let slots: Vec<String> = conn
+        .prepare("SELECT name FROM __astha_slots")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(slots.is_empty(), "slots left behind: {slots:?}");
+}

@@ -272,6 +272,12 @@ async fn watch_async(
     }
     if let Some(handle) = http {
         handle.stop(true).await;
+        // The SSE feed is a live view: its slot goes with the process, so it never holds
+        // log cleanup back after `watch` ends.
+        astha
+            .unregister_component("sse")
+            .await
+            .map_err(|e| CliError::astha(&path, e))?;
     }
     astha.stop().await.map_err(|e| CliError::astha(&path, e))?;
     Ok(())
