@@ -129,6 +129,13 @@ impl Capture {
                     columns.len()
                 )));
             }
+            if primary_key.is_empty() {
+                tracing::warn!(
+                    table,
+                    "captured table has no primary key: consumers cannot tell identical rows \
+                     apart, and a change's key is the whole row"
+                );
+            }
             let exact = schema::live_exactness(conn, table, &columns)?;
             let current = self.captured_schema(conn, table)?;
             if let Some(s) = &current {
@@ -241,7 +248,11 @@ impl Capture {
             )));
         }
         if !schema::is_plain_table(conn, table)? {
-            return Err(CoreError::NoSuchTable(table.to_string()));
+            let reason = schema::not_capturable_reason(conn, table)?;
+            if reason.starts_with("the database has no table") {
+                return Err(CoreError::NoSuchTable(table.to_string()));
+            }
+            return Err(CoreError::Invalid(reason));
         }
         Ok(())
     }

@@ -175,6 +175,37 @@ pub fn schema_version(conn: &Connection) -> Result<i64> {
     Ok(conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?)
 }
 
+/// Why `name` cannot be captured, in words a user can act on: a view, a virtual table,
+/// one of SQLite's or Astha's own tables, or no such table at all. For a name that is an
+/// ordinary table this says so (callers ask only after [`is_plain_table`] said no).
+pub fn not_capturable_reason(conn: &Connection, name: &str) -> Result<String> {
+    let found: Option<(String, Option<String>)> = conn
+        .query_row(
+            "SELECT type, sql FROM sqlite_master WHERE name = ?1 AND type IN ('table', 'view')",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(match found {
+        Some((kind, _)) if kind == "view" => format!(
+            "{name:?} is a view: a view has no rows of its own to capture; capture the tables it reads"
+        ),
+        Some((_, Some(sql)))
+            if sql
+                .trim_start()
+                .to_ascii_uppercase()
+                .starts_with("CREATE VIRTUAL") =>
+        {
+            format!("{name:?} is a virtual table: SQLite cannot put triggers on it")
+        }
+        Some(_) if name.starts_with("__astha_") || name.to_ascii_lowercase().starts_with("sqlite_") => {
+            format!("{name:?} is one of SQLite's or Astha's own tables and cannot be captured")
+        }
+        Some(_) => format!("{name:?} is an ordinary table"),
+        None => format!("the database has no table named {name:?}"),
+    })
+}
+
 /// True if `name` is an ordinary table (not a view, virtual table or missing).
 pub fn is_plain_table(conn: &Connection, name: &str) -> Result<bool> {
     let sql: Option<String> = conn

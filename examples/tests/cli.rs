@@ -471,3 +471,27 @@ fn the_http_live_view_leaves_no_slot_behind() {
         .unwrap();
     assert!(slots.is_empty(), "slots left behind: {slots:?}");
 }
+
+#[test]
+fn views_and_tables_without_a_key_are_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "CREATE VIEW cheap AS SELECT * FROM \"my items\" WHERE price < 2;
+         CREATE TABLE notes (body TEXT);",
+    )
+    .unwrap();
+    let d = db.to_str().unwrap();
+    let (ok, _, stderr) = output(astha().args(["watch", d, "--tables", "cheap", "--install"]));
+    assert!(!ok && stderr.contains("\"cheap\" is a view"), "{stderr}");
+    let (ok, _, stderr) = output(astha().args(["watch", d, "--tables", "nope", "--install"]));
+    assert!(
+        !ok && stderr.contains("no table named \"nope\""),
+        "{stderr}"
+    );
+    let (ok, _, stderr) =
+        output(astha().args(["watch", d, "--tables", "notes", "--install", "--limit", "0"]));
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("\"notes\" has no primary key"), "{stderr}");
+}

@@ -16,7 +16,7 @@ use astha_core::capture::Capture;
 use astha_core::config::AsthaConfig;
 use astha_core::format::EventFormat;
 use astha_core::schema;
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 
 use crate::error::PipelineError;
 use crate::filter::RowFilter;
@@ -43,6 +43,8 @@ pub struct SourcePlan {
     pub batch_size: Option<usize>,
     /// The database's identity if it has one yet (it gets one at first start).
     pub identity: Option<String>,
+    /// Selected tables without a primary key (consumers cannot tell identical rows apart).
+    pub without_key: Vec<String>,
     pub sinks: Vec<SinkPlan>,
 }
 
@@ -163,7 +165,9 @@ fn plan_source(
     let available = user_tables(&conn, log_table).map_err(|e| fail(e.to_string()))?;
     for pattern in &source.tables {
         if select::is_literal(pattern) && !available.contains(pattern) {
-            return Err(fail(not_a_table(&conn, pattern)));
+            return Err(fail(
+                schema::not_capturable_reason(&conn, pattern).map_err(|e| fail(e.to_string()))?,
+            ));
         }
     }
     let tables =
@@ -200,6 +204,13 @@ fn plan_source(
         return Err(fail("batch_size must be > 0".into()));
     }
     let identity = identity::read(&conn).ok().flatten();
+    let mut without_key = Vec::new();
+    for table in &tables {
+        let (_, key) = schema::live_columns(&conn, table).map_err(|e| fail(e.to_string()))?;
+        if key.is_empty() {
+            without_key.push(table.clone());
+        }
+    }
     Ok(SourcePlan {
         name: name.clone(),
         database: source.database.clone(),
@@ -207,6 +218,7 @@ fn plan_source(
         install: if install { missing } else { Vec::new() },
         batch_size,
         identity,
+        without_key,
         sinks: Vec::new(),
     })
 }
@@ -409,36 +421,6 @@ fn user_tables(conn: &Connection, log_table: &str) -> rusqlite::Result<Vec<Strin
     Ok(names)
 }
 
-/// Why `name` is not a table that can be captured.
-fn not_a_table(conn: &Connection, name: &str) -> String {
-    let found: Option<(String, Option<String>)> = conn
-        .query_row(
-            "SELECT type, sql FROM sqlite_schema WHERE name = ?1 AND type IN ('table', 'view')",
-            [name],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()
-        .ok()
-        .flatten();
-    match found {
-        Some((kind, _)) if kind == "view" => {
-            format!("{name:?} is a view; views have no rows of their own to capture, capture the tables it reads")
-        }
-        Some((_, Some(sql)))
-            if sql
-                .trim_start()
-                .to_ascii_uppercase()
-                .starts_with("CREATE VIRTUAL") =>
-        {
-            format!("{name:?} is a virtual table; SQLite cannot put triggers on it")
-        }
-        Some(_) => {
-            format!("{name:?} is one of SQLite's or Astha's own tables and cannot be captured")
-        }
-        None => format!("the database has no table named {name:?}"),
-    }
-}
-
 /// The plan as `astha run --check` prints it.
 pub fn describe(plan: &Plan) -> String {
     let mut out = String::new();
@@ -450,6 +432,11 @@ pub fn describe(plan: &Plan) -> String {
             source.tables.len(),
             source.tables.join(", ")
         ));
+        for table in &source.without_key {
+            out.push_str(&format!(
+                "  warning: {table} has no primary key: consumers cannot tell identical rows apart (a change's key is the whole row)\n"
+            ));
+        }
         if !source.install.is_empty() {
             out.push_str(&format!(
                 "  installs capture on: {}\n",

@@ -137,10 +137,15 @@ fn resolve_tables(
     }
     for table in &args.tables {
         if !astha_core::schema::is_plain_table(conn, table).map_err(on)? {
-            return Err(CliError::Message(format!(
-                "{} has no table named {table:?}",
-                path.display()
-            )));
+            let reason = astha_core::schema::not_capturable_reason(conn, table).map_err(on)?;
+            return Err(CliError::Message(format!("{}: {reason}", path.display())));
+        }
+        let (_, key) = astha_core::schema::live_columns(conn, table).map_err(on)?;
+        if key.is_empty() {
+            eprintln!(
+                "warning: table {table:?} has no primary key: consumers cannot tell identical \
+                 rows apart (a change's key is the whole row)"
+            );
         }
         if !args.install && !captured.contains(table) {
             return Err(CliError::Message(format!(

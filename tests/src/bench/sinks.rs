@@ -124,7 +124,7 @@ fn measure(path: &Path, sink: &str, data: &[Vec<rusqlite::types::Value>]) -> (f6
         })
     };
     let written = writer.join().expect("writer thread");
-    let conn = astha_core::db::open(&path).expect("open");
+    let conn = astha_core::db::open(path).expect("open");
     let head = astha_core::log::head_lsn(&conn, "__cdc_log").expect("head");
     let done = super::wait_for(Duration::from_secs(600), || {
         conn.query_row(
