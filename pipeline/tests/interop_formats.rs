@@ -188,3 +188,109 @@ async fn the_cloudevents_sdk_parses_every_event() {
     let unique: std::collections::HashSet<_> = ids.iter().collect();
     assert_eq!(unique.len(), CHANGES, "ids are unique per change: {ids:?}");
 }
+
+/// A webhook receiver that answers 200 and appends each request as one JSON line
+/// `{"headers": {...}, "body": "<text>"}` to `out` (what check_cloudevents.py binary reads).
+fn recording_receiver(out: PathBuf) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                continue;
+            }
+            let mut headers = serde_json::Map::new();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                let h = h.trim_end().to_string();
+                if h.is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').unwrap();
+                let (k, v) = (k.trim().to_ascii_lowercase(), v.trim().to_string());
+                if k == "content-length" {
+                    len = v.parse().unwrap();
+                }
+                headers.insert(k, Json::String(v));
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let record = serde_json::json!({
+                "headers": headers,
+                "body": String::from_utf8(body).unwrap(),
+            });
+            let mut file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out)
+                .unwrap();
+            writeln!(file, "{record}").unwrap();
+            let mut answer = stream;
+            let _ = write!(
+                answer,
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    url
+}
+
+#[actix_rt::test]
+async fn the_cloudevents_sdk_parses_binary_mode_from_the_webhook_sink() {
+    let Some(python) = formats_python() else {
+        println!("ASTHA_FORMATS_PYTHON not set: the CloudEvents check is skipped");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(SCHEMA)
+        .unwrap();
+    let requests = dir.path().join("requests.jsonl");
+    let url = recording_receiver(requests.clone());
+    let text = format!(
+        "[[sources]]\ndatabase = \"{}\"\ntables = [\"items\"]\ninstall = true\n\
+         [[sinks]]\nname = \"hook\"\ntype = \"webhook\"\nformat = \"cloudevents\"\n\
+         cloudevents_mode = \"binary\"\nurl = \"{url}\"\nsecret = \"s\"\n",
+        db.display()
+    );
+    let spec = PipelineSpec::parse(&text, |_| None).unwrap();
+    let engine = AsthaConfig::load_from(None, Vec::<(String, String)>::new()).unwrap();
+    let running = plan(&spec, &SinkRegistry::builtin(), &engine)
+        .unwrap()
+        .start(&engine)
+        .await
+        .unwrap();
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch(WRITES)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while count_lines(&requests) < CHANGES && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await.unwrap();
+    assert_eq!(count_lines(&requests), CHANGES, "one request per change");
+    let output = Command::new(&python)
+        .arg(script("check_cloudevents.py"))
+        .arg("binary")
+        .arg(&requests)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the SDK refused an event: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Json = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["parsed"], CHANGES);
+    assert_eq!(report["types"][0], "io.astha.change.insert");
+}

@@ -30,7 +30,7 @@ pub use nats::{NatsSink, NatsSinkConfig, StreamSetup};
 pub use registry::{ParsedSink, RegistryError, SinkConfig, SinkContext, SinkRegistry};
 pub use stdout::{StdoutSink, StdoutSinkConfig};
 #[cfg(feature = "webhook")]
-pub use webhook::{WebhookSink, WebhookSinkConfig};
+pub use webhook::{CloudEventsMode, WebhookSink, WebhookSinkConfig};
 
 /// Makes `text` usable as one token of a NATS subject: `.`, `*`, `>` and whitespace
 /// would split or widen the subject, so they become `_`; an empty token becomes `_`.

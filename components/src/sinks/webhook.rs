@@ -59,6 +59,22 @@ pub struct WebhookSinkConfig {
     /// Most changes in one request when the runtime delivers batches.
     #[serde(default = "default_max_batch")]
     pub max_batch: usize,
+    /// With `format = "cloudevents"`: `structured` (default; a batch is one
+    /// `application/cloudevents-batch+json` array) or `binary` (one change per request,
+    /// its attributes as `ce-*` headers and the native event as the body).
+    #[serde(default)]
+    pub cloudevents_mode: CloudEventsMode,
+}
+
+/// How CloudEvents travel over HTTP (the CloudEvents HTTP binding's two modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloudEventsMode {
+    /// The event, attributes and data, is the body.
+    #[default]
+    Structured,
+    /// Attributes in `ce-*` headers, the data alone in the body.
+    Binary,
 }
 
 // The secret stays out of logs.
@@ -72,6 +88,7 @@ impl std::fmt::Debug for WebhookSinkConfig {
             .field("timeout", &self.timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("max_batch", &self.max_batch)
+            .field("cloudevents_mode", &self.cloudevents_mode)
             .finish()
     }
 }
@@ -100,6 +117,7 @@ impl WebhookSinkConfig {
             timeout: default_timeout(),
             connect_timeout: default_connect_timeout(),
             max_batch: default_max_batch(),
+            cloudevents_mode: CloudEventsMode::default(),
         }
     }
 
@@ -224,17 +242,37 @@ impl WebhookSink {
     }
 
     /// Sends one request with `changes`; Ok confirms all of them.
+    /// Whether each change goes alone, as a binary-mode CloudEvent.
+    fn binary_cloudevents(&self) -> bool {
+        self.encoder.format() == EventFormat::CloudEvents
+            && self.config.cloudevents_mode == CloudEventsMode::Binary
+    }
+
     async fn post(&self, changes: &[&Change]) -> Result<(), ComponentError> {
         let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
             return Ok(());
         };
-        let body: Vec<serde_json::Value> = changes.iter().map(|c| self.encoder.encode(c)).collect();
-        let body = serde_json::to_vec(&body)
-            .map_err(|e| ComponentError::permanent(format!("encode: {e}")))?;
-        let response = self
-            .client
-            .post(&self.config.url)
-            .header(reqwest::header::CONTENT_TYPE, self.content_type())
+        let mut request = self.client.post(&self.config.url);
+        let body = if self.binary_cloudevents() {
+            debug_assert_eq!(changes.len(), 1, "binary mode sends one change per request");
+            for (name, value) in
+                astha_core::format::cloudevents::binary_headers(first, self.encoder.source())
+            {
+                request = request.header(name, value);
+            }
+            request = request.header(
+                reqwest::header::CONTENT_TYPE,
+                astha_core::format::cloudevents::DATA_CONTENT_TYPE,
+            );
+            serde_json::to_vec(&first.to_json())
+        } else {
+            request = request.header(reqwest::header::CONTENT_TYPE, self.content_type());
+            let body: Vec<serde_json::Value> =
+                changes.iter().map(|c| self.encoder.encode(c)).collect();
+            serde_json::to_vec(&body)
+        }
+        .map_err(|e| ComponentError::permanent(format!("encode: {e}")))?;
+        let response = request
             .header(
                 SIGNATURE_HEADER,
                 signature(self.config.secret.as_bytes(), &body),
@@ -278,7 +316,11 @@ impl Component for WebhookSink {
     }
 
     fn max_batch(&self) -> usize {
-        self.config.max_batch
+        if self.binary_cloudevents() {
+            1
+        } else {
+            self.config.max_batch
+        }
     }
 
     async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
