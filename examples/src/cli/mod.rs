@@ -47,6 +47,12 @@ pub enum Command {
     /// Run the lakehouse demo on an embedded registry and warehouse it creates.
     Demo(demo::DemoArgs),
     /// Stream the changes of a SQLite database to stdout as JSON lines.
+    ///
+    /// Delivery is at least once: after a crash or kill, a restart with `--slot` prints
+    /// again at most the one batch that was in flight (up to `batch_size`, 256 by
+    /// default; lower it with ASTHA_BATCH_SIZE). `INSERT OR REPLACE` from a connection
+    /// without `PRAGMA recursive_triggers=ON` (the default of Python's sqlite3 and most
+    /// drivers) is captured as an INSERT only: the replaced row's image is not seen.
     Watch(watch::WatchArgs),
     /// Run a pipeline file: sources, per-table shaping, sinks (`--check` to check only).
     Run(run::RunArgs),
