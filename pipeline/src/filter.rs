@@ -65,10 +65,10 @@ impl RowFilter {
             steps,
             sql: HashMap::new(),
         };
-        let sql = filter.sql_for(columns).to_string();
+        let sql = sql_for(&mut filter.sql, &filter.expr, columns);
         filter
             .conn
-            .prepare(&sql)
+            .prepare(sql)
             .map_err(|e| format!("filter {expr:?} does not compile: {e}"))?;
         Ok(filter)
     }
@@ -94,10 +94,11 @@ impl RowFilter {
     }
 
     fn row_passes(&mut self, change: &Change, row: &Row) -> Result<bool, String> {
-        let sql = self.sql_for(row.columns()).to_string();
+        // Per change: one map lookup by borrowed columns, no allocation, no SQL copy.
+        let sql = sql_for(&mut self.sql, &self.expr, row.columns());
         let mut stmt = self
             .conn
-            .prepare_cached(&sql)
+            .prepare_cached(sql)
             .map_err(|e| format!("filter {:?} on table {}: {e}", self.expr, change.table))?;
         let mut params: Vec<&dyn rusqlite::ToSql> = row
             .values()
@@ -114,10 +115,16 @@ impl RowFilter {
             .map_err(|e| format!("filter {:?} on LSN {}: {e}", self.expr, change.lsn))?;
         Ok(result.is_some_and(|x| x != 0.0))
     }
+}
 
-    fn sql_for(&mut self, columns: &[String]) -> &str {
-        let expr = &self.expr;
-        self.sql.entry(columns.to_vec()).or_insert_with(|| {
+/// The SQL evaluating `expr` over a row of `columns`, built once per column list.
+fn sql_for<'a>(
+    cache: &'a mut HashMap<Vec<String>, String>,
+    expr: &str,
+    columns: &[String],
+) -> &'a str {
+    if !cache.contains_key(columns) {
+        cache.insert(columns.to_vec(), {
             let mut select: Vec<String> = columns
                 .iter()
                 .enumerate()
@@ -131,8 +138,9 @@ impl RowFilter {
                 "SELECT CAST(({expr}) AS NUMERIC) FROM (SELECT {})",
                 select.join(", ")
             )
-        })
+        });
     }
+    &cache[columns]
 }
 
 #[cfg(test)]
