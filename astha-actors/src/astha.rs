@@ -89,8 +89,10 @@ impl Astha {
             return Err(AsthaError::AlreadyRunning);
         }
         let start = self.initial_position()?;
+        // Never create the file: the store opened it, and a path that is gone since must
+        // not come back as an empty database.
         let watcher = DataVersionWatcher::start(
-            astha_core::db::open(self.store.path())?,
+            astha_core::db::open_existing(self.store.path())?,
             self.config.data_version_poll,
         )?;
         let seed = ActorSeed {
@@ -259,12 +261,51 @@ impl Astha {
             .ok_or(AsthaError::NotRunning)
     }
 
+    /// Why Astha stopped delivering for good, if it has: the database file was deleted
+    /// or replaced, or the log's LSN sequence restarted under it (see
+    /// `janitor::integrity`). Stop it and start again once the cause is understood.
+    pub fn failure(&self) -> Option<String> {
+        self.stats.failure()
+    }
+
+    /// Waits until Astha stops delivering for good ([`Astha::failure`]) and returns why.
+    pub async fn failed(&self) -> String {
+        loop {
+            if let Some(reason) = self.stats.failure() {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Where the poller starts: the lowest slot position, so existing components resume
     /// from the shared window rather than each reading the log alone; the head if there
     /// are no slots.
+    ///
+    /// First it checks the log's LSN sequence: a log whose head is below its mark or a
+    /// slot (restored from a backup, emptied or moved by hand while Astha was down) is
+    /// re-based and reported, and slots behind the oldest row still in the log (moved
+    /// back past what cleanup removed) are reported.
     fn initial_position(&self) -> Result<i64, AsthaError> {
         let log = self.config.log_table.clone();
+        let stats = self.stats.clone();
         Ok(self.store.write_blocking(|conn| {
+            if let Some(found) = astha_core::log_state::check(conn, &log, 0)? {
+                let moved = astha_core::log_state::rebase(conn, &log)?;
+                stats.integrity_finding(format!(
+                    "{found}. Re-based at start: slots moved back to re-deliver what the log \
+                     holds (name, from, to): {moved:?}"
+                ));
+            }
+            for (name, position, oldest) in astha_core::log_state::slots_behind_log(conn, &log)? {
+                stats.integrity_finding(format!(
+                    "slot {name:?} is at LSN {position}, but the oldest change still in the \
+                     log is {oldest}: changes {} to {} were removed before its consumer saw \
+                     them (the slot was moved back, or created behind the log)",
+                    position + 1,
+                    oldest - 1
+                ));
+            }
             let slots = astha_core::slots::list(conn)?;
             match slots.iter().map(|s| s.position).min() {
                 Some(min) => Ok(min),

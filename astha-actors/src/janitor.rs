@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use astha_core::heartbeat::Heartbeat;
-use astha_core::slots;
+use astha_core::{log_state, slots};
 
 use crate::messages::StopJanitor;
 use crate::stats::Stats;
@@ -56,15 +56,29 @@ impl Janitor {
     }
 
     /// One budget's worth of cleanup (after writing `beats`, if any), then, after a
-    /// pause, the next while rows remain.
+    /// pause, the next while rows remain. Each budget first checks that the database
+    /// file is still the one Astha opened and that the log's LSN sequence is unbroken
+    /// ([`integrity`]).
     fn clean(&mut self, beats: Vec<Heartbeat>, ctx: &mut Context<Self>) {
+        if self.stats.failure().is_some() {
+            return;
+        }
         self.cleaning = true;
         let store = self.store.clone();
+        let stats = self.stats.clone();
         ctx.spawn(
             async move {
                 let log = store.log_table().to_string();
+                let path_check = store.clone();
                 store
                     .write(move |conn| {
+                        if let Err(gone) = path_check.check_file() {
+                            stats.failed(gone);
+                            return Ok(slots::Cleanup::default());
+                        }
+                        if !integrity(conn, &log, &stats)? {
+                            return Ok(slots::Cleanup::default());
+                        }
                         if !beats.is_empty() {
                             astha_core::heartbeat::write(conn, &beats)?;
                         }
@@ -94,6 +108,35 @@ impl Janitor {
                 }
             }),
         );
+    }
+}
+
+/// Checks the log's LSN sequence against its mark, the slots and what the poller read
+/// ([`log_state::check`]), on the write thread, so no slot write runs between the check
+/// and what follows. Unbroken: the mark is raised to the head, and true is returned. A
+/// sequence that restarted under the running Astha (emptied with the guard removed,
+/// rolled back, replaced) is re-based — slots past the head go back before the oldest
+/// row, under a new epoch — and Astha stops delivering (`failed`), since routes and
+/// poller hold positions past the head; the next start resumes from the re-based slots.
+pub(crate) fn integrity(
+    conn: &rusqlite::Connection,
+    log: &str,
+    stats: &Stats,
+) -> astha_core::Result<bool> {
+    let seen = stats.head_lsn.load(std::sync::atomic::Ordering::Relaxed);
+    match log_state::check(conn, log, seen)? {
+        None => {
+            log_state::raise_mark(conn, astha_core::log::head_lsn(conn, log)?)?;
+            Ok(true)
+        }
+        Some(found) => {
+            let moved = log_state::rebase(conn, log)?;
+            stats.failed(format!(
+                "{found}. Re-based: slots moved back to re-deliver what the log holds \
+                 (name, from, to): {moved:?}; restart Astha to resume"
+            ));
+            Ok(false)
+        }
     }
 }
 

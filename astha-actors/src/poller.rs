@@ -79,7 +79,7 @@ impl Poller {
     }
 
     fn poll(&mut self, ctx: &mut Context<Self>) {
-        if self.stopped {
+        if self.stopped || self.stats.failure().is_some() {
             return;
         }
         if self.reading {

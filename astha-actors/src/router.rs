@@ -186,17 +186,30 @@ impl Router {
         self.flushing = true;
         let positions: Vec<(String, i64)> = self.dirty_slots.drain().collect();
         let store = self.store.clone();
+        let stats = self.stats.clone();
         ctx.spawn(
             async move {
                 let job = positions.clone();
                 let result = store
-                    .write(move |conn| slots::advance_many(conn, &job))
+                    .write(move |conn| {
+                        // After a failure (a re-based log, a replaced file) positions held
+                        // in memory are no longer the truth: write none.
+                        if stats.failure().is_some() {
+                            return Ok(Vec::new());
+                        }
+                        write_slots(conn, &job)
+                    })
                     .await;
                 (result, positions)
             }
             .into_actor(self)
             .map(move |(result, positions), act, ctx| {
                 act.flushing = false;
+                let result = result.map(|restored| {
+                    for (name, err) in restored {
+                        act.stats.slot_restored(&name, &err);
+                    }
+                });
                 if let Err(err) = result {
                     tracing::warn!(error = %err, "slot write failed; retrying");
                     for (name, pos) in positions {
@@ -240,6 +253,35 @@ impl Router {
             link.stop.do_send(StopSupervisor);
         }
         ctx.stop();
+    }
+}
+
+/// Writes confirmed positions. A slot that was removed, or moved forward, by someone else
+/// is put back at the position its consumer confirmed (which this process holds), and
+/// the write done again: its consumer then resumes exactly after what it confirmed, and
+/// the caller reports each restored slot with the error found.
+fn write_slots(
+    conn: &rusqlite::Connection,
+    positions: &[(String, i64)],
+) -> astha_core::Result<Vec<(String, astha_core::CoreError)>> {
+    use astha_core::CoreError;
+    let mut restored = Vec::new();
+    loop {
+        match slots::advance_many(conn, positions) {
+            Ok(()) => return Ok(restored),
+            Err(err @ (CoreError::SlotLost { .. } | CoreError::SlotMoved { .. }))
+                if restored.len() < positions.len() =>
+            {
+                let (CoreError::SlotLost { name, position }
+                | CoreError::SlotMoved { name, position, .. }) = &err
+                else {
+                    unreachable!("matched above")
+                };
+                slots::restore(conn, name, *position)?;
+                restored.push((name.clone(), err));
+            }
+            Err(err) => return Err(err),
+        }
     }
 }
 

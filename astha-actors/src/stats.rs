@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use astha_core::breaker::BreakerState;
 use dashmap::DashMap;
@@ -29,6 +30,16 @@ pub struct Stats {
     pub head_lsn: AtomicI64,
     /// Log rows removed by cleanup.
     pub cleaned: AtomicU64,
+    /// Slot writes that found their slot removed or moved by someone else (each was
+    /// restored at its consumer's confirmed position).
+    pub slots_lost: AtomicU64,
+    /// Findings about what Astha owns being changed under it: slots lost, the log's LSN
+    /// sequence restarted, the database file gone.
+    pub integrity_errors: AtomicU64,
+    /// The latest such finding, for status and health.
+    pub integrity_problem: Mutex<Option<String>>,
+    /// Why Astha stopped delivering for good, once it has.
+    pub fatal: Mutex<Option<String>>,
     /// Per component.
     pub components: DashMap<String, ComponentStats>,
 }
@@ -103,6 +114,12 @@ pub struct SchedulerStats {
     pub catch_up_reads: u64,
     pub malformed: u64,
     pub cleaned: u64,
+    pub slots_lost: u64,
+    pub integrity_errors: u64,
+    /// The latest finding about the log or the slots changed under Astha.
+    pub integrity_problem: Option<String>,
+    /// Set when Astha stopped delivering for good: why.
+    pub fatal: Option<String>,
     /// Per component, by name.
     pub components: Vec<ComponentStats>,
 }
@@ -198,6 +215,56 @@ impl Stats {
         self.malformed.fetch_add(count as u64, Ordering::Relaxed);
     }
 
+    /// `component`'s slot write touched no row (its row or table removed, or its
+    /// position moved forward, by someone else); it was restored at the confirmed
+    /// position.
+    pub fn slot_restored(&self, component: &str, error: &astha_core::CoreError) {
+        tracing::error!(
+            component,
+            error = %error,
+            "slot changed under Astha; restored at the position its consumer confirmed"
+        );
+        self.slots_lost.fetch_add(1, Ordering::Relaxed);
+        let message = format!("{error}; restored at the confirmed position");
+        self.update(component, |s| s.last_error = Some(message.clone()));
+        self.integrity(message, false);
+    }
+
+    /// Something Astha owns was changed under it (`message` says what and what was done).
+    pub fn integrity_finding(&self, message: String) {
+        tracing::error!(problem = %message, "change log integrity");
+        self.integrity(message, true);
+    }
+
+    fn integrity(&self, message: String, every_component: bool) {
+        self.integrity_errors.fetch_add(1, Ordering::Relaxed);
+        if every_component {
+            for mut c in self.components.iter_mut() {
+                c.last_error = Some(message.clone());
+            }
+        }
+        *self
+            .integrity_problem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(message);
+    }
+
+    /// Astha cannot go on delivering (the first reason is kept).
+    pub fn failed(&self, reason: String) {
+        tracing::error!(reason = %reason, "Astha stopped delivering");
+        let mut fatal = self.fatal.lock().unwrap_or_else(|e| e.into_inner());
+        if fatal.is_none() {
+            *fatal = Some(reason.clone());
+            drop(fatal);
+            self.integrity(reason, true);
+        }
+    }
+
+    /// Why Astha stopped delivering for good, if it has.
+    pub fn failure(&self) -> Option<String> {
+        self.fatal.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// A consistent snapshot of everything.
     pub fn snapshot(&self) -> SchedulerStats {
         let head = self.head_lsn.load(Ordering::Relaxed);
@@ -227,6 +294,14 @@ impl Stats {
             catch_up_reads: self.catch_up_reads.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
             cleaned: self.cleaned.load(Ordering::Relaxed),
+            slots_lost: self.slots_lost.load(Ordering::Relaxed),
+            integrity_errors: self.integrity_errors.load(Ordering::Relaxed),
+            integrity_problem: self
+                .integrity_problem
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            fatal: self.failure(),
             components,
         }
     }

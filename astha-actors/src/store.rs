@@ -48,6 +48,8 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
+    /// Device and inode of the file opened, to notice it deleted or replaced.
+    file_id: Option<(u64, u64)>,
     capture: Capture,
     /// Shared by the write thread and [`Store::write_blocking`].
     writer: Arc<Mutex<Connection>>,
@@ -97,6 +99,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
+                file_id: file_id(path),
                 capture,
                 writer,
                 writes,
@@ -109,6 +112,29 @@ impl Store {
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Fails when the database file at the path is no longer the one opened: deleted,
+    /// renamed, or replaced. Astha's connections would go on reading and writing the
+    /// unlinked file while the application writes a new one, so every change after that
+    /// would be lost; and nothing may create an empty database at the path.
+    pub fn check_file(&self) -> std::result::Result<(), String> {
+        let Some(opened) = self.inner.file_id else {
+            return Ok(());
+        };
+        let path = self.inner.path.display();
+        match file_id(&self.inner.path) {
+            Some(now) if now == opened => Ok(()),
+            Some(_) => Err(format!(
+                "the database file {path} was replaced by another file (renamed or copied \
+                 over) while Astha had it open; stopped: restart Astha on the database it \
+                 should follow"
+            )),
+            None => Err(format!(
+                "the database file {path} was deleted or renamed while Astha had it open; \
+                 stopped: restart Astha on the database it should follow"
+            )),
+        }
     }
 
     /// The capture (log table name and trigger management).
@@ -178,6 +204,20 @@ impl Store {
         self.inner.live.live_threads()
             + self.inner.reads.live_threads()
             + self.inner.writes.live_threads()
+    }
+}
+
+/// Device and inode of the file at `path` (None when it is missing, or off Unix).
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

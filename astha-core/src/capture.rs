@@ -98,22 +98,56 @@ impl Capture {
         self.create_log(conn)
     }
 
+    /// Creates what is missing, in one step. A log created while tables are captured
+    /// (it was dropped under Astha) is created whole: as wide as every captured table's
+    /// triggers write, so no user write fails on a missing column, and starting with a
+    /// placeholder row at the LSN high-water mark, so no LSN is handed out twice
+    /// ([`crate::log_state`]).
     fn create_log(&self, conn: &Connection) -> Result<()> {
-        let log = quote_ident(&self.log_table);
-        let columns = log_layout::definitions(&log_layout::LOG_COLUMNS);
-        conn.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {log} ({columns});
-            CREATE TABLE IF NOT EXISTS __astha_captured (
-                tbl TEXT PRIMARY KEY,
-                schema_id INTEGER NOT NULL
-            );"
-        ))?;
-        schema::ensure_schema_table(conn)?;
-        crate::slots::ensure_tables(conn)?;
-        replace_legacy_table(conn, crate::dead_letter::TABLE)?;
-        crate::dead_letter::ensure_table(conn)?;
-        crate::heartbeat::ensure_table(conn)?;
-        Ok(())
+        in_savepoint(conn, |conn| {
+            let existed = schema::is_plain_table(conn, &self.log_table)?;
+            let log = quote_ident(&self.log_table);
+            let columns = log_layout::definitions(&log_layout::LOG_COLUMNS);
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {log} ({columns});
+                CREATE TABLE IF NOT EXISTS __astha_captured (
+                    tbl TEXT PRIMARY KEY,
+                    schema_id INTEGER NOT NULL
+                );"
+            ))?;
+            schema::ensure_schema_table(conn)?;
+            crate::slots::ensure_tables(conn)?;
+            replace_legacy_table(conn, crate::dead_letter::TABLE)?;
+            crate::dead_letter::ensure_table(conn)?;
+            crate::heartbeat::ensure_table(conn)?;
+            if !existed {
+                let width = self.captured_width(conn)?;
+                image::widen(conn, &self.log_table, width)?;
+                let floor = crate::log_state::floor(conn)?;
+                crate::log_state::write_placeholder(conn, &self.log_table, floor)?;
+                if floor > 0 || width > 0 {
+                    tracing::error!(
+                        log = %self.log_table,
+                        numbering_after = floor,
+                        value_columns = width,
+                        "the change log was missing (dropped under Astha) and was created \
+                         again; changes in it before the drop are lost"
+                    );
+                }
+            }
+            crate::log_state::ensure(conn, &self.log_table)
+        })
+    }
+
+    /// Value columns the triggers of every captured table write.
+    fn captured_width(&self, conn: &Connection) -> Result<usize> {
+        let mut width = 0;
+        for table in self.captured_tables(conn)? {
+            if let Some(schema) = self.captured_schema(conn, &table)? {
+                width = width.max(image::columns_needed_by(&schema));
+            }
+        }
+        Ok(width)
     }
 
     /// Captures `table`: creates its triggers, or regenerates them if its columns changed.

@@ -19,6 +19,18 @@ pub enum CoreError {
     /// The named slot does not exist.
     #[error("no such slot: {0}")]
     NoSuchSlot(String),
+    /// A slot write touched no row: the slot's row (or the slot table) was removed by
+    /// someone else while its consumer ran. `position` is the consumer's confirmed one.
+    #[error("slot {name:?} is gone (its row or the slot table was removed under Astha); its consumer had confirmed LSN {position}")]
+    SlotLost { name: String, position: i64 },
+    /// A slot write touched no row because the stored position is past the consumer's:
+    /// someone else moved the slot forward, which would skip changes after a restart.
+    #[error("slot {name:?} was moved to LSN {stored} under Astha, past its consumer's confirmed LSN {position}")]
+    SlotMoved {
+        name: String,
+        stored: i64,
+        position: i64,
+    },
     /// A slot with that name exists already.
     #[error("slot already exists: {0}")]
     SlotExists(String),

@@ -22,6 +22,7 @@ pub mod ident;
 pub mod image;
 pub mod log;
 pub mod log_layout;
+pub mod log_state;
 pub mod retry;
 pub mod routing;
 pub mod schema;

@@ -219,6 +219,9 @@ impl LogReader {
         };
         for raw in raws {
             batch.scanned_to = raw.lsn;
+            if crate::log_state::is_placeholder(&self.log_table, &raw.table, &raw.op) {
+                continue;
+            }
             match self.decode(&tx, raw) {
                 Ok(change) => batch.changes.push(change),
                 Err(malformed) => batch.malformed.push(*malformed),

@@ -143,21 +143,74 @@ pub fn advance(conn: &Connection, name: &str, lsn: i64) -> Result<i64> {
 }
 
 /// Advances several slots in one transaction (what the slot writer does with the
-/// confirmations gathered since its last flush).
+/// confirmations gathered since its last flush), and raises the LSN high-water mark
+/// ([`crate::log_state`]) to the furthest of them.
+///
+/// A write that touches no row is an error, and nothing is written: the slot's row or
+/// table is gone ([`CoreError::SlotLost`]), or its stored position is past the one given
+/// ([`CoreError::SlotMoved`]: someone moved it forward). Taken as success, either would
+/// make the consumer skip changes after a restart. [`restore`] is the way back.
 pub fn advance_many(conn: &Connection, positions: &[(String, i64)]) -> Result<()> {
     let tx = conn.unchecked_transaction()?;
-    {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE __astha_slots SET position = ?2,
-                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
-             WHERE name = ?1 AND position < ?2",
-        )?;
-        for (name, lsn) in positions {
-            stmt.execute((name, lsn))?;
+    for (name, lsn) in positions {
+        let changed = tx
+            .prepare_cached(
+                "UPDATE __astha_slots SET position = ?2,
+                     updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+                 WHERE name = ?1 AND position < ?2",
+            )
+            .and_then(|mut stmt| stmt.execute((name, lsn)));
+        let missing_table =
+            || -> Result<bool> { Ok(!crate::schema::is_plain_table(&tx, "__astha_slots")?) };
+        let changed = match changed {
+            Ok(n) => n,
+            Err(_) if missing_table()? => 0,
+            Err(err) => return Err(err.into()),
+        };
+        if changed > 0 {
+            continue;
         }
+        let stored = if missing_table()? {
+            None
+        } else {
+            get(&tx, name)?.map(|s| s.position)
+        };
+        match stored {
+            None => {
+                return Err(CoreError::SlotLost {
+                    name: name.clone(),
+                    position: *lsn,
+                })
+            }
+            Some(stored) if stored > *lsn => {
+                return Err(CoreError::SlotMoved {
+                    name: name.clone(),
+                    stored,
+                    position: *lsn,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(furthest) = positions.iter().map(|(_, lsn)| *lsn).max() {
+        crate::log_state::raise_mark(&tx, furthest)?;
     }
     tx.commit()?;
     Ok(())
+}
+
+/// Puts slot `name` back at `lsn` (the position its running consumer confirmed), creating
+/// the slot table and the row if they are gone: the recovery from
+/// [`CoreError::SlotLost`] and [`CoreError::SlotMoved`].
+pub fn restore(conn: &Connection, name: &str, lsn: i64) -> Result<Slot> {
+    ensure_tables(conn)?;
+    conn.execute(
+        "INSERT INTO __astha_slots (name, position) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position,
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')",
+        (name, lsn),
+    )?;
+    get(conn, name)?.ok_or_else(|| CoreError::NoSuchSlot(name.to_string()))
 }
 
 /// Sets slot `name` to `lsn`, backward or forward: the operator's `astha slots reset`.
@@ -259,11 +312,22 @@ pub fn cleanup_some(conn: &Connection, log_table: &str, budget: &CleanupBudget) 
     // on the newest row are read in the same transaction that deletes. The chunk is an
     // id range starting at the oldest row; ids are unique, so it holds at most
     // `chunk_rows` rows (fewer where earlier deletes left gaps).
+    // A log whose head is below the LSN high-water mark restarted its sequence: its rows
+    // may be new changes that the slots only seem to be past, so nothing is deleted.
+    let trusted = if crate::schema::is_plain_table(conn, crate::log_state::TABLE)? {
+        format!(
+            "AND (SELECT max(id) FROM {log}) >= \
+             coalesce((SELECT high_water FROM {} WHERE id = 1), 0)",
+            crate::log_state::TABLE
+        )
+    } else {
+        String::new()
+    };
     let mut stmt = conn.prepare_cached(&format!(
         "DELETE FROM {log}
          WHERE id < (SELECT min(id) FROM {log}) + ?1
            AND id <= (SELECT min(position) FROM __astha_slots)
-           AND id < (SELECT max(id) FROM {log})"
+           AND id < (SELECT max(id) FROM {log}) {trusted}"
     ))?;
     let chunk = budget.chunk_rows.max(1);
     let started = Instant::now();

@@ -200,7 +200,7 @@ fn install_uninstall_reinstall_are_idempotent() {
     assert_eq!(ids, vec![Value::Integer(1), Value::Integer(3)]);
     let triggers: i64 = conn
         .query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type='trigger'",
+            "SELECT count(*) FROM sqlite_master WHERE type='trigger' AND tbl_name = 't'",
             [],
             |r| r.get(0),
         )

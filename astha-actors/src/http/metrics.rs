@@ -134,7 +134,7 @@ impl Collector for Scrape {
                     .encode(family.encode_family(&[("table", table.as_str())])?)?;
             }
         }
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 8] = [
             (
                 "astha_batches_read",
                 "Batches read by the poller.",
@@ -154,6 +154,18 @@ impl Collector for Scrape {
                 "astha_log_cleaned",
                 "Log rows removed by cleanup.",
                 snap.cleaned,
+            ),
+            (
+                "astha_slots_lost",
+                "Slot writes that found the slot removed or moved under Astha (each restored \
+                 at its consumer's confirmed position).",
+                snap.slots_lost,
+            ),
+            (
+                "astha_integrity_errors",
+                "What Astha owns changed under it: slots lost or moved, the log's LSN sequence \
+                 restarted, the database file gone.",
+                snap.integrity_errors,
             ),
             (
                 "astha_sse_dropped_clients",

@@ -1,0 +1,137 @@
+//! Fault harness: another connection edits what Astha owns under a running Astha (issue
+//! 14, "Integrity of the log and the slots"). The log emptied or dropped, a slot row
+//! deleted or its table dropped, a slot moved past the head: each must end exact (every
+//! committed change delivered, in order, no LSN handed out twice) or refused loudly,
+//! never silently skipped; and a user's write must never fail because of Astha.
+
+mod support;
+
+use std::time::Duration;
+
+use astha_actors::testing::RecordingComponent;
+use support::*;
+
+/// Long enough for a backstop tick or two, short enough that a test of a loss fails fast.
+const SHORT: Duration = Duration::from_secs(15);
+
+fn strictly_increasing(lsns: &[i64]) -> bool {
+    lsns.windows(2).all(|w| w[0] < w[1])
+}
+
+/// Waits until `f` holds on a fresh connection to `db`.
+async fn wait_db(db: &TestDb, f: impl Fn(&rusqlite::Connection) -> bool) -> bool {
+    let deadline = std::time::Instant::now() + SHORT;
+    while std::time::Instant::now() < deadline {
+        let conn = astha_core::db::open_existing(&db.path).unwrap();
+        if f(&conn) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[actix_rt::test]
+async fn an_emptied_log_never_hands_out_an_lsn_twice() {
+    let db = TestDb::new();
+    let (astha, seen) = started_with_recorder(&db).await;
+    let writer = db.writer();
+    insert(&writer, "a", 0, 50);
+    assert!(seen.wait_until(SHORT, |s| s.confirmed.len() >= 50).await);
+    // Another process empties the log while the slot is at its head.
+    let other = rusqlite::Connection::open(&db.path).unwrap();
+    other.execute("DELETE FROM __cdc_log", []).unwrap();
+    insert(&writer, "a", 50, 30);
+    let all = seen.wait_until(SHORT, |s| s.confirmed.len() >= 80).await;
+    let lsns = seen.confirmed_lsns();
+    assert!(all, "{} of 80 changes delivered: {lsns:?}", lsns.len());
+    assert!(strictly_increasing(&lsns), "an LSN was reused: {lsns:?}");
+    assert_eq!(values(&seen.state().confirmed), (0..80).collect::<Vec<_>>());
+    astha.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_dropped_log_is_created_again_whole_and_user_writes_never_fail_for_it() {
+    let db = TestDb::new();
+    let (astha, seen) = started_with_recorder(&db).await;
+    let writer = db.writer();
+    insert(&writer, "a", 0, 10);
+    assert!(seen.wait_until(SHORT, |s| s.confirmed.len() >= 10).await);
+    let other = rusqlite::Connection::open(&db.path).unwrap();
+    other.execute_batch("DROP TABLE __cdc_log").unwrap();
+    // Until Astha notices, the triggers name a missing table and SQLite fails the write
+    // (no DDL triggers: that window cannot be closed). Then every write must succeed.
+    assert!(
+        wait_db(&db, |c| astha_core::schema::is_plain_table(c, "__cdc_log")
+            .unwrap())
+        .await,
+        "the log was not created again"
+    );
+    for v in 10..30 {
+        writer
+            .execute("INSERT INTO a (v) VALUES (?1)", [v])
+            .unwrap_or_else(|e| panic!("a user's write failed because of Astha: {e}"));
+    }
+    let all = seen.wait_until(SHORT, |s| s.confirmed.len() >= 30).await;
+    let lsns = seen.confirmed_lsns();
+    assert!(all, "{} of 30 changes delivered: {lsns:?}", lsns.len());
+    assert!(strictly_increasing(&lsns), "an LSN was reused: {lsns:?}");
+    assert_eq!(values(&seen.state().confirmed), (0..30).collect::<Vec<_>>());
+    astha.stop().await.unwrap();
+    // A restart that installs again keeps every write working.
+    let astha = astha_actors::Astha::new(db.config()).unwrap();
+    drop(astha);
+    insert(&writer, "a", 30, 1);
+}
+
+/// Deletes the recorder's slot row (or drops the slot table), writes on, stops, writes
+/// while Astha is down, and starts again: nothing may be skipped.
+async fn slot_removed_under_a_running_astha(removal: &str) {
+    let db = TestDb::new();
+    let (astha, seen) = started_with_recorder(&db).await;
+    let writer = db.writer();
+    insert(&writer, "a", 0, 20);
+    assert!(seen.wait_until(SHORT, |s| s.confirmed.len() >= 20).await);
+    let other = rusqlite::Connection::open(&db.path).unwrap();
+    other.execute_batch(removal).unwrap();
+    insert(&writer, "a", 20, 20);
+    assert!(seen.wait_until(SHORT, |s| s.confirmed.len() >= 40).await);
+    // Loudly: counted, and the component's status says so.
+    let stats = astha.scheduler_stats();
+    assert!(stats.slots_lost >= 1, "the lost slot was not reported");
+    let c = stats.components.iter().find(|c| c.name == "c").unwrap();
+    assert!(
+        c.last_error.as_deref().unwrap_or("").contains("slot"),
+        "{:?}",
+        c.last_error
+    );
+    astha.stop().await.unwrap();
+    drop(astha);
+    // Written while Astha is down: the restored slot must deliver them after a restart.
+    insert(&writer, "a", 40, 10);
+    let astha = astha_actors::Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let (c, again) = RecordingComponent::new("c", &["a"]);
+    astha.register_component(Box::new(c)).await.unwrap();
+    let all = again.wait_until(SHORT, |s| s.confirmed.len() >= 10).await;
+    assert!(
+        all,
+        "after the restart {:?} were delivered, expected 40..50",
+        values(&again.state().confirmed)
+    );
+    assert_eq!(
+        values(&again.state().confirmed),
+        (40..50).collect::<Vec<_>>()
+    );
+    astha.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn a_deleted_slot_row_is_restored_and_nothing_is_skipped() {
+    slot_removed_under_a_running_astha("DELETE FROM __astha_slots").await;
+}
+
+#[actix_rt::test]
+async fn a_dropped_slot_table_is_restored_and_nothing_is_skipped() {
+    slot_removed_under_a_running_astha("DROP TABLE __astha_slots").await;
+}
