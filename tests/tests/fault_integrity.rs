@@ -135,3 +135,101 @@ async fn a_deleted_slot_row_is_restored_and_nothing_is_skipped() {
 async fn a_dropped_slot_table_is_restored_and_nothing_is_skipped() {
     slot_removed_under_a_running_astha("DROP TABLE __astha_slots").await;
 }
+
+#[actix_rt::test]
+async fn a_slot_moved_forward_under_a_running_astha_is_put_back() {
+    slot_removed_under_a_running_astha("UPDATE __astha_slots SET position = position + 1000").await;
+}
+
+/// Runs the recorder over 20 changes, stops, applies `edit` with Astha down, writes 10
+/// more, and starts again; returns what the new run delivered and its stats.
+async fn edited_while_down(edit: &str) -> (Vec<i64>, astha_actors::SchedulerStats) {
+    let db = TestDb::new();
+    let (astha, seen) = started_with_recorder(&db).await;
+    let writer = db.writer();
+    insert(&writer, "a", 0, 20);
+    assert!(seen.wait_until(SHORT, |s| s.confirmed.len() >= 20).await);
+    // Let cleanup remove what every slot is past.
+    assert!(
+        wait_db(&db, |c| {
+            c.query_row("SELECT min(id) FROM __cdc_log", [], |r| r.get::<_, i64>(0))
+                .unwrap()
+                > 10
+        })
+        .await
+    );
+    astha.stop().await.unwrap();
+    drop(astha);
+    rusqlite::Connection::open(&db.path)
+        .unwrap()
+        .execute_batch(edit)
+        .unwrap();
+    insert(&writer, "a", 20, 10);
+    let astha = astha_actors::Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let (c, again) = RecordingComponent::new("c", &["a"]);
+    astha.register_component(Box::new(c)).await.unwrap();
+    again
+        .wait_until(SHORT, |s| {
+            s.confirmed
+                .last()
+                .is_some_and(|c| values(std::slice::from_ref(c)) == [29])
+        })
+        .await;
+    let got = values(&again.state().confirmed);
+    let stats = astha.scheduler_stats();
+    astha.stop().await.unwrap();
+    (got, stats)
+}
+
+#[actix_rt::test]
+async fn a_slot_moved_past_the_head_while_astha_was_down_is_re_based_loudly() {
+    let (got, stats) =
+        edited_while_down("UPDATE __astha_slots SET position = 1000000 WHERE name = 'c'").await;
+    assert!(
+        got.ends_with(&(20..30).collect::<Vec<_>>()),
+        "changes skipped: {got:?}"
+    );
+    assert!(strictly_increasing(&got), "{got:?}");
+    assert!(stats.integrity_errors >= 1);
+    let problem = stats.integrity_problem.unwrap_or_default();
+    assert!(problem.contains("a slot's position"), "{problem}");
+}
+
+#[actix_rt::test]
+async fn a_slot_moved_back_behind_cleaned_rows_is_reported() {
+    let (got, stats) =
+        edited_while_down("UPDATE __astha_slots SET position = 0 WHERE name = 'c'").await;
+    assert!(got.ends_with(&(20..30).collect::<Vec<_>>()), "{got:?}");
+    assert!(stats.integrity_errors >= 1, "the gap was not reported");
+    let problem = stats.integrity_problem.unwrap_or_default();
+    assert!(
+        problem.contains("were removed before its consumer saw"),
+        "{problem}"
+    );
+}
+
+#[actix_rt::test]
+async fn a_database_file_deleted_under_astha_stops_it_and_is_never_created_again() {
+    let db = TestDb::new();
+    let (astha, seen) = started_with_recorder(&db).await;
+    let writer = db.writer();
+    insert(&writer, "a", 0, 5);
+    assert!(seen.wait_until(SHORT, |s| s.confirmed.len() >= 5).await);
+    std::fs::remove_file(&db.path).unwrap();
+    let reason = tokio::time::timeout(SHORT, astha.failed())
+        .await
+        .expect("a deleted database file was not noticed");
+    assert!(reason.contains("deleted or renamed"), "{reason}");
+    // Nothing Astha runs may leave an empty database where the file was.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !db.path.exists(),
+        "a database was created at the path again"
+    );
+    astha.stop().await.unwrap();
+    assert!(
+        !db.path.exists(),
+        "a database was created at the path again"
+    );
+}
