@@ -495,3 +495,113 @@ fn views_and_tables_without_a_key_are_named_as_such() {
     assert!(ok, "{stderr}");
     assert!(stderr.contains("\"notes\" has no primary key"), "{stderr}");
 }
+
+/// Runs `watch` with stdout on `/dev/full` (every write fails: no space left) while a
+/// writer commits: it must exit non-zero and say why, not exit 0 as if all were printed.
+#[test]
+fn watch_exits_non_zero_when_its_output_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let mut child = astha()
+        .args([
+            "watch",
+            db.to_str().unwrap(),
+            "--tables",
+            "my items",
+            "--install",
+            "--slot",
+            "keep",
+        ])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while stderr.read_line(&mut line).unwrap() > 0 && !line.starts_with("watching") {
+        line.clear();
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute("INSERT INTO \"my items\" VALUES (1, 'pen', 1.5)", [])
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "exit 0 although nothing could be printed: {rest}"
+    );
+    assert!(
+        rest.contains("stdout") && rest.contains("No space left"),
+        "{rest}"
+    );
+    // The change was not printed, so the durable slot did not move past it.
+    let position: i64 = conn
+        .query_row(
+            "SELECT position FROM __astha_slots WHERE name = 'keep'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(position, 0);
+}
+
+/// A database on a full file system (a small tmpfs, mounted when the test may: it needs
+/// root): the error says the disk is full, not "disk I/O error".
+#[test]
+fn a_full_disk_at_start_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mount)
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a small tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&mount);
+    let db = make_db(&mount);
+    // Fill the file system, then free a page at a time: with a few pages free SQLite
+    // gets part way (-wal and -shm made, then a write fails), and said "disk I/O error".
+    let filler = mount.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 64 * 1024]);
+    let filled = std::fs::metadata(&filler).unwrap().len();
+    let mut messages = Vec::new();
+    for freed in 0..5u64 {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&filler)
+            .unwrap();
+        file.set_len(filled.saturating_sub(freed * 4096)).unwrap();
+        drop(file);
+        let _ = std::fs::remove_file(mount.join("shop.db-wal"));
+        let _ = std::fs::remove_file(mount.join("shop.db-shm"));
+        let (ok, _, err) = output(astha().args([
+            "watch",
+            db.to_str().unwrap(),
+            "--tables",
+            "my items",
+            "--install",
+            "--limit",
+            "0",
+        ]));
+        if !ok {
+            messages.push(err);
+        }
+    }
+    assert!(!messages.is_empty(), "the disk never was full");
+    for err in &messages {
+        assert!(err.contains("is full"), "{messages:#?}");
+        assert!(!err.contains("disk I/O error"), "{messages:#?}");
+    }
+}

@@ -37,6 +37,11 @@ impl CliError {
                 Some(ErrorCode::CannotOpen) => {
                     return CliError::Message(format!("cannot open {}: {sqlite}", path.display()))
                 }
+                Some(code @ (ErrorCode::DiskFull | ErrorCode::SystemIoFailure)) => {
+                    if let Some(full) = disk_full(path, code == ErrorCode::DiskFull) {
+                        return CliError::Message(full);
+                    }
+                }
                 _ => {}
             }
         }
@@ -50,6 +55,40 @@ impl CliError {
             other => CliError::Astha(other),
         }
     }
+}
+
+/// Below this many free bytes an I/O error is taken for a full disk: SQLite reports
+/// `disk I/O error` rather than `disk is full` when, with a few pages left, it could
+/// create its `-wal` and `-shm` files but not grow them.
+const NEARLY_FULL: u64 = 1 << 20;
+
+/// "The disk is full" for an error on `path`, when the file system holding it is (or
+/// SQLite said so, `said_full`).
+fn disk_full(path: &Path, said_full: bool) -> Option<String> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let free = free_bytes(dir);
+    if !said_full && free.is_none_or(|f| f >= NEARLY_FULL) {
+        return None;
+    }
+    let free = free.map_or(String::new(), |f| format!(" ({f} bytes free)"));
+    Some(format!(
+        "the disk holding {} is full{free}: free some space and start again",
+        path.display()
+    ))
+}
+
+#[cfg(unix)]
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let stat = rustix::fs::statvfs(dir).ok()?;
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+#[cfg(not(unix))]
+fn free_bytes(_: &Path) -> Option<u64> {
+    None
 }
 
 /// Opens an existing database, with errors that name the file.

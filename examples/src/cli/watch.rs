@@ -241,7 +241,9 @@ async fn watch_async(
             identity,
         },
     );
+    let output_failed = Arc::new(std::sync::Mutex::new(None));
     let printer = Printer {
+        output_failed: output_failed.clone(),
         name: name.clone(),
         tables,
         format: args.format,
@@ -265,10 +267,11 @@ async fn watch_async(
         path.display(),
         if durable { ", durable" } else { "" }
     );
-    tokio::select! {
-        _ = shutdown.signalled() => {}
-        _ = done_rx.wait_for(|done| *done) => {}
-    }
+    let failure = tokio::select! {
+        _ = shutdown.signalled() => None,
+        _ = done_rx.wait_for(|done| *done) => None,
+        reason = astha.failed() => Some(reason),
+    };
     if !durable {
         astha
             .unregister_component(&name)
@@ -285,12 +288,31 @@ async fn watch_async(
             .map_err(|e| CliError::astha(&path, e))?;
     }
     astha.stop().await.map_err(|e| CliError::astha(&path, e))?;
+    if let Some(reason) = failure {
+        return Err(CliError::Message(format!("{}: {reason}", path.display())));
+    }
+    let output_failed = output_failed
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take();
+    if let Some(err) = output_failed {
+        return Err(CliError::Message(format!(
+            "cannot write to stdout: {err}; stopped (what was not printed stays in the log{})",
+            if durable {
+                " for the next run of this slot"
+            } else {
+                ""
+            }
+        )));
+    }
     Ok(())
 }
 
 /// The component that prints. It writes each change before confirming it, so a durable
 /// slot never moves past a change that was not printed.
 struct Printer {
+    /// Why stdout failed, if it did: `watch` then exits non-zero.
+    output_failed: Arc<std::sync::Mutex<Option<std::io::Error>>>,
     name: String,
     tables: Vec<String>,
     format: WatchFormat,
@@ -326,9 +348,14 @@ impl Component for Printer {
         };
         let mut out = std::io::stdout().lock();
         if let Err(err) = writeln!(out, "{line}").and_then(|_| out.flush()) {
-            // stdout is gone (e.g. `| head` exited): stop instead of retrying.
+            // stdout is gone (`| head` exited, a full disk): stop instead of retrying.
+            let message = format!("stdout: {err}");
+            self.output_failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_or_insert(err);
             let _ = self.done.send(true);
-            return Err(ComponentError::transient(format!("stdout: {err}")));
+            return Err(ComponentError::transient(message));
         }
         if let Some(n) = &mut self.remaining {
             *n -= 1;
