@@ -67,22 +67,27 @@ pub fn guard_name(log_table: &str) -> String {
     format!("__astha_keep_newest_{log_table}")
 }
 
-/// Creates the state (with a new epoch, the mark at the log's head) and the guard, if
-/// missing. The log must exist.
+/// Creates the state (with a new epoch, the mark at the log's head) if missing, and the
+/// guard if the log exists.
 pub fn ensure(conn: &Connection, log_table: &str) -> Result<()> {
-    let log = quote_ident(log_table);
     conn.execute_batch(&format!(
         "CREATE TABLE IF NOT EXISTS {TABLE} (
             id INTEGER PRIMARY KEY CHECK (id = 1),
             epoch TEXT NOT NULL,
             high_water INTEGER NOT NULL
-        );
-        CREATE TRIGGER IF NOT EXISTS {guard} BEFORE DELETE ON {log}
-        WHEN NOT EXISTS (SELECT 1 FROM {log} WHERE id > OLD.id)
-        BEGIN SELECT RAISE(IGNORE); END;",
-        guard = quote_ident(&guard_name(log_table)),
+        );"
     ))?;
-    let head = crate::log::head_lsn(conn, log_table)?;
+    let mut head = 0;
+    if crate::schema::is_plain_table(conn, log_table)? {
+        let log = quote_ident(log_table);
+        conn.execute_batch(&format!(
+            "CREATE TRIGGER IF NOT EXISTS {guard} BEFORE DELETE ON {log}
+            WHEN NOT EXISTS (SELECT 1 FROM {log} WHERE id > OLD.id)
+            BEGIN SELECT RAISE(IGNORE); END;",
+            guard = quote_ident(&guard_name(log_table)),
+        ))?;
+        head = crate::log::head_lsn(conn, log_table)?;
+    }
     conn.execute(
         &format!("INSERT OR IGNORE INTO {TABLE} (id, epoch, high_water) VALUES (1, ?1, ?2)"),
         (new_epoch(), head),

@@ -605,3 +605,68 @@ fn a_full_disk_at_start_is_named_as_such() {
         assert!(!err.contains("disk I/O error"), "{messages:#?}");
     }
 }
+
+/// Every message id carries the log's epoch: `<database identity>:<epoch>:<lsn>`, so an
+/// LSN handed out again after a restarted sequence (a restore, a rolled-back WAL) never
+/// looks like a duplicate of the change that had it before.
+#[test]
+fn message_ids_carry_the_log_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let ids = |db: &Path| -> (String, String) {
+        let mut child = astha()
+            .args([
+                "watch",
+                db.to_str().unwrap(),
+                "--tables",
+                "my items",
+                "--install",
+                "--format",
+                "cloudevents",
+                "--limit",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        for line in stderr.lines() {
+            if line.unwrap().starts_with("watching") {
+                break;
+            }
+        }
+        let conn = rusqlite::Connection::open(db).unwrap();
+        conn.execute("INSERT INTO \"my items\" (name) VALUES ('pen')", [])
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let event: serde_json::Value =
+            serde_json::from_slice(out.stdout.split(|b| *b == b'\n').next().unwrap()).unwrap();
+        let lsn = event["asthalsn"].as_str().unwrap().to_string();
+        (event["id"].as_str().unwrap().to_string(), lsn)
+    };
+    let state = |db: &Path| -> (String, String) {
+        let conn = rusqlite::Connection::open(db).unwrap();
+        let identity = conn
+            .query_row(
+                "SELECT value FROM __astha_meta WHERE key = 'database_id'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let epoch = conn
+            .query_row("SELECT epoch FROM __astha_log_state", [], |r| r.get(0))
+            .unwrap();
+        (identity, epoch)
+    };
+    let (id, lsn) = ids(&db);
+    let (identity, epoch) = state(&db);
+    assert_eq!(id, format!("{identity}:{epoch}:{lsn}"));
+    // A new epoch (as after a detected restart) gives new ids.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute("UPDATE __astha_log_state SET epoch = 'e2'", [])
+        .unwrap();
+    let (id, lsn) = ids(&db);
+    assert_eq!(id, format!("{identity}:e2:{lsn}"));
+}

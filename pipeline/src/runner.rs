@@ -83,10 +83,11 @@ async fn start_source(
     if let Some(batch_size) = source.batch_size {
         config.batch_size = batch_size;
     }
+    let config_log_table = config.log_table.clone();
     let astha = Astha::new(config).map_err(engine_err)?;
     let identity = astha
         .store()
-        .write_blocking(|conn| Ok(identity::ensure(conn)?))
+        .write_blocking(|conn| identity::stream_id(conn, &config_log_table))
         .map_err(|e| engine_err(e.into()))?;
     astha.start().map_err(engine_err)?;
     let mut started = RunningSource {

@@ -197,7 +197,7 @@ fn lsn_counts(stored: &[Stored], id: &str) -> BTreeMap<i64, usize> {
 }
 
 fn database_id(path: &Path) -> String {
-    identity::ensure(&astha_core::db::open(path).unwrap()).unwrap()
+    identity::stream_id(&astha_core::db::open(path).unwrap(), "__cdc_log").unwrap()
 }
 
 #[actix_rt::test]

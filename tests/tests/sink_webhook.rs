@@ -164,7 +164,7 @@ fn handle(stream: TcpStream, seen: &Mutex<Seen>, plan: &Plan) {
 }
 
 fn database_id(path: &std::path::Path) -> String {
-    identity::ensure(&astha_core::db::open(path).unwrap()).unwrap()
+    identity::stream_id(&astha_core::db::open(path).unwrap(), "__cdc_log").unwrap()
 }
 
 #[actix_rt::test]

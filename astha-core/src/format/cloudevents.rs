@@ -2,14 +2,15 @@
 //! mode (`ce-*` headers) for transports that carry headers.
 //!
 //! ```json
-//! {"specversion": "1.0", "id": "<identity>:<lsn>", "source": "/astha/<source name>",
+//! {"specversion": "1.0", "id": "<identity>:<epoch>:<lsn>", "source": "/astha/<source name>",
 //!  "type": "io.astha.change.insert", "time": "2026-12-06T18:00:00.123Z",
 //!  "subject": "<table>", "datacontenttype": "application/json",
 //!  "asthalsn": "42", "data": <the native event>}
 //! ```
 //!
-//! `id` is the database's identity and the LSN: unique per change across databases, and
-//! the same on every delivery of that change, so consumers de-duplicate by
+//! `id` is the database's identity, the log's epoch and the LSN ([`SourceInfo::identity`]
+//! holds the first two): unique per change across databases and restarted LSN
+//! sequences, and the same on every delivery of that change, so consumers de-duplicate by
 //! (`source`, `id`) as the specification intends. `time` is the capture time in RFC 3339
 //! with milliseconds. `asthalsn` (an extension attribute; names are lower-case letters
 //! and digits only) is a string because CloudEvents integers are 32-bit. `data` is the

@@ -94,7 +94,9 @@ pub struct SourceInfo {
     pub name: String,
     /// The database's name (its file stem; Debezium's `db`).
     pub db: String,
-    /// The database's stable identity, which makes event ids unique across databases.
+    /// The identity of the LSN sequence: the database's stable identity and the log's
+    /// epoch (`<identity>:<epoch>`, see `astha_components::sinks::identity::stream_id`),
+    /// which makes event ids unique across databases and across restarted sequences.
     pub identity: String,
 }
 

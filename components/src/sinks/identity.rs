@@ -1,11 +1,14 @@
 //! The database identity: a UUID created once and kept in the database itself, in the
 //! `__astha_meta` table this module owns.
 //!
-//! Sinks build idempotency keys from it (`<identity>:<lsn>`, e.g. JetStream's
-//! `Nats-Msg-Id`), so a change re-delivered after a crash carries the same key, while two
-//! databases whose LSNs overlap never collide. It lives in the database, not in a config
-//! file, so a copy of the database (a restore, a move) keeps its identity and a fresh
-//! database gets a new one. It is never changed once written.
+//! Sinks build idempotency keys from it and the log's epoch
+//! (`<identity>:<epoch>:<lsn>`, e.g. JetStream's `Nats-Msg-Id`; [`stream_id`] is the
+//! part before the LSN), so a change re-delivered after a crash carries the same key,
+//! two databases whose LSNs overlap never collide, and an LSN handed out again after the
+//! sequence restarted (a restore, a rolled-back WAL: [`astha_core::log_state`] changes
+//! the epoch then) is never taken for a duplicate. The identity lives in the database,
+//! not in a config file, so a copy of the database (a restore, a move) keeps it and a
+//! fresh database gets a new one. It is never changed once written.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -48,6 +51,15 @@ pub fn read(conn: &Connection) -> rusqlite::Result<Option<String>> {
         |r| r.get(0),
     )
     .optional()
+}
+
+/// The identity of the database's LSN sequence, `<identity>:<epoch>`: what sinks put
+/// before the LSN in every message id. Creates the identity and the log's state on first
+/// use.
+pub fn stream_id(conn: &Connection, log_table: &str) -> astha_core::Result<String> {
+    let identity = ensure(conn)?;
+    let epoch = astha_core::log_state::epoch(conn, log_table)?;
+    Ok(format!("{identity}:{epoch}"))
 }
 
 /// The idempotency key of one change: the same for every delivery of that change.

@@ -3,7 +3,7 @@
 //! - subject `astha.<database>.<table>.<operation>` (`operation` is `insert`, `update` or
 //!   `delete`; tokens are made subject-safe by [`super::subject_token`]);
 //! - payload [`Change::to_json`], the JSON `astha watch` prints;
-//! - header `Nats-Msg-Id: <database identity>:<lsn>`, so a change published again after
+//! - header `Nats-Msg-Id: <database identity>:<log epoch>:<lsn>`, so a change published again after
 //!   a crash (Astha confirmed nothing past its slot) is dropped by JetStream as a
 //!   duplicate inside the stream's duplicate window.
 //!
@@ -231,7 +231,7 @@ pub struct NatsSink {
 
 impl NatsSink {
     /// A sink with this config. `database_identity` is the `Nats-Msg-Id` prefix unless
-    /// the config names one: pass [`identity::ensure`] of the database. Connects lazily
+    /// the config names one: pass [`identity::stream_id`] of the database. Connects lazily
     /// (at refresh or the first change), so a server that is down at start is retried
     /// like any other transient failure.
     pub fn new(config: NatsSinkConfig, database_identity: &str) -> Result<Self, String> {

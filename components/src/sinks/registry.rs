@@ -32,7 +32,8 @@ pub struct SinkContext {
     pub source: String,
     /// The source database file.
     pub database: PathBuf,
-    /// The database's identity (see [`super::identity`]): prefix of idempotency keys.
+    /// The database's LSN sequence, `<identity>:<epoch>` ([`super::identity::stream_id`]):
+    /// prefix of idempotency keys.
     pub identity: String,
     /// Tables whose changes the component receives, already resolved (no globs).
     pub tables: Vec<String>,

@@ -5,7 +5,7 @@
 //!   in commit order;
 //! - `X-Astha-Signature: sha256=<hex>`: HMAC-SHA256 of the exact body bytes under the
 //!   configured secret, so the receiver can check the sender and the body;
-//! - `X-Astha-Delivery: <database identity>:<first lsn>-<last lsn>`: the same for every
+//! - `X-Astha-Delivery: <database identity>:<log epoch>:<first lsn>-<last lsn>`: the same for every
 //!   retry of the same changes, for receivers that de-duplicate.
 //!
 //! A 2xx answer confirms the changes. A timeout, a refused connection, 408, 429 and 5xx
@@ -203,7 +203,7 @@ pub struct WebhookSink {
 
 impl WebhookSink {
     /// A sink with this config; `database_identity` prefixes the delivery id (pass
-    /// [`super::identity::ensure`] of the database).
+    /// [`super::identity::stream_id`] of the database).
     pub fn new(config: WebhookSinkConfig, database_identity: &str) -> Result<Self, String> {
         config.validate()?;
         let client = reqwest::Client::builder()

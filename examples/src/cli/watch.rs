@@ -223,7 +223,7 @@ async fn watch_async(
     let (done_tx, mut done_rx) = watch::channel(args.limit == Some(0));
     let identity = astha
         .store()
-        .write_blocking(|conn| Ok(astha_components::sinks::identity::ensure(conn)?))
+        .write_blocking(|conn| astha_components::sinks::identity::stream_id(conn, &log_table))
         .map_err(|e| CliError::on(&path, e))?;
     let stem = path
         .file_stem()

@@ -34,7 +34,7 @@ struct Args {
 fn main() {
     let args = Args::parse();
     let conn = astha_core::db::open(&args.db).expect("open database");
-    let id = identity::ensure(&conn).expect("database identity");
+    let id = identity::stream_id(&conn, "__cdc_log").expect("database identity");
     let mut sink_config = NatsSinkConfig::new(&args.nats_url, "faultdb", &args.stream, &["t"]);
     sink_config.name = args.name.clone();
     sink_config.ack_timeout = Duration::from_secs(2);
