@@ -82,7 +82,15 @@ impl Janitor {
                         if !beats.is_empty() {
                             astha_core::heartbeat::write(conn, &beats)?;
                         }
-                        slots::cleanup_some(conn, &log, &slots::CleanupBudget::default())
+                        // What this process's consumers confirmed bounds cleanup too,
+                        // should their slot rows be gone (removed by someone else).
+                        let upto = stats
+                            .components
+                            .iter()
+                            .map(|c| c.position)
+                            .min()
+                            .unwrap_or(i64::MAX);
+                        slots::cleanup_upto(conn, &log, &slots::CleanupBudget::default(), upto)
                     })
                     .await
             }

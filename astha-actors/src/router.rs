@@ -187,6 +187,14 @@ impl Router {
         let positions: Vec<(String, i64)> = self.dirty_slots.drain().collect();
         let store = self.store.clone();
         let stats = self.stats.clone();
+        // Every route's confirmed position: if the slot table was dropped, all of them
+        // go back at once, so cleanup is never bounded by some slots alone.
+        let known: Vec<(String, i64)> = self
+            .stats
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), c.position))
+            .collect();
         ctx.spawn(
             async move {
                 let job = positions.clone();
@@ -197,7 +205,7 @@ impl Router {
                         if stats.failure().is_some() {
                             return Ok(Vec::new());
                         }
-                        write_slots(conn, &job)
+                        write_slots(conn, &job, &known)
                     })
                     .await;
                 (result, positions)
@@ -263,6 +271,7 @@ impl Router {
 fn write_slots(
     conn: &rusqlite::Connection,
     positions: &[(String, i64)],
+    known: &[(String, i64)],
 ) -> astha_core::Result<Vec<(String, astha_core::CoreError)>> {
     use astha_core::CoreError;
     let mut restored = Vec::new();
@@ -277,6 +286,11 @@ fn write_slots(
                 else {
                     unreachable!("matched above")
                 };
+                for (other, confirmed) in known {
+                    if other != name && slots::get(conn, other).ok().flatten().is_none() {
+                        slots::restore(conn, other, *confirmed)?;
+                    }
+                }
                 slots::restore(conn, name, *position)?;
                 restored.push((name.clone(), err));
             }

@@ -307,6 +307,18 @@ pub fn cleanup(conn: &Connection, log_table: &str) -> Result<usize> {
 /// shares the connection can let other writes in before calling again. Rows deleted by
 /// chunks before an error stay deleted.
 pub fn cleanup_some(conn: &Connection, log_table: &str, budget: &CleanupBudget) -> Result<Cleanup> {
+    cleanup_upto(conn, log_table, budget, i64::MAX)
+}
+
+/// Like [`cleanup_some`], and never past `upto` either: the lowest position the caller's
+/// own consumers confirmed. A slot row removed by someone else holds nothing back in the
+/// table until its consumer's next write restores it; this bound holds it meanwhile.
+pub fn cleanup_upto(
+    conn: &Connection,
+    log_table: &str,
+    budget: &CleanupBudget,
+    upto: i64,
+) -> Result<Cleanup> {
     let log = quote_ident(log_table);
     // One statement per chunk, so one implicit transaction: the bounds on the slots and
     // on the newest row are read in the same transaction that deletes. The chunk is an
@@ -327,13 +339,14 @@ pub fn cleanup_some(conn: &Connection, log_table: &str, budget: &CleanupBudget) 
         "DELETE FROM {log}
          WHERE id < (SELECT min(id) FROM {log}) + ?1
            AND id <= (SELECT min(position) FROM __astha_slots)
+           AND id <= ?2
            AND id < (SELECT max(id) FROM {log}) {trusted}"
     ))?;
     let chunk = budget.chunk_rows.max(1);
     let started = Instant::now();
     let mut done = Cleanup::default();
     loop {
-        let deleted = stmt.execute([chunk as i64])?;
+        let deleted = stmt.execute([chunk as i64, upto])?;
         done.deleted += deleted;
         if deleted == 0 {
             done.finished = true;

@@ -11,18 +11,15 @@
 //! The second test is a deterministic case of "duplicates only from the last unconfirmed
 //! batch": a kill while slot writes wait for the write lock (see RELIABILITY.md).
 
-use std::path::Path;
-use std::process::{Child, Command};
+mod support;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use astha_tests::fault::{check, parse_ledger, Committed, COMPONENTS, TABLES_SQL};
+use astha_tests::fault::{check, parse_ledger, Committed, COMPONENTS};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-
-const WORKER: &str = env!("CARGO_BIN_EXE_astha-fault-worker");
-const WRITER: &str = env!("CARGO_BIN_EXE_astha-fault-writer");
-/// The worker's batch size (its `--batch-size` default).
-const BATCH: usize = 64;
+use support::harness::*;
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -30,79 +27,6 @@ fn env_u64(name: &str) -> Option<u64> {
 
 fn long() -> bool {
     std::env::var("ASTHA_FAULT_LONG").is_ok_and(|v| v == "1")
-}
-
-/// Waits for `child` up to `limit`; kills it and fails if it is still running.
-fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("{what} did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A child process killed when dropped, so a failing test leaves no process behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn worker(db: &Path, sinks: &Path) -> Command {
-    let mut cmd = Command::new(WORKER);
-    cmd.arg("--db").arg(db).arg("--sinks").arg(sinks);
-    cmd
-}
-
-/// The files of one harness run.
-struct Harness {
-    _dir: tempfile::TempDir,
-    db: std::path::PathBuf,
-    sinks: std::path::PathBuf,
-    ledger: std::path::PathBuf,
-    stop: std::path::PathBuf,
-}
-
-/// A database with tables `t` and `u` captured and every component's slot created
-/// before the first write, so nothing may be missed.
-fn harness() -> Harness {
-    let dir = tempfile::tempdir().unwrap();
-    let h = Harness {
-        db: dir.path().join("fault.db"),
-        sinks: dir.path().join("sinks"),
-        ledger: dir.path().join("ledger.tsv"),
-        stop: dir.path().join("stop"),
-        _dir: dir,
-    };
-    std::fs::create_dir(&h.sinks).unwrap();
-    let conn = astha_core::db::open(&h.db).unwrap();
-    conn.execute_batch(TABLES_SQL).unwrap();
-    let capture = astha_core::capture::Capture::new("__cdc_log");
-    capture.install(&conn, "t").unwrap();
-    capture.install(&conn, "u").unwrap();
-    for (name, _, _) in COMPONENTS {
-        astha_core::slots::create(
-            &conn,
-            "__cdc_log",
-            name,
-            astha_core::slots::SlotStart::Beginning,
-        )
-        .unwrap();
-    }
-    h
-}
-
-fn sink(h: &Harness, name: &str) -> String {
-    std::fs::read_to_string(h.sinks.join(format!("{name}.log"))).unwrap_or_default()
 }
 
 #[test]

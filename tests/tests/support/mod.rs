@@ -1,6 +1,8 @@
 //! Shared setup for the integration tests.
 #![allow(dead_code)]
 
+pub mod harness;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
