@@ -290,7 +290,7 @@ impl Astha {
         let log = self.config.log_table.clone();
         let stats = self.stats.clone();
         Ok(self.store.write_blocking(|conn| {
-            if let Some(found) = astha_core::log_state::check(conn, &log, 0)? {
+            if let Some(found) = astha_core::log_state::check(conn, &log, 0, true)? {
                 let moved = astha_core::log_state::rebase(conn, &log)?;
                 stats.integrity_finding(format!(
                     "{found}. Re-based at start: slots moved back to re-deliver what the log \

@@ -132,7 +132,7 @@ pub(crate) fn integrity(
     stats: &Stats,
 ) -> astha_core::Result<bool> {
     let seen = stats.head_lsn.load(std::sync::atomic::Ordering::Relaxed);
-    match log_state::check(conn, log, seen)? {
+    match log_state::check(conn, log, seen, false)? {
         None => {
             log_state::raise_mark(conn, astha_core::log::head_lsn(conn, log)?)?;
             Ok(true)

@@ -219,23 +219,35 @@ pub fn is_placeholder(log_table: &str, table: &str, op: &str) -> bool {
     table == log_table && op == PLACEHOLDER_OP
 }
 
-/// Checks the log's head against the mark, every slot, and `seen` (the newest LSN this
-/// process read, 0 if none). When the head is below any of them the sequence restarted:
-/// a new epoch is written and the finding returned, for the caller to report. Cleanup
-/// refuses by itself in that state ([`crate::slots::cleanup_some`]).
-pub fn check(conn: &Connection, log_table: &str, seen: i64) -> Result<Option<SequenceRestarted>> {
+/// Checks the log's head against the mark, `seen` (the newest LSN this process read, 0
+/// if none) and, with `slots_too`, every slot. When the head is below any of them the
+/// sequence restarted: a new epoch is written and the finding returned, for the caller
+/// to report. Cleanup refuses by itself in that state ([`crate::slots::cleanup_some`]).
+///
+/// A running Astha passes `slots_too = false`: its routes hold the true positions and
+/// put back a slot someone moved ([`crate::slots::advance_many`]), so a slot past the
+/// head then is an edit to undo, not a restarted sequence. At start nothing else knows.
+pub fn check(
+    conn: &Connection,
+    log_table: &str,
+    seen: i64,
+    slots_too: bool,
+) -> Result<Option<SequenceRestarted>> {
     let Some(state) = read(conn)? else {
         return Ok(None);
     };
     let head = crate::log::head_lsn(conn, log_table)?;
-    let slots = conn
-        .query_row("SELECT max(position) FROM __astha_slots", [], |r| {
+    let slots = if slots_too {
+        conn.query_row("SELECT max(position) FROM __astha_slots", [], |r| {
             r.get::<_, Option<i64>>(0)
         })
         .optional()
         .unwrap_or(None)
         .flatten()
-        .unwrap_or(0);
+        .unwrap_or(0)
+    } else {
+        0
+    };
     let (expected, reason) = [
         (state.high_water, "the high-water mark"),
         (slots, "a slot's position"),
@@ -291,21 +303,21 @@ mod tests {
         assert_eq!(head(&conn), 5);
         conn.execute("INSERT INTO t (v) VALUES (9)", []).unwrap();
         assert_eq!(head(&conn), 6);
-        assert_eq!(check(&conn, "__cdc_log", 6).unwrap(), None);
+        assert_eq!(check(&conn, "__cdc_log", 6, true).unwrap(), None);
     }
 
     #[test]
     fn a_head_below_the_mark_a_slot_or_what_was_read_is_a_restart_and_changes_the_epoch() {
         let (conn, _) = db();
         let before = read(&conn).unwrap().unwrap();
-        assert_eq!(check(&conn, "__cdc_log", 0).unwrap(), None);
-        let found = check(&conn, "__cdc_log", 7).unwrap().unwrap();
+        assert_eq!(check(&conn, "__cdc_log", 0, true).unwrap(), None);
+        let found = check(&conn, "__cdc_log", 7, true).unwrap().unwrap();
         assert_eq!((found.head, found.expected), (0, 7));
         assert_ne!(read(&conn).unwrap().unwrap().epoch, before.epoch);
         raise_mark(&conn, 9).unwrap();
         raise_mark(&conn, 3).unwrap();
         assert_eq!(read(&conn).unwrap().unwrap().high_water, 9);
-        let found = check(&conn, "__cdc_log", 0).unwrap().unwrap();
+        let found = check(&conn, "__cdc_log", 0, true).unwrap().unwrap();
         assert_eq!(found.reason, "the high-water mark");
         assert_eq!(floor(&conn).unwrap(), 9);
         crate::slots::create(&conn, "__cdc_log", "s", crate::slots::SlotStart::At(12)).unwrap();
@@ -313,6 +325,6 @@ mod tests {
         let moved = rebase(&conn, "__cdc_log").unwrap();
         assert_eq!(moved, vec![("s".to_string(), 12, 0)]);
         assert_eq!(read(&conn).unwrap().unwrap().high_water, 1);
-        assert_eq!(check(&conn, "__cdc_log", 0).unwrap(), None);
+        assert_eq!(check(&conn, "__cdc_log", 0, true).unwrap(), None);
     }
 }
