@@ -295,14 +295,22 @@ pub(crate) async fn health(req: HttpRequest, state: web::Data<HttpState>) -> Htt
         return busy();
     }
     let snap = state.stats.snapshot();
-    let healthy = snap.components.iter().all(|c| {
-        matches!(
-            c.status,
-            ComponentStatus::Active | ComponentStatus::Disabled
-        )
-    });
+    let healthy = snap.fatal.is_none()
+        && snap.components.iter().all(|c| {
+            matches!(
+                c.status,
+                ComponentStatus::Active | ComponentStatus::Disabled
+            )
+        });
+    let status = match (&snap.fatal, healthy) {
+        (Some(_), _) => "failed",
+        (None, true) => "ok",
+        (None, false) => "degraded",
+    };
     let body = serde_json::json!({
-        "status": if healthy { "ok" } else { "degraded" },
+        "status": status,
+        "failure": snap.fatal,
+        "integrity_problem": snap.integrity_problem,
         "head_lsn": snap.head_lsn,
         "components": snap.components.iter().map(|c| serde_json::json!({
             "name": c.name,
