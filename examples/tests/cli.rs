@@ -31,10 +31,10 @@ fn make_db(dir: &Path) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn watch_streams_changes_as_json_lines_in_commit_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = make_db(dir.path());
+/// Starts `astha watch <db> --tables "my items" --install <extra>` with stdout piped, and
+/// returns once it reports it is watching (its slot exists), so what is written next is
+/// delivered.
+fn watching(db: &Path, extra: &[&str]) -> std::process::Child {
     let mut child = astha()
         .args([
             "watch",
@@ -42,20 +42,26 @@ fn watch_streams_changes_as_json_lines_in_commit_order() {
             "--tables",
             "my items",
             "--install",
-            "--limit",
-            "3",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until the watcher reports it is watching (its slot exists), then write.
     let stderr = BufReader::new(child.stderr.take().unwrap());
     for line in stderr.lines() {
         if line.unwrap().starts_with("watching") {
             break;
         }
     }
+    child
+}
+
+#[test]
+fn watch_streams_changes_as_json_lines_in_commit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let child = watching(&db, &["--limit", "3"]);
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute("INSERT INTO \"my items\" VALUES (1, 'pen', 1.5)", [])
         .unwrap();
@@ -614,28 +620,7 @@ fn message_ids_carry_the_log_epoch() {
     let dir = tempfile::tempdir().unwrap();
     let db = make_db(dir.path());
     let ids = |db: &Path| -> (String, String) {
-        let mut child = astha()
-            .args([
-                "watch",
-                db.to_str().unwrap(),
-                "--tables",
-                "my items",
-                "--install",
-                "--format",
-                "cloudevents",
-                "--limit",
-                "1",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        for line in stderr.lines() {
-            if line.unwrap().starts_with("watching") {
-                break;
-            }
-        }
+        let child = watching(db, &["--format", "cloudevents", "--limit", "1"]);
         let conn = rusqlite::Connection::open(db).unwrap();
         conn.execute("INSERT INTO \"my items\" (name) VALUES ('pen')", [])
             .unwrap();

@@ -13,7 +13,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use astha_tests::fault::{check, parse_ledger, Committed, COMPONENTS};
@@ -43,19 +42,7 @@ fn kill_9_at_random_points_loses_nothing() {
     let h = harness();
     let (db, sinks, ledger, stop) = (&h.db, &h.sinks, &h.ledger, &h.stop);
     let started = Instant::now();
-    let mut writer = Killed(
-        Command::new(WRITER)
-            .arg("--db")
-            .arg(db)
-            .arg("--ledger")
-            .arg(ledger)
-            .arg("--stop-file")
-            .arg(stop)
-            .arg("--seed")
-            .arg(seed.to_string())
-            .spawn()
-            .expect("start writer"),
-    );
+    let mut writer = writer(&h, seed);
     std::thread::sleep(Duration::from_millis(100));
     for _ in 0..kills {
         let mut child = Killed(worker(db, sinks).spawn().expect("start worker"));

@@ -11,7 +11,6 @@
 
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use astha_tests::fault::{check, parse_ledger, COMPONENTS};
@@ -78,19 +77,7 @@ fn another_process_editing_the_log_and_the_slots_loses_nothing() {
     println!("fault_tamper: seed {seed} (replay with ASTHA_FAULT_SEED={seed})");
     let mut rng = StdRng::seed_from_u64(seed);
     let h = harness();
-    let mut writer = Killed(
-        Command::new(WRITER)
-            .arg("--db")
-            .arg(&h.db)
-            .arg("--ledger")
-            .arg(&h.ledger)
-            .arg("--stop-file")
-            .arg(&h.stop)
-            .arg("--seed")
-            .arg(seed.to_string())
-            .spawn()
-            .expect("start writer"),
-    );
+    let mut writer = writer(&h, seed);
     let mut worker_process = Killed(worker(&h.db, &h.sinks).spawn().expect("start worker"));
     std::thread::sleep(Duration::from_millis(500));
     let other = rusqlite::Connection::open(&h.db).unwrap();

@@ -37,6 +37,23 @@ impl Drop for Killed {
     }
 }
 
+/// The writer, started on `h`'s database with `seed`.
+pub fn writer(h: &Harness, seed: u64) -> Killed {
+    Killed(
+        Command::new(WRITER)
+            .arg("--db")
+            .arg(&h.db)
+            .arg("--ledger")
+            .arg(&h.ledger)
+            .arg("--stop-file")
+            .arg(&h.stop)
+            .arg("--seed")
+            .arg(seed.to_string())
+            .spawn()
+            .expect("start writer"),
+    )
+}
+
 pub fn worker(db: &Path, sinks: &Path) -> Command {
     let mut cmd = Command::new(WORKER);
     cmd.arg("--db").arg(db).arg("--sinks").arg(sinks);
