@@ -122,15 +122,19 @@ pub fn epoch(conn: &Connection, log_table: &str) -> Result<String> {
         .ok_or_else(|| CoreError::Invalid(format!("{TABLE} has no row")))
 }
 
-/// Raises the mark to `lsn` (never lowers it). Writes nothing when it is already there.
+/// Raises the mark to `lsn` (never lowers it). Writes nothing when it is already there,
+/// or when there is no state yet (a database Astha's log was never created in).
 pub fn raise_mark(conn: &Connection, lsn: i64) -> Result<()> {
-    if crate::schema::is_plain_table(conn, TABLE)? {
-        conn.prepare_cached(&format!(
+    let raised = conn
+        .prepare_cached(&format!(
             "UPDATE {TABLE} SET high_water = ?1 WHERE id = 1 AND high_water < ?1"
-        ))?
-        .execute([lsn])?;
+        ))
+        .and_then(|mut stmt| stmt.execute([lsn]));
+    match raised {
+        Ok(_) => Ok(()),
+        Err(_) if !crate::schema::is_plain_table(conn, TABLE)? => Ok(()),
+        Err(err) => Err(err.into()),
     }
-    Ok(())
 }
 
 /// Where numbering must go on in a log created again: the mark, or a slot past it.

@@ -431,3 +431,30 @@ fn status_shows_each_sinks_slot_breaker_and_last_error() {
         "{slots:?}"
     );
 }
+
+/// The database file deleted under `astha run`: it stops and exits non-zero naming the
+/// source and the cause, instead of running on with an unlinked file.
+#[test]
+fn run_exits_non_zero_when_its_database_file_is_deleted() {
+    let dir = workspace();
+    let (mut child, rx) = start(&["run", "filters.toml"], dir.path(), "running");
+    std::fs::remove_file(dir.path().join("shop.db")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("astha run went on with its database file deleted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stderr: Vec<String> = rx.iter().collect();
+    assert!(!status.success(), "{stderr:#?}");
+    assert!(
+        stderr.iter().any(|l| l.contains("deleted or renamed")),
+        "{stderr:#?}"
+    );
+    assert!(!dir.path().join("shop.db").exists(), "created again");
+}

@@ -156,6 +156,20 @@ impl Running {
         out
     }
 
+    /// Waits until a source stops delivering for good (`Astha::failed`: its database
+    /// file was deleted or replaced, or its log's LSN sequence restarted under it) and
+    /// returns its name and why.
+    pub async fn failed(&self) -> (String, String) {
+        loop {
+            for source in &self.sources {
+                if let Some(reason) = source.astha.failure() {
+                    return (source.name.clone(), reason);
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Stops every source gracefully; see the module docs.
     pub async fn stop(self) -> Result<(), PipelineError> {
         let mut first = None;

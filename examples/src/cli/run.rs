@@ -54,8 +54,13 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             "running {}; SIGINT, SIGTERM or SIGHUP stops it\n",
             path.display()
         ));
-        let signal = shutdown.signalled().await;
-        say(&format!("{signal}: stopping\n"));
+        let failure = tokio::select! {
+            signal = shutdown.signalled() => {
+                say(&format!("{signal}: stopping\n"));
+                None
+            }
+            (source, reason) = running.failed() => Some(format!("source {source:?}: {reason}")),
+        };
         let summary = running.summary();
         running.stop().await.map_err(pipeline_error)?;
         for s in summary {
@@ -64,7 +69,10 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
                 s.source, s.sink, s.delivered, s.filtered, s.dead_lettered
             ));
         }
-        Ok(())
+        match failure {
+            Some(reason) => Err(CliError::Message(reason)),
+            None => Ok(()),
+        }
     })
 }
 
