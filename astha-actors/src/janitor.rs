@@ -119,8 +119,8 @@ impl Janitor {
     }
 }
 
-/// Checks the log's LSN sequence against its mark, the slots and what the poller read
-/// ([`log_state::check`]), on the write thread, so no slot write runs between the check
+/// Checks the log's LSN sequence against its mark and what the poller read
+/// ([`log_state::check`]; slots are the router's to put back), on the write thread, so no slot write runs between the check
 /// and what follows. Unbroken: the mark is raised to the head, and true is returned. A
 /// sequence that restarted under the running Astha (emptied with the guard removed,
 /// rolled back, replaced) is re-based — slots past the head go back before the oldest

@@ -279,20 +279,26 @@ fn write_slots(
         match slots::advance_many(conn, positions) {
             Ok(()) => return Ok(restored),
             Err(err @ (CoreError::SlotLost { .. } | CoreError::SlotMoved { .. }))
-                if restored.len() < positions.len() =>
+                if restored.len() < positions.len() + known.len() =>
             {
                 let (CoreError::SlotLost { name, position }
                 | CoreError::SlotMoved { name, position, .. }) = &err
                 else {
                     unreachable!("matched above")
                 };
+                let name = name.clone();
+                slots::restore(conn, &name, *position)?;
+                restored.push((name.clone(), err));
                 for (other, confirmed) in known {
-                    if other != name && slots::get(conn, other).ok().flatten().is_none() {
+                    if *other != name && slots::get(conn, other).ok().flatten().is_none() {
                         slots::restore(conn, other, *confirmed)?;
+                        let lost = CoreError::SlotLost {
+                            name: other.clone(),
+                            position: *confirmed,
+                        };
+                        restored.push((other.clone(), lost));
                     }
                 }
-                slots::restore(conn, name, *position)?;
-                restored.push((name.clone(), err));
             }
             Err(err) => return Err(err),
         }
