@@ -233,3 +233,49 @@ async fn a_database_file_deleted_under_astha_stops_it_and_is_never_created_again
         "a database was created at the path again"
     );
 }
+
+#[actix_rt::test]
+async fn a_log_emptied_past_its_guard_stops_delivery_and_re_bases_with_a_new_epoch() {
+    let db = TestDb::new();
+    let (astha, seen) = started_with_recorder(&db).await;
+    let writer = db.writer();
+    insert(&writer, "a", 0, 20);
+    assert!(seen.wait_until(SHORT, |s| s.confirmed.len() >= 20).await);
+    let epoch = |db: &TestDb| -> String {
+        rusqlite::Connection::open(&db.path)
+            .unwrap()
+            .query_row("SELECT epoch FROM __astha_log_state", [], |r| r.get(0))
+            .unwrap()
+    };
+    let before = epoch(&db);
+    // Someone removes the guard and empties the log in one transaction: SQLite numbers
+    // the next rows from 1 again.
+    rusqlite::Connection::open(&db.path)
+        .unwrap()
+        .execute_batch(&format!(
+            "BEGIN IMMEDIATE; DROP TRIGGER \"{}\"; DELETE FROM __cdc_log; COMMIT;",
+            astha_core::log_state::guard_name("__cdc_log")
+        ))
+        .unwrap();
+    insert(&writer, "a", 20, 5);
+    let reason = tokio::time::timeout(SHORT, astha.failed())
+        .await
+        .expect("a restarted LSN sequence was not noticed");
+    assert!(reason.contains("restarted"), "{reason}");
+    assert_ne!(epoch(&db), before, "the epoch did not change");
+    astha.stop().await.unwrap();
+    drop(astha);
+    // The next start resumes from the re-based slot: the 5 changes with reused LSNs are
+    // delivered, not skipped.
+    let astha = astha_actors::Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let (c, again) = RecordingComponent::new("c", &["a"]);
+    astha.register_component(Box::new(c)).await.unwrap();
+    let all = again.wait_until(SHORT, |s| s.confirmed.len() >= 5).await;
+    assert!(all, "{:?}", values(&again.state().confirmed));
+    assert_eq!(
+        values(&again.state().confirmed),
+        (20..25).collect::<Vec<_>>()
+    );
+    astha.stop().await.unwrap();
+}
