@@ -654,4 +654,11 @@ fn message_ids_carry_the_log_epoch() {
         .unwrap();
     let (id, lsn) = ids(&db);
     assert_eq!(id, format!("{identity}:e2:{lsn}"));
+    // `astha status` shows the epoch and the mark.
+    let (ok, stdout, _) =
+        output(astha().args(["status", db.to_str().unwrap(), "--format", "json"]));
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["sequence"]["epoch"], "e2");
+    assert!(status["sequence"]["high_water"].as_i64().unwrap() >= 1);
 }

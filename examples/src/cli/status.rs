@@ -41,6 +41,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
         .captured_tables(&conn)
         .map_err(on)?;
     let log = astha_core::log::log_stats(&conn, &log_table, now_ms).map_err(on)?;
+    let sequence = astha_core::log_state::read(&conn).map_err(on)?;
     let mut slots = Vec::new();
     for slot in astha_core::slots::list(&conn).map_err(on)? {
         let lag = astha_core::slots::lag(&conn, &log_table, &slot.name, now_ms).map_err(on)?;
@@ -54,6 +55,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
                 "database": path,
                 "captured_tables": captured,
                 "log": log,
+                "sequence": sequence.as_ref().map(|s| json!({"epoch": s.epoch, "high_water": s.high_water})),
                 "slots": slots.iter().map(|(s, l)| json!({"slot": s, "lag": l})).collect::<Vec<_>>(),
                 "components": components,
                 "dead_letters": dead.iter().map(|(c, n)| json!({"consumer": c, "pending": n})).collect::<Vec<_>>(),
@@ -77,6 +79,12 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
                 log.head_lsn,
                 log.oldest_age_ms as f64 / 1000.0
             );
+            if let Some(s) = &sequence {
+                println!(
+                    "sequence       epoch {}, LSNs handed out up to at least {}",
+                    s.epoch, s.high_water
+                );
+            }
             println!("\nslots");
             if slots.is_empty() {
                 println!("  (none: nothing holds the log back, and nothing consumes it)");
