@@ -20,10 +20,6 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use support::harness::*;
 
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().and_then(|v| v.parse().ok())
-}
-
 fn long() -> bool {
     std::env::var("ASTHA_FAULT_LONG").is_ok_and(|v| v == "1")
 }
@@ -31,13 +27,7 @@ fn long() -> bool {
 #[test]
 fn kill_9_at_random_points_loses_nothing() {
     let kills = env_u64("ASTHA_FAULT_KILLS").unwrap_or(if long() { 200 } else { 10 });
-    let seed = env_u64("ASTHA_FAULT_SEED").unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64
-    });
-    println!("fault_kill: seed {seed} (replay with ASTHA_FAULT_SEED={seed})");
+    let seed = seed("fault_kill");
     let mut rng = StdRng::seed_from_u64(seed);
     let h = harness();
     let (db, sinks, ledger, stop) = (&h.db, &h.sinks, &h.ledger, &h.stop);

@@ -61,20 +61,8 @@ fn tamper(h: &Harness, conn: &rusqlite::Connection, rng: &mut StdRng) -> &'stati
 
 #[test]
 fn another_process_editing_the_log_and_the_slots_loses_nothing() {
-    let secs = std::env::var("ASTHA_FAULT_TAMPER_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3u64);
-    let seed = std::env::var("ASTHA_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("fault_tamper: seed {seed} (replay with ASTHA_FAULT_SEED={seed})");
+    let secs = env_u64("ASTHA_FAULT_TAMPER_SECS").unwrap_or(3);
+    let seed = seed("fault_tamper");
     let mut rng = StdRng::seed_from_u64(seed);
     let h = harness();
     let mut writer = writer(&h, seed);

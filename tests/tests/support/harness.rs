@@ -12,6 +12,23 @@ pub const WRITER: &str = env!("CARGO_BIN_EXE_astha-fault-writer");
 /// The worker's batch size (its `--batch-size` default).
 pub const BATCH: usize = 64;
 
+/// The numeric environment variable `name`, if set.
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+/// The run's seed: `ASTHA_FAULT_SEED`, or the clock; printed so a failure can be replayed.
+pub fn seed(test: &str) -> u64 {
+    let seed = env_u64("ASTHA_FAULT_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    println!("{test}: seed {seed} (replay with ASTHA_FAULT_SEED={seed})");
+    seed
+}
+
 /// Waits for `child` up to `limit`; kills it and fails if it is still running.
 pub fn wait_exit(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
     let deadline = Instant::now() + limit;
