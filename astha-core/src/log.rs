@@ -266,6 +266,7 @@ impl LogReader {
             match Operation::parse(op)? {
                 Operation::Update => Some(crate::image::columns_needed_by(&schema)),
                 Operation::Insert | Operation::Delete => Some(n),
+                Operation::Read => None,
             }
         };
         let mut stmt = conn.prepare_cached(sql)?;
@@ -304,6 +305,7 @@ impl LogReader {
                     op,
                     before: row(before),
                     after: row(after),
+                    snapshot: None,
                 })
             }
             Err(reason) => Err(Box::new(Malformed { raw, reason })),
@@ -326,8 +328,9 @@ impl LogReader {
                 raw.schema_id, schema.table, raw.table
             ));
         }
-        let op =
-            Operation::parse(&raw.op).ok_or_else(|| format!("unknown operation {:?}", raw.op))?;
+        let op = Operation::parse(&raw.op)
+            .filter(|op| *op != Operation::Read)
+            .ok_or_else(|| format!("unknown operation {:?}", raw.op))?;
         crate::image::check(op, &schema, &raw.values).map_err(|e| e.to_string())?;
         Ok((schema, op))
     }

@@ -8,8 +8,9 @@
 //!  "asthalsn": "42", "data": <the native event>}
 //! ```
 //!
-//! `id` is the database's identity and the LSN: unique per change across databases, and
-//! the same on every delivery of that change, so consumers de-duplicate by
+//! `id` is the database's identity and the LSN (and, for a snapshot row, its place in the
+//! snapshot: [`event_id`]): unique per change across databases, and the same on every
+//! delivery of that change, so consumers de-duplicate by
 //! (`source`, `id`) as the specification intends. `time` is the capture time in RFC 3339
 //! with milliseconds. `asthalsn` (an extension attribute; names are lower-case letters
 //! and digits only) is a string because CloudEvents integers are 32-bit. `data` is the
@@ -32,6 +33,17 @@ pub fn event_type(op: Operation) -> &'static str {
         Operation::Insert => "io.astha.change.insert",
         Operation::Update => "io.astha.change.update",
         Operation::Delete => "io.astha.change.delete",
+        Operation::Read => "io.astha.change.read",
+    }
+}
+
+/// The event id: `<identity>:<lsn>` for a change from the log; a snapshot row carries
+/// its snapshot's LSN and its place in it, `<identity>:<lsn>:r<seq>`, since every row of
+/// one snapshot shares the LSN.
+pub fn event_id(change: &Change, source: &SourceInfo) -> String {
+    match change.snapshot {
+        Some(read) => format!("{}:{}:r{}", source.identity, change.lsn, read.seq),
+        None => format!("{}:{}", source.identity, change.lsn),
     }
 }
 
@@ -42,7 +54,7 @@ pub fn attributes(change: &Change, source: &SourceInfo) -> Vec<(&'static str, St
         .unwrap_or_default();
     vec![
         ("specversion", "1.0".into()),
-        ("id", format!("{}:{}", source.identity, change.lsn)),
+        ("id", event_id(change, source)),
         ("source", format!("/astha/{}", source.name)),
         ("type", event_type(change.op).into()),
         ("time", time),

@@ -24,7 +24,9 @@
 //!
 //! `ts_ms` is the change's capture time, like `source.ts_ms`: a change delivered again
 //! after a restart is byte-identical to its first delivery, so consumers can compare.
-//! Astha does not yet emit `transaction` blocks (always null) or `r` (snapshot) events.
+//! A snapshot row ([`Operation::Read`]) is an `r` event with `source.snapshot` `"true"`,
+//! `"last"` on the snapshot's last row, and `source.lsn` the snapshot's LSN. Astha does
+//! not yet emit `transaction` blocks (always null).
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -43,6 +45,7 @@ pub fn op_code(op: Operation) -> &'static str {
         Operation::Insert => "c",
         Operation::Update => "u",
         Operation::Delete => "d",
+        Operation::Read => "r",
     }
 }
 
@@ -83,7 +86,11 @@ pub fn envelope(change: &Change, source: &SourceInfo) -> Json {
         "connector": CONNECTOR,
         "name": source.name,
         "ts_ms": change.timestamp_ms,
-        "snapshot": "false",
+        "snapshot": match change.snapshot {
+            None => "false",
+            Some(read) if read.last => "last",
+            Some(_) => "true",
+        },
         "db": source.db,
         "table": &*change.table,
         "lsn": change.lsn,
