@@ -16,6 +16,14 @@
 //!   resumed from its slot position.
 //! - A panic never escapes: it is caught, counted and treated as a failed attempt.
 //!
+//! - A component registered with a snapshot receives it first, before any change from
+//!   the router: the snapshot's rows are read in chunks of `batch_size` from its copy
+//!   and handled exactly like a delivery (same retries, breaker and dead letters; a
+//!   snapshot row that is given up on is kept in `__astha_snapshot_dead_letters`). Only
+//!   then does the supervisor ask the router to deliver from the snapshot's LSN, where
+//!   its slot stands. A component that takes only the snapshot (`initial_only`) never
+//!   asks, and drops its slot so it holds no log back.
+//!
 //! What it is doing is one explicit state (idle, checking health, handling, backing
 //! off, dead-lettering, refreshing, cooling down, probing, stopped); `run` alone decides
 //! what an idle supervisor does next, and every call that lends the component out
@@ -29,6 +37,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use astha_core::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use astha_core::retry::{RetryDecision, RetryPolicy, RetryState};
+use astha_core::snapshot::{self, Cursor, Snapshot};
 use astha_core::Change;
 use futures::FutureExt;
 
@@ -87,6 +96,8 @@ struct ActiveBatch {
 #[derive(Debug)]
 struct PendingDeadLetter {
     lsn: i64,
+    /// Set for a snapshot row, which has no log row of its own to copy.
+    snapshot_row: Option<Arc<Change>>,
     reason: String,
     attempts: u32,
     retriable: bool,
@@ -149,6 +160,31 @@ pub struct Supervisor {
     unhealthy_since: Option<Instant>,
     /// A handler panicked or timed out: refresh before the next attempt.
     needs_refresh: bool,
+    /// The snapshot being handed over, before any change from the router.
+    snapshot: Option<SnapshotRun>,
+    /// The component takes only its snapshot: never ask the router for changes.
+    snapshot_only: bool,
+}
+
+/// A snapshot being handed over to the component.
+struct SnapshotRun {
+    snapshot: Arc<Snapshot>,
+    /// Where the next chunk is read from.
+    cursor: Cursor,
+    /// Rows read per chunk.
+    chunk: usize,
+    /// A chunk read (or the final bookkeeping) is running.
+    busy: bool,
+}
+
+/// What a component registered with a snapshot gets before its first change.
+pub struct SnapshotPlan {
+    /// The snapshot to hand over first, if one was taken.
+    pub snapshot: Option<Snapshot>,
+    /// Rows read per chunk (the engine's `batch_size`).
+    pub chunk: usize,
+    /// Hand over the snapshot and nothing else (`initial_only`).
+    pub only: bool,
 }
 
 fn now() -> Instant {
@@ -178,7 +214,21 @@ impl Supervisor {
             retry: None,
             unhealthy_since: None,
             needs_refresh: false,
+            snapshot: None,
+            snapshot_only: false,
         }
+    }
+
+    /// Hands over `plan`'s snapshot before asking the router for changes.
+    pub fn with_snapshot(mut self, plan: SnapshotPlan) -> Self {
+        self.snapshot_only = plan.only;
+        self.snapshot = plan.snapshot.map(|snapshot| SnapshotRun {
+            snapshot: Arc::new(snapshot),
+            cursor: Cursor::default(),
+            chunk: plan.chunk.max(1),
+            busy: false,
+        });
+        self
     }
 
     /// The one place that decides what an idle, active supervisor does next: a refresh
@@ -191,8 +241,12 @@ impl Supervisor {
             return self.refresh(ctx, false, "restart after failure");
         }
         let Some(batch) = &self.batch else {
-            return;
+            return self.next_snapshot_chunk(ctx);
         };
+        if batch.next >= batch.changes.len() && self.snapshot.is_some() {
+            self.batch = None;
+            return self.snapshot_chunk_done(ctx);
+        }
         if batch.next >= batch.changes.len() {
             let upto = batch.upto;
             self.batch = None;
@@ -278,6 +332,9 @@ impl Supervisor {
             self.stats.timed_out(&self.name, lsn);
             self.needs_refresh = true;
         }
+        let snapshot_row = batch.changes[reached]
+            .snapshot
+            .map(|_| batch.changes[reached].clone());
         if !failure.retriable() {
             let attempts = self.attempts_for(lsn) + 1;
             self.stats
@@ -285,6 +342,7 @@ impl Supervisor {
             return self.write_dead_letter(
                 PendingDeadLetter {
                     lsn,
+                    snapshot_row,
                     reason: failure.describe(),
                     attempts,
                     retriable: false,
@@ -308,6 +366,7 @@ impl Supervisor {
             RetryDecision::GiveUp { attempts } => self.write_dead_letter(
                 PendingDeadLetter {
                     lsn,
+                    snapshot_row,
                     reason: failure.describe(),
                     attempts,
                     retriable: true,
@@ -344,6 +403,13 @@ impl Supervisor {
     /// Gives the delivery back to the router (the changes wait in the log) and schedules
     /// the half-open probe.
     fn pause(&mut self, ctx: &mut Context<Self>) {
+        if self.snapshot.is_some() {
+            // The router delivers nothing yet: keep the chunk and carry on with it
+            // once resumed.
+            self.state = State::CoolingDown;
+            self.unhealthy_since.get_or_insert_with(now);
+            return self.schedule_probe(ctx);
+        }
         let confirmed = self
             .batch
             .take()
@@ -415,10 +481,128 @@ impl Supervisor {
         }
         self.unhealthy_since = None;
         self.state = State::Idle;
-        self.router.resume.do_send(Resume {
-            component: self.name.clone(),
-        });
+        if self.snapshot.is_none() && !self.snapshot_only {
+            self.router.resume.do_send(Resume {
+                component: self.name.clone(),
+            });
+        }
         self.run(ctx);
+    }
+
+    /// Reads the snapshot's next chunk into the delivery; at its end, finishes it.
+    fn next_snapshot_chunk(&mut self, ctx: &mut Context<Self>) {
+        let Some(run) = &mut self.snapshot else {
+            return;
+        };
+        if run.busy {
+            return;
+        }
+        run.busy = true;
+        let (snapshot, cursor, chunk) = (run.snapshot.clone(), run.cursor, run.chunk);
+        let store = self.store.clone();
+        ctx.spawn(
+            async move { store.query(move |_| snapshot.read_chunk(cursor, chunk)).await }
+                .into_actor(self)
+            .map(move |result, act, ctx| {
+                let Some(run) = &mut act.snapshot else {
+                    return;
+                };
+                run.busy = false;
+                match result {
+                    Ok((rows, _)) if rows.is_empty() => act.finish_snapshot(ctx),
+                    Ok((rows, next)) => {
+                        run.cursor = next;
+                        let lsn = run.snapshot.lsn;
+                        act.batch = Some(ActiveBatch {
+                            changes: Arc::new(rows.into_iter().map(Arc::new).collect()),
+                            upto: lsn,
+                            next: 0,
+                        });
+                        act.run(ctx);
+                    }
+                    Err(err) => {
+                        tracing::warn!(component = %act.name, error = %err, "snapshot read failed; retrying");
+                        ctx.run_later(Duration::from_millis(100), |act, ctx| act.run(ctx));
+                    }
+                }
+            }),
+        );
+    }
+
+    /// A chunk of the snapshot was handled: record the progress, read the next.
+    fn snapshot_chunk_done(&mut self, ctx: &mut Context<Self>) {
+        let Some(run) = &self.snapshot else {
+            return;
+        };
+        let done = run.cursor.read;
+        self.stats.update(&self.name, |s| {
+            if let Some(progress) = &mut s.snapshot {
+                progress.done = done;
+            }
+        });
+        let (store, name) = (self.store.clone(), self.name.clone());
+        // Progress is for people (`astha status`); losing one update loses nothing.
+        ctx.spawn(
+            async move {
+                if let Err(err) = store
+                    .write(move |conn| snapshot::record_progress(conn, &name, done))
+                    .await
+                {
+                    tracing::debug!(error = %err, "snapshot progress not recorded");
+                }
+            }
+            .into_actor(self),
+        );
+        self.run(ctx);
+    }
+
+    /// Every row of the snapshot was handled: record it done, then take changes from
+    /// the snapshot's LSN on (or, taking only the snapshot, drop the slot).
+    fn finish_snapshot(&mut self, ctx: &mut Context<Self>) {
+        let Some(run) = &mut self.snapshot else {
+            return;
+        };
+        run.busy = true;
+        let snapshot = run.snapshot.clone();
+        let (store, only) = (self.store.clone(), self.snapshot_only);
+        ctx.spawn(
+            async move {
+                store
+                    .write(move |conn| {
+                        snapshot::finish(conn, &snapshot)?;
+                        if only {
+                            astha_core::slots::drop_slot(conn, &snapshot.consumer)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                if let Err(err) = result {
+                    tracing::warn!(component = %act.name, error = %err, "recording the snapshot's end failed; retrying");
+                    if let Some(run) = &mut act.snapshot {
+                        run.busy = false;
+                    }
+                    ctx.run_later(Duration::from_millis(100), |act, ctx| act.finish_snapshot(ctx));
+                    return;
+                }
+                let total = act.snapshot.take().map_or(0, |r| r.snapshot.total());
+                tracing::info!(component = %act.name, rows = total, "snapshot delivered");
+                act.stats.update(&act.name, |s| {
+                    if let Some(progress) = &mut s.snapshot {
+                        progress.done = total;
+                        progress.finished = true;
+                    }
+                });
+                if !act.snapshot_only {
+                    act.router.resume.do_send(Resume {
+                        component: act.name.clone(),
+                    });
+                }
+                act.run(ctx);
+            }),
+        );
     }
 
     /// Calls `on_refresh`; on success a paused component resumes from its slot position
@@ -469,6 +653,7 @@ impl Supervisor {
             pending.attempts,
             pending.retriable,
         );
+        let snapshot_row = pending.snapshot_row.clone();
         self.state = State::DeadLettering(pending);
         let store = self.store.clone();
         let consumer = self.name.clone();
@@ -483,7 +668,10 @@ impl Supervisor {
                             attempts,
                             retriable,
                         };
-                        astha_core::dead_letter::record(conn, &log, lsn, &failure)
+                        match &snapshot_row {
+                            Some(row) => snapshot::record_dead_letter(conn, row, &failure),
+                            None => astha_core::dead_letter::record(conn, &log, lsn, &failure),
+                        }
                     })
                     .await
             }

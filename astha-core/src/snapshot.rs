@@ -480,6 +480,50 @@ pub fn forget(conn: &Connection, db_path: &Path, consumer: &str) -> Result<()> {
     Ok(())
 }
 
+/// The table of snapshot rows a consumer gave up on. A snapshot row has no log row to
+/// copy into the dead letters (and shares its LSN with every row of its snapshot), so
+/// it is kept here as its native JSON, which is exact ([`crate::Value::to_json`]); the
+/// table can be read again to replay it.
+pub const DEAD_LETTER_TABLE: &str = "__astha_snapshot_dead_letters";
+
+/// Records that `failure.consumer` gave up on the snapshot row `change`.
+pub fn record_dead_letter(
+    conn: &Connection,
+    change: &Change,
+    failure: &crate::dead_letter::Failure<'_>,
+) -> Result<bool> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {DEAD_LETTER_TABLE} (
+            id INTEGER PRIMARY KEY,
+            consumer TEXT NOT NULL,
+            lsn INTEGER NOT NULL,
+            tbl TEXT NOT NULL,
+            row TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            retriable INTEGER NOT NULL,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+        );"
+    ))?;
+    let row = change.to_json()["after"].to_string();
+    let n = conn.execute(
+        &format!(
+            "INSERT INTO {DEAD_LETTER_TABLE} (consumer, lsn, tbl, row, reason, attempts, retriable)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        ),
+        (
+            failure.consumer,
+            change.lsn,
+            &*change.table,
+            row,
+            failure.reason,
+            failure.attempts,
+            failure.retriable,
+        ),
+    )?;
+    Ok(n > 0)
+}
+
 /// The copy of snapshot record `id`: `<database>-snapshot-<id>` beside the database.
 fn copy_path(db_path: &Path, id: i64) -> PathBuf {
     let mut name = db_path.file_name().unwrap_or_default().to_os_string();

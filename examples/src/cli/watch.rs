@@ -4,6 +4,10 @@
 //! Without `--slot` the watcher uses a slot of its own that is dropped when it exits, so
 //! it never holds back log cleanup; with `--slot NAME` the position is kept and a later
 //! `astha watch --slot NAME` resumes exactly where this one stopped.
+//!
+//! `--snapshot initial` first prints the watched tables' current rows (`READ`, debezium
+//! `r`), then every change after them: none missed, none printed twice. A progress bar
+//! on stderr (when it is a terminal) follows the snapshot.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,6 +19,7 @@ use astha_actors::{Astha, Component, ComponentError};
 use astha_core::capture::Capture;
 use astha_core::config::AsthaConfig;
 use astha_core::format::{Encoder, EventFormat, SourceInfo};
+use astha_core::snapshot::SnapshotMode;
 use astha_core::Change;
 use async_trait::async_trait;
 use clap::{Args, ValueEnum};
@@ -55,8 +60,13 @@ pub struct WatchArgs {
     #[arg(long)]
     pub slot: Option<String>,
     /// Start before the oldest change still in the log instead of at the head (new slots only).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "snapshot")]
     pub from_beginning: bool,
+    /// Print the tables' current rows first: `initial` (then the changes after them),
+    /// `initial_only` (then exit), `when_needed` (as `initial`, and again when the slot's
+    /// position was cleaned away) or `never`.
+    #[arg(long, value_parser = parse_snapshot_mode)]
+    pub snapshot: Option<SnapshotMode>,
     /// Exit after this many changes.
     #[arg(long)]
     pub limit: Option<u64>,
@@ -80,6 +90,10 @@ pub struct WatchArgs {
     /// Most SSE clients at once; more are refused with 503.
     #[arg(long, default_value_t = astha_actors::http::DEFAULT_MAX_CLIENTS)]
     pub http_max_sse_clients: usize,
+}
+
+fn parse_snapshot_mode(text: &str) -> Result<SnapshotMode, String> {
+    text.parse()
 }
 
 impl WatchArgs {
@@ -249,8 +263,9 @@ async fn watch_async(
         remaining: args.limit,
         done: done_tx,
     };
+    let snapshot = args.snapshot.unwrap_or_default();
     astha
-        .register_component(Box::new(printer))
+        .register_component_with(Box::new(printer), snapshot)
         .await
         .map_err(|e| CliError::astha(&path, e))?;
     if let Err(e) = astha.check_subscriptions() {
@@ -265,9 +280,17 @@ async fn watch_async(
         path.display(),
         if durable { ", durable" } else { "" }
     );
+    let snapshot_over = async {
+        snapshot_progress(&astha, &name).await;
+        if snapshot != SnapshotMode::InitialOnly {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = shutdown.signalled() => {}
         _ = done_rx.wait_for(|done| *done) => {}
+        // The snapshot is all `initial_only` asked for.
+        _ = snapshot_over => {}
     }
     if !durable {
         astha
@@ -286,6 +309,35 @@ async fn watch_async(
     }
     astha.stop().await.map_err(|e| CliError::astha(&path, e))?;
     Ok(())
+}
+
+/// Follows `name`'s snapshot with a progress bar on stderr (drawn only on a terminal)
+/// until it is delivered; returns at once when there is none.
+async fn snapshot_progress(astha: &Astha, name: &str) {
+    let Some(first) = astha.component_info(name).and_then(|c| c.snapshot) else {
+        return;
+    };
+    let bar = indicatif::ProgressBar::new(first.total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "snapshot {msg} [{bar:30}] {pos}/{len} rows ({per_sec}, {eta} left)",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(first.tables.join(","));
+    loop {
+        let Some(now) = astha.component_info(name).and_then(|c| c.snapshot) else {
+            break;
+        };
+        bar.set_position(now.done);
+        if now.finished {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    bar.finish_and_clear();
+    eprintln!("snapshot of {} rows delivered", first.total);
 }
 
 /// The component that prints. It writes each change before confirming it, so a durable
