@@ -331,6 +331,9 @@ pub fn take(
     reason: &str,
 ) -> Result<Snapshot> {
     let conn = crate::db::open_existing(db_path)?;
+    // Its writes (the record) are short and must get the lock between a busy writer's
+    // transactions, like Astha's own writer's (crate::db::use_fast_busy_handler).
+    crate::db::use_fast_busy_handler(&conn)?;
     ensure_table(&conn)?;
     let tables_json = serde_json::to_string(tables).expect("strings serialize");
     let id: i64 = conn.query_row(

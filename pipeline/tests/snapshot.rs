@@ -1,0 +1,238 @@
+//! A sink with `snapshot = "initial"` in `astha run`: the table's rows first, then every
+//! change after them, with writers busy throughout; a second start of the same pipeline
+//! (its slot kept) takes no second snapshot.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use astha_components::sinks::SinkRegistry;
+use astha_core::config::AsthaConfig;
+use astha_pipeline::{plan, PipelineSpec};
+use rusqlite::Connection;
+use serde_json::Value;
+
+fn engine() -> AsthaConfig {
+    AsthaConfig::load_from(None, [("ASTHA_BATCH_SIZE".to_string(), "50".to_string())]).unwrap()
+}
+
+fn lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn table(db: &Path) -> BTreeMap<i64, i64> {
+    let conn = Connection::open(db).unwrap();
+    let mut stmt = conn.prepare("SELECT id, v FROM t").unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    rows
+}
+
+/// Applies native events to a mirror, refusing what a gap or a duplicate would produce.
+fn rebuild(events: &[Value]) -> BTreeMap<i64, i64> {
+    let mut mirror = BTreeMap::new();
+    let mut snapshot_lsn = None;
+    for event in events {
+        let row = |image: &str| {
+            (
+                event[image]["id"].as_i64().unwrap(),
+                event[image]["v"].as_i64().unwrap(),
+            )
+        };
+        let lsn = event["lsn"].as_i64().unwrap();
+        match event["op"].as_str().unwrap() {
+            "READ" => {
+                assert!(snapshot_lsn.is_none_or(|s| s == lsn));
+                snapshot_lsn = Some(lsn);
+                let (id, v) = row("after");
+                assert!(mirror.insert(id, v).is_none(), "read twice: {event}");
+            }
+            op => {
+                let from = snapshot_lsn.expect("the snapshot comes first");
+                assert!(lsn > from, "{lsn} is already in the snapshot at {from}");
+                match op {
+                    "INSERT" => {
+                        let (id, v) = row("after");
+                        assert!(mirror.insert(id, v).is_none(), "duplicate: {event}");
+                    }
+                    "UPDATE" => {
+                        let (id, v) = row("after");
+                        assert!(mirror.insert(id, v).is_some(), "gap: {event}");
+                    }
+                    "DELETE" => {
+                        let (id, _) = row("before");
+                        assert!(mirror.remove(&id).is_some(), "gap: {event}");
+                    }
+                    other => panic!("unexpected op {other}"),
+                }
+            }
+        }
+    }
+    mirror
+}
+
+#[actix_rt::test]
+async fn a_sink_with_an_initial_snapshot_rebuilds_the_table_under_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
+         INSERT INTO t (id, v) SELECT i, i FROM n;",
+    )
+    .unwrap();
+    astha_core::capture::Capture::new("__cdc_log")
+        .ensure_log(&conn)
+        .unwrap();
+    astha_core::capture::Capture::new("__cdc_log")
+        .install(&conn, "t")
+        .unwrap();
+    drop(conn);
+    let text = format!(
+        r#"
+        [defaults]
+        snapshot = "initial"
+        [[sources]]
+        database = "{db}"
+        [[sinks]]
+        name = "mirror"
+        type = "file"
+        path = "{out}"
+        "#,
+        db = db.display(),
+        out = dir.path().join("out.jsonl").display()
+    );
+    let spec = PipelineSpec::parse(&text, |_| None).unwrap();
+    let checked = plan(&spec, &SinkRegistry::builtin(), &engine()).unwrap();
+    assert_eq!(
+        checked.sources[0].sinks[0].snapshot,
+        astha_core::snapshot::SnapshotMode::Initial
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let conn = Connection::open(&db).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let sql = match n % 3 {
+                    0 => "INSERT INTO t (v) VALUES (abs(random()) % 1000)",
+                    1 => "UPDATE t SET v = v + 1 WHERE id = (SELECT id FROM t ORDER BY random() LIMIT 1)",
+                    _ => "DELETE FROM t WHERE id = (SELECT id FROM t ORDER BY random() LIMIT 1)",
+                };
+                conn.execute(sql, []).unwrap();
+                n += 1;
+                if n % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            conn.execute("INSERT INTO t (id, v) VALUES (-1, 0)", [])
+                .unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let running = checked.start(&engine()).await.unwrap();
+    let out = dir.path().join("out.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = lines(&out);
+        let changes = events.iter().filter(|e| e["op"] != "READ").count();
+        if changes >= 300 || Instant::now() > deadline {
+            stop.store(true, Ordering::Relaxed);
+        }
+        if events
+            .iter()
+            .any(|e| e["op"] == "INSERT" && e["after"]["id"] == -1)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "timed out"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writes.join().unwrap();
+    let engine_stats = running.engine(&running.sources()[0].to_string()).unwrap();
+    let progress = engine_stats
+        .component_info("mirror")
+        .unwrap()
+        .snapshot
+        .unwrap();
+    assert!(progress.finished && progress.done == progress.total && progress.total >= 2900);
+    running.stop().await.unwrap();
+    let events = lines(&out);
+    assert_eq!(rebuild(&events), table(&db), "the mirror is the table");
+    let reads = events.iter().filter(|e| e["op"] == "READ").count();
+
+    // Started again, the sink resumes from its slot: no second snapshot.
+    let conn = Connection::open(&db).unwrap();
+    conn.execute("UPDATE t SET v = 7 WHERE id = -1", [])
+        .unwrap();
+    let checked = plan(&spec, &SinkRegistry::builtin(), &engine()).unwrap();
+    let running = checked.start(&engine()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines(&out).len() <= events.len() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await.unwrap();
+    let again = lines(&out);
+    assert_eq!(again.len(), events.len() + 1, "only the new change");
+    assert_eq!(again.iter().filter(|e| e["op"] == "READ").count(), reads);
+    assert_eq!(rebuild(&again), table(&db));
+    let state: String = conn
+        .query_row(
+            "SELECT state FROM __astha_snapshots WHERE consumer = 'mirror'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(state, "done");
+}
+
+#[test]
+fn snapshot_modes_are_checked_and_belong_to_sinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    Connection::open(&db)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v)")
+        .unwrap();
+    let check = |extra_source: &str, extra_sink: &str| {
+        let text = format!(
+            "[[sources]]\ndatabase = \"{}\"\ninstall = true\n{extra_source}\n[[sinks]]\nname = \"s\"\ntype = \"stdout\"\n{extra_sink}\n",
+            db.display()
+        );
+        let spec = PipelineSpec::parse(&text, |_| None).unwrap();
+        plan(&spec, &SinkRegistry::builtin(), &engine()).map(|p| p.sources[0].sinks[0].snapshot)
+    };
+    use astha_core::snapshot::SnapshotMode;
+    assert_eq!(check("", "").unwrap(), SnapshotMode::Never);
+    assert_eq!(
+        check("snapshot = \"when_needed\"", "").unwrap(),
+        SnapshotMode::WhenNeeded
+    );
+    assert_eq!(
+        check("snapshot = \"when_needed\"", "snapshot = \"initial_only\"").unwrap(),
+        SnapshotMode::InitialOnly
+    );
+    let err = check("", "snapshot = \"always\"").unwrap_err().to_string();
+    assert!(err.contains("when_needed"), "{err}");
+    let err = check("[sources.table.t]\nsnapshot = \"initial\"", "")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("is a sink's"), "{err}");
+}
