@@ -186,10 +186,16 @@ fn plan_source(
                 "[sources.table.{table}] names a table this source does not select"
             )));
         }
-        if settings.snapshot.is_some() {
-            return Err(fail(format!(
-                "[sources.table.{table}] sets `snapshot`, which is a sink's: set it on the sink, the source or [defaults]"
-            )));
+        for (key, set) in [
+            ("snapshot", settings.snapshot.is_some()),
+            ("format", settings.format.is_some()),
+            ("debezium_schemas", settings.debezium_schemas.is_some()),
+        ] {
+            if set {
+                return Err(fail(format!(
+                    "[sources.table.{table}] sets `{key}`, which is a sink's: set it on the sink, the source or [defaults]"
+                )));
+            }
         }
     }
     let install = cascade(spec, source, None, |s| s.install).unwrap_or(false);
@@ -309,6 +315,10 @@ fn plan_sink(
                 .unwrap_or_else(|| "(assigned at first start)".into()),
             tables: tables.clone(),
             format,
+            debezium_schemas: sink
+                .debezium_schemas
+                .or_else(|| cascade(spec, source_spec, None, |s| s.debezium_schemas))
+                .unwrap_or(false),
         };
         parsed.validate(&context)?;
         let shapes = resolve_shapes(spec, source_spec, source, &tables)?;

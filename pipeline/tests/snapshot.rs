@@ -235,4 +235,18 @@ fn snapshot_modes_are_checked_and_belong_to_sinks() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("is a sink's"), "{err}");
+    // `debezium_schemas` cascades the same way, into the sink's encoder.
+    let text = format!(
+        "[defaults]\ndebezium_schemas = true\nformat = \"debezium\"\n[[sources]]\ndatabase = \"{}\"\ninstall = true\n\
+         [[sinks]]\nname = \"a\"\ntype = \"stdout\"\n[[sinks]]\nname = \"b\"\ntype = \"stdout\"\ndebezium_schemas = false\n",
+        db.display()
+    );
+    let planned = plan(
+        &PipelineSpec::parse(&text, |_| None).unwrap(),
+        &SinkRegistry::builtin(),
+        &engine(),
+    )
+    .unwrap();
+    let sinks = &planned.sources[0].sinks;
+    assert!(sinks[0].context.debezium_schemas && !sinks[1].context.debezium_schemas);
 }

@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `id` is the database's identity and the LSN (and, for a snapshot row, its place in the
-//! snapshot: [`event_id`]): unique per change across databases, and the same on every
+//! snapshot: [`super::change_id`]): unique per change across databases, and the same on every
 //! delivery of that change, so consumers de-duplicate by
 //! (`source`, `id`) as the specification intends. `time` is the capture time in RFC 3339
 //! with milliseconds. `asthalsn` (an extension attribute; names are lower-case letters
@@ -37,16 +37,6 @@ pub fn event_type(op: Operation) -> &'static str {
     }
 }
 
-/// The event id: `<identity>:<lsn>` for a change from the log; a snapshot row carries
-/// its snapshot's LSN and its place in it, `<identity>:<lsn>:r<seq>`, since every row of
-/// one snapshot shares the LSN.
-pub fn event_id(change: &Change, source: &SourceInfo) -> String {
-    match change.snapshot {
-        Some(read) => format!("{}:{}:r{}", source.identity, change.lsn, read.seq),
-        None => format!("{}:{}", source.identity, change.lsn),
-    }
-}
-
 /// The context attributes of `change` (everything but `data`), in specification order.
 pub fn attributes(change: &Change, source: &SourceInfo) -> Vec<(&'static str, String)> {
     let time = DateTime::from_timestamp_millis(change.timestamp_ms)
@@ -54,7 +44,7 @@ pub fn attributes(change: &Change, source: &SourceInfo) -> Vec<(&'static str, St
         .unwrap_or_default();
     vec![
         ("specversion", "1.0".into()),
-        ("id", event_id(change, source)),
+        ("id", super::change_id(&source.identity, change)),
         ("source", format!("/astha/{}", source.name)),
         ("type", event_type(change.op).into()),
         ("time", time),

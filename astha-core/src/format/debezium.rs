@@ -130,6 +130,106 @@ pub fn key(change: &Change) -> Json {
     Json::Object(out)
 }
 
+/// The Kafka Connect type of a value. SQLite columns have no fixed type, and Astha keeps
+/// no declared types, so a field's type is that of the value in this event (a NULL
+/// counts as `string`): a consumer that needs one type per column must declare the
+/// column's type itself, as Flink's `debezium-json` does.
+fn connect_type(value: &Value) -> &'static str {
+    match value {
+        Value::Integer(_) => "int64",
+        Value::Real(_) => "double",
+        Value::Blob(_) => "bytes",
+        Value::Null | Value::Text(_) => "string",
+    }
+}
+
+fn connect_field(kind: &str, optional: bool, field: &str) -> Json {
+    json!({"type": kind, "optional": optional, "field": field})
+}
+
+/// The Connect schema of a row struct named `name`: one optional field per column.
+fn row_schema(row: Option<&Row>, columns: &[String], name: &str, field: &str) -> Json {
+    let fields: Vec<Json> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let kind = row.map_or("string", |r| connect_type(&r.values()[i]));
+            connect_field(kind, true, column)
+        })
+        .collect();
+    json!({"type": "struct", "fields": fields, "optional": true, "name": name, "field": field})
+}
+
+/// `envelope` (of `change`) wrapped as Kafka Connect's JSON converter writes it with
+/// `schemas.enable=true`: `{"schema": <Connect struct schema>, "payload": envelope}`,
+/// as Debezium names it (`<name>.<db>.<table>.Envelope`, `...Value` for the images).
+/// Field types: see [`connect_type`].
+pub fn with_schema(change: &Change, envelope: Json, source: &SourceInfo) -> Json {
+    let prefix = format!("{}.{}.{}", source.name, source.db, change.table);
+    let columns: &[String] = change.row().map_or(&[], |r| r.columns());
+    let value = format!("{prefix}.Value");
+    let mut source_fields = vec![
+        connect_field("string", false, "version"),
+        connect_field("string", false, "connector"),
+        connect_field("string", false, "name"),
+        connect_field("int64", false, "ts_ms"),
+        connect_field("string", true, "snapshot"),
+        connect_field("string", false, "db"),
+        connect_field("string", false, "table"),
+        connect_field("int64", false, "lsn"),
+    ];
+    if envelope["source"].get("types").is_some() {
+        // A map of image name to a map of column to class.
+        source_fields.push(
+            json!({"type": "map", "keys": {"type": "string", "optional": false},
+            "values": {"type": "map", "keys": {"type": "string", "optional": false},
+                       "values": {"type": "string", "optional": false}, "optional": false},
+            "optional": true, "field": "types"}),
+        );
+    }
+    let schema = json!({
+        "type": "struct",
+        "fields": [
+            row_schema(change.before.as_ref(), columns, &value, "before"),
+            row_schema(change.after.as_ref(), columns, &value, "after"),
+            {"type": "struct", "fields": source_fields, "optional": false,
+             "name": "io.astha.connector.sqlite.Source", "field": "source"},
+            connect_field("string", false, "op"),
+            connect_field("int64", true, "ts_ms"),
+            {"type": "struct", "fields": [
+                connect_field("string", false, "id"),
+                connect_field("int64", false, "total_order"),
+                connect_field("int64", false, "data_collection_order"),
+             ], "optional": true, "name": "event.block", "version": 1, "field": "transaction"},
+        ],
+        "optional": false,
+        "name": format!("{prefix}.Envelope"),
+        "version": 1,
+    });
+    json!({"schema": schema, "payload": envelope})
+}
+
+/// `key` (of `change`, from [`key`]) with its Connect schema (`<name>.<db>.<table>.Key`).
+pub fn key_with_schema(change: &Change, key: Json, source: &SourceInfo) -> Json {
+    let fields: Vec<Json> = key
+        .as_object()
+        .map(|k| {
+            let row = change.row();
+            k.keys()
+                .map(|column| {
+                    let kind = row
+                        .and_then(|r| r.get(column))
+                        .map_or("string", connect_type);
+                    connect_field(kind, false, column)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = format!("{}.{}.{}.Key", source.name, source.db, change.table);
+    json!({"schema": {"type": "struct", "fields": fields, "optional": false, "name": name},
+           "payload": key})
+}
+
 /// Decodes one image (`"before"` or `"after"`) of an envelope back into `(column,
 /// value)` pairs, exactly as stored; `None` when the envelope is malformed.
 pub fn decode_row(envelope: &Json, image: &str) -> Option<Vec<(String, Value)>> {

@@ -56,6 +56,10 @@ pub struct WatchArgs {
     /// (CloudEvents 1.0 structured JSON) or `pretty` (aligned text for people).
     #[arg(long, value_enum, default_value = "json")]
     pub format: WatchFormat,
+    /// With `--format debezium`: wrap each event in `{"schema", "payload"}`, as Kafka
+    /// Connect's JSON converter writes it with `schemas.enable=true`.
+    #[arg(long)]
+    pub debezium_schemas: bool,
     /// Keep the position in this durable slot and resume from it next time.
     #[arg(long)]
     pub slot: Option<String>,
@@ -254,7 +258,8 @@ async fn watch_async(
             db: stem,
             identity,
         },
-    );
+    )
+    .with_debezium_schemas(args.debezium_schemas);
     let printer = Printer {
         name: name.clone(),
         tables,
