@@ -79,6 +79,7 @@ impl Store {
         astha_core::wake::install_checkpoint_hook(&writer);
         let capture = Capture::new(log_table);
         capture.ensure_log(&writer)?;
+        astha_core::transaction::install(&writer, log_table)?;
         let writer = Arc::new(Mutex::new(writer));
         let shared = writer.clone();
         let writes = Pool::start("astha-write", 1, QUEUE_JOBS, move || shared.clone())

@@ -891,6 +891,7 @@ mod tests {
             before: None,
             after: None,
             snapshot: None,
+            transaction: None,
         })
     }
 

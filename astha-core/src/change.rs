@@ -166,6 +166,24 @@ pub struct Change {
     pub after: Option<Row>,
     /// Set on the rows of a snapshot (op READ): where the row stands in it.
     pub snapshot: Option<SnapshotRead>,
+    /// Set on changes of a marked transaction ([`crate::transaction`]): where the change
+    /// stands in it. `None` means not known, never "alone in its transaction".
+    pub transaction: Option<TransactionPosition>,
+}
+
+/// Where a change stands in its transaction: Debezium's `transaction` block, plus the
+/// transaction's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionPosition {
+    /// The transaction's id: the LSN of its first change.
+    pub id: i64,
+    /// 1-based position among the transaction's changes.
+    pub total_order: u64,
+    /// 1-based position among the transaction's changes of the same table.
+    pub data_collection_order: u64,
+    /// The transaction's changes in all: the change with `total_order == total` is its
+    /// last (the END marker).
+    pub total: u64,
 }
 
 /// Where a snapshot row ([`Operation::Read`]) stands in its snapshot. Every row of a

@@ -28,9 +28,10 @@ pub mod routing;
 pub mod schema;
 pub mod slots;
 pub mod snapshot;
+pub mod transaction;
 pub mod value;
 pub mod wake;
 
-pub use change::{Change, Event, Operation, Row, SnapshotRead};
+pub use change::{Change, Event, Operation, Row, SnapshotRead, TransactionPosition};
 pub use error::{CoreError, Result};
 pub use value::Value;

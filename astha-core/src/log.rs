@@ -224,6 +224,7 @@ impl LogReader {
                 Err(malformed) => batch.malformed.push(*malformed),
             }
         }
+        crate::transaction::annotate(&tx, &self.log_table, &mut batch.changes)?;
         let stopped_early = full || batch.bytes >= limits.max_bytes;
         if !stopped_early {
             // Nothing else up to the head matched the filter: the whole log was scanned.
@@ -306,6 +307,7 @@ impl LogReader {
                     before: row(before),
                     after: row(after),
                     snapshot: None,
+                    transaction: None,
                 })
             }
             Err(reason) => Err(Box::new(Malformed { raw, reason })),

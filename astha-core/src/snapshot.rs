@@ -301,6 +301,7 @@ impl Snapshot {
                         seq: at.read,
                         last: at.read == total,
                     }),
+                    transaction: None,
                 });
             }
             if !any {

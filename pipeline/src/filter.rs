@@ -169,6 +169,7 @@ mod tests {
             before,
             after,
             snapshot: None,
+            transaction: None,
         }
     }
 

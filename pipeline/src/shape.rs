@@ -138,6 +138,7 @@ impl Shaped {
             before: change.before.as_ref().map(&mut project).transpose()?,
             after: change.after.as_ref().map(&mut project).transpose()?,
             snapshot: change.snapshot,
+            transaction: change.transaction,
         })))
     }
 }
@@ -286,6 +287,7 @@ mod tests {
             before: None,
             after: Some(row),
             snapshot: None,
+            transaction: None,
         })
     }
 

@@ -360,6 +360,7 @@ mod tests {
             before: None,
             after: Some(Row::new(schema, vec![Value::Integer(lsn)]).unwrap()),
             snapshot: None,
+            transaction: None,
         }
     }
 

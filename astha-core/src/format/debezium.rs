@@ -25,8 +25,10 @@
 //! `ts_ms` is the change's capture time, like `source.ts_ms`: a change delivered again
 //! after a restart is byte-identical to its first delivery, so consumers can compare.
 //! A snapshot row ([`Operation::Read`]) is an `r` event with `source.snapshot` `"true"`,
-//! `"last"` on the snapshot's last row, and `source.lsn` the snapshot's LSN. Astha does
-//! not yet emit `transaction` blocks (always null).
+//! `"last"` on the snapshot's last row, and `source.lsn` the snapshot's LSN.
+//! `transaction` is Debezium's block (`id`, `total_order`, `data_collection_order`, plus
+//! `total`, the transaction's size) for changes of a marked transaction
+//! ([`crate::transaction`]), and null where the boundary is not known.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -110,7 +112,12 @@ pub fn envelope(change: &Change, source: &SourceInfo) -> Json {
         "op": op_code(change.op),
         "ts_ms": change.timestamp_ms,
         "source": meta,
-        "transaction": Json::Null,
+        "transaction": change.transaction.map_or(Json::Null, |t| json!({
+            "id": t.id.to_string(),
+            "total_order": t.total_order,
+            "data_collection_order": t.data_collection_order,
+            "total": t.total,
+        })),
     })
 }
 

@@ -14,6 +14,7 @@ fn change(lsn: i64, table: &str) -> Arc<Change> {
         before: None,
         after: None,
         snapshot: None,
+        transaction: None,
     })
 }
 

@@ -78,6 +78,7 @@ mod tests {
             before: None,
             after: None,
             snapshot: None,
+            transaction: None,
         };
         assert_eq!(message_id(&first, &change), format!("{first}:42"));
     }

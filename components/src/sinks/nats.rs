@@ -534,6 +534,7 @@ mod tests {
             before: None,
             after: None,
             snapshot: None,
+            transaction: None,
         };
         assert_eq!(sink.subject(&change), "astha.app_db.order_items.delete");
         assert_eq!(sink.message_id(&change), "id-1:42");
