@@ -295,7 +295,12 @@ impl Handler<Register> for Router {
             async move { prepare_slot(store, slot_name, snapshot_tables, mode).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
-                    let (position, snapshot) = result?;
+                    let Prepared {
+                        position,
+                        snapshot,
+                        signals_after,
+                        skip,
+                    } = result?;
                     // The route starts paused: the supervisor refreshes the component
                     // (and hands over its snapshot) first, then sends Resume.
                     if !act.routing.register(&name, tables.clone(), position) {
@@ -330,7 +335,10 @@ impl Handler<Register> for Router {
                         snapshot,
                         chunk: act.config.limits.max_rows,
                         only: mode == SnapshotMode::InitialOnly,
+                        signals_after,
+                        skip,
                     })
+                    .with_tables(tables.clone())
                     .start();
                     tracing::info!(component = %name, position, ?tables, "component registered");
                     act.supervisors.insert(name, supervisor.into());
@@ -338,6 +346,16 @@ impl Handler<Register> for Router {
                 }),
         )
     }
+}
+
+/// Where a registered route starts, and what its supervisor hands over first.
+struct Prepared {
+    position: i64,
+    snapshot: Option<Snapshot>,
+    /// Snapshot signals after this one apply (`None` for mode `never`).
+    signals_after: Option<i64>,
+    /// A signalled snapshot delivered before a restart, not yet passed.
+    skip: Option<(Vec<String>, i64)>,
 }
 
 /// Finds or creates `name`'s slot and, if `mode` asks for one now, takes a snapshot of
@@ -348,23 +366,40 @@ async fn prepare_slot(
     name: String,
     tables: Vec<String>,
     mode: SnapshotMode,
-) -> Result<(i64, Option<Snapshot>), AsthaError> {
+) -> Result<Prepared, AsthaError> {
     let log = store.log_table().to_string();
     let (slot_name, slot_log) = (name.clone(), log.clone());
-    let (slot, need) = store
+    let (slot, need, signals_after, skip) = store
         .write(move |conn| {
             snapshot::ensure_table(conn)?;
             let slot = slots::get(conn, &slot_name)?;
             let need = snapshot::needed(conn, &slot_log, &slot_name, mode, slot.as_ref())?;
+            let recorded = snapshot::state(conn, &slot_name)?;
+            let signals_after = match (&recorded, mode) {
+                (_, SnapshotMode::Never | SnapshotMode::InitialOnly) => None,
+                (Some(r), _) if r.signal_id > 0 => Some(r.signal_id),
+                _ => Some(snapshot::last_signal(conn)?),
+            };
+            let skip = recorded.filter(|r| {
+                need.is_none()
+                    && r.reason == "signal"
+                    && r.state == "done"
+                    && slot.as_ref().is_some_and(|s| s.position < r.lsn)
+            });
             let slot = match slot {
                 Some(slot) => slot,
                 None => slots::create(conn, &slot_log, &slot_name, SlotStart::Head)?,
             };
-            Ok((slot, need))
+            Ok((slot, need, signals_after, skip.map(|r| (r.tables, r.lsn))))
         })
         .await?;
     let Some(reason) = need else {
-        return Ok((slot.position, None));
+        return Ok(Prepared {
+            position: slot.position,
+            snapshot: None,
+            signals_after,
+            skip,
+        });
     };
     let path = store.path().to_path_buf();
     let consumer = name.clone();
@@ -376,9 +411,19 @@ async fn prepare_slot(
     tracing::info!(component = %name, lsn = taken.lsn, rows = taken.total(), reason, "snapshot taken");
     let lsn = taken.lsn;
     let position = store
-        .write(move |conn| slots::advance(conn, &name, lsn))
+        .write(move |conn| {
+            if let Some(signal) = signals_after {
+                snapshot::record_signal(conn, &name, signal)?;
+            }
+            slots::advance(conn, &name, lsn)
+        })
         .await?;
-    Ok((position, Some(taken)))
+    Ok(Prepared {
+        position,
+        snapshot: Some(taken),
+        signals_after,
+        skip: None,
+    })
 }
 
 impl Handler<Unregister> for Router {

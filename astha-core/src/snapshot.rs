@@ -37,6 +37,95 @@ use crate::value::Value;
 /// The table that records each consumer's latest snapshot and its progress.
 pub const STATE_TABLE: &str = "__astha_snapshots";
 
+/// The signal table: a row `('execute-snapshot', '{"data-collections": ["orders"]}')`
+/// asks running consumers (with a snapshot mode other than `never`) to snapshot those of
+/// their tables again, without a restart. `"consumers": ["name", ...]` in `data` limits
+/// it to those consumers. Debezium's signal, by its name.
+pub const SIGNAL_TABLE: &str = "__astha_signals";
+
+/// The signal type that asks for a snapshot.
+pub const EXECUTE_SNAPSHOT: &str = "execute-snapshot";
+
+/// Creates the signal table if it is missing.
+pub fn ensure_signal_table(conn: &Connection) -> Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {SIGNAL_TABLE} (
+            id INTEGER PRIMARY KEY,
+            type TEXT NOT NULL,
+            data TEXT,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
+        );"
+    ))?;
+    Ok(())
+}
+
+/// The newest signal's id (0 when there is none): a consumer acts on signals after it.
+pub fn last_signal(conn: &Connection) -> Result<i64> {
+    ensure_signal_table(conn)?;
+    Ok(conn.query_row(
+        &format!("SELECT coalesce(max(id), 0) FROM {SIGNAL_TABLE}"),
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// The next snapshot signal after signal `after` for `consumer` (whose tables are
+/// `tables`): its id and the tables to snapshot again, `None` for the tables when the
+/// signal is not for it. `None` when there is no newer signal.
+pub fn next_signal(
+    conn: &Connection,
+    after: i64,
+    consumer: &str,
+    tables: &[String],
+) -> Result<Option<(i64, Option<Vec<String>>)>> {
+    let row: Option<(i64, String, Option<String>)> = conn
+        .query_row(
+            &format!("SELECT id, type, data FROM {SIGNAL_TABLE} WHERE id > ?1 ORDER BY id LIMIT 1"),
+            [after],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((id, kind, data)) = row else {
+        return Ok(None);
+    };
+    if kind != EXECUTE_SNAPSHOT {
+        tracing::warn!(signal = id, kind, "unknown signal type; ignored");
+        return Ok(Some((id, None)));
+    }
+    let data: serde_json::Value = data
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_default();
+    let list = |key: &str| -> Option<Vec<String>> {
+        data.get(key)?.as_array().map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+    };
+    if let Some(consumers) = list("consumers") {
+        if !consumers.iter().any(|c| c == consumer) {
+            return Ok(Some((id, None)));
+        }
+    }
+    let wanted = list("data-collections").unwrap_or_default();
+    let chosen: Vec<String> = tables
+        .iter()
+        .filter(|t| wanted.iter().any(|w| w == *t))
+        .cloned()
+        .collect();
+    Ok(Some((id, (!chosen.is_empty()).then_some(chosen))))
+}
+
+/// Records that `consumer` acted on signals up to `signal`.
+pub fn record_signal(conn: &Connection, consumer: &str, signal: i64) -> Result<()> {
+    conn.execute(
+        &format!("UPDATE {STATE_TABLE} SET signal_id = max(signal_id, ?2) WHERE consumer = ?1"),
+        (consumer, signal),
+    )?;
+    Ok(())
+}
+
 /// When a consumer receives a snapshot of its tables (Debezium's `snapshot.mode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum SnapshotMode {
@@ -116,6 +205,8 @@ pub struct SnapshotState {
     pub state: String,
     /// Why it was taken: `initial`, `position lost`, `unfinished`, `signal`.
     pub reason: String,
+    /// The newest signal the consumer acted on.
+    pub signal_id: i64,
     pub started_at: String,
     pub updated_at: String,
 }
@@ -132,6 +223,7 @@ pub fn ensure_table(conn: &Connection) -> Result<()> {
             done INTEGER NOT NULL DEFAULT 0,
             state TEXT NOT NULL,
             reason TEXT NOT NULL,
+            signal_id INTEGER NOT NULL DEFAULT 0,
             started_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')),
             updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now'))
         );"
@@ -160,7 +252,7 @@ fn list_where(conn: &Connection, consumer: Option<&str>) -> Result<Vec<SnapshotS
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare(&format!(
-        "SELECT consumer, tables, lsn, total, done, state, reason, started_at, updated_at
+        "SELECT consumer, tables, lsn, total, done, state, reason, signal_id, started_at, updated_at
          FROM {STATE_TABLE} WHERE ?1 IS NULL OR consumer = ?1 ORDER BY consumer"
     ))?;
     let rows = stmt.query_map([consumer], |r| {
@@ -173,8 +265,9 @@ fn list_where(conn: &Connection, consumer: Option<&str>) -> Result<Vec<SnapshotS
             done: r.get(4)?,
             state: r.get(5)?,
             reason: r.get(6)?,
-            started_at: r.get(7)?,
-            updated_at: r.get(8)?,
+            signal_id: r.get(7)?,
+            started_at: r.get(8)?,
+            updated_at: r.get(9)?,
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -250,3 +250,169 @@ fn snapshot_modes_are_checked_and_belong_to_sinks() {
     let sinks = &planned.sources[0].sinks;
     assert!(sinks[0].context.debezium_schemas && !sinks[1].context.debezium_schemas);
 }
+
+/// Applies native events of tables `t` and `u` to a mirror keyed by (table, id). A
+/// snapshot of a table (its first READ at a new LSN) replaces that table's rows; after
+/// it, a change of that table at or before the snapshot's LSN is a duplicate.
+fn rebuild_with_resnapshots(events: &[Value]) -> (BTreeMap<(String, i64), i64>, usize) {
+    let mut mirror = BTreeMap::new();
+    let mut snapshot_at: BTreeMap<String, i64> = BTreeMap::new();
+    let mut snapshots = 0;
+    for event in events {
+        let table = event["table"].as_str().unwrap().to_string();
+        let row = |image: &str| {
+            (
+                (table.clone(), event[image]["id"].as_i64().unwrap()),
+                event[image]["v"].as_i64().unwrap(),
+            )
+        };
+        let lsn = event["lsn"].as_i64().unwrap();
+        if event["op"] == "READ" {
+            if snapshot_at.get(&table) != Some(&lsn) {
+                snapshots += 1;
+                snapshot_at.insert(table.clone(), lsn);
+                mirror.retain(|(t, _), _| *t != table);
+            }
+            let (key, v) = row("after");
+            assert!(mirror.insert(key, v).is_none(), "read twice: {event}");
+            continue;
+        }
+        let from = snapshot_at.get(&table).copied().unwrap_or(0);
+        assert!(lsn > from, "{event} is already in the snapshot at {from}");
+        match event["op"].as_str().unwrap() {
+            "INSERT" => {
+                let (key, v) = row("after");
+                assert!(mirror.insert(key, v).is_none(), "duplicate: {event}");
+            }
+            "UPDATE" => {
+                let (key, v) = row("after");
+                assert!(mirror.insert(key, v).is_some(), "gap: {event}");
+            }
+            "DELETE" => {
+                let (key, _) = row("before");
+                assert!(mirror.remove(&key).is_some(), "gap: {event}");
+            }
+            other => panic!("unexpected op {other}"),
+        }
+    }
+    (mirror, snapshots)
+}
+
+#[actix_rt::test]
+async fn a_signal_snapshots_a_table_again_for_a_running_sink_under_concurrent_writers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER NOT NULL);
+         CREATE TABLE u (id INTEGER PRIMARY KEY, v INTEGER NOT NULL);
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+         INSERT INTO t (id, v) SELECT i, i FROM n;
+         INSERT INTO u (id, v) SELECT id, v FROM t;",
+    )
+    .unwrap();
+    drop(conn);
+    let out = dir.path().join("out.jsonl");
+    let text = format!(
+        "[[sources]]\ndatabase = \"{}\"\ninstall = true\n[[sinks]]\nname = \"mirror\"\ntype = \"file\"\n\
+         snapshot = \"initial\"\npath = \"{}\"\n",
+        db.display(),
+        out.display()
+    );
+    let spec = PipelineSpec::parse(&text, |_| None).unwrap();
+    let running = plan(&spec, &SinkRegistry::builtin(), &engine())
+        .unwrap()
+        .start(&engine())
+        .await
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writes = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let conn = Connection::open(&db).unwrap();
+            conn.busy_timeout(Duration::from_secs(10)).unwrap();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let table = if n % 2 == 0 { "t" } else { "u" };
+                let sql = match (n / 2) % 3 {
+                    0 => format!("INSERT INTO {table} (v) VALUES (abs(random()) % 1000)"),
+                    1 => format!("UPDATE {table} SET v = v + 1 WHERE id = (SELECT id FROM {table} ORDER BY random() LIMIT 1)"),
+                    _ => format!("DELETE FROM {table} WHERE id = (SELECT id FROM {table} ORDER BY random() LIMIT 1)"),
+                };
+                conn.execute(&sql, []).unwrap();
+                n += 1;
+                if n % 50 == 0 {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+            conn.execute("INSERT INTO u (id, v) VALUES (-1, 0)", [])
+                .unwrap();
+        })
+    };
+    let engine_of = |running: &astha_pipeline::Running| {
+        running
+            .engine("app")
+            .unwrap()
+            .component_info("mirror")
+            .unwrap()
+            .snapshot
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !engine_of(&running).finished {
+        assert!(Instant::now() < deadline, "initial snapshot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Connection::open(&db)
+        .unwrap()
+        .execute(
+            "INSERT INTO __astha_signals (type, data) VALUES ('execute-snapshot', '{\"data-collections\": [\"t\"]}')",
+            [],
+        )
+        .unwrap();
+    // The second snapshot is of t alone, and is visible as progress.
+    while engine_of(&running).tables != ["t"] || !engine_of(&running).finished {
+        assert!(Instant::now() < deadline, "signalled snapshot");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    writes.join().unwrap();
+    while !lines(&out)
+        .iter()
+        .any(|e| e["op"] == "INSERT" && e["after"]["id"] == -1)
+    {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "the last write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.stop().await.unwrap();
+    let (mirror, snapshots) = rebuild_with_resnapshots(&lines(&out));
+    assert_eq!(snapshots, 3, "t and u at start, t again on the signal");
+    let mut want = BTreeMap::new();
+    for table in ["t", "u"] {
+        let conn = Connection::open(&db).unwrap();
+        let mut stmt = conn.prepare(&format!("SELECT id, v FROM {table}")).unwrap();
+        for row in stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+            .unwrap()
+        {
+            let (id, v) = row.unwrap();
+            want.insert((table.to_string(), id), v);
+        }
+    }
+    assert_eq!(mirror, want, "the mirror is both tables");
+    let record: (String, String) = Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT reason, state FROM __astha_snapshots WHERE consumer = 'mirror'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(record, ("signal".to_string(), "done".to_string()));
+}
