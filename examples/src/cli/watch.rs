@@ -286,9 +286,10 @@ async fn watch_async(
         if durable { ", durable" } else { "" }
     );
     let snapshot_over = async {
-        snapshot_progress(&astha, &name).await;
-        if snapshot != SnapshotMode::InitialOnly {
-            std::future::pending::<()>().await;
+        if snapshot == SnapshotMode::InitialOnly {
+            snapshot_progress(&astha, &name, true).await;
+        } else {
+            snapshot_progress(&astha, &name, false).await;
         }
     };
     tokio::select! {
@@ -316,33 +317,43 @@ async fn watch_async(
     Ok(())
 }
 
-/// Follows `name`'s snapshot with a progress bar on stderr (drawn only on a terminal)
-/// until it is delivered; returns at once when there is none.
-async fn snapshot_progress(astha: &Astha, name: &str) {
-    let Some(first) = astha.component_info(name).and_then(|c| c.snapshot) else {
-        return;
-    };
-    let bar = indicatif::ProgressBar::new(first.total);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "snapshot {msg} [{bar:30}] {pos}/{len} rows ({per_sec}, {eta} left)",
-        )
-        .expect("a valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_message(first.tables.join(","));
+/// Follows `name`'s snapshots (the initial one, and any a signal asks for later) with a
+/// progress bar on stderr (drawn only on a terminal). Returns once a snapshot is
+/// delivered if `until_one` (there is none: at once), and never otherwise.
+async fn snapshot_progress(astha: &Astha, name: &str, until_one: bool) {
+    let mut shown: Option<(indicatif::ProgressBar, i64)> = None;
     loop {
-        let Some(now) = astha.component_info(name).and_then(|c| c.snapshot) else {
-            break;
-        };
-        bar.set_position(now.done);
-        if now.finished {
-            break;
+        let now = astha.component_info(name).and_then(|c| c.snapshot);
+        match (&shown, now) {
+            (None, None) if until_one => return,
+            (None, Some(p)) if !p.finished => {
+                let bar = indicatif::ProgressBar::new(p.total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "snapshot {msg} [{bar:30}] {pos}/{len} rows ({per_sec}, {eta} left)",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_message(p.tables.join(","));
+                shown = Some((bar, p.lsn));
+            }
+            (None, Some(_)) if until_one => return,
+            (Some((bar, lsn)), Some(p)) if p.lsn == *lsn => {
+                bar.set_position(p.done);
+                if p.finished {
+                    bar.finish_and_clear();
+                    eprintln!("snapshot of {} rows delivered", p.total);
+                    shown = None;
+                    if until_one {
+                        return;
+                    }
+                }
+            }
+            _ => {}
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    bar.finish_and_clear();
-    eprintln!("snapshot of {} rows delivered", first.total);
 }
 
 /// The component that prints. It writes each change before confirming it, so a durable
