@@ -37,7 +37,7 @@ fn writer(db: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
             };
             conn.execute(sql, []).unwrap();
             n += 1;
-            if n % 50 == 0 {
+            if n.is_multiple_of(50) {
                 std::thread::sleep(Duration::from_millis(2));
             }
         }

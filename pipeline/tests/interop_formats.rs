@@ -175,7 +175,7 @@ async fn flink_rebuilds_the_table_from_an_initial_snapshot_and_the_changes_after
 /// Runs the Flink script over the directory of `out` and checks its rows against the
 /// SQLite table `db`, value for value; returns its report.
 fn flink_matches_sqlite(python: &Path, out: &Path, db: &Path) -> Json {
-    let output = Command::new(&python)
+    let output = Command::new(python)
         .arg(script("flink_debezium.py"))
         .arg(out.parent().unwrap())
         .arg("id BIGINT, name STRING, amount DOUBLE, big BIGINT, photo BYTES")

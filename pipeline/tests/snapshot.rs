@@ -135,7 +135,7 @@ async fn a_sink_with_an_initial_snapshot_rebuilds_the_table_under_concurrent_wri
                 };
                 conn.execute(sql, []).unwrap();
                 n += 1;
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }
@@ -166,7 +166,7 @@ async fn a_sink_with_an_initial_snapshot_rebuilds_the_table_under_concurrent_wri
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     writes.join().unwrap();
-    let engine_stats = running.engine(&running.sources()[0].to_string()).unwrap();
+    let engine_stats = running.engine(running.sources()[0]).unwrap();
     let progress = engine_stats
         .component_info("mirror")
         .unwrap()
@@ -334,7 +334,7 @@ async fn a_signal_snapshots_a_table_again_for_a_running_sink_under_concurrent_wr
             conn.busy_timeout(Duration::from_secs(10)).unwrap();
             let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let table = if n % 2 == 0 { "t" } else { "u" };
+                let table = if n.is_multiple_of(2) { "t" } else { "u" };
                 let sql = match (n / 2) % 3 {
                     0 => format!("INSERT INTO {table} (v) VALUES (abs(random()) % 1000)"),
                     1 => format!("UPDATE {table} SET v = v + 1 WHERE id = (SELECT id FROM {table} ORDER BY random() LIMIT 1)"),
@@ -342,7 +342,7 @@ async fn a_signal_snapshots_a_table_again_for_a_running_sink_under_concurrent_wr
                 };
                 conn.execute(&sql, []).unwrap();
                 n += 1;
-                if n % 50 == 0 {
+                if n.is_multiple_of(50) {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }
