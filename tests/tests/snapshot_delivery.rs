@@ -57,19 +57,18 @@ async fn snapshot_rows_are_retried_and_dead_lettered_like_changes() {
     // Written after the snapshot was taken: a change, delivered after every row.
     insert(&db.writer(), "a", 1000, 1);
     assert!(seen.wait_until(LONG, |s| s.confirmed.len() == 40).await);
-    let state = seen.state();
-    let ops: Vec<Operation> = state.confirmed.iter().map(|c| c.op).collect();
+    let confirmed = seen.state().confirmed.clone();
+    let ops: Vec<Operation> = confirmed.iter().map(|c| c.op).collect();
     assert!(ops[..39].iter().all(|op| *op == Operation::Read), "{ops:?}");
     assert_eq!(
         ops[39],
         Operation::Insert,
         "the change comes after the snapshot"
     );
-    assert_eq!(v(&state.confirmed[39]), 1000);
-    let values: Vec<i64> = state.confirmed[..39].iter().map(|c| v(c)).collect();
+    assert_eq!(v(&confirmed[39]), 1000);
+    let values: Vec<i64> = confirmed[..39].iter().map(|c| v(c)).collect();
     let expected: Vec<i64> = (0..40).filter(|v| *v != 7).collect();
     assert_eq!(values, expected, "in order, row 7 left out");
-    drop(state);
     assert_eq!(tries.lock().unwrap()[&5], 4, "three failures, then success");
     let info = astha.component_info("c").unwrap();
     assert_eq!((info.failures, info.dead_letters), (4, 1));
