@@ -68,7 +68,12 @@ impl Janitor {
                         if !beats.is_empty() {
                             astha_core::heartbeat::write(conn, &beats)?;
                         }
-                        slots::cleanup_some(conn, &log, &slots::CleanupBudget::default())
+                        let done =
+                            slots::cleanup_some(conn, &log, &slots::CleanupBudget::default())?;
+                        if done.deleted > 0 {
+                            astha_core::transaction::prune(conn, &log)?;
+                        }
+                        Ok(done)
                     })
                     .await
             }

@@ -22,7 +22,8 @@
 //! (Debezium's `transaction` block: `id`, `total_order`, `data_collection_order`, and
 //! the transaction's size, which tells a consumer when it has seen all of it). Changes
 //! of writers that do not mark their transactions carry none: Astha never invents a
-//! boundary. It never writes outside the marker convention and never moves a slot.
+//! boundary. It never writes outside the marker convention (and [`prune`], which the
+//! janitor runs after log cleanup) and never moves a slot.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -105,6 +106,20 @@ impl Writer {
         tx.commit()?;
         Ok(out)
     }
+}
+
+/// Forgets the records of transactions whose changes all left the log (cleanup only
+/// removes rows every slot is past, so no reader needs them again), and of ended-less
+/// ones that started before the oldest row. Returns how many went.
+pub fn prune(conn: &Connection, log_table: &str) -> Result<usize> {
+    Ok(conn.execute(
+        &format!(
+            "DELETE FROM {RECORD_TABLE}
+             WHERE coalesce(last_lsn, after_lsn) < (SELECT min(id) FROM {})",
+            quote_ident(log_table)
+        ),
+        [],
+    )?)
 }
 
 /// Gives each change of `changes` (in LSN order, from the log of `log_table`) its

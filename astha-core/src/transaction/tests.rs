@@ -144,3 +144,34 @@ fn a_marked_transaction_that_loses_its_end_cannot_commit_and_a_failed_one_leaves
         .unwrap();
     assert_eq!(blocks(&read(&path, 10, None)), vec![None]);
 }
+
+#[test]
+fn records_go_once_their_changes_left_the_log() {
+    let (_dir, path) = db();
+    let mut writer = Writer::new(crate::db::open_writer(&path).unwrap(), LOG).unwrap();
+    for i in 0..3 {
+        writer
+            .transaction(|conn| {
+                conn.execute("INSERT INTO a (v) VALUES (?1)", [i])?;
+                Ok(())
+            })
+            .unwrap();
+    }
+    let conn = writer.conn();
+    let records = || -> i64 {
+        conn.query_row("SELECT count(*) FROM __astha_transactions", [], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    assert_eq!(
+        prune(conn, LOG).unwrap(),
+        0,
+        "every change is still in the log"
+    );
+    conn.execute("DELETE FROM __cdc_log WHERE id < 3", [])
+        .unwrap();
+    assert_eq!(prune(conn, LOG).unwrap(), 2);
+    assert_eq!(records(), 1);
+    assert_eq!(blocks(&read(&path, 10, None)), vec![Some((3, 1, 1, 1))]);
+}
