@@ -388,6 +388,14 @@ async fn prepare_slot(
             });
             let slot = match slot {
                 Some(slot) => slot,
+                // Its snapshot was delivered: it takes nothing more, so it gets no slot
+                // that would hold the log back.
+                None if mode == SnapshotMode::InitialOnly && need.is_none() => slots::Slot {
+                    name: slot_name.clone(),
+                    position: astha_core::log::head_lsn(conn, &slot_log)?,
+                    created_at: String::new(),
+                    updated_at: String::new(),
+                },
                 None => slots::create(conn, &slot_log, &slot_name, SlotStart::Head)?,
             };
             Ok((slot, need, signals_after, skip.map(|r| (r.tables, r.lsn))))

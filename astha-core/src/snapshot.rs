@@ -621,6 +621,23 @@ pub fn record_dead_letter(
     Ok(n > 0)
 }
 
+/// Snapshot rows given up on, per consumer (none when the table does not exist).
+pub fn dead_letter_counts(conn: &Connection) -> Result<Vec<(String, i64)>> {
+    let exists: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [DEAD_LETTER_TABLE],
+        |r| r.get(0),
+    )?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let mut stmt = conn.prepare(&format!(
+        "SELECT consumer, count(*) FROM {DEAD_LETTER_TABLE} GROUP BY consumer ORDER BY consumer"
+    ))?;
+    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
 /// The copy of snapshot record `id`: `<database>-snapshot-<id>` beside the database.
 fn copy_path(db_path: &Path, id: i64) -> PathBuf {
     let mut name = db_path.file_name().unwrap_or_default().to_os_string();

@@ -237,6 +237,28 @@ fn watch_snapshot_initial_only_prints_the_rows_and_exits() {
         serde_json::json!(9007199254740993i64)
     );
     assert_eq!(lines[2]["after"]["v"], Value::Null);
+    // With a durable slot the snapshot is taken once: `status` shows it done, the slot
+    // is gone (it holds nothing back), and a second run prints nothing.
+    let durable = |args: &[&str]| {
+        let mut all = vec!["watch", db.to_str().unwrap(), "--tables", "t"];
+        all.extend_from_slice(args);
+        astha().args(all).output().unwrap()
+    };
+    let first = durable(&["--slot", "keep", "--snapshot", "initial_only"]);
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(String::from_utf8_lossy(&first.stdout).lines().count(), 3);
+    let again = durable(&["--slot", "keep", "--snapshot", "initial_only"]);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(String::from_utf8_lossy(&again.stdout).lines().count(), 0);
+    let status = astha()
+        .args(["status", db.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["slots"], serde_json::json!([]));
+    assert_eq!(status["snapshots"][0]["consumer"], "keep");
+    assert_eq!(status["snapshots"][0]["state"], "done");
+    assert_eq!(status["snapshots"][0]["done"], 3);
     let bad = astha()
         .args(["watch", db.to_str().unwrap(), "--snapshot", "sometimes"])
         .output()

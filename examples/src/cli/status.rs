@@ -50,6 +50,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
     let components = astha_core::heartbeat::list(&conn).map_err(on)?;
     let dead = astha_core::dead_letter::pending_counts(&conn).map_err(on)?;
     let snapshots = astha_core::snapshot::list(&conn).map_err(on)?;
+    let snapshot_dead = astha_core::snapshot::dead_letter_counts(&conn).map_err(on)?;
     match args.format {
         Format::Json => {
             let doc = json!({
@@ -59,6 +60,7 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
                 "slots": slots.iter().map(|(s, l)| json!({"slot": s, "lag": l})).collect::<Vec<_>>(),
                 "components": components,
                 "snapshots": snapshots,
+                "snapshot_dead_letters": snapshot_dead.iter().map(|(c, n)| json!({"consumer": c, "rows": n})).collect::<Vec<_>>(),
                 "dead_letters": dead.iter().map(|(c, n)| json!({"consumer": c, "pending": n})).collect::<Vec<_>>(),
             });
             println!("{doc}");
@@ -129,6 +131,11 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
             }
             for (consumer, n) in &dead {
                 println!("  {consumer:<24} {n}");
+            }
+            for (consumer, n) in &snapshot_dead {
+                println!(
+                    "  {consumer:<24} {n} snapshot row(s) (in __astha_snapshot_dead_letters; a snapshot signal sends them again)"
+                );
             }
         }
     }
