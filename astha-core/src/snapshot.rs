@@ -243,12 +243,7 @@ pub fn list(conn: &Connection) -> Result<Vec<SnapshotState>> {
 }
 
 fn list_where(conn: &Connection, consumer: Option<&str>) -> Result<Vec<SnapshotState>> {
-    let exists: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [STATE_TABLE],
-        |r| r.get(0),
-    )?;
-    if !exists {
+    if !crate::schema::is_plain_table(conn, STATE_TABLE)? {
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare(&format!(
@@ -623,12 +618,7 @@ pub fn record_dead_letter(
 
 /// Snapshot rows given up on, per consumer (none when the table does not exist).
 pub fn dead_letter_counts(conn: &Connection) -> Result<Vec<(String, i64)>> {
-    let exists: bool = conn.query_row(
-        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-        [DEAD_LETTER_TABLE],
-        |r| r.get(0),
-    )?;
-    if !exists {
+    if !crate::schema::is_plain_table(conn, DEAD_LETTER_TABLE)? {
         return Ok(Vec::new());
     }
     let mut stmt = conn.prepare(&format!(

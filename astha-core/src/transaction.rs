@@ -25,7 +25,7 @@
 //! boundary. It never writes outside the marker convention (and [`prune`], which the
 //! janitor runs after log cleanup) and never moves a slot.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::Connection;
 
 use crate::change::{Change, TransactionPosition};
 use crate::error::Result;
@@ -130,15 +130,7 @@ pub fn annotate(conn: &Connection, log_table: &str, changes: &mut [Change]) -> R
         return Ok(());
     };
     let (first, last) = (first.lsn, last.lsn);
-    let exists = conn
-        .query_row(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [RECORD_TABLE],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if !exists {
+    if !crate::schema::is_plain_table(conn, RECORD_TABLE)? {
         return Ok(());
     }
     let mut stmt = conn.prepare_cached(&format!(
