@@ -14,6 +14,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use astha_core::config::{AsthaConfig, ConfigError};
 use astha_core::log::BatchLimits;
+use astha_core::snapshot::SnapshotMode;
 use astha_core::wake::DataVersionWatcher;
 
 use crate::component::{Component, ComponentStatus};
@@ -163,12 +164,32 @@ impl Astha {
         &self,
         component: Box<dyn Component>,
     ) -> Result<(), AsthaError> {
+        self.register_component_with(component, SnapshotMode::Never)
+            .await
+    }
+
+    /// Like [`Astha::register_component`], and hands the component a snapshot of its
+    /// tables first when `snapshot` asks for one (`astha_core::snapshot::needed`): the
+    /// rows as they were after one LSN, as `READ` changes, then every change after that
+    /// LSN. Returns once the snapshot is taken (copied), not delivered; the component's
+    /// `snapshot` stats show its progress.
+    pub async fn register_component_with(
+        &self,
+        component: Box<dyn Component>,
+        snapshot: SnapshotMode,
+    ) -> Result<(), AsthaError> {
         let router = self.router()?;
         let tables = match self.config.subscriptions.get(component.name()) {
             Some(configured) => configured.clone(),
             None => component.subscriptions(),
         };
-        router.send(Register { component, tables }).await?
+        router
+            .send(Register {
+                component,
+                tables,
+                snapshot,
+            })
+            .await?
     }
 
     /// Fails if the configuration's `subscriptions` names a component that is not

@@ -90,7 +90,16 @@ impl Janitor {
                             .map(|c| c.position)
                             .min()
                             .unwrap_or(i64::MAX);
-                        slots::cleanup_upto(conn, &log, &slots::CleanupBudget::default(), upto)
+                        let done = slots::cleanup_upto(
+                            conn,
+                            &log,
+                            &slots::CleanupBudget::default(),
+                            upto,
+                        )?;
+                        if done.deleted > 0 {
+                            astha_core::transaction::prune(conn, &log)?;
+                        }
+                        Ok(done)
                     })
                     .await
             }

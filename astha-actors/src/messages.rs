@@ -69,6 +69,8 @@ pub struct Register {
     pub component: Box<dyn Component>,
     /// The tables routed to it: its own subscriptions, or the configured defaults.
     pub tables: Vec<String>,
+    /// Whether it first receives a snapshot of those tables.
+    pub snapshot: astha_core::snapshot::SnapshotMode,
 }
 
 /// Facade → router: remove a component and drop its slot.

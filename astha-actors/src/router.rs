@@ -24,13 +24,14 @@ use actix::prelude::*;
 use astha_core::log::BatchLimits;
 use astha_core::routing::{Effect, Routing};
 use astha_core::slots::{self, SlotStart};
+use astha_core::snapshot::{self, Snapshot, SnapshotMode};
 
 use crate::component::ComponentStatus;
 use crate::error::AsthaError;
 use crate::messages::*;
-use crate::stats::{ComponentStats, Stats};
+use crate::stats::{ComponentStats, SnapshotProgress, Stats};
 use crate::store::Store;
-use crate::supervisor::{RouterLink, Supervisor, SupervisorSettings};
+use crate::supervisor::{RouterLink, SnapshotPlan, Supervisor, SupervisorSettings};
 
 /// Pause before a failed catch-up read or slot write is tried again.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(100);
@@ -345,52 +346,154 @@ impl Handler<Register> for Router {
     fn handle(&mut self, msg: Register, _: &mut Context<Self>) -> Self::Result {
         let component = msg.component;
         let tables = msg.tables;
+        let mode = msg.snapshot;
         let name = component.name().to_string();
         if self.routing.contains(&name) {
             return Box::pin(actix::fut::ready(Err(AsthaError::DuplicateComponent(name))));
         }
         let store = self.store.clone();
-        let slot_name = name.clone();
+        let (slot_name, snapshot_tables) = (name.clone(), tables.clone());
         Box::pin(
-            async move {
-                let log = store.log_table().to_string();
-                store
-                    .write(move |conn| slots::get_or_create(conn, &log, &slot_name, SlotStart::Head))
-                    .await
-            }
-            .into_actor(self)
-            .map(move |result, act, ctx| {
-                let slot = result?;
-                // The route starts paused: the supervisor refreshes the component
-                // first, then sends Resume.
-                if !act.routing.register(&name, tables.clone(), slot.position) {
-                    return Err(AsthaError::DuplicateComponent(name));
-                }
-                act.stats.components.insert(
-                    name.clone(),
-                    ComponentStats {
-                        position: slot.position,
-                        ..ComponentStats::new(&name, component.version(), tables.clone())
-                    },
-                );
-                let router = RouterLink {
-                    progress: ctx.address().recipient(),
-                    resume: ctx.address().recipient(),
-                };
-                let supervisor = Supervisor::new(
-                    component,
-                    router,
-                    act.store.clone(),
-                    act.stats.clone(),
-                    act.config.supervisor.clone(),
-                )
-                .start();
-                tracing::info!(component = %name, position = slot.position, ?tables, "component registered");
-                act.supervisors.insert(name, supervisor.into());
-                Ok(())
-            }),
+            async move { prepare_slot(store, slot_name, snapshot_tables, mode).await }
+                .into_actor(self)
+                .map(move |result, act, ctx| {
+                    let Prepared {
+                        position,
+                        snapshot,
+                        signals_after,
+                        skip,
+                    } = result?;
+                    // The route starts paused: the supervisor refreshes the component
+                    // (and hands over its snapshot) first, then sends Resume.
+                    if !act.routing.register(&name, tables.clone(), position) {
+                        return Err(AsthaError::DuplicateComponent(name));
+                    }
+                    act.stats.components.insert(
+                        name.clone(),
+                        ComponentStats {
+                            position,
+                            snapshot: snapshot.as_ref().map(|s| SnapshotProgress {
+                                lsn: s.lsn,
+                                tables: s.table_names(),
+                                total: s.total(),
+                                done: 0,
+                                finished: false,
+                            }),
+                            ..ComponentStats::new(&name, component.version(), tables.clone())
+                        },
+                    );
+                    let router = RouterLink {
+                        progress: ctx.address().recipient(),
+                        resume: ctx.address().recipient(),
+                    };
+                    let supervisor = Supervisor::new(
+                        component,
+                        router,
+                        act.store.clone(),
+                        act.stats.clone(),
+                        act.config.supervisor.clone(),
+                    )
+                    .with_snapshot(SnapshotPlan {
+                        snapshot,
+                        chunk: act.config.limits.max_rows,
+                        only: mode == SnapshotMode::InitialOnly,
+                        signals_after,
+                        skip,
+                    })
+                    .with_tables(tables.clone())
+                    .start();
+                    tracing::info!(component = %name, position, ?tables, "component registered");
+                    act.supervisors.insert(name, supervisor.into());
+                    Ok(())
+                }),
         )
     }
+}
+
+/// Where a registered route starts, and what its supervisor hands over first.
+struct Prepared {
+    position: i64,
+    snapshot: Option<Snapshot>,
+    /// Snapshot signals after this one apply (`None` for mode `never`).
+    signals_after: Option<i64>,
+    /// A signalled snapshot delivered before a restart, not yet passed.
+    skip: Option<(Vec<String>, i64)>,
+}
+
+/// Finds or creates `name`'s slot and, if `mode` asks for one now, takes a snapshot of
+/// `tables` and moves the slot to its LSN (a new slot is created at the log head first,
+/// so cleanup keeps everything after it meanwhile). Returns where the route starts.
+async fn prepare_slot(
+    store: Store,
+    name: String,
+    tables: Vec<String>,
+    mode: SnapshotMode,
+) -> Result<Prepared, AsthaError> {
+    let log = store.log_table().to_string();
+    let (slot_name, slot_log) = (name.clone(), log.clone());
+    let (slot, need, signals_after, skip) = store
+        .write(move |conn| {
+            snapshot::ensure_table(conn)?;
+            let slot = slots::get(conn, &slot_name)?;
+            let need = snapshot::needed(conn, &slot_log, &slot_name, mode, slot.as_ref())?;
+            let recorded = snapshot::state(conn, &slot_name)?;
+            let signals_after = match (&recorded, mode) {
+                (_, SnapshotMode::Never | SnapshotMode::InitialOnly) => None,
+                (Some(r), _) if r.signal_id > 0 => Some(r.signal_id),
+                _ => Some(snapshot::last_signal(conn)?),
+            };
+            let skip = recorded.filter(|r| {
+                need.is_none()
+                    && r.reason == "signal"
+                    && r.state == "done"
+                    && slot.as_ref().is_some_and(|s| s.position < r.lsn)
+            });
+            let slot = match slot {
+                Some(slot) => slot,
+                // Its snapshot was delivered: it takes nothing more, so it gets no slot
+                // that would hold the log back.
+                None if mode == SnapshotMode::InitialOnly && need.is_none() => slots::Slot {
+                    name: slot_name.clone(),
+                    position: astha_core::log::head_lsn(conn, &slot_log)?,
+                    created_at: String::new(),
+                    updated_at: String::new(),
+                },
+                None => slots::create(conn, &slot_log, &slot_name, SlotStart::Head)?,
+            };
+            Ok((slot, need, signals_after, skip.map(|r| (r.tables, r.lsn))))
+        })
+        .await?;
+    let Some(reason) = need else {
+        return Ok(Prepared {
+            position: slot.position,
+            snapshot: None,
+            signals_after,
+            skip,
+        });
+    };
+    let path = store.path().to_path_buf();
+    let consumer = name.clone();
+    // On a read thread with a connection of its own: the copy may take a while and must
+    // not hold up Astha's writes.
+    let taken = store
+        .query(move |_| snapshot::take(&path, &log, &consumer, &tables, reason))
+        .await?;
+    tracing::info!(component = %name, lsn = taken.lsn, rows = taken.total(), reason, "snapshot taken");
+    let lsn = taken.lsn;
+    let position = store
+        .write(move |conn| {
+            if let Some(signal) = signals_after {
+                snapshot::record_signal(conn, &name, signal)?;
+            }
+            slots::advance(conn, &name, lsn)
+        })
+        .await?;
+    Ok(Prepared {
+        position,
+        snapshot: Some(taken),
+        signals_after,
+        skip: None,
+    })
 }
 
 impl Handler<Unregister> for Router {
@@ -412,9 +515,11 @@ impl Handler<Unregister> for Router {
         let name = msg.name;
         Box::pin(
             async move {
+                let path = store.path().to_path_buf();
                 store
                     .write(move |conn| {
                         astha_core::heartbeat::remove(conn, &name)?;
+                        snapshot::forget(conn, &path, &name)?;
                         slots::drop_slot(conn, &name)
                     })
                     .await

@@ -66,10 +66,25 @@ pub struct ComponentStats {
     pub timeouts: u64,
     pub refreshes: u64,
     pub last_error: Option<String>,
+    /// The snapshot it received or is receiving since it was registered, if any.
+    pub snapshot: Option<SnapshotProgress>,
     /// Seconds from a change's log timestamp to the component confirming it. Clones
     /// share the one histogram.
     #[serde(skip)]
     pub latency: Histogram,
+}
+
+/// How far a component is through its snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotProgress {
+    /// The LSN the snapshot's rows correspond to; changes after it follow.
+    pub lsn: i64,
+    pub tables: Vec<String>,
+    /// Rows in the snapshot, and rows handled (confirmed or dead-lettered) so far.
+    pub total: u64,
+    pub done: u64,
+    /// Every row was handled; the component now takes changes.
+    pub finished: bool,
 }
 
 /// Upper bounds (seconds) of the delivery latency buckets: from the millisecond of a
@@ -97,6 +112,7 @@ impl ComponentStats {
             timeouts: 0,
             refreshes: 0,
             last_error: None,
+            snapshot: None,
             latency: Histogram::new(LATENCY_BUCKETS),
         }
     }

@@ -16,12 +16,21 @@
 //!   resumed from its slot position.
 //! - A panic never escapes: it is caught, counted and treated as a failed attempt.
 //!
+//! - A component registered with a snapshot receives it first, before any change from
+//!   the router: the snapshot's rows are read in chunks of `batch_size` from its copy
+//!   and handled exactly like a delivery (same retries, breaker and dead letters; a
+//!   snapshot row that is given up on is kept in `__astha_snapshot_dead_letters`). Only
+//!   then does the supervisor ask the router to deliver from the snapshot's LSN, where
+//!   its slot stands. A component that takes only the snapshot (`initial_only`) never
+//!   asks, and drops its slot so it holds no log back.
+//!
 //! What it is doing is one explicit state (idle, checking health, handling, backing
 //! off, dead-lettering, refreshing, cooling down, probing, stopped); `run` alone decides
 //! what an idle supervisor does next, and every call that lends the component out
 //! names the state it runs in. It talks to the router only through `Recipient`s of
 //! `Progress` and `Resume`, so a test mailbox can stand in for the router.
 
+use std::collections::HashSet;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,13 +38,17 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use astha_core::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use astha_core::retry::{RetryDecision, RetryPolicy, RetryState};
+use astha_core::snapshot::{self, Cursor, Snapshot};
 use astha_core::Change;
 use futures::FutureExt;
 
 use crate::component::{BatchError, Component, ComponentError, ComponentStatus};
 use crate::messages::{Deliver, Progress, Resume, SetStatus, StopSupervisor};
-use crate::stats::Stats;
+use crate::stats::{SnapshotProgress, Stats};
 use crate::store::Store;
+
+/// How often a component with a snapshot mode looks for snapshot signals.
+const SIGNAL_POLL: Duration = Duration::from_millis(200);
 
 /// Supervision settings (from the config's `retry`, `breaker` and `supervisor` sections).
 #[derive(Debug, Clone)]
@@ -87,6 +100,8 @@ struct ActiveBatch {
 #[derive(Debug)]
 struct PendingDeadLetter {
     lsn: i64,
+    /// Set for a snapshot row, which has no log row of its own to copy.
+    snapshot_row: Option<Arc<Change>>,
     reason: String,
     attempts: u32,
     retriable: bool,
@@ -149,6 +164,53 @@ pub struct Supervisor {
     unhealthy_since: Option<Instant>,
     /// A handler panicked or timed out: refresh before the next attempt.
     needs_refresh: bool,
+    /// Rows read per snapshot chunk.
+    chunk: usize,
+    /// The snapshot being handed over, before any change from the router.
+    snapshot: Option<SnapshotRun>,
+    /// The component takes only its snapshot: never ask the router for changes.
+    snapshot_only: bool,
+    /// Signals (`__astha_signals`) it acts on: the newest one handled, and its tables.
+    signals: Option<(i64, Vec<String>)>,
+    /// A signalled snapshot waiting for the end of the current delivery.
+    pending_signal: Option<(i64, Vec<String>)>,
+    /// A signal is being read or its snapshot taken.
+    signal_busy: bool,
+    /// A signalled snapshot is being taken: deliveries wait for it.
+    taking_signal: bool,
+    /// A delivery that arrived during a signalled snapshot, handled after it.
+    held: Option<ActiveBatch>,
+    /// After a signalled snapshot: changes of these tables up to this LSN are in it, so
+    /// they are confirmed without being handed to the component.
+    skip: Option<(HashSet<String>, i64)>,
+}
+
+/// A snapshot being handed over to the component.
+struct SnapshotRun {
+    snapshot: Arc<Snapshot>,
+    /// Where the next chunk is read from.
+    cursor: Cursor,
+    /// Rows read per chunk.
+    chunk: usize,
+    /// A chunk read (or the final bookkeeping) is running.
+    busy: bool,
+    /// Taken on signal `n` while the router delivers: no `Resume` at the end.
+    signal: Option<i64>,
+}
+
+/// What a component registered with a snapshot gets before its first change.
+pub struct SnapshotPlan {
+    /// The snapshot to hand over first, if one was taken.
+    pub snapshot: Option<Snapshot>,
+    /// Rows read per chunk (the engine's `batch_size`).
+    pub chunk: usize,
+    /// Hand over the snapshot and nothing else (`initial_only`).
+    pub only: bool,
+    /// Act on snapshot signals newer than this one (`None`: the mode is `never`).
+    pub signals_after: Option<i64>,
+    /// A signalled snapshot finished before a restart: changes of these tables up to
+    /// this LSN are already in it.
+    pub skip: Option<(Vec<String>, i64)>,
 }
 
 fn now() -> Instant {
@@ -178,6 +240,155 @@ impl Supervisor {
             retry: None,
             unhealthy_since: None,
             needs_refresh: false,
+            chunk: 256,
+            snapshot: None,
+            snapshot_only: false,
+            signals: None,
+            pending_signal: None,
+            signal_busy: false,
+            taking_signal: false,
+            held: None,
+            skip: None,
+        }
+    }
+
+    /// Hands over `plan`'s snapshot before asking the router for changes.
+    pub fn with_snapshot(mut self, plan: SnapshotPlan) -> Self {
+        self.snapshot_only = plan.only;
+        self.snapshot = plan.snapshot.map(|snapshot| SnapshotRun {
+            snapshot: Arc::new(snapshot),
+            cursor: Cursor::default(),
+            chunk: plan.chunk.max(1),
+            busy: false,
+            signal: None,
+        });
+        self.chunk = plan.chunk.max(1);
+        self.signals = plan.signals_after.map(|after| (after, Vec::new()));
+        self.skip = plan
+            .skip
+            .map(|(tables, lsn)| (tables.into_iter().collect(), lsn));
+        self
+    }
+
+    /// The tables this component takes, for matching signals.
+    pub fn with_tables(mut self, tables: Vec<String>) -> Self {
+        if let Some((_, list)) = &mut self.signals {
+            *list = tables;
+        }
+        self
+    }
+
+    /// Looks for a snapshot signal newer than the last one handled.
+    fn poll_signals(&mut self, ctx: &mut Context<Self>) {
+        let Some((after, tables)) = self.signals.clone() else {
+            return;
+        };
+        if self.signal_busy || self.pending_signal.is_some() || self.snapshot.is_some() {
+            return;
+        }
+        self.signal_busy = true;
+        let name = self.name.clone();
+        let store = self.store.clone();
+        ctx.spawn(
+            async move {
+                store
+                    .query(move |conn| snapshot::next_signal(conn, after, &name, &tables))
+                    .await
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                act.signal_busy = false;
+                match result {
+                    Ok(Some((id, None))) => {
+                        if let Some((after, _)) = &mut act.signals {
+                            *after = id;
+                        }
+                        act.poll_signals(ctx);
+                    }
+                    Ok(Some((id, Some(tables)))) => {
+                        tracing::info!(component = %act.name, signal = id, ?tables, "snapshot signalled");
+                        act.pending_signal = Some((id, tables));
+                        act.run(ctx);
+                    }
+                    Ok(None) => {}
+                    Err(err) => tracing::debug!(component = %act.name, error = %err, "signal read failed"),
+                }
+            }),
+        );
+    }
+
+    /// Takes the snapshot signal `id` asked for, then hands it over before the next
+    /// delivery (one that arrives meanwhile is held).
+    fn start_signal_snapshot(&mut self, id: i64, tables: Vec<String>, ctx: &mut Context<Self>) {
+        self.signal_busy = true;
+        self.taking_signal = true;
+        let retry = tables.clone();
+        let (store, name) = (self.store.clone(), self.name.clone());
+        let path = store.path().to_path_buf();
+        let log = store.log_table().to_string();
+        ctx.spawn(
+            async move {
+                store
+                    .query(move |_| snapshot::take(&path, &log, &name, &tables, "signal"))
+                    .await
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                act.signal_busy = false;
+                act.taking_signal = false;
+                match result {
+                    Ok(taken) => {
+                        tracing::info!(component = %act.name, lsn = taken.lsn, rows = taken.total(), "signalled snapshot taken");
+                        act.stats.update(&act.name, |s| {
+                            s.snapshot = Some(SnapshotProgress {
+                                lsn: taken.lsn,
+                                tables: taken.table_names(),
+                                total: taken.total(),
+                                done: 0,
+                                finished: false,
+                            })
+                        });
+                        act.snapshot = Some(SnapshotRun {
+                            snapshot: Arc::new(taken),
+                            cursor: Cursor::default(),
+                            chunk: act.chunk,
+                            busy: false,
+                            signal: Some(id),
+                        });
+                    }
+                    Err(err) => {
+                        tracing::warn!(component = %act.name, signal = id, error = %err, "signalled snapshot failed; it is tried again");
+                        if let Some(held) = act.held.take() {
+                            act.batch = Some(act.skip_snapshotted(held));
+                        }
+                        ctx.run_later(Duration::from_secs(1), move |act, ctx| {
+                            act.pending_signal.get_or_insert((id, retry));
+                            act.run(ctx);
+                        });
+                    }
+                }
+                act.run(ctx);
+            }),
+        );
+    }
+
+    /// Drops from `batch` what a signalled snapshot already holds.
+    fn skip_snapshotted(&mut self, batch: ActiveBatch) -> ActiveBatch {
+        let Some((tables, lsn)) = &self.skip else {
+            return batch;
+        };
+        let kept: Vec<Arc<Change>> = batch.changes[batch.next..]
+            .iter()
+            .filter(|c| !(c.lsn <= *lsn && tables.contains(&*c.table)))
+            .cloned()
+            .collect();
+        if batch.upto >= *lsn {
+            self.skip = None;
+        }
+        ActiveBatch {
+            changes: Arc::new(kept),
+            upto: batch.upto,
+            next: 0,
         }
     }
 
@@ -191,8 +402,17 @@ impl Supervisor {
             return self.refresh(ctx, false, "restart after failure");
         }
         let Some(batch) = &self.batch else {
-            return;
+            if self.snapshot.is_none() && !self.signal_busy {
+                if let Some((id, tables)) = self.pending_signal.take() {
+                    return self.start_signal_snapshot(id, tables, ctx);
+                }
+            }
+            return self.next_snapshot_chunk(ctx);
         };
+        if batch.next >= batch.changes.len() && self.snapshot.is_some() {
+            self.batch = None;
+            return self.snapshot_chunk_done(ctx);
+        }
         if batch.next >= batch.changes.len() {
             let upto = batch.upto;
             self.batch = None;
@@ -202,7 +422,8 @@ impl Supervisor {
                 finished: true,
                 paused: false,
             });
-            return;
+            // A signalled snapshot waits for the end of a delivery.
+            return self.run(ctx);
         }
         let changes = batch.changes.clone();
         let start = batch.next;
@@ -278,6 +499,9 @@ impl Supervisor {
             self.stats.timed_out(&self.name, lsn);
             self.needs_refresh = true;
         }
+        let snapshot_row = batch.changes[reached]
+            .snapshot
+            .map(|_| batch.changes[reached].clone());
         if !failure.retriable() {
             let attempts = self.attempts_for(lsn) + 1;
             self.stats
@@ -285,6 +509,7 @@ impl Supervisor {
             return self.write_dead_letter(
                 PendingDeadLetter {
                     lsn,
+                    snapshot_row,
                     reason: failure.describe(),
                     attempts,
                     retriable: false,
@@ -308,6 +533,7 @@ impl Supervisor {
             RetryDecision::GiveUp { attempts } => self.write_dead_letter(
                 PendingDeadLetter {
                     lsn,
+                    snapshot_row,
                     reason: failure.describe(),
                     attempts,
                     retriable: true,
@@ -344,6 +570,13 @@ impl Supervisor {
     /// Gives the delivery back to the router (the changes wait in the log) and schedules
     /// the half-open probe.
     fn pause(&mut self, ctx: &mut Context<Self>) {
+        if self.snapshot.is_some() {
+            // The router delivers nothing yet: keep the chunk and carry on with it
+            // once resumed.
+            self.state = State::CoolingDown;
+            self.unhealthy_since.get_or_insert_with(now);
+            return self.schedule_probe(ctx);
+        }
         let confirmed = self
             .batch
             .take()
@@ -415,10 +648,145 @@ impl Supervisor {
         }
         self.unhealthy_since = None;
         self.state = State::Idle;
-        self.router.resume.do_send(Resume {
-            component: self.name.clone(),
-        });
+        if self.snapshot.is_none() && !self.snapshot_only {
+            self.router.resume.do_send(Resume {
+                component: self.name.clone(),
+            });
+        }
         self.run(ctx);
+    }
+
+    /// Reads the snapshot's next chunk into the delivery; at its end, finishes it.
+    fn next_snapshot_chunk(&mut self, ctx: &mut Context<Self>) {
+        let Some(run) = &mut self.snapshot else {
+            return;
+        };
+        if run.busy {
+            return;
+        }
+        run.busy = true;
+        let (snapshot, cursor, chunk) = (run.snapshot.clone(), run.cursor, run.chunk);
+        let store = self.store.clone();
+        ctx.spawn(
+            async move { store.query(move |_| snapshot.read_chunk(cursor, chunk)).await }
+                .into_actor(self)
+            .map(move |result, act, ctx| {
+                let Some(run) = &mut act.snapshot else {
+                    return;
+                };
+                run.busy = false;
+                match result {
+                    Ok((rows, _)) if rows.is_empty() => act.finish_snapshot(ctx),
+                    Ok((rows, next)) => {
+                        run.cursor = next;
+                        let lsn = run.snapshot.lsn;
+                        act.batch = Some(ActiveBatch {
+                            changes: Arc::new(rows.into_iter().map(Arc::new).collect()),
+                            upto: lsn,
+                            next: 0,
+                        });
+                        act.run(ctx);
+                    }
+                    Err(err) => {
+                        tracing::warn!(component = %act.name, error = %err, "snapshot read failed; retrying");
+                        ctx.run_later(Duration::from_millis(100), |act, ctx| act.run(ctx));
+                    }
+                }
+            }),
+        );
+    }
+
+    /// A chunk of the snapshot was handled: record the progress, read the next.
+    fn snapshot_chunk_done(&mut self, ctx: &mut Context<Self>) {
+        let Some(run) = &self.snapshot else {
+            return;
+        };
+        let done = run.cursor.read;
+        self.stats.update(&self.name, |s| {
+            if let Some(progress) = &mut s.snapshot {
+                progress.done = done;
+            }
+        });
+        let (store, name) = (self.store.clone(), self.name.clone());
+        // Progress is for people (`astha status`); losing one update loses nothing.
+        ctx.spawn(
+            async move {
+                if let Err(err) = store
+                    .write(move |conn| snapshot::record_progress(conn, &name, done))
+                    .await
+                {
+                    tracing::debug!(error = %err, "snapshot progress not recorded");
+                }
+            }
+            .into_actor(self),
+        );
+        self.run(ctx);
+    }
+
+    /// Every row of the snapshot was handled: record it done, then take changes from
+    /// the snapshot's LSN on (or, taking only the snapshot, drop the slot).
+    fn finish_snapshot(&mut self, ctx: &mut Context<Self>) {
+        let Some(run) = &mut self.snapshot else {
+            return;
+        };
+        run.busy = true;
+        let snapshot = run.snapshot.clone();
+        let (store, only) = (self.store.clone(), self.snapshot_only);
+        let signal = run.signal;
+        ctx.spawn(
+            async move {
+                store
+                    .write(move |conn| {
+                        snapshot::finish(conn, &snapshot)?;
+                        if let Some(id) = signal {
+                            snapshot::record_signal(conn, &snapshot.consumer, id)?;
+                        }
+                        if only {
+                            astha_core::slots::drop_slot(conn, &snapshot.consumer)?;
+                        }
+                        Ok(())
+                    })
+                    .await
+            }
+            .into_actor(self)
+            .map(|result, act, ctx| {
+                if let Err(err) = result {
+                    tracing::warn!(component = %act.name, error = %err, "recording the snapshot's end failed; retrying");
+                    if let Some(run) = &mut act.snapshot {
+                        run.busy = false;
+                    }
+                    ctx.run_later(Duration::from_millis(100), |act, ctx| act.finish_snapshot(ctx));
+                    return;
+                }
+                let Some(run) = act.snapshot.take() else {
+                    return;
+                };
+                let total = run.snapshot.total();
+                tracing::info!(component = %act.name, rows = total, "snapshot delivered");
+                act.stats.update(&act.name, |s| {
+                    if let Some(progress) = &mut s.snapshot {
+                        progress.done = total;
+                        progress.finished = true;
+                    }
+                });
+                if let Some(id) = run.signal {
+                    // The router kept delivering: carry on with what it sent meanwhile,
+                    // without the snapshotted tables' changes the snapshot holds.
+                    if let Some((after, _)) = &mut act.signals {
+                        *after = id;
+                    }
+                    act.skip = Some((run.snapshot.table_names().into_iter().collect(), run.snapshot.lsn));
+                    if let Some(held) = act.held.take() {
+                        act.batch = Some(act.skip_snapshotted(held));
+                    }
+                } else if !act.snapshot_only {
+                    act.router.resume.do_send(Resume {
+                        component: act.name.clone(),
+                    });
+                }
+                act.run(ctx);
+            }),
+        );
     }
 
     /// Calls `on_refresh`; on success a paused component resumes from its slot position
@@ -469,6 +837,7 @@ impl Supervisor {
             pending.attempts,
             pending.retriable,
         );
+        let snapshot_row = pending.snapshot_row.clone();
         self.state = State::DeadLettering(pending);
         let store = self.store.clone();
         let consumer = self.name.clone();
@@ -483,7 +852,10 @@ impl Supervisor {
                             attempts,
                             retriable,
                         };
-                        astha_core::dead_letter::record(conn, &log, lsn, &failure)
+                        match &snapshot_row {
+                            Some(row) => snapshot::record_dead_letter(conn, row, &failure),
+                            None => astha_core::dead_letter::record(conn, &log, lsn, &failure),
+                        }
                     })
                     .await
             }
@@ -630,6 +1002,9 @@ impl Actor for Supervisor {
         self.refresh(ctx, true, "registered");
         let interval = self.settings.health_interval;
         ctx.run_interval(interval, |act, ctx| act.health_check(ctx));
+        if self.signals.is_some() {
+            ctx.run_interval(SIGNAL_POLL, |act, ctx| act.poll_signals(ctx));
+        }
     }
 }
 
@@ -637,6 +1012,17 @@ impl Handler<Deliver> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        let delivery = ActiveBatch {
+            changes: msg.changes,
+            upto: msg.upto,
+            next: 0,
+        };
+        if self.taking_signal || self.snapshot.as_ref().is_some_and(|s| s.signal.is_some()) {
+            // Handled once the signalled snapshot is delivered (it was taken at the end
+            // of the previous delivery, so this is the router's next one).
+            self.held = Some(delivery);
+            return;
+        }
         if self.state.paused() {
             // Sent before the router heard of the pause: give it back at once, so the
             // router never has two deliveries out to this component.
@@ -649,11 +1035,7 @@ impl Handler<Deliver> for Supervisor {
             return;
         }
         debug_assert!(self.batch.is_none(), "one delivery at a time");
-        self.batch = Some(ActiveBatch {
-            changes: msg.changes,
-            upto: msg.upto,
-            next: 0,
-        });
+        self.batch = Some(self.skip_snapshotted(delivery));
         self.run(ctx);
     }
 }
@@ -702,6 +1084,8 @@ mod tests {
             op: Operation::Insert,
             before: None,
             after: None,
+            snapshot: None,
+            transaction: None,
         })
     }
 

@@ -20,6 +20,9 @@ pub enum Operation {
     Insert,
     Update,
     Delete,
+    /// A row read by a snapshot ([`crate::snapshot`]): the row as it was at the
+    /// snapshot's LSN, never written to the log.
+    Read,
 }
 
 impl Operation {
@@ -29,6 +32,7 @@ impl Operation {
             Operation::Insert => "I",
             Operation::Update => "U",
             Operation::Delete => "D",
+            Operation::Read => "R",
         }
     }
 
@@ -38,6 +42,7 @@ impl Operation {
             "I" | "INSERT" => Some(Operation::Insert),
             "U" | "UPDATE" => Some(Operation::Update),
             "D" | "DELETE" => Some(Operation::Delete),
+            "R" | "READ" => Some(Operation::Read),
             _ => None,
         }
     }
@@ -48,6 +53,7 @@ impl Operation {
             Operation::Insert => "INSERT",
             Operation::Update => "UPDATE",
             Operation::Delete => "DELETE",
+            Operation::Read => "READ",
         }
     }
 }
@@ -156,8 +162,39 @@ pub struct Change {
     pub op: Operation,
     /// The row before the change (UPDATE, DELETE).
     pub before: Option<Row>,
-    /// The row after the change (INSERT, UPDATE).
+    /// The row after the change (INSERT, UPDATE, READ).
     pub after: Option<Row>,
+    /// Set on the rows of a snapshot (op READ): where the row stands in it.
+    pub snapshot: Option<SnapshotRead>,
+    /// Set on changes of a marked transaction ([`crate::transaction`]): where the change
+    /// stands in it. `None` means not known, never "alone in its transaction".
+    pub transaction: Option<TransactionPosition>,
+}
+
+/// Where a change stands in its transaction: Debezium's `transaction` block, plus the
+/// transaction's size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionPosition {
+    /// The transaction's id: the LSN of its first change.
+    pub id: i64,
+    /// 1-based position among the transaction's changes.
+    pub total_order: u64,
+    /// 1-based position among the transaction's changes of the same table.
+    pub data_collection_order: u64,
+    /// The transaction's changes in all: the change with `total_order == total` is its
+    /// last (the END marker).
+    pub total: u64,
+}
+
+/// Where a snapshot row ([`Operation::Read`]) stands in its snapshot. Every row of a
+/// snapshot carries the snapshot's LSN (the state it shows is the one after that LSN),
+/// so `seq` is what tells them apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SnapshotRead {
+    /// 1-based position of the row in the snapshot, over all its tables.
+    pub seq: u64,
+    /// The snapshot's last row (Debezium's `source.snapshot = "last"`).
+    pub last: bool,
 }
 
 impl Change {

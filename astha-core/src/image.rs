@@ -99,7 +99,8 @@ pub fn trigger_values(op: Operation, schema: &TableSchema) -> (String, String) {
     let row =
         |side: &str| -> Vec<String> { quoted.iter().map(|(c, _)| format!("{side}.{c}")).collect() };
     let values = match op {
-        Operation::Insert => row("NEW"),
+        // A snapshot row is never logged; it would be the new row, like an insert's.
+        Operation::Insert | Operation::Read => row("NEW"),
         Operation::Delete => row("OLD"),
         Operation::Update => {
             let mut values = row("NEW");
@@ -181,7 +182,7 @@ pub fn decode(op: Operation, schema: &TableSchema, mut values: Vec<Value>) -> Im
     let mut rest = values.split_off(columns);
     let after = values;
     match op {
-        Operation::Insert => (None, Some(after)),
+        Operation::Insert | Operation::Read => (None, Some(after)),
         Operation::Delete => (Some(after), None),
         Operation::Update => {
             rest.resize(columns + masks(loose_count(schema)), Value::Null);

@@ -2,8 +2,9 @@
 //!
 //! - [`capture`]: triggers generated from the live schema write every change into one
 //!   durable change log whose id is the log sequence number (LSN);
-//! - [`log`], [`slots`], [`bootstrap`], [`dead_letter`]: reading that log in order,
-//!   durable consumer positions, consistent snapshots, and a place for what cannot be
+//! - [`log`], [`slots`], [`bootstrap`], [`snapshot`], [`dead_letter`]: reading that log
+//!   in order, durable consumer positions, consistent snapshots (in one pass, or copied
+//!   and handed over in chunks), and a place for what cannot be
 //!   delivered; [`log_layout`] owns the fixed columns of the log row (and of its copy in
 //!   a dead letter), [`image`] the value columns after them;
 //! - pure policies and state machines: [`retry`], [`breaker`], [`routing`], [`config`].
@@ -27,9 +28,11 @@ pub mod retry;
 pub mod routing;
 pub mod schema;
 pub mod slots;
+pub mod snapshot;
+pub mod transaction;
 pub mod value;
 pub mod wake;
 
-pub use change::{Change, Event, Operation, Row};
+pub use change::{Change, Event, Operation, Row, SnapshotRead, TransactionPosition};
 pub use error::{CoreError, Result};
 pub use value::Value;

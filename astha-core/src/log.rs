@@ -227,6 +227,7 @@ impl LogReader {
                 Err(malformed) => batch.malformed.push(*malformed),
             }
         }
+        crate::transaction::annotate(&tx, &self.log_table, &mut batch.changes)?;
         let stopped_early = full || batch.bytes >= limits.max_bytes;
         if !stopped_early {
             // Nothing else up to the head matched the filter: the whole log was scanned.
@@ -269,6 +270,7 @@ impl LogReader {
             match Operation::parse(op)? {
                 Operation::Update => Some(crate::image::columns_needed_by(&schema)),
                 Operation::Insert | Operation::Delete => Some(n),
+                Operation::Read => None,
             }
         };
         let mut stmt = conn.prepare_cached(sql)?;
@@ -307,6 +309,8 @@ impl LogReader {
                     op,
                     before: row(before),
                     after: row(after),
+                    snapshot: None,
+                    transaction: None,
                 })
             }
             Err(reason) => Err(Box::new(Malformed { raw, reason })),
@@ -329,8 +333,9 @@ impl LogReader {
                 raw.schema_id, schema.table, raw.table
             ));
         }
-        let op =
-            Operation::parse(&raw.op).ok_or_else(|| format!("unknown operation {:?}", raw.op))?;
+        let op = Operation::parse(&raw.op)
+            .filter(|op| *op != Operation::Read)
+            .ok_or_else(|| format!("unknown operation {:?}", raw.op))?;
         crate::image::check(op, &schema, &raw.values).map_err(|e| e.to_string())?;
         Ok((schema, op))
     }

@@ -168,3 +168,89 @@ fn cloudevents_carry_the_required_attributes_and_stable_ids() {
     assert!(headers.iter().any(|(k, v)| k == "ce-id" && *v == e["id"]));
     assert!(headers.iter().all(|(k, _)| k != "ce-datacontenttype"));
 }
+
+#[test]
+fn the_schema_wrapper_and_the_key_are_what_kafka_connect_writes() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (a INTEGER, b TEXT, photo BLOB, PRIMARY KEY (a, b))")
+        .unwrap();
+    capture().install(&conn, "t").unwrap();
+    conn.execute_batch("INSERT INTO t VALUES (7, 'x', x'01'); DELETE FROM t;")
+        .unwrap();
+    let changes = read_all(&conn, 0, 10);
+    let plain = Encoder::new(EventFormat::Debezium, source());
+    let wrapped = plain.clone().with_debezium_schemas(true);
+    let event = wrapped.encode(&changes[0]);
+    assert_eq!(
+        event["payload"],
+        plain.encode(&changes[0]),
+        "the payload is the envelope"
+    );
+    let schema = &event["schema"];
+    assert_eq!(schema["name"], "shop.shop.t.Envelope");
+    let fields: Vec<&str> = schema["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["before", "after", "source", "op", "ts_ms", "transaction"]
+    );
+    let after: Vec<(&str, &str)> = schema["fields"][1]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["field"].as_str().unwrap(), f["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(after, [("a", "int64"), ("b", "string"), ("photo", "bytes")]);
+    // The key: the primary-key columns, of the old row for a delete.
+    assert_eq!(
+        plain.key(&changes[1]),
+        serde_json::json!({"a": 7, "b": "x"})
+    );
+    let key = wrapped.key(&changes[1]);
+    assert_eq!(key["payload"], serde_json::json!({"a": 7, "b": "x"}));
+    assert_eq!(key["schema"]["name"], "shop.shop.t.Key");
+    assert_eq!(key["schema"]["fields"][0]["type"], "int64");
+    // Other formats are not wrapped.
+    let native = Encoder::new(EventFormat::Native, source()).with_debezium_schemas(true);
+    assert!(native.encode(&changes[0]).get("schema").is_none());
+}
+
+#[test]
+fn snapshot_rows_are_read_events_in_every_format() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v); INSERT INTO t VALUES (1, 'a'), (2, 'b');",
+    )
+    .unwrap();
+    capture().install(&conn, "t").unwrap();
+    let snapshot =
+        astha_core::snapshot::take(&db.path, "__cdc_log", "c", &["t".into()], "initial").unwrap();
+    let (rows, _) = snapshot
+        .read_chunk(astha_core::snapshot::Cursor::default(), 10)
+        .unwrap();
+    let debezium: Vec<Json> = rows
+        .iter()
+        .map(|c| wire(EventFormat::Debezium, c))
+        .collect();
+    assert_eq!(debezium[0]["op"], "r");
+    assert_eq!(debezium[0]["source"]["snapshot"], "true");
+    assert_eq!(debezium[1]["source"]["snapshot"], "last");
+    assert!(debezium[0]["before"].is_null());
+    assert_eq!(debezium[1]["after"]["v"], "b");
+    assert_eq!(wire(EventFormat::Native, &rows[0])["op"], "READ");
+    let ce: Vec<Json> = rows
+        .iter()
+        .map(|c| wire(EventFormat::CloudEvents, c))
+        .collect();
+    assert_eq!(ce[0]["type"], "io.astha.change.read");
+    assert_ne!(
+        ce[0]["id"], ce[1]["id"],
+        "rows of one snapshot share its LSN, not their id"
+    );
+}

@@ -208,6 +208,7 @@ fn bootstrap_with_concurrent_writes_has_no_gap_and_no_duplicate() {
                     .insert(id, change.after.unwrap().get("v").cloned().unwrap())
                     .is_some());
             }
+            astha_core::Operation::Read => unreachable!("the log holds no snapshot rows"),
         }
     }
     let mut stmt = conn.prepare("SELECT id, v FROM t ORDER BY id").unwrap();

@@ -81,7 +81,7 @@ impl RowFilter {
     /// Whether `change` passes; an error says why it could not be evaluated.
     pub fn passes(&mut self, change: &Change) -> Result<bool, String> {
         let images: Vec<&Row> = match change.op {
-            Operation::Insert => change.after.iter().collect(),
+            Operation::Insert | Operation::Read => change.after.iter().collect(),
             Operation::Delete => change.before.iter().collect(),
             Operation::Update => change.before.iter().chain(change.after.iter()).collect(),
         };
@@ -168,6 +168,8 @@ mod tests {
             op,
             before,
             after,
+            snapshot: None,
+            transaction: None,
         }
     }
 

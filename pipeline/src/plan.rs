@@ -16,6 +16,7 @@ use astha_core::capture::Capture;
 use astha_core::config::AsthaConfig;
 use astha_core::format::EventFormat;
 use astha_core::schema;
+use astha_core::snapshot::SnapshotMode;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::error::PipelineError;
@@ -55,6 +56,8 @@ pub struct SinkPlan {
     pub sink: Arc<ParsedSink>,
     /// Shaping per table (tables absent here pass unchanged).
     pub shapes: BTreeMap<String, ShapeSpec>,
+    /// When the sink first receives a snapshot of its tables.
+    pub snapshot: SnapshotMode,
 }
 
 /// The resolved shaping of one table: kept columns and the filter's text.
@@ -177,11 +180,22 @@ fn plan_source(
             "no table is selected; check `tables` and `exclude_tables`".into(),
         ));
     }
-    for table in source.table.keys() {
+    for (table, settings) in &source.table {
         if !tables.contains(table) {
             return Err(fail(format!(
                 "[sources.table.{table}] names a table this source does not select"
             )));
+        }
+        for (key, set) in [
+            ("snapshot", settings.snapshot.is_some()),
+            ("format", settings.format.is_some()),
+            ("debezium_schemas", settings.debezium_schemas.is_some()),
+        ] {
+            if set {
+                return Err(fail(format!(
+                    "[sources.table.{table}] sets `{key}`, which is a sink's: set it on the sink, the source or [defaults]"
+                )));
+            }
         }
     }
     let install = cascade(spec, source, None, |s| s.install).unwrap_or(false);
@@ -285,6 +299,12 @@ fn plan_sink(
                 sink.name
             )));
         }
+        let snapshot = sink
+            .snapshot
+            .clone()
+            .or_else(|| cascade(spec, source_spec, None, |s| s.snapshot.clone()))
+            .map_or(Ok(SnapshotMode::Never), |m| m.parse::<SnapshotMode>())
+            .map_err(|reason| PipelineError::Invalid(format!("sink {:?}: {reason}", sink.name)))?;
         let context = SinkContext {
             name: sink.name.clone(),
             source: source.name.clone(),
@@ -295,6 +315,10 @@ fn plan_sink(
                 .unwrap_or_else(|| "(assigned at first start)".into()),
             tables: tables.clone(),
             format,
+            debezium_schemas: sink
+                .debezium_schemas
+                .or_else(|| cascade(spec, source_spec, None, |s| s.debezium_schemas))
+                .unwrap_or(false),
         };
         parsed.validate(&context)?;
         let shapes = resolve_shapes(spec, source_spec, source, &tables)?;
@@ -302,6 +326,7 @@ fn plan_sink(
             context,
             sink: parsed.clone(),
             shapes,
+            snapshot,
         });
     }
     if let Some(p) = patterns.unmatched(&matched_anywhere) {
@@ -445,10 +470,11 @@ pub fn describe(plan: &Plan) -> String {
         }
         for sink in &source.sinks {
             out.push_str(&format!(
-                "  sink {} (type {}, format {}): {}\n",
+                "  sink {} (type {}, format {}, snapshot {}): {}\n",
                 sink.context.name,
                 sink.sink.kind(),
                 sink.context.format,
+                sink.snapshot,
                 sink.context.tables.join(", ")
             ));
             for (table, shape) in &sink.shapes {

@@ -111,7 +111,11 @@ async fn start_source(
         } else {
             shaped.into_inner()
         };
-        if let Err(error) = started.astha.register_component(component).await {
+        if let Err(error) = started
+            .astha
+            .register_component_with(component, sink.snapshot)
+            .await
+        {
             let _ = started.astha.stop().await;
             return Err(engine_err(error));
         }

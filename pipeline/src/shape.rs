@@ -137,6 +137,8 @@ impl Shaped {
             op: change.op,
             before: change.before.as_ref().map(&mut project).transpose()?,
             after: change.after.as_ref().map(&mut project).transpose()?,
+            snapshot: change.snapshot,
+            transaction: change.transaction,
         })))
     }
 }
@@ -284,6 +286,8 @@ mod tests {
             op: Operation::Insert,
             before: None,
             after: Some(row),
+            snapshot: None,
+            transaction: None,
         })
     }
 

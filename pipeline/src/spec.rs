@@ -55,6 +55,14 @@ pub struct Settings {
     pub batch_size: Option<usize>,
     /// Event format of the sinks: `native`, `debezium` or `cloudevents`.
     pub format: Option<String>,
+    /// With `format = "debezium"`: wrap each event (and the key, where the transport
+    /// carries one) in `{"schema": ..., "payload": ...}` as Kafka Connect's JSON
+    /// converter does with `schemas.enable=true` (sink level and above).
+    pub debezium_schemas: Option<bool>,
+    /// When a sink first receives a snapshot of its tables: `never` (default),
+    /// `initial`, `initial_only` or `when_needed` (sink level and above; see
+    /// `astha_core::snapshot::SnapshotMode`).
+    pub snapshot: Option<String>,
     /// Create capture triggers on the selected tables where they are missing.
     pub install: Option<bool>,
     /// Only these columns leave the process (primary-key columns must be among them).
@@ -139,6 +147,10 @@ pub struct SinkSpec {
     pub tables: Vec<String>,
     /// Overrides the cascaded format for this sink.
     pub format: Option<String>,
+    /// Overrides the cascaded snapshot mode for this sink.
+    pub snapshot: Option<String>,
+    /// Overrides the cascaded `debezium_schemas` for this sink.
+    pub debezium_schemas: Option<bool>,
     /// Everything else: checked by the sink type's own config (unknown keys refused there).
     #[serde(flatten)]
     pub settings: toml::Table,

@@ -135,6 +135,8 @@ impl Drop for NatsServer {
 struct Stored {
     subject: String,
     msg_id: String,
+    /// The `Astha-Key` header, parsed.
+    key: serde_json::Value,
     payload: serde_json::Value,
 }
 
@@ -156,6 +158,11 @@ async fn read_stream(url: &str, stream: &str) -> Vec<Stored> {
                 .headers
                 .get("Nats-Msg-Id")
                 .map(|v| v.to_string())
+                .unwrap_or_default(),
+            key: m
+                .headers
+                .get(astha_components::sinks::nats::KEY_HEADER)
+                .map(|v| serde_json::from_str(v.as_str()).unwrap())
                 .unwrap_or_default(),
             payload: serde_json::from_slice(&m.payload).unwrap(),
         });
@@ -246,6 +253,11 @@ async fn every_change_is_published_with_subject_payload_and_msg_id() {
             "payload is the `astha watch` JSON"
         );
         assert_eq!(m.msg_id, format!("{id}:{}", change.lsn));
+        assert_eq!(
+            m.key,
+            astha_core::format::debezium::key(change),
+            "the record key header"
+        );
     }
     let subjects: std::collections::BTreeSet<_> = stored.iter().map(|m| &m.subject).collect();
     assert_eq!(

@@ -359,6 +359,8 @@ mod tests {
             op,
             before: None,
             after: Some(Row::new(schema, vec![Value::Integer(lsn)]).unwrap()),
+            snapshot: None,
+            transaction: None,
         }
     }
 

@@ -36,7 +36,7 @@ fn breaker_value(state: BreakerState) -> i64 {
 type Getter = fn(&ComponentStats) -> i64;
 
 /// Per-component figures: name (counters get `_total` appended), type, help, value.
-const PER_COMPONENT: [(&str, MetricType, &str, Getter); 10] = [
+const PER_COMPONENT: [(&str, MetricType, &str, Getter); 12] = [
     (
         "astha_component_delivered",
         MetricType::Counter,
@@ -72,6 +72,18 @@ const PER_COMPONENT: [(&str, MetricType, &str, Getter); 10] = [
         MetricType::Counter,
         "Refreshes from the registry.",
         |c| c.refreshes as i64,
+    ),
+    (
+        "astha_component_snapshot_rows",
+        MetricType::Gauge,
+        "Rows of the component's current or last snapshot (0: none).",
+        |c| c.snapshot.as_ref().map_or(0, |s| s.total as i64),
+    ),
+    (
+        "astha_component_snapshot_rows_done",
+        MetricType::Gauge,
+        "Rows of that snapshot handled so far.",
+        |c| c.snapshot.as_ref().map_or(0, |s| s.done as i64),
     ),
     (
         "astha_component_position",

@@ -9,8 +9,9 @@
 //! ```
 //!
 //! `id` is the database's identity, the log's epoch and the LSN ([`SourceInfo::identity`]
-//! holds the first two): unique per change across databases and restarted LSN
-//! sequences, and the same on every delivery of that change, so consumers de-duplicate by
+//! holds the first two; a snapshot row adds its place in the snapshot: [`super::change_id`]):
+//! unique per change across databases and restarted LSN sequences, and the same on every
+//! delivery of that change, so consumers de-duplicate by
 //! (`source`, `id`) as the specification intends. `time` is the capture time in RFC 3339
 //! with milliseconds. `asthalsn` (an extension attribute; names are lower-case letters
 //! and digits only) is a string because CloudEvents integers are 32-bit. `data` is the
@@ -33,6 +34,7 @@ pub fn event_type(op: Operation) -> &'static str {
         Operation::Insert => "io.astha.change.insert",
         Operation::Update => "io.astha.change.update",
         Operation::Delete => "io.astha.change.delete",
+        Operation::Read => "io.astha.change.read",
     }
 }
 
@@ -43,7 +45,7 @@ pub fn attributes(change: &Change, source: &SourceInfo) -> Vec<(&'static str, St
         .unwrap_or_default();
     vec![
         ("specversion", "1.0".into()),
-        ("id", format!("{}:{}", source.identity, change.lsn)),
+        ("id", super::change_id(&source.identity, change)),
         ("source", format!("/astha/{}", source.name)),
         ("type", event_type(change.op).into()),
         ("time", time),

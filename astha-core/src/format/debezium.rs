@@ -24,7 +24,11 @@
 //!
 //! `ts_ms` is the change's capture time, like `source.ts_ms`: a change delivered again
 //! after a restart is byte-identical to its first delivery, so consumers can compare.
-//! Astha does not yet emit `transaction` blocks (always null) or `r` (snapshot) events.
+//! A snapshot row ([`Operation::Read`]) is an `r` event with `source.snapshot` `"true"`,
+//! `"last"` on the snapshot's last row, and `source.lsn` the snapshot's LSN.
+//! `transaction` is Debezium's block (`id`, `total_order`, `data_collection_order`, plus
+//! `total`, the transaction's size) for changes of a marked transaction
+//! ([`crate::transaction`]), and null where the boundary is not known.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -43,6 +47,7 @@ pub fn op_code(op: Operation) -> &'static str {
         Operation::Insert => "c",
         Operation::Update => "u",
         Operation::Delete => "d",
+        Operation::Read => "r",
     }
 }
 
@@ -83,7 +88,11 @@ pub fn envelope(change: &Change, source: &SourceInfo) -> Json {
         "connector": CONNECTOR,
         "name": source.name,
         "ts_ms": change.timestamp_ms,
-        "snapshot": "false",
+        "snapshot": match change.snapshot {
+            None => "false",
+            Some(read) if read.last => "last",
+            Some(_) => "true",
+        },
         "db": source.db,
         "table": &*change.table,
         "lsn": change.lsn,
@@ -103,7 +112,12 @@ pub fn envelope(change: &Change, source: &SourceInfo) -> Json {
         "op": op_code(change.op),
         "ts_ms": change.timestamp_ms,
         "source": meta,
-        "transaction": Json::Null,
+        "transaction": change.transaction.map_or(Json::Null, |t| json!({
+            "id": t.id.to_string(),
+            "total_order": t.total_order,
+            "data_collection_order": t.data_collection_order,
+            "total": t.total,
+        })),
     })
 }
 
@@ -121,6 +135,106 @@ pub fn key(change: &Change) -> Json {
         }
     }
     Json::Object(out)
+}
+
+/// The Kafka Connect type of a value. SQLite columns have no fixed type, and Astha keeps
+/// no declared types, so a field's type is that of the value in this event (a NULL
+/// counts as `string`): a consumer that needs one type per column must declare the
+/// column's type itself, as Flink's `debezium-json` does.
+fn connect_type(value: &Value) -> &'static str {
+    match value {
+        Value::Integer(_) => "int64",
+        Value::Real(_) => "double",
+        Value::Blob(_) => "bytes",
+        Value::Null | Value::Text(_) => "string",
+    }
+}
+
+fn connect_field(kind: &str, optional: bool, field: &str) -> Json {
+    json!({"type": kind, "optional": optional, "field": field})
+}
+
+/// The Connect schema of a row struct named `name`: one optional field per column.
+fn row_schema(row: Option<&Row>, columns: &[String], name: &str, field: &str) -> Json {
+    let fields: Vec<Json> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, column)| {
+            let kind = row.map_or("string", |r| connect_type(&r.values()[i]));
+            connect_field(kind, true, column)
+        })
+        .collect();
+    json!({"type": "struct", "fields": fields, "optional": true, "name": name, "field": field})
+}
+
+/// `envelope` (of `change`) wrapped as Kafka Connect's JSON converter writes it with
+/// `schemas.enable=true`: `{"schema": <Connect struct schema>, "payload": envelope}`,
+/// as Debezium names it (`<name>.<db>.<table>.Envelope`, `...Value` for the images).
+/// Field types: see [`connect_type`].
+pub fn with_schema(change: &Change, envelope: Json, source: &SourceInfo) -> Json {
+    let prefix = format!("{}.{}.{}", source.name, source.db, change.table);
+    let columns: &[String] = change.row().map_or(&[], |r| r.columns());
+    let value = format!("{prefix}.Value");
+    let mut source_fields = vec![
+        connect_field("string", false, "version"),
+        connect_field("string", false, "connector"),
+        connect_field("string", false, "name"),
+        connect_field("int64", false, "ts_ms"),
+        connect_field("string", true, "snapshot"),
+        connect_field("string", false, "db"),
+        connect_field("string", false, "table"),
+        connect_field("int64", false, "lsn"),
+    ];
+    if envelope["source"].get("types").is_some() {
+        // A map of image name to a map of column to class.
+        source_fields.push(
+            json!({"type": "map", "keys": {"type": "string", "optional": false},
+            "values": {"type": "map", "keys": {"type": "string", "optional": false},
+                       "values": {"type": "string", "optional": false}, "optional": false},
+            "optional": true, "field": "types"}),
+        );
+    }
+    let schema = json!({
+        "type": "struct",
+        "fields": [
+            row_schema(change.before.as_ref(), columns, &value, "before"),
+            row_schema(change.after.as_ref(), columns, &value, "after"),
+            {"type": "struct", "fields": source_fields, "optional": false,
+             "name": "io.astha.connector.sqlite.Source", "field": "source"},
+            connect_field("string", false, "op"),
+            connect_field("int64", true, "ts_ms"),
+            {"type": "struct", "fields": [
+                connect_field("string", false, "id"),
+                connect_field("int64", false, "total_order"),
+                connect_field("int64", false, "data_collection_order"),
+             ], "optional": true, "name": "event.block", "version": 1, "field": "transaction"},
+        ],
+        "optional": false,
+        "name": format!("{prefix}.Envelope"),
+        "version": 1,
+    });
+    json!({"schema": schema, "payload": envelope})
+}
+
+/// `key` (of `change`, from [`key`]) with its Connect schema (`<name>.<db>.<table>.Key`).
+pub fn key_with_schema(change: &Change, key: Json, source: &SourceInfo) -> Json {
+    let fields: Vec<Json> = key
+        .as_object()
+        .map(|k| {
+            let row = change.row();
+            k.keys()
+                .map(|column| {
+                    let kind = row
+                        .and_then(|r| r.get(column))
+                        .map_or("string", connect_type);
+                    connect_field(kind, false, column)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = format!("{}.{}.{}.Key", source.name, source.db, change.table);
+    json!({"schema": {"type": "struct", "fields": fields, "optional": false, "name": name},
+           "payload": key})
 }
 
 /// Decodes one image (`"before"` or `"after"`) of an envelope back into `(column,

@@ -105,12 +105,38 @@ pub struct SourceInfo {
 pub struct Encoder {
     format: EventFormat,
     source: SourceInfo,
+    /// Debezium only: wrap envelopes and keys in `{"schema", "payload"}`.
+    schemas: bool,
 }
 
 impl Encoder {
     /// An encoder writing `format` for changes of `source`.
     pub fn new(format: EventFormat, source: SourceInfo) -> Encoder {
-        Encoder { format, source }
+        Encoder {
+            format,
+            source,
+            schemas: false,
+        }
+    }
+
+    /// With `on`, Debezium envelopes and keys are written as Kafka Connect's JSON
+    /// converter writes them with `schemas.enable=true`: `{"schema": ..., "payload": ...}`
+    /// ([`debezium::with_schema`]). Other formats ignore it.
+    pub fn with_debezium_schemas(mut self, on: bool) -> Encoder {
+        self.schemas = on;
+        self
+    }
+
+    /// The record key of `change` for transports that carry one (NATS headers, Kafka):
+    /// its primary-key columns in the Debezium value encoding ([`debezium::key`]),
+    /// wrapped with its schema when [`Encoder::with_debezium_schemas`] is on.
+    pub fn key(&self, change: &Change) -> serde_json::Value {
+        let key = debezium::key(change);
+        if self.schemas && self.format == EventFormat::Debezium {
+            debezium::key_with_schema(change, key, &self.source)
+        } else {
+            key
+        }
     }
 
     /// The format written.
@@ -127,6 +153,11 @@ impl Encoder {
     pub fn encode(&self, change: &Change) -> serde_json::Value {
         match self.format {
             EventFormat::Native => change.to_json(),
+            EventFormat::Debezium if self.schemas => debezium::with_schema(
+                change,
+                debezium::envelope(change, &self.source),
+                &self.source,
+            ),
             EventFormat::Debezium => debezium::envelope(change, &self.source),
             EventFormat::CloudEvents => cloudevents::structured(change, &self.source),
         }
@@ -140,6 +171,17 @@ impl Encoder {
             out.push(b'\n');
         }
         out
+    }
+}
+
+/// The id of one change, unique across databases and the same on every delivery:
+/// `<identity>:<lsn>`, and for a snapshot row, which shares its snapshot's LSN with
+/// every other row of it, `<identity>:<lsn>:r<seq>` ([`crate::SnapshotRead::seq`]).
+/// CloudEvent ids and the NATS sink's `Nats-Msg-Id` are this.
+pub fn change_id(identity: &str, change: &Change) -> String {
+    match change.snapshot {
+        Some(read) => format!("{identity}:{}:r{}", change.lsn, read.seq),
+        None => format!("{identity}:{}", change.lsn),
     }
 }
 

@@ -13,6 +13,8 @@ fn change(lsn: i64, table: &str) -> Arc<Change> {
         op: Operation::Insert,
         before: None,
         after: None,
+        snapshot: None,
+        transaction: None,
     })
 }
 

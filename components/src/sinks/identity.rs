@@ -62,9 +62,10 @@ pub fn stream_id(conn: &Connection, log_table: &str) -> astha_core::Result<Strin
     Ok(format!("{identity}:{epoch}"))
 }
 
-/// The idempotency key of one change: the same for every delivery of that change.
-pub fn message_id(identity: &str, lsn: i64) -> String {
-    format!("{identity}:{lsn}")
+/// The idempotency key of one change: the same for every delivery of that change
+/// ([`astha_core::format::change_id`]); `stream` is [`stream_id`].
+pub fn message_id(stream: &str, change: &astha_core::Change) -> String {
+    astha_core::format::change_id(stream, change)
 }
 
 #[cfg(test)]
@@ -81,7 +82,17 @@ mod tests {
         assert!(uuid::Uuid::parse_str(&first).is_ok());
         let other = ensure(&Connection::open(dir.path().join("other.sqlite")).unwrap()).unwrap();
         assert_ne!(first, other, "each database has its own identity");
-        assert_eq!(message_id(&first, 42), format!("{first}:42"));
+        let change = astha_core::Change {
+            lsn: 42,
+            timestamp_ms: 0,
+            table: "t".into(),
+            op: astha_core::Operation::Insert,
+            before: None,
+            after: None,
+            snapshot: None,
+            transaction: None,
+        };
+        assert_eq!(message_id(&first, &change), format!("{first}:42"));
     }
 
     #[test]

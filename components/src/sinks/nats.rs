@@ -1,11 +1,14 @@
 //! The NATS JetStream sink: one JetStream message per change.
 //!
-//! - subject `astha.<database>.<table>.<operation>` (`operation` is `insert`, `update` or
-//!   `delete`; tokens are made subject-safe by [`super::subject_token`]);
+//! - subject `astha.<database>.<table>.<operation>` (`operation` is `insert`, `update`,
+//!   `delete`, or `read` for a snapshot row; tokens are made subject-safe by [`super::subject_token`]);
 //! - payload [`Change::to_json`], the JSON `astha watch` prints;
-//! - header `Nats-Msg-Id: <database identity>:<log epoch>:<lsn>`, so a change published again after
-//!   a crash (Astha confirmed nothing past its slot) is dropped by JetStream as a
-//!   duplicate inside the stream's duplicate window.
+//! - header `Nats-Msg-Id: <database identity>:<log epoch>:<lsn>` (`...:r<seq>` for a
+//!   snapshot row, [`astha_core::format::change_id`]), so a change published again after a
+//!   crash (Astha confirmed nothing past its slot) is dropped by JetStream as a duplicate
+//!   inside the stream's duplicate window;
+//! - header [`KEY_HEADER`]: the record key, the primary-key columns as a JSON object
+//!   ([`Encoder::key`]; with its Connect schema when `debezium_schemas` is on).
 //!
 //! It confirms a change only after JetStream's publish acknowledgement arrived: the ack
 //! means the stream stored the message (or already had it). Anything short of an ack
@@ -31,6 +34,9 @@ use serde::Deserialize;
 use super::registry::{SinkConfig, SinkContext};
 use super::{identity, subject_token};
 use astha_core::format::{Encoder, EventFormat, SourceInfo};
+
+/// The header that carries a message's record key.
+pub const KEY_HEADER: &str = "Astha-Key";
 
 /// How the sink finds its stream.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -284,7 +290,7 @@ impl NatsSink {
 
     /// The `Nats-Msg-Id` of `change`.
     pub fn message_id(&self, change: &Change) -> String {
-        identity::message_id(&self.identity, change.lsn)
+        identity::message_id(&self.identity, change)
     }
 
     async fn context(&mut self) -> Result<jetstream::Context, ComponentError> {
@@ -344,6 +350,9 @@ impl NatsSink {
             .map_err(|e| ComponentError::permanent(format!("encode lsn {}: {e}", change.lsn)))?;
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", self.message_id(change).as_str());
+        // The record key (primary-key columns), for consumers that partition or
+        // compact by key.
+        headers.insert(KEY_HEADER, self.encoder.key(change).to_string().as_str());
         js.publish_with_headers(self.subject(change), headers, payload.into())
             .await
             .map_err(|e| transient("publish", e))
@@ -524,6 +533,8 @@ mod tests {
             op: Operation::Delete,
             before: None,
             after: None,
+            snapshot: None,
+            transaction: None,
         };
         assert_eq!(sink.subject(&change), "astha.app_db.order_items.delete");
         assert_eq!(sink.message_id(&change), "id-1:42");

@@ -39,6 +39,9 @@ pub struct SinkContext {
     pub tables: Vec<String>,
     /// The event format's name (`native`, `debezium`, `cloudevents`).
     pub format: String,
+    /// Debezium only: wrap events and keys in `{"schema", "payload"}` (Kafka Connect's
+    /// JSON converter with `schemas.enable=true`).
+    pub debezium_schemas: bool,
 }
 
 impl SinkContext {
@@ -57,7 +60,8 @@ impl SinkContext {
                 db,
                 identity: self.identity.clone(),
             },
-        ))
+        )
+        .with_debezium_schemas(self.debezium_schemas))
     }
 }
 
@@ -71,6 +75,7 @@ impl SinkContext {
             identity: identity.into(),
             tables: tables.iter().map(|t| t.to_string()).collect(),
             format: "native".into(),
+            debezium_schemas: false,
         }
     }
 }

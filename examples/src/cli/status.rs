@@ -1,5 +1,6 @@
 //! `astha status <db>`: capture, log depth and age, slots and their lag, the last state
-//! each component reported (status, breaker, position), and pending dead letters.
+//! each component reported (status, breaker, position), each consumer's latest snapshot
+//! and its progress, and pending dead letters.
 
 use std::path::{Path, PathBuf};
 
@@ -49,6 +50,8 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
     }
     let components = astha_core::heartbeat::list(&conn).map_err(on)?;
     let dead = astha_core::dead_letter::pending_counts(&conn).map_err(on)?;
+    let snapshots = astha_core::snapshot::list(&conn).map_err(on)?;
+    let snapshot_dead = astha_core::snapshot::dead_letter_counts(&conn).map_err(on)?;
     match args.format {
         Format::Json => {
             let doc = json!({
@@ -58,6 +61,8 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
                 "sequence": sequence.as_ref().map(|s| json!({"epoch": s.epoch, "high_water": s.high_water})),
                 "slots": slots.iter().map(|(s, l)| json!({"slot": s, "lag": l})).collect::<Vec<_>>(),
                 "components": components,
+                "snapshots": snapshots,
+                "snapshot_dead_letters": snapshot_dead.iter().map(|(c, n)| json!({"consumer": c, "rows": n})).collect::<Vec<_>>(),
                 "dead_letters": dead.iter().map(|(c, n)| json!({"consumer": c, "pending": n})).collect::<Vec<_>>(),
             });
             println!("{doc}");
@@ -111,12 +116,34 @@ pub fn run(config: Option<&Path>, args: StatusArgs) -> Result<(), CliError> {
                     println!("  {:<24} last error: {err}", "");
                 }
             }
+            println!("\nsnapshots");
+            if snapshots.is_empty() {
+                println!("  (none)");
+            }
+            for s in &snapshots {
+                println!(
+                    "  {:<24} {:<8} {}/{} rows at LSN {} of {} ({}, since {})",
+                    s.consumer,
+                    s.state,
+                    s.done,
+                    s.total,
+                    s.lsn,
+                    s.tables.join(", "),
+                    s.reason,
+                    s.started_at
+                );
+            }
             println!("\ndead letters waiting for replay");
             if dead.is_empty() {
                 println!("  (none)");
             }
             for (consumer, n) in &dead {
                 println!("  {consumer:<24} {n}");
+            }
+            for (consumer, n) in &snapshot_dead {
+                println!(
+                    "  {consumer:<24} {n} snapshot row(s) (in __astha_snapshot_dead_letters; a snapshot signal sends them again)"
+                );
             }
         }
     }

@@ -4,6 +4,10 @@
 //! Without `--slot` the watcher uses a slot of its own that is dropped when it exits, so
 //! it never holds back log cleanup; with `--slot NAME` the position is kept and a later
 //! `astha watch --slot NAME` resumes exactly where this one stopped.
+//!
+//! `--snapshot initial` first prints the watched tables' current rows (`READ`, debezium
+//! `r`), then every change after them: none missed, none printed twice. A progress bar
+//! on stderr (when it is a terminal) follows the snapshot.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,6 +19,7 @@ use astha_actors::{Astha, Component, ComponentError};
 use astha_core::capture::Capture;
 use astha_core::config::AsthaConfig;
 use astha_core::format::{Encoder, EventFormat, SourceInfo};
+use astha_core::snapshot::SnapshotMode;
 use astha_core::Change;
 use async_trait::async_trait;
 use clap::{Args, ValueEnum};
@@ -51,12 +56,21 @@ pub struct WatchArgs {
     /// (CloudEvents 1.0 structured JSON) or `pretty` (aligned text for people).
     #[arg(long, value_enum, default_value = "json")]
     pub format: WatchFormat,
+    /// With `--format debezium`: wrap each event in `{"schema", "payload"}`, as Kafka
+    /// Connect's JSON converter writes it with `schemas.enable=true`.
+    #[arg(long)]
+    pub debezium_schemas: bool,
     /// Keep the position in this durable slot and resume from it next time.
     #[arg(long)]
     pub slot: Option<String>,
     /// Start before the oldest change still in the log instead of at the head (new slots only).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "snapshot")]
     pub from_beginning: bool,
+    /// Print the tables' current rows first: `initial` (then the changes after them),
+    /// `initial_only` (then exit), `when_needed` (as `initial`, and again when the slot's
+    /// position was cleaned away) or `never`.
+    #[arg(long, value_parser = parse_snapshot_mode)]
+    pub snapshot: Option<SnapshotMode>,
     /// Exit after this many changes.
     #[arg(long)]
     pub limit: Option<u64>,
@@ -80,6 +94,10 @@ pub struct WatchArgs {
     /// Most SSE clients at once; more are refused with 503.
     #[arg(long, default_value_t = astha_actors::http::DEFAULT_MAX_CLIENTS)]
     pub http_max_sse_clients: usize,
+}
+
+fn parse_snapshot_mode(text: &str) -> Result<SnapshotMode, String> {
+    text.parse()
 }
 
 impl WatchArgs {
@@ -240,7 +258,8 @@ async fn watch_async(
             db: stem,
             identity,
         },
-    );
+    )
+    .with_debezium_schemas(args.debezium_schemas);
     let output_failed = Arc::new(std::sync::Mutex::new(None));
     let printer = Printer {
         output_failed: output_failed.clone(),
@@ -251,8 +270,9 @@ async fn watch_async(
         remaining: args.limit,
         done: done_tx,
     };
+    let snapshot = args.snapshot.unwrap_or_default();
     astha
-        .register_component(Box::new(printer))
+        .register_component_with(Box::new(printer), snapshot)
         .await
         .map_err(|e| CliError::astha(&path, e))?;
     if let Err(e) = astha.check_subscriptions() {
@@ -267,10 +287,19 @@ async fn watch_async(
         path.display(),
         if durable { ", durable" } else { "" }
     );
+    let snapshot_over = async {
+        if snapshot == SnapshotMode::InitialOnly {
+            snapshot_progress(&astha, &name, true).await;
+        } else {
+            snapshot_progress(&astha, &name, false).await;
+        }
+    };
     let failure = tokio::select! {
         _ = shutdown.signalled() => None,
         _ = done_rx.wait_for(|done| *done) => None,
         reason = astha.failed() => Some(reason),
+        // The snapshot is all `initial_only` asked for.
+        _ = snapshot_over => None,
     };
     if !durable {
         astha
@@ -306,6 +335,45 @@ async fn watch_async(
         )));
     }
     Ok(())
+}
+
+/// Follows `name`'s snapshots (the initial one, and any a signal asks for later) with a
+/// progress bar on stderr (drawn only on a terminal). Returns once a snapshot is
+/// delivered if `until_one` (there is none: at once), and never otherwise.
+async fn snapshot_progress(astha: &Astha, name: &str, until_one: bool) {
+    let mut shown: Option<(indicatif::ProgressBar, i64)> = None;
+    loop {
+        let now = astha.component_info(name).and_then(|c| c.snapshot);
+        match (&shown, now) {
+            (None, None) if until_one => return,
+            (None, Some(p)) if !p.finished => {
+                let bar = indicatif::ProgressBar::new(p.total);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "snapshot {msg} [{bar:30}] {pos}/{len} rows ({per_sec}, {eta} left)",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+                );
+                bar.set_message(p.tables.join(","));
+                shown = Some((bar, p.lsn));
+            }
+            (None, Some(_)) if until_one => return,
+            (Some((bar, lsn)), Some(p)) if p.lsn == *lsn => {
+                bar.set_position(p.done);
+                if p.finished {
+                    bar.finish_and_clear();
+                    eprintln!("snapshot of {} rows delivered", p.total);
+                    shown = None;
+                    if until_one {
+                        return;
+                    }
+                }
+            }
+            _ => {}
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 /// The component that prints. It writes each change before confirming it, so a durable

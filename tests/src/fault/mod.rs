@@ -43,6 +43,7 @@ pub fn change_id(change: &astha_core::Change) -> Option<String> {
         Operation::Insert => format!("I:{}", n(change.after.as_ref())?),
         Operation::Update => format!("U:{}", n(change.after.as_ref())?),
         Operation::Delete => format!("D:{}", n(change.before.as_ref())?),
+        Operation::Read => format!("R:{}", n(change.after.as_ref())?),
     })
 }
 
