@@ -121,7 +121,9 @@ impl Row {
     }
 
     /// Decodes the row into a serde struct. BLOBs become byte arrays, so a `Vec<u8>`
-    /// field receives the bytes; non-finite REALs become null.
+    /// field receives the bytes; non-finite REALs become null. TEXT that is not valid
+    /// UTF-8 becomes a byte array too: a `Vec<u8>` field receives it exactly, and a
+    /// `String` field fails to decode rather than receive altered text.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         let map: serde_json::Map<String, serde_json::Value> = self
             .columns()
@@ -129,7 +131,7 @@ impl Row {
             .zip(&self.values)
             .map(|(c, v)| {
                 let plain = match v {
-                    Value::Blob(b) => serde_json::Value::from(b.clone()),
+                    Value::Blob(b) | Value::TextBytes(b) => serde_json::Value::from(b.clone()),
                     Value::Real(r) if !r.is_finite() => serde_json::Value::Null,
                     other => other.to_json(),
                 };

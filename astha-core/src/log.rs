@@ -62,7 +62,7 @@ impl RawChange {
                 Value::Null => 1,
                 Value::Integer(_) | Value::Real(_) => 8,
                 Value::Text(t) => t.len(),
-                Value::Blob(b) => b.len(),
+                Value::TextBytes(b) | Value::Blob(b) => b.len(),
             })
             .sum()
     }

@@ -155,6 +155,7 @@ pub fn decode_native_value(json: &serde_json::Value) -> Option<Value> {
             let (tag, inner) = tagged.iter().next()?;
             match (tag.as_str(), inner.as_str()?) {
                 ("$blob", hex) => Value::Blob(crate::value::parse_hex(hex)?),
+                ("$text", hex) => Value::text_from_bytes(crate::value::parse_hex(hex)?),
                 ("$real", "inf") => Value::Real(f64::INFINITY),
                 ("$real", "-inf") => Value::Real(f64::NEG_INFINITY),
                 _ => return None,
