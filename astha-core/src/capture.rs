@@ -49,10 +49,15 @@ pub enum RefreshChange {
     Dropped { table: String },
 }
 
+/// Where [`Capture::with_exact_replace`]'s triggers keep the rows an INSERT is about to
+/// replace, until the INSERT has happened.
+pub const REPLACED_TABLE: &str = "__astha_replaced";
+
 /// Trigger capture into one change-log table.
 #[derive(Debug, Clone)]
 pub struct Capture {
     log_table: String,
+    exact_replace: bool,
 }
 
 impl Capture {
@@ -60,7 +65,23 @@ impl Capture {
     pub fn new(log_table: impl Into<String>) -> Self {
         Self {
             log_table: log_table.into(),
+            exact_replace: false,
         }
+    }
+
+    /// Captures the rows an `INSERT OR REPLACE` (or a `REPLACE` conflict clause) removes
+    /// as DELETEs even when the writer's connection has `recursive_triggers` off (the
+    /// default of SQLite and of most drivers), where SQLite fires no delete trigger for
+    /// them. It costs every captured INSERT one lookup per unique key (BENCHMARKS.md);
+    /// see [`replace_trigger_sql`] for how, and what it does not cover.
+    pub fn with_exact_replace(mut self, on: bool) -> Self {
+        self.exact_replace = on;
+        self
+    }
+
+    /// Whether replaced rows are captured without `recursive_triggers`.
+    pub fn exact_replace(&self) -> bool {
+        self.exact_replace
     }
 
     /// The change log's table name.
@@ -189,6 +210,9 @@ impl Capture {
             let needed = image::columns_needed_by(&schema);
             image::widen(conn, &self.log_table, needed)?;
             image::widen(conn, crate::dead_letter::TABLE, needed)?;
+            if self.exact_replace {
+                ensure_replaced_table(conn, schema.columns.len())?;
+            }
             self.drop_triggers(conn, table)?;
             self.create_triggers(conn, &schema)?;
             conn.execute(
@@ -317,32 +341,62 @@ impl Capture {
     /// generates for `schema` (so triggers of an earlier build, or edited by hand, are
     /// regenerated).
     fn triggers_current(&self, conn: &Connection, schema: &TableSchema) -> Result<bool> {
-        let names = trigger_names(&schema.table);
-        let expected = trigger_sql(&self.log_table, schema);
-        for (name, sql) in names.iter().zip(&expected) {
+        let expected = self.all_trigger_sql(conn, schema)?;
+        let names = trigger_names(&schema.table)
+            .into_iter()
+            .chain(replace_trigger_names(&schema.table));
+        for (name, sql) in names.zip(expected) {
             let live: Option<String> = conn
                 .query_row(
                     "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
-                    [name],
+                    [&name],
                     |r| r.get(0),
                 )
                 .optional()?;
-            if live.as_deref() != Some(sql.as_str()) {
+            if live != sql {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
+    /// Every trigger this capture wants on `schema`'s table, in the order of
+    /// [`trigger_names`] then [`replace_trigger_names`]; `None` for one it does not want.
+    fn all_trigger_sql(
+        &self,
+        conn: &Connection,
+        schema: &TableSchema,
+    ) -> Result<Vec<Option<String>>> {
+        let mut all: Vec<Option<String>> = if self.exact_replace {
+            exact_replace_trigger_sql(&self.log_table, schema, &row_key(conn, schema)?)
+                .into_iter()
+                .map(Some)
+                .collect()
+        } else {
+            trigger_sql(&self.log_table, schema)
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
+        match self.exact_replace {
+            true => all.extend(replace_trigger_sql(conn, schema)?.into_iter().map(Some)),
+            false => all.extend([None, None]),
+        }
+        Ok(all)
+    }
+
     fn drop_triggers(&self, conn: &Connection, table: &str) -> Result<()> {
-        for name in trigger_names(table) {
+        for name in trigger_names(table)
+            .into_iter()
+            .chain(replace_trigger_names(table))
+        {
             conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {}", quote_ident(&name)))?;
         }
         Ok(())
     }
 
     fn create_triggers(&self, conn: &Connection, schema: &TableSchema) -> Result<()> {
-        for sql in trigger_sql(&self.log_table, schema) {
+        for sql in self.all_trigger_sql(conn, schema)?.into_iter().flatten() {
             conn.execute_batch(&sql)?;
         }
         Ok(())
@@ -356,6 +410,11 @@ pub fn trigger_names(table: &str) -> [String; 3] {
 
 /// The `CREATE TRIGGER` statements that capture `schema`'s table into `log_table`.
 pub fn trigger_sql(log_table: &str, schema: &TableSchema) -> [String; 3] {
+    triggers_with_prefix(log_table, schema, "")
+}
+
+/// [`trigger_sql`] with `first` run at the start of the INSERT trigger.
+fn triggers_with_prefix(log_table: &str, schema: &TableSchema, first: &str) -> [String; 3] {
     let names = trigger_names(&schema.table).map(|n| quote_ident(&n));
     let table = quote_ident(&schema.table);
     let log = quote_ident(log_table);
@@ -363,19 +422,225 @@ pub fn trigger_sql(log_table: &str, schema: &TableSchema) -> [String; 3] {
     let id = schema.id;
     let [ins, upd, del] = names;
     [
-        (ins, Operation::Insert, "INSERT"),
-        (upd, Operation::Update, "UPDATE"),
-        (del, Operation::Delete, "DELETE"),
+        (ins, Operation::Insert, "INSERT", first),
+        (upd, Operation::Update, "UPDATE", ""),
+        (del, Operation::Delete, "DELETE", ""),
     ]
-    .map(|(trigger, op, event)| {
+    .map(|(trigger, op, event, first)| {
         let (value_columns, values) = image::trigger_values(op, schema);
         format!(
-            "CREATE TRIGGER {trigger} AFTER {event} ON {table} BEGIN \
+            "CREATE TRIGGER {trigger} AFTER {event} ON {table} BEGIN {first}\
              INSERT INTO {log} (ts, tbl, op, schema_id, {value_columns}) \
              VALUES (julianday('now'), {name}, '{}', {id}, {values}); END",
             op.code()
         )
     })
+}
+
+/// The two extra triggers of [`Capture::with_exact_replace`]: before an insert, and
+/// after a delete.
+pub fn replace_trigger_names(table: &str) -> [String; 2] {
+    ["rep", "rpd"].map(|op| format!("{INTERNAL_PREFIX}cdc_{op}_{table}"))
+}
+
+/// How a captured row is told apart from others of its table: its rowid, or for a
+/// `WITHOUT ROWID` table its primary key columns' positions.
+enum RowKey {
+    Rowid,
+    Columns(Vec<usize>),
+}
+
+fn row_key(conn: &Connection, schema: &TableSchema) -> Result<RowKey> {
+    let without_rowid: bool = conn
+        .query_row(
+            "SELECT wr FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+            [&schema.table],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(false);
+    Ok(match without_rowid {
+        false => RowKey::Rowid,
+        true => RowKey::Columns(
+            schema
+                .primary_key
+                .iter()
+                .filter_map(|c| schema.position(c))
+                .collect(),
+        ),
+    })
+}
+
+/// `(a = x AND b = y)` over the key columns of each unique constraint of `table` that an
+/// `INSERT OR REPLACE` can conflict on and a trigger can test: plain columns, no
+/// `WHERE` (partial unique indexes and indexes on expressions are left out, and a
+/// warning says so). `side` is the row the new one is compared with (`NEW`).
+fn unique_conditions(conn: &Connection, table: &str, side: &str) -> Result<Vec<String>> {
+    let mut list = conn.prepare(
+        "SELECT name, partial FROM pragma_index_list(?1) WHERE \"unique\" ORDER BY name",
+    )?;
+    let indexes = list
+        .query_map([table], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut conditions = Vec::new();
+    for (index, partial) in indexes {
+        let mut info = conn.prepare(
+            "SELECT cid, name, coll FROM pragma_index_xinfo(?1) WHERE key ORDER BY seqno",
+        )?;
+        let columns = info
+            .query_map([&index], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if partial
+            || columns
+                .iter()
+                .any(|(cid, name, _)| *cid < 0 || name.is_none())
+        {
+            tracing::warn!(
+                table,
+                index,
+                "exact_replace cannot see conflicts on a partial unique index or one on \
+                 expressions: a row INSERT OR REPLACE removes through it is not captured \
+                 without recursive_triggers"
+            );
+            continue;
+        }
+        let terms: Vec<String> = columns
+            .iter()
+            .map(|(_, name, coll)| {
+                let c = quote_ident(name.as_deref().unwrap_or_default());
+                format!("t.{c} = {side}.{c} COLLATE {}", quote_ident(coll))
+            })
+            .collect();
+        conditions.push(format!("({})", terms.join(" AND ")));
+    }
+    Ok(conditions)
+}
+
+/// The two extra triggers of [`Capture::with_exact_replace`], named by
+/// [`replace_trigger_names`].
+///
+/// SQLite fires delete triggers for the rows a REPLACE removes only under
+/// `recursive_triggers`. A BEFORE INSERT trigger still sees those rows: it copies every
+/// row the new one conflicts with (same rowid, or same values in a unique constraint) to
+/// [`REPLACED_TABLE`]. The INSERT trigger then logs each copy as a DELETE, before the
+/// INSERT, if the insert really replaced it: the row is gone, or the new row took its
+/// rowid (or key). A BEFORE trigger cannot know how the statement resolves a conflict,
+/// so a copy made for an `INSERT OR IGNORE` or an upsert that did not replace is simply
+/// never logged, and cleared by the next insert. Under `recursive_triggers` SQLite does
+/// fire the delete trigger: the second trigger here removes the copy then, so the row
+/// is logged once. Not covered: `UPDATE OR REPLACE` (a row removed by an update's
+/// conflict), and partial or expression unique indexes ([`unique_conditions`]).
+pub fn replace_trigger_sql(conn: &Connection, schema: &TableSchema) -> Result<[String; 2]> {
+    let [rep, rpd] = replace_trigger_names(&schema.table).map(|n| quote_ident(&n));
+    let table = quote_ident(&schema.table);
+    let name = quote_literal(&schema.table);
+    let pending = quote_ident(REPLACED_TABLE);
+    let columns = image::value_list(schema.columns.len());
+    let values: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| format!("t.{}", quote_ident(c)))
+        .collect();
+    let key = row_key(conn, schema)?;
+    let mut conflicts = unique_conditions(conn, &schema.table, "NEW")?;
+    let (rid, forget) = match &key {
+        RowKey::Rowid => {
+            // NEW.rowid is -1 before an insert that lets SQLite choose the rowid: a
+            // row -1 copied here is not logged, as it is still there afterwards.
+            conflicts.insert(0, "t.rowid = NEW.rowid".to_string());
+            ("t.rowid", "rid = OLD.rowid".to_string())
+        }
+        RowKey::Columns(positions) => (
+            "NULL",
+            positions
+                .iter()
+                .map(|&i| {
+                    format!(
+                        "{} = OLD.{}",
+                        image::value_column(i),
+                        quote_ident(&schema.columns[i])
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" AND "),
+        ),
+    };
+    let conflict = conflicts.join(" OR ");
+    Ok([
+        format!(
+            "CREATE TRIGGER {rep} BEFORE INSERT ON {table} \
+             WHEN EXISTS (SELECT 1 FROM {table} AS t WHERE {conflict}) BEGIN \
+             DELETE FROM {pending} WHERE tbl = {name}; \
+             INSERT INTO {pending} (tbl, rid, {columns}) \
+             SELECT {name}, {rid}, {} FROM {table} AS t WHERE {conflict}; END",
+            values.join(", ")
+        ),
+        format!(
+            "CREATE TRIGGER {rpd} AFTER DELETE ON {table} \
+             WHEN EXISTS (SELECT 1 FROM {pending} WHERE tbl = {name}) BEGIN \
+             DELETE FROM {pending} WHERE tbl = {name} AND {forget}; END"
+        ),
+    ])
+}
+
+/// [`trigger_sql`] for [`Capture::with_exact_replace`]: the INSERT trigger first logs,
+/// as DELETEs, the rows [`replace_trigger_sql`]'s BEFORE trigger saw this insert replace.
+fn exact_replace_trigger_sql(log_table: &str, schema: &TableSchema, key: &RowKey) -> [String; 3] {
+    let table = quote_ident(&schema.table);
+    let name = quote_literal(&schema.table);
+    let pending = quote_ident(REPLACED_TABLE);
+    let log = quote_ident(log_table);
+    let columns = image::value_list(schema.columns.len());
+    let replaced = match key {
+        RowKey::Rowid => format!(
+            "p.rid = NEW.rowid OR NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.rowid = p.rid)"
+        ),
+        RowKey::Columns(positions) => {
+            let pairs: Vec<(String, String)> = positions
+                .iter()
+                .map(|&i| (image::value_column(i), quote_ident(&schema.columns[i])))
+                .collect();
+            let same_new: Vec<String> = pairs
+                .iter()
+                .map(|(v, c)| format!("p.{v} = NEW.{c}"))
+                .collect();
+            let same_t: Vec<String> = pairs
+                .iter()
+                .map(|(v, c)| format!("t.{c} = p.{v}"))
+                .collect();
+            format!(
+                "({}) OR NOT EXISTS (SELECT 1 FROM {table} AS t WHERE {})",
+                same_new.join(" AND "),
+                same_t.join(" AND ")
+            )
+        }
+    };
+    let first = format!(
+        "INSERT INTO {log} (ts, tbl, op, schema_id, {columns}) \
+         SELECT julianday('now'), {name}, '{}', {}, {columns} FROM {pending} AS p \
+         WHERE p.tbl = {name} AND ({replaced}) ORDER BY p.rowid; \
+         DELETE FROM {pending} WHERE tbl = {name}; ",
+        Operation::Delete.code(),
+        schema.id
+    );
+    triggers_with_prefix(log_table, schema, &first)
+}
+
+/// Creates [`REPLACED_TABLE`] if missing, with at least `values` value columns.
+fn ensure_replaced_table(conn: &Connection, values: usize) -> Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS {} (tbl TEXT NOT NULL, rid)",
+        quote_ident(REPLACED_TABLE)
+    ))?;
+    image::widen(conn, REPLACED_TABLE, values)
 }
 
 /// True if `table` exists in the text-image format of earlier builds.

@@ -52,7 +52,9 @@ pub enum Command {
     /// again at most the one batch that was in flight (up to `batch_size`, 256 by
     /// default; lower it with ASTHA_BATCH_SIZE). `INSERT OR REPLACE` from a connection
     /// without `PRAGMA recursive_triggers=ON` (the default of Python's sqlite3 and most
-    /// drivers) is captured as an INSERT only: the replaced row's image is not seen.
+    /// drivers) is captured as an INSERT only, the replaced row unseen, unless capture is
+    /// installed with `--exact-replace` (a DELETE of the replaced row, then the INSERT;
+    /// it costs every captured INSERT a lookup per unique key).
     Watch(watch::WatchArgs),
     /// Run a pipeline file: sources, per-table shaping, sinks (`--check` to check only).
     Run(run::RunArgs),
