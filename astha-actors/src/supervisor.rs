@@ -702,6 +702,7 @@ mod tests {
             op: Operation::Insert,
             before: None,
             after: None,
+            incomplete: None,
         })
     }
 

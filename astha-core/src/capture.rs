@@ -53,6 +53,26 @@ pub enum RefreshChange {
 /// replace, until the INSERT has happened.
 pub const REPLACED_TABLE: &str = "__astha_replaced";
 
+/// Where a gap for columns another connection added starts ([`crate::gaps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Since {
+    /// The caller proved every row up to this LSN complete.
+    Lsn(i64),
+    /// Nothing better is known: [`Capture::fallback_since`].
+    Fallback,
+    /// No gap: the change is this transaction's own.
+    Head,
+}
+
+/// Whether a captured table found without its triggers (dropped and created again by
+/// another connection) gets its rows logged as INSERTs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recover {
+    Yes,
+    /// The triggers were dropped by this transaction itself.
+    No,
+}
+
 /// Trigger capture into one change-log table.
 #[derive(Debug, Clone)]
 pub struct Capture {
@@ -110,7 +130,7 @@ impl Capture {
                 for table in self.captured_tables(conn)? {
                     if schema::is_plain_table(conn, &table)? {
                         self.drop_triggers(conn, &table)?;
-                        self.install(conn, &table)?;
+                        self.install_with(conn, &table, Since::Fallback, Recover::No)?;
                     }
                 }
                 Ok(())
@@ -136,6 +156,17 @@ impl Capture {
                     schema_id INTEGER NOT NULL
                 );"
             ))?;
+            let has_verified: bool = conn.query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('__astha_captured') WHERE name = 'verified_lsn'",
+                [],
+                |r| r.get(0),
+            )?;
+            if !has_verified {
+                // The newest LSN known written by triggers made for the table's current
+                // columns: where a gap starts when nothing better is known ([`Since`]).
+                conn.execute_batch("ALTER TABLE __astha_captured ADD COLUMN verified_lsn INTEGER")?;
+            }
+            crate::gaps::ensure_table(conn)?;
             schema::ensure_schema_table(conn)?;
             crate::slots::ensure_tables(conn)?;
             replace_legacy_table(conn, crate::dead_letter::TABLE)?;
@@ -172,7 +203,24 @@ impl Capture {
     }
 
     /// Captures `table`: creates its triggers, or regenerates them if its columns changed.
+    ///
+    /// When another connection changed the table since its triggers were made, the
+    /// changes that may lack values are marked ([`crate::gaps`]): after columns were
+    /// added, the table's log rows since the last LSN known complete (the newest this
+    /// function or a slot saw, see [`Since::Fallback`]); after it was dropped and
+    /// created again (its triggers are gone), the rows it holds now are logged as
+    /// INSERTs, marked, since the writes that made them were not captured.
     pub fn install(&self, conn: &Connection, table: &str) -> Result<InstallOutcome> {
+        self.install_with(conn, table, Since::Fallback, Recover::Yes)
+    }
+
+    fn install_with(
+        &self,
+        conn: &Connection,
+        table: &str,
+        since: Since,
+        recover: Recover,
+    ) -> Result<InstallOutcome> {
         self.check_capturable(conn, table)?;
         in_savepoint(conn, |conn| {
             self.ensure_log(conn)?;
@@ -193,19 +241,51 @@ impl Capture {
             }
             let exact = schema::live_exactness(conn, table, &columns)?;
             let current = self.captured_schema(conn, table)?;
+            let head = crate::log::head_lsn(conn, &self.log_table)?;
             if let Some(s) = &current {
                 if s.columns == columns
                     && s.primary_key == primary_key
                     && s.exact == exact
                     && self.triggers_current(conn, s)?
                 {
+                    self.set_verified(conn, table, head)?;
                     return Ok(InstallOutcome::Unchanged);
                 }
             }
+            let known = self.is_captured(conn, table)?;
+            let recreated =
+                known && recover == Recover::Yes && !self.any_trigger_exists(conn, table)?;
             let outcome = match current {
                 None => InstallOutcome::Installed,
                 Some(_) => InstallOutcome::Regenerated,
             };
+            if let Some(old) = &current {
+                let added: Vec<String> = columns
+                    .iter()
+                    .filter(|c| !old.columns.contains(c))
+                    .cloned()
+                    .collect();
+                if !added.is_empty() && !recreated {
+                    let after_lsn = match since {
+                        Since::Lsn(lsn) => lsn,
+                        Since::Fallback => self.fallback_since(conn, table)?,
+                        Since::Head => head,
+                    };
+                    crate::gaps::record(
+                        conn,
+                        &crate::gaps::Gap {
+                            table: table.to_string(),
+                            schema_id: old.id,
+                            after_lsn,
+                            upto_lsn: head,
+                            mark: std::sync::Arc::new(crate::gaps::Incomplete {
+                                reason: crate::gaps::Reason::ColumnsAdded,
+                                columns: added,
+                            }),
+                        },
+                    )?;
+                }
+            }
             let schema = schema::record_schema(conn, table, columns, primary_key, exact)?;
             let needed = image::columns_needed_by(&schema);
             image::widen(conn, &self.log_table, needed)?;
@@ -220,9 +300,119 @@ impl Capture {
                  ON CONFLICT (tbl) DO UPDATE SET schema_id = excluded.schema_id",
                 (table, schema.id),
             )?;
+            let head = match recreated {
+                true => self.log_recreated_rows(conn, &schema, head)?,
+                false => head,
+            };
+            self.set_verified(conn, table, head)?;
             tracing::info!(table, schema_id = schema.id, ?outcome, "capture installed");
             Ok(outcome)
         })
+    }
+
+    /// Logs every row of a re-created table as an INSERT, marked
+    /// [`Reason::Recreated`](crate::gaps::Reason::Recreated); returns the new head.
+    fn log_recreated_rows(
+        &self,
+        conn: &Connection,
+        schema: &TableSchema,
+        head: i64,
+    ) -> Result<i64> {
+        let values = schema
+            .columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let order = match row_key(conn, schema)? {
+            RowKey::Rowid => " ORDER BY rowid",
+            RowKey::Columns(_) => "",
+        };
+        let rows = conn.execute(
+            &format!(
+                "INSERT INTO {} (ts, tbl, op, schema_id, {}) \
+                 SELECT julianday('now'), ?1, '{}', ?2, {values} FROM {}{order}",
+                quote_ident(&self.log_table),
+                image::value_list(schema.columns.len()),
+                Operation::Insert.code(),
+                quote_ident(&schema.table)
+            ),
+            (&schema.table, schema.id),
+        )?;
+        let new_head = crate::log::head_lsn(conn, &self.log_table)?;
+        tracing::warn!(
+            table = schema.table,
+            rows,
+            "captured table was dropped and created again by another connection: its \
+             writes until now were not captured; its rows are logged as INSERTs, marked \
+             recreated"
+        );
+        crate::gaps::record(
+            conn,
+            &crate::gaps::Gap {
+                table: schema.table.clone(),
+                schema_id: schema.id,
+                after_lsn: head,
+                upto_lsn: new_head,
+                mark: std::sync::Arc::new(crate::gaps::Incomplete {
+                    reason: crate::gaps::Reason::Recreated,
+                    columns: Vec::new(),
+                }),
+            },
+        )?;
+        Ok(new_head)
+    }
+
+    fn is_captured(&self, conn: &Connection, table: &str) -> Result<bool> {
+        Ok(conn
+            .query_row(
+                "SELECT 1 FROM __astha_captured WHERE tbl = ?1",
+                [table],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    fn any_trigger_exists(&self, conn: &Connection, table: &str) -> Result<bool> {
+        for name in trigger_names(table) {
+            let found = conn
+                .query_row(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+                    [&name],
+                    |_| Ok(()),
+                )
+                .optional()?;
+            if found.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn set_verified(&self, conn: &Connection, table: &str, lsn: i64) -> Result<()> {
+        conn.execute(
+            "UPDATE __astha_captured SET verified_lsn = max(coalesce(verified_lsn, 0), ?2) WHERE tbl = ?1",
+            (table, lsn),
+        )?;
+        Ok(())
+    }
+
+    /// Where a gap starts when the caller knows nothing better: the newest of the LSN
+    /// at which the table's triggers were last found current and the lowest slot
+    /// position (rows every consumer has already had are past marking).
+    fn fallback_since(&self, conn: &Connection, table: &str) -> Result<i64> {
+        let verified: Option<i64> = conn
+            .query_row(
+                "SELECT verified_lsn FROM __astha_captured WHERE tbl = ?1",
+                [table],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let slots: Option<i64> =
+            conn.query_row("SELECT min(position) FROM __astha_slots", [], |r| r.get(0))?;
+        Ok(verified.unwrap_or(0).max(slots.unwrap_or(0)))
     }
 
     /// Stops capturing `table`. Returns false if it was not captured. Log rows already
@@ -252,6 +442,18 @@ impl Capture {
 
     /// Brings every captured table's triggers in line with its live schema.
     pub fn refresh(&self, conn: &Connection) -> Result<Vec<RefreshChange>> {
+        self.refresh_since(conn, None)
+    }
+
+    /// [`Capture::refresh`] for a caller that knows every log row up to `verified` was
+    /// written by triggers made for the columns they name (it read them under the schema
+    /// version those triggers were made in): a gap for columns added since starts there.
+    pub fn refresh_since(
+        &self,
+        conn: &Connection,
+        verified: Option<i64>,
+    ) -> Result<Vec<RefreshChange>> {
+        let since = verified.map_or(Since::Fallback, Since::Lsn);
         let mut changes = Vec::new();
         for table in self.captured_tables(conn)? {
             if !schema::is_plain_table(conn, &table)? {
@@ -270,7 +472,7 @@ impl Capture {
                 }
                 continue;
             }
-            if self.install(conn, &table)? != InstallOutcome::Unchanged {
+            if self.install_with(conn, &table, since, Recover::Yes)? != InstallOutcome::Unchanged {
                 let schema_id = self
                     .captured_schema(conn, &table)?
                     .map(|s| s.id)
@@ -285,14 +487,60 @@ impl Capture {
     /// table's triggers dropped before and regenerated after, in one transaction.
     pub fn alter(&self, conn: &Connection, table: &str, alter_sql: &str) -> Result<()> {
         in_savepoint(conn, |conn| {
+            // Catch up with schema changes made by others first, so what they left
+            // incomplete is marked; this one's own changes leave nothing incomplete.
+            if schema::is_plain_table(conn, table)? && self.is_captured(conn, table)? {
+                self.install(conn, table)?;
+            }
             self.drop_triggers(conn, table)?;
             conn.execute_batch(alter_sql)?;
             if schema::is_plain_table(conn, table)? {
-                self.install(conn, table)?;
+                self.install_with(conn, table, Since::Head, Recover::No)?;
             } else {
                 conn.execute("DELETE FROM __astha_captured WHERE tbl = ?1", [table])?;
             }
             Ok(())
+        })
+    }
+
+    /// Runs `ddl` (any schema changes: `ALTER TABLE`, a table rebuilt by `CREATE`, copy,
+    /// `DROP` and `RENAME`, new tables) in one transaction with the triggers of every
+    /// captured table dropped before and re-installed after, so no write is ever made
+    /// without capture and nothing is marked incomplete ([`crate::gaps`]). A captured
+    /// table `ddl` drops is kept marked missing, and captured again if re-created.
+    /// Schema changes made earlier by other connections are caught up with first.
+    pub fn alter_with<T>(
+        &self,
+        conn: &Connection,
+        ddl: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<(T, Vec<RefreshChange>)> {
+        in_savepoint(conn, |conn| {
+            let mut changes = self.refresh(conn)?;
+            let tables = self.captured_tables(conn)?;
+            for table in &tables {
+                self.drop_triggers(conn, table)?;
+            }
+            let value = ddl(conn)?;
+            for table in tables {
+                if !schema::is_plain_table(conn, &table)? {
+                    conn.execute(
+                        "UPDATE __astha_captured SET schema_id = ?2 WHERE tbl = ?1",
+                        (&table, MISSING_TABLE),
+                    )?;
+                    changes.push(RefreshChange::Dropped { table });
+                    continue;
+                }
+                if self.install_with(conn, &table, Since::Head, Recover::No)?
+                    != InstallOutcome::Unchanged
+                {
+                    let schema_id = self
+                        .captured_schema(conn, &table)?
+                        .map(|s| s.id)
+                        .unwrap_or_default();
+                    changes.push(RefreshChange::Regenerated { table, schema_id });
+                }
+            }
+            Ok((value, changes))
         })
     }
 

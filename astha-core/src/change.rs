@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
+use crate::gaps::Incomplete;
 use crate::schema::TableSchema;
 use crate::value::Value;
 
@@ -160,6 +161,10 @@ pub struct Change {
     pub before: Option<Row>,
     /// The row after the change (INSERT, UPDATE).
     pub after: Option<Row>,
+    /// Set when the change may be incomplete because another connection changed the
+    /// table's schema before capture caught up ([`crate::gaps`]); `None` for a change
+    /// proved complete.
+    pub incomplete: Option<Arc<Incomplete>>,
 }
 
 impl Change {
@@ -168,16 +173,21 @@ impl Change {
         self.after.as_ref().or(self.before.as_ref())
     }
 
-    /// The JSON line `astha watch` prints and sinks publish.
+    /// The JSON line `astha watch` prints and sinks publish; `incomplete` is there only
+    /// on a change that may be incomplete.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "lsn": self.lsn,
             "timestamp_ms": self.timestamp_ms,
             "table": &*self.table,
             "op": self.op.name(),
             "before": self.before.as_ref().map(Row::to_json),
             "after": self.after.as_ref().map(Row::to_json),
-        })
+        });
+        if let Some(mark) = &self.incomplete {
+            json["incomplete"] = mark.to_json();
+        }
+        json
     }
 
     /// Decodes both images into `T`.

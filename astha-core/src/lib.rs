@@ -5,7 +5,8 @@
 //! - [`log`], [`slots`], [`bootstrap`], [`dead_letter`]: reading that log in order,
 //!   durable consumer positions, consistent snapshots, and a place for what cannot be
 //!   delivered; [`log_layout`] owns the fixed columns of the log row (and of its copy in
-//!   a dead letter), [`image`] the value columns after them;
+//!   a dead letter), [`image`] the value columns after them; [`gaps`] marks changes that
+//!   another connection's schema change may have left incomplete;
 //! - pure policies and state machines: [`retry`], [`breaker`], [`routing`], [`config`].
 
 pub mod bootstrap;
@@ -17,6 +18,7 @@ pub mod db;
 pub mod dead_letter;
 pub mod error;
 pub mod format;
+pub mod gaps;
 pub mod heartbeat;
 pub mod ident;
 pub mod image;

@@ -783,3 +783,197 @@ fn replace_without_recursive_triggers_is_a_delete_and_an_insert_with_exact_repla
         );
     }
 }
+
+/// Reads everything after `after` in one batch, as the poller does.
+fn read_batch(conn: &rusqlite::Connection, after: i64) -> astha_core::log::Batch {
+    let mut reader = astha_core::log::LogReader::new(LOG);
+    reader
+        .read(conn, after, astha_core::log::BatchLimits::default(), None)
+        .unwrap()
+}
+
+/// Another connection adds a column and writes at once, before Astha regenerates the
+/// triggers: the change lacks the column. A read's schema version shows the triggers
+/// are stale; the refresh marks the changes since the last LSN proved complete (which
+/// columns they may lack) in every format, and captures the column from then on.
+#[test]
+fn a_column_added_by_another_connection_marks_the_changes_that_may_lack_it() {
+    use astha_core::format::{Encoder, EventFormat, SourceInfo};
+    use astha_core::gaps::Reason;
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE typed (id INTEGER PRIMARY KEY, name TEXT)")
+        .unwrap();
+    let cap = capture();
+    cap.install(&conn, "typed").unwrap();
+    conn.execute("INSERT INTO typed VALUES (1, 'before')", [])
+        .unwrap();
+    // The poller's view: a read under the version the triggers were made in proves
+    // every row it read complete.
+    let version = astha_core::schema::schema_version(&conn).unwrap();
+    let first = read_batch(&conn, 0);
+    assert_eq!(first.schema_version, version);
+    let proved = first.scanned_to;
+    let other = rusqlite::Connection::open(&db.path).unwrap();
+    other
+        .execute_batch(
+            "ALTER TABLE typed ADD COLUMN added_later TEXT DEFAULT 'dflt';
+             INSERT INTO typed (id, added_later) VALUES (5, 'after-alter');",
+        )
+        .unwrap();
+    let stale = read_batch(&conn, proved);
+    assert_ne!(
+        stale.schema_version, version,
+        "the read sees the schema moved"
+    );
+    assert!(
+        stale.changes[0].row().unwrap().get("added_later").is_none(),
+        "SQLite's window: the old triggers wrote the row"
+    );
+    cap.refresh_since(&conn, Some(proved)).unwrap();
+    conn.execute("INSERT INTO typed VALUES (6, 'x', 'captured')", [])
+        .unwrap();
+    let changes = read_all(&conn, proved, 10);
+    assert_eq!(changes.len(), 2);
+    let marked = changes[0].incomplete.as_ref().expect("marked incomplete");
+    assert_eq!(marked.reason, Reason::ColumnsAdded);
+    assert_eq!(marked.columns, ["added_later"]);
+    assert!(changes[1].incomplete.is_none());
+    assert_eq!(
+        changes[1].row().unwrap().get("added_later"),
+        Some(&Value::Text("captured".into()))
+    );
+    assert!(
+        read_all(&conn, 0, 10)[0].incomplete.is_none(),
+        "rows proved complete stay unmarked"
+    );
+    let source = SourceInfo {
+        name: "app".into(),
+        db: "app".into(),
+        identity: "id".into(),
+    };
+    let encode = |f| Encoder::new(f, source.clone()).encode(&changes[0]);
+    let expected = serde_json::json!({"reason": "columns_added", "columns": ["added_later"]});
+    assert_eq!(encode(EventFormat::Native)["incomplete"], expected);
+    assert_eq!(
+        encode(EventFormat::Debezium)["source"]["incomplete"],
+        expected
+    );
+    let ce = encode(EventFormat::CloudEvents);
+    assert_eq!(ce["asthaincomplete"], "columns_added:added_later");
+    assert_eq!(ce["data"]["incomplete"], expected);
+    assert!(encode_plain(&changes[1], &source));
+}
+
+/// A complete change has no `incomplete` anywhere.
+fn encode_plain(change: &astha_core::Change, source: &astha_core::format::SourceInfo) -> bool {
+    use astha_core::format::{Encoder, EventFormat};
+    let native = Encoder::new(EventFormat::Native, source.clone()).encode(change);
+    let dbz = Encoder::new(EventFormat::Debezium, source.clone()).encode(change);
+    let ce = Encoder::new(EventFormat::CloudEvents, source.clone()).encode(change);
+    native.get("incomplete").is_none()
+        && dbz["source"].get("incomplete").is_none()
+        && ce.get("asthaincomplete").is_none()
+}
+
+/// A table dropped and created again by another connection (here rebuilt the way ORMs
+/// do, with a value changed on the way) has lost its triggers: nothing it writes is
+/// logged until Astha re-installs them. The refresh then logs the rows it holds as
+/// INSERTs marked `recreated`, so a consumer's copy equals the table again.
+#[test]
+fn a_table_recreated_by_another_connection_has_its_rows_logged_marked() {
+    use astha_core::gaps::Reason;
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+        .unwrap();
+    let cap = capture();
+    cap.install(&conn, "t").unwrap();
+    conn.execute_batch("INSERT INTO t VALUES (1, 'a'), (2, 'b')")
+        .unwrap();
+    let head = read_all(&conn, 0, 10).last().unwrap().lsn;
+    let other = rusqlite::Connection::open(&db.path).unwrap();
+    other
+        .execute_batch(
+            "BEGIN;
+             CREATE TABLE new_t (id INTEGER PRIMARY KEY, v TEXT NOT NULL);
+             INSERT INTO new_t SELECT id, upper(v) FROM t;
+             DROP TABLE t;
+             ALTER TABLE new_t RENAME TO t;
+             COMMIT;
+             INSERT INTO t VALUES (3, 'c');",
+        )
+        .unwrap();
+    assert!(
+        read_all(&conn, head, 10).is_empty(),
+        "SQLite's window: no triggers"
+    );
+    cap.refresh(&conn).unwrap();
+    conn.execute("INSERT INTO t VALUES (4, 'd')", []).unwrap();
+    let changes = read_all(&conn, head, 10);
+    let rows: Vec<(i64, String, Option<Reason>)> = changes
+        .iter()
+        .map(|c| {
+            let r = c.row().unwrap();
+            let id = match r.get("id") {
+                Some(Value::Integer(i)) => *i,
+                other => panic!("{other:?}"),
+            };
+            let v = match r.get("v") {
+                Some(Value::Text(t)) => t.clone(),
+                other => panic!("{other:?}"),
+            };
+            (id, v, c.incomplete.as_ref().map(|m| m.reason))
+        })
+        .collect();
+    let recreated = Some(Reason::Recreated);
+    assert_eq!(
+        rows,
+        [
+            (1, "A".into(), recreated),
+            (2, "B".into(), recreated),
+            (3, "c".into(), recreated),
+            (4, "d".into(), None),
+        ]
+    );
+    assert!(changes.iter().all(|c| c.op == Operation::Insert));
+}
+
+/// `Capture::alter_with`: DDL and writes in one transaction with the triggers
+/// re-installed in it; a rebuild logs nothing extra and marks nothing, and every write
+/// in or after it is captured with the new columns.
+#[test]
+fn alter_with_leaves_no_write_uncaptured_and_marks_nothing() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch(
+        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);
+         CREATE TABLE u (id INTEGER PRIMARY KEY);",
+    )
+    .unwrap();
+    let cap = capture();
+    cap.install(&conn, "t").unwrap();
+    cap.install(&conn, "u").unwrap();
+    conn.execute("INSERT INTO t VALUES (1, 'a')", []).unwrap();
+    let (_, changes) = cap
+        .alter_with(&conn, |c| {
+            Ok(c.execute_batch(
+                "CREATE TABLE new_t (id INTEGER PRIMARY KEY, v TEXT, w TEXT);
+                 INSERT INTO new_t SELECT id, v, 'w' FROM t;
+                 DROP TABLE t;
+                 ALTER TABLE new_t RENAME TO t;
+                 DROP TABLE u;",
+            )?)
+        })
+        .unwrap();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    conn.execute("INSERT INTO t VALUES (2, 'b', 'x')", [])
+        .unwrap();
+    let changes = read_all(&conn, 0, 10);
+    assert_eq!(changes.len(), 2, "the rebuild itself logs nothing");
+    assert!(changes.iter().all(|c| c.incomplete.is_none()));
+    assert_eq!(
+        changes[1].row().unwrap().get("w"),
+        Some(&Value::Text("x".into()))
+    );
+}

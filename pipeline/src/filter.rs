@@ -168,6 +168,7 @@ mod tests {
             op,
             before,
             after,
+            incomplete: None,
         }
     }
 

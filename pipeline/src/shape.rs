@@ -137,6 +137,7 @@ impl Shaped {
             op: change.op,
             before: change.before.as_ref().map(&mut project).transpose()?,
             after: change.after.as_ref().map(&mut project).transpose()?,
+            incomplete: change.incomplete.clone(),
         })))
     }
 }
@@ -284,6 +285,7 @@ mod tests {
             op: Operation::Insert,
             before: None,
             after: Some(row),
+            incomplete: None,
         })
     }
 

@@ -359,6 +359,7 @@ mod tests {
             op,
             before: None,
             after: Some(Row::new(schema, vec![Value::Integer(lsn)]).unwrap()),
+            incomplete: None,
         }
     }
 

@@ -29,6 +29,9 @@
 //! [`decode_row`] gives back the bytes as stored. A key ([`key`]) holds the readable
 //! form only.
 //!
+//! A change that may be incomplete ([`crate::gaps`]) has `source.incomplete`
+//! (`{"reason": "columns_added", "columns": ["c"]}`); it is absent otherwise.
+//!
 //! `ts_ms` is the change's capture time, like `source.ts_ms`: a change delivered again
 //! after a restart is byte-identical to its first delivery, so consumers can compare.
 //! Astha does not yet emit `transaction` blocks (always null) or `r` (snapshot) events.
@@ -133,6 +136,9 @@ pub fn envelope(change: &Change, source: &SourceInfo) -> Json {
     }
     if let Some(bytes) = per_image(images, |r| &r.text_bytes) {
         meta["text_bytes"] = bytes;
+    }
+    if let Some(mark) = &change.incomplete {
+        meta["incomplete"] = mark.to_json();
     }
     let values = |row: Option<EncodedRow>| row.map_or(Json::Null, |r| r.values);
     json!({

@@ -13,6 +13,7 @@ fn change(lsn: i64, table: &str) -> Arc<Change> {
         op: Operation::Insert,
         before: None,
         after: None,
+        incomplete: None,
     })
 }
 

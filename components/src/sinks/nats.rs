@@ -524,6 +524,7 @@ mod tests {
             op: Operation::Delete,
             before: None,
             after: None,
+            incomplete: None,
         };
         assert_eq!(sink.subject(&change), "astha.app_db.order_items.delete");
         assert_eq!(sink.message_id(&change), "id-1:42");

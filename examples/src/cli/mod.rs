@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch. Each subcommand lives in its own module.
 
+mod alter;
 mod config_cmd;
 mod dead_letters;
 mod demo;
@@ -69,6 +70,10 @@ pub enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Change the schema of a captured database safely: the SQL runs in one transaction
+    /// that re-installs capture, so no write goes uncaptured and nothing is marked
+    /// incomplete (as a schema change by another tool can cause).
+    Alter(alter::AlterArgs),
 }
 
 /// Output format for commands that print changes or state.
@@ -90,5 +95,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Slots(cmd) => slots::run(cli.config.as_deref(), cmd),
         Command::DeadLetters(cmd) => dead_letters::run(cli.config.as_deref(), cmd),
         Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
+        Command::Alter(args) => alter::run(cli.config.as_deref(), args),
     }
 }
