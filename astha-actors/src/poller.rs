@@ -17,7 +17,8 @@
 //!   triggers were last made under (another connection changed the schema), it hands on
 //!   only what lies before the last LSN proved complete, regenerates the triggers at
 //!   once (which records what remains ambiguous, [`astha_core::gaps`]), and reads the
-//!   rest again, marked. The backstop tick checks the schema as well.
+//!   rest again, marked. With its window full (no reads), the backstop tick checks the
+//!   schema itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -267,19 +268,27 @@ impl Poller {
                 let log = store.log_table().to_string();
                 store
                     .write(move |conn| {
-                        let version = astha_core::schema::schema_version(conn)?;
-                        if verified.map(|(v, _)| v) != Some(version) {
+                        // Version and head from one snapshot: a foreign ALTER committed
+                        // between two separate reads would otherwise pass as proved.
+                        let read = conn.unchecked_transaction()?;
+                        let version = astha_core::schema::schema_version(&read)?;
+                        let head = astha_core::log::head_lsn(&read, &log)?;
+                        read.finish()?;
+                        if verified.map(|(v, _)| v) == Some(version) {
+                            return Ok((version, head));
+                        }
+                        // Under the write lock nothing commits meanwhile: after the
+                        // regeneration every row up to the head is proved complete (or
+                        // marked). Regenerating changes the version: read it again.
+                        astha_core::capture::in_savepoint(conn, |conn| {
                             for change in capture.refresh_since(conn, verified.map(|(_, h)| h))? {
                                 tracing::info!(?change, "capture refreshed after a schema change");
                             }
-                        }
-                        // Regenerating triggers changes the version: read it again. In
-                        // this write transaction nothing else writes: every row up to
-                        // the head is proved complete.
-                        Ok((
-                            astha_core::schema::schema_version(conn)?,
-                            astha_core::log::head_lsn(conn, &log)?,
-                        ))
+                            Ok((
+                                astha_core::schema::schema_version(conn)?,
+                                astha_core::log::head_lsn(conn, &log)?,
+                            ))
+                        })
                     })
                     .await
             }
@@ -311,7 +320,11 @@ impl Actor for Poller {
             }
         }));
         ctx.run_interval(self.config.backstop, |act, ctx| {
-            act.check_schema(ctx);
+            // A read compares the schema version itself; with the window full there is
+            // no read, and a table re-created meanwhile would stay without triggers.
+            if act.in_flight >= act.config.window {
+                act.check_schema(ctx);
+            }
             act.poll(ctx);
         });
         self.check_schema(ctx);

@@ -5,7 +5,10 @@
 //! advance to once it has handled the batch) is exact even while writers commit: every
 //! row at or below it was either in the batch or filtered out by the table filter.
 //! Rows that cannot be decoded are returned separately, never dropped; the caller moves
-//! them to the dead-letter table.
+//! them to the dead-letter table. The same transaction gives the schema version of the
+//! snapshot (whether the rows were written by current triggers) and the recorded gaps,
+//! so a change another connection's schema change may have left incomplete is marked
+//! ([`crate::gaps`]) on every read of it, live or catching up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
