@@ -12,7 +12,12 @@
 //!   whose columns changed, so new columns are captured; [`Capture::alter`] runs an
 //!   `ALTER TABLE` with the triggers regenerated in the same transaction, which is the
 //!   only way to drop a column that a trigger names, and leaves no window in which a
-//!   new column is not captured.
+//!   new column is not captured; [`Capture::alter_with`] does the same for any DDL;
+//! - what another connection's schema change leaves ambiguous is recorded as a gap
+//!   ([`crate::gaps`]) in the transaction that regenerates the triggers, and a captured
+//!   table found without its triggers (re-created) has its rows logged again, marked;
+//! - with [`Capture::with_exact_replace`], a row removed by `INSERT OR REPLACE` is
+//!   logged as a DELETE whatever the writer's `recursive_triggers`.
 
 use rusqlite::{Connection, OptionalExtension};
 
