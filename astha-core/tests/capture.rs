@@ -977,3 +977,49 @@ fn alter_with_leaves_no_write_uncaptured_and_marks_nothing() {
         Some(&Value::Text("x".into()))
     );
 }
+
+/// `exact_replace` quotes every name it puts in its triggers: tables and UNIQUE
+/// columns with hostile names replace exactly.
+#[test]
+fn exact_replace_with_hostile_names() {
+    let names = [
+        r#"we"ird"#,
+        "with space",
+        "select",
+        "ünïcødé 表",
+        "it's",
+        "p",
+        "t",
+    ];
+    let db = TestDb::new();
+    let conn = db.conn();
+    let writer = rusqlite::Connection::open(&db.path).unwrap();
+    for name in names {
+        let q = astha_core::ident::quote_ident(name);
+        let col = astha_core::ident::quote_ident(&format!("{name} col"));
+        conn.execute_batch(&format!(
+            "CREATE TABLE {q} (\"order\" INTEGER PRIMARY KEY, {col} TEXT UNIQUE, \"rid\")"
+        ))
+        .unwrap();
+        capture()
+            .with_exact_replace(true)
+            .install(&conn, name)
+            .unwrap();
+        writer
+            .execute_batch(&format!(
+                "INSERT INTO {q} VALUES (1, 'a', 'x');
+                 INSERT OR REPLACE INTO {q} VALUES (2, 'a', 'y');"
+            ))
+            .unwrap();
+    }
+    let changes = read_all(&conn, 0, 100);
+    let ops: Vec<Operation> = changes.iter().map(|c| c.op).collect();
+    let per_table = [Operation::Insert, Operation::Delete, Operation::Insert];
+    assert_eq!(ops, per_table.repeat(names.len()));
+    for deleted in changes.iter().filter(|c| c.op == Operation::Delete) {
+        assert_eq!(
+            deleted.before.as_ref().unwrap().get("rid"),
+            Some(&Value::Text("x".into()))
+        );
+    }
+}
