@@ -97,7 +97,8 @@ impl Capture {
     /// Captures the rows an `INSERT OR REPLACE` (or a `REPLACE` conflict clause) removes
     /// as DELETEs even when the writer's connection has `recursive_triggers` off (the
     /// default of SQLite and of most drivers), where SQLite fires no delete trigger for
-    /// them. It costs every captured INSERT one lookup per unique key (BENCHMARKS.md);
+    /// them (and likewise for `UPDATE OR REPLACE`). It costs every captured INSERT and
+    /// UPDATE a lookup per unique key and a few statements (BENCHMARKS.md);
     /// see [`replace_trigger_sql`] for how, and what it does not cover.
     pub fn with_exact_replace(mut self, on: bool) -> Self {
         self.exact_replace = on;
@@ -633,7 +634,7 @@ impl Capture {
         };
         match self.exact_replace {
             true => all.extend(replace_trigger_sql(conn, schema)?.into_iter().map(Some)),
-            false => all.extend([None, None]),
+            false => all.extend([None, None, None]),
         }
         Ok(all)
     }
@@ -663,11 +664,17 @@ pub fn trigger_names(table: &str) -> [String; 3] {
 
 /// The `CREATE TRIGGER` statements that capture `schema`'s table into `log_table`.
 pub fn trigger_sql(log_table: &str, schema: &TableSchema) -> [String; 3] {
-    triggers_with_prefix(log_table, schema, "")
+    triggers_with_prefix(log_table, schema, "", "")
 }
 
-/// [`trigger_sql`] with `first` run at the start of the INSERT trigger.
-fn triggers_with_prefix(log_table: &str, schema: &TableSchema, first: &str) -> [String; 3] {
+/// [`trigger_sql`] with `first` run at the start of the INSERT trigger, and
+/// `first_update` at the start of the UPDATE trigger.
+fn triggers_with_prefix(
+    log_table: &str,
+    schema: &TableSchema,
+    first: &str,
+    first_update: &str,
+) -> [String; 3] {
     let names = trigger_names(&schema.table).map(|n| quote_ident(&n));
     let table = quote_ident(&schema.table);
     let log = quote_ident(log_table);
@@ -676,7 +683,7 @@ fn triggers_with_prefix(log_table: &str, schema: &TableSchema, first: &str) -> [
     let [ins, upd, del] = names;
     [
         (ins, Operation::Insert, "INSERT", first),
-        (upd, Operation::Update, "UPDATE", ""),
+        (upd, Operation::Update, "UPDATE", first_update),
         (del, Operation::Delete, "DELETE", ""),
     ]
     .map(|(trigger, op, event, first)| {
@@ -690,10 +697,10 @@ fn triggers_with_prefix(log_table: &str, schema: &TableSchema, first: &str) -> [
     })
 }
 
-/// The two extra triggers of [`Capture::with_exact_replace`]: before an insert, and
-/// after a delete.
-pub fn replace_trigger_names(table: &str) -> [String; 2] {
-    ["rep", "rpd"].map(|op| format!("{INTERNAL_PREFIX}cdc_{op}_{table}"))
+/// The three extra triggers of [`Capture::with_exact_replace`]: before an insert,
+/// before an update, and after a delete.
+pub fn replace_trigger_names(table: &str) -> [String; 3] {
+    ["rep", "rpu", "rpd"].map(|op| format!("{INTERNAL_PREFIX}cdc_{op}_{table}"))
 }
 
 /// How a captured row is told apart from others of its table: its rowid, or for a
@@ -789,10 +796,11 @@ fn unique_conditions(conn: &Connection, table: &str, side: &str) -> Result<Vec<S
 /// so a copy made for an `INSERT OR IGNORE` or an upsert that did not replace is simply
 /// never logged, and cleared by the next insert. Under `recursive_triggers` SQLite does
 /// fire the delete trigger: the second trigger here removes the copy then, so the row
-/// is logged once. Not covered: `UPDATE OR REPLACE` (a row removed by an update's
-/// conflict), and partial or expression unique indexes ([`unique_conditions`]).
-pub fn replace_trigger_sql(conn: &Connection, schema: &TableSchema) -> Result<[String; 2]> {
-    let [rep, rpd] = replace_trigger_names(&schema.table).map(|n| quote_ident(&n));
+/// is logged once. `UPDATE OR REPLACE` is handled the same way by a BEFORE UPDATE
+/// trigger (rows other than the one updated) and the UPDATE trigger. Not covered:
+/// partial or expression unique indexes ([`unique_conditions`]).
+pub fn replace_trigger_sql(conn: &Connection, schema: &TableSchema) -> Result<[String; 3]> {
+    let [rep, rpu, rpd] = replace_trigger_names(&schema.table).map(|n| quote_ident(&n));
     let table = quote_ident(&schema.table);
     let name = quote_literal(&schema.table);
     let pending = quote_ident(REPLACED_TABLE);
@@ -802,40 +810,54 @@ pub fn replace_trigger_sql(conn: &Connection, schema: &TableSchema) -> Result<[S
         .iter()
         .map(|c| format!("t.{}", quote_ident(c)))
         .collect();
+    let values = values.join(", ");
     let key = row_key(conn, schema)?;
     let mut conflicts = unique_conditions(conn, &schema.table, "NEW")?;
-    let (rid, forget) = match &key {
+    let (rid, forget, other_than_old) = match &key {
         RowKey::Rowid => {
             // NEW.rowid is -1 before an insert that lets SQLite choose the rowid: a
             // row -1 copied here is not logged, as it is still there afterwards.
             conflicts.insert(0, "t.rowid = NEW.rowid".to_string());
-            ("t.rowid", "rid = OLD.rowid".to_string())
+            (
+                "t.rowid",
+                "rid = OLD.rowid".to_string(),
+                "t.rowid <> OLD.rowid".to_string(),
+            )
         }
-        RowKey::Columns(positions) => (
-            "NULL",
-            positions
-                .iter()
-                .map(|&i| {
-                    format!(
-                        "{} = OLD.{}",
-                        image::value_column(i),
-                        quote_ident(&schema.columns[i])
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join(" AND "),
-        ),
+        RowKey::Columns(positions) => {
+            let same = |pick: &dyn Fn(usize) -> String| {
+                positions
+                    .iter()
+                    .map(|&i| pick(i))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            };
+            let old = |i: usize| format!("OLD.{}", quote_ident(&schema.columns[i]));
+            (
+                "NULL",
+                same(&|i| format!("{} = {}", image::value_column(i), old(i))),
+                format!(
+                    "NOT ({})",
+                    same(&|i| format!("t.{} IS {}", quote_ident(&schema.columns[i]), old(i)))
+                ),
+            )
+        }
     };
     let conflict = conflicts.join(" OR ");
-    Ok([
+    // An UPDATE conflicts with rows other than the one it changes.
+    let update_conflict = format!("({conflict}) AND {other_than_old}");
+    let copy = |event: &str, trigger: &str, conflict: &str| {
         format!(
-            "CREATE TRIGGER {rep} BEFORE INSERT ON {table} \
+            "CREATE TRIGGER {trigger} BEFORE {event} ON {table} \
              WHEN EXISTS (SELECT 1 FROM {table} AS t WHERE {conflict}) BEGIN \
              DELETE FROM {pending} WHERE tbl = {name}; \
              INSERT INTO {pending} (tbl, rid, {columns}) \
-             SELECT {name}, {rid}, {} FROM {table} AS t WHERE {conflict}; END",
-            values.join(", ")
-        ),
+             SELECT {name}, {rid}, {values} FROM {table} AS t WHERE {conflict}; END"
+        )
+    };
+    Ok([
+        copy("INSERT", &rep, &conflict),
+        copy("UPDATE", &rpu, &update_conflict),
         format!(
             "CREATE TRIGGER {rpd} AFTER DELETE ON {table} \
              WHEN EXISTS (SELECT 1 FROM {pending} WHERE tbl = {name}) BEGIN \
@@ -876,15 +898,39 @@ fn exact_replace_trigger_sql(log_table: &str, schema: &TableSchema, key: &RowKey
             )
         }
     };
-    let first = format!(
-        "INSERT INTO {log} (ts, tbl, op, schema_id, {columns}) \
-         SELECT julianday('now'), {name}, '{}', {}, {columns} FROM {pending} AS p \
-         WHERE p.tbl = {name} AND ({replaced}) ORDER BY p.rowid; \
-         DELETE FROM {pending} WHERE tbl = {name}; ",
-        Operation::Delete.code(),
-        schema.id
-    );
-    triggers_with_prefix(log_table, schema, &first)
+    // A copy of the updated row itself is one an upsert's insert attempt left: the
+    // row was updated, not replaced.
+    let not_old = match key {
+        RowKey::Rowid => "p.rid IS NOT OLD.rowid".to_string(),
+        RowKey::Columns(positions) => format!(
+            "NOT ({})",
+            positions
+                .iter()
+                .map(|&i| format!(
+                    "p.{} IS OLD.{}",
+                    image::value_column(i),
+                    quote_ident(&schema.columns[i])
+                ))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        ),
+    };
+    let emit = |condition: &str| {
+        format!(
+            "INSERT INTO {log} (ts, tbl, op, schema_id, {columns}) \
+             SELECT julianday('now'), {name}, '{}', {}, {columns} FROM {pending} AS p \
+             WHERE p.tbl = {name} AND {condition} ORDER BY p.rowid; \
+             DELETE FROM {pending} WHERE tbl = {name}; ",
+            Operation::Delete.code(),
+            schema.id
+        )
+    };
+    triggers_with_prefix(
+        log_table,
+        schema,
+        &emit(&format!("({replaced})")),
+        &emit(&format!("{not_old} AND ({replaced})")),
+    )
 }
 
 /// Creates [`REPLACED_TABLE`] if missing, with at least `values` value columns.

@@ -634,6 +634,7 @@ enum Write {
     UpsertUpdate(i64, i64, i64),
     UpsertNothing(i64, i64, i64),
     Update(i64, i64),
+    UpdateOrReplace(i64, i64),
     Delete(i64),
 }
 
@@ -650,6 +651,7 @@ fn arb_write() -> impl Strategy<Value = Write> {
         (-1i64..4, v.clone(), v.clone()).prop_map(|(i, u, x)| Write::UpsertUpdate(i, u, x)),
         (-1i64..4, v.clone(), v.clone()).prop_map(|(i, u, x)| Write::UpsertNothing(i, u, x)),
         (-1i64..4, v.clone()).prop_map(|(i, x)| Write::Update(i, x)),
+        (-1i64..4, v.clone()).prop_map(|(i, u)| Write::UpdateOrReplace(i, u)),
         (-1i64..4).prop_map(Write::Delete),
     ]
 }
@@ -677,6 +679,10 @@ fn apply(conn: &rusqlite::Connection, w: &Write) {
             params![i, u, x],
         ),
         Write::Update(i, x) => conn.execute("UPDATE t SET x = ?2 WHERE id = ?1", params![i, x]),
+        Write::UpdateOrReplace(i, u) => conn.execute(
+            "UPDATE OR REPLACE t SET u = ?2 WHERE id = ?1",
+            params![i, u],
+        ),
         Write::Delete(i) => conn.execute("DELETE FROM t WHERE id = ?1", params![i]),
     };
     // A plain conflict fails the statement (and its log rows with it), as it should.
@@ -713,7 +719,8 @@ proptest! {
 
     /// With `exact_replace`, a mirror rebuilt from the captured changes equals the table
     /// after any mix of inserts, REPLACEs (conflicting on the key, on a UNIQUE column, or
-    /// both), INSERT OR IGNORE, upserts, updates and deletes, from a connection with
+    /// both), UPDATE OR REPLACE, INSERT OR IGNORE, upserts, updates and deletes, from a
+    /// connection with
     /// `recursive_triggers` off (SQLite's default) or on, in a rowid or a `WITHOUT ROWID`
     /// table: no replaced row is lost, none
     /// is deleted twice, and no conflict that did not replace logs a DELETE.

@@ -47,8 +47,9 @@ pub struct AsthaConfig {
     pub cleanup_interval: Duration,
     /// Capture the rows an `INSERT OR REPLACE` removes as DELETEs even when the writing
     /// connection has `recursive_triggers` off (SQLite's default, and that of Python's
-    /// `sqlite3` and most drivers), where SQLite fires no delete trigger for them. Costs
-    /// every captured INSERT a lookup per unique key (BENCHMARKS.md). It shapes the
+    /// `sqlite3` and most drivers), where SQLite fires no delete trigger for them (and
+    /// the rows an `UPDATE OR REPLACE` removes). Costs every captured INSERT and UPDATE
+    /// a lookup per unique key (BENCHMARKS.md). It shapes the
     /// triggers: a process started with the other setting installs its own. Default
     /// `false`.
     pub exact_replace: bool,

@@ -55,7 +55,7 @@ pub enum Command {
     /// without `PRAGMA recursive_triggers=ON` (the default of Python's sqlite3 and most
     /// drivers) is captured as an INSERT only, the replaced row unseen, unless capture is
     /// installed with `--exact-replace` (a DELETE of the replaced row, then the INSERT;
-    /// it costs every captured INSERT a lookup per unique key).
+    /// it costs every captured INSERT and UPDATE a lookup per unique key).
     Watch(watch::WatchArgs),
     /// Run a pipeline file: sources, per-table shaping, sinks (`--check` to check only).
     Run(run::RunArgs),

@@ -50,7 +50,8 @@ pub struct WatchArgs {
     /// Capture the row an `INSERT OR REPLACE` removes (as a DELETE before the INSERT)
     /// even from connections without `PRAGMA recursive_triggers=ON`, the default of
     /// Python's sqlite3 and most drivers, where SQLite fires no delete trigger for it.
-    /// Costs every captured INSERT a lookup per unique key. Shapes the triggers
+    /// `UPDATE OR REPLACE` likewise. Costs every captured INSERT and UPDATE a lookup
+    /// per unique key (about doubling the trigger's cost). Shapes the triggers
     /// (re)installed; same as `exact_replace = true` in the config.
     #[arg(long)]
     pub exact_replace: bool,
