@@ -48,7 +48,9 @@ impl Astha {
     /// log, and captures every monitored table that exists.
     pub fn new(config: AsthaConfig) -> Result<Astha, AsthaError> {
         config.validate()?;
-        let store = Store::open(&config.database, &config.log_table)?;
+        let capture = astha_core::capture::Capture::new(&config.log_table)
+            .with_exact_replace(config.exact_replace);
+        let store = Store::open_with(&config.database, capture)?;
         let tables = config.monitored_tables.clone();
         store.write_blocking(|conn| {
             for table in &tables {

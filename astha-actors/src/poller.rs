@@ -12,8 +12,13 @@
 //!   truth;
 //! - undecodable rows are moved to the dead-letter table, never skipped silently: a
 //!   batch is handed on only once its undecodable rows' dead letters are written;
-//! - on the backstop tick it checks `PRAGMA schema_version` and regenerates the triggers
-//!   of captured tables whose columns changed.
+//! - it never hands on a change it has not proved complete without its mark: every read
+//!   takes `PRAGMA schema_version` in its snapshot, and when that is not the version the
+//!   triggers were last made under (another connection changed the schema), it hands on
+//!   only what lies before the last LSN proved complete, regenerates the triggers at
+//!   once (which records what remains ambiguous, [`astha_core::gaps`]), and reads the
+//!   rest again, marked. With its window full (no reads), the backstop tick checks the
+//!   schema itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -49,7 +54,14 @@ pub struct Poller {
     again: bool,
     stopped: bool,
     wake_queued: Arc<AtomicBool>,
-    schema_version: Option<i64>,
+    /// The schema version the triggers were last made (or found current) under, and the
+    /// newest LSN proved written by such triggers: a read under that version proves
+    /// every row it reads complete.
+    verified: Option<(i64, i64)>,
+    /// A schema check is running: no read starts meanwhile.
+    checking: bool,
+    /// A schema check waits for the running read to end.
+    check_wanted: bool,
     _wake: Option<Subscription>,
 }
 
@@ -73,7 +85,9 @@ impl Poller {
             again: false,
             stopped: false,
             wake_queued: Arc::new(AtomicBool::new(false)),
-            schema_version: None,
+            verified: None,
+            checking: false,
+            check_wanted: false,
             _wake: None,
         }
     }
@@ -82,9 +96,13 @@ impl Poller {
         if self.stopped || self.stats.failure().is_some() {
             return;
         }
-        if self.reading {
+        if self.reading || self.checking {
             self.again = true;
             return;
+        }
+        if self.check_wanted {
+            self.again = true;
+            return self.check_schema(ctx);
         }
         if self.in_flight >= self.config.window {
             return;
@@ -108,11 +126,30 @@ impl Poller {
                             tracing::warn!(error = %err, retriable = err.is_retriable(), "change log read failed");
                         }
                     }
+                    if act.check_wanted && !act.reading {
+                        act.check_schema(ctx);
+                    }
                 }),
         );
     }
 
-    fn handle_batch(&mut self, batch: Batch, ctx: &mut Context<Self>) {
+    fn handle_batch(&mut self, mut batch: Batch, ctx: &mut Context<Self>) {
+        match self.verified {
+            Some((version, head)) if version == batch.schema_version => {
+                self.verified = Some((version, head.max(batch.scanned_to)));
+            }
+            verified => {
+                // Rows past the last LSN proved complete may have been written by
+                // triggers older than the schema: hand on what lies before it, and
+                // read the rest again once the schema check has marked what it must.
+                let proved = verified.map_or(self.read_pos, |(_, head)| head);
+                batch.changes.retain(|c| c.lsn <= proved);
+                batch.malformed.retain(|m| m.raw.lsn <= proved);
+                batch.scanned_to = batch.scanned_to.min(proved);
+                self.again = true;
+                self.check_wanted = true;
+            }
+        }
         if batch.scanned_to <= self.read_pos {
             if self.again {
                 self.poll(ctx);
@@ -177,6 +214,15 @@ impl Poller {
     fn publish(&mut self, batch: Batch, ctx: &mut Context<Self>) {
         let full = batch.changes.len() + batch.malformed.len() >= self.config.limits.max_rows
             || batch.bytes >= self.config.limits.max_bytes;
+        let incomplete: Vec<i64> = batch
+            .changes
+            .iter()
+            .filter(|c| c.incomplete.is_some())
+            .map(|c| c.lsn)
+            .collect();
+        if !incomplete.is_empty() {
+            self.stats.incomplete_changes(&incomplete);
+        }
         for change in &batch.changes {
             *self
                 .stats
@@ -201,30 +247,61 @@ impl Poller {
         }
     }
 
+    /// Regenerates the triggers of captured tables whose schema changed (marking what
+    /// another connection's change left ambiguous) and records the version and LSN up
+    /// to which rows are proved complete. Runs with no read in flight.
     fn check_schema(&mut self, ctx: &mut Context<Self>) {
+        if self.checking {
+            return;
+        }
+        if self.reading {
+            self.check_wanted = true;
+            return;
+        }
+        self.check_wanted = false;
+        self.checking = true;
         let store = self.store.clone();
-        let known = self.schema_version;
+        let verified = self.verified;
         ctx.spawn(
             async move {
                 let capture = store.capture().clone();
+                let log = store.log_table().to_string();
                 store
                     .write(move |conn| {
-                        let version = astha_core::schema::schema_version(conn)?;
-                        if known == Some(version) {
-                            return Ok(version);
+                        // Version and head from one snapshot: a foreign ALTER committed
+                        // between two separate reads would otherwise pass as proved.
+                        let read = conn.unchecked_transaction()?;
+                        let version = astha_core::schema::schema_version(&read)?;
+                        let head = astha_core::log::head_lsn(&read, &log)?;
+                        read.finish()?;
+                        if verified.map(|(v, _)| v) == Some(version) {
+                            return Ok((version, head));
                         }
-                        for change in capture.refresh(conn)? {
-                            tracing::info!(?change, "capture refreshed after a schema change");
-                        }
-                        // Regenerating triggers changes the version: read it again.
-                        astha_core::schema::schema_version(conn)
+                        // Under the write lock nothing commits meanwhile: after the
+                        // regeneration every row up to the head is proved complete (or
+                        // marked). Regenerating changes the version: read it again.
+                        astha_core::capture::in_savepoint(conn, |conn| {
+                            for change in capture.refresh_since(conn, verified.map(|(_, h)| h))? {
+                                tracing::info!(?change, "capture refreshed after a schema change");
+                            }
+                            Ok((
+                                astha_core::schema::schema_version(conn)?,
+                                astha_core::log::head_lsn(conn, &log)?,
+                            ))
+                        })
                     })
                     .await
             }
             .into_actor(self)
-            .map(|result, act, _| match result {
-                Ok(version) => act.schema_version = Some(version),
-                Err(err) => tracing::warn!(error = %err, "schema check failed"),
+            .map(|result, act, ctx| {
+                act.checking = false;
+                match result {
+                    Ok(verified) => act.verified = Some(verified),
+                    Err(err) => tracing::warn!(error = %err, "schema check failed"),
+                }
+                if act.again {
+                    act.poll(ctx);
+                }
             }),
         );
     }
@@ -243,7 +320,11 @@ impl Actor for Poller {
             }
         }));
         ctx.run_interval(self.config.backstop, |act, ctx| {
-            act.check_schema(ctx);
+            // A read compares the schema version itself; with the window full there is
+            // no read, and a table re-created meanwhile would stay without triggers.
+            if act.in_flight >= act.config.window {
+                act.check_schema(ctx);
+            }
             act.poll(ctx);
         });
         self.check_schema(ctx);

@@ -26,6 +26,8 @@ pub struct Stats {
     pub catch_up_reads: AtomicU64,
     /// Log rows that could not be decoded (moved to dead letters).
     pub malformed: AtomicU64,
+    /// Changes handed on marked as possibly incomplete ([`astha_core::gaps`]).
+    pub incomplete: AtomicU64,
     /// Newest LSN the poller has seen.
     pub head_lsn: AtomicI64,
     /// Log rows removed by cleanup.
@@ -129,6 +131,8 @@ pub struct SchedulerStats {
     pub batches_read: u64,
     pub catch_up_reads: u64,
     pub malformed: u64,
+    /// Changes handed on marked as possibly incomplete.
+    pub incomplete: u64,
     pub cleaned: u64,
     pub slots_lost: u64,
     pub integrity_errors: u64,
@@ -222,6 +226,20 @@ impl Stats {
     }
 
     /// Log rows that cannot be decoded were quarantined.
+    /// Changes (by LSN) handed on marked as possibly incomplete: another connection
+    /// changed their table's schema before capture caught up.
+    pub fn incomplete_changes(&self, lsns: &[i64]) {
+        tracing::warn!(
+            count = lsns.len(),
+            first_lsn = lsns.first(),
+            last_lsn = lsns.last(),
+            "changes delivered marked incomplete: another connection changed their table's \
+             schema before capture caught up (use `astha alter` or Capture::alter for DDL)"
+        );
+        self.incomplete
+            .fetch_add(lsns.len() as u64, Ordering::Relaxed);
+    }
+
     pub fn malformed_rows(&self, count: usize, first_reason: &str) {
         tracing::error!(
             count,
@@ -309,6 +327,7 @@ impl Stats {
             batches_read: self.batches_read.load(Ordering::Relaxed),
             catch_up_reads: self.catch_up_reads.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
+            incomplete: self.incomplete.load(Ordering::Relaxed),
             cleaned: self.cleaned.load(Ordering::Relaxed),
             slots_lost: self.slots_lost.load(Ordering::Relaxed),
             integrity_errors: self.integrity_errors.load(Ordering::Relaxed),

@@ -75,11 +75,18 @@ impl Store {
     /// Opens the database at `path` (creating it if needed) and the change log in it, and
     /// starts the store's threads.
     pub fn open(path: &Path, log_table: &str) -> Result<Store> {
+        Store::open_with(path, Capture::new(log_table))
+    }
+
+    /// [`Store::open`] with the capture settings of `capture` (its log table, and how
+    /// its triggers capture REPLACE).
+    pub fn open_with(path: &Path, capture: Capture) -> Result<Store> {
+        let log_table = capture.log_table().to_string();
+        let log_table = log_table.as_str();
         let writer = astha_core::db::open(path)?;
         // Slot writes sit between a component's deliveries: wait for the lock in µs.
         astha_core::db::use_fast_busy_handler(&writer)?;
         astha_core::wake::install_checkpoint_hook(&writer);
-        let capture = Capture::new(log_table);
         capture.ensure_log(&writer)?;
         astha_core::transaction::install(&writer, log_table)?;
         astha_core::snapshot::ensure_signal_table(&writer)?;

@@ -1086,6 +1086,7 @@ mod tests {
             after: None,
             snapshot: None,
             transaction: None,
+            incomplete: None,
         })
     }
 

@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{CoreError, Result};
+use crate::gaps::Incomplete;
 use crate::schema::TableSchema;
 use crate::value::Value;
 
@@ -127,7 +128,9 @@ impl Row {
     }
 
     /// Decodes the row into a serde struct. BLOBs become byte arrays, so a `Vec<u8>`
-    /// field receives the bytes; non-finite REALs become null.
+    /// field receives the bytes; non-finite REALs become null. TEXT that is not valid
+    /// UTF-8 becomes a byte array too: a `Vec<u8>` field receives it exactly, and a
+    /// `String` field fails to decode rather than receive altered text.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T> {
         let map: serde_json::Map<String, serde_json::Value> = self
             .columns()
@@ -135,7 +138,7 @@ impl Row {
             .zip(&self.values)
             .map(|(c, v)| {
                 let plain = match v {
-                    Value::Blob(b) => serde_json::Value::from(b.clone()),
+                    Value::Blob(b) | Value::TextBytes(b) => serde_json::Value::from(b.clone()),
                     Value::Real(r) if !r.is_finite() => serde_json::Value::Null,
                     other => other.to_json(),
                 };
@@ -164,6 +167,10 @@ pub struct Change {
     pub before: Option<Row>,
     /// The row after the change (INSERT, UPDATE, READ).
     pub after: Option<Row>,
+    /// Set when the change may be incomplete because another connection changed the
+    /// table's schema before capture caught up ([`crate::gaps`]); `None` for a change
+    /// proved complete.
+    pub incomplete: Option<Arc<Incomplete>>,
     /// Set on the rows of a snapshot (op READ): where the row stands in it.
     pub snapshot: Option<SnapshotRead>,
     /// Set on changes of a marked transaction ([`crate::transaction`]): where the change
@@ -203,16 +210,21 @@ impl Change {
         self.after.as_ref().or(self.before.as_ref())
     }
 
-    /// The JSON line `astha watch` prints and sinks publish.
+    /// The JSON line `astha watch` prints and sinks publish; `incomplete` is there only
+    /// on a change that may be incomplete.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "lsn": self.lsn,
             "timestamp_ms": self.timestamp_ms,
             "table": &*self.table,
             "op": self.op.name(),
             "before": self.before.as_ref().map(Row::to_json),
             "after": self.after.as_ref().map(Row::to_json),
-        })
+        });
+        if let Some(mark) = &self.incomplete {
+            json["incomplete"] = mark.to_json();
+        }
+        json
     }
 
     /// Decodes both images into `T`.

@@ -162,6 +162,7 @@ fn lenient_text(v: rusqlite::types::ValueRef<'_>) -> Option<String> {
     match crate::Value::from_ref(v) {
         crate::Value::Null => None,
         crate::Value::Text(t) => Some(t),
+        crate::Value::TextBytes(b) => Some(String::from_utf8_lossy(&b).into_owned()),
         crate::Value::Integer(i) => Some(i.to_string()),
         crate::Value::Real(f) => Some(f.to_string()),
         crate::Value::Blob(b) => Some(format!("X'{}'", crate::value::hex_upper(&b))),

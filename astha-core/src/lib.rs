@@ -6,7 +6,8 @@
 //!   in order, durable consumer positions, consistent snapshots (in one pass, or copied
 //!   and handed over in chunks), and a place for what cannot be
 //!   delivered; [`log_layout`] owns the fixed columns of the log row (and of its copy in
-//!   a dead letter), [`image`] the value columns after them;
+//!   a dead letter), [`image`] the value columns after them; [`gaps`] marks changes that
+//!   another connection's schema change may have left incomplete;
 //! - pure policies and state machines: [`retry`], [`breaker`], [`routing`], [`config`].
 
 pub mod bootstrap;
@@ -18,6 +19,7 @@ pub mod db;
 pub mod dead_letter;
 pub mod error;
 pub mod format;
+pub mod gaps;
 pub mod heartbeat;
 pub mod ident;
 pub mod image;

@@ -5,7 +5,10 @@
 //! advance to once it has handled the batch) is exact even while writers commit: every
 //! row at or below it was either in the batch or filtered out by the table filter.
 //! Rows that cannot be decoded are returned separately, never dropped; the caller moves
-//! them to the dead-letter table.
+//! them to the dead-letter table. The same transaction gives the schema version of the
+//! snapshot (whether the rows were written by current triggers) and the recorded gaps,
+//! so a change another connection's schema change may have left incomplete is marked
+//! ([`crate::gaps`]) on every read of it, live or catching up.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,6 +17,7 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::change::{julian_to_unix_ms, Change, Operation, Row};
 use crate::error::Result;
+use crate::gaps::Gap;
 use crate::ident::quote_ident;
 use crate::log_layout::{log as col, LOG_COLUMNS};
 use crate::schema::{load_schema, TableSchema};
@@ -62,7 +66,7 @@ impl RawChange {
                 Value::Null => 1,
                 Value::Integer(_) | Value::Real(_) => 8,
                 Value::Text(t) => t.len(),
-                Value::Blob(b) => b.len(),
+                Value::TextBytes(b) | Value::Blob(b) => b.len(),
             })
             .sum()
     }
@@ -169,6 +173,9 @@ pub struct Batch {
     pub scanned_to: i64,
     /// Bytes of images read.
     pub bytes: usize,
+    /// `PRAGMA schema_version` in the read's snapshot: when it is the version the
+    /// triggers were last made under, every row read was written by current triggers.
+    pub schema_version: i64,
 }
 
 impl Batch {
@@ -185,6 +192,8 @@ pub struct LogReader {
     log_table: String,
     select_all: String,
     schemas: HashMap<i64, Arc<TableSchema>>,
+    /// The recorded gaps that end after the last read's start ([`crate::gaps`]).
+    gaps: Vec<Gap>,
 }
 
 impl LogReader {
@@ -197,6 +206,7 @@ impl LogReader {
             // expands `*` again when it re-prepares the statement after that change.
             select_all: format!("SELECT * FROM {log} WHERE id > ?1 ORDER BY id LIMIT ?2"),
             schemas: HashMap::new(),
+            gaps: Vec::new(),
         }
     }
 
@@ -210,11 +220,15 @@ impl LogReader {
         tables: Option<&[String]>,
     ) -> Result<Batch> {
         let tx = conn.unchecked_transaction()?;
+        // First, so the snapshot is the one the rows are read from.
+        let schema_version = crate::schema::schema_version(&tx)?;
+        self.gaps = crate::gaps::after(&tx, after_lsn)?;
         let (raws, bytes) = self.read_raw(&tx, after_lsn, limits, tables)?;
         let full = raws.len() >= limits.max_rows;
         let mut batch = Batch {
             scanned_to: after_lsn,
             bytes,
+            schema_version,
             ..Batch::default()
         };
         for raw in raws {
@@ -298,6 +312,11 @@ impl LogReader {
                     values,
                     ..
                 } = raw;
+                let incomplete = self
+                    .gaps
+                    .iter()
+                    .find(|g| g.covers(&table, schema.id, lsn))
+                    .map(|g| g.mark.clone());
                 let (before, after) = crate::image::decode(op, &schema, values);
                 let row = |values: Option<Vec<Value>>| {
                     values.map(|v| Row::new(schema.clone(), v).expect("decode gives n values"))
@@ -311,6 +330,7 @@ impl LogReader {
                     after: row(after),
                     snapshot: None,
                     transaction: None,
+                    incomplete,
                 })
             }
             Err(reason) => Err(Box::new(Malformed { raw, reason })),

@@ -385,6 +385,7 @@ impl Snapshot {
                     op: Operation::Read,
                     before: None,
                     after: Some(Row::new(table.schema.clone(), values)?),
+                    incomplete: None,
                     snapshot: Some(SnapshotRead {
                         seq: at.read,
                         last: at.read == total,

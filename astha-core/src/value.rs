@@ -3,7 +3,13 @@
 //! Values move through Astha in this form, never through a lossy JSON round trip.
 //! The JSON form (for `astha watch`, sinks and typed decoding) is plain JSON where
 //! plain JSON is exact, and a tagged object where it is not:
-//! a BLOB is `{"$blob": "<HEX>"}`, a non-finite REAL is `{"$real": "inf" | "-inf"}`.
+//! a BLOB is `{"$blob": "<HEX>"}`, a non-finite REAL is `{"$real": "inf" | "-inf"}`,
+//! TEXT that is not valid UTF-8 is `{"$text": "<HEX of its bytes>"}`.
+//!
+//! SQLite does not check that TEXT is UTF-8 (`CAST(x'fffe41' AS TEXT)` is stored as
+//! given), and a Rust `String` cannot hold such bytes, so that TEXT is a variant of its
+//! own, [`Value::TextBytes`], and is never "repaired" with U+FFFD. Every constructor
+//! here keeps the form canonical: valid UTF-8 is always [`Value::Text`].
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use serde_json::json;
@@ -15,6 +21,9 @@ pub enum Value {
     Integer(i64),
     Real(f64),
     Text(String),
+    /// TEXT whose bytes are not valid UTF-8, exactly as stored. Never holds valid UTF-8
+    /// (that is [`Value::Text`]); build it with [`Value::text_from_bytes`].
+    TextBytes(Vec<u8>),
     Blob(Vec<u8>),
 }
 
@@ -25,8 +34,26 @@ impl Value {
             Value::Null => "null",
             Value::Integer(_) => "integer",
             Value::Real(_) => "real",
-            Value::Text(_) => "text",
+            Value::Text(_) | Value::TextBytes(_) => "text",
             Value::Blob(_) => "blob",
+        }
+    }
+
+    /// A TEXT value from its bytes: [`Value::Text`] when they are UTF-8, otherwise
+    /// [`Value::TextBytes`] holding them unchanged.
+    pub fn text_from_bytes(bytes: Vec<u8>) -> Value {
+        match String::from_utf8(bytes) {
+            Ok(text) => Value::Text(text),
+            Err(e) => Value::TextBytes(e.into_bytes()),
+        }
+    }
+
+    /// A TEXT value's bytes (either variant); `None` for other storage classes.
+    pub fn text_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Value::Text(s) => Some(s.as_bytes()),
+            Value::TextBytes(b) => Some(b),
+            _ => None,
         }
     }
 
@@ -47,6 +74,7 @@ impl Value {
             Value::Real(r) if r.is_finite() => json!(r),
             Value::Real(r) => json!({ "$real": if *r > 0.0 { "inf" } else { "-inf" } }),
             Value::Text(s) => json!(s),
+            Value::TextBytes(b) => json!({ "$text": hex_upper(b) }),
             Value::Blob(b) => json!({ "$blob": hex_upper(b) }),
         }
     }
@@ -57,9 +85,11 @@ impl Value {
             ValueRef::Null => Value::Null,
             ValueRef::Integer(i) => Value::Integer(i),
             ValueRef::Real(r) => Value::Real(r),
-            // SQLite does not check that TEXT is UTF-8; invalid bytes are replaced
-            // rather than failing the whole change.
-            ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+            // SQLite does not check that TEXT is UTF-8: keep the bytes as they are.
+            ValueRef::Text(t) => match std::str::from_utf8(t) {
+                Ok(text) => Value::Text(text.to_owned()),
+                Err(_) => Value::TextBytes(t.to_vec()),
+            },
             ValueRef::Blob(b) => Value::Blob(b.to_vec()),
         }
     }
@@ -72,6 +102,7 @@ impl rusqlite::ToSql for Value {
             Value::Integer(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
             Value::Real(r) => ToSqlOutput::Borrowed(ValueRef::Real(*r)),
             Value::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Value::TextBytes(b) => ToSqlOutput::Borrowed(ValueRef::Text(b)),
             Value::Blob(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
         })
     }
@@ -129,6 +160,14 @@ mod tests {
             json!({"$real": "-inf"})
         );
         assert_eq!(Value::Integer(i64::MIN).to_json(), json!(i64::MIN));
+        assert_eq!(
+            Value::text_from_bytes(vec![0xff, 0xfe, b'A']).to_json(),
+            json!({"$text": "FFFE41"})
+        );
+        assert_eq!(
+            Value::text_from_bytes(b"ok".to_vec()),
+            Value::Text("ok".into())
+        );
     }
 
     #[test]

@@ -254,3 +254,49 @@ fn snapshot_rows_are_read_events_in_every_format() {
         "rows of one snapshot share its LSN, not their id"
     );
 }
+
+/// SQLite stores TEXT without checking it is UTF-8. `CAST(x'fffe41' AS TEXT)` used to
+/// arrive as U+FFFD U+FFFD 'A' in every format; each now carries the three bytes.
+#[test]
+fn text_that_is_not_utf8_keeps_its_exact_bytes_in_every_format() {
+    let db = TestDb::new();
+    let conn = db.conn();
+    conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, s TEXT, u)")
+        .unwrap();
+    capture().install(&conn, "t").unwrap();
+    conn.execute_batch(
+        "INSERT INTO t VALUES (1, CAST(x'fffe41' AS TEXT), CAST(x'c3' AS TEXT));
+         UPDATE t SET s = 'ok', u = CAST(x'80' AS TEXT) WHERE id = 1;",
+    )
+    .unwrap();
+    let changes = read_all(&conn, 0, 10);
+    let native = wire(EventFormat::Native, &changes[0]);
+    assert_eq!(native["after"]["s"], serde_json::json!({"$text": "FFFE41"}));
+    assert_eq!(native["after"]["u"], serde_json::json!({"$text": "C3"}));
+    let ce = wire(EventFormat::CloudEvents, &changes[0]);
+    assert_eq!(ce["data"], native);
+    let dbz = wire(EventFormat::Debezium, &changes[0]);
+    assert_eq!(dbz["after"]["s"], "\u{FFFD}\u{FFFD}A", "readable form");
+    assert_eq!(dbz["source"]["text_bytes"]["after"]["s"], "//5B");
+    let update = wire(EventFormat::Debezium, &changes[1]);
+    assert_eq!(update["source"]["text_bytes"]["before"]["s"], "//5B");
+    assert_eq!(update["source"]["text_bytes"]["after"]["u"], "gA==");
+    assert!(update["source"]["text_bytes"]["after"].get("s").is_none());
+    for (event, image, column, bytes) in [
+        (&dbz, "after", "s", &b"\xff\xfeA"[..]),
+        (&update, "before", "s", b"\xff\xfeA"),
+        (&update, "after", "u", b"\x80"),
+    ] {
+        let row = debezium::decode_row(event, image).unwrap();
+        let (_, value) = row.iter().find(|(c, _)| c == column).unwrap();
+        let sql: Vec<u8> = conn
+            .query_row("SELECT CAST(?1 AS BLOB)", [value], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sql, bytes, "{image}.{column} decodes to the stored bytes");
+    }
+    let back = decode_native_value(&native["after"]["s"]).unwrap();
+    let typed: Vec<u8> = conn
+        .query_row("SELECT CAST(?1 AS BLOB)", [&back], |r| r.get(0))
+        .unwrap();
+    assert_eq!(typed, b"\xff\xfeA");
+}

@@ -662,3 +662,46 @@ fn message_ids_carry_the_log_epoch() {
     assert_eq!(status["sequence"]["epoch"], "e2");
     assert!(status["sequence"]["high_water"].as_i64().unwrap() >= 1);
 }
+
+/// `astha alter`: a table rebuilt (and a column dropped that the triggers name, which
+/// SQLite refuses outside it) in one transaction that re-installs capture; writes after
+/// it are captured with the new columns and nothing is marked incomplete.
+#[test]
+fn alter_changes_the_schema_without_an_uncaptured_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let conn = astha_core::db::open(&db).unwrap();
+    let capture = astha_core::capture::Capture::new("__cdc_log");
+    capture.install(&conn, "my items").unwrap();
+    conn.execute("INSERT INTO \"my items\" (name) VALUES ('x')", [])
+        .unwrap();
+    let (ok, stdout, stderr) = output(astha().args([
+        "alter",
+        "--db",
+        db.to_str().unwrap(),
+        "ALTER TABLE \"my items\" ADD COLUMN extra TEXT; \
+         ALTER TABLE \"my items\" DROP COLUMN name;",
+    ]));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("capture of my items re-installed"),
+        "{stdout}"
+    );
+    conn.execute("INSERT INTO \"my items\" (extra) VALUES ('e')", [])
+        .unwrap();
+    let mut reader = astha_core::log::LogReader::new("__cdc_log");
+    let batch = reader
+        .read(&conn, 0, astha_core::log::BatchLimits::default(), None)
+        .unwrap();
+    assert_eq!(batch.changes.len(), 2);
+    assert!(batch.changes.iter().all(|c| c.incomplete.is_none()));
+    let last = batch.changes[1].row().unwrap();
+    assert_eq!(last.columns(), ["id", "price", "extra"]);
+    let (ok, _, stderr) = output(astha().args([
+        "alter",
+        "--db",
+        db.to_str().unwrap(),
+        "ALTER TABLE nope ADD COLUMN x",
+    ]));
+    assert!(!ok && stderr.contains("nope"), "{stderr}");
+}

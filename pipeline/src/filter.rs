@@ -170,6 +170,7 @@ mod tests {
             after,
             snapshot: None,
             transaction: None,
+            incomplete: None,
         }
     }
 

@@ -139,6 +139,7 @@ impl Shaped {
             after: change.after.as_ref().map(&mut project).transpose()?,
             snapshot: change.snapshot,
             transaction: change.transaction,
+            incomplete: change.incomplete.clone(),
         })))
     }
 }
@@ -288,6 +289,7 @@ mod tests {
             after: Some(row),
             snapshot: None,
             transaction: None,
+            incomplete: None,
         })
     }
 

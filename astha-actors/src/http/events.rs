@@ -361,6 +361,7 @@ mod tests {
             after: Some(Row::new(schema, vec![Value::Integer(lsn)]).unwrap()),
             snapshot: None,
             transaction: None,
+            incomplete: None,
         }
     }
 

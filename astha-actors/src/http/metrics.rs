@@ -146,7 +146,7 @@ impl Collector for Scrape {
                     .encode(family.encode_family(&[("table", table.as_str())])?)?;
             }
         }
-        let counters: [(&str, &str, u64); 8] = [
+        let counters: [(&str, &str, u64); 9] = [
             (
                 "astha_batches_read",
                 "Batches read by the poller.",
@@ -161,6 +161,12 @@ impl Collector for Scrape {
                 "astha_malformed_rows",
                 "Undecodable log rows moved to dead letters.",
                 snap.malformed,
+            ),
+            (
+                "astha_incomplete_changes",
+                "Changes delivered marked as possibly incomplete: another connection changed \
+                 their table's schema before capture caught up.",
+                snap.incomplete,
             ),
             (
                 "astha_log_cleaned",

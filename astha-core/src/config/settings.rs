@@ -45,6 +45,14 @@ pub struct AsthaConfig {
     /// How often change-log rows acknowledged by every slot are deleted. Default `"1s"`.
     #[serde(with = "duration_serde")]
     pub cleanup_interval: Duration,
+    /// Capture the rows an `INSERT OR REPLACE` removes as DELETEs even when the writing
+    /// connection has `recursive_triggers` off (SQLite's default, and that of Python's
+    /// `sqlite3` and most drivers), where SQLite fires no delete trigger for them (and
+    /// the rows an `UPDATE OR REPLACE` removes). Costs every captured INSERT and UPDATE
+    /// a lookup per unique key (BENCHMARKS.md). It shapes the
+    /// triggers: a process started with the other setting installs its own. Default
+    /// `false`.
+    pub exact_replace: bool,
     /// Tables that get capture triggers when Astha starts. Default: none (the core knows
     /// no table; an embedding names its own, see `AsthaConfig::load_with`).
     pub monitored_tables: Vec<String>,
@@ -81,6 +89,7 @@ impl Default for AsthaConfig {
             backstop_interval: Duration::from_millis(100),
             data_version_poll: Duration::from_millis(1),
             cleanup_interval: Duration::from_secs(1),
+            exact_replace: false,
             monitored_tables: Vec::new(),
             subscriptions: BTreeMap::new(),
             retry: RetryPolicy::default(),

@@ -15,7 +15,10 @@
 //! (`source`, `id`) as the specification intends. `time` is the capture time in RFC 3339
 //! with milliseconds. `asthalsn` (an extension attribute; names are lower-case letters
 //! and digits only) is a string because CloudEvents integers are 32-bit. `data` is the
-//! native event ([`crate::Change::to_json`]), exact for every value.
+//! native event ([`crate::Change::to_json`]), exact for every value. A change that may
+//! be incomplete ([`crate::gaps`]) also has `asthaincomplete`: the reason
+//! (`columns_added`, `recreated`), the columns after a colon when there are some
+//! (`columns_added:c1,c2`); `data.incomplete` has the same as JSON.
 
 use chrono::{DateTime, SecondsFormat};
 use serde_json::{json, Value as Json};
@@ -43,7 +46,7 @@ pub fn attributes(change: &Change, source: &SourceInfo) -> Vec<(&'static str, St
     let time = DateTime::from_timestamp_millis(change.timestamp_ms)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
         .unwrap_or_default();
-    vec![
+    let mut attributes = vec![
         ("specversion", "1.0".into()),
         ("id", super::change_id(&source.identity, change)),
         ("source", format!("/astha/{}", source.name)),
@@ -52,7 +55,15 @@ pub fn attributes(change: &Change, source: &SourceInfo) -> Vec<(&'static str, St
         ("subject", change.table.to_string()),
         ("datacontenttype", DATA_CONTENT_TYPE.into()),
         ("asthalsn", change.lsn.to_string()),
-    ]
+    ];
+    if let Some(mark) = &change.incomplete {
+        let value = match mark.columns.is_empty() {
+            true => mark.reason.name().to_string(),
+            false => format!("{}:{}", mark.reason.name(), mark.columns.join(",")),
+        };
+        attributes.push(("asthaincomplete", value));
+    }
+    attributes
 }
 
 /// The structured-mode event of `change`.

@@ -22,6 +22,16 @@
 //! columns whose value is one of them (absent when there is none). Consumers that do
 //! not know it ignore it; [`decode_row`] uses it to give back exactly what was stored.
 //!
+//! TEXT that is not valid UTF-8 (SQLite does not check) cannot be a JSON string. Its
+//! value in the image is what a consumer can read, the text with each invalid byte
+//! sequence replaced by U+FFFD, and `source.text_bytes` carries the exact bytes, per
+//! image, in base64 (`{"after": {"name": "//5B"}}`; absent when there is none), so
+//! [`decode_row`] gives back the bytes as stored. A key ([`key`]) holds the readable
+//! form only.
+//!
+//! A change that may be incomplete ([`crate::gaps`]) has `source.incomplete`
+//! (`{"reason": "columns_added", "columns": ["c"]}`); it is absent otherwise.
+//!
 //! `ts_ms` is the change's capture time, like `source.ts_ms`: a change delivered again
 //! after a restart is byte-identical to its first delivery, so consumers can compare.
 //! A snapshot row ([`Operation::Read`]) is an `r` event with `source.snapshot` `"true"`,
@@ -62,27 +72,59 @@ pub fn encode_value(value: &Value) -> (Json, Option<&'static str>) {
         Value::Real(r) if *r > 0.0 => (json!("Infinity"), Some("real")),
         Value::Real(_) => (json!("-Infinity"), Some("real")),
         Value::Text(s) => (json!(s), None),
+        // The readable form; the exact bytes go to `source.text_bytes` (module docs).
+        Value::TextBytes(b) => (json!(String::from_utf8_lossy(b)), None),
         Value::Blob(b) => (json!(STANDARD.encode(b)), Some("blob")),
     }
 }
 
-fn encode_row(row: &Row) -> (Json, Map<String, Json>) {
+/// An image's values, and its `source.types` and `source.text_bytes` entries.
+struct EncodedRow {
+    values: Json,
+    types: Map<String, Json>,
+    text_bytes: Map<String, Json>,
+}
+
+fn encode_row(row: &Row) -> EncodedRow {
     let mut values = Map::new();
     let mut types = Map::new();
+    let mut text_bytes = Map::new();
     for (column, value) in row.columns().iter().zip(row.values()) {
         let (encoded, class) = encode_value(value);
         values.insert(column.clone(), encoded);
         if let Some(class) = class {
             types.insert(column.clone(), json!(class));
         }
+        if let Value::TextBytes(b) = value {
+            text_bytes.insert(column.clone(), json!(STANDARD.encode(b)));
+        }
     }
-    (Json::Object(values), types)
+    EncodedRow {
+        values: Json::Object(values),
+        types,
+        text_bytes,
+    }
+}
+
+/// `{"before": {...}, "after": {...}}` of the non-empty maps `pick` takes from each
+/// image, or `None` when both are empty.
+fn per_image(
+    images: [(&str, &Option<EncodedRow>); 2],
+    pick: impl Fn(&EncodedRow) -> &Map<String, Json>,
+) -> Option<Json> {
+    let mut out = Map::new();
+    for (image, row) in images {
+        if let Some(map) = row.as_ref().map(&pick).filter(|m| !m.is_empty()) {
+            out.insert(image.into(), Json::Object(map.clone()));
+        }
+    }
+    (!out.is_empty()).then_some(Json::Object(out))
 }
 
 /// The envelope of `change`; see the module docs.
 pub fn envelope(change: &Change, source: &SourceInfo) -> Json {
-    let (before, before_types) = change.before.as_ref().map(encode_row).unzip();
-    let (after, after_types) = change.after.as_ref().map(encode_row).unzip();
+    let before = change.before.as_ref().map(encode_row);
+    let after = change.after.as_ref().map(encode_row);
     let mut meta = json!({
         "version": env!("CARGO_PKG_VERSION"),
         "connector": CONNECTOR,
@@ -97,18 +139,20 @@ pub fn envelope(change: &Change, source: &SourceInfo) -> Json {
         "table": &*change.table,
         "lsn": change.lsn,
     });
-    let mut types = Map::new();
-    for (image, t) in [("before", before_types), ("after", after_types)] {
-        if let Some(t) = t.filter(|t| !t.is_empty()) {
-            types.insert(image.into(), Json::Object(t));
-        }
+    let images = [("before", &before), ("after", &after)];
+    if let Some(types) = per_image(images, |r| &r.types) {
+        meta["types"] = types;
     }
-    if !types.is_empty() {
-        meta["types"] = Json::Object(types);
+    if let Some(bytes) = per_image(images, |r| &r.text_bytes) {
+        meta["text_bytes"] = bytes;
     }
+    if let Some(mark) = &change.incomplete {
+        meta["incomplete"] = mark.to_json();
+    }
+    let values = |row: Option<EncodedRow>| row.map_or(Json::Null, |r| r.values);
     json!({
-        "before": before.unwrap_or(Json::Null),
-        "after": after.unwrap_or(Json::Null),
+        "before": values(before),
+        "after": values(after),
         "op": op_code(change.op),
         "ts_ms": change.timestamp_ms,
         "source": meta,
@@ -146,7 +190,7 @@ fn connect_type(value: &Value) -> &'static str {
         Value::Integer(_) => "int64",
         Value::Real(_) => "double",
         Value::Blob(_) => "bytes",
-        Value::Null | Value::Text(_) => "string",
+        Value::Null | Value::Text(_) | Value::TextBytes(_) => "string",
     }
 }
 
@@ -244,8 +288,15 @@ pub fn decode_row(envelope: &Json, image: &str) -> Option<Vec<(String, Value)>> 
     let types = envelope
         .pointer(&format!("/source/types/{image}"))
         .and_then(Json::as_object);
+    let text_bytes = envelope
+        .pointer(&format!("/source/text_bytes/{image}"))
+        .and_then(Json::as_object);
     row.iter()
         .map(|(column, json)| {
+            if let Some(bytes) = text_bytes.and_then(|t| t.get(column)) {
+                let bytes = STANDARD.decode(bytes.as_str()?).ok()?;
+                return Some((column.clone(), Value::text_from_bytes(bytes)));
+            }
             let class = types.and_then(|t| t.get(column)).and_then(Json::as_str);
             Some((column.clone(), decode_value(json, class)?))
         })

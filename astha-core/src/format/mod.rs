@@ -10,7 +10,9 @@
 //! It promises that every value SQLite can store comes out exact in every format (each
 //! submodule says how, and its tests decode it back), and that a value's JSON type
 //! depends only on its storage class, never on the value (a large integer stays a
-//! number, it does not turn into a string). It never writes: callers own the bytes.
+//! number, it does not turn into a string), except where JSON cannot hold the value:
+//! an infinite REAL, and TEXT that is not UTF-8, are tagged (docs/FORMATS.md). It never
+//! writes: callers own the bytes.
 
 pub mod cloudevents;
 pub mod debezium;
@@ -197,6 +199,7 @@ pub fn decode_native_value(json: &serde_json::Value) -> Option<Value> {
             let (tag, inner) = tagged.iter().next()?;
             match (tag.as_str(), inner.as_str()?) {
                 ("$blob", hex) => Value::Blob(crate::value::parse_hex(hex)?),
+                ("$text", hex) => Value::text_from_bytes(crate::value::parse_hex(hex)?),
                 ("$real", "inf") => Value::Real(f64::INFINITY),
                 ("$real", "-inf") => Value::Real(f64::NEG_INFINITY),
                 _ => return None,

@@ -15,6 +15,7 @@ fn change(lsn: i64, table: &str) -> Arc<Change> {
         after: None,
         snapshot: None,
         transaction: None,
+        incomplete: None,
     })
 }
 

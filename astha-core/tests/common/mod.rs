@@ -80,6 +80,10 @@ pub fn arb_value() -> impl Strategy<Value = Value> {
         // Any text, NUL characters, commas and quotes included.
         prop::collection::vec(any::<char>(), 0..40)
             .prop_map(|c| Value::Text(c.into_iter().collect())),
+        // TEXT that is not UTF-8 (SQLite does not check): any bytes, kept exactly.
+        prop::collection::vec(any::<u8>(), 1..40)
+            .prop_filter("not UTF-8", |b| std::str::from_utf8(b).is_err())
+            .prop_map(Value::text_from_bytes),
         prop::collection::vec(any::<u8>(), 0..40).prop_map(Value::Blob),
     ]
 }

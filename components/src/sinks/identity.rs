@@ -89,6 +89,7 @@ mod tests {
             op: astha_core::Operation::Insert,
             before: None,
             after: None,
+            incomplete: None,
             snapshot: None,
             transaction: None,
         };

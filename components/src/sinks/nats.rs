@@ -535,6 +535,7 @@ mod tests {
             after: None,
             snapshot: None,
             transaction: None,
+            incomplete: None,
         };
         assert_eq!(sink.subject(&change), "astha.app_db.order_items.delete");
         assert_eq!(sink.message_id(&change), "id-1:42");

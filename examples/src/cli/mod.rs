@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch. Each subcommand lives in its own module.
 
+mod alter;
 mod config_cmd;
 mod dead_letters;
 mod demo;
@@ -52,7 +53,9 @@ pub enum Command {
     /// again at most the one batch that was in flight (up to `batch_size`, 256 by
     /// default; lower it with ASTHA_BATCH_SIZE). `INSERT OR REPLACE` from a connection
     /// without `PRAGMA recursive_triggers=ON` (the default of Python's sqlite3 and most
-    /// drivers) is captured as an INSERT only: the replaced row's image is not seen.
+    /// drivers) is captured as an INSERT only, the replaced row unseen, unless capture is
+    /// installed with `--exact-replace` (a DELETE of the replaced row, then the INSERT;
+    /// it costs every captured INSERT and UPDATE a lookup per unique key).
     Watch(watch::WatchArgs),
     /// Run a pipeline file: sources, per-table shaping, sinks (`--check` to check only).
     Run(run::RunArgs),
@@ -67,6 +70,10 @@ pub enum Command {
     /// Configuration.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Change the schema of a captured database safely: the SQL runs in one transaction
+    /// that re-installs capture, so no write goes uncaptured and nothing is marked
+    /// incomplete (as a schema change by another tool can cause).
+    Alter(alter::AlterArgs),
 }
 
 /// Output format for commands that print changes or state.
@@ -88,5 +95,6 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Slots(cmd) => slots::run(cli.config.as_deref(), cmd),
         Command::DeadLetters(cmd) => dead_letters::run(cli.config.as_deref(), cmd),
         Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
+        Command::Alter(args) => alter::run(cli.config.as_deref(), args),
     }
 }

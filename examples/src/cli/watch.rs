@@ -52,6 +52,14 @@ pub struct WatchArgs {
     /// Install capture triggers on `--tables` if they are missing (they stay installed).
     #[arg(long)]
     pub install: bool,
+    /// Capture the row an `INSERT OR REPLACE` removes (as a DELETE before the INSERT)
+    /// even from connections without `PRAGMA recursive_triggers=ON`, the default of
+    /// Python's sqlite3 and most drivers, where SQLite fires no delete trigger for it.
+    /// `UPDATE OR REPLACE` likewise. Costs every captured INSERT and UPDATE a lookup
+    /// per unique key (about doubling the trigger's cost). Shapes the triggers
+    /// (re)installed; same as `exact_replace = true` in the config.
+    #[arg(long)]
+    pub exact_replace: bool,
     /// `json` (Astha's native JSON), `debezium` (the Debezium envelope), `cloudevents`
     /// (CloudEvents 1.0 structured JSON) or `pretty` (aligned text for people).
     #[arg(long, value_enum, default_value = "json")]
@@ -123,7 +131,8 @@ pub fn run(config: Option<&Path>, args: WatchArgs) -> Result<(), CliError> {
     let path = args.database.clone();
     let conn = open_existing(&path)?;
     let mut config = AsthaConfig::load(config)?;
-    let capture = Capture::new(&config.log_table);
+    config.exact_replace |= args.exact_replace;
+    let capture = Capture::new(&config.log_table).with_exact_replace(config.exact_replace);
     let tables = resolve_tables(&conn, &capture, &args)?;
     drop(conn);
     config.database = path.clone();

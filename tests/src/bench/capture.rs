@@ -216,17 +216,16 @@ pub fn run(options: &CaptureOptions) -> Vec<Cell> {
                     );
                 }
                 let cell = Cell::from_reps(columns, op, tx, &reps);
+                let overheads: Vec<String> = Shape::ALL[1..]
+                    .iter()
+                    .map(|s| format!("{} {:+.0}%", s.name(), cell.overhead(*s)))
+                    .collect();
                 eprintln!(
-                    "capture {columns:>2} cols {:<6} {:<10} none {:.2} µs, key-only {:+.0}%, astha {:+.0}%, astha-wide {:+.0}%, seed {:+.0}%, history {:+.0}%, text {:+.0}%",
+                    "capture {columns:>2} cols {:<6} {:<10} none {:.2} µs, {}",
                     op.name(),
                     tx.name(),
                     cell.micros[0],
-                    cell.overhead(Shape::KeyOnly),
-                    cell.overhead(Shape::Astha),
-                    cell.overhead(Shape::AsthaWide),
-                    cell.overhead(Shape::Seed),
-                    cell.overhead(Shape::History),
-                    cell.overhead(Shape::Text),
+                    overheads.join(", "),
                 );
                 cells.push(cell);
             }

@@ -11,6 +11,11 @@
 //! - `history`: the SQL shape of PyPI `sqlite-history` (a typed history table per source
 //!   table with an index on `_rowid`, `!=`-masked UPDATE rows, a `MAX(_version)` lookup);
 //!   written here from its published trigger shape, not copied;
+//! - `astha-replace`: Astha's triggers with `exact_replace` (a BEFORE INSERT trigger that
+//!   looks up the rows an INSERT would replace; what it costs a plain INSERT);
+//! - `astha-stamp`: Astha's triggers also stamping each log row with
+//!   `pragma_schema_version` (the per-row stamp that would tell exactly which rows a
+//!   foreign `ALTER TABLE` left incomplete; measured, not used);
 //! - `text`: Astha's previous shape (up to commit 1d47864), kept as the baseline of the
 //!   change: both images of an UPDATE as `quote()` of every column joined by `printf`
 //!   into TEXT columns `before`/`after`.
@@ -26,6 +31,8 @@ pub enum Shape {
     KeyOnly,
     Astha,
     AsthaWide,
+    AsthaReplace,
+    AsthaStamp,
     Seed,
     History,
     Text,
@@ -33,11 +40,13 @@ pub enum Shape {
 
 impl Shape {
     /// Every shape, in report order.
-    pub const ALL: [Shape; 7] = [
+    pub const ALL: [Shape; 9] = [
         Shape::None,
         Shape::KeyOnly,
         Shape::Astha,
         Shape::AsthaWide,
+        Shape::AsthaReplace,
+        Shape::AsthaStamp,
         Shape::Seed,
         Shape::History,
         Shape::Text,
@@ -49,6 +58,8 @@ impl Shape {
             Shape::KeyOnly => "key-only",
             Shape::Astha => "astha",
             Shape::AsthaWide => "astha-wide",
+            Shape::AsthaReplace => "astha-replace",
+            Shape::AsthaStamp => "astha-stamp",
             Shape::Seed => "seed",
             Shape::History => "history",
             Shape::Text => "text",
@@ -68,6 +79,15 @@ impl Shape {
                 crate::bench::create_wide_table(conn, "wide_neighbour", 64)?;
                 install_astha(conn, "wide_neighbour")?;
                 install_astha(conn, table)?;
+            }
+            Shape::AsthaReplace => {
+                Capture::new("__cdc_log")
+                    .with_exact_replace(true)
+                    .install(conn, table)?;
+            }
+            Shape::AsthaStamp => {
+                install_astha(conn, table)?;
+                stamp_schema_version(conn, table)?;
             }
             Shape::Seed => conn.execute_batch(&seed_sql(table, &columns))?,
             Shape::History => conn.execute_batch(&history_sql(table, &columns))?,
@@ -96,6 +116,27 @@ fn install_astha(conn: &Connection, table: &str) -> astha_core::Result<i64> {
         .captured_schema(conn, table)?
         .map(|s| s.id)
         .unwrap_or_default())
+}
+
+/// Rewrites Astha's three triggers on `table` to also write `pragma_schema_version`
+/// into a column `sv` of the log.
+fn stamp_schema_version(conn: &Connection, table: &str) -> rusqlite::Result<()> {
+    conn.execute_batch("ALTER TABLE __cdc_log ADD COLUMN sv")?;
+    for name in astha_core::capture::trigger_names(table) {
+        let sql: String = conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = ?1",
+            [&name],
+            |r| r.get(0),
+        )?;
+        let stamped = sql.replacen("(ts, tbl,", "(sv, ts, tbl,", 1).replacen(
+            "VALUES (julianday('now'),",
+            "VALUES ((SELECT schema_version FROM pragma_schema_version), julianday('now'),",
+            1,
+        );
+        assert_ne!(sql, stamped, "Astha's trigger shape changed");
+        conn.execute_batch(&format!("DROP TRIGGER {}; {stamped}", quote_ident(&name)))?;
+    }
+    Ok(())
 }
 
 fn key_only_sql(table: &str) -> String {
