@@ -60,7 +60,8 @@ pub struct WatchArgs {
     /// Exit after this many changes.
     #[arg(long)]
     pub limit: Option<u64>,
-    /// Also serve /metrics, /health and /events on this address (e.g. 127.0.0.1:9187).
+    /// Also serve /metrics, /health, /events (SSE) and /ws (WebSocket) on this address
+    /// (e.g. 127.0.0.1:9187).
     #[arg(long)]
     pub http: Option<SocketAddr>,
     /// Require this bearer token on the HTTP endpoint. Prefer `--http-token-file` or the
@@ -77,9 +78,13 @@ pub struct WatchArgs {
     /// commas; `*` for any).
     #[arg(long, value_delimiter = ',')]
     pub http_cors_origin: Vec<String>,
-    /// Most SSE clients at once; more are refused with 503.
+    /// Most live clients (`/events` and `/ws` together) at once; more are refused with 503.
     #[arg(long, default_value_t = astha_actors::http::DEFAULT_MAX_CLIENTS)]
     pub http_max_sse_clients: usize,
+    /// The format of `/events` and `/ws`: `native`, `debezium` or `cloudevents`. Default:
+    /// `--format`'s (native for `json` and `pretty`).
+    #[arg(long)]
+    pub http_format: Option<EventFormat>,
 }
 
 impl WatchArgs {
@@ -180,24 +185,6 @@ async fn watch_async(
     };
     let astha = Astha::new(config).map_err(|e| CliError::astha(&path, e))?;
     astha.start().map_err(|e| CliError::astha(&path, e))?;
-    let http = match http_config {
-        Some(http_config) => {
-            let hub = Arc::new(EventHub::new(1024).with_max_clients(args.http_max_sse_clients));
-            let (handle, addr) = astha_actors::http::start(
-                &http_config,
-                astha.stats(),
-                astha.store().clone(),
-                hub.clone(),
-            )?;
-            eprintln!("serving /metrics, /health and /events on http://{addr}");
-            astha
-                .register_component(Box::new(SseComponent::new(hub, tables.clone())))
-                .await
-                .map_err(|e| CliError::astha(&path, e))?;
-            Some(handle)
-        }
-        None => None,
-    };
     let durable = args.slot.is_some();
     let name = args
         .slot
@@ -229,18 +216,37 @@ async fn watch_async(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let encoder = Encoder::new(
-        match args.format {
-            WatchFormat::Debezium => EventFormat::Debezium,
-            WatchFormat::Cloudevents => EventFormat::CloudEvents,
-            WatchFormat::Json | WatchFormat::Pretty => EventFormat::Native,
-        },
-        SourceInfo {
-            name: stem.clone(),
-            db: stem,
-            identity,
-        },
-    );
+    let format = match args.format {
+        WatchFormat::Debezium => EventFormat::Debezium,
+        WatchFormat::Cloudevents => EventFormat::CloudEvents,
+        WatchFormat::Json | WatchFormat::Pretty => EventFormat::Native,
+    };
+    let source = SourceInfo {
+        name: stem.clone(),
+        db: stem,
+        identity,
+    };
+    let encoder = Encoder::new(format, source.clone());
+    let http = match http_config {
+        Some(http_config) => {
+            let hub = Arc::new(EventHub::new(1024).with_max_clients(args.http_max_sse_clients));
+            let (handle, addr) = astha_actors::http::start(
+                &http_config,
+                astha.stats(),
+                astha.store().clone(),
+                hub.clone(),
+            )?;
+            eprintln!("serving /metrics, /health, /events and /ws on http://{addr}");
+            let live = SseComponent::new(hub, tables.clone())
+                .with_encoder(Encoder::new(args.http_format.unwrap_or(format), source));
+            astha
+                .register_component(Box::new(live))
+                .await
+                .map_err(|e| CliError::astha(&path, e))?;
+            Some(handle)
+        }
+        None => None,
+    };
     let printer = Printer {
         name: name.clone(),
         tables,
