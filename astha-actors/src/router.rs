@@ -44,6 +44,17 @@ pub struct RouterConfig {
     pub supervisor: SupervisorSettings,
     /// How long `Shutdown` waits for in-flight deliveries before persisting and stopping.
     pub drain_timeout: Duration,
+    /// This engine's name on the leases of non-durable slots, and their length.
+    pub lease: LeaseConfig,
+}
+
+/// How this engine leases non-durable slots ([`astha_core::lease`]).
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// The engine's owner name ([`astha_core::lease::owner_id`]).
+    pub owner: String,
+    /// How long a lease lasts unless renewed.
+    pub ttl: Duration,
 }
 
 /// What the router sends the poller.
@@ -289,11 +300,24 @@ impl Handler<Register> for Router {
         }
         let store = self.store.clone();
         let slot_name = name.clone();
+        let lease = (!component.durable()).then(|| self.config.lease.clone());
         Box::pin(
             async move {
                 let log = store.log_table().to_string();
                 store
-                    .write(move |conn| slots::get_or_create(conn, &log, &slot_name, SlotStart::Head))
+                    .write(move |conn| {
+                        let slot = slots::get_or_create(conn, &log, &slot_name, SlotStart::Head)?;
+                        if let Some(lease) = lease {
+                            astha_core::lease::take(
+                                conn,
+                                &slot_name,
+                                &lease.owner,
+                                lease.ttl,
+                                astha_core::lease::now_ms(),
+                            )?;
+                        }
+                        Ok(slot)
+                    })
                     .await
             }
             .into_actor(self)
@@ -353,6 +377,7 @@ impl Handler<Unregister> for Router {
                 store
                     .write(move |conn| {
                         astha_core::heartbeat::remove(conn, &name)?;
+                        astha_core::lease::release(conn, &name)?;
                         slots::drop_slot(conn, &name)
                     })
                     .await

@@ -29,6 +29,8 @@ pub struct Stats {
     pub head_lsn: AtomicI64,
     /// Log rows removed by cleanup.
     pub cleaned: AtomicU64,
+    /// Non-durable slots dropped because their lease expired (their owner died).
+    pub leases_expired: AtomicU64,
     /// Per component.
     pub components: DashMap<String, ComponentStats>,
 }
@@ -103,6 +105,7 @@ pub struct SchedulerStats {
     pub catch_up_reads: u64,
     pub malformed: u64,
     pub cleaned: u64,
+    pub leases_expired: u64,
     /// Per component, by name.
     pub components: Vec<ComponentStats>,
 }
@@ -227,6 +230,7 @@ impl Stats {
             catch_up_reads: self.catch_up_reads.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
             cleaned: self.cleaned.load(Ordering::Relaxed),
+            leases_expired: self.leases_expired.load(Ordering::Relaxed),
             components,
         }
     }

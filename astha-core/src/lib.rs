@@ -20,6 +20,7 @@ pub mod format;
 pub mod heartbeat;
 pub mod ident;
 pub mod image;
+pub mod lease;
 pub mod log;
 pub mod log_layout;
 pub mod retry;

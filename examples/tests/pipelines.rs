@@ -521,6 +521,9 @@ fn the_live_example_serves_websocket_and_sse_clients() {
     let _ = ws.close(None);
     drop(sse);
     sigterm_and_wait(child);
+    // Live feeds are not durable: their slots go with the process.
+    let slots = slot_names(&dir.path().join("shop.db"));
+    assert!(slots.is_empty(), "{slots:?}");
 }
 
 /// `astha watch --http` serves `/ws` too, in `--http-format` (here CloudEvents while
@@ -560,4 +563,104 @@ fn watch_http_serves_websocket_in_its_format() {
     assert_eq!(event["data"]["after"]["customer"], "ann", "{event}");
     let _ = ws.close(None);
     sigterm_and_wait(child);
+}
+
+/// The names of the slots in `db`.
+fn slot_names(db: &Path) -> Vec<String> {
+    Connection::open(db)
+        .unwrap()
+        .prepare("SELECT name FROM __astha_slots ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// `astha watch` killed with -9 leaves its non-durable slot behind, but leased: once the
+/// lease expires (1 s here), the janitor of any engine on the database drops it, logs it
+/// and counts it. Durable slots (`--slot`, a pipeline's sinks) are never dropped.
+#[test]
+fn a_killed_watchers_slot_goes_when_its_lease_expires_and_durable_slots_stay() {
+    let dir = workspace();
+    let db = dir.path().join("shop.db");
+    let d = db.to_str().unwrap();
+    let short_lease = || {
+        let mut cmd = astha();
+        cmd.env("ASTHA_LEASE_TTL", "1s")
+            .env("ASTHA_CLEANUP_INTERVAL", "100ms");
+        cmd
+    };
+    // A durable slot, kept by a watcher that stopped.
+    let out = short_lease()
+        .args([
+            "watch",
+            d,
+            "--tables",
+            "orders",
+            "--install",
+            "--slot",
+            "keep",
+            "--limit",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut killed, _stderr) = start_cmd(
+        short_lease(),
+        &["watch", d, "--tables", "orders"],
+        dir.path(),
+        "watching",
+    );
+    let leaked = format!("watch-{}", killed.id());
+    killed.kill().unwrap(); // SIGKILL: no cleanup
+    killed.wait().unwrap();
+    assert_eq!(slot_names(&db), ["keep", leaked.as_str()]);
+
+    // Another engine on the database (a live feed, itself leased) expires the lease.
+    let (survivor, stderr) = start_cmd(
+        short_lease(),
+        &["watch", d, "--tables", "orders", "--http", "127.0.0.1:0"],
+        dir.path(),
+        "watching",
+    );
+    let survivor_slot = format!("watch-{}", survivor.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slot_names(&db).contains(&leaked) {
+        assert!(
+            Instant::now() < deadline,
+            "the leaked slot was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Well past the lease: the living engine's leases are renewed, the durable one stays.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(slot_names(&db), ["keep", "sse", survivor_slot.as_str()]);
+    let listing = astha().args(["slots", "list", d]).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not listed: {listing}"))
+            .to_string()
+    };
+    assert!(line("keep").ends_with("durable"), "{listing}");
+    assert!(line(&survivor_slot).contains("leased by pid-"), "{listing}");
+    assert!(line("sse").contains("leased by pid-"), "{listing}");
+    sigterm_and_wait(survivor);
+    let logged: Vec<String> = stderr.try_iter().collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("dropped a non-durable slot") && l.contains(&leaked)),
+        "{logged:#?}"
+    );
+    // A graceful stop drops the engine's leased slots at once.
+    assert_eq!(slot_names(&db), ["keep"]);
 }

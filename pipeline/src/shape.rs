@@ -174,6 +174,10 @@ impl Component for Shaped {
         self.inner.version()
     }
 
+    fn durable(&self) -> bool {
+        self.inner.durable()
+    }
+
     fn subscriptions(&self) -> Vec<String> {
         self.inner.subscriptions()
     }

@@ -10,7 +10,8 @@
 //! needs.
 //!
 //! The feed is a live view, not a durable consumer: a client that reconnects gets
-//! changes from the moment it reconnects (durable consumers use slots, e.g. the sinks).
+//! changes from the moment it reconnects (durable consumers use slots, e.g. the sinks),
+//! and its component's slot is leased, not durable ([`Component::durable`]).
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -280,6 +281,12 @@ impl Component for SseComponent {
 
     fn subscriptions(&self) -> Vec<String> {
         self.tables.clone()
+    }
+
+    /// A live view: nothing is owed to a client that was not connected, so the slot
+    /// is leased and goes with the engine.
+    fn durable(&self) -> bool {
+        false
     }
 
     async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {

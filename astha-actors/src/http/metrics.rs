@@ -134,7 +134,7 @@ impl Collector for Scrape {
                     .encode(family.encode_family(&[("table", table.as_str())])?)?;
             }
         }
-        let counters: [(&str, &str, u64); 6] = [
+        let counters: [(&str, &str, u64); 7] = [
             (
                 "astha_batches_read",
                 "Batches read by the poller.",
@@ -154,6 +154,11 @@ impl Collector for Scrape {
                 "astha_log_cleaned",
                 "Log rows removed by cleanup.",
                 snap.cleaned,
+            ),
+            (
+                "astha_leases_expired",
+                "Non-durable slots dropped because their owner stopped renewing its lease.",
+                snap.leases_expired,
             ),
             (
                 "astha_sse_dropped_clients",

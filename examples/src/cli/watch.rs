@@ -1,8 +1,9 @@
 //! `astha watch <db>`: change-data capture for any SQLite database, streamed to stdout as
 //! JSON lines (or aligned text), in commit order.
 //!
-//! Without `--slot` the watcher uses a slot of its own that is dropped when it exits, so
-//! it never holds back log cleanup; with `--slot NAME` the position is kept and a later
+//! Without `--slot` the watcher uses a slot of its own that is dropped when it exits, and
+//! leased meanwhile (a watcher killed with -9 loses it `lease_ttl` later), so it never
+//! holds back log cleanup for long; with `--slot NAME` the position is kept and a later
 //! `astha watch --slot NAME` resumes exactly where this one stopped.
 
 use std::io::Write;
@@ -249,6 +250,7 @@ async fn watch_async(
     };
     let printer = Printer {
         name: name.clone(),
+        durable,
         tables,
         format: args.format,
         encoder,
@@ -298,6 +300,8 @@ async fn watch_async(
 /// slot never moves past a change that was not printed.
 struct Printer {
     name: String,
+    /// `--slot` given: the position is kept; otherwise the slot is leased.
+    durable: bool,
     tables: Vec<String>,
     format: WatchFormat,
     encoder: Encoder,
@@ -313,6 +317,10 @@ impl Component for Printer {
 
     fn subscriptions(&self) -> Vec<String> {
         self.tables.clone()
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 
     async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
