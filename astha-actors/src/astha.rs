@@ -22,7 +22,7 @@ use crate::error::AsthaError;
 use crate::janitor::Janitor;
 use crate::messages::{Register, SetStatus, Shutdown, StopJanitor, Unregister};
 use crate::poller::{Poller, PollerConfig};
-use crate::router::{PollerLink, Router, RouterConfig};
+use crate::router::{LeaseConfig, PollerLink, Router, RouterConfig};
 use crate::stats::{ComponentStats, SchedulerStats, Stats};
 use crate::store::Store;
 use crate::supervisor::SupervisorSettings;
@@ -30,6 +30,8 @@ use crate::supervisor::SupervisorSettings;
 /// A running or stopped Astha instance.
 pub struct Astha {
     config: AsthaConfig,
+    /// This engine's name on the leases of its non-durable slots.
+    lease: LeaseConfig,
     store: Store,
     stats: Arc<Stats>,
     running: Mutex<Option<Running>>,
@@ -63,11 +65,21 @@ impl Astha {
             Ok(())
         })?;
         Ok(Astha {
+            lease: LeaseConfig {
+                owner: astha_core::lease::owner_id(),
+                ttl: config.lease_ttl,
+            },
             config,
             store,
             stats: Arc::new(Stats::default()),
             running: Mutex::new(None),
         })
+    }
+
+    /// This engine's name on the leases of its non-durable slots (`astha slots list`
+    /// shows it).
+    pub fn lease_owner(&self) -> &str {
+        &self.lease.owner
     }
 
     /// The configuration in force.
@@ -350,6 +362,7 @@ impl Astha {
                 health_interval: c.supervisor.health_interval,
             },
             drain_timeout: Duration::from_secs(10),
+            lease: self.lease.clone(),
         }
     }
 
@@ -381,6 +394,7 @@ struct ActorSeed {
 impl ActorSeed {
     /// Starts poller, router and janitor on the current actix system.
     fn spawn(self, start: i64) -> (Addr<Router>, Addr<Janitor>) {
+        let lease = self.router.lease.clone();
         let mut router = Router::new(self.store.clone(), self.stats.clone(), self.router, start);
         let router_ctx = Context::new();
         let poller = Poller::new(
@@ -395,7 +409,7 @@ impl ActorSeed {
             release: poller.clone().recipient(),
             stop: poller.recipient(),
         });
-        let janitor = Janitor::new(self.store, self.stats, self.cleanup_interval).start();
+        let janitor = Janitor::new(self.store, self.stats, self.cleanup_interval, lease).start();
         (router_ctx.run(router), janitor)
     }
 }

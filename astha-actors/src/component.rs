@@ -70,6 +70,15 @@ pub trait Component: Send + 'static {
     /// Unique name; also the name of the component's durable slot.
     fn name(&self) -> &str;
 
+    /// Whether the component's slot outlives the engine. A durable slot (the default)
+    /// keeps the position across restarts and holds log rows until the component has
+    /// them. A non-durable one (a live view, a throwaway watcher) is leased
+    /// ([`astha_core::lease`]): it is dropped at a graceful stop, and by any engine's
+    /// janitor once the lease expires after a crash, so it never holds cleanup back.
+    fn durable(&self) -> bool {
+        true
+    }
+
     /// Version, shown in component info.
     fn version(&self) -> &str {
         "0.1.0"

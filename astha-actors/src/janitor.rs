@@ -1,6 +1,8 @@
 //! The janitor: on a timer, reports each component's state to `__astha_components`
-//! (heartbeats, for `astha status` in another process) and deletes the log rows every
-//! slot is past.
+//! (heartbeats, for `astha status` in another process), renews this engine's leases,
+//! drops the non-durable slots whose lease expired (their owner died without cleaning
+//! up: each is logged and counted in `astha_leases_expired_total`), and deletes the log
+//! rows every slot is past. At a graceful stop it drops this engine's leased slots.
 //!
 //! It decides nothing about routing and reads no router state: which rows may go is
 //! read from the slots in the same statement that deletes them
@@ -15,9 +17,10 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use astha_core::heartbeat::Heartbeat;
-use astha_core::{log_state, slots};
+use astha_core::{lease, log_state, slots};
 
 use crate::messages::StopJanitor;
+use crate::router::LeaseConfig;
 use crate::stats::Stats;
 use crate::store::Store;
 
@@ -29,6 +32,7 @@ pub struct Janitor {
     store: Store,
     stats: Arc<Stats>,
     interval: Duration,
+    lease: LeaseConfig,
     /// A cleanup is running.
     cleaning: bool,
     stopping: bool,
@@ -36,11 +40,12 @@ pub struct Janitor {
 
 impl Janitor {
     /// A janitor that writes heartbeats and cleans the log every `interval`.
-    pub fn new(store: Store, stats: Arc<Stats>, interval: Duration) -> Self {
+    pub fn new(store: Store, stats: Arc<Stats>, interval: Duration, lease: LeaseConfig) -> Self {
         Self {
             store,
             stats,
             interval,
+            lease,
             cleaning: false,
             stopping: false,
         }
@@ -52,14 +57,19 @@ impl Janitor {
             return;
         }
         let beats = heartbeats(&self.stats);
-        self.clean(beats, ctx);
+        self.clean(beats, Some(self.lease.clone()), ctx);
     }
 
-    /// One budget's worth of cleanup (after writing `beats`, if any), then, after a
-    /// pause, the next while rows remain. Each budget first checks that the database
-    /// file is still the one Astha opened and that the log's LSN sequence is unbroken
-    /// ([`integrity`]).
-    fn clean(&mut self, beats: Vec<Heartbeat>, ctx: &mut Context<Self>) {
+    /// One budget's worth of cleanup (after writing `beats`, if any, and renewing and
+    /// expiring leases, on a tick), then, after a pause, the next while rows remain.
+    /// Each budget first checks that the database file is still the one Astha opened
+    /// and that the log's LSN sequence is unbroken ([`integrity`]).
+    fn clean(
+        &mut self,
+        beats: Vec<Heartbeat>,
+        lease: Option<LeaseConfig>,
+        ctx: &mut Context<Self>,
+    ) {
         if self.stats.failure().is_some() {
             return;
         }
@@ -74,14 +84,23 @@ impl Janitor {
                     .write(move |conn| {
                         if let Err(gone) = path_check.check_file() {
                             stats.failed(gone);
-                            return Ok(slots::Cleanup::default());
+                            return Ok((Vec::new(), slots::Cleanup::default()));
                         }
                         if !integrity(conn, &log, &stats)? {
-                            return Ok(slots::Cleanup::default());
+                            return Ok((Vec::new(), slots::Cleanup::default()));
                         }
                         if !beats.is_empty() {
                             astha_core::heartbeat::write(conn, &beats)?;
                         }
+                        // Renew before expiring, so a late tick never expires our own.
+                        let expired = match lease {
+                            Some(lease) => {
+                                let now = lease::now_ms();
+                                lease::renew(conn, &lease.owner, lease.ttl, now)?;
+                                lease::drop_expired(conn, now)?
+                            }
+                            None => Vec::new(),
+                        };
                         // What this process's consumers confirmed bounds cleanup too,
                         // should their slot rows be gone (removed by someone else).
                         let upto = stats
@@ -99,7 +118,7 @@ impl Janitor {
                         if done.deleted > 0 {
                             astha_core::transaction::prune(conn, &log)?;
                         }
-                        Ok(done)
+                        Ok((expired, done))
                     })
                     .await
             }
@@ -107,7 +126,18 @@ impl Janitor {
             .map(|result, act, ctx| {
                 act.cleaning = false;
                 match result {
-                    Ok(done) => {
+                    Ok((expired, done)) => {
+                        for lease in &expired {
+                            tracing::warn!(
+                                slot = %lease.slot,
+                                owner = %lease.owner,
+                                expired_ms = lease.expires_ms,
+                                "dropped a non-durable slot whose owner stopped renewing its lease"
+                            );
+                        }
+                        act.stats
+                            .leases_expired
+                            .fetch_add(expired.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         act.stats
                             .cleaned
                             .fetch_add(done.deleted as u64, std::sync::atomic::Ordering::Relaxed);
@@ -116,7 +146,7 @@ impl Janitor {
                             // writers in between.
                             ctx.run_later(CLEANUP_PAUSE, |act, ctx| {
                                 if !act.cleaning && !act.stopping {
-                                    act.clean(Vec::new(), ctx);
+                                    act.clean(Vec::new(), None, ctx);
                                 }
                             });
                         }
@@ -190,10 +220,31 @@ impl Actor for Janitor {
 }
 
 impl Handler<StopJanitor> for Janitor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: StopJanitor, ctx: &mut Context<Self>) {
+    /// Drops this engine's leased slots (the router has stopped: nothing moves them any
+    /// more), then stops.
+    fn handle(&mut self, _: StopJanitor, _: &mut Context<Self>) -> Self::Result {
         self.stopping = true;
-        ctx.stop();
+        let store = self.store.clone();
+        let owner = self.lease.owner.clone();
+        Box::pin(
+            async move {
+                store
+                    .write(move |conn| lease::drop_owned(conn, &owner))
+                    .await
+            }
+            .into_actor(self)
+            .map(|result, _, ctx| {
+                match result {
+                    Ok(dropped) if !dropped.is_empty() => {
+                        tracing::info!(slots = ?dropped, "dropped this engine's non-durable slots");
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(error = %err, "could not drop non-durable slots"),
+                }
+                ctx.stop();
+            }),
+        )
     }
 }

@@ -45,6 +45,17 @@ pub struct RouterConfig {
     pub supervisor: SupervisorSettings,
     /// How long `Shutdown` waits for in-flight deliveries before persisting and stopping.
     pub drain_timeout: Duration,
+    /// This engine's name on the leases of non-durable slots, and their length.
+    pub lease: LeaseConfig,
+}
+
+/// How this engine leases non-durable slots ([`astha_core::lease`]).
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// The engine's owner name ([`astha_core::lease::owner_id`]).
+    pub owner: String,
+    /// How long a lease lasts unless renewed.
+    pub ttl: Duration,
 }
 
 /// What the router sends the poller.
@@ -353,8 +364,9 @@ impl Handler<Register> for Router {
         }
         let store = self.store.clone();
         let (slot_name, snapshot_tables) = (name.clone(), tables.clone());
+        let lease = (!component.durable()).then(|| self.config.lease.clone());
         Box::pin(
-            async move { prepare_slot(store, slot_name, snapshot_tables, mode).await }
+            async move { prepare_slot(store, slot_name, snapshot_tables, mode, lease).await }
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     let Prepared {
@@ -428,6 +440,7 @@ async fn prepare_slot(
     name: String,
     tables: Vec<String>,
     mode: SnapshotMode,
+    lease: Option<LeaseConfig>,
 ) -> Result<Prepared, AsthaError> {
     let log = store.log_table().to_string();
     let (slot_name, slot_log) = (name.clone(), log.clone());
@@ -460,6 +473,17 @@ async fn prepare_slot(
                 },
                 None => slots::create(conn, &slot_log, &slot_name, SlotStart::Head)?,
             };
+            // A non-durable consumer's slot is leased: it goes when its owner stops
+            // renewing (kill -9), never held forever.
+            if let Some(lease) = lease.filter(|_| !slot.created_at.is_empty()) {
+                astha_core::lease::take(
+                    conn,
+                    &slot_name,
+                    &lease.owner,
+                    lease.ttl,
+                    astha_core::lease::now_ms(),
+                )?;
+            }
             Ok((slot, need, signals_after, skip.map(|r| (r.tables, r.lsn))))
         })
         .await?;
@@ -520,6 +544,7 @@ impl Handler<Unregister> for Router {
                     .write(move |conn| {
                         astha_core::heartbeat::remove(conn, &name)?;
                         snapshot::forget(conn, &path, &name)?;
+                        astha_core::lease::release(conn, &name)?;
                         slots::drop_slot(conn, &name)
                     })
                     .await

@@ -42,6 +42,8 @@ pub struct Stats {
     pub integrity_problem: Mutex<Option<String>>,
     /// Why Astha stopped delivering for good, once it has.
     pub fatal: Mutex<Option<String>>,
+    /// Non-durable slots dropped because their lease expired (their owner died).
+    pub leases_expired: AtomicU64,
     /// Per component.
     pub components: DashMap<String, ComponentStats>,
 }
@@ -140,6 +142,7 @@ pub struct SchedulerStats {
     pub integrity_problem: Option<String>,
     /// Set when Astha stopped delivering for good: why.
     pub fatal: Option<String>,
+    pub leases_expired: u64,
     /// Per component, by name.
     pub components: Vec<ComponentStats>,
 }
@@ -337,6 +340,7 @@ impl Stats {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             fatal: self.failure(),
+            leases_expired: self.leases_expired.load(Ordering::Relaxed),
             components,
         }
     }

@@ -1,7 +1,10 @@
 //! The test harness every component test uses: a component that records what it saw
 //! and behaves as a script tells it (succeed, fail, panic, hang), and a shared
 //! [`Recording`] to assert on; and a [`test_mailbox`] that stands in for an actor's
-//! neighbour, so one actor is tested alone.
+//! neighbour, so one actor is tested alone; and the [`compliance`] harness every
+//! component and sink must pass.
+
+pub mod compliance;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -23,6 +23,7 @@ pub mod gaps;
 pub mod heartbeat;
 pub mod ident;
 pub mod image;
+pub mod lease;
 pub mod log;
 pub mod log_layout;
 pub mod log_state;

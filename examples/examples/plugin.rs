@@ -54,3 +54,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     astha.stop().await?;
     Ok(())
 }
+
+// `cargo test -p astha-examples --example plugin`: the component passes the compliance
+// harness every component must pass, in one call.
+#[test]
+fn the_counter_complies() {
+    astha_actors::testing::compliance::check(|_| Box::new(Counter(Counts::default())));
+}

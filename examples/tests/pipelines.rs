@@ -1,7 +1,7 @@
 //! The example pipelines under `examples/pipelines/`, through the `astha` binary: every
 //! file passes `astha run --check`, the file-sink ones run end to end on rows written by
-//! real triggers and stop cleanly on SIGTERM, and `astha watch` stopped by SIGTERM
-//! leaves no slot behind.
+//! real triggers and stop cleanly on SIGTERM, the live one serves SSE and WebSocket
+//! clients, and `astha watch` stopped by SIGTERM leaves no slot behind.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -15,6 +15,9 @@ use serde_json::Value;
 const SCHEMA: &str = "PRAGMA journal_mode = WAL;
     CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, card_number TEXT, amount REAL, status TEXT);
     CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT, email TEXT, password_hash TEXT);";
+
+/// The token `live.toml` takes from the environment.
+const LIVE_TOKEN: &str = "live-s3cret";
 
 fn examples_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines")
@@ -43,7 +46,8 @@ fn astha() -> Command {
     cmd.env_remove("ASTHA_CONFIG")
         .env("ASTHA_NATS_URL", "nats://127.0.0.1:4222")
         .env("BILLING_WEBHOOK_URL", "http://127.0.0.1:9/hook")
-        .env("BILLING_WEBHOOK_SECRET", "not-a-secret");
+        .env("BILLING_WEBHOOK_SECRET", "not-a-secret")
+        .env("ASTHA_LIVE_TOKEN", LIVE_TOKEN);
     cmd
 }
 
@@ -73,7 +77,7 @@ fn every_example_pipeline_passes_check() {
         assert!(stdout.contains(": ok"), "{stdout}");
         checked += 1;
     }
-    assert_eq!(checked, 4);
+    assert_eq!(checked, 5);
     // --check is read-only: no trigger exists although every file says install = true.
     let conn = Connection::open(dir.path().join("shop.db")).unwrap();
     let triggers: i64 = conn
@@ -457,4 +461,233 @@ fn run_exits_non_zero_when_its_database_file_is_deleted() {
         "{stderr:#?}"
     );
     assert!(!dir.path().join("shop.db").exists(), "created again");
+}
+
+/// A free local port (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `live.toml` as shipped (on free ports): a WebSocket client (`?token=`, as a browser
+/// sends it) and an SSE client (the header) get the rows triggers wrote, as Debezium
+/// envelopes with the excluded columns cut; a client without the token is refused.
+#[test]
+fn the_live_example_serves_websocket_and_sse_clients() {
+    use std::io::Write;
+    let dir = workspace();
+    let (sse_port, ws_port) = (free_port(), free_port());
+    let file = dir.path().join("live.toml");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("127.0.0.1:9188", &format!("127.0.0.1:{sse_port}"))
+        .replace("127.0.0.1:9189", &format!("127.0.0.1:{ws_port}"));
+    std::fs::write(&file, text).unwrap();
+    let (child, _stderr) = start(&["run", "live.toml"], dir.path(), "running");
+
+    let refused = tokio_tungstenite::tungstenite::connect(format!("ws://127.0.0.1:{ws_port}/ws"));
+    match refused {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("connected without the token: {:?}", other.map(|_| ())),
+    }
+    let (mut ws, _) = tokio_tungstenite::tungstenite::connect(format!(
+        "ws://127.0.0.1:{ws_port}/ws?token={LIVE_TOKEN}&tables=orders"
+    ))
+    .unwrap();
+    let mut sse = std::net::TcpStream::connect(("127.0.0.1", sse_port)).unwrap();
+    write!(
+        sse,
+        "GET /events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {LIVE_TOKEN}\r\n\r\n"
+    )
+    .unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut sse = BufReader::new(sse);
+    // The stream's first line comes after the client took its place in the hub.
+    let mut line = String::new();
+    while !line.starts_with("retry:") {
+        line.clear();
+        assert!(sse.read_line(&mut line).unwrap() > 0, "SSE stream ended");
+    }
+
+    let conn = Connection::open(dir.path().join("shop.db")).unwrap();
+    conn.execute_batch(
+        "INSERT INTO customers VALUES (1, 'ann', 'ann@example.org', 'hash');
+         INSERT INTO orders VALUES (1, 'ann', '4111-1111', 250, 'paid');
+         UPDATE orders SET status = 'shipped' WHERE id = 1;",
+    )
+    .unwrap();
+
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let message = ws.read().unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+            got.push(serde_json::from_str::<Value>(text.as_str()).unwrap());
+        }
+    }
+    assert_eq!(got[0]["op"], "c");
+    assert_eq!(got[0]["source"]["table"], "orders");
+    assert_eq!(got[0]["after"]["amount"], 250.0);
+    assert!(got[0]["after"].get("card_number").is_none(), "{}", got[0]);
+    assert_eq!(got[1]["op"], "u");
+    assert_eq!(got[1]["after"]["status"], "shipped");
+
+    let mut data = Vec::new();
+    while data.len() < 3 {
+        line.clear();
+        assert!(sse.read_line(&mut line).unwrap() > 0, "SSE stream ended");
+        if let Some(json) = line.strip_prefix("data: ") {
+            data.push(serde_json::from_str::<Value>(json.trim_end()).unwrap());
+        }
+    }
+    let tables: Vec<_> = data.iter().map(|e| e["source"]["table"].clone()).collect();
+    assert_eq!(tables, ["customers", "orders", "orders"]);
+    assert!(data[0]["after"].get("password_hash").is_none());
+    let _ = ws.close(None);
+    drop(sse);
+    sigterm_and_wait(child);
+    // Live feeds are not durable: their slots go with the process.
+    let slots = slot_names(&dir.path().join("shop.db"));
+    assert!(slots.is_empty(), "{slots:?}");
+}
+
+/// `astha watch --http` serves `/ws` too, in `--http-format` (here CloudEvents while
+/// stdout stays native JSON).
+#[test]
+fn watch_http_serves_websocket_in_its_format() {
+    let dir = workspace();
+    let db = dir.path().join("shop.db");
+    let port = free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let (child, _stderr) = start(
+        &[
+            "watch",
+            db.to_str().unwrap(),
+            "--tables",
+            "orders",
+            "--install",
+            "--http",
+            &bind,
+            "--http-format",
+            "cloudevents",
+        ],
+        dir.path(),
+        "watching",
+    );
+    let (mut ws, _) = tokio_tungstenite::tungstenite::connect(format!("ws://{bind}/ws")).unwrap();
+    Connection::open(&db)
+        .unwrap()
+        .execute("INSERT INTO orders (id, customer) VALUES (7, 'ann')", [])
+        .unwrap();
+    let event = loop {
+        if let tokio_tungstenite::tungstenite::Message::Text(text) = ws.read().unwrap() {
+            break serde_json::from_str::<Value>(text.as_str()).unwrap();
+        }
+    };
+    assert_eq!(event["specversion"], "1.0", "{event}");
+    assert_eq!(event["data"]["after"]["customer"], "ann", "{event}");
+    let _ = ws.close(None);
+    sigterm_and_wait(child);
+}
+
+/// The names of the slots in `db`.
+fn slot_names(db: &Path) -> Vec<String> {
+    Connection::open(db)
+        .unwrap()
+        .prepare("SELECT name FROM __astha_slots ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+/// `astha watch` killed with -9 leaves its non-durable slot behind, but leased: once the
+/// lease expires (1 s here), the janitor of any engine on the database drops it, logs it
+/// and counts it. Durable slots (`--slot`, a pipeline's sinks) are never dropped.
+#[test]
+fn a_killed_watchers_slot_goes_when_its_lease_expires_and_durable_slots_stay() {
+    let dir = workspace();
+    let db = dir.path().join("shop.db");
+    let d = db.to_str().unwrap();
+    let short_lease = || {
+        let mut cmd = astha();
+        cmd.env("ASTHA_LEASE_TTL", "1s")
+            .env("ASTHA_CLEANUP_INTERVAL", "100ms");
+        cmd
+    };
+    // A durable slot, kept by a watcher that stopped.
+    let out = short_lease()
+        .args([
+            "watch",
+            d,
+            "--tables",
+            "orders",
+            "--install",
+            "--slot",
+            "keep",
+            "--limit",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (mut killed, _stderr) = start_cmd(
+        short_lease(),
+        &["watch", d, "--tables", "orders"],
+        dir.path(),
+        "watching",
+    );
+    let leaked = format!("watch-{}", killed.id());
+    killed.kill().unwrap(); // SIGKILL: no cleanup
+    killed.wait().unwrap();
+    assert_eq!(slot_names(&db), ["keep", leaked.as_str()]);
+
+    // Another engine on the database (a live feed, itself leased) expires the lease.
+    let (survivor, stderr) = start_cmd(
+        short_lease(),
+        &["watch", d, "--tables", "orders", "--http", "127.0.0.1:0"],
+        dir.path(),
+        "watching",
+    );
+    let survivor_slot = format!("watch-{}", survivor.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while slot_names(&db).contains(&leaked) {
+        assert!(
+            Instant::now() < deadline,
+            "the leaked slot was never dropped"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Well past the lease: the living engine's leases are renewed, the durable one stays.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(slot_names(&db), ["keep", "sse", survivor_slot.as_str()]);
+    let listing = astha().args(["slots", "list", d]).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let line = |name: &str| {
+        listing
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} not listed: {listing}"))
+            .to_string()
+    };
+    assert!(line("keep").ends_with("durable"), "{listing}");
+    assert!(line(&survivor_slot).contains("leased by pid-"), "{listing}");
+    assert!(line("sse").contains("leased by pid-"), "{listing}");
+    sigterm_and_wait(survivor);
+    let logged: Vec<String> = stderr.try_iter().collect();
+    assert!(
+        logged
+            .iter()
+            .any(|l| l.contains("dropped a non-durable slot") && l.contains(&leaked)),
+        "{logged:#?}"
+    );
+    // A graceful stop drops the engine's leased slots at once.
+    assert_eq!(slot_names(&db), ["keep"]);
 }

@@ -177,6 +177,10 @@ impl Component for Shaped {
         self.inner.version()
     }
 
+    fn durable(&self) -> bool {
+        self.inner.durable()
+    }
+
     fn subscriptions(&self) -> Vec<String> {
         self.inner.subscriptions()
     }

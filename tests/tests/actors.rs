@@ -125,16 +125,30 @@ async fn a_change_that_always_fails_gets_exactly_30_attempts_then_a_dead_letter(
     assert!(dead[0].reason.contains("downstream unavailable"));
     let info = astha.component_info("flaky").unwrap();
     assert_eq!((info.dead_letters, info.failures), (1, 30));
-    // The slot moved past it only once the dead letter was written. Its write follows
-    // the component's confirmation, so it may land a moment after the recording shows
-    // it (the read raced it under load, on main as well).
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let mut slot = astha_core::slots::get(&conn, "flaky").unwrap().unwrap();
-    while slot.position < 3 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        slot = astha_core::slots::get(&conn, "flaky").unwrap().unwrap();
-    }
-    assert!(slot.position >= 3);
+    // The slot moves past it (the dead letter was written above). The position is
+    // written after the confirmation the wait above saw, so it is polled for.
+    let path = db.path.clone();
+    let slot_past = move || {
+        let conn = astha_core::db::open(&path).unwrap();
+        astha_core::slots::get(&conn, "flaky")
+            .unwrap()
+            .unwrap()
+            .position
+            >= 3
+    };
+    let moved = actix_rt::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + LONG;
+        while !slot_past() {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        true
+    })
+    .await
+    .unwrap();
+    assert!(moved, "the slot never moved past the dead-lettered change");
     astha.stop().await.unwrap();
 }
 

@@ -146,7 +146,7 @@ impl Collector for Scrape {
                     .encode(family.encode_family(&[("table", table.as_str())])?)?;
             }
         }
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "astha_batches_read",
                 "Batches read by the poller.",
@@ -184,6 +184,11 @@ impl Collector for Scrape {
                 "What Astha owns changed under it: slots lost or moved, the log's LSN sequence \
                  restarted, the database file gone.",
                 snap.integrity_errors,
+            ),
+            (
+                "astha_leases_expired",
+                "Non-durable slots dropped because their owner stopped renewing its lease.",
+                snap.leases_expired,
             ),
             (
                 "astha_sse_dropped_clients",

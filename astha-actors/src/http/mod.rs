@@ -1,19 +1,23 @@
-//! The optional HTTP endpoint: `/metrics` (Prometheus text), `/health` (per component)
-//! and `/events` (Server-Sent Events of live changes, seed 003, docs/SEEDS.md).
+//! The optional HTTP endpoint: `/metrics` (Prometheus text), `/health` (per component),
+//! and the live feed of changes (seed 003, docs/SEEDS.md) as Server-Sent Events
+//! (`/events`) and over WebSocket (`/ws`).
 //!
 //! Promises: it binds to loopback unless told otherwise, and refuses a non-loopback
 //! address without a bearer token unless [`HttpConfig::allow_anonymous`] says so. It only
 //! reads Astha's counters and the log's two ends, on a read-only connection and a thread
 //! of its own, and paces its answers, so no number of scrapers slows delivery. A slow
-//! SSE client has a bounded buffer and is disconnected (its connection reset) when it
-//! fills, and the number of SSE clients is capped.
+//! live client has a bounded buffer and is disconnected (its connection reset) when it
+//! fills, and the number of live clients is capped.
 //! [`start`] runs its own server; [`Endpoints::configure`] mounts the same endpoints in
-//! a host's actix-web application.
+//! a host's actix-web application; [`serve_live`] serves the live feed alone (the `sse`
+//! and `websocket` sinks of `astha run`).
 
 mod auth;
 mod events;
+mod hub;
 mod log_gauge;
 mod metrics;
+mod ws;
 
 use std::any::Any;
 use std::net::SocketAddr;
@@ -25,7 +29,8 @@ use actix_web::dev::Extensions;
 use actix_web::middleware::Condition;
 use actix_web::{web, App, HttpServer};
 
-pub use events::{EventHub, HubFull, SseComponent, DEFAULT_MAX_CLIENTS, KEEP_ALIVE, RETRY_MS};
+pub use events::RETRY_MS;
+pub use hub::{EventHub, HubFull, SseComponent, DEFAULT_MAX_CLIENTS, KEEP_ALIVE};
 
 use crate::stats::Stats;
 use crate::store::Store;
@@ -35,8 +40,8 @@ use crate::store::Store;
 pub struct HttpConfig {
     /// Address to listen on (default 127.0.0.1:9187: loopback only).
     pub bind: SocketAddr,
-    /// When set, every request must carry `Authorization: Bearer <token>` (`/events` also
-    /// takes `?token=`, for browsers).
+    /// When set, every request must carry `Authorization: Bearer <token>` (`/events` and
+    /// `/ws` also take `?token=`, for browsers).
     pub bearer_token: Option<String>,
     /// Serve a non-loopback address without a token. Off by default: the endpoint shows
     /// every captured change.
@@ -88,7 +93,7 @@ fn invalid(message: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
 }
 
-/// What the handlers read.
+/// What the metrics handlers read.
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub stats: Arc<Stats>,
@@ -96,6 +101,67 @@ pub(crate) struct HttpState {
     pub token: Option<auth::Token>,
     pub log: Arc<log_gauge::LogGauge>,
     pub pacer: Arc<Pacer>,
+}
+
+/// What the live handlers (`/events`, `/ws`) read.
+#[derive(Clone)]
+pub(crate) struct LiveState {
+    pub hub: Arc<EventHub>,
+    pub token: Option<auth::Token>,
+    /// The configured CORS origins, which `/ws` checks itself (browsers do not apply
+    /// CORS to WebSockets).
+    pub cors_origins: Arc<[String]>,
+}
+
+impl LiveState {
+    fn new(config: &HttpConfig, hub: Arc<EventHub>) -> Self {
+        Self {
+            hub,
+            token: config.bearer_token.as_deref().map(auth::Token::new),
+            cors_origins: config.cors_origins.clone().into(),
+        }
+    }
+
+    /// Mounts the endpoints of `protocols` (`/events`, `/ws`), each with CORS when
+    /// origins are configured.
+    fn configure(&self, cfg: &mut web::ServiceConfig, protocols: &[LiveProtocol]) {
+        let resource = |path: &str| {
+            web::resource(path)
+                .app_data(web::Data::new(self.clone()))
+                .wrap(Condition::new(
+                    !self.cors_origins.is_empty(),
+                    cors(&self.cors_origins),
+                ))
+        };
+        for protocol in protocols {
+            cfg.service(match protocol {
+                LiveProtocol::Sse => resource("/events").route(web::get().to(events::events)),
+                LiveProtocol::WebSocket => resource("/ws").route(web::get().to(ws::ws)),
+            });
+        }
+    }
+}
+
+/// The protocols of the live feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiveProtocol {
+    /// Server-Sent Events, at `/events`.
+    Sse,
+    /// WebSocket, at `/ws`.
+    WebSocket,
+}
+
+impl LiveProtocol {
+    /// Both protocols.
+    pub const ALL: [LiveProtocol; 2] = [LiveProtocol::Sse, LiveProtocol::WebSocket];
+
+    /// The path it is served at.
+    pub fn path(self) -> &'static str {
+        match self {
+            LiveProtocol::Sse => "/events",
+            LiveProtocol::WebSocket => "/ws",
+        }
+    }
 }
 
 /// Most `/metrics` and `/health` answers per second, all clients together. The figures
@@ -146,7 +212,7 @@ impl Pacer {
 #[derive(Clone)]
 pub struct Endpoints {
     state: HttpState,
-    cors_origins: Arc<[String]>,
+    live: LiveState,
 }
 
 impl Endpoints {
@@ -161,49 +227,51 @@ impl Endpoints {
         config.validate()?;
         let log =
             log_gauge::LogGauge::start(store.path().to_path_buf(), store.log_table().to_string())?;
+        let live = LiveState::new(config, hub);
         Ok(Self {
             state: HttpState {
                 stats,
-                hub,
-                token: config.bearer_token.as_deref().map(auth::Token::new),
+                hub: live.hub.clone(),
+                token: live.token.clone(),
                 log: Arc::new(log),
                 pacer: Arc::new(Pacer::new()),
             },
-            cors_origins: config.cors_origins.clone().into(),
+            live,
         })
     }
 
-    /// Adds `/metrics`, `/health` and `/events` to an application:
+    /// Adds `/metrics`, `/health`, `/events` and `/ws` to an application:
     /// `App::new().configure(|cfg| endpoints.configure(cfg))`. Install [`on_connect`] on
-    /// the `HttpServer` too, or an SSE client that stops reading keeps its connection
+    /// the `HttpServer` too, or a live client that stops reading keeps its connection
     /// until the host closes it.
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         // Middleware per resource, not a scope around them: a scope would shadow the
         // host's own routes.
+        let origins = &self.live.cors_origins;
         let resource = |path: &str| {
             web::resource(path)
                 .app_data(web::Data::new(self.state.clone()))
-                .wrap(Condition::new(!self.cors_origins.is_empty(), self.cors()))
+                .wrap(Condition::new(!origins.is_empty(), cors(origins)))
         };
         cfg.service(resource("/metrics").route(web::get().to(metrics::metrics)))
-            .service(resource("/health").route(web::get().to(metrics::health)))
-            .service(resource("/events").route(web::get().to(events::events)));
+            .service(resource("/health").route(web::get().to(metrics::health)));
+        self.live.configure(cfg, &LiveProtocol::ALL);
     }
+}
 
-    /// Lets pages of the configured origins `GET` the endpoints with a bearer token;
-    /// `actix-cors` answers the preflight and sets `Vary: Origin`.
-    fn cors(&self) -> actix_cors::Cors {
-        let cors = actix_cors::Cors::default()
-            .allowed_methods(["GET"])
-            .allowed_header(actix_web::http::header::AUTHORIZATION)
-            .max_age(3600);
-        if self.cors_origins.iter().any(|o| o == "*") {
-            return cors.allow_any_origin();
-        }
-        self.cors_origins
-            .iter()
-            .fold(cors, |cors, origin| cors.allowed_origin(origin))
+/// Lets pages of the configured origins `GET` the endpoints with a bearer token;
+/// `actix-cors` answers the preflight and sets `Vary: Origin`.
+fn cors(origins: &[String]) -> actix_cors::Cors {
+    let cors = actix_cors::Cors::default()
+        .allowed_methods(["GET"])
+        .allowed_header(actix_web::http::header::AUTHORIZATION)
+        .max_age(3600);
+    if origins.iter().any(|o| o == "*") {
+        return cors.allow_any_origin();
     }
+    origins
+        .iter()
+        .fold(cors, |cors, origin| cors.allowed_origin(origin))
 }
 
 /// A connection's socket descriptor, recorded by [`on_connect`].
@@ -227,16 +295,34 @@ pub fn start(
     hub: Arc<EventHub>,
 ) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
     let endpoints = Endpoints::new(config, stats, &store, hub)?;
-    let server = HttpServer::new(move || {
-        let endpoints = endpoints.clone();
-        App::new().configure(move |cfg| endpoints.configure(cfg))
-    })
-    .workers(1)
-    .on_connect(on_connect)
-    .disable_signals()
-    // SSE streams never end on their own; do not let them hold a shutdown for long.
-    .shutdown_timeout(1)
-    .bind(config.bind)?;
+    serve(config, move |cfg| endpoints.configure(cfg))
+}
+
+/// Starts a server of the live feed alone (the endpoints of `protocols`, fed by `hub`;
+/// no metrics) on the current actix system, with `config`'s checks, token and CORS
+/// origins; returns like [`start`].
+pub fn serve_live(
+    config: &HttpConfig,
+    hub: Arc<EventHub>,
+    protocols: &[LiveProtocol],
+) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
+    config.validate()?;
+    let live = LiveState::new(config, hub);
+    let protocols = protocols.to_vec();
+    serve(config, move |cfg| live.configure(cfg, &protocols))
+}
+
+fn serve(
+    config: &HttpConfig,
+    configure: impl Fn(&mut web::ServiceConfig) + Clone + Send + 'static,
+) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
+    let server = HttpServer::new(move || App::new().configure(configure.clone()))
+        .workers(1)
+        .on_connect(on_connect)
+        .disable_signals()
+        // Live streams never end on their own; do not let them hold a shutdown for long.
+        .shutdown_timeout(1)
+        .bind(config.bind)?;
     let addr = server.addrs()[0];
     let server = server.run();
     let handle = server.handle();

@@ -53,6 +53,12 @@ pub struct AsthaConfig {
     /// triggers: a process started with the other setting installs its own. Default
     /// `false`.
     pub exact_replace: bool,
+    /// How long a non-durable slot (`watch` without `--slot`, a live feed) outlives its
+    /// engine's last renewal: the engine renews its leases every `cleanup_interval`, and
+    /// an engine that died without cleaning up (kill -9) loses its slots this long
+    /// after. Must be more than twice `cleanup_interval`. Default `"30s"`.
+    #[serde(with = "duration_serde")]
+    pub lease_ttl: Duration,
     /// Tables that get capture triggers when Astha starts. Default: none (the core knows
     /// no table; an embedding names its own, see `AsthaConfig::load_with`).
     pub monitored_tables: Vec<String>,
@@ -90,6 +96,7 @@ impl Default for AsthaConfig {
             data_version_poll: Duration::from_millis(1),
             cleanup_interval: Duration::from_secs(1),
             exact_replace: false,
+            lease_ttl: Duration::from_secs(30),
             monitored_tables: Vec::new(),
             subscriptions: BTreeMap::new(),
             retry: RetryPolicy::default(),
@@ -155,6 +162,17 @@ impl AsthaConfig {
         check_positive("backstop_interval", self.backstop_interval)?;
         check_positive("data_version_poll", self.data_version_poll)?;
         check_positive("cleanup_interval", self.cleanup_interval)?;
+        // A lease renewed once per cleanup tick must survive a late tick.
+        if self.lease_ttl <= self.cleanup_interval * 2 {
+            return Err(ConfigError::invalid(
+                "lease_ttl",
+                format!(
+                    "must be more than twice cleanup_interval ({:?}), or live slots expire \
+                     while their engine runs",
+                    self.cleanup_interval
+                ),
+            ));
+        }
         for (i, table) in self.monitored_tables.iter().enumerate() {
             check_name(&format!("monitored_tables[{i}]"), table)?;
             if self.monitored_tables[..i].contains(table) {

@@ -1,8 +1,10 @@
 //! Sinks: components that deliver every change they receive to a system outside the
-//! database, at least once, and confirm a change only once that system acknowledged it.
+//! database, at least once, and confirm a change only once that system acknowledged it
+//! (the live sinks excepted: they show whoever is connected what happens meanwhile).
 //!
 //! - [`stdout`]: prints each change as a JSON line;
 //! - [`file`]: appends JSON lines to a file, fsynced per batch, rotated by size and age;
+//! - [`live`] (`sse`, `websocket`): serves changes live over HTTP, to whoever is connected;
 //! - `nats` (feature `nats`): publishes to NATS JetStream, one message per change, de-duplicated by
 //!   JetStream through a `Nats-Msg-Id` built from the [`identity`] and the LSN;
 //! - `webhook` (feature `webhook`): POSTs changes as a JSON array to a URL, signed with HMAC-SHA256.
@@ -17,6 +19,7 @@
 
 pub mod file;
 pub mod identity;
+pub mod live;
 #[cfg(feature = "nats")]
 pub mod nats;
 pub mod registry;
@@ -25,6 +28,7 @@ pub mod stdout;
 pub mod webhook;
 
 pub use file::{FileSink, FileSinkConfig, Fsync};
+pub use live::{LiveSinkConfig, SseSinkConfig, WebSocketSinkConfig};
 #[cfg(feature = "nats")]
 pub use nats::{NatsSink, NatsSinkConfig, StreamSetup};
 pub use registry::{ParsedSink, RegistryError, SinkConfig, SinkContext, SinkRegistry};

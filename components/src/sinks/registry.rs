@@ -157,7 +157,8 @@ impl SinkRegistry {
         }
     }
 
-    /// The sinks this crate ships: `stdout`, `file`, `nats`, `webhook`.
+    /// The sinks this crate ships: `stdout`, `file`, `sse`, `websocket`, `nats`,
+    /// `webhook`.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         for register in BUILTIN {
@@ -295,6 +296,8 @@ type Register = fn(&mut SinkRegistry) -> Result<(), RegistryError>;
 const BUILTIN: &[Register] = &[
     SinkRegistry::register::<super::stdout::StdoutSinkConfig>,
     SinkRegistry::register::<super::file::FileSinkConfig>,
+    SinkRegistry::register::<super::live::SseSinkConfig>,
+    SinkRegistry::register::<super::live::WebSocketSinkConfig>,
     #[cfg(feature = "nats")]
     SinkRegistry::register::<super::nats::NatsSinkConfig>,
     #[cfg(feature = "webhook")]
@@ -311,7 +314,10 @@ mod tests {
     fn builtin_types_are_registered_once() {
         let mut registry = SinkRegistry::builtin();
         let names: Vec<_> = registry.types().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["file", "nats", "stdout", "webhook"]);
+        assert_eq!(
+            names,
+            ["file", "nats", "sse", "stdout", "webhook", "websocket"]
+        );
         assert_eq!(
             registry.register::<super::super::file::FileSinkConfig>(),
             Err(RegistryError::Duplicate("file".into()))
@@ -325,7 +331,8 @@ mod tests {
         let err = registry.parse("out", "kafak", json!({})).unwrap_err();
         assert!(err.to_string().contains("\"kafak\""), "{err}");
         assert!(
-            err.to_string().contains("file, nats, stdout, webhook"),
+            err.to_string()
+                .contains("file, nats, sse, stdout, webhook, websocket"),
             "{err}"
         );
         let err = registry

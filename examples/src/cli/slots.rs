@@ -5,6 +5,8 @@
 //! each slot's lag and age so such a slot is found. `reset` moves a slot back to re-read
 //! what the log still holds, or forward to skip. Stop the consumer that owns a slot
 //! before dropping or resetting it: a running engine keeps its own position in memory.
+//! A non-durable slot (a `watch` without `--slot`, a live feed) shows its lease: its
+//! owner and when it expires; it goes by itself once its owner stops renewing it.
 
 use std::path::{Path, PathBuf};
 
@@ -59,18 +61,30 @@ pub fn run(config: Option<&Path>, cmd: SlotsCommand) -> Result<(), CliError> {
             }
             let now_ms = astha_core::change::unix_now_ms();
             let slots = astha_core::slots::list(&conn).map_err(on)?;
+            let leases = astha_core::lease::list(&conn).map_err(on)?;
             for slot in &slots {
                 let lag =
                     astha_core::slots::lag(&conn, &log_table, &slot.name, now_ms).map_err(on)?;
+                let lease = leases.iter().find(|l| l.slot == slot.name);
                 match format {
-                    Format::Json => println!("{}", json!({"slot": slot, "lag": lag})),
+                    Format::Json => {
+                        println!("{}", json!({"slot": slot, "lag": lag, "lease": lease}))
+                    }
                     Format::Pretty => println!(
-                        "{:<24} position {:<10} lag {:>8} changes, oldest {:.1}s, updated {}",
+                        "{:<24} position {:<10} lag {:>8} changes, oldest {:.1}s, updated {}, {}",
                         slot.name,
                         slot.position,
                         lag.events,
                         lag.oldest_age_ms as f64 / 1000.0,
-                        slot.updated_at
+                        slot.updated_at,
+                        match lease {
+                            None => "durable".to_string(),
+                            Some(l) => format!(
+                                "leased by {} (expires in {:.1}s)",
+                                l.owner,
+                                (l.expires_ms - now_ms) as f64 / 1000.0
+                            ),
+                        }
                     ),
                 }
             }
@@ -83,6 +97,7 @@ pub fn run(config: Option<&Path>, cmd: SlotsCommand) -> Result<(), CliError> {
             let conn = open_existing(&database)?;
             let on = |e| CliError::on(&database, e);
             if astha_core::slots::drop_slot(&conn, &name).map_err(on)? {
+                astha_core::lease::release(&conn, &name).map_err(on)?;
                 println!("slot {name} dropped");
                 Ok(())
             } else {

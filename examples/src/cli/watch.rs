@@ -1,8 +1,9 @@
 //! `astha watch <db>`: change-data capture for any SQLite database, streamed to stdout as
 //! JSON lines (or aligned text), in commit order.
 //!
-//! Without `--slot` the watcher uses a slot of its own that is dropped when it exits, so
-//! it never holds back log cleanup; with `--slot NAME` the position is kept and a later
+//! Without `--slot` the watcher uses a slot of its own that is dropped when it exits, and
+//! leased meanwhile (a watcher killed with -9 loses it `lease_ttl` later), so it never
+//! holds back log cleanup for long; with `--slot NAME` the position is kept and a later
 //! `astha watch --slot NAME` resumes exactly where this one stopped.
 //!
 //! `--snapshot initial` first prints the watched tables' current rows (`READ`, debezium
@@ -82,7 +83,8 @@ pub struct WatchArgs {
     /// Exit after this many changes.
     #[arg(long)]
     pub limit: Option<u64>,
-    /// Also serve /metrics, /health and /events on this address (e.g. 127.0.0.1:9187).
+    /// Also serve /metrics, /health, /events (SSE) and /ws (WebSocket) on this address
+    /// (e.g. 127.0.0.1:9187).
     #[arg(long)]
     pub http: Option<SocketAddr>,
     /// Require this bearer token on the HTTP endpoint. Prefer `--http-token-file` or the
@@ -99,9 +101,13 @@ pub struct WatchArgs {
     /// commas; `*` for any).
     #[arg(long, value_delimiter = ',')]
     pub http_cors_origin: Vec<String>,
-    /// Most SSE clients at once; more are refused with 503.
+    /// Most live clients (`/events` and `/ws` together) at once; more are refused with 503.
     #[arg(long, default_value_t = astha_actors::http::DEFAULT_MAX_CLIENTS)]
     pub http_max_sse_clients: usize,
+    /// The format of `/events` and `/ws`: `native`, `debezium` or `cloudevents`. Default:
+    /// `--format`'s (native for `json` and `pretty`).
+    #[arg(long)]
+    pub http_format: Option<EventFormat>,
 }
 
 fn parse_snapshot_mode(text: &str) -> Result<SnapshotMode, String> {
@@ -207,24 +213,6 @@ async fn watch_async(
     };
     let astha = Astha::new(config).map_err(|e| CliError::astha(&path, e))?;
     astha.start().map_err(|e| CliError::astha(&path, e))?;
-    let http = match http_config {
-        Some(http_config) => {
-            let hub = Arc::new(EventHub::new(1024).with_max_clients(args.http_max_sse_clients));
-            let (handle, addr) = astha_actors::http::start(
-                &http_config,
-                astha.stats(),
-                astha.store().clone(),
-                hub.clone(),
-            )?;
-            eprintln!("serving /metrics, /health and /events on http://{addr}");
-            astha
-                .register_component(Box::new(SseComponent::new(hub, tables.clone())))
-                .await
-                .map_err(|e| CliError::astha(&path, e))?;
-            Some(handle)
-        }
-        None => None,
-    };
     let durable = args.slot.is_some();
     let name = args
         .slot
@@ -256,23 +244,46 @@ async fn watch_async(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let encoder = Encoder::new(
-        match args.format {
-            WatchFormat::Debezium => EventFormat::Debezium,
-            WatchFormat::Cloudevents => EventFormat::CloudEvents,
-            WatchFormat::Json | WatchFormat::Pretty => EventFormat::Native,
-        },
-        SourceInfo {
-            name: stem.clone(),
-            db: stem,
-            identity,
-        },
-    )
-    .with_debezium_schemas(args.debezium_schemas);
+    let format = match args.format {
+        WatchFormat::Debezium => EventFormat::Debezium,
+        WatchFormat::Cloudevents => EventFormat::CloudEvents,
+        WatchFormat::Json | WatchFormat::Pretty => EventFormat::Native,
+    };
+    let source = SourceInfo {
+        name: stem.clone(),
+        db: stem,
+        identity,
+    };
+    let encoder =
+        Encoder::new(format, source.clone()).with_debezium_schemas(args.debezium_schemas);
     let output_failed = Arc::new(std::sync::Mutex::new(None));
+    let http = match http_config {
+        Some(http_config) => {
+            let hub = Arc::new(EventHub::new(1024).with_max_clients(args.http_max_sse_clients));
+            let (handle, addr) = astha_actors::http::start(
+                &http_config,
+                astha.stats(),
+                astha.store().clone(),
+                hub.clone(),
+            )?;
+            eprintln!("serving /metrics, /health, /events and /ws on http://{addr}");
+            let live = SseComponent::new(hub, tables.clone())
+                .with_encoder(
+                Encoder::new(args.http_format.unwrap_or(format), source)
+                    .with_debezium_schemas(args.debezium_schemas),
+            );
+            astha
+                .register_component(Box::new(live))
+                .await
+                .map_err(|e| CliError::astha(&path, e))?;
+            Some(handle)
+        }
+        None => None,
+    };
     let printer = Printer {
         output_failed: output_failed.clone(),
         name: name.clone(),
+        durable,
         tables,
         format: args.format,
         encoder,
@@ -391,6 +402,8 @@ struct Printer {
     /// Why stdout failed, if it did: `watch` then exits non-zero.
     output_failed: Arc<std::sync::Mutex<Option<std::io::Error>>>,
     name: String,
+    /// `--slot` given: the position is kept; otherwise the slot is leased.
+    durable: bool,
     tables: Vec<String>,
     format: WatchFormat,
     encoder: Encoder,
@@ -406,6 +419,10 @@ impl Component for Printer {
 
     fn subscriptions(&self) -> Vec<String> {
         self.tables.clone()
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 
     async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {

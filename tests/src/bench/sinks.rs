@@ -7,12 +7,16 @@
 //! Baselines in the same run: the writer's rate with capture and nothing reading, and the
 //! sink's floor: the same lines encoded and appended with one `fdatasync` per 500 lines
 //! (the sink's batch) by a plain loop, with no Astha.
+//!
+//! When a NATS server answers (`ASTHA_NATS_URL`, or `nats://127.0.0.1:4222` as
+//! `scripts/start_nats.sh` starts it), the same is measured to NATS JetStream: the
+//! slot reaches the head only once JetStream acknowledged every message.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use astha_actors::Astha;
+use astha_actors::{Astha, Component};
 use astha_components::sinks::{FileSinkConfig, SinkConfig, SinkContext, SinkRegistry};
 use astha_core::config::AsthaConfig;
 use astha_core::format::{Encoder, EventFormat, SourceInfo};
@@ -40,6 +44,8 @@ pub struct SinkRun {
 #[derive(Debug, Clone)]
 pub struct Sinks {
     pub runs: Vec<SinkRun>,
+    /// To NATS JetStream, embedded and through `astha run`; empty without a server.
+    pub nats: Vec<SinkRun>,
     /// Rows per second of the writer with capture and nothing reading (best of 3).
     pub capture_rate: f64,
     /// Lines per second the plain encode + append + fdatasync loop wrote, per format.
@@ -57,11 +63,26 @@ pub fn run(mode: Mode) -> Sinks {
         })
         .collect();
     let capture_rate = (0..3).map(|_| capture_only(&data)).fold(0.0, f64::max);
-    let mut runs = vec![embedded(&data)];
+    let mut runs = vec![embedded(
+        &data,
+        "file sink embedded as a component",
+        |ctx, dir| {
+            FileSinkConfig::new(dir.join("out.jsonl"))
+                .build(ctx)
+                .expect("file sink")
+        },
+    )];
     for format in EventFormat::ALL {
         runs.push(through_pipeline(&data, format));
     }
-    for r in &runs {
+    let nats = match nats_url() {
+        None => {
+            eprintln!("sinks: no NATS server answers; the NATS cases are skipped");
+            Vec::new()
+        }
+        Some(url) => nats_runs(&data, &url),
+    };
+    for r in runs.iter().chain(&nats) {
         eprintln!(
             "sinks {}: writer {:.0}/s, delivered {:.0}/s",
             r.label, r.writer_rate, r.delivered_rate
@@ -73,6 +94,7 @@ pub fn run(mode: Mode) -> Sinks {
         .collect();
     Sinks {
         runs,
+        nats,
         capture_rate,
         floor,
     }
@@ -143,7 +165,13 @@ fn measure(path: &Path, sink: &str, data: &[Vec<rusqlite::types::Value>]) -> (f6
     )
 }
 
-fn embedded(data: &[Vec<rusqlite::types::Value>]) -> SinkRun {
+/// `sink` (built by `build` for the context and the scratch directory) embedded as a
+/// component named `file`, in the native format.
+fn embedded(
+    data: &[Vec<rusqlite::types::Value>],
+    label: &str,
+    build: impl FnOnce(&SinkContext, &Path) -> Box<dyn Component>,
+) -> SinkRun {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = new_db(dir.path());
     let system = actix::System::new();
@@ -156,16 +184,14 @@ fn embedded(data: &[Vec<rusqlite::types::Value>]) -> SinkRun {
         let astha = Astha::new(config).expect("astha");
         astha.start().expect("start");
         let ctx = SinkContext::new("file", &path, "bench", &["t"]);
-        let sink = FileSinkConfig::new(dir.path().join("out.jsonl"))
-            .build(&ctx)
-            .expect("file sink");
+        let sink = build(&ctx, dir.path());
         astha.register_component(sink).await.expect("register");
         let rates = measure_async(&path, "file", data).await;
         astha.stop().await.expect("stop");
         rates
     });
     SinkRun {
-        label: "file sink embedded as a component".into(),
+        label: label.into(),
         format: EventFormat::Native,
         rows: data.len(),
         writer_rate,
@@ -188,13 +214,30 @@ async fn measure_async(
 }
 
 fn through_pipeline(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -> SinkRun {
+    let sink = |dir: &Path| {
+        format!(
+            "type = \"file\"\nformat = \"{format}\"\npath = \"{}\"\n",
+            dir.join("out.jsonl").display()
+        )
+    };
+    through_pipeline_to(data, &format!("`astha run`, format {format}"), format, sink)
+}
+
+/// `data` through `astha run`'s runner to the sink `sink` describes (its TOML keys but
+/// `name`, given the scratch directory); the sink is named `file`.
+fn through_pipeline_to(
+    data: &[Vec<rusqlite::types::Value>],
+    label: &str,
+    format: EventFormat,
+    sink: impl FnOnce(&Path) -> String,
+) -> SinkRun {
     let dir = tempfile::tempdir().expect("temp dir");
     let path = new_db(dir.path());
     let text = format!(
         "[[sources]]\ndatabase = \"{}\"\ntables = [\"t\"]\ninstall = true\n\
-         [[sinks]]\nname = \"file\"\ntype = \"file\"\nformat = \"{format}\"\npath = \"{}\"\n",
+         [[sinks]]\nname = \"file\"\n{}",
         path.display(),
-        dir.path().join("out.jsonl").display()
+        sink(dir.path())
     );
     let spec = PipelineSpec::parse(&text, |_| None).expect("pipeline");
     let engine = AsthaConfig::default();
@@ -207,12 +250,50 @@ fn through_pipeline(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -
         rates
     });
     SinkRun {
-        label: format!("`astha run`, format {format}"),
+        label: label.into(),
         format,
         rows: data.len(),
         writer_rate,
         delivered_rate,
     }
+}
+
+/// The NATS server to measure against, if one answers.
+fn nats_url() -> Option<String> {
+    let url = std::env::var("ASTHA_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let addr = url.trim_start_matches("nats://").to_string();
+    std::net::TcpStream::connect(addr).ok().map(|_| url)
+}
+
+/// The NATS sink embedded and through `astha run`, each into a stream of its own.
+fn nats_runs(data: &[Vec<rusqlite::types::Value>], url: &str) -> Vec<SinkRun> {
+    let stream = || format!("BENCH_{:08X}", rand::random::<u32>());
+    let embedded_stream = stream();
+    let embedded_run = embedded(data, "NATS sink embedded as a component", |ctx, _| {
+        let settings = serde_json::json!({
+            "url": url,
+            "database": embedded_stream.to_lowercase(),
+            "stream": {"create": {"name": embedded_stream}},
+        });
+        SinkRegistry::builtin()
+            .parse("file", "nats", settings)
+            .and_then(|sink| sink.build(ctx))
+            .expect("nats sink")
+    });
+    let pipeline_stream = stream();
+    let pipeline_run = through_pipeline_to(
+        data,
+        "NATS sink through `astha run`",
+        EventFormat::Native,
+        |_| {
+            format!(
+                "type = \"nats\"\nurl = \"{url}\"\ndatabase = \"{}\"\n\
+                 [sinks.stream.create]\nname = \"{pipeline_stream}\"\n",
+                pipeline_stream.to_lowercase()
+            )
+        },
+    );
+    vec![embedded_run, pipeline_run]
 }
 
 /// The sink's floor in `format`: the captured changes read back, then encoded and
@@ -289,5 +370,22 @@ pub fn report(s: &Sinks) -> String {
         ));
     }
     out.push('\n');
+    if !s.nats.is_empty() {
+        out.push_str(
+            "### Commit to NATS JetStream (`astha run` and embedded)\n\n\
+             Same table and writer; the NATS sink with its defaults (a batch of messages \
+             published, then every JetStream acknowledgement awaited before the batch is \
+             confirmed), native format, a local `nats-server -js` with file storage. Rate: \
+             changes from the first commit until the sink's slot is durably at the head.\n\n\
+             | case | rows | writer rate meanwhile | commit → JetStream |\n|---|---|---|---|\n",
+        );
+        for r in &s.nats {
+            out.push_str(&format!(
+                "| {} | {} | {:.0}/s | **{:.0}/s** |\n",
+                r.label, r.rows, r.writer_rate, r.delivered_rate
+            ));
+        }
+        out.push('\n');
+    }
     out
 }
