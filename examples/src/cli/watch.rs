@@ -254,8 +254,7 @@ async fn watch_async(
         db: stem,
         identity,
     };
-    let encoder =
-        Encoder::new(format, source.clone()).with_debezium_schemas(args.debezium_schemas);
+    let encoder = Encoder::new(format, source.clone()).with_debezium_schemas(args.debezium_schemas);
     let output_failed = Arc::new(std::sync::Mutex::new(None));
     let http = match http_config {
         Some(http_config) => {
@@ -267,8 +266,7 @@ async fn watch_async(
                 hub.clone(),
             )?;
             eprintln!("serving /metrics, /health, /events and /ws on http://{addr}");
-            let live = SseComponent::new(hub, tables.clone())
-                .with_encoder(
+            let live = SseComponent::new(hub, tables.clone()).with_encoder(
                 Encoder::new(args.http_format.unwrap_or(format), source)
                     .with_debezium_schemas(args.debezium_schemas),
             );
