@@ -122,8 +122,10 @@ impl Poller {
                     match result {
                         Ok(batch) => act.handle_batch(batch, ctx),
                         Err(err) => {
-                            // Retried on the next wake-up or backstop tick.
+                            // Retried on the next wake-up or backstop tick, after a schema
+                            // check: the log itself may have been dropped or altered.
                             tracing::warn!(error = %err, retriable = err.is_retriable(), "change log read failed");
+                            act.check_wanted = true;
                         }
                     }
                     if act.check_wanted && !act.reading {
@@ -272,10 +274,14 @@ impl Poller {
                         // between two separate reads would otherwise pass as proved.
                         let read = conn.unchecked_transaction()?;
                         let version = astha_core::schema::schema_version(&read)?;
-                        let head = astha_core::log::head_lsn(&read, &log)?;
+                        // A log that cannot be read (dropped by another connection) is
+                        // created again whole by the refresh below.
+                        let head = astha_core::log::head_lsn(&read, &log);
                         read.finish()?;
-                        if verified.map(|(v, _)| v) == Some(version) {
-                            return Ok((version, head));
+                        if let Ok(head) = head {
+                            if verified.map(|(v, _)| v) == Some(version) {
+                                return Ok((version, head));
+                            }
                         }
                         // Under the write lock nothing commits meanwhile: after the
                         // regeneration every row up to the head is proved complete (or
