@@ -9,7 +9,8 @@
 //! The handle is cheap to clone; clones share one connection behind a mutex (a rusqlite
 //! connection is `Send` but not `Sync`). Other processes may use the same file: the busy
 //! timeout makes them wait for each other instead of failing at once. The catalog also
-//! carries the [`Clock`] its tables stamp their commits with.
+//! carries the [`Clock`] its tables stamp their commits with, and the live-file indexes their
+//! commits share (`live_index.rs`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +20,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::clock::{Clock, SystemClock};
 use super::error::{IcebergError, Result};
+use super::live_index::LiveIndexes;
 
 /// pyiceberg writes this into `iceberg_type` for tables (views use another value).
 const TABLE_TYPE: &str = "TABLE";
@@ -48,6 +50,8 @@ pub struct SqlCatalog {
     conn: Arc<Mutex<Connection>>,
     name: Arc<str>,
     clock: Arc<dyn Clock>,
+    /// What the tables loaded through this catalog know of their live files.
+    live_indexes: LiveIndexes,
 }
 
 impl std::fmt::Debug for SqlCatalog {
@@ -77,6 +81,7 @@ impl SqlCatalog {
             conn: Arc::new(Mutex::new(conn)),
             name: catalog_name.into(),
             clock: Arc::new(SystemClock),
+            live_indexes: LiveIndexes::default(),
         })
     }
 
@@ -89,6 +94,10 @@ impl SqlCatalog {
     /// The clock tables loaded through this catalog stamp their commits with.
     pub fn clock(&self) -> &dyn Clock {
         &*self.clock
+    }
+
+    pub(crate) fn live_indexes(&self) -> &LiveIndexes {
+        &self.live_indexes
     }
 
     pub fn name(&self) -> &str {

@@ -29,13 +29,13 @@ pub struct ExpireResult {
 
 /// Files one set of snapshots references.
 #[derive(Default)]
-struct Reached {
+pub(super) struct Reached {
     /// Manifest lists and manifests.
-    metadata_files: BTreeSet<PathBuf>,
+    pub(super) metadata_files: BTreeSet<PathBuf>,
     /// Data files live in at least one of the snapshots.
-    live_data: BTreeSet<PathBuf>,
+    pub(super) live_data: BTreeSet<PathBuf>,
     /// Data files mentioned in any status (DELETED entries included).
-    any_data: BTreeSet<PathBuf>,
+    pub(super) any_data: BTreeSet<PathBuf>,
 }
 
 impl IcebergTable {
@@ -139,7 +139,7 @@ impl IcebergTable {
 
 /// Collects the files `snapshots` reference. With `strict`, any unreadable manifest list or
 /// manifest is an error; otherwise a missing one is skipped.
-fn reach(snapshots: &[&Snapshot], strict: bool) -> Result<Reached> {
+pub(super) fn reach(snapshots: &[&Snapshot], strict: bool) -> Result<Reached> {
     let tolerate = |e: IcebergError| -> Result<()> {
         match e {
             IcebergError::Io { ref source, .. }

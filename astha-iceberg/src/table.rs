@@ -9,7 +9,7 @@
 //!
 //! Layout under the warehouse: `<warehouse>/<namespace>/<table>/data/` for data files (the
 //! caller writes them, see [`IcebergTable::data_dir`]) and `.../metadata/` for metadata JSON,
-//! manifest lists (`snap-*.avro`) and manifests (`*-m<N>.avro`).
+//! manifest lists (`snap-*.avro`), manifests (`*-m<N>.avro`) and `version-hint.text`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -120,6 +120,9 @@ impl IcebergTable {
                 let _ = fsutil::remove_if_exists(&file);
                 return Err(e);
             }
+        }
+        if let Err(e) = super::commit::write_version_hint(&metadata_dir, &metadata_location) {
+            tracing::warn!(table = %format!("{namespace}.{name}"), error = %e, "could not write version-hint.text");
         }
         Ok(IcebergTable {
             catalog: catalog.clone(),
@@ -312,13 +315,5 @@ impl IcebergTable {
                 Ok((m, entries))
             })
             .collect()
-    }
-
-    /// Manifests and entries of the current snapshot (none for an empty table).
-    pub(super) fn current_entries(&self) -> Result<Vec<(ManifestFile, Vec<ManifestEntry>)>> {
-        match self.metadata.current_snapshot_id {
-            Some(id) => self.entries_at(id),
-            None => Ok(Vec::new()),
-        }
     }
 }
