@@ -4,14 +4,17 @@
 //! ([`write_parquet`], [`read_parquet_rows`]); the Avro manifests and manifest lists; the table
 //! metadata JSON; a SQLite catalog laid out like pyiceberg's `SqlCatalog` ([`SqlCatalog`]); and
 //! the table operations Astha needs ([`IcebergTable`]: create/load, fast append, replace for
-//! compaction, snapshot expiry), each published by one atomic catalog compare-and-swap; and
-//! the one loop that re-applies an operation after losing that swap ([`commit_with_retry`]).
+//! compaction, snapshot expiry, table properties, orphan-file removal), each published by one
+//! atomic catalog compare-and-swap; and the one loop that re-applies an operation after
+//! losing that swap ([`commit_with_retry`]).
 //! Commit timestamps come from the catalog's [`Clock`].
 //!
 //! What it promises: tables that pyiceberg 0.12 and DuckDB's iceberg extension read (checked by
 //! `scripts/interop/check_iceberg.py`, see `tests/iceberg_interop.rs`); a commit that crashes
 //! at any point before the swap leaves the previous version current and readable; files are
-//! only deleted when no remaining snapshot reaches them.
+//! only deleted when no remaining snapshot reaches them; a commit costs what it adds and
+//! removes, not what the table's history holds, and the manifests and metadata files a
+//! table keeps stay bounded however many commits it sees.
 //!
 //! What it never does: partitioned tables, delete files (merge-on-read), schema evolution,
 //! nested types, or object stores. It refuses such metadata rather than guessing. It knows
@@ -21,9 +24,11 @@
 //! Layout: the spec side is `schema` (types and columns), `value` (JSON ⇄ typed values,
 //! Iceberg bound bytes), `data_file` (a data file and its statistics), `parquet_io`/
 //! `parquet_read` (Parquet), `avro_schema`/`avro_value`/`manifest`/`manifest_list` (Avro
-//! files), `metadata` (JSON model), `summary`; the operations side is `catalog`, `table`
-//! (handle), `snapshot_ops` (append, replace), `expire`, `commit` (publishing), `retry` (the
-//! commit loop); `clock` and `fsutil` serve both.
+//! files), `metadata` (JSON model), `summary`, `properties`; the operations side is
+//! `catalog`, `table` (handle), `snapshot_ops` (append, replace), `manifest_plan` (which
+//! manifests a snapshot carries, merges or drops), `live_index` (live files per manifest),
+//! `expire`, `orphans`, `commit` (publishing), `retry` (the commit loop); `clock` and
+//! `fsutil` serve both.
 
 mod avro_schema;
 mod avro_value;
@@ -60,6 +65,10 @@ pub use manifest::{read_manifest, EntryStatus, ManifestEntry};
 pub use manifest_list::{read_manifest_list, ManifestFile};
 pub use metadata::{Snapshot, TableMetadata};
 pub use parquet_io::{merge_parquet, read_parquet_rows, write_parquet};
+pub use properties::{
+    MANIFEST_MERGE_ENABLED, MANIFEST_MIN_MERGE_COUNT, MANIFEST_TARGET_SIZE_BYTES,
+    METADATA_DELETE_AFTER_COMMIT, METADATA_PREVIOUS_VERSIONS_MAX,
+};
 pub use retry::{commit_with_retry, CommitError, CommitRetry};
 pub use schema::{ColumnSpec, IcebergType};
 pub use table::{IcebergTable, SnapshotInfo};

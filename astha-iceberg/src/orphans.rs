@@ -1,4 +1,5 @@
 //! Orphan files: what crashed commits and interrupted expiries leave in the table directory.
+//! The sweep is also where a version hint left stale by a crash after the swap is repaired.
 //!
 //! Owns finding and removing files under the table directory that the table's metadata does
 //! not reach, as Iceberg's orphan-file removal does. Reached are: the current metadata file
@@ -74,8 +75,9 @@ impl IcebergTable {
         Ok(orphans)
     }
 
-    /// Deletes what [`find_orphan_files`](Self::find_orphan_files) finds; returns the files
-    /// deleted, sorted.
+    /// Deletes what [`find_orphan_files`](Self::find_orphan_files) finds and rewrites
+    /// `version-hint.text` if a crash after a catalog swap left it naming the previous
+    /// version; returns the files deleted, sorted.
     pub fn remove_orphan_files(
         &mut self,
         older_than_ms: i64,
@@ -88,6 +90,7 @@ impl IcebergTable {
                 deleted.push(path);
             }
         }
+        super::commit::write_version_hint(&self.metadata_dir()?, &self.metadata_location)?;
         if !deleted.is_empty() {
             tracing::info!(table = %self.identifier(), deleted = deleted.len(), "iceberg orphan files removed");
         }

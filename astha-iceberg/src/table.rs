@@ -283,6 +283,17 @@ impl IcebergTable {
         Ok(rows)
     }
 
+    /// Sets table properties (`commit.manifest.*`, `write.metadata.*`, or any other) in one
+    /// metadata-only commit. Values take effect from the next commit on.
+    pub fn set_properties(&mut self, set: &[(&str, &str)]) -> Result<()> {
+        let now = self.catalog.clock().now_ms();
+        let mut next = self.metadata.successor(&self.metadata_location, now);
+        for (k, v) in set {
+            next.properties.insert(k.to_string(), v.to_string());
+        }
+        self.publish(next, super::commit::CommitFiles::new())
+    }
+
     /// Installs a one-shot failpoint: the next commit stops at that step as if the process
     /// had crashed there (files written so far stay on disk, the catalog is untouched).
     pub fn set_commit_failpoint(&mut self, failpoint: Option<CommitFailpoint>) {
