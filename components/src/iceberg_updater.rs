@@ -26,7 +26,7 @@
 //! append.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -271,7 +271,10 @@ impl Inner {
                 if conflicts > 0 {
                     self.conflicts.fetch_add(1, Ordering::Relaxed);
                 }
-                let live: BTreeSet<PathBuf> = table.data_files()?.into_iter().collect();
+                // Asks only about this pass's files (the writer's live index), so a pass
+                // costs what it appends, not what the table holds.
+                let ours: Vec<&Path> = remaining.iter().map(|(_, i)| i.path.as_path()).collect();
+                let live: BTreeSet<PathBuf> = table.live_among(&ours)?;
                 let (present, todo): (Vec<_>, Vec<_>) = std::mem::take(&mut remaining)
                     .into_iter()
                     .partition(|(_, info)| live.contains(&info.path));
