@@ -68,6 +68,10 @@ impl SqlCatalog {
     pub fn open(path: impl AsRef<Path>, catalog_name: &str) -> Result<Self> {
         let conn = Connection::open(path.as_ref())?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // WAL: a swap costs one sync instead of a rollback journal's several, and readers
+        // (pyiceberg included) do not block the writer. Persistent in the file; Astha's
+        // registry, which may hold the catalog, is in WAL mode already.
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         Self::from_connection(conn, catalog_name)
     }
 

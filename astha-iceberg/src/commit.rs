@@ -1,8 +1,10 @@
 //! Publishing a new table version: the only place the catalog pointer moves.
 //!
 //! Owns the commit protocol and its crash story. Order of writes:
-//! 1. manifests and the manifest list (by the operation, through a [`CommitFiles`] guard);
-//! 2. `NNNNN-<uuid>.metadata.json` under a temporary name, fsynced, renamed, directory fsynced;
+//! 1. manifests and the manifest list (by the operation, through a [`CommitFiles`] guard),
+//!    each synced under its final, unique name (nothing names them yet);
+//! 2. `NNNNN-<uuid>.metadata.json` under a temporary name, fsynced, renamed, directory fsynced
+//!    (which also makes step 1's names durable: they live in the same directory);
 //! 3. the catalog compare-and-swap from the metadata this handle was built on to the new file;
 //! 4. after the swap, housekeeping that a crash may skip: `metadata/version-hint.text` names
 //!    the new file (so readers given only the table directory, such as DuckDB's
@@ -180,5 +182,7 @@ pub(super) const VERSION_HINT: &str = "version-hint.text";
 pub(super) fn write_version_hint(metadata_dir: &std::path::Path, location: &str) -> Result<()> {
     let name = location.rsplit('/').next().unwrap_or(location);
     let stem = name.strip_suffix(".metadata.json").unwrap_or(name);
-    fsutil::write_atomic(&metadata_dir.join(VERSION_HINT), stem.as_bytes())
+    // A hint: a crash may lose or stale it (the next commit or the orphan sweep rewrites
+    // it), so it costs no sync.
+    fsutil::replace_unsynced(&metadata_dir.join(VERSION_HINT), stem.as_bytes())
 }

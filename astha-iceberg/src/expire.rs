@@ -6,7 +6,8 @@
 //! and data files that an expired snapshot referenced, that no remaining snapshot reaches, and
 //! that lie inside the table directory. Files are deleted only after the new metadata is
 //! committed, so a reader of the current version never loses a file; a crash in between leaves
-//! orphans, never a broken table. Old metadata JSON files are kept (the metadata log names them).
+//! orphans (`orphans.rs` sweeps them), never a broken table. Old metadata JSON files are not
+//! expiry's business: they leave with the metadata log (`commit.rs`).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;

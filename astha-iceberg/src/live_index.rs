@@ -117,3 +117,48 @@ pub(crate) fn lock(index: &Mutex<LiveIndex>) -> MutexGuard<'_, LiveIndex> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(path: &str) -> ManifestFile {
+        ManifestFile {
+            manifest_path: path.into(),
+            manifest_length: 1,
+            partition_spec_id: 0,
+            content: 0,
+            sequence_number: 1,
+            min_sequence_number: 1,
+            added_snapshot_id: 1,
+            added_files_count: 1,
+            existing_files_count: 0,
+            deleted_files_count: 0,
+            added_rows_count: 1,
+            existing_rows_count: 0,
+            deleted_rows_count: 0,
+        }
+    }
+
+    #[test]
+    fn a_merged_manifest_taught_before_its_commit_does_not_hide_its_sources() {
+        let mut index = LiveIndex::default();
+        index.learn(Path::new("/m/a"), [PathBuf::from("/d/1")]);
+        index.learn(Path::new("/m/b"), [PathBuf::from("/d/2")]);
+        // A merge of a and b, written by a commit that then loses its swap.
+        index.learn(
+            Path::new("/m/ab"),
+            [PathBuf::from("/d/1"), PathBuf::from("/d/2")],
+        );
+        index.sync(&[listed("/m/a"), listed("/m/b")]).unwrap();
+        assert!(index.is_live(Path::new("/d/1")) && index.is_live(Path::new("/d/2")));
+        assert_eq!(
+            index.manifest_of(Path::new("/d/2")),
+            Some(Path::new("/m/b"))
+        );
+        // The table moves on without a: its file is no longer live.
+        index.sync(&[listed("/m/b")]).unwrap();
+        assert!(!index.is_live(Path::new("/d/1")));
+        assert!(index.is_live(Path::new("/d/2")));
+    }
+}

@@ -103,7 +103,7 @@ pub fn write_manifest(
         writer.append(entry_value(e)).map_err(avro_err)?;
     }
     let bytes = writer.into_inner().map_err(avro_err)?;
-    fsutil::write_atomic(path, &bytes)?;
+    fsutil::write_new_synced(path, &bytes)?;
 
     let count = |s: EntryStatus| entries.iter().filter(|e| e.status == s).count() as i32;
     let rows = |s: EntryStatus| {

@@ -58,11 +58,7 @@ impl IcebergTable {
             ));
         }
         let parent = self.current_manifest_list()?;
-        let files = {
-            let index = self.live_index(&parent)?;
-            let index = live_index::lock(&index);
-            self.check_new_files(files, &index)?
-        };
+        let files = self.with_live_index(&parent, |index| self.check_new_files(files, index))?;
         let before = self.parent_totals(&parent)?;
 
         let mut draft = self.draft();
@@ -92,9 +88,7 @@ impl IcebergTable {
         }
         let removed_paths = normalize_paths(removed)?;
         let parent = self.current_manifest_list()?;
-        let (added, touched) = {
-            let index = self.live_index(&parent)?;
-            let index = live_index::lock(&index);
+        let (added, touched) = self.with_live_index(&parent, |index| {
             let mut touched = BTreeSet::new();
             for p in &removed_paths {
                 let m = index
@@ -102,8 +96,8 @@ impl IcebergTable {
                     .ok_or_else(|| IcebergError::UnknownDataFile(p.display().to_string()))?;
                 touched.insert(m.to_path_buf());
             }
-            (self.check_new_files(added, &index)?, touched)
-        };
+            Ok((self.check_new_files(added, index)?, touched))
+        })?;
         let removed_set: BTreeSet<&Path> = removed_paths.iter().map(PathBuf::as_path).collect();
         let (touched, carried): (Vec<ManifestFile>, Vec<ManifestFile>) = parent
             .into_iter()
@@ -168,14 +162,14 @@ impl IcebergTable {
     /// table's manifests again (through the shared index).
     pub fn live_among<P: AsRef<Path>>(&self, paths: &[P]) -> Result<BTreeSet<PathBuf>> {
         let parent = self.current_manifest_list()?;
-        let index = self.live_index(&parent)?;
-        let index = live_index::lock(&index);
-        Ok(paths
-            .iter()
-            .map(|p| p.as_ref())
-            .filter(|p| index.is_live(p))
-            .map(Path::to_path_buf)
-            .collect())
+        self.with_live_index(&parent, |index| {
+            Ok(paths
+                .iter()
+                .map(|p| p.as_ref())
+                .filter(|p| index.is_live(p))
+                .map(Path::to_path_buf)
+                .collect())
+        })
     }
 
     /// The manifests of the current snapshot (none for an empty table), without entries.
@@ -186,14 +180,18 @@ impl IcebergTable {
         }
     }
 
-    /// The shared live index of this table, synced to `list` (the current manifests).
-    fn live_index(
+    /// Runs `f` on the shared live index of this table synced to `list` (the current
+    /// manifests), under one lock: another handle on another version of the table cannot
+    /// re-sync it in between.
+    fn with_live_index<T>(
         &self,
         list: &[ManifestFile],
-    ) -> Result<std::sync::Arc<std::sync::Mutex<LiveIndex>>> {
+        f: impl FnOnce(&LiveIndex) -> Result<T>,
+    ) -> Result<T> {
         let index = self.catalog.live_indexes().of(&self.metadata.table_uuid);
-        live_index::lock(&index).sync(list)?;
-        Ok(index)
+        let mut index = live_index::lock(&index);
+        index.sync(list)?;
+        f(&index)
     }
 
     /// Totals of the current snapshot: from its summary, or counted once from `parent` (its

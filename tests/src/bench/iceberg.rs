@@ -58,7 +58,7 @@ fn columns() -> Vec<ColumnSpec> {
 /// Runs the suite.
 pub fn run(mode: Mode) -> IcebergCommits {
     let (checkpoints, measure) = if mode.is_quick() {
-        (vec![10, 100, 300], 10)
+        (vec![10, 50, 100], 5)
     } else {
         (vec![10, 1_000, 10_000], 20)
     };
