@@ -11,13 +11,16 @@ Input JSON (--plan):
     "expire_every": 100, "keep": 10,      # every N commits, expire all but the newest `keep`
                                           # snapshots (untimed; pyiceberg's expiry is
                                           # metadata-only)
-    "replaces": [{"remove": [paths], "add": path}, ...]  # timed, after the appends
+    "replaces": [{"remove": [paths], "add": path}, ...], # timed, after the appends
+    "budget_s": 600                       # optional: stop appending once this is spent
+                                          # (after timing `measure` more appends)
   }
 Commits are pyiceberg's fast appends (its default with commit.manifest-merge.enabled unset) and
 overwrites (delete + add) for the replaces, through a SqlCatalog on SQLite. Data file statistics
 are read from each footer before any timing starts (as Astha's side has them from the writer).
 
-Prints one JSON object: {"append_ms": {"<checkpoint>": [ms, ...]}, "replace_ms": [ms, ...]}.
+Prints one JSON object: {"append_ms": {"<checkpoint>": [ms, ...]}, "replace_ms": [ms, ...],
+"stopped_at": <commits before the last timed appends, or null>, "stop_ms": [ms, ...]}.
 """
 
 import argparse
@@ -53,7 +56,16 @@ def main():
         by_path[path] = parquet_file_to_data_file(table.io, table.metadata, path)
 
     windows = {k: [] for k in plan["checkpoints"]}
+    budget = plan.get("budget_s")
+    began = time.perf_counter()
+    stopped_at, stop_ms = None, []
+    appended = []
     for i, path in enumerate(plan["files"]):
+        if stopped_at is None and budget is not None and time.perf_counter() - began > budget:
+            stopped_at = i
+        if stopped_at is not None and i >= stopped_at + plan["measure"]:
+            break
+        appended.append(path)
         started = time.perf_counter()
         with table.transaction() as tx:
             with tx.update_snapshot().fast_append() as append:
@@ -62,6 +74,8 @@ def main():
         for k, out in windows.items():
             if k <= i < k + plan["measure"]:
                 out.append(elapsed)
+        if stopped_at is not None:
+            stop_ms.append(elapsed)
         if (i + 1) % plan["expire_every"] == 0:
             snapshots = sorted(table.metadata.snapshots, key=lambda s: s.sequence_number)
             old = [s.snapshot_id for s in snapshots[: -plan["keep"]]]
@@ -78,12 +92,13 @@ def main():
                 overwrite.append_data_file(by_path[r["add"]])
         replace_ms.append((time.perf_counter() - started) * 1000.0)
 
-    rows = sum(by_path[f].record_count for f in plan["files"])
+    rows = sum(by_path[f].record_count for f in appended)
     scanned = table.scan().to_arrow().num_rows
     if scanned != rows:
         print(f"pyiceberg table holds {scanned} rows, expected {rows}", file=sys.stderr)
         return 1
-    print(json.dumps({"append_ms": {str(k): v for k, v in windows.items()}, "replace_ms": replace_ms}))
+    print(json.dumps({"append_ms": {str(k): v for k, v in windows.items()}, "replace_ms": replace_ms,
+                      "stopped_at": stopped_at, "stop_ms": stop_ms}))
     return 0
 
 
