@@ -30,8 +30,16 @@ const KEEP_SNAPSHOTS: usize = 10;
 const REPLACES: usize = 5;
 const FILES_PER_REPLACE: usize = 10;
 /// pyiceberg's appends slow down with history (its fast appends never merge manifests), so
-/// its side stops appending after this long in a full run and reports where it got.
+/// its side stops appending after this long and reports where it got;
+/// `ASTHA_BENCH_PYICEBERG_BUDGET_S` overrides it.
 const PYICEBERG_BUDGET_S: u64 = 600;
+
+fn pyiceberg_budget_s() -> u64 {
+    std::env::var("ASTHA_BENCH_PYICEBERG_BUDGET_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(PYICEBERG_BUDGET_S)
+}
 
 /// Timings of one writer.
 #[derive(Debug, Clone, Default)]
@@ -191,7 +199,7 @@ fn pyiceberg_side(
         "measure": measure,
         "expire_every": EXPIRE_EVERY,
         "keep": KEEP_SNAPSHOTS,
-        "budget_s": PYICEBERG_BUDGET_S,
+        "budget_s": pyiceberg_budget_s(),
         "replaces": replaces.iter().map(|(removed, added)| json!({
             "remove": removed.iter().map(|f| loc(&f.path)).collect::<Vec<_>>(),
             "add": loc(&added.path),
@@ -282,8 +290,9 @@ pub fn report(r: &IcebergCommits) -> String {
     ));
     if let Some((n, v)) = py.and_then(|p| p.stopped.as_ref()) {
         out.push_str(&format!(
-            "pyiceberg used its {PYICEBERG_BUDGET_S} s budget at {n} commits and stopped \
+            "pyiceberg used its {} s budget at {n} commits and stopped \
              there (its replaces ran on that table); its last {} appends: {}.\n\n",
+            pyiceberg_budget_s(),
             v.len(),
             cells(v)
         ));
