@@ -8,7 +8,10 @@
 //!
 //! The handle is cheap to clone; clones share one connection behind a mutex (a rusqlite
 //! connection is `Send` but not `Sync`). Other processes may use the same file: the busy
-//! timeout makes them wait for each other instead of failing at once. The catalog also
+//! timeout makes them wait for each other instead of failing at once. A commit may carry
+//! [`InSwap`] work: SQL run on the catalog's connection inside the swap's own transaction, so
+//! a caller whose bookkeeping lives in the same SQLite file (Astha's registry) moves it with
+//! the table, atomically: both happen or neither does. The catalog also
 //! carries the [`Clock`] its tables stamp their commits with, and the live-file indexes their
 //! commits share (`live_index.rs`).
 
@@ -16,9 +19,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::clock::{Clock, SystemClock};
+use super::commit::CommitFailpoint;
 use super::error::{IcebergError, Result};
 use super::live_index::LiveIndexes;
 
@@ -43,6 +47,24 @@ CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
     property_value VARCHAR(1000) NOT NULL,
     PRIMARY KEY (catalog_name, namespace, property_key)
 );";
+
+/// Work to do in the same SQLite transaction as a commit's catalog swap, on the catalog's
+/// connection (so on the catalog's database file). It runs only once the swap has matched;
+/// if it fails, the transaction (swap included) is rolled back and the commit fails with
+/// [`IcebergError::SwapAborted`]. It must not begin or commit a transaction itself.
+pub struct InSwap(Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>);
+
+impl InSwap {
+    pub fn new(work: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static) -> Self {
+        InSwap(Box::new(work))
+    }
+}
+
+impl std::fmt::Debug for InSwap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InSwap(..)")
+    }
+}
 
 /// A handle on one named catalog inside a SQLite database.
 #[derive(Clone)]
@@ -199,14 +221,48 @@ impl SqlCatalog {
 
     /// Compare-and-swap: points the table at `new` only if it still points at `expected`.
     pub fn commit(&self, namespace: &str, table: &str, expected: &str, new: &str) -> Result<()> {
-        let changed = self.conn().execute(
-            "UPDATE iceberg_tables SET metadata_location = ?4, previous_metadata_location = ?5
-             WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3
-             AND metadata_location = ?5",
-            params![&*self.name, namespace, table, new, expected],
-        )?;
-        if changed == 1 {
-            return Ok(());
+        self.commit_with(namespace, table, expected, new, None, false)
+    }
+
+    /// [`commit`](Self::commit) with `in_swap` run in the swap's transaction. With `crash`
+    /// (a test failpoint) the transaction is abandoned after the work, before `COMMIT`, as a
+    /// process killed there would leave it: rolled back.
+    pub(crate) fn commit_with(
+        &self,
+        namespace: &str,
+        table: &str,
+        expected: &str,
+        new: &str,
+        in_swap: Option<InSwap>,
+        crash: bool,
+    ) -> Result<()> {
+        {
+            let mut conn = self.conn();
+            // IMMEDIATE: the write lock is taken at BEGIN, so the work after the swap
+            // cannot fail for want of it.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE iceberg_tables SET metadata_location = ?4, previous_metadata_location = ?5
+                 WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3
+                 AND metadata_location = ?5",
+                params![&*self.name, namespace, table, new, expected],
+            )?;
+            if changed == 1 {
+                if let Some(InSwap(work)) = in_swap {
+                    // Dropping `tx` on the error path rolls the swap back.
+                    work(&tx).map_err(|source| IcebergError::SwapAborted {
+                        table: format!("{namespace}.{table}"),
+                        source,
+                    })?;
+                }
+                if crash {
+                    return Err(IcebergError::InjectedFailure(
+                        CommitFailpoint::InSwapTransaction,
+                    ));
+                }
+                tx.commit()?;
+                return Ok(());
+            }
         }
         let actual = self.load_metadata_location(namespace, table)?;
         if actual.is_none() {

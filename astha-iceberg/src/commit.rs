@@ -5,7 +5,9 @@
 //!    each synced under its final, unique name (nothing names them yet);
 //! 2. `NNNNN-<uuid>.metadata.json` under a temporary name, fsynced, renamed, directory fsynced
 //!    (which also makes step 1's names durable: they live in the same directory);
-//! 3. the catalog compare-and-swap from the metadata this handle was built on to the new file;
+//! 3. the catalog compare-and-swap from the metadata this handle was built on to the new file,
+//!    in one SQLite transaction with the caller's [`super::InSwap`] work, if any (see
+//!    [`IcebergTable::append_with`]);
 //! 4. after the swap, housekeeping that a crash may skip: `metadata/version-hint.text` names
 //!    the new file (so readers given only the table directory, such as DuckDB's
 //!    `iceberg_scan('<table dir>')` or pyiceberg's `StaticTable`, find it), and with
@@ -39,6 +41,10 @@ pub enum CommitFailpoint {
     AfterMetadataTemp,
     /// The new metadata file is in place under its final name; the catalog was not swapped.
     BeforeCatalogSwap,
+    /// Inside the swap's SQLite transaction: the swap matched and the commit's
+    /// [`InSwap`](super::InSwap) work ran, but the transaction never committed (rolled back,
+    /// as SQLite does for a process killed there).
+    InSwapTransaction,
     /// The catalog points at the new version (the commit happened); the version hint and
     /// the deletion of old metadata files (step 4), and an expiry's file deletions, are
     /// not done.
@@ -107,11 +113,17 @@ impl IcebergTable {
         self.crash_at(CommitFailpoint::BeforeCatalogSwap, &mut files)?;
 
         let new_location = fsutil::to_location(&target);
-        match self.catalog.commit(
+        let crash_in_swap = self.failpoint == Some(CommitFailpoint::InSwapTransaction);
+        if crash_in_swap {
+            self.failpoint = None;
+        }
+        match self.catalog.commit_with(
             &self.namespace,
             &self.name,
             &self.metadata_location,
             &new_location,
+            self.in_swap.take(),
+            crash_in_swap,
         ) {
             Ok(()) => {
                 files.keep();
@@ -122,8 +134,17 @@ impl IcebergTable {
                 self.after_commit(&previous);
                 Ok(())
             }
+            // A "crash" inside the transaction: rolled back, files left as a crash leaves them.
+            Err(e @ IcebergError::InjectedFailure(_)) => {
+                files.keep();
+                Err(e)
+            }
             // Definitely not committed: the guard removes the new files.
-            Err(e @ (IcebergError::CommitConflict { .. } | IcebergError::NoSuchTable(_))) => Err(e),
+            Err(
+                e @ (IcebergError::CommitConflict { .. }
+                | IcebergError::NoSuchTable(_)
+                | IcebergError::SwapAborted { .. }),
+            ) => Err(e),
             Err(e) => {
                 // The swap may or may not have happened; a reload will tell, so keep the files.
                 files.keep();

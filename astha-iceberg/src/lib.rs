@@ -16,8 +16,12 @@
 //! removes, not what the table's history holds, and the manifests and metadata files a
 //! table keeps stay bounded however many commits it sees.
 //!
-//! What it never does: partitioned tables, delete files (merge-on-read), schema evolution,
-//! nested types, or object stores. It refuses such metadata rather than guessing. It knows
+//! Schema evolution (`schema_update`: add, drop, rename, widen, with field ids kept and
+//! never reused) is a metadata-only commit; data files keep the schema they were written
+//! with and are read by field id.
+//!
+//! What it never does: partitioned tables, delete files (merge-on-read), nested types, or
+//! object stores. It refuses such metadata rather than guessing. It knows
 //! nothing of Astha either (no change log, registry or actors): `astha-components` builds
 //! the lakehouse on it and re-exports it as `astha_components::iceberg`.
 //!
@@ -25,7 +29,7 @@
 //! Iceberg bound bytes), `data_file` (a data file and its statistics), `parquet_io`/
 //! `parquet_read` (Parquet), `avro_schema`/`avro_value`/`manifest`/`manifest_list` (Avro
 //! files), `metadata` (JSON model), `summary`, `properties`; the operations side is
-//! `catalog`, `table` (handle), `snapshot_ops` (append, replace), `manifest_plan` (which
+//! `catalog`, `table` (handle), `snapshot_ops` (append, replace), `schema_update`, `manifest_plan` (which
 //! manifests a snapshot carries, merges or drops), `live_index` (live files per manifest),
 //! `expire`, `orphans`, `commit` (publishing), `retry` (the commit loop); `clock` and
 //! `fsutil` serve both.
@@ -50,12 +54,13 @@ mod parquet_read;
 mod properties;
 mod retry;
 mod schema;
+mod schema_update;
 mod snapshot_ops;
 mod summary;
 mod table;
 mod value;
 
-pub use catalog::SqlCatalog;
+pub use catalog::{InSwap, SqlCatalog};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use commit::CommitFailpoint;
 pub use data_file::{ColumnStats, DataFileInfo};

@@ -26,6 +26,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use super::catalog::InSwap;
 use super::commit::CommitFiles;
 use super::data_file::DataFileInfo;
 use super::error::{IcebergError, Result};
@@ -71,6 +72,17 @@ impl IcebergTable {
         });
         let manifests = self.plan_manifests(&mut draft, vec![added], parent)?;
         self.commit_snapshot(draft, manifests, summary)
+    }
+
+    /// [`append`](Self::append), with `in_swap` run in the same SQLite transaction as the
+    /// catalog swap that publishes the snapshot: the caller's bookkeeping (say, "these files
+    /// are in the table now") commits exactly when the snapshot does. If the append fails
+    /// before the swap, `in_swap` never runs.
+    pub fn append_with(&mut self, files: &[DataFileInfo], in_swap: InSwap) -> Result<SnapshotInfo> {
+        self.in_swap = Some(in_swap);
+        let result = self.append(files);
+        self.in_swap = None;
+        result
     }
 
     /// Replaces the live files at `removed` by `added` in one snapshot (operation `replace`):
@@ -347,7 +359,14 @@ impl IcebergTable {
         index: &LiveIndex,
     ) -> Result<Vec<DataFileInfo>> {
         let mut seen = BTreeSet::new();
-        let field_ids: BTreeSet<i32> = self.columns.iter().map(|c| c.field_id).collect();
+        // Any schema's ids: a file written before a column was dropped keeps its statistics
+        // (ids are never reused, and readers skip ids the current schema lacks).
+        let field_ids: BTreeSet<i32> = self
+            .metadata
+            .schemas
+            .iter()
+            .flat_map(|s| s.fields.iter().map(|f| f.id))
+            .collect();
         let mut out = Vec::with_capacity(files.len());
         for f in files {
             let shown = f.path.display().to_string();

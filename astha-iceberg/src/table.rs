@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::catalog::{validate_name, SqlCatalog};
+use super::catalog::{validate_name, InSwap, SqlCatalog};
 use super::data_file::DataFileInfo;
 use super::error::{IcebergError, Result};
 use super::fsutil;
@@ -75,6 +75,8 @@ pub struct IcebergTable {
     pub(super) metadata: TableMetadata,
     pub(super) columns: Vec<ColumnSpec>,
     pub(super) failpoint: Option<CommitFailpoint>,
+    /// Work for the next commit's swap transaction (set and cleared by `append_with`).
+    pub(super) in_swap: Option<InSwap>,
 }
 
 impl IcebergTable {
@@ -132,6 +134,7 @@ impl IcebergTable {
             metadata,
             columns: columns.to_vec(),
             failpoint: None,
+            in_swap: None,
         })
     }
 
@@ -150,6 +153,7 @@ impl IcebergTable {
             metadata,
             columns,
             failpoint: None,
+            in_swap: None,
         })
     }
 

@@ -1,7 +1,8 @@
 //! Crash and concurrency safety of commits.
 //!
 //! A failpoint stops a commit exactly where a crash would (after the manifests, after the
-//! temporary metadata file, after the renamed metadata file but before the catalog swap). For
+//! temporary metadata file, after the renamed metadata file but before the catalog swap,
+//! inside the swap's transaction before it commits). For
 //! each, a fresh process (a reload through the catalog) must see the previous version, whole
 //! and readable, and a retried operation must then succeed without duplicating files. A lost
 //! compare-and-swap must change nothing and clean up after itself.
@@ -13,16 +14,18 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use astha_iceberg::{
-    write_parquet, Clock, CommitFailpoint, DataFileInfo, IcebergError, IcebergTable, SqlCatalog,
+    write_parquet, Clock, CommitFailpoint, DataFileInfo, IcebergError, IcebergTable, InSwap,
+    SqlCatalog,
 };
 use support::{
     check_with_python, columns, rows, sorted, verify_in_rust, Expect, CATALOG, NAMESPACE,
 };
 
-const FAILPOINTS: [CommitFailpoint; 3] = [
+const FAILPOINTS: [CommitFailpoint; 4] = [
     CommitFailpoint::AfterManifests,
     CommitFailpoint::AfterMetadataTemp,
     CommitFailpoint::BeforeCatalogSwap,
+    CommitFailpoint::InSwapTransaction,
 ];
 
 struct Fixture {
@@ -326,6 +329,7 @@ fn orphans_of_a_crash_at_every_commit_step_are_found_and_removed() {
         CommitFailpoint::AfterManifests,
         CommitFailpoint::AfterMetadataTemp,
         CommitFailpoint::BeforeCatalogSwap,
+        CommitFailpoint::InSwapTransaction,
         CommitFailpoint::AfterCatalogSwap,
     ];
     let now_ms = || astha_iceberg::SystemClock.now_ms();
@@ -420,4 +424,80 @@ fn orphans_of_a_crash_at_every_commit_step_are_found_and_removed() {
             check_with_python(&name, &fx.db, &fx.warehouse, &reloaded, &expect);
         }
     }
+}
+
+/// Work in the swap's transaction commits exactly when the snapshot does: with a swap that
+/// lands, never with one that fails, is lost, or "crashes" before `COMMIT`; and when the work
+/// fails the swap is rolled back with it.
+#[test]
+fn in_swap_work_commits_exactly_with_the_snapshot() {
+    let fx = fixture();
+    let side = rusqlite::Connection::open(&fx.db).unwrap();
+    side.execute_batch("CREATE TABLE done(path TEXT NOT NULL)")
+        .unwrap();
+    let done = || -> i64 {
+        side.query_row("SELECT count(*) FROM done", [], |r| r.get(0))
+            .unwrap()
+    };
+    let record = |info: &DataFileInfo| {
+        let p = info.path.display().to_string();
+        InSwap::new(move |c| c.execute("INSERT INTO done VALUES (?1)", [p]).map(|_| ()))
+    };
+    let mut table =
+        IcebergTable::create(&fx.catalog, &fx.warehouse, NAMESPACE, "in_swap", &columns()).unwrap();
+    let a = write(&table, "a.parquet", 0..3);
+    table
+        .append_with(std::slice::from_ref(&a), record(&a))
+        .unwrap();
+    assert_eq!(done(), 1);
+    let committed = table.metadata_location().to_string();
+
+    // The work fails: the swap is rolled back, and the commit's files are removed.
+    let b = write(&table, "b.parquet", 3..6);
+    let files_before = metadata_files(&table);
+    let err = table
+        .append_with(
+            std::slice::from_ref(&b),
+            InSwap::new(|c| {
+                c.execute("INSERT INTO no_such_table VALUES (1)", [])
+                    .map(|_| ())
+            }),
+        )
+        .unwrap_err();
+    assert!(matches!(err, IcebergError::SwapAborted { .. }), "{err}");
+    assert!(err.is_definitely_not_committed());
+    assert_eq!(metadata_files(&table), files_before, "cleaned up");
+    let reloaded = IcebergTable::load(&fx.catalog, NAMESPACE, "in_swap").unwrap();
+    assert_eq!(reloaded.metadata_location(), committed);
+    assert_eq!(reloaded.data_files().unwrap(), vec![a.path.clone()]);
+
+    // A crash inside the transaction: neither the swap nor the work.
+    table.set_commit_failpoint(Some(CommitFailpoint::InSwapTransaction));
+    let err = table
+        .append_with(std::slice::from_ref(&b), record(&b))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        IcebergError::InjectedFailure(CommitFailpoint::InSwapTransaction)
+    ));
+    assert_eq!(done(), 1);
+    let mut table = IcebergTable::load(&fx.catalog, NAMESPACE, "in_swap").unwrap();
+    assert_eq!(table.metadata_location(), committed);
+
+    // A lost swap: the work never runs.
+    let mut stale = IcebergTable::load(&fx.catalog, NAMESPACE, "in_swap").unwrap();
+    table
+        .append_with(std::slice::from_ref(&b), record(&b))
+        .unwrap();
+    assert_eq!(done(), 2);
+    let c = write(&table, "c.parquet", 6..9);
+    let err = stale
+        .append_with(std::slice::from_ref(&c), record(&c))
+        .unwrap_err();
+    assert!(err.is_commit_conflict(), "{err}");
+    assert_eq!(done(), 2);
+    // A later plain append carries no leftover work.
+    stale.refresh().unwrap();
+    stale.append(std::slice::from_ref(&c)).unwrap();
+    assert_eq!(done(), 2);
 }
