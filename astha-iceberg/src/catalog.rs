@@ -52,7 +52,10 @@ CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
 /// connection (so on the catalog's database file). It runs only once the swap has matched;
 /// if it fails, the transaction (swap included) is rolled back and the commit fails with
 /// [`IcebergError::SwapAborted`]. It must not begin or commit a transaction itself.
-pub struct InSwap(Box<dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send>);
+pub struct InSwap(Box<SwapWork>);
+
+/// What an [`InSwap`] runs.
+type SwapWork = dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send;
 
 impl InSwap {
     pub fn new(work: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static) -> Self {
