@@ -69,6 +69,14 @@ impl std::fmt::Debug for InSwap {
     }
 }
 
+/// A test's crash inside the swap transaction (`CommitFailpoint::InSwapTransaction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SwapCrash {
+    No,
+    Return,
+    Abort,
+}
+
 /// A handle on one named catalog inside a SQLite database.
 #[derive(Clone)]
 pub struct SqlCatalog {
@@ -224,12 +232,13 @@ impl SqlCatalog {
 
     /// Compare-and-swap: points the table at `new` only if it still points at `expected`.
     pub fn commit(&self, namespace: &str, table: &str, expected: &str, new: &str) -> Result<()> {
-        self.commit_with(namespace, table, expected, new, None, false)
+        self.commit_with(namespace, table, expected, new, None, SwapCrash::No)
     }
 
     /// [`commit`](Self::commit) with `in_swap` run in the swap's transaction. With `crash`
-    /// (a test failpoint) the transaction is abandoned after the work, before `COMMIT`, as a
-    /// process killed there would leave it: rolled back.
+    /// (a test failpoint) the transaction is abandoned after the work, before `COMMIT`: rolled
+    /// back and reported ([`SwapCrash::Return`]), or left open while the process aborts
+    /// ([`SwapCrash::Abort`]), for SQLite's recovery to roll back as after a kill -9.
     pub(crate) fn commit_with(
         &self,
         namespace: &str,
@@ -237,7 +246,7 @@ impl SqlCatalog {
         expected: &str,
         new: &str,
         in_swap: Option<InSwap>,
-        crash: bool,
+        crash: SwapCrash,
     ) -> Result<()> {
         {
             let mut conn = self.conn();
@@ -258,10 +267,14 @@ impl SqlCatalog {
                         source,
                     })?;
                 }
-                if crash {
-                    return Err(IcebergError::InjectedFailure(
-                        CommitFailpoint::InSwapTransaction,
-                    ));
+                match crash {
+                    SwapCrash::No => {}
+                    SwapCrash::Return => {
+                        return Err(IcebergError::InjectedFailure(
+                            CommitFailpoint::InSwapTransaction,
+                        ))
+                    }
+                    SwapCrash::Abort => std::process::abort(),
                 }
                 tx.commit()?;
                 return Ok(());

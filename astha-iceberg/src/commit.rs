@@ -26,6 +26,7 @@ use std::path::PathBuf;
 
 use std::collections::BTreeSet;
 
+use super::catalog::SwapCrash;
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::metadata::{metadata_file_name, metadata_version, TableMetadata};
@@ -91,6 +92,9 @@ impl IcebergTable {
     /// Fires the installed failpoint if it is `at`; the files written so far are left behind.
     pub(super) fn crash_at(&mut self, at: CommitFailpoint, files: &mut CommitFiles) -> Result<()> {
         if self.failpoint == Some(at) {
+            if self.failpoint_aborts {
+                std::process::abort();
+            }
             self.failpoint = None;
             files.keep();
             return Err(IcebergError::InjectedFailure(at));
@@ -113,10 +117,14 @@ impl IcebergTable {
         self.crash_at(CommitFailpoint::BeforeCatalogSwap, &mut files)?;
 
         let new_location = fsutil::to_location(&target);
-        let crash_in_swap = self.failpoint == Some(CommitFailpoint::InSwapTransaction);
-        if crash_in_swap {
-            self.failpoint = None;
-        }
+        let crash_in_swap = match self.failpoint {
+            Some(CommitFailpoint::InSwapTransaction) if self.failpoint_aborts => SwapCrash::Abort,
+            Some(CommitFailpoint::InSwapTransaction) => {
+                self.failpoint = None;
+                SwapCrash::Return
+            }
+            _ => SwapCrash::No,
+        };
         match self.catalog.commit_with(
             &self.namespace,
             &self.name,

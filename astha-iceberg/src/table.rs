@@ -75,6 +75,8 @@ pub struct IcebergTable {
     pub(super) metadata: TableMetadata,
     pub(super) columns: Vec<ColumnSpec>,
     pub(super) failpoint: Option<CommitFailpoint>,
+    /// The failpoint aborts the process instead of returning an error.
+    pub(super) failpoint_aborts: bool,
     /// Work for the next commit's swap transaction (set and cleared by `append_with`).
     pub(super) in_swap: Option<InSwap>,
 }
@@ -134,6 +136,7 @@ impl IcebergTable {
             metadata,
             columns: columns.to_vec(),
             failpoint: None,
+            failpoint_aborts: false,
             in_swap: None,
         })
     }
@@ -153,6 +156,7 @@ impl IcebergTable {
             metadata,
             columns,
             failpoint: None,
+            failpoint_aborts: false,
             in_swap: None,
         })
     }
@@ -178,9 +182,9 @@ impl IcebergTable {
 
     /// Re-reads the current metadata from the catalog (after a `CommitConflict`, say).
     pub fn refresh(&mut self) -> Result<()> {
-        let failpoint = self.failpoint;
+        let (failpoint, aborts) = (self.failpoint, self.failpoint_aborts);
         *self = Self::load(&self.catalog, &self.namespace, &self.name)?;
-        self.failpoint = failpoint;
+        (self.failpoint, self.failpoint_aborts) = (failpoint, aborts);
         Ok(())
     }
 
@@ -302,6 +306,15 @@ impl IcebergTable {
     /// had crashed there (files written so far stay on disk, the catalog is untouched).
     pub fn set_commit_failpoint(&mut self, failpoint: Option<CommitFailpoint>) {
         self.failpoint = failpoint;
+        self.failpoint_aborts = false;
+    }
+
+    /// Like [`set_commit_failpoint`](Self::set_commit_failpoint), but the process aborts at
+    /// that step (no destructor runs, no transaction is rolled back, nothing is flushed:
+    /// what a kill -9 leaves), for tests that run the commit in a child process.
+    pub fn set_commit_failpoint_abort(&mut self, failpoint: CommitFailpoint) {
+        self.failpoint = Some(failpoint);
+        self.failpoint_aborts = true;
     }
 
     fn live_files_at(&self, snapshot_id: i64) -> Result<Vec<DataFileInfo>> {

@@ -141,7 +141,7 @@ struct Inner {
     schema_updates: AtomicU64,
     /// A test's simulated crash for the next commit
     /// ([`IcebergUpdater::crash_next_commit_at`]).
-    failpoint: Mutex<Option<CommitFailpoint>>,
+    failpoint: Mutex<Option<(CommitFailpoint, bool)>>,
 }
 
 impl IcebergUpdater {
@@ -180,7 +180,13 @@ impl IcebergUpdater {
     /// For crash tests: the next commit stops at `failpoint` as if the process died there
     /// (the commit's files stay on disk; see [`CommitFailpoint`]), and the pass fails.
     pub fn crash_next_commit_at(&self, failpoint: CommitFailpoint) {
-        *lock(&self.inner.failpoint) = Some(failpoint);
+        *lock(&self.inner.failpoint) = Some((failpoint, false));
+    }
+
+    /// For kill tests: the next commit aborts the whole process at `failpoint` (see
+    /// `IcebergTable::set_commit_failpoint_abort`). Only for a process a test started.
+    pub fn abort_next_commit_at(&self, failpoint: CommitFailpoint) {
+        *lock(&self.inner.failpoint) = Some((failpoint, true));
     }
 
     /// Appends the pending files of `table_id` (see the module doc). Blocking.
@@ -337,8 +343,10 @@ impl Inner {
                 let infos: Vec<DataFileInfo> =
                     remaining[..n].iter().map(|(_, i)| i.clone()).collect();
                 self.mark(&chunk_ids, IcebergState::Processing)?;
-                if let Some(failpoint) = lock(&self.failpoint).take() {
-                    table.set_commit_failpoint(Some(failpoint));
+                match lock(&self.failpoint).take() {
+                    Some((failpoint, false)) => table.set_commit_failpoint(Some(failpoint)),
+                    Some((failpoint, true)) => table.set_commit_failpoint_abort(failpoint),
+                    None => {}
                 }
                 // On an error the files stay `processing`; the next pass appends them (or,
                 // with a separate catalog file and an unknown outcome, finds them live).

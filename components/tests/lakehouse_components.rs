@@ -628,6 +628,114 @@ async fn a_crash_at_every_step_of_the_updaters_commit_appends_each_file_exactly_
     }
 }
 
+/// The child side of the kill test below; does nothing unless that test started it.
+#[test]
+fn kill_child() {
+    let Ok(dir) = std::env::var("ASTHA_KILL_CHILD_DIR") else {
+        return;
+    };
+    let at = std::env::var("ASTHA_KILL_CHILD_AT").unwrap();
+    let failpoint = KILL_STEPS
+        .into_iter()
+        .find(|f| format!("{f:?}") == at)
+        .unwrap();
+    let table_id: i64 = std::env::var("ASTHA_KILL_CHILD_TABLE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dir = PathBuf::from(dir);
+    let lakehouse = Lakehouse::open(LakehouseConfig::new(
+        dir.join("registry.db"),
+        dir.join("warehouse"),
+    ))
+    .unwrap();
+    let updater = IcebergUpdater::new(lakehouse, IcebergUpdaterConfig::default()).unwrap();
+    updater.abort_next_commit_at(failpoint);
+    let result = updater.sync_table_blocking(table_id);
+    panic!("the commit should have aborted the process at {failpoint:?}: {result:?}");
+}
+
+const KILL_STEPS: [CommitFailpoint; 5] = [
+    CommitFailpoint::AfterManifests,
+    CommitFailpoint::AfterMetadataTemp,
+    CommitFailpoint::BeforeCatalogSwap,
+    CommitFailpoint::InSwapTransaction,
+    CommitFailpoint::AfterCatalogSwap,
+];
+
+/// Exactly once across a real process death: a child process runs the updater's commit
+/// and aborts (SIGABRT: no destructor, no rollback, nothing flushed; inside the swap's
+/// SQLite transaction for `InSwapTransaction`, which SQLite's recovery must roll back) at
+/// each step; a fresh lakehouse in this process then finds the registry and the table in
+/// agreement, and a restarted updater appends each file exactly once.
+#[test]
+fn a_kill_at_every_step_of_the_updaters_commit_appends_each_file_exactly_once() {
+    use std::os::unix::process::ExitStatusExt;
+    for failpoint in KILL_STEPS {
+        let env = Env::new();
+        let id = env.create_table("orders");
+        insert_synced(&env, &env.updater(), id, 0, 2); // rows 0..10, completed
+        let storage = env.storage();
+        storage.insert(DB, "orders", &rows(10..15)).unwrap();
+        storage.insert(DB, "orders", &rows(15..20)).unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "kill_child", "--nocapture", "--test-threads=1"])
+            .env("ASTHA_KILL_CHILD_DIR", env._dir.path())
+            .env("ASTHA_KILL_CHILD_AT", format!("{failpoint:?}"))
+            .env("ASTHA_KILL_CHILD_TABLE", id.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.signal(), Some(6), "{failpoint:?}: {status:?}");
+        let committed = failpoint == CommitFailpoint::AfterCatalogSwap;
+
+        // A new process's view: a fresh lakehouse on the same files.
+        let lakehouse = Lakehouse::open(LakehouseConfig::new(
+            &env.registry,
+            env._dir.path().join("warehouse"),
+        ))
+        .unwrap();
+        let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
+        let live: BTreeSet<PathBuf> = table.data_files().unwrap().into_iter().collect();
+        let files = env.files(id);
+        assert_eq!(files.len(), 4);
+        for f in &files {
+            assert_eq!(
+                f.iceberg_metadata_state == IcebergState::Completed,
+                live.contains(Path::new(&f.file_path)),
+                "{failpoint:?}: {f:?}"
+            );
+        }
+        let expected = if committed { 20 } else { 10 };
+        assert_eq!(
+            table.read_rows(None).unwrap().len(),
+            expected,
+            "{failpoint:?}"
+        );
+
+        let restarted =
+            IcebergUpdater::new(lakehouse.clone(), IcebergUpdaterConfig::default()).unwrap();
+        restarted.sync_all_blocking().unwrap();
+        let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
+        assert_eq!(
+            sorted(table.read_rows(None).unwrap()),
+            sorted(rows(0..20)),
+            "{failpoint:?}: every row once"
+        );
+        let stats = restarted.stats();
+        assert_eq!(
+            (stats.files_appended, stats.files_already_present),
+            (if committed { 0 } else { 2 }, 0),
+            "{failpoint:?}"
+        );
+        assert!(env
+            .files(id)
+            .iter()
+            .all(|f| f.iceberg_metadata_state == IcebergState::Completed));
+    }
+}
+
 /// With the catalog in a file of its own the swap and the registry cannot share a
 /// transaction: a crash after the swap leaves the files `processing`, and the restart finds
 /// them live in the table and completes them without appending them again.
