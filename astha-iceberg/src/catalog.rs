@@ -8,17 +8,23 @@
 //!
 //! The handle is cheap to clone; clones share one connection behind a mutex (a rusqlite
 //! connection is `Send` but not `Sync`). Other processes may use the same file: the busy
-//! timeout makes them wait for each other instead of failing at once. The catalog also
-//! carries the [`Clock`] its tables stamp their commits with.
+//! timeout makes them wait for each other instead of failing at once. A commit may carry
+//! [`InSwap`] work: SQL run on the catalog's connection inside the swap's own transaction, so
+//! a caller whose bookkeeping lives in the same SQLite file (Astha's registry) moves it with
+//! the table, atomically: both happen or neither does. The catalog also
+//! carries the [`Clock`] its tables stamp their commits with, and the live-file indexes their
+//! commits share (`live_index.rs`).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::clock::{Clock, SystemClock};
+use super::commit::CommitFailpoint;
 use super::error::{IcebergError, Result};
+use super::live_index::LiveIndexes;
 
 /// pyiceberg writes this into `iceberg_type` for tables (views use another value).
 const TABLE_TYPE: &str = "TABLE";
@@ -42,12 +48,43 @@ CREATE TABLE IF NOT EXISTS iceberg_namespace_properties (
     PRIMARY KEY (catalog_name, namespace, property_key)
 );";
 
+/// Work to do in the same SQLite transaction as a commit's catalog swap, on the catalog's
+/// connection (so on the catalog's database file). It runs only once the swap has matched;
+/// if it fails, the transaction (swap included) is rolled back and the commit fails with
+/// [`IcebergError::SwapAborted`]. It must not begin or commit a transaction itself.
+pub struct InSwap(Box<SwapWork>);
+
+/// What an [`InSwap`] runs.
+type SwapWork = dyn FnOnce(&Connection) -> rusqlite::Result<()> + Send;
+
+impl InSwap {
+    pub fn new(work: impl FnOnce(&Connection) -> rusqlite::Result<()> + Send + 'static) -> Self {
+        InSwap(Box::new(work))
+    }
+}
+
+impl std::fmt::Debug for InSwap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("InSwap(..)")
+    }
+}
+
+/// A test's crash inside the swap transaction (`CommitFailpoint::InSwapTransaction`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SwapCrash {
+    No,
+    Return,
+    Abort,
+}
+
 /// A handle on one named catalog inside a SQLite database.
 #[derive(Clone)]
 pub struct SqlCatalog {
     conn: Arc<Mutex<Connection>>,
     name: Arc<str>,
     clock: Arc<dyn Clock>,
+    /// What the tables loaded through this catalog know of their live files.
+    live_indexes: LiveIndexes,
 }
 
 impl std::fmt::Debug for SqlCatalog {
@@ -64,6 +101,10 @@ impl SqlCatalog {
     pub fn open(path: impl AsRef<Path>, catalog_name: &str) -> Result<Self> {
         let conn = Connection::open(path.as_ref())?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        // WAL: a swap costs one sync instead of a rollback journal's several, and readers
+        // (pyiceberg included) do not block the writer. Persistent in the file; Astha's
+        // registry, which may hold the catalog, is in WAL mode already.
+        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
         Self::from_connection(conn, catalog_name)
     }
 
@@ -77,6 +118,7 @@ impl SqlCatalog {
             conn: Arc::new(Mutex::new(conn)),
             name: catalog_name.into(),
             clock: Arc::new(SystemClock),
+            live_indexes: LiveIndexes::default(),
         })
     }
 
@@ -89,6 +131,10 @@ impl SqlCatalog {
     /// The clock tables loaded through this catalog stamp their commits with.
     pub fn clock(&self) -> &dyn Clock {
         &*self.clock
+    }
+
+    pub(crate) fn live_indexes(&self) -> &LiveIndexes {
+        &self.live_indexes
     }
 
     pub fn name(&self) -> &str {
@@ -186,14 +232,53 @@ impl SqlCatalog {
 
     /// Compare-and-swap: points the table at `new` only if it still points at `expected`.
     pub fn commit(&self, namespace: &str, table: &str, expected: &str, new: &str) -> Result<()> {
-        let changed = self.conn().execute(
-            "UPDATE iceberg_tables SET metadata_location = ?4, previous_metadata_location = ?5
-             WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3
-             AND metadata_location = ?5",
-            params![&*self.name, namespace, table, new, expected],
-        )?;
-        if changed == 1 {
-            return Ok(());
+        self.commit_with(namespace, table, expected, new, None, SwapCrash::No)
+    }
+
+    /// [`commit`](Self::commit) with `in_swap` run in the swap's transaction. With `crash`
+    /// (a test failpoint) the transaction is abandoned after the work, before `COMMIT`: rolled
+    /// back and reported ([`SwapCrash::Return`]), or left open while the process aborts
+    /// ([`SwapCrash::Abort`]), for SQLite's recovery to roll back as after a kill -9.
+    pub(crate) fn commit_with(
+        &self,
+        namespace: &str,
+        table: &str,
+        expected: &str,
+        new: &str,
+        in_swap: Option<InSwap>,
+        crash: SwapCrash,
+    ) -> Result<()> {
+        {
+            let mut conn = self.conn();
+            // IMMEDIATE: the write lock is taken at BEGIN, so the work after the swap
+            // cannot fail for want of it.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE iceberg_tables SET metadata_location = ?4, previous_metadata_location = ?5
+                 WHERE catalog_name = ?1 AND table_namespace = ?2 AND table_name = ?3
+                 AND metadata_location = ?5",
+                params![&*self.name, namespace, table, new, expected],
+            )?;
+            if changed == 1 {
+                if let Some(InSwap(work)) = in_swap {
+                    // Dropping `tx` on the error path rolls the swap back.
+                    work(&tx).map_err(|source| IcebergError::SwapAborted {
+                        table: format!("{namespace}.{table}"),
+                        source,
+                    })?;
+                }
+                match crash {
+                    SwapCrash::No => {}
+                    SwapCrash::Return => {
+                        return Err(IcebergError::InjectedFailure(
+                            CommitFailpoint::InSwapTransaction,
+                        ))
+                    }
+                    SwapCrash::Abort => std::process::abort(),
+                }
+                tx.commit()?;
+                return Ok(());
+            }
         }
         let actual = self.load_metadata_location(namespace, table)?;
         if actual.is_none() {

@@ -1,9 +1,19 @@
 //! Publishing a new table version: the only place the catalog pointer moves.
 //!
 //! Owns the commit protocol and its crash story. Order of writes:
-//! 1. manifests and the manifest list (by the operation, through a [`CommitFiles`] guard);
-//! 2. `NNNNN-<uuid>.metadata.json` under a temporary name, fsynced, renamed, directory fsynced;
-//! 3. the catalog compare-and-swap from the metadata this handle was built on to the new file.
+//! 1. manifests and the manifest list (by the operation, through a [`CommitFiles`] guard),
+//!    each synced under its final, unique name (nothing names them yet);
+//! 2. `NNNNN-<uuid>.metadata.json` under a temporary name, fsynced, renamed, directory fsynced
+//!    (which also makes step 1's names durable: they live in the same directory);
+//! 3. the catalog compare-and-swap from the metadata this handle was built on to the new file,
+//!    in one SQLite transaction with the caller's [`super::InSwap`] work, if any (see
+//!    [`IcebergTable::append_with`]);
+//! 4. after the swap, housekeeping that a crash may skip: `metadata/version-hint.text` names
+//!    the new file (so readers given only the table directory, such as DuckDB's
+//!    `iceberg_scan('<table dir>')` or pyiceberg's `StaticTable`, find it), and with
+//!    `write.metadata.delete-after-commit.enabled` the metadata files that fell out of the
+//!    `metadata-log` are deleted. A crash here leaves a stale hint (rewritten by the next
+//!    commit) or orphans (`orphans.rs` finds them), never a broken table.
 //!
 //! Until step 3 succeeds the previous version stays current and readable, so a crash anywhere
 //! before it only leaves unreferenced files. When the commit is known to have failed (an error
@@ -14,9 +24,13 @@
 
 use std::path::PathBuf;
 
+use std::collections::BTreeSet;
+
+use super::catalog::SwapCrash;
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::metadata::{metadata_file_name, metadata_version, TableMetadata};
+use super::properties::CommitSettings;
 use super::table::IcebergTable;
 
 /// A step of the commit protocol at which a test can simulate a crash.
@@ -28,6 +42,14 @@ pub enum CommitFailpoint {
     AfterMetadataTemp,
     /// The new metadata file is in place under its final name; the catalog was not swapped.
     BeforeCatalogSwap,
+    /// Inside the swap's SQLite transaction: the swap matched and the commit's
+    /// [`InSwap`](super::InSwap) work ran, but the transaction never committed (rolled back,
+    /// as SQLite does for a process killed there).
+    InSwapTransaction,
+    /// The catalog points at the new version (the commit happened); the version hint and
+    /// the deletion of old metadata files (step 4), and an expiry's file deletions, are
+    /// not done.
+    AfterCatalogSwap,
 }
 
 /// Files a commit attempt wrote. Dropping the guard deletes them unless the commit succeeded,
@@ -68,8 +90,11 @@ impl Drop for CommitFiles {
 
 impl IcebergTable {
     /// Fires the installed failpoint if it is `at`; the files written so far are left behind.
-    fn crash_at(&mut self, at: CommitFailpoint, files: &mut CommitFiles) -> Result<()> {
+    pub(super) fn crash_at(&mut self, at: CommitFailpoint, files: &mut CommitFiles) -> Result<()> {
         if self.failpoint == Some(at) {
+            if self.failpoint_aborts {
+                std::process::abort();
+            }
             self.failpoint = None;
             files.keep();
             return Err(IcebergError::InjectedFailure(at));
@@ -92,21 +117,42 @@ impl IcebergTable {
         self.crash_at(CommitFailpoint::BeforeCatalogSwap, &mut files)?;
 
         let new_location = fsutil::to_location(&target);
-        match self.catalog.commit(
+        let crash_in_swap = match self.failpoint {
+            Some(CommitFailpoint::InSwapTransaction) if self.failpoint_aborts => SwapCrash::Abort,
+            Some(CommitFailpoint::InSwapTransaction) => {
+                self.failpoint = None;
+                SwapCrash::Return
+            }
+            _ => SwapCrash::No,
+        };
+        match self.catalog.commit_with(
             &self.namespace,
             &self.name,
             &self.metadata_location,
             &new_location,
+            self.in_swap.take(),
+            crash_in_swap,
         ) {
             Ok(()) => {
                 files.keep();
                 tracing::debug!(table = %self.identifier(), metadata = %new_location, "iceberg commit published");
-                self.metadata = next;
+                let previous = std::mem::replace(&mut self.metadata, next);
                 self.metadata_location = new_location;
+                self.crash_at(CommitFailpoint::AfterCatalogSwap, &mut files)?;
+                self.after_commit(&previous);
                 Ok(())
             }
+            // A "crash" inside the transaction: rolled back, files left as a crash leaves them.
+            Err(e @ IcebergError::InjectedFailure(_)) => {
+                files.keep();
+                Err(e)
+            }
             // Definitely not committed: the guard removes the new files.
-            Err(e @ (IcebergError::CommitConflict { .. } | IcebergError::NoSuchTable(_))) => Err(e),
+            Err(
+                e @ (IcebergError::CommitConflict { .. }
+                | IcebergError::NoSuchTable(_)
+                | IcebergError::SwapAborted { .. }),
+            ) => Err(e),
             Err(e) => {
                 // The swap may or may not have happened; a reload will tell, so keep the files.
                 files.keep();
@@ -118,4 +164,54 @@ impl IcebergTable {
             }
         }
     }
+
+    /// Step 4 of the module doc. Best effort: the commit stands whatever happens here.
+    fn after_commit(&self, previous: &TableMetadata) {
+        let Ok(metadata_dir) = self.metadata_dir() else {
+            return;
+        };
+        if let Err(e) = write_version_hint(&metadata_dir, &self.metadata_location) {
+            tracing::warn!(table = %self.identifier(), error = %e, "could not write version-hint.text");
+        }
+        if !CommitSettings::from_properties(&self.metadata.properties).delete_after_commit {
+            return;
+        }
+        let kept: BTreeSet<&str> = self
+            .metadata
+            .metadata_log
+            .iter()
+            .map(|l| l.metadata_file.as_str())
+            .chain([self.metadata_location.as_str()])
+            .collect();
+        for entry in &previous.metadata_log {
+            if kept.contains(entry.metadata_file.as_str()) {
+                continue;
+            }
+            let Ok(path) = fsutil::from_location(&entry.metadata_file) else {
+                continue;
+            };
+            // Only our own metadata directory: a log entry may name a file elsewhere.
+            if path.parent() != Some(metadata_dir.as_path()) {
+                continue;
+            }
+            if let Err(e) = fsutil::remove_if_exists(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not delete an old metadata file");
+            }
+        }
+    }
+}
+
+/// Name of the file that points readers at the current metadata file.
+pub(super) const VERSION_HINT: &str = "version-hint.text";
+
+/// Writes `metadata/version-hint.text` with the current metadata file's name without its
+/// `.metadata.json` suffix: DuckDB tries `<hint>.metadata.json` and pyiceberg reads a
+/// non-numeric hint the same way. (Java's Hadoop tables write a bare version number for
+/// `v<N>.metadata.json` names, which this writer does not use.)
+pub(super) fn write_version_hint(metadata_dir: &std::path::Path, location: &str) -> Result<()> {
+    let name = location.rsplit('/').next().unwrap_or(location);
+    let stem = name.strip_suffix(".metadata.json").unwrap_or(name);
+    // A hint: a crash may lose or stale it (the next commit or the orphan sweep rewrites
+    // it), so it costs no sync.
+    fsutil::replace_unsynced(&metadata_dir.join(VERSION_HINT), stem.as_bytes())
 }

@@ -112,6 +112,15 @@ pub enum IcebergError {
         source: Box<IcebergError>,
     },
 
+    /// The work a caller asked to run in the swap's transaction ([`super::InSwap`]) failed,
+    /// so the transaction, the swap included, was rolled back: nothing was committed.
+    #[error("commit of {table} rolled back: the work in its swap transaction failed: {source}")]
+    SwapAborted {
+        table: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+
     /// `create` found an existing table with different columns.
     #[error("table {table} exists with a different schema: {reason}")]
     SchemaMismatch { table: String, reason: String },
@@ -133,6 +142,14 @@ pub enum IcebergError {
     InjectedFailure(CommitFailpoint),
 }
 
+/// True for SQLite's "someone else holds the lock" errors, which pass with time.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(e, _) if matches!(
+        e.code,
+        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+    ))
+}
+
 impl IcebergError {
     /// True when the same operation may succeed if tried again (after a reload for conflicts).
     pub fn is_retriable(&self) -> bool {
@@ -152,10 +169,7 @@ impl IcebergError {
             ),
             // Whether to try again later is the swap error's call; the retry reloads first.
             IcebergError::CommitStateUnknown { source, .. } => source.is_retriable(),
-            IcebergError::Catalog(rusqlite::Error::SqliteFailure(e, _)) => matches!(
-                e.code,
-                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
-            ),
+            IcebergError::Catalog(e) | IcebergError::SwapAborted { source: e, .. } => is_busy(e),
             _ => false,
         }
     }

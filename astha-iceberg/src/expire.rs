@@ -6,7 +6,8 @@
 //! and data files that an expired snapshot referenced, that no remaining snapshot reaches, and
 //! that lie inside the table directory. Files are deleted only after the new metadata is
 //! committed, so a reader of the current version never loses a file; a crash in between leaves
-//! orphans, never a broken table. Old metadata JSON files are kept (the metadata log names them).
+//! orphans (`orphans.rs` sweeps them), never a broken table. Old metadata JSON files are not
+//! expiry's business: they leave with the metadata log (`commit.rs`).
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -29,13 +30,13 @@ pub struct ExpireResult {
 
 /// Files one set of snapshots references.
 #[derive(Default)]
-struct Reached {
+pub(super) struct Reached {
     /// Manifest lists and manifests.
-    metadata_files: BTreeSet<PathBuf>,
+    pub(super) metadata_files: BTreeSet<PathBuf>,
     /// Data files live in at least one of the snapshots.
-    live_data: BTreeSet<PathBuf>,
+    pub(super) live_data: BTreeSet<PathBuf>,
     /// Data files mentioned in any status (DELETED entries included).
-    any_data: BTreeSet<PathBuf>,
+    pub(super) any_data: BTreeSet<PathBuf>,
 }
 
 impl IcebergTable {
@@ -139,7 +140,7 @@ impl IcebergTable {
 
 /// Collects the files `snapshots` reference. With `strict`, any unreadable manifest list or
 /// manifest is an error; otherwise a missing one is skipped.
-fn reach(snapshots: &[&Snapshot], strict: bool) -> Result<Reached> {
+pub(super) fn reach(snapshots: &[&Snapshot], strict: bool) -> Result<Reached> {
     let tolerate = |e: IcebergError| -> Result<()> {
         match e {
             IcebergError::Io { ref source, .. }

@@ -1,9 +1,11 @@
 //! Durable file publication and `file://` locations.
 //!
-//! Owns the one way this module makes bytes visible: write a temporary file in the target's
-//! directory, fsync it, rename it over the final name, fsync the directory. A reader therefore
-//! sees either no file or the complete file, never a torn one, and a crash leaves at most a
-//! `.tmp-*` file behind. Also owns the conversion between local paths and the absolute
+//! Owns the ways this crate makes bytes visible. The default ([`write_atomic`]): write a
+//! temporary file in the target's directory, fsync it, rename it over the final name, fsync
+//! the directory, so a reader sees either no file or the complete file, never a torn one,
+//! and a crash leaves at most a `.tmp-*` file behind. Two cheaper ones for files whose loss
+//! is harmless until a later step names them ([`write_new_synced`]) or at all
+//! ([`replace_unsynced`]). Also owns the conversion between local paths and the absolute
 //! `file://` locations Iceberg metadata stores; other URI schemes are refused, never guessed.
 
 use std::fs::{self, File};
@@ -58,6 +60,38 @@ pub fn temp_sibling(target: &Path) -> PathBuf {
 pub fn write_atomic(target: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_sibling(target);
     let result = write_synced(&tmp, bytes).and_then(|()| publish(&tmp, target));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Creates `path` (which must not exist) with `bytes` and syncs its data, without a
+/// temporary name or a directory sync. For files with fresh unique names that nothing
+/// references until a later step publishes them (manifests, manifest lists): a crash leaves
+/// at worst an unreferenced, possibly partial file (an orphan), and the directory sync of
+/// the publishing step makes the name durable, as all of a commit's files share one
+/// directory. Saves a rename and a directory sync per file.
+pub fn write_new_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let result = File::create_new(path)
+        .and_then(|mut file| {
+            file.write_all(bytes)?;
+            file.sync_data()
+        })
+        .map_err(|e| IcebergError::io(path, e));
+    if result.is_err() {
+        let _ = fs::remove_file(path);
+    }
+    result
+}
+
+/// Replaces `target` atomically (temporary name, rename) without syncing anything: for
+/// files that may be lost or stale after a crash without harm (the version hint).
+pub fn replace_unsynced(target: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = temp_sibling(target);
+    let result = fs::write(&tmp, bytes)
+        .and_then(|()| fs::rename(&tmp, target))
+        .map_err(|e| IcebergError::io(target, e));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }

@@ -4,26 +4,35 @@
 //! ([`write_parquet`], [`read_parquet_rows`]); the Avro manifests and manifest lists; the table
 //! metadata JSON; a SQLite catalog laid out like pyiceberg's `SqlCatalog` ([`SqlCatalog`]); and
 //! the table operations Astha needs ([`IcebergTable`]: create/load, fast append, replace for
-//! compaction, snapshot expiry), each published by one atomic catalog compare-and-swap; and
-//! the one loop that re-applies an operation after losing that swap ([`commit_with_retry`]).
+//! compaction, snapshot expiry, table properties, orphan-file removal), each published by one
+//! atomic catalog compare-and-swap; and the one loop that re-applies an operation after
+//! losing that swap ([`commit_with_retry`]).
 //! Commit timestamps come from the catalog's [`Clock`].
 //!
 //! What it promises: tables that pyiceberg 0.12 and DuckDB's iceberg extension read (checked by
 //! `scripts/interop/check_iceberg.py`, see `tests/iceberg_interop.rs`); a commit that crashes
 //! at any point before the swap leaves the previous version current and readable; files are
-//! only deleted when no remaining snapshot reaches them.
+//! only deleted when no remaining snapshot reaches them; a commit costs what it adds and
+//! removes, not what the table's history holds, and the manifests and metadata files a
+//! table keeps stay bounded however many commits it sees.
 //!
-//! What it never does: partitioned tables, delete files (merge-on-read), schema evolution,
-//! nested types, or object stores. It refuses such metadata rather than guessing. It knows
+//! Schema evolution (`schema_update`: add, drop, rename, widen, with field ids kept and
+//! never reused) is a metadata-only commit; data files keep the schema they were written
+//! with and are read by field id.
+//!
+//! What it never does: partitioned tables, delete files (merge-on-read), nested types, or
+//! object stores. It refuses such metadata rather than guessing. It knows
 //! nothing of Astha either (no change log, registry or actors): `astha-components` builds
 //! the lakehouse on it and re-exports it as `astha_components::iceberg`.
 //!
 //! Layout: the spec side is `schema` (types and columns), `value` (JSON ⇄ typed values,
 //! Iceberg bound bytes), `data_file` (a data file and its statistics), `parquet_io`/
 //! `parquet_read` (Parquet), `avro_schema`/`avro_value`/`manifest`/`manifest_list` (Avro
-//! files), `metadata` (JSON model), `summary`; the operations side is `catalog`, `table`
-//! (handle), `snapshot_ops` (append, replace), `expire`, `commit` (publishing), `retry` (the
-//! commit loop); `clock` and `fsutil` serve both.
+//! files), `metadata` (JSON model), `summary`, `properties`; the operations side is
+//! `catalog`, `table` (handle), `snapshot_ops` (append, replace), `schema_update`, `manifest_plan` (which
+//! manifests a snapshot carries, merges or drops), `live_index` (live files per manifest),
+//! `expire`, `orphans`, `commit` (publishing), `retry` (the commit loop); `clock` and
+//! `fsutil` serve both.
 
 mod avro_schema;
 mod avro_value;
@@ -34,19 +43,24 @@ mod data_file;
 mod error;
 mod expire;
 mod fsutil;
+mod live_index;
 mod manifest;
 mod manifest_list;
+mod manifest_plan;
 mod metadata;
+mod orphans;
 mod parquet_io;
 mod parquet_read;
+mod properties;
 mod retry;
 mod schema;
+mod schema_update;
 mod snapshot_ops;
 mod summary;
 mod table;
 mod value;
 
-pub use catalog::SqlCatalog;
+pub use catalog::{InSwap, SqlCatalog};
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use commit::CommitFailpoint;
 pub use data_file::{ColumnStats, DataFileInfo};
@@ -56,6 +70,10 @@ pub use manifest::{read_manifest, EntryStatus, ManifestEntry};
 pub use manifest_list::{read_manifest_list, ManifestFile};
 pub use metadata::{Snapshot, TableMetadata};
 pub use parquet_io::{merge_parquet, read_parquet_rows, write_parquet};
+pub use properties::{
+    MANIFEST_MERGE_ENABLED, MANIFEST_MIN_MERGE_COUNT, MANIFEST_TARGET_SIZE_BYTES,
+    METADATA_DELETE_AFTER_COMMIT, METADATA_PREVIOUS_VERSIONS_MAX,
+};
 pub use retry::{commit_with_retry, CommitError, CommitRetry};
 pub use schema::{ColumnSpec, IcebergType};
 pub use table::{IcebergTable, SnapshotInfo};

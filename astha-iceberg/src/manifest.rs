@@ -103,7 +103,7 @@ pub fn write_manifest(
         writer.append(entry_value(e)).map_err(avro_err)?;
     }
     let bytes = writer.into_inner().map_err(avro_err)?;
-    fsutil::write_atomic(path, &bytes)?;
+    fsutil::write_new_synced(path, &bytes)?;
 
     let count = |s: EntryStatus| entries.iter().filter(|e| e.status == s).count() as i32;
     let rows = |s: EntryStatus| {
@@ -187,7 +187,8 @@ fn data_file_value(f: &DataFileInfo) -> Value {
         (!m.is_empty()).then(|| int_map(m, Value::Bytes))
     };
     // value_counts and null_value_counts are always written (even empty): readers use them to
-    // prune, and docs/ICEBERG.md lists them as required in practice.
+    // prune, and docs/ICEBERG.md lists them as required in practice. So is column_sizes:
+    // pyiceberg's `inspect.entries()` fails on a file without it.
     let always = |m: Option<Value>| Some(m.unwrap_or(Value::Array(vec![])));
     record(vec![
         ("content", Value::Int(0)),
@@ -199,7 +200,7 @@ fn data_file_value(f: &DataFileInfo) -> Value {
             "file_size_in_bytes",
             Value::Long(f.file_size_in_bytes as i64),
         ),
-        ("column_sizes", opt(longs(|s| s.column_size))),
+        ("column_sizes", opt(always(longs(|s| s.column_size)))),
         ("value_counts", opt(always(longs(|s| Some(s.value_count))))),
         (
             "null_value_counts",

@@ -95,7 +95,7 @@ pub fn write_manifest_list(
             .map_err(avro_err)?;
     }
     let bytes = writer.into_inner().map_err(avro_err)?;
-    fsutil::write_atomic(path, &bytes)
+    fsutil::write_new_synced(path, &bytes)
 }
 
 /// Reads the manifests listed at `path`.

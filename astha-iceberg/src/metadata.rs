@@ -13,10 +13,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{IcebergError, Result};
+use super::properties::{created_table_properties, CommitSettings};
 use super::schema::IcebergSchema;
-
-/// How many previous metadata files the `metadata-log` remembers (Iceberg's default).
-pub const METADATA_LOG_MAX: usize = 100;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -115,7 +113,8 @@ mod snapshot_id_or_minus_one {
 }
 
 impl TableMetadata {
-    /// Metadata of a new, empty, unpartitioned table.
+    /// Metadata of a new, empty, unpartitioned table, with the properties of
+    /// [`created_table_properties`].
     pub fn new(location: String, schema: IcebergSchema, now_ms: i64) -> Self {
         TableMetadata {
             format_version: 2,
@@ -132,7 +131,7 @@ impl TableMetadata {
             last_partition_id: 999,
             default_sort_order_id: 0,
             sort_orders: vec![serde_json::json!({"order-id": 0, "fields": []})],
-            properties: BTreeMap::new(),
+            properties: created_table_properties(),
             current_snapshot_id: None,
             refs: BTreeMap::new(),
             snapshots: Vec::new(),
@@ -224,7 +223,8 @@ impl TableMetadata {
         super::fsutil::from_location(&self.location)
     }
 
-    /// The next metadata, remembering `previous_location` in the metadata log.
+    /// The next metadata, remembering `previous_location` in the metadata log (which keeps
+    /// the newest `write.metadata.previous-versions-max` entries).
     pub fn successor(&self, previous_location: &str, now_ms: i64) -> TableMetadata {
         let mut next = self.clone();
         next.last_updated_ms = now_ms.max(self.last_updated_ms);
@@ -232,7 +232,8 @@ impl TableMetadata {
             timestamp_ms: self.last_updated_ms,
             metadata_file: previous_location.to_string(),
         });
-        let excess = next.metadata_log.len().saturating_sub(METADATA_LOG_MAX);
+        let max = CommitSettings::from_properties(&self.properties).previous_versions_max;
+        let excess = next.metadata_log.len().saturating_sub(max);
         next.metadata_log.drain(..excess);
         next
     }

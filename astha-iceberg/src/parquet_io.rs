@@ -387,6 +387,28 @@ fn write_file(tmp: &Path, batch: &RecordBatch) -> Result<ParquetMetaData> {
     Ok(meta)
 }
 
+/// Compressed bytes per Iceberg field id, summed over the row groups, read from the footer of
+/// the Parquet file at `path` (columns without a field id are skipped). For files whose
+/// writer did not report `column_sizes` (a registry row carries none).
+pub(crate) fn footer_column_sizes(path: &Path) -> Result<BTreeMap<i32, u64>> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = File::open(path).map_err(|e| IcebergError::io(path, e))?;
+    let reader = SerializedFileReader::new(file).map_err(|source| IcebergError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut sizes = BTreeMap::new();
+    for rg in reader.metadata().row_groups() {
+        for c in rg.columns() {
+            let info = c.column_descr().self_type().get_basic_info();
+            if info.has_id() {
+                *sizes.entry(info.id()).or_insert(0u64) += c.compressed_size().max(0) as u64;
+            }
+        }
+    }
+    Ok(sizes)
+}
+
 /// Flat schemas have one Parquet leaf per column, in column order.
 fn add_column_sizes(
     meta: &ParquetMetaData,
@@ -466,6 +488,14 @@ mod tests {
         assert_eq!(id.lower_bound.as_deref(), Some(&1i64.to_le_bytes()[..]));
         assert_eq!(id.upper_bound.as_deref(), Some(&2i64.to_le_bytes()[..]));
         assert!(id.column_size.unwrap() > 0);
+        let footer = footer_column_sizes(&info.path).unwrap();
+        for (field_id, s) in &info.column_stats {
+            assert_eq!(
+                s.column_size,
+                footer.get(field_id).copied(),
+                "field {field_id}"
+            );
+        }
         let name = &info.column_stats[&2];
         assert_eq!(
             (name.null_count, name.lower_bound.as_deref()),

@@ -1,67 +1,88 @@
 //! Operations that produce a snapshot: fast append and replace (compaction).
 //!
 //! Owns the manifest layout of each operation:
-//! - append: one new manifest with the files ADDED; every manifest of the parent is carried
-//!   over unchanged (a "fast append": nothing is rewritten).
+//! - append: one new manifest with the files ADDED; the parent's manifests are carried over
+//!   unchanged.
 //! - replace: one manifest with the new files ADDED, and one manifest that rewrites every
 //!   parent manifest holding a removed file: removed files become DELETED (new snapshot id,
 //!   original sequence numbers), the others stay EXISTING. Untouched manifests are carried.
+//!
+//! Then both apply the same carry rules (`manifest_plan.rs`): a manifest holding only DELETED
+//! entries is dropped once the snapshot that deleted them is gone, and small manifests are
+//! merged as Iceberg's `commit.manifest.*` properties say, so the number of manifests stays
+//! bounded whatever the history.
 //!
 //! Both refuse inputs that would corrupt the table: a file already live, a file missing on
 //! disk or of another size than recorded, statistics for columns the table does not have, and
 //! (replace) a removed file that is not live or a rewrite that changes the row count.
 //!
-//! Cost: both read the current manifests (to refuse duplicates and compute exact totals), so a
-//! commit's work grows with the number of manifests. Appends add one manifest each; a replace
-//! folds every manifest it touches into one, so regular compaction keeps the count bounded.
+//! Cost: proportional to the files a commit adds and removes, not to the table's history.
+//! The parent's manifest list is read (its length is bounded by merging); duplicates are
+//! refused through the shared [`LiveIndex`], which reads only manifests it has not seen;
+//! totals are carried from the parent's summary; a replace reads only the manifests holding
+//! the files it removes. The one exception is a merge, which reads the manifests it merges:
+//! at most `commit.manifest.target-size-bytes` of them, once per `min-count-to-merge` commits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use super::catalog::InSwap;
 use super::commit::CommitFiles;
 use super::data_file::DataFileInfo;
 use super::error::{IcebergError, Result};
 use super::fsutil;
-use super::manifest::{write_manifest, EntryStatus, ManifestContext, ManifestEntry};
-use super::manifest_list::{write_manifest_list, ListContext, ManifestFile};
+use super::live_index::{self, LiveIndex};
+use super::manifest::{read_manifest, write_manifest, EntryStatus, ManifestContext, ManifestEntry};
+use super::manifest_list::{read_manifest_list, write_manifest_list, ListContext, ManifestFile};
 use super::metadata::Snapshot;
-use super::summary::{summarize, Change};
+use super::parquet_io::footer_column_sizes;
+use super::summary::{summarize, Change, Totals};
 use super::table::{IcebergTable, SnapshotInfo};
 
 /// A snapshot under construction: ids and the file names it will use.
-struct Draft {
-    snapshot_id: i64,
-    sequence_number: i64,
-    commit_id: uuid::Uuid,
-    files: CommitFiles,
+pub(super) struct Draft {
+    pub(super) snapshot_id: i64,
+    pub(super) sequence_number: i64,
+    pub(super) commit_id: uuid::Uuid,
+    pub(super) files: CommitFiles,
+    /// Manifests written so far (names them `<commit id>-m<N>.avro`).
+    written: usize,
 }
 
 impl IcebergTable {
-    /// Adds `files` in one new snapshot (operation `append`).
+    /// Adds `files` in one new snapshot (operation `append`). Files whose statistics lack
+    /// `column_sizes` get them from their Parquet footer.
     pub fn append(&mut self, files: &[DataFileInfo]) -> Result<SnapshotInfo> {
         if files.is_empty() {
             return Err(IcebergError::InvalidArgument(
                 "append needs at least one data file".into(),
             ));
         }
-        let parent = self.current_entries()?;
-        let live: Vec<DataFileInfo> = live_files(&parent).cloned().collect();
-        self.check_new_files(files, &live)?;
+        let parent = self.current_manifest_list()?;
+        let files = self.with_live_index(&parent, |index| self.check_new_files(files, index))?;
+        let before = self.parent_totals(&parent)?;
 
         let mut draft = self.draft();
-        let added = self.write_added_manifest(&mut draft, files)?;
-        let mut manifests = vec![added];
-        manifests.extend(parent.into_iter().map(|(m, _)| m));
-
-        let mut live_after = live;
-        live_after.extend_from_slice(files);
+        let added = self.write_added_manifest(&mut draft, &files)?;
         let summary = summarize(&Change {
             operation: "append",
-            added: files,
+            added: &files,
             removed: &[],
-            live_after: &live_after,
+            before,
         });
+        let manifests = self.plan_manifests(&mut draft, vec![added], parent)?;
         self.commit_snapshot(draft, manifests, summary)
+    }
+
+    /// [`append`](Self::append), with `in_swap` run in the same SQLite transaction as the
+    /// catalog swap that publishes the snapshot: the caller's bookkeeping (say, "these files
+    /// are in the table now") commits exactly when the snapshot does. If the append fails
+    /// before the swap, `in_swap` never runs.
+    pub fn append_with(&mut self, files: &[DataFileInfo], in_swap: InSwap) -> Result<SnapshotInfo> {
+        self.in_swap = Some(in_swap);
+        let result = self.append(files);
+        self.in_swap = None;
+        result
     }
 
     /// Replaces the live files at `removed` by `added` in one snapshot (operation `replace`):
@@ -78,18 +99,30 @@ impl IcebergTable {
             ));
         }
         let removed_paths = normalize_paths(removed)?;
-        let parent = self.current_entries()?;
-        let live: BTreeMap<&Path, &DataFileInfo> =
-            live_files(&parent).map(|f| (f.path.as_path(), f)).collect();
-        let mut removed_files = Vec::with_capacity(removed_paths.len());
-        for p in &removed_paths {
-            let f = live
-                .get(p.as_path())
-                .ok_or_else(|| IcebergError::UnknownDataFile(p.display().to_string()))?;
-            removed_files.push((*f).clone());
+        let parent = self.current_manifest_list()?;
+        let (added, touched) = self.with_live_index(&parent, |index| {
+            let mut touched = BTreeSet::new();
+            for p in &removed_paths {
+                let m = index
+                    .manifest_of(p)
+                    .ok_or_else(|| IcebergError::UnknownDataFile(p.display().to_string()))?;
+                touched.insert(m.to_path_buf());
+            }
+            Ok((self.check_new_files(added, index)?, touched))
+        })?;
+        let removed_set: BTreeSet<&Path> = removed_paths.iter().map(PathBuf::as_path).collect();
+        let (touched, carried): (Vec<ManifestFile>, Vec<ManifestFile>) = parent
+            .into_iter()
+            .partition(|m| touched.contains(&m.manifest_path));
+        let mut touched_entries = Vec::new();
+        for m in &touched {
+            touched_entries.extend(read_manifest(m)?.into_iter().filter(|e| e.status.is_live()));
         }
-        let live_vec: Vec<DataFileInfo> = live.values().map(|f| (*f).clone()).collect();
-        self.check_new_files(added, &live_vec)?;
+        let removed_files: Vec<DataFileInfo> = touched_entries
+            .iter()
+            .filter(|e| removed_set.contains(e.file.path.as_path()))
+            .map(|e| e.file.clone())
+            .collect();
         let rows_out: u64 = removed_files.iter().map(|f| f.record_count).sum();
         let rows_in: u64 = added.iter().map(|f| f.record_count).sum();
         if rows_out != rows_in {
@@ -97,27 +130,21 @@ impl IcebergTable {
                 "replace must keep the table's rows: removing {rows_out} records but adding {rows_in}"
             )));
         }
+        // The parent's totals cover the touched manifests too.
+        let all_parent: Vec<ManifestFile> = touched.iter().chain(&carried).cloned().collect();
+        let before = self.parent_totals(&all_parent)?;
 
         let mut draft = self.draft();
         let mut manifests = Vec::new();
         if !added.is_empty() {
-            manifests.push(self.write_added_manifest(&mut draft, added)?);
+            manifests.push(self.write_added_manifest(&mut draft, &added)?);
         }
-        let removed_set: BTreeSet<&Path> = removed_paths.iter().map(PathBuf::as_path).collect();
-        let mut rewritten = Vec::new();
-        let mut carried = Vec::new();
-        for (manifest, entries) in parent {
-            let touched = entries
-                .iter()
-                .any(|e| e.status.is_live() && removed_set.contains(e.file.path.as_path()));
-            if !touched {
-                carried.push(manifest);
-                continue;
-            }
-            // Entries DELETED by older snapshots are dropped: they only matter to the
-            // snapshot that deleted them.
-            for e in entries.into_iter().filter(|e| e.status.is_live()) {
-                rewritten.push(if removed_set.contains(e.file.path.as_path()) {
+        // Entries DELETED by older snapshots are dropped: they only matter to the snapshot
+        // that deleted them.
+        let rewritten: Vec<ManifestEntry> = touched_entries
+            .into_iter()
+            .map(|e| {
+                if removed_set.contains(e.file.path.as_path()) {
                     ManifestEntry {
                         status: EntryStatus::Deleted,
                         snapshot_id: draft.snapshot_id,
@@ -128,32 +155,76 @@ impl IcebergTable {
                         status: EntryStatus::Existing,
                         ..e
                     }
-                });
-            }
-        }
-        let path =
-            self.metadata_dir()?
-                .join(format!("{}-m{}.avro", draft.commit_id, manifests.len()));
-        draft.files.track(path.clone());
-        manifests.push(write_manifest(
-            &path,
-            &rewritten,
-            self.manifest_context(&draft)?,
-        )?);
-        manifests.extend(carried);
-
-        let mut live_after: Vec<DataFileInfo> = live_vec
-            .into_iter()
-            .filter(|f| !removed_set.contains(f.path.as_path()))
+                }
+            })
             .collect();
-        live_after.extend_from_slice(added);
+        manifests.push(self.write_new_manifest(&mut draft, &rewritten)?);
+
         let summary = summarize(&Change {
             operation: "replace",
-            added,
+            added: &added,
             removed: &removed_files,
-            live_after: &live_after,
+            before,
         });
+        let manifests = self.plan_manifests(&mut draft, manifests, carried)?;
         self.commit_snapshot(draft, manifests, summary)
+    }
+
+    /// Which of `paths` are live data files of the current snapshot, without reading the
+    /// table's manifests again (through the shared index).
+    pub fn live_among<P: AsRef<Path>>(&self, paths: &[P]) -> Result<BTreeSet<PathBuf>> {
+        let parent = self.current_manifest_list()?;
+        self.with_live_index(&parent, |index| {
+            Ok(paths
+                .iter()
+                .map(|p| p.as_ref())
+                .filter(|p| index.is_live(p))
+                .map(Path::to_path_buf)
+                .collect())
+        })
+    }
+
+    /// The manifests of the current snapshot (none for an empty table), without entries.
+    pub(super) fn current_manifest_list(&self) -> Result<Vec<ManifestFile>> {
+        match self.metadata.current_snapshot() {
+            Some(s) => read_manifest_list(&fsutil::from_location(&s.manifest_list)?),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Runs `f` on the shared live index of this table synced to `list` (the current
+    /// manifests), under one lock: another handle on another version of the table cannot
+    /// re-sync it in between.
+    fn with_live_index<T>(
+        &self,
+        list: &[ManifestFile],
+        f: impl FnOnce(&LiveIndex) -> Result<T>,
+    ) -> Result<T> {
+        let index = self.catalog.live_indexes().of(&self.metadata.table_uuid);
+        let mut index = live_index::lock(&index);
+        index.sync(list)?;
+        f(&index)
+    }
+
+    /// Totals of the current snapshot: from its summary, or counted once from `parent` (its
+    /// manifests) when the summary lacks them.
+    fn parent_totals(&self, parent: &[ManifestFile]) -> Result<Totals> {
+        let Some(current) = self.metadata.current_snapshot() else {
+            return Ok(Totals::default());
+        };
+        if let Some(t) = Totals::from_summary(&current.summary) {
+            return Ok(t);
+        }
+        let mut live = Vec::new();
+        for m in parent {
+            live.extend(
+                read_manifest(m)?
+                    .into_iter()
+                    .filter(|e| e.status.is_live())
+                    .map(|e| e.file),
+            );
+        }
+        Ok(Totals::of(&live))
     }
 
     fn draft(&self) -> Draft {
@@ -176,6 +247,7 @@ impl IcebergTable {
             sequence_number: self.metadata.last_sequence_number + 1,
             commit_id: uuid::Uuid::new_v4(),
             files: CommitFiles::new(),
+            written: 0,
         }
     }
 
@@ -202,11 +274,31 @@ impl IcebergTable {
                 file: f.clone(),
             })
             .collect();
+        self.write_new_manifest(draft, &entries)
+    }
+
+    /// Writes one manifest of the commit (tracked for cleanup) and teaches the live index
+    /// its live files.
+    pub(super) fn write_new_manifest(
+        &self,
+        draft: &mut Draft,
+        entries: &[ManifestEntry],
+    ) -> Result<ManifestFile> {
         let path = self
             .metadata_dir()?
-            .join(format!("{}-m0.avro", draft.commit_id));
+            .join(format!("{}-m{}.avro", draft.commit_id, draft.written));
+        draft.written += 1;
         draft.files.track(path.clone());
-        write_manifest(&path, &entries, self.manifest_context(draft)?)
+        let manifest = write_manifest(&path, entries, self.manifest_context(draft)?)?;
+        let index = self.catalog.live_indexes().of(&self.metadata.table_uuid);
+        live_index::lock(&index).learn(
+            &path,
+            entries
+                .iter()
+                .filter(|e| e.status.is_live())
+                .map(|e| e.file.path.clone()),
+        );
+        Ok(manifest)
     }
 
     /// Writes the manifest list and publishes the snapshot.
@@ -259,11 +351,23 @@ impl IcebergTable {
         Ok(info)
     }
 
-    /// Refuses new files that are duplicates, missing or inconsistent with the table.
-    fn check_new_files(&self, files: &[DataFileInfo], live: &[DataFileInfo]) -> Result<()> {
-        let live_paths: BTreeSet<&Path> = live.iter().map(|f| f.path.as_path()).collect();
+    /// Refuses new files that are duplicates, missing or inconsistent with the table;
+    /// returns them with `column_sizes` filled in from their footers where missing.
+    fn check_new_files(
+        &self,
+        files: &[DataFileInfo],
+        index: &LiveIndex,
+    ) -> Result<Vec<DataFileInfo>> {
         let mut seen = BTreeSet::new();
-        let field_ids: BTreeSet<i32> = self.columns.iter().map(|c| c.field_id).collect();
+        // Any schema's ids: a file written before a column was dropped keeps its statistics
+        // (ids are never reused, and readers skip ids the current schema lacks).
+        let field_ids: BTreeSet<i32> = self
+            .metadata
+            .schemas
+            .iter()
+            .flat_map(|s| s.fields.iter().map(|f| f.id))
+            .collect();
+        let mut out = Vec::with_capacity(files.len());
         for f in files {
             let shown = f.path.display().to_string();
             if !f.path.is_absolute() {
@@ -271,7 +375,7 @@ impl IcebergTable {
                     "data file path {shown} is not absolute"
                 )));
             }
-            if live_paths.contains(f.path.as_path()) || !seen.insert(f.path.as_path()) {
+            if index.is_live(&f.path) || !seen.insert(f.path.as_path()) {
                 return Err(IcebergError::DuplicateDataFile(shown));
             }
             let on_disk = std::fs::metadata(&f.path)
@@ -289,19 +393,20 @@ impl IcebergTable {
                     self.identifier()
                 )));
             }
+            let mut f = f.clone();
+            if f.column_stats.values().any(|s| s.column_size.is_none()) {
+                // Readers such as pyiceberg's `inspect` expect `column_sizes` on every file.
+                let sizes = footer_column_sizes(&f.path)?;
+                for (id, s) in f.column_stats.iter_mut() {
+                    if s.column_size.is_none() {
+                        s.column_size = sizes.get(id).copied();
+                    }
+                }
+            }
+            out.push(f);
         }
-        Ok(())
+        Ok(out)
     }
-}
-
-fn live_files(
-    entries: &[(ManifestFile, Vec<ManifestEntry>)],
-) -> impl Iterator<Item = &DataFileInfo> {
-    entries
-        .iter()
-        .flat_map(|(_, es)| es)
-        .filter(|e| e.status.is_live())
-        .map(|e| &e.file)
 }
 
 /// Accepts plain absolute paths or `file://` locations; refuses duplicates.

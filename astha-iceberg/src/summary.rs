@@ -1,21 +1,58 @@
 //! Snapshot summaries: the counters Iceberg writers put next to `operation`.
 //!
 //! Owns the key names (as the Java implementation spells them) and the arithmetic. Totals are
-//! computed from the files actually live after the commit rather than carried from the parent
-//! summary, so they stay right even after a parent written by another engine lacked them.
+//! carried: the parent's totals plus what the commit added, minus what it removed, so a
+//! commit never reads the table's other files to count them. A parent without totals (written
+//! by another engine, say) is counted once from its manifests by the caller
+//! ([`Totals::from_summary`] says when that is needed).
 
 use std::collections::BTreeMap;
 
 use super::data_file::DataFileInfo;
 
-/// Data files added and removed by one snapshot, plus what is live afterwards.
+/// Data files added and removed by one snapshot, and the totals before it.
 pub struct Change<'a> {
     pub operation: &'a str,
     pub added: &'a [DataFileInfo],
     pub removed: &'a [DataFileInfo],
-    /// Live files once the snapshot is committed.
-    pub live_after: &'a [DataFileInfo],
+    /// Totals of the parent snapshot (zero for the first snapshot).
+    pub before: Totals,
 }
+
+/// What a snapshot's live files add up to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub records: u64,
+    pub files_size: u64,
+    pub data_files: u64,
+}
+
+impl Totals {
+    /// The totals a snapshot summary reports, if it reports all three.
+    pub fn from_summary(summary: &BTreeMap<String, String>) -> Option<Totals> {
+        let get = |k: &str| summary.get(k)?.parse::<u64>().ok();
+        Some(Totals {
+            records: get(TOTAL_RECORDS)?,
+            files_size: get(TOTAL_FILES_SIZE)?,
+            data_files: get(TOTAL_DATA_FILES)?,
+        })
+    }
+
+    /// The totals of `files`.
+    pub fn of<'a>(files: impl IntoIterator<Item = &'a DataFileInfo>) -> Totals {
+        let mut t = Totals::default();
+        for f in files {
+            t.records += f.record_count;
+            t.files_size += f.file_size_in_bytes;
+            t.data_files += 1;
+        }
+        t
+    }
+}
+
+const TOTAL_RECORDS: &str = "total-records";
+const TOTAL_FILES_SIZE: &str = "total-files-size";
+const TOTAL_DATA_FILES: &str = "total-data-files";
 
 /// The summary map of a snapshot, `operation` included.
 pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
@@ -39,9 +76,21 @@ pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
         // Unpartitioned: every change touches the one partition.
         put("changed-partition-count", 1);
     }
-    put("total-records", records(change.live_after));
-    put("total-files-size", bytes(change.live_after));
-    put("total-data-files", change.live_after.len() as u64);
+    let (added, removed) = (Totals::of(change.added), Totals::of(change.removed));
+    let after = |before: u64, plus: u64, minus: u64| (before + plus).saturating_sub(minus);
+    let b = change.before;
+    put(
+        TOTAL_RECORDS,
+        after(b.records, added.records, removed.records),
+    );
+    put(
+        TOTAL_FILES_SIZE,
+        after(b.files_size, added.files_size, removed.files_size),
+    );
+    put(
+        TOTAL_DATA_FILES,
+        after(b.data_files, added.data_files, removed.data_files),
+    );
     put("total-delete-files", 0);
     put("total-position-deletes", 0);
     put("total-equality-deletes", 0);
@@ -65,12 +114,14 @@ mod tests {
     #[test]
     fn replace_summary_reports_both_sides_and_totals() {
         let (a, b, m, c) = (f(2, 10), f(3, 20), f(5, 25), f(1, 5));
+        let before = Totals::of([&a, &b, &c]);
         let s = summarize(&Change {
             operation: "replace",
             added: std::slice::from_ref(&m),
             removed: &[a, b],
-            live_after: &[m.clone(), c],
+            before,
         });
+        assert_eq!(Totals::from_summary(&s), Some(Totals::of([&m, &c])));
         let get = |k: &str| s[k].as_str();
         assert_eq!(get("operation"), "replace");
         assert_eq!(

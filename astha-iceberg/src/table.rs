@@ -9,14 +9,14 @@
 //!
 //! Layout under the warehouse: `<warehouse>/<namespace>/<table>/data/` for data files (the
 //! caller writes them, see [`IcebergTable::data_dir`]) and `.../metadata/` for metadata JSON,
-//! manifest lists (`snap-*.avro`) and manifests (`*-m<N>.avro`).
+//! manifest lists (`snap-*.avro`), manifests (`*-m<N>.avro`) and `version-hint.text`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::catalog::{validate_name, SqlCatalog};
+use super::catalog::{validate_name, InSwap, SqlCatalog};
 use super::data_file::DataFileInfo;
 use super::error::{IcebergError, Result};
 use super::fsutil;
@@ -75,6 +75,10 @@ pub struct IcebergTable {
     pub(super) metadata: TableMetadata,
     pub(super) columns: Vec<ColumnSpec>,
     pub(super) failpoint: Option<CommitFailpoint>,
+    /// The failpoint aborts the process instead of returning an error.
+    pub(super) failpoint_aborts: bool,
+    /// Work for the next commit's swap transaction (set and cleared by `append_with`).
+    pub(super) in_swap: Option<InSwap>,
 }
 
 impl IcebergTable {
@@ -121,6 +125,9 @@ impl IcebergTable {
                 return Err(e);
             }
         }
+        if let Err(e) = super::commit::write_version_hint(&metadata_dir, &metadata_location) {
+            tracing::warn!(table = %format!("{namespace}.{name}"), error = %e, "could not write version-hint.text");
+        }
         Ok(IcebergTable {
             catalog: catalog.clone(),
             namespace: namespace.to_string(),
@@ -129,6 +136,8 @@ impl IcebergTable {
             metadata,
             columns: columns.to_vec(),
             failpoint: None,
+            failpoint_aborts: false,
+            in_swap: None,
         })
     }
 
@@ -147,6 +156,8 @@ impl IcebergTable {
             metadata,
             columns,
             failpoint: None,
+            failpoint_aborts: false,
+            in_swap: None,
         })
     }
 
@@ -171,9 +182,9 @@ impl IcebergTable {
 
     /// Re-reads the current metadata from the catalog (after a `CommitConflict`, say).
     pub fn refresh(&mut self) -> Result<()> {
-        let failpoint = self.failpoint;
+        let (failpoint, aborts) = (self.failpoint, self.failpoint_aborts);
         *self = Self::load(&self.catalog, &self.namespace, &self.name)?;
-        self.failpoint = failpoint;
+        (self.failpoint, self.failpoint_aborts) = (failpoint, aborts);
         Ok(())
     }
 
@@ -280,10 +291,30 @@ impl IcebergTable {
         Ok(rows)
     }
 
+    /// Sets table properties (`commit.manifest.*`, `write.metadata.*`, or any other) in one
+    /// metadata-only commit. Values take effect from the next commit on.
+    pub fn set_properties(&mut self, set: &[(&str, &str)]) -> Result<()> {
+        let now = self.catalog.clock().now_ms();
+        let mut next = self.metadata.successor(&self.metadata_location, now);
+        for (k, v) in set {
+            next.properties.insert(k.to_string(), v.to_string());
+        }
+        self.publish(next, super::commit::CommitFiles::new())
+    }
+
     /// Installs a one-shot failpoint: the next commit stops at that step as if the process
     /// had crashed there (files written so far stay on disk, the catalog is untouched).
     pub fn set_commit_failpoint(&mut self, failpoint: Option<CommitFailpoint>) {
         self.failpoint = failpoint;
+        self.failpoint_aborts = false;
+    }
+
+    /// Like [`set_commit_failpoint`](Self::set_commit_failpoint), but the process aborts at
+    /// that step (no destructor runs, no transaction is rolled back, nothing is flushed:
+    /// what a kill -9 leaves), for tests that run the commit in a child process.
+    pub fn set_commit_failpoint_abort(&mut self, failpoint: CommitFailpoint) {
+        self.failpoint = Some(failpoint);
+        self.failpoint_aborts = true;
     }
 
     fn live_files_at(&self, snapshot_id: i64) -> Result<Vec<DataFileInfo>> {
@@ -312,13 +343,5 @@ impl IcebergTable {
                 Ok((m, entries))
             })
             .collect()
-    }
-
-    /// Manifests and entries of the current snapshot (none for an empty table).
-    pub(super) fn current_entries(&self) -> Result<Vec<(ManifestFile, Vec<ManifestEntry>)>> {
-        match self.metadata.current_snapshot_id {
-            Some(id) => self.entries_at(id),
-            None => Ok(Vec::new()),
-        }
     }
 }

@@ -4,16 +4,26 @@
 //! Owns the `pending → processing → completed` (or `failed`) path of
 //! `table_files.iceberg_metadata_state`, and the creation (and catalog removal) of Iceberg
 //! tables: namespace = registry database, table = registry table, in the SQL catalog of the
-//! [`Lakehouse`].
+//! [`Lakehouse`]; and their schemas: when `table_columns` changes (a column added, dropped,
+//! renamed or widened), the table gets a new Iceberg schema with the registry's field ids
+//! (`astha-iceberg`'s `update_schema` refuses what would misread old files), before any
+//! file written under it is appended.
 //!
 //! Promises:
 //! - Work is derived from state, never from the event: a `table_files` event only says
 //!   "look at this table"; the updater then reads every `pending`/`processing` file of the
-//!   table from the registry and the table's live file list from Iceberg. Files already live
-//!   are marked `completed` without being appended again; the others are appended in one
-//!   snapshot per batch (at most `max_files_per_commit`), then marked `completed`. So a
+//!   table from the registry, and appends them in one snapshot per batch (at most
+//!   `max_files_per_commit`). So where the event slot stands after a crash does not matter.
+//! - Exactly once: with the catalog in the registry's file (the default), the files become
+//!   `completed` in the same SQLite transaction as the catalog swap that publishes their
+//!   snapshot ([`InSwap`]): a file is `completed` if and only if a committed snapshot added
+//!   it, whatever instant a crash picks. With a catalog in another file that cannot hold,
+//!   so the files are marked after the commit and a restart asks the table which of its
+//!   `pending`/`processing` files are live already (marked `completed`, not appended
+//!   again). That check also runs in the same-file case, where it finds none. Either way a
 //!   replayed event, a restart after a crash at any point of a commit, or a commit whose
-//!   outcome was unknown never loses a file and never adds one twice.
+//!   outcome was unknown never loses a file and never adds one twice
+//!   (`components/tests/lakehouse_components.rs` crashes a commit at every step).
 //! - A commit is atomic (the writer publishes by catalog compare-and-swap); losing the swap
 //!   to another writer (the compactor, the snapshotter's expiry) reloads the table and
 //!   re-applies the batch ([`commit_with_retry`]), up to `conflict_retries` times per
@@ -26,9 +36,9 @@
 //! append.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::registry::{self, IcebergState, RegistryEvent, TableFile, TableIdentity};
 use astha_actors::{Component, ComponentError};
@@ -38,7 +48,9 @@ use async_trait::async_trait;
 use rusqlite::OptionalExtension;
 use serde::{Deserialize, Serialize};
 
-use crate::iceberg::{commit_with_retry, CommitRetry, DataFileInfo, IcebergTable};
+use crate::iceberg::{
+    commit_with_retry, ColumnSpec, CommitFailpoint, CommitRetry, DataFileInfo, IcebergTable, InSwap,
+};
 use crate::lakehouse::{
     blocking, data_file_info, iceberg_columns, lock, Lakehouse, LakehouseError, Result, TableLocks,
 };
@@ -105,6 +117,8 @@ pub struct UpdaterStats {
     /// Compare-and-swap conflicts absorbed by reloading and retrying.
     pub conflicts: u64,
     pub tables_created: u64,
+    /// New Iceberg schemas committed to follow the registry's columns.
+    pub schema_updates: u64,
 }
 
 /// The Iceberg updater. Cheap to clone: register one clone, keep another to call
@@ -124,6 +138,10 @@ struct Inner {
     failed: AtomicU64,
     conflicts: AtomicU64,
     created: AtomicU64,
+    schema_updates: AtomicU64,
+    /// A test's simulated crash for the next commit
+    /// ([`IcebergUpdater::crash_next_commit_at`]).
+    failpoint: Mutex<Option<(CommitFailpoint, bool)>>,
 }
 
 impl IcebergUpdater {
@@ -140,6 +158,8 @@ impl IcebergUpdater {
                 failed: AtomicU64::new(0),
                 conflicts: AtomicU64::new(0),
                 created: AtomicU64::new(0),
+                schema_updates: AtomicU64::new(0),
+                failpoint: Mutex::new(None),
             }),
         })
     }
@@ -153,7 +173,20 @@ impl IcebergUpdater {
             files_failed: i.failed.load(Ordering::Relaxed),
             conflicts: i.conflicts.load(Ordering::Relaxed),
             tables_created: i.created.load(Ordering::Relaxed),
+            schema_updates: i.schema_updates.load(Ordering::Relaxed),
         }
+    }
+
+    /// For crash tests: the next commit stops at `failpoint` as if the process died there
+    /// (the commit's files stay on disk; see [`CommitFailpoint`]), and the pass fails.
+    pub fn crash_next_commit_at(&self, failpoint: CommitFailpoint) {
+        *lock(&self.inner.failpoint) = Some((failpoint, false));
+    }
+
+    /// For kill tests: the next commit aborts the whole process at `failpoint` (see
+    /// `IcebergTable::set_commit_failpoint_abort`). Only for a process a test started.
+    pub fn abort_next_commit_at(&self, failpoint: CommitFailpoint) {
+        *lock(&self.inner.failpoint) = Some((failpoint, true));
     }
 
     /// Appends the pending files of `table_id` (see the module doc). Blocking.
@@ -203,16 +236,36 @@ impl IcebergUpdater {
 impl Inner {
     /// The Iceberg table of `ident`, created from the registry columns if missing.
     fn ensure_table(&self, ident: &TableIdentity) -> Result<IcebergTable> {
-        if let Some(t) = self.lakehouse.load_table(ident)? {
-            return Ok(t);
-        }
         let columns = self
             .lakehouse
             .with_registry(|conn| iceberg_columns(conn, ident.table_id))?;
+        if let Some(mut t) = self.lakehouse.load_table(ident)? {
+            self.follow_schema(&mut t, &columns)?;
+            return Ok(t);
+        }
         let table = self.lakehouse.ensure_table(ident, &columns)?;
         self.created.fetch_add(1, Ordering::Relaxed);
         tracing::info!(table = %table.identifier(), "iceberg table created");
         Ok(table)
+    }
+
+    /// Gives the Iceberg table the registry's columns as a new schema when they differ
+    /// (added, dropped, renamed or widened columns; field ids are the registry's). A change
+    /// Iceberg cannot represent without misreading old files (a narrowed type, a reused
+    /// field id) is a permanent error and changes nothing.
+    fn follow_schema(&self, table: &mut IcebergTable, columns: &[ColumnSpec]) -> Result<()> {
+        if table.columns() == columns {
+            return Ok(());
+        }
+        let retry = CommitRetry::new(self.config.conflict_retries);
+        let updated = commit_with_retry(table, &retry, |table, _| {
+            Ok::<_, LakehouseError>(table.update_schema(columns)?)
+        })?;
+        if let Some(schema_id) = updated {
+            self.schema_updates.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(table = %table.identifier(), schema_id, "iceberg schema follows the registry's columns");
+        }
+        Ok(())
     }
 
     fn sync_table(&self, table_id: i64) -> Result<SyncReport> {
@@ -271,7 +324,10 @@ impl Inner {
                 if conflicts > 0 {
                     self.conflicts.fetch_add(1, Ordering::Relaxed);
                 }
-                let live: BTreeSet<PathBuf> = table.data_files()?.into_iter().collect();
+                // Asks only about this pass's files (the writer's live index), so a pass
+                // costs what it appends, not what the table holds.
+                let ours: Vec<&Path> = remaining.iter().map(|(_, i)| i.path.as_path()).collect();
+                let live: BTreeSet<PathBuf> = table.live_among(&ours)?;
                 let (present, todo): (Vec<_>, Vec<_>) = std::mem::take(&mut remaining)
                     .into_iter()
                     .partition(|(_, info)| live.contains(&info.path));
@@ -287,16 +343,34 @@ impl Inner {
                 let infos: Vec<DataFileInfo> =
                     remaining[..n].iter().map(|(_, i)| i.clone()).collect();
                 self.mark(&chunk_ids, IcebergState::Processing)?;
-                // On an error the files stay `processing`; the next pass finds out which of
-                // them made it in (an unknown outcome) and appends the rest.
-                let snapshot = table.append(&infos)?;
+                match lock(&self.failpoint).take() {
+                    Some((failpoint, false)) => table.set_commit_failpoint(Some(failpoint)),
+                    Some((failpoint, true)) => table.set_commit_failpoint_abort(failpoint),
+                    None => {}
+                }
+                // On an error the files stay `processing`; the next pass appends them (or,
+                // with a separate catalog file and an unknown outcome, finds them live).
+                let snapshot = if self.lakehouse.catalog_in_registry() {
+                    // `completed` commits with the snapshot, in the swap's transaction.
+                    let ids = chunk_ids.clone();
+                    table.append_with(
+                        &infos,
+                        InSwap::new(move |conn| {
+                            registry::set_file_state_in(conn, &ids, IcebergState::Completed)
+                        }),
+                    )?
+                } else {
+                    table.append(&infos)?
+                };
                 Ok(Some((chunk_ids, snapshot)))
             })?;
             let Some((chunk_ids, snapshot)) = committed else {
                 break;
             };
             self.commits.fetch_add(1, Ordering::Relaxed);
-            self.mark(&chunk_ids, IcebergState::Completed)?;
+            if !self.lakehouse.catalog_in_registry() {
+                self.mark(&chunk_ids, IcebergState::Completed)?;
+            }
             report.snapshot_ids.push(snapshot.snapshot_id);
             remaining.drain(..chunk_ids.len());
             report.appended.extend(chunk_ids);
@@ -414,6 +488,12 @@ fn action_for(change: &Change) -> std::result::Result<Action, ComponentError> {
             (Operation::Insert, Some(m)) => Action::Create(m.table_id),
             _ => Action::Nothing,
         },
+        // A column added, dropped, renamed or retyped: the table's schema follows (the
+        // same path as creation: `ensure_table` compares and evolves).
+        RegistryEvent::TableColumns(ev) => match ev.data() {
+            Some(c) => Action::Create(c.table_id),
+            None => Action::Nothing,
+        },
         _ => Action::Nothing,
     })
 }
@@ -425,7 +505,7 @@ impl Component for IcebergUpdater {
     }
 
     fn subscriptions(&self) -> Vec<String> {
-        ["tables", "table_files", "table_metadata"]
+        ["tables", "table_columns", "table_files", "table_metadata"]
             .map(String::from)
             .to_vec()
     }

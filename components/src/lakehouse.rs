@@ -199,6 +199,9 @@ struct Inner {
     config: LakehouseConfig,
     warehouse: PathBuf,
     catalog: SqlCatalog,
+    /// The catalog tables live in the registry's file (the default): registry writes can
+    /// ride in a catalog swap's transaction.
+    catalog_in_registry: bool,
     pool: Mutex<Vec<Connection>>,
 }
 
@@ -225,11 +228,19 @@ impl Lakehouse {
         let warehouse = std::fs::canonicalize(&config.warehouse)
             .map_err(|e| LakehouseError::io(&config.warehouse, e))?;
         let catalog = SqlCatalog::open(config.catalog_path(), &config.catalog_name)?;
+        let catalog_in_registry = match (
+            std::fs::canonicalize(&config.registry),
+            std::fs::canonicalize(config.catalog_path()),
+        ) {
+            (Ok(registry), Ok(catalog)) => registry == catalog,
+            _ => false,
+        };
         Ok(Lakehouse {
             inner: Arc::new(Inner {
                 config,
                 warehouse,
                 catalog,
+                catalog_in_registry,
                 pool: Mutex::new(vec![conn]),
             }),
         })
@@ -247,6 +258,13 @@ impl Lakehouse {
     /// The Iceberg catalog.
     pub fn catalog(&self) -> &SqlCatalog {
         &self.inner.catalog
+    }
+
+    /// True when the catalog is the registry's own SQLite file, so a commit's registry
+    /// bookkeeping can be in the catalog swap's transaction
+    /// ([`InSwap`](crate::iceberg::InSwap)).
+    pub fn catalog_in_registry(&self) -> bool {
+        self.inner.catalog_in_registry
     }
 
     /// `<warehouse>/<database>/<table>`: where a table's data and metadata live.
@@ -500,6 +518,6 @@ impl TableLocks {
 }
 
 /// Locks a table mutex, ignoring poisoning (the guarded work keeps its state on disk).
-pub fn lock(m: &Mutex<()>) -> std::sync::MutexGuard<'_, ()> {
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

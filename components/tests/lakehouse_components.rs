@@ -551,6 +551,299 @@ async fn a_commit_that_landed_before_the_crash_is_marked_completed_not_appended_
         .all(|f| f.iceberg_metadata_state == IcebergState::Completed));
 }
 
+/// Exactly once with the catalog in the registry's file: the updater's own commit is
+/// crashed at every step, a compaction runs before the restart (it takes `completed` files
+/// only, so a file live in Iceberg but not marked would be a duplicate waiting to happen),
+/// and after the restart every file is in the table exactly once. At every instant the
+/// registry's `completed` set equals the table's live files: the restart never has to ask
+/// the table (`files_already_present` stays 0).
+#[actix_rt::test]
+async fn a_crash_at_every_step_of_the_updaters_commit_appends_each_file_exactly_once() {
+    for failpoint in [
+        CommitFailpoint::AfterManifests,
+        CommitFailpoint::AfterMetadataTemp,
+        CommitFailpoint::BeforeCatalogSwap,
+        CommitFailpoint::InSwapTransaction,
+        CommitFailpoint::AfterCatalogSwap,
+    ] {
+        let env = Env::new();
+        assert!(env.lakehouse.catalog_in_registry());
+        let id = env.create_table("orders");
+        let updater = env.updater();
+        insert_synced(&env, &updater, id, 0, 4); // rows 0..20, completed
+        let storage = env.storage();
+        storage.insert(DB, "orders", &rows(20..25)).unwrap();
+        storage.insert(DB, "orders", &rows(25..30)).unwrap();
+        updater.crash_next_commit_at(failpoint);
+        let err = updater.sync_table_blocking(id).unwrap_err();
+        assert!(err.to_string().contains("injected failure"), "{err}");
+        let committed = failpoint == CommitFailpoint::AfterCatalogSwap;
+
+        // The registry and the table agree at the crash, whatever step it hit.
+        let table = env.iceberg("orders");
+        let live: BTreeSet<PathBuf> = table.data_files().unwrap().into_iter().collect();
+        for f in env.files(id) {
+            assert_eq!(
+                f.iceberg_metadata_state == IcebergState::Completed,
+                live.contains(Path::new(&f.file_path)),
+                "{failpoint:?}: {f:?}"
+            );
+        }
+        let expected = if committed { 30 } else { 20 };
+        assert_eq!(
+            table.read_rows(None).unwrap().len(),
+            expected,
+            "{failpoint:?}"
+        );
+
+        // A compaction between the crash and the restart.
+        let compacted = small_compactor(&env, 2).compact_table_blocking(id).unwrap();
+        assert!(compacted.is_some(), "{failpoint:?}");
+
+        // Restart: a new updater refreshes from the registry.
+        let mut restarted = env.updater();
+        restarted.on_refresh().await.unwrap();
+        let table = env.iceberg("orders");
+        assert_eq!(
+            sorted(table.read_rows(None).unwrap()),
+            sorted(rows(0..30)),
+            "{failpoint:?}: every row once"
+        );
+        let stats = restarted.stats();
+        assert_eq!(
+            (stats.files_appended, stats.files_already_present),
+            (if committed { 0 } else { 2 }, 0),
+            "{failpoint:?}"
+        );
+        assert!(env
+            .files(id)
+            .iter()
+            .all(|f| f.iceberg_metadata_state == IcebergState::Completed));
+        assert_counters_match_files(&env, id);
+        // A second restart finds nothing to do.
+        let mut again = env.updater();
+        again.on_refresh().await.unwrap();
+        assert_eq!(again.stats().files_appended, 0);
+        assert_eq!(env.iceberg("orders").read_rows(None).unwrap().len(), 30);
+    }
+}
+
+/// The child side of the kill test below; does nothing unless that test started it.
+#[test]
+fn kill_child() {
+    let Ok(dir) = std::env::var("ASTHA_KILL_CHILD_DIR") else {
+        return;
+    };
+    let at = std::env::var("ASTHA_KILL_CHILD_AT").unwrap();
+    let failpoint = KILL_STEPS
+        .into_iter()
+        .find(|f| format!("{f:?}") == at)
+        .unwrap();
+    let table_id: i64 = std::env::var("ASTHA_KILL_CHILD_TABLE")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let dir = PathBuf::from(dir);
+    let lakehouse = Lakehouse::open(LakehouseConfig::new(
+        dir.join("registry.db"),
+        dir.join("warehouse"),
+    ))
+    .unwrap();
+    let updater = IcebergUpdater::new(lakehouse, IcebergUpdaterConfig::default()).unwrap();
+    updater.abort_next_commit_at(failpoint);
+    let result = updater.sync_table_blocking(table_id);
+    panic!("the commit should have aborted the process at {failpoint:?}: {result:?}");
+}
+
+const KILL_STEPS: [CommitFailpoint; 5] = [
+    CommitFailpoint::AfterManifests,
+    CommitFailpoint::AfterMetadataTemp,
+    CommitFailpoint::BeforeCatalogSwap,
+    CommitFailpoint::InSwapTransaction,
+    CommitFailpoint::AfterCatalogSwap,
+];
+
+/// Exactly once across a real process death: a child process runs the updater's commit
+/// and aborts (SIGABRT: no destructor, no rollback, nothing flushed; inside the swap's
+/// SQLite transaction for `InSwapTransaction`, which SQLite's recovery must roll back) at
+/// each step; a fresh lakehouse in this process then finds the registry and the table in
+/// agreement, and a restarted updater appends each file exactly once.
+#[test]
+fn a_kill_at_every_step_of_the_updaters_commit_appends_each_file_exactly_once() {
+    use std::os::unix::process::ExitStatusExt;
+    for failpoint in KILL_STEPS {
+        let env = Env::new();
+        let id = env.create_table("orders");
+        insert_synced(&env, &env.updater(), id, 0, 2); // rows 0..10, completed
+        let storage = env.storage();
+        storage.insert(DB, "orders", &rows(10..15)).unwrap();
+        storage.insert(DB, "orders", &rows(15..20)).unwrap();
+        let status = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "kill_child", "--nocapture", "--test-threads=1"])
+            .env("ASTHA_KILL_CHILD_DIR", env._dir.path())
+            .env("ASTHA_KILL_CHILD_AT", format!("{failpoint:?}"))
+            .env("ASTHA_KILL_CHILD_TABLE", id.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert_eq!(status.signal(), Some(6), "{failpoint:?}: {status:?}");
+        let committed = failpoint == CommitFailpoint::AfterCatalogSwap;
+
+        // A new process's view: a fresh lakehouse on the same files.
+        let lakehouse = Lakehouse::open(LakehouseConfig::new(
+            &env.registry,
+            env._dir.path().join("warehouse"),
+        ))
+        .unwrap();
+        let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
+        let live: BTreeSet<PathBuf> = table.data_files().unwrap().into_iter().collect();
+        let files = env.files(id);
+        assert_eq!(files.len(), 4);
+        for f in &files {
+            assert_eq!(
+                f.iceberg_metadata_state == IcebergState::Completed,
+                live.contains(Path::new(&f.file_path)),
+                "{failpoint:?}: {f:?}"
+            );
+        }
+        let expected = if committed { 20 } else { 10 };
+        assert_eq!(
+            table.read_rows(None).unwrap().len(),
+            expected,
+            "{failpoint:?}"
+        );
+
+        let restarted =
+            IcebergUpdater::new(lakehouse.clone(), IcebergUpdaterConfig::default()).unwrap();
+        restarted.sync_all_blocking().unwrap();
+        let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
+        assert_eq!(
+            sorted(table.read_rows(None).unwrap()),
+            sorted(rows(0..20)),
+            "{failpoint:?}: every row once"
+        );
+        let stats = restarted.stats();
+        assert_eq!(
+            (stats.files_appended, stats.files_already_present),
+            (if committed { 0 } else { 2 }, 0),
+            "{failpoint:?}"
+        );
+        assert!(env
+            .files(id)
+            .iter()
+            .all(|f| f.iceberg_metadata_state == IcebergState::Completed));
+    }
+}
+
+/// With the catalog in a file of its own the swap and the registry cannot share a
+/// transaction: a crash after the swap leaves the files `processing`, and the restart finds
+/// them live in the table and completes them without appending them again.
+#[actix_rt::test]
+async fn with_a_separate_catalog_file_a_crash_after_the_swap_is_caught_by_the_live_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry_path = dir.path().join("registry.db");
+    let mut config = LakehouseConfig::new(&registry_path, dir.path().join("warehouse"));
+    config.catalog = Some(dir.path().join("catalog.db"));
+    let lakehouse = Lakehouse::open(config).unwrap();
+    assert!(!lakehouse.catalog_in_registry());
+    let id = registry::create_table(&conn(&registry_path), DB, "orders", &columns()).unwrap();
+    let storage = StorageManager::new(lakehouse.clone(), StorageManagerConfig::default()).unwrap();
+    let updater = IcebergUpdater::new(lakehouse.clone(), IcebergUpdaterConfig::default()).unwrap();
+    storage.insert(DB, "orders", &rows(0..5)).unwrap();
+    storage.insert(DB, "orders", &rows(5..10)).unwrap();
+    updater.crash_next_commit_at(CommitFailpoint::AfterCatalogSwap);
+    assert!(updater.sync_table_blocking(id).is_err());
+    let files = registry::data_files(&conn(&registry_path), id).unwrap();
+    assert!(files
+        .iter()
+        .all(|f| f.iceberg_metadata_state == IcebergState::Processing));
+
+    let restarted =
+        IcebergUpdater::new(lakehouse.clone(), IcebergUpdaterConfig::default()).unwrap();
+    restarted.sync_all_blocking().unwrap();
+    let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
+    assert_eq!(sorted(table.read_rows(None).unwrap()), sorted(rows(0..10)));
+    let stats = restarted.stats();
+    assert_eq!((stats.files_appended, stats.files_already_present), (0, 2));
+}
+
+/// `table_columns` changes (a rename, a drop, an added column) become a new Iceberg
+/// schema with the registry's field ids before a file written under them is appended;
+/// files written before read back by field id (renamed values kept, dropped ones gone, the
+/// new column null). Reusing a dropped column's field id is refused and changes nothing.
+#[actix_rt::test]
+async fn column_changes_become_iceberg_schemas_and_old_files_read_back() {
+    let mut env = Env::new();
+    let id = env.create_table("orders");
+    let mut updater = env.updater();
+    updater.on_refresh().await.unwrap();
+    let storage = env.storage();
+    storage.insert(DB, "orders", &rows(0..5)).unwrap();
+    assert!(deliver(&mut updater, &env.changes()).await.is_empty());
+
+    env.conn()
+        .execute_batch(&format!(
+            "UPDATE table_columns SET name = 'customer' WHERE table_id = {id} AND name = 'name';
+             DELETE FROM table_columns WHERE table_id = {id} AND name = 'day';
+             INSERT INTO table_columns (table_id, name, ordinal, data_type, nullable, field_id)
+             VALUES ({id}, 'note', 5, 'text', 1, 5);"
+        ))
+        .unwrap();
+    let new_row = vec![json!(100), json!("c100"), json!(1.5), json!("hello")];
+    storage
+        .insert(DB, "orders", std::slice::from_ref(&new_row))
+        .unwrap();
+    assert!(deliver(&mut updater, &env.changes()).await.is_empty());
+    assert_eq!(updater.stats().schema_updates, 1);
+
+    let table = env.iceberg("orders");
+    let shape: Vec<(i32, &str)> = table
+        .columns()
+        .iter()
+        .map(|c| (c.field_id, c.name.as_str()))
+        .collect();
+    assert_eq!(
+        shape,
+        [(1, "id"), (2, "customer"), (3, "amount"), (5, "note")]
+    );
+    let mut want: Vec<Vec<Value>> = rows(0..5)
+        .into_iter()
+        .map(|mut r| {
+            r[3] = Value::Null; // day (id 4) is gone; note (id 5) is new
+            r
+        })
+        .collect();
+    want.push(new_row);
+    assert_eq!(sorted(table.read_rows(None).unwrap()), sorted(want.clone()));
+    assert_eq!(table.metadata().schemas.len(), 2);
+    assert!(env
+        .files(id)
+        .iter()
+        .all(|f| f.iceberg_metadata_state == IcebergState::Completed));
+
+    // A column that takes the dropped column's field id back: refused, nothing changes.
+    env.conn()
+        .execute(
+            &format!(
+                "INSERT INTO table_columns (table_id, name, ordinal, data_type, nullable, field_id)
+                 VALUES ({id}, 'day2', 6, 'date', 1, 4)"
+            ),
+            [],
+        )
+        .unwrap();
+    let errors = deliver(&mut updater, &env.changes()).await;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.to_string().contains("never reused")),
+        "{errors:?}"
+    );
+    let table = env.iceberg("orders");
+    assert_eq!(table.metadata().schemas.len(), 2);
+    assert_eq!(sorted(table.read_rows(None).unwrap()), sorted(want));
+}
+
 #[actix_rt::test]
 async fn a_file_that_can_never_be_appended_is_marked_failed_without_blocking_the_rest() {
     let mut env = Env::new();

@@ -6,7 +6,11 @@ counted):
   * pyiceberg: SqlCatalog(name, uri="sqlite:///<db>", warehouse="file://<dir>"), load the table
     by name, scan to Arrow;
   * DuckDB: iceberg_scan() on the metadata file the catalog points to, with the avro and iceberg
-    extensions loaded from their pip wheels (autoinstall/autoload off, so nothing is downloaded).
+    extensions loaded from their pip wheels (autoinstall/autoload off, so nothing is downloaded);
+    and iceberg_scan() on the table directory, which DuckDB resolves through
+    metadata/version-hint.text (it must name the file the catalog points to).
+pyiceberg's inspect.entries() and inspect.manifests() must also work on the current snapshot and
+agree with the scan plan (every live entry is a planned file).
 
 Expected-rows JSON:
   {
@@ -153,6 +157,7 @@ def check_pyiceberg(args, expected):
 
     compare("pyiceberg", "current", table.scan().to_arrow(), expected["rows"], columns)
     all_files = len(list(table.scan().plan_files()))
+    check_inspect(table, all_files)
     for f in expected.get("filters", []):
         scan = table.scan(row_filter=f["where"])
         planned = len(list(scan.plan_files()))
@@ -160,6 +165,25 @@ def check_pyiceberg(args, expected):
     for sid, rows in sorted(expected.get("snapshots", {}).items()):
         compare("pyiceberg", f"snapshot {sid}", table.scan(snapshot_id=int(sid)).to_arrow(), rows, columns)
     return table.metadata_location
+
+
+def check_inspect(table, planned_files):
+    """inspect.entries()/manifests() work and agree with the scan plan."""
+    if table.metadata.current_snapshot_id is None:
+        return
+    entries = table.inspect.entries()
+    live = [s for s in entries.column("status").to_pylist() if s != 2]
+    if len(live) != planned_files:
+        raise Mismatch(f"pyiceberg inspect.entries: {len(live)} live entries, scan plans {planned_files} files")
+    for sizes in entries.column("data_file").combine_chunks().field("column_sizes").to_pylist():
+        if sizes is None:
+            raise Mismatch("pyiceberg inspect.entries: a data file has no column_sizes")
+    manifests = table.inspect.manifests()
+    counted = sum(manifests.column("added_data_files_count").to_pylist()) + sum(
+        manifests.column("existing_data_files_count").to_pylist())
+    if counted != planned_files:
+        raise Mismatch(f"pyiceberg inspect.manifests: {counted} added+existing files, scan plans {planned_files}")
+    print(f"OK pyiceberg inspect: {len(entries)} entries in {len(manifests)} manifests")
 
 
 def load_duckdb_extensions(con):
@@ -194,6 +218,14 @@ def check_duckdb(metadata_location, expected):
     for sid, rows in sorted(expected.get("snapshots", {}).items()):
         q = f"SELECT * FROM iceberg_scan('{sql_str(path)}', snapshot_from_id => {int(sid)})"
         compare("duckdb", f"snapshot {sid}", con.execute(q).to_arrow_table(), rows, columns)
+    metadata_dir = pathlib.Path(path).parent
+    hint = metadata_dir / "version-hint.text"
+    if not hint.exists():
+        raise Mismatch(f"no {hint}: readers given the table directory cannot find the metadata")
+    if hint.read_text().strip() + ".metadata.json" != pathlib.Path(path).name:
+        raise Mismatch(f"{hint} says {hint.read_text()!r}, the catalog points at {pathlib.Path(path).name}")
+    q = f"SELECT * FROM iceberg_scan('{sql_str(str(metadata_dir.parent))}')"
+    compare("duckdb", "table directory (version-hint.text)", con.execute(q).to_arrow_table(), expected["rows"], columns)
 
 
 def main():

@@ -1,8 +1,8 @@
 //! The lakehouse end to end (issue 5's proof): Astha runs the schema manager, Iceberg
 //! updater, snapshotter and compactor on actix; rows go in through the storage manager,
 //! from several threads at once; after the appends, after a compaction (with inserts racing
-//! it), after snapshot expiry, and after a crash in the middle of an Iceberg commit followed
-//! by a restart, every table is read back by pyiceberg (through the SQL catalog, by name)
+//! it), after snapshot expiry, after a crash in the middle of an Iceberg commit followed
+//! by a restart, and after a column is renamed and another added, every table is read back by pyiceberg (through the SQL catalog, by name)
 //! and by DuckDB's iceberg extension, and compared with exactly what was inserted.
 //!
 //! The Python readers run when `ASTHA_INTEROP_PYTHON` names an interpreter with them
@@ -558,6 +558,64 @@ async fn lakehouse_is_read_back_exactly_by_pyiceberg_and_duckdb() {
     python_checks += check_all(&lake, "restart", &inserted, false);
     let t_restart = t0.elapsed();
 
+    // 5. A schema change while Astha runs: `events.kind` is renamed `category` (field id 2
+    //    kept) and `note` is added (field id 3). The updater gives the Iceberg table a new
+    //    schema; the files of both schemas read back (old rows with a null note).
+    lake.conn()
+        .execute_batch(&format!(
+            "UPDATE table_columns SET name = 'category' WHERE table_id = {id} AND name = 'kind';
+             INSERT INTO table_columns (table_id, name, ordinal, data_type, nullable, field_id)
+             VALUES ({id}, 'note', 3, 'text', 1, 3);",
+            id = lake.events_id
+        ))
+        .unwrap();
+    wait_for("the events table's new Iceberg schema", || {
+        lake.table("events").columns().len() == 3
+    })
+    .await;
+    wait_for("the schema cache to drop the old columns", || {
+        components
+            .schemas
+            .cached(lake.events_id)
+            .is_none_or(|c| c.iceberg_columns().is_ok_and(|cols| cols.len() == 3))
+    })
+    .await;
+    for r in &mut inserted.events {
+        r.push(Value::Null);
+    }
+    let new_rows: Vec<Vec<Value>> = (20_000..20_005)
+        .map(|i| {
+            vec![
+                json!(i),
+                json!(format!("kind-{}", i % 3)),
+                json!(format!("note {i}")),
+            ]
+        })
+        .collect();
+    {
+        let storage = StorageManager::with_schema_manager(
+            lake.lakehouse.clone(),
+            StorageManagerConfig::default(),
+            components.schemas.clone(),
+        )
+        .unwrap();
+        let rows = new_rows.clone();
+        tokio::task::spawn_blocking(move || storage.insert(DB, "events", &rows).unwrap())
+            .await
+            .unwrap();
+    }
+    inserted.events.extend(new_rows);
+    settled(&lake).await;
+    assert_eq!(components.updater.stats().schema_updates, 1);
+    let names: Vec<String> = lake
+        .table("events")
+        .columns()
+        .iter()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(names, ["id", "category", "note"]);
+    python_checks += check_all(&lake, "schema", &inserted, false);
+
     println!(
         "timings: appends {t_appends:.1?}, compaction {t_compaction:.1?}, expiry {t_expiry:.1?}, restart {t_restart:.1?}; \
          python checks: {python_checks}; schema cache before restart: {first_cache:?}; compactor: {:?}; snapshotter: {:?}",
@@ -566,7 +624,7 @@ async fn lakehouse_is_read_back_exactly_by_pyiceberg_and_duckdb() {
     );
     if interop_python().is_some() {
         assert_eq!(
-            python_checks, 8,
+            python_checks, 10,
             "every step was read back by pyiceberg and DuckDB"
         );
     }

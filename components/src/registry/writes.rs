@@ -169,16 +169,25 @@ pub fn files_in_state(
 /// Moves files to a new Iceberg state.
 pub fn set_file_state(conn: &Connection, file_ids: &[i64], state: IcebergState) -> Result<()> {
     let tx = conn.unchecked_transaction()?;
-    {
-        let mut stmt = tx.prepare_cached(
-            "UPDATE table_files SET iceberg_metadata_state = ?2,
-                 updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
-             WHERE id = ?1 AND iceberg_metadata_state <> ?2",
-        )?;
-        for id in file_ids {
-            stmt.execute((id, state.as_str()))?;
-        }
-    }
+    set_file_state_in(&tx, file_ids, state)?;
     tx.commit()?;
+    Ok(())
+}
+
+/// [`set_file_state`] inside the caller's transaction (the Iceberg updater runs it in the
+/// catalog swap's transaction, so a file is `completed` exactly when its snapshot is current).
+pub fn set_file_state_in(
+    conn: &Connection,
+    file_ids: &[i64],
+    state: IcebergState,
+) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(
+        "UPDATE table_files SET iceberg_metadata_state = ?2,
+             updated_at = strftime('%Y-%m-%dT%H:%M:%fZ','now')
+         WHERE id = ?1 AND iceberg_metadata_state <> ?2",
+    )?;
+    for id in file_ids {
+        stmt.execute((id, state.as_str()))?;
+    }
     Ok(())
 }

@@ -6,6 +6,7 @@
 
 pub mod capture;
 pub mod http;
+pub mod iceberg;
 pub mod latency;
 pub mod memory;
 pub mod shapes;

@@ -7,9 +7,10 @@
 //! cargo run --release -p astha-tests --bin astha-bench -- capture       # one suite
 //! cargo run --release -p astha-tests --bin astha-bench -- http          # catch-up under /metrics load
 //! cargo run --release -p astha-tests --bin astha-bench -- sinks         # commit to file sink, per format
+//! cargo run --release -p astha-tests --bin astha-bench -- iceberg       # commit cost vs history, with pyiceberg
 //! ```
 
-use astha_tests::bench::{self, capture, http, latency, memory, sinks, throughput, Mode};
+use astha_tests::bench::{self, capture, http, iceberg, latency, memory, sinks, throughput, Mode};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -38,6 +39,8 @@ enum Suite {
     Http,
     /// Commit to the file sink, embedded and through `astha run`, in each format.
     Sinks,
+    /// Iceberg commit cost against history, side by side with pyiceberg.
+    Iceberg,
     /// (internal) the other-process writer of the latency suite.
     #[command(hide = true)]
     LatencyWriter {
@@ -61,7 +64,7 @@ enum Suite {
 fn main() {
     let cli = Cli::parse();
     let mode = if cli.quick { Mode::Quick } else { Mode::Full };
-    let (capture, latency, throughput, memory, http, sinks) = match cli.suite {
+    let (capture, latency, throughput, memory, http, sinks, iceberg) = match cli.suite {
         Suite::LatencyWriter {
             db,
             rate,
@@ -77,13 +80,14 @@ fn main() {
             memory::child(backlog);
             return;
         }
-        Suite::All => (true, true, true, true, true, true),
-        Suite::Capture => (true, false, false, false, false, false),
-        Suite::Latency => (false, true, false, false, false, false),
-        Suite::Throughput => (false, false, true, false, false, false),
-        Suite::Memory => (false, false, false, true, false, false),
-        Suite::Http => (false, false, false, false, true, false),
-        Suite::Sinks => (false, false, false, false, false, true),
+        Suite::All => (true, true, true, true, true, true, true),
+        Suite::Capture => (true, false, false, false, false, false, false),
+        Suite::Latency => (false, true, false, false, false, false, false),
+        Suite::Throughput => (false, false, true, false, false, false, false),
+        Suite::Memory => (false, false, false, true, false, false, false),
+        Suite::Http => (false, false, false, false, true, false, false),
+        Suite::Sinks => (false, false, false, false, false, true, false),
+        Suite::Iceberg => (false, false, false, false, false, false, true),
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     println!("## Run of `astha-bench {}`\n", args.join(" "));
@@ -127,6 +131,9 @@ fn main() {
     }
     if sinks {
         println!("{}", sinks::report(&sinks::run(mode)));
+    }
+    if iceberg {
+        println!("{}", iceberg::report(&iceberg::run(mode)));
     }
     println!("{}", targets.report());
     println!(
