@@ -177,8 +177,11 @@ fn records_go_once_their_changes_left_the_log() {
     assert_eq!(blocks(&read(&path, 10, None)), vec![Some((3, 1, 1, 1))]);
 }
 
-/// `(table, count, first, last)` of each change's transaction, per change.
-fn tables(changes: &[Change]) -> Vec<Option<Vec<(String, u64, u64, u64)>>> {
+/// `(table, count, first, last)`: one table's part in a transaction.
+type Part = (String, u64, u64, u64);
+
+/// The parts of each change's transaction, per change.
+fn tables(changes: &[Change]) -> Vec<Option<Vec<Part>>> {
     changes
         .iter()
         .map(|c| {
