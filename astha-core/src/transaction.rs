@@ -20,7 +20,9 @@
 //!
 //! [`annotate`] gives each change read from the log its position in its transaction
 //! (Debezium's `transaction` block: `id`, `total_order`, `data_collection_order`, and
-//! the transaction's size, which tells a consumer when it has seen all of it). Changes
+//! the transaction's size, which tells a consumer when it has seen all of it) and the
+//! transaction's changes per table ([`Summaries`], summed once per reader), from which
+//! [`crate::format::markers`] makes the BEGIN and END markers of any consumer. Changes
 //! of writers that do not mark their transactions carry none: Astha never invents a
 //! boundary. It never writes outside the marker convention (and [`prune`], which the
 //! janitor runs after log cleanup) and never moves a slot.
