@@ -179,8 +179,8 @@ pub struct Change {
 }
 
 /// Where a change stands in its transaction: Debezium's `transaction` block, plus the
-/// transaction's size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// transaction's size and what it holds per table (shared by all its changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransactionPosition {
     /// The transaction's id: the LSN of its first change.
     pub id: i64,
@@ -191,6 +191,38 @@ pub struct TransactionPosition {
     /// The transaction's changes in all: the change with `total_order == total` is its
     /// last (the END marker).
     pub total: u64,
+    /// The transaction's changes per table, in the order each table first appears; read
+    /// from the log, which holds all of them from the commit on. What the BEGIN and END
+    /// markers of a consumer of some of the tables are made of
+    /// ([`crate::format::markers`]).
+    pub tables: Arc<[TableInTransaction]>,
+}
+
+/// One table's changes in a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInTransaction {
+    /// The table.
+    pub table: Arc<str>,
+    /// How many of the transaction's changes are of this table.
+    pub count: u64,
+    /// The `total_order` of its first change in the transaction.
+    pub first: u64,
+    /// The `total_order` of its last change in the transaction.
+    pub last: u64,
+}
+
+impl TransactionPosition {
+    /// The position as JSON, the same object in every format: `{"id": "<id>",
+    /// "total_order", "data_collection_order", "total"}` (the id a string, as Debezium
+    /// writes it and as the BEGIN and END markers carry it).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id.to_string(),
+            "total_order": self.total_order,
+            "data_collection_order": self.data_collection_order,
+            "total": self.total,
+        })
+    }
 }
 
 /// Where a snapshot row ([`Operation::Read`]) stands in its snapshot. Every row of a
@@ -211,7 +243,8 @@ impl Change {
     }
 
     /// The JSON line `astha watch` prints and sinks publish; `incomplete` is there only
-    /// on a change that may be incomplete.
+    /// on a change that may be incomplete, `transaction` only on a change of a marked
+    /// transaction ([`TransactionPosition::to_json`]).
     pub fn to_json(&self) -> serde_json::Value {
         let mut json = serde_json::json!({
             "lsn": self.lsn,
@@ -223,6 +256,9 @@ impl Change {
         });
         if let Some(mark) = &self.incomplete {
             json["incomplete"] = mark.to_json();
+        }
+        if let Some(position) = &self.transaction {
+            json["transaction"] = position.to_json();
         }
         json
     }

@@ -36,6 +36,8 @@ pub mod transaction;
 pub mod value;
 pub mod wake;
 
-pub use change::{Change, Event, Operation, Row, SnapshotRead, TransactionPosition};
+pub use change::{
+    Change, Event, Operation, Row, SnapshotRead, TableInTransaction, TransactionPosition,
+};
 pub use error::{CoreError, Result};
 pub use value::Value;

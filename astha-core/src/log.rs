@@ -194,6 +194,8 @@ pub struct LogReader {
     schemas: HashMap<i64, Arc<TableSchema>>,
     /// The recorded gaps that end after the last read's start ([`crate::gaps`]).
     gaps: Vec<Gap>,
+    /// The tables of the marked transactions the last read touched.
+    transactions: crate::transaction::Summaries,
 }
 
 impl LogReader {
@@ -207,6 +209,7 @@ impl LogReader {
             select_all: format!("SELECT * FROM {log} WHERE id > ?1 ORDER BY id LIMIT ?2"),
             schemas: HashMap::new(),
             gaps: Vec::new(),
+            transactions: Default::default(),
         }
     }
 
@@ -241,7 +244,12 @@ impl LogReader {
                 Err(malformed) => batch.malformed.push(*malformed),
             }
         }
-        crate::transaction::annotate(&tx, &self.log_table, &mut batch.changes)?;
+        crate::transaction::annotate(
+            &tx,
+            &self.log_table,
+            &mut batch.changes,
+            &mut self.transactions,
+        )?;
         let stopped_early = full || batch.bytes >= limits.max_bytes;
         if !stopped_early {
             // Nothing else up to the head matched the filter: the whole log was scanned.

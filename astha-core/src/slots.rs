@@ -335,11 +335,27 @@ pub fn cleanup_upto(
     } else {
         String::new()
     };
+    // A slot can stop inside a marked transaction (batches end anywhere); the rows of
+    // that transaction before it stay until every slot is past the transaction's end, so
+    // a reader that comes back still finds the whole transaction and its changes keep
+    // their exact `transaction` block ([`crate::transaction`]). The record that could
+    // contain the bound is the first ending after it (transactions do not overlap).
+    let bound = "min((SELECT min(position) FROM __astha_slots), ?2)";
+    let limit = if crate::schema::is_plain_table(conn, crate::transaction::RECORD_TABLE)? {
+        format!(
+            "coalesce((SELECT CASE WHEN after_lsn < {bound} THEN after_lsn END FROM
+                          (SELECT after_lsn FROM {} WHERE last_lsn > {bound}
+                           ORDER BY last_lsn LIMIT 1)),
+                      {bound})",
+            crate::transaction::RECORD_TABLE
+        )
+    } else {
+        bound.to_string()
+    };
     let mut stmt = conn.prepare_cached(&format!(
         "DELETE FROM {log}
          WHERE id < (SELECT min(id) FROM {log}) + ?1
-           AND id <= (SELECT min(position) FROM __astha_slots)
-           AND id <= ?2
+           AND id <= {limit}
            AND id < (SELECT max(id) FROM {log}) {trusted}"
     ))?;
     let chunk = budget.chunk_rows.max(1);
@@ -419,6 +435,29 @@ mod tests {
             }
         );
         assert_eq!(ids(&conn), (655, 2_346, 3_000));
+    }
+
+    #[test]
+    fn cleanup_never_cuts_a_marked_transaction_a_slot_is_inside() {
+        let conn = db(300);
+        crate::transaction::install(&conn, LOG).unwrap();
+        conn.execute_batch(
+            "INSERT INTO __astha_transactions (after_lsn, last_lsn)
+             VALUES (50, 60), (100, 110), (200, NULL), (250, 280);",
+        )
+        .unwrap();
+        create(&conn, LOG, "a", SlotStart::At(105)).unwrap();
+        assert_eq!(cleanup(&conn, LOG).unwrap(), 100, "rows 101..=105 stay");
+        assert_eq!(ids(&conn).1, 101);
+        // At the transaction's end, or in a record without one (ignored by readers):
+        // up to the slot.
+        advance(&conn, "a", 110).unwrap();
+        assert_eq!(cleanup(&conn, LOG).unwrap(), 10);
+        advance(&conn, "a", 205).unwrap();
+        assert_eq!(cleanup(&conn, LOG).unwrap(), 95);
+        advance(&conn, "a", 279).unwrap();
+        assert_eq!(cleanup(&conn, LOG).unwrap(), 45, "up to 250");
+        assert_eq!(ids(&conn).1, 251);
     }
 
     #[test]

@@ -20,14 +20,18 @@
 //!
 //! [`annotate`] gives each change read from the log its position in its transaction
 //! (Debezium's `transaction` block: `id`, `total_order`, `data_collection_order`, and
-//! the transaction's size, which tells a consumer when it has seen all of it). Changes
+//! the transaction's size, which tells a consumer when it has seen all of it) and the
+//! transaction's changes per table ([`Summaries`], summed once per reader), from which
+//! [`crate::format::markers`] makes the BEGIN and END markers of any consumer. Changes
 //! of writers that do not mark their transactions carry none: Astha never invents a
 //! boundary. It never writes outside the marker convention (and [`prune`], which the
 //! janitor runs after log cleanup) and never moves a slot.
 
+use std::sync::Arc;
+
 use rusqlite::Connection;
 
-use crate::change::{Change, TransactionPosition};
+use crate::change::{Change, TableInTransaction, TransactionPosition};
 use crate::error::Result;
 use crate::ident::quote_ident;
 
@@ -122,10 +126,80 @@ pub fn prune(conn: &Connection, log_table: &str) -> Result<usize> {
     )?)
 }
 
+/// What each transaction a reader met holds per table, so a transaction read in many
+/// batches is summed once per reader, not once per batch. Bounded: only the
+/// transactions the last batch touched are kept.
+#[derive(Debug, Default)]
+pub struct Summaries {
+    /// `(after_lsn, its tables)`; `None` for a transaction whose first rows already left
+    /// the log (nothing exact can be said of it any more). A row moved out of the log as
+    /// undecodable (dead-lettered) is not counted once it is gone.
+    known: Vec<(i64, Option<Arc<[TableInTransaction]>>)>,
+}
+
+impl Summaries {
+    /// The tables of the transaction in `(after, end]`, summed from the log if not known.
+    fn get(
+        &mut self,
+        conn: &Connection,
+        log_table: &str,
+        (after, end): (i64, i64),
+    ) -> Result<Option<Arc<[TableInTransaction]>>> {
+        if let Some((_, tables)) = self.known.iter().find(|(a, _)| *a == after) {
+            return Ok(tables.clone());
+        }
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT tbl, count(*), min(id), max(id) FROM {}
+             WHERE id > ?1 AND id <= ?2 GROUP BY tbl ORDER BY min(id)",
+            quote_ident(log_table)
+        ))?;
+        let tables = stmt
+            .query_map((after, end), |r| {
+                Ok(TableInTransaction {
+                    table: Arc::from(r.get::<_, String>(0)?),
+                    count: r.get::<_, i64>(1)? as u64,
+                    first: (r.get::<_, i64>(2)? - after) as u64,
+                    last: (r.get::<_, i64>(3)? - after) as u64,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        // Cleanup removes the oldest rows and keeps a transaction a slot is inside
+        // ([`crate::slots::cleanup_upto`]); if its first rows are gone all the same (a
+        // log cut by hand, a slot reset past them), its counts can no longer be exact.
+        let oldest: Option<i64> = conn
+            .prepare_cached(&format!("SELECT min(id) FROM {}", quote_ident(log_table)))?
+            .query_row([], |r| r.get(0))?;
+        let whole = oldest.is_some_and(|oldest| oldest <= after + 1);
+        if !whole {
+            tracing::warn!(
+                transaction = after + 1,
+                "the first changes of a marked transaction left the log before this read: \
+                 its changes are delivered without transaction information"
+            );
+        }
+        let tables: Option<Arc<[TableInTransaction]>> = whole.then(|| tables.into());
+        self.known.push((after, tables.clone()));
+        Ok(tables)
+    }
+
+    /// Forgets the transactions that are not among `spans` (those of the batch read).
+    fn keep_from(&mut self, spans: &[(i64, i64)]) {
+        self.known
+            .retain(|(after, _)| spans.iter().any(|(a, _)| a == after));
+    }
+}
+
 /// Gives each change of `changes` (in LSN order, from the log of `log_table`) its
-/// position in its marked transaction, if it has one. Reads nothing when no writer ever
-/// marked a transaction.
-pub fn annotate(conn: &Connection, log_table: &str, changes: &mut [Change]) -> Result<()> {
+/// position in its marked transaction, if it has one, with the transaction's changes
+/// per table (from `known`, or summed from the log). A transaction whose first rows
+/// already left the log gets none. Reads nothing when no writer ever marked a
+/// transaction.
+pub fn annotate(
+    conn: &Connection,
+    log_table: &str,
+    changes: &mut [Change],
+    known: &mut Summaries,
+) -> Result<()> {
     let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
         return Ok(());
     };
@@ -142,6 +216,7 @@ pub fn annotate(conn: &Connection, log_table: &str, changes: &mut [Change]) -> R
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    known.keep_from(&spans);
     if spans.is_empty() {
         return Ok(());
     }
@@ -163,6 +238,9 @@ pub fn annotate(conn: &Connection, log_table: &str, changes: &mut [Change]) -> R
         if change.lsn <= after {
             continue;
         }
+        let Some(tables) = known.get(conn, log_table, (after, end))? else {
+            continue;
+        };
         let table = change.table.to_string();
         let order = match seen.iter_mut().find(|(a, t, _)| *a == after && *t == table) {
             Some(entry) => {
@@ -180,6 +258,7 @@ pub fn annotate(conn: &Connection, log_table: &str, changes: &mut [Change]) -> R
             total_order: (change.lsn - after) as u64,
             data_collection_order: order,
             total: (end - after) as u64,
+            tables,
         });
     }
     Ok(())

@@ -190,6 +190,7 @@ fn plan_source(
             ("snapshot", settings.snapshot.is_some()),
             ("format", settings.format.is_some()),
             ("debezium_schemas", settings.debezium_schemas.is_some()),
+            ("transaction_events", settings.transaction_events.is_some()),
         ] {
             if set {
                 return Err(fail(format!(
@@ -319,9 +320,28 @@ fn plan_sink(
                 .debezium_schemas
                 .or_else(|| cascade(spec, source_spec, None, |s| s.debezium_schemas))
                 .unwrap_or(false),
+            transaction_events: sink
+                .transaction_events
+                .or_else(|| cascade(spec, source_spec, None, |s| s.transaction_events))
+                .unwrap_or(false),
         };
         parsed.validate(&context)?;
         let shapes = resolve_shapes(spec, source_spec, source, &tables)?;
+        if context.transaction_events {
+            // The END marker counts the transaction's changes of each table from the
+            // log; a row filter would drop some of them after the count.
+            if let Some(table) = shapes
+                .iter()
+                .find(|(_, s)| s.filter.is_some())
+                .map(|(t, _)| t)
+            {
+                return Err(PipelineError::Invalid(format!(
+                    "sink {:?}: `transaction_events` with a `filter` on table {table:?}: the \
+                     markers' counts would include the changes the filter drops; remove one",
+                    sink.name
+                )));
+            }
+        }
         source.sinks.push(SinkPlan {
             context,
             sink: parsed.clone(),

@@ -138,7 +138,7 @@ impl Shaped {
             before: change.before.as_ref().map(&mut project).transpose()?,
             after: change.after.as_ref().map(&mut project).transpose()?,
             snapshot: change.snapshot,
-            transaction: change.transaction,
+            transaction: change.transaction.clone(),
             incomplete: change.incomplete.clone(),
         })))
     }

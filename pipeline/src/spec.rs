@@ -59,6 +59,11 @@ pub struct Settings {
     /// carries one) in `{"schema": ..., "payload": ...}` as Kafka Connect's JSON
     /// converter does with `schemas.enable=true` (sink level and above).
     pub debezium_schemas: Option<bool>,
+    /// Write Debezium's BEGIN and END transaction markers around each marked
+    /// transaction's changes (sink level and above; `astha_core::format::markers`).
+    /// Only sinks that can place them take it (stdout, file); refused with a `filter`
+    /// on any of the sink's tables, which would make the markers' counts a lie.
+    pub transaction_events: Option<bool>,
     /// When a sink first receives a snapshot of its tables: `never` (default),
     /// `initial`, `initial_only` or `when_needed` (sink level and above; see
     /// `astha_core::snapshot::SnapshotMode`).
@@ -151,6 +156,8 @@ pub struct SinkSpec {
     pub snapshot: Option<String>,
     /// Overrides the cascaded `debezium_schemas` for this sink.
     pub debezium_schemas: Option<bool>,
+    /// Overrides the cascaded `transaction_events` for this sink.
+    pub transaction_events: Option<bool>,
     /// Everything else: checked by the sink type's own config (unknown keys refused there).
     #[serde(flatten)]
     pub settings: toml::Table,

@@ -5,6 +5,8 @@
 //! - `kill -9` of the Astha process mid-stream (several times) still gives exactly one
 //!   message per LSN: re-publishes are de-duplicated by JetStream;
 //! - the NATS server killed and restarted mid-stream loses nothing;
+//! - transaction markers go to `astha.<database>.__astha_tx.begin|end`, in order around
+//!   their changes;
 //! - `nats_sink_throughput` (ignored; run with `--ignored --nocapture`) prints events/s.
 //!
 //! The server binary is `$ASTHA_NATS_SERVER` or `nats-server` on the PATH
@@ -520,5 +522,75 @@ async fn nats_sink_throughput() {
         n as f64 / elapsed.as_secs_f64()
     );
     assert_eq!(stream_count(&server.url(), "ASTHA_BENCH").await, n as u64);
+    astha.stop().await.unwrap();
+}
+
+#[actix_rt::test]
+async fn transaction_markers_go_to_their_own_subject_around_their_changes() {
+    use astha_core::format::markers::Markers;
+    use astha_core::format::{Encoder, EventFormat, SourceInfo};
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let db = TestDb::new();
+    let id = database_id(&db.path);
+    let astha = Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let encoder = Encoder::new(
+        EventFormat::Native,
+        SourceInfo {
+            name: "app".into(),
+            db: "app".into(),
+            identity: id.clone(),
+        },
+    )
+    .with_transaction_events(Some(Markers::new(Some(vec!["a".into(), "b".into()]))));
+    let sink = NatsSink::new(
+        NatsSinkConfig::new(&server.url(), "app.db", "ASTHA_TX", &["a", "b"]),
+        &id,
+    )
+    .unwrap()
+    .with_encoder(encoder);
+    astha.register_component(Box::new(sink)).await.unwrap();
+    let mut writer = astha_core::transaction::Writer::new(db.writer(), "__cdc_log").unwrap();
+    writer
+        .transaction(|conn| {
+            conn.execute_batch(
+                "INSERT INTO a (v) VALUES (1); INSERT INTO b (v) VALUES (2);
+                 INSERT INTO a (v) VALUES (3);",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    insert(writer.conn(), "a", 4, 1);
+    let count = wait_for_count(&server.url(), "ASTHA_TX", 6, LONG).await;
+    assert_eq!(count, 6, "4 changes and 2 markers");
+    let stored = read_stream(&server.url(), "ASTHA_TX").await;
+    let subjects: Vec<&str> = stored.iter().map(|m| m.subject.as_str()).collect();
+    assert_eq!(
+        subjects,
+        [
+            "astha.app_db.__astha_tx.begin",
+            "astha.app_db.a.insert",
+            "astha.app_db.b.insert",
+            "astha.app_db.a.insert",
+            "astha.app_db.__astha_tx.end",
+            "astha.app_db.a.insert",
+        ]
+    );
+    let tx = stored[1].payload["transaction"]["id"].as_str().unwrap();
+    assert_eq!(stored[0].msg_id, format!("{id}:tx{tx}:begin"));
+    assert_eq!(stored[4].msg_id, format!("{id}:tx{tx}:end"));
+    assert_eq!(stored[0].key, serde_json::json!({ "id": tx }));
+    assert_eq!(stored[0].payload["status"], "BEGIN");
+    assert_eq!(stored[0].payload["id"], tx);
+    assert_eq!(stored[4].payload["event_count"], 3);
+    assert_eq!(
+        stored[4].payload["data_collections"],
+        serde_json::json!([{"data_collection": "app.a", "event_count": 2},
+                           {"data_collection": "app.b", "event_count": 1}])
+    );
+    assert_eq!(stored[1].payload["transaction"]["id"], "1");
+    assert!(stored[5].payload.get("transaction").is_none());
     astha.stop().await.unwrap();
 }

@@ -19,10 +19,18 @@
 //! be incomplete ([`crate::gaps`]) also has `asthaincomplete`: the reason
 //! (`columns_added`, `recreated`), the columns after a colon when there are some
 //! (`columns_added:c1,c2`); `data.incomplete` has the same as JSON.
+//!
+//! A change of a marked transaction ([`crate::transaction`]) also has `asthatxid` (the
+//! transaction's id), `asthatxorder` (its `total_order`) and `asthatxtotal` (the
+//! transaction's size), strings like `asthalsn`; `data.transaction` has the whole
+//! block. They are absent where the transaction is not known. With transaction events
+//! on, the BEGIN and END markers ([`super::markers`]) are CloudEvents of type
+//! `io.astha.transaction.begin` / `.end` ([`marker`]).
 
 use chrono::{DateTime, SecondsFormat};
 use serde_json::{json, Value as Json};
 
+use super::markers::Marker;
 use super::SourceInfo;
 use crate::change::{Change, Operation};
 
@@ -63,7 +71,33 @@ pub fn attributes(change: &Change, source: &SourceInfo) -> Vec<(&'static str, St
         };
         attributes.push(("asthaincomplete", value));
     }
+    if let Some(position) = &change.transaction {
+        attributes.push(("asthatxid", position.id.to_string()));
+        attributes.push(("asthatxorder", position.total_order.to_string()));
+        attributes.push(("asthatxtotal", position.total.to_string()));
+    }
     attributes
+}
+
+/// A transaction marker as a structured event: type `io.astha.transaction.begin` or
+/// `.end`, id `<identity>:tx<id>:begin` (or `:end`: unique, and the same on every
+/// delivery), `asthatxid` the transaction's id, and `data` the marker's Debezium value
+/// (`value`, [`super::markers::Marker::to_json`]).
+pub fn marker(marker: &Marker, value: Json, source: &SourceInfo) -> Json {
+    let status = marker.status.name().to_ascii_lowercase();
+    let time = DateTime::from_timestamp_millis(marker.ts_ms)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
+        .unwrap_or_default();
+    json!({
+        "specversion": "1.0",
+        "id": format!("{}:tx{}:{status}", source.identity, marker.id),
+        "source": format!("/astha/{}", source.name),
+        "type": format!("io.astha.transaction.{status}"),
+        "time": time,
+        "datacontenttype": DATA_CONTENT_TYPE,
+        "asthatxid": marker.id.to_string(),
+        "data": value,
+    })
 }
 
 /// The structured-mode event of `change`.

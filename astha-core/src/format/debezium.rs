@@ -156,12 +156,7 @@ pub fn envelope(change: &Change, source: &SourceInfo) -> Json {
         "op": op_code(change.op),
         "ts_ms": change.timestamp_ms,
         "source": meta,
-        "transaction": change.transaction.map_or(Json::Null, |t| json!({
-            "id": t.id.to_string(),
-            "total_order": t.total_order,
-            "data_collection_order": t.data_collection_order,
-            "total": t.total,
-        })),
+        "transaction": change.transaction.as_ref().map_or(Json::Null, |t| t.to_json()),
     })
 }
 

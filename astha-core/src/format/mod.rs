@@ -7,6 +7,9 @@
 //! - [`EventFormat::CloudEvents`]: a CloudEvents 1.0 structured event ([`cloudevents`])
 //!   whose `data` is the native event.
 //!
+//! With [`Encoder::with_transaction_events`], BEGIN and END markers ([`markers`])
+//! stand around each marked transaction's changes, in the encoder's format.
+//!
 //! It promises that every value SQLite can store comes out exact in every format (each
 //! submodule says how, and its tests decode it back), and that a value's JSON type
 //! depends only on its storage class, never on the value (a large integer stays a
@@ -16,12 +19,14 @@
 
 pub mod cloudevents;
 pub mod debezium;
+pub mod markers;
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::change::Change;
 use crate::value::Value;
+use markers::{Marker, Markers};
 
 /// The formats a sink or `astha watch` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -109,6 +114,18 @@ pub struct Encoder {
     source: SourceInfo,
     /// Debezium only: wrap envelopes and keys in `{"schema", "payload"}`.
     schemas: bool,
+    /// BEGIN and END markers, when on.
+    markers: Option<Markers>,
+}
+
+/// The markers around one change, encoded: `begin` goes before the change's event,
+/// `end` after it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EncodedMarkers {
+    /// BEGIN, when the change opens its transaction for this consumer.
+    pub begin: Option<serde_json::Value>,
+    /// END, when the change closes it.
+    pub end: Option<serde_json::Value>,
 }
 
 impl Encoder {
@@ -118,6 +135,49 @@ impl Encoder {
             format,
             source,
             schemas: false,
+            markers: None,
+        }
+    }
+
+    /// With `Some`, [`Encoder::markers`] gives the BEGIN and END markers of a consumer
+    /// that receives what `markers` says ([`Markers::new`]), and
+    /// [`Encoder::json_lines`] writes them around the changes; off with `None` (the
+    /// default).
+    pub fn with_transaction_events(mut self, markers: Option<Markers>) -> Encoder {
+        self.markers = markers;
+        self
+    }
+
+    /// Whether transaction markers are on.
+    pub fn transaction_events(&self) -> bool {
+        self.markers.is_some()
+    }
+
+    /// The markers around `change`, in this encoder's format (none when markers are off,
+    /// or the change's transaction is not known).
+    pub fn markers(&self, change: &Change) -> EncodedMarkers {
+        let Some(markers) = &self.markers else {
+            return EncodedMarkers::default();
+        };
+        let around = markers.around(change);
+        EncodedMarkers {
+            begin: around.begin.map(|m| self.encode_marker(&m)),
+            end: around.end.map(|m| self.encode_marker(&m)),
+        }
+    }
+
+    /// One marker in this encoder's format: Debezium's transaction metadata value for
+    /// native and Debezium (wrapped with its Connect schema when
+    /// [`Encoder::with_debezium_schemas`] is on), a CloudEvent for CloudEvents.
+    pub fn encode_marker(&self, marker: &Marker) -> serde_json::Value {
+        let value = marker.to_json(&self.source.db);
+        match self.format {
+            EventFormat::Native => value,
+            EventFormat::Debezium if self.schemas => {
+                serde_json::json!({"schema": markers::connect_schema(), "payload": value})
+            }
+            EventFormat::Debezium => value,
+            EventFormat::CloudEvents => cloudevents::marker(marker, value, &self.source),
         }
     }
 
@@ -165,12 +225,23 @@ impl Encoder {
         }
     }
 
-    /// Changes as JSON lines (one document per line, each ending in `\n`).
+    /// Changes as JSON lines (one document per line, each ending in `\n`), with their
+    /// transaction markers around them when those are on.
     pub fn json_lines<'a>(&self, changes: impl IntoIterator<Item = &'a Change>) -> Vec<u8> {
         let mut out = Vec::new();
-        for change in changes {
-            serde_json::to_writer(&mut out, &self.encode(change)).expect("a JSON value serializes");
+        let mut line = |json: &serde_json::Value| {
+            serde_json::to_writer(&mut out, json).expect("a JSON value serializes");
             out.push(b'\n');
+        };
+        for change in changes {
+            let around = self.markers(change);
+            if let Some(begin) = &around.begin {
+                line(begin);
+            }
+            line(&self.encode(change));
+            if let Some(end) = &around.end {
+                line(end);
+            }
         }
         out
     }
@@ -220,5 +291,39 @@ mod tests {
         }
         let err = "avro".parse::<EventFormat>().unwrap_err();
         assert!(err.contains("native, debezium, cloudevents"), "{err}");
+    }
+
+    #[test]
+    fn each_format_writes_markers_its_own_way() {
+        let source = SourceInfo {
+            name: "shop".into(),
+            db: "shop".into(),
+            identity: "db1:e1".into(),
+        };
+        let marker = Marker {
+            status: markers::Status::End,
+            id: 7,
+            ts_ms: 0,
+            tables: vec![("t".into(), 2)],
+        };
+        let encoder = |format| Encoder::new(format, source.clone());
+        let plain = encoder(EventFormat::Native).encode_marker(&marker);
+        assert_eq!(plain["status"], "END");
+        assert_eq!(encoder(EventFormat::Debezium).encode_marker(&marker), plain);
+        let wrapped = encoder(EventFormat::Debezium)
+            .with_debezium_schemas(true)
+            .encode_marker(&marker);
+        assert_eq!(wrapped["payload"], plain);
+        assert_eq!(
+            wrapped["schema"]["name"],
+            "io.debezium.connector.common.TransactionMetadataValue"
+        );
+        let ce = encoder(EventFormat::CloudEvents).encode_marker(&marker);
+        assert_eq!(ce["type"], "io.astha.transaction.end");
+        assert_eq!(ce["id"], "db1:e1:tx7:end");
+        assert_eq!(ce["asthatxid"], "7");
+        assert_eq!(ce["data"], plain);
+        // Off by default: no markers, and json_lines writes the changes alone.
+        assert!(!encoder(EventFormat::Native).transaction_events());
     }
 }

@@ -45,6 +45,7 @@ fn blocks(changes: &[Change]) -> Vec<Option<(i64, u64, u64, u64)>> {
         .iter()
         .map(|c| {
             c.transaction
+                .as_ref()
                 .map(|t| (t.id, t.total_order, t.data_collection_order, t.total))
         })
         .collect()
@@ -174,4 +175,76 @@ fn records_go_once_their_changes_left_the_log() {
     assert_eq!(prune(conn, LOG).unwrap(), 2);
     assert_eq!(records(), 1);
     assert_eq!(blocks(&read(&path, 10, None)), vec![Some((3, 1, 1, 1))]);
+}
+
+/// `(table, count, first, last)`: one table's part in a transaction.
+type Part = (String, u64, u64, u64);
+
+/// The parts of each change's transaction, per change.
+fn tables(changes: &[Change]) -> Vec<Option<Vec<Part>>> {
+    changes
+        .iter()
+        .map(|c| {
+            c.transaction.as_ref().map(|t| {
+                t.tables
+                    .iter()
+                    .map(|e| (e.table.to_string(), e.count, e.first, e.last))
+                    .collect()
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn every_change_of_a_marked_transaction_knows_its_tables_however_it_is_read() {
+    let (_dir, path) = db();
+    let mut writer = Writer::new(crate::db::open_writer(&path).unwrap(), LOG).unwrap();
+    writer
+        .transaction(|conn| {
+            conn.execute_batch(
+                "INSERT INTO b VALUES (1, 1); INSERT INTO a VALUES (1, 1);
+                 INSERT INTO a VALUES (2, 2); INSERT INTO b VALUES (2, 2);
+                 INSERT INTO a VALUES (3, 3);",
+            )?;
+            Ok(())
+        })
+        .unwrap();
+    let want = vec![("b".to_string(), 2, 1, 4), ("a".to_string(), 3, 2, 5)];
+    for limit in [1, 2, 100] {
+        let read = read(&path, limit, None);
+        assert_eq!(read.len(), 5);
+        assert!(
+            tables(&read).iter().all(|t| t.as_ref() == Some(&want)),
+            "batches of {limit}: {:?}",
+            tables(&read)
+        );
+    }
+    // A reader of one table still learns what the others hold.
+    let only_a = read(&path, 2, Some(&["a".to_string()]));
+    assert_eq!(only_a.len(), 3);
+    assert!(tables(&only_a).iter().all(|t| t.as_ref() == Some(&want)));
+}
+
+#[test]
+fn a_transaction_whose_first_rows_left_the_log_gets_no_block() {
+    let (_dir, path) = db();
+    let mut writer = Writer::new(crate::db::open_writer(&path).unwrap(), LOG).unwrap();
+    for _ in 0..2 {
+        writer
+            .transaction(|conn| {
+                conn.execute_batch("INSERT INTO a (v) VALUES (1); INSERT INTO b (v) VALUES (2);")?;
+                Ok(())
+            })
+            .unwrap();
+    }
+    // As cleanup would once every slot is past the first change of the first one.
+    writer
+        .conn()
+        .execute("DELETE FROM __cdc_log WHERE id = 1", [])
+        .unwrap();
+    assert_eq!(
+        blocks(&read(&path, 10, None)),
+        vec![None, Some((3, 1, 1, 2)), Some((3, 2, 1, 2))],
+        "what is left of the cut transaction is not described; the whole one is"
+    );
 }

@@ -1,5 +1,6 @@
 //! The file sink: each change as one JSON line ([`Change::to_json`]) appended to a file,
-//! in commit order, rotated by size and age.
+//! in commit order, rotated by size and age. With `transaction_events`, each marked
+//! transaction's BEGIN and END markers are lines too, around its changes.
 //!
 //! Durability (the fsync policy, `fsync` in the settings):
 //! - `batch` (default): every batch is written and `fdatasync`ed before it is confirmed,
@@ -101,6 +102,8 @@ impl SinkConfig for FileSinkConfig {
     const TYPE: &'static str = "file";
     const ABOUT: &'static str =
         "appends each change as a JSON line to a file, fsynced per batch, rotated by size and age";
+    // BEGIN and END markers are lines of the file, around their changes.
+    const TRANSACTION_EVENTS: bool = true;
 
     fn validate(&self, ctx: &SinkContext) -> Result<(), String> {
         if self.path.as_os_str().is_empty() {

@@ -10,6 +10,17 @@
 //! - header [`KEY_HEADER`]: the record key, the primary-key columns as a JSON object
 //!   ([`Encoder::key`]; with its Connect schema when `debezium_schemas` is on).
 //!
+//! With `transaction_events`, each marked transaction's BEGIN and END markers
+//! ([`astha_core::format::markers`]) are messages of their own on
+//! `astha.<database>.__astha_tx.begin` / `.end` (Debezium's separate `<prefix>.transaction`
+//! topic; `__astha_tx` is Astha's marker table, never a captured one, so no table's
+//! subject can be it), published right before the transaction's first change and right
+//! after its last, with `Nats-Msg-Id: <identity>:<epoch>:tx<id>:begin` (`:end`) and key
+//! `{"id": "<id>"}`. The default stream (`astha.<database>.>`) stores them in order with
+//! the changes; a stream configured with other subjects must include that subject. A
+//! change is confirmed only once its markers were acked too, and a marker published
+//! again after a crash is dropped by JetStream as a duplicate, like a change.
+//!
 //! It confirms a change only after JetStream's publish acknowledgement arrived: the ack
 //! means the stream stored the message (or already had it). Anything short of an ack
 //! (no connection, no responders while the server restarts, an ack timeout) is a
@@ -37,6 +48,8 @@ use astha_core::format::{Encoder, EventFormat, SourceInfo};
 
 /// The header that carries a message's record key.
 pub const KEY_HEADER: &str = "Astha-Key";
+/// The subject token of transaction markers (Astha's marker table, never captured).
+pub const MARKER_TOKEN: &str = astha_core::transaction::MARKER_TABLE;
 
 /// How the sink finds its stream.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -189,6 +202,8 @@ impl SinkConfig for NatsSinkConfig {
     const TYPE: &'static str = "nats";
     const ABOUT: &'static str =
         "publishes each change to NATS JetStream, de-duplicated by Nats-Msg-Id";
+    // Markers go to a subject of their own (module docs).
+    const TRANSACTION_EVENTS: bool = true;
 
     fn validate(&self, ctx: &SinkContext) -> Result<(), String> {
         NatsSinkConfig::validate(&self.for_context(ctx))
@@ -217,9 +232,9 @@ impl NatsSinkConfig {
 /// Counters of a [`NatsSink`], shared with whoever holds a clone.
 #[derive(Debug, Default)]
 pub struct NatsSinkStats {
-    /// Changes acknowledged as newly stored.
+    /// Messages (changes, and transaction markers when on) acknowledged as newly stored.
     pub stored: AtomicU64,
-    /// Changes acknowledged as duplicates (published before a crash or retry).
+    /// Messages acknowledged as duplicates (published before a crash or retry).
     pub duplicates: AtomicU64,
     /// Publishes that failed (and were reported as transient).
     pub failures: AtomicU64,
@@ -293,6 +308,11 @@ impl NatsSink {
         identity::message_id(&self.identity, change)
     }
 
+    /// The subject of the transaction markers: `astha.<database>.__astha_tx.<status>`.
+    pub fn marker_subject(&self, status: &str) -> String {
+        format!("astha.{}.{MARKER_TOKEN}.{status}", self.database)
+    }
+
     async fn context(&mut self) -> Result<jetstream::Context, ComponentError> {
         if let Some(js) = &self.js {
             return Ok(js.clone());
@@ -340,20 +360,58 @@ impl NatsSink {
         Ok(())
     }
 
-    /// Sends one change; the returned future resolves to its ack.
+    /// Sends one change, with its transaction markers around it when those are on; the
+    /// returned futures resolve to the acks of its messages, in order.
     async fn send(
         &self,
         js: &jetstream::Context,
         change: &Change,
-    ) -> Result<PublishAckFuture, ComponentError> {
+    ) -> Result<Vec<PublishAckFuture>, ComponentError> {
         let payload = serde_json::to_vec(&self.encoder.encode(change))
             .map_err(|e| ComponentError::permanent(format!("encode lsn {}: {e}", change.lsn)))?;
+        let markers = self.encoder.markers(change);
+        let mut acks = Vec::with_capacity(1);
+        if let Some(begin) = &markers.begin {
+            acks.push(self.send_marker(js, change, "begin", begin).await?);
+        }
         let mut headers = async_nats::HeaderMap::new();
         headers.insert("Nats-Msg-Id", self.message_id(change).as_str());
         // The record key (primary-key columns), for consumers that partition or
         // compact by key.
         headers.insert(KEY_HEADER, self.encoder.key(change).to_string().as_str());
-        js.publish_with_headers(self.subject(change), headers, payload.into())
+        acks.push(
+            js.publish_with_headers(self.subject(change), headers, payload.into())
+                .await
+                .map_err(|e| transient("publish", e))?,
+        );
+        if let Some(end) = &markers.end {
+            acks.push(self.send_marker(js, change, "end", end).await?);
+        }
+        Ok(acks)
+    }
+
+    /// Sends the BEGIN or END marker `json` of `change`'s transaction.
+    async fn send_marker(
+        &self,
+        js: &jetstream::Context,
+        change: &Change,
+        status: &str,
+        json: &serde_json::Value,
+    ) -> Result<PublishAckFuture, ComponentError> {
+        let id = change.transaction.as_ref().map_or(0, |t| t.id);
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert(
+            "Nats-Msg-Id",
+            format!("{}:tx{id}:{status}", self.identity).as_str(),
+        );
+        headers.insert(
+            KEY_HEADER,
+            serde_json::json!({"id": id.to_string()})
+                .to_string()
+                .as_str(),
+        );
+        let payload = serde_json::to_vec(json).expect("a JSON value serializes");
+        js.publish_with_headers(self.marker_subject(status), headers, payload.into())
             .await
             .map_err(|e| transient("publish", e))
     }
@@ -393,20 +451,24 @@ impl Component for NatsSink {
 
     async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
         let js = self.context().await?;
-        let result = match self.send(&js, change).await {
-            Ok(ack) => ack.await.map_err(|e| transient("ack", e)),
-            Err(err) => Err(err),
-        };
-        match result {
-            Ok(ack) => {
-                self.acked(&ack);
-                Ok(())
-            }
+        let acks = match self.send(&js, change).await {
+            Ok(acks) => acks,
             Err(err) => {
                 self.failed(&err);
-                Err(err)
+                return Err(err);
+            }
+        };
+        for ack in acks {
+            match ack.await {
+                Ok(ack) => self.acked(&ack),
+                Err(e) => {
+                    let err = transient("ack", e);
+                    self.failed(&err);
+                    return Err(err);
+                }
             }
         }
+        Ok(())
     }
 
     async fn on_batch(&mut self, changes: &[Arc<Change>]) -> Result<(), BatchError> {
@@ -417,13 +479,15 @@ impl Component for NatsSink {
         // Publish all, then await the acks in order: one round trip for the window. A
         // failure confirms only the acked prefix; later messages that were stored anyway
         // come back as duplicates on the retry.
+        // Each ack is tagged with its change's index: a change is handled once all its
+        // messages (its markers too) were acked.
         let mut pending = Vec::with_capacity(changes.len());
         let mut sent = 0;
         let mut send_error = None;
-        for change in changes {
+        for (index, change) in changes.iter().enumerate() {
             match self.send(&js, change).await {
-                Ok(ack) => {
-                    pending.push(ack);
+                Ok(acks) => {
+                    pending.extend(acks.into_iter().map(|ack| (index, ack)));
                     sent += 1;
                 }
                 Err(err) => {
@@ -432,7 +496,7 @@ impl Component for NatsSink {
                 }
             }
         }
-        for (handled, ack) in pending.into_iter().enumerate() {
+        for (handled, ack) in pending {
             match ack.await {
                 Ok(ack) => self.acked(&ack),
                 Err(e) => {

@@ -20,6 +20,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use astha_actors::Component;
+use astha_core::format::markers::Markers;
 use astha_core::format::{Encoder, EventFormat, SourceInfo};
 use serde::de::DeserializeOwned;
 
@@ -42,6 +43,10 @@ pub struct SinkContext {
     /// Debezium only: wrap events and keys in `{"schema", "payload"}` (Kafka Connect's
     /// JSON converter with `schemas.enable=true`).
     pub debezium_schemas: bool,
+    /// Write BEGIN and END markers around each marked transaction's changes
+    /// ([`astha_core::format::markers`]); refused for sink types that cannot place them
+    /// ([`SinkConfig::TRANSACTION_EVENTS`]).
+    pub transaction_events: bool,
 }
 
 impl SinkContext {
@@ -61,7 +66,11 @@ impl SinkContext {
                 identity: self.identity.clone(),
             },
         )
-        .with_debezium_schemas(self.debezium_schemas))
+        .with_debezium_schemas(self.debezium_schemas)
+        .with_transaction_events(
+            self.transaction_events
+                .then(|| Markers::new(Some(self.tables.clone()))),
+        ))
     }
 }
 
@@ -76,6 +85,7 @@ impl SinkContext {
             tables: tables.iter().map(|t| t.to_string()).collect(),
             format: "native".into(),
             debezium_schemas: false,
+            transaction_events: false,
         }
     }
 }
@@ -87,6 +97,10 @@ pub trait SinkConfig: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
     const TYPE: &'static str;
     /// One line saying what the sink does, for `astha run --list-sinks` and errors.
     const ABOUT: &'static str;
+    /// Whether the sink writes the transaction markers its encoder gives
+    /// ([`astha_core::format::Encoder::markers`]); a sink that does not is refused with
+    /// `transaction_events = true`, so markers are never asked for and silently missing.
+    const TRANSACTION_EVENTS: bool = false;
 
     /// Checks the settings as they would run in `ctx`; the message names the field and
     /// the way out. Never does I/O that can block (no connecting).
@@ -245,6 +259,14 @@ impl ParsedSink {
     /// Checks the settings for `ctx` (what `astha run --check` does).
     pub fn validate(&self, ctx: &SinkContext) -> Result<(), RegistryError> {
         ctx.encoder().map_err(|m| self.error(m))?;
+        if ctx.transaction_events && !self.config.transaction_events() {
+            return Err(self.error(format!(
+                "sink type {:?} does not write transaction markers; remove \
+                 `transaction_events` (docs/FORMATS.md, \"Transactions\", lists the sinks \
+                 that do)",
+                self.kind
+            )));
+        }
         self.config.validate(ctx).map_err(|m| self.error(m))
     }
 
@@ -269,6 +291,7 @@ trait ErasedSink: Send + Sync {
     fn validate(&self, ctx: &SinkContext) -> Result<(), String>;
     fn build(&self, ctx: &SinkContext) -> Result<Box<dyn Component>, String>;
     fn debug(&self) -> String;
+    fn transaction_events(&self) -> bool;
 }
 
 impl<T: SinkConfig> ErasedSink for T {
@@ -280,6 +303,9 @@ impl<T: SinkConfig> ErasedSink for T {
     }
     fn debug(&self) -> String {
         format!("{self:?}")
+    }
+    fn transaction_events(&self) -> bool {
+        T::TRANSACTION_EVENTS
     }
 }
 

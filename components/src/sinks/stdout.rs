@@ -41,6 +41,8 @@ impl Default for StdoutSinkConfig {
 impl SinkConfig for StdoutSinkConfig {
     const TYPE: &'static str = "stdout";
     const ABOUT: &'static str = "prints each change as one JSON line on standard output";
+    // BEGIN and END markers are lines of the stream, around their changes.
+    const TRANSACTION_EVENTS: bool = true;
 
     fn validate(&self, ctx: &SinkContext) -> Result<(), String> {
         if self.max_batch == 0 {

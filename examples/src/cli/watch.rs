@@ -19,6 +19,7 @@ use astha_actors::http::{EventHub, HttpConfig, SseComponent};
 use astha_actors::{Astha, Component, ComponentError};
 use astha_core::capture::Capture;
 use astha_core::config::AsthaConfig;
+use astha_core::format::markers::Markers;
 use astha_core::format::{Encoder, EventFormat, SourceInfo};
 use astha_core::snapshot::SnapshotMode;
 use astha_core::Change;
@@ -69,6 +70,12 @@ pub struct WatchArgs {
     /// Connect's JSON converter writes it with `schemas.enable=true`.
     #[arg(long)]
     pub debezium_schemas: bool,
+    /// Print Debezium's BEGIN and END transaction markers (`{"status": "BEGIN", ...}`)
+    /// as lines around each marked transaction's changes (in `pretty`: `BEGIN` and `END`
+    /// lines). Only transactions whose boundaries are exact get them: those written
+    /// through Astha's transaction writer or the `__astha_tx` SQL convention.
+    #[arg(long)]
+    pub transaction_events: bool,
     /// Keep the position in this durable slot and resume from it next time.
     #[arg(long)]
     pub slot: Option<String>,
@@ -254,7 +261,12 @@ async fn watch_async(
         db: stem,
         identity,
     };
-    let encoder = Encoder::new(format, source.clone()).with_debezium_schemas(args.debezium_schemas);
+    let encoder = Encoder::new(format, source.clone())
+        .with_debezium_schemas(args.debezium_schemas)
+        .with_transaction_events(
+            args.transaction_events
+                .then(|| Markers::new(Some(tables.clone()))),
+        );
     let output_failed = Arc::new(std::sync::Mutex::new(None));
     let http = match http_config {
         Some(http_config) => {
@@ -428,6 +440,7 @@ impl Component for Printer {
             // Past the limit: leave the change for the next watcher.
             return Err(ComponentError::transient("watch limit reached"));
         }
+        let markers = self.encoder.markers(change);
         let line = match self.format {
             WatchFormat::Pretty => format!(
                 "{:>8}  {:<6}  {:<20}  {}",
@@ -438,8 +451,24 @@ impl Component for Printer {
             ),
             _ => self.encoder.encode(change).to_string(),
         };
+        let marker = |json: &serde_json::Value| match self.format {
+            WatchFormat::Pretty => pretty_marker(json),
+            _ => json.to_string(),
+        };
+        let mut text = String::new();
+        for part in [
+            markers.begin.as_ref().map(marker),
+            Some(line),
+            markers.end.as_ref().map(marker),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            text.push_str(&part);
+            text.push('\n');
+        }
         let mut out = std::io::stdout().lock();
-        if let Err(err) = writeln!(out, "{line}").and_then(|_| out.flush()) {
+        if let Err(err) = out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
             // stdout is gone (`| head` exited, a full disk): stop instead of retrying.
             let message = format!("stdout: {err}");
             self.output_failed
@@ -457,4 +486,30 @@ impl Component for Printer {
         }
         Ok(())
     }
+}
+
+/// A marker (Debezium's value, as the native encoder writes it) as a `pretty` line:
+/// `BEGIN  transaction 3` or `END    transaction 3  (3 changes: shop.a 2, shop.b 1)`.
+fn pretty_marker(json: &serde_json::Value) -> String {
+    let status = json["status"].as_str().unwrap_or_default();
+    let id = json["id"].as_str().unwrap_or_default();
+    let mut line = format!("{:>8}  {status:<6}  transaction {id}", "");
+    if let Some(tables) = json["data_collections"].as_array() {
+        let parts: Vec<String> = tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{} {}",
+                    t["data_collection"].as_str().unwrap_or_default(),
+                    t["event_count"]
+                )
+            })
+            .collect();
+        line.push_str(&format!(
+            "  ({} changes: {})",
+            json["event_count"],
+            parts.join(", ")
+        ));
+    }
+    line
 }
