@@ -272,6 +272,71 @@ async fn every_change_is_published_with_subject_payload_and_msg_id() {
     astha.stop().await.unwrap();
 }
 
+/// `format = "cloudevents"` with `cloudevents_mode = "binary"`: every message carries
+/// the CloudEvents attributes as `ce-*` headers (the same as the structured event's) and
+/// the native event alone as its body.
+#[actix_rt::test]
+async fn binary_cloudevents_carry_their_attributes_in_ce_headers() {
+    let Some(server) = NatsServer::start() else {
+        return;
+    };
+    let db = TestDb::new();
+    let id = database_id(&db.path);
+    let astha = Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let mut config = NatsSinkConfig::new(&server.url(), "app.db", "ASTHA_CE", &["a"]);
+    config.cloudevents_mode = astha_core::format::cloudevents::Mode::Binary;
+    let source = astha_core::format::SourceInfo {
+        name: "app".into(),
+        db: "app".into(),
+        identity: id.clone(),
+    };
+    let structured =
+        astha_core::format::Encoder::new(astha_core::format::EventFormat::CloudEvents, source);
+    let sink = NatsSink::new(config, &id)
+        .unwrap()
+        .with_encoder(structured.clone());
+    let (recorder, seen) = RecordingComponent::new("recorder", &["a"]);
+    astha.register_component(Box::new(sink)).await.unwrap();
+    astha.register_component(Box::new(recorder)).await.unwrap();
+    let w = db.writer();
+    insert(&w, "a", 0, 5);
+    w.execute("DELETE FROM a WHERE id = 2", []).unwrap();
+    assert!(seen.wait_until(LONG, |s| s.confirmed.len() == 6).await);
+    assert_eq!(wait_for_count(&server.url(), "ASTHA_CE", 6, LONG).await, 6);
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("ASTHA_CE").await.unwrap();
+    let expected = seen.state().confirmed.clone();
+    for (seq, change) in (1..=6u64).zip(&expected) {
+        let m = stream.get_raw_message(seq).await.unwrap();
+        let header = |name: &str| m.headers.get(name).map(|v| v.to_string());
+        let event = structured.encode(change);
+        for attribute in ["specversion", "id", "source", "type", "time", "subject"] {
+            assert_eq!(
+                header(&format!("ce-{attribute}")).as_deref(),
+                event[attribute].as_str(),
+                "ce-{attribute} of lsn {}",
+                change.lsn
+            );
+        }
+        assert_eq!(header("content-type").as_deref(), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(body, event["data"], "the body is the event's data");
+    }
+    assert_eq!(
+        m_type(&stream, 6).await,
+        "io.astha.change.delete",
+        "the last is the delete"
+    );
+    astha.stop().await.unwrap();
+}
+
+async fn m_type(stream: &async_nats::jetstream::stream::Stream, seq: u64) -> String {
+    let m = stream.get_raw_message(seq).await.unwrap();
+    m.headers.get("ce-type").unwrap().to_string()
+}
+
 #[actix_rt::test]
 async fn an_existing_stream_is_used_and_a_missing_one_is_never_confirmed() {
     let Some(server) = NatsServer::start() else {

@@ -39,6 +39,18 @@ pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 /// The media type of `data`.
 pub const DATA_CONTENT_TYPE: &str = "application/json";
 
+/// How CloudEvents travel over a transport that has headers (the CloudEvents HTTP and
+/// NATS bindings' two modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// The event, attributes and data, is the message body.
+    #[default]
+    Structured,
+    /// Attributes in `ce-*` headers ([`binary_headers`]), the data alone in the body.
+    Binary,
+}
+
 /// The event type of an operation.
 pub fn event_type(op: Operation) -> &'static str {
     match op {

@@ -8,7 +8,11 @@
 //!   crash (Astha confirmed nothing past its slot) is dropped by JetStream as a duplicate
 //!   inside the stream's duplicate window;
 //! - header [`KEY_HEADER`]: the record key, the primary-key columns as a JSON object
-//!   ([`Encoder::key`]; with its Connect schema when `debezium_schemas` is on).
+//!   ([`Encoder::key`]; with its Connect schema when `debezium_schemas` is on);
+//! - with `format = "cloudevents"` and `cloudevents_mode = "binary"`, the CloudEvents
+//!   NATS binding's binary mode: the attributes as `ce-*` headers
+//!   ([`cloudevents::binary_headers`]), `content-type: application/json`, and the
+//!   native event alone as the payload.
 //!
 //! With `transaction_events`, each marked transaction's BEGIN and END markers
 //! ([`astha_core::format::markers`]) are messages of their own on
@@ -44,7 +48,7 @@ use serde::Deserialize;
 
 use super::registry::{SinkConfig, SinkContext};
 use super::{identity, subject_token};
-use astha_core::format::{Encoder, EventFormat, SourceInfo};
+use astha_core::format::{cloudevents, Encoder, EventFormat, SourceInfo};
 
 /// The header that carries a message's record key.
 pub const KEY_HEADER: &str = "Astha-Key";
@@ -108,6 +112,11 @@ pub struct NatsSinkConfig {
     /// Most publishes awaiting an ack at once when the runtime delivers batches.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// With `format = "cloudevents"`: `structured` (default; the event is the message)
+    /// or `binary` (the CloudEvents NATS binding's binary mode: attributes as `ce-*`
+    /// headers, the native event as the body, `content-type: application/json`).
+    #[serde(default)]
+    pub cloudevents_mode: astha_core::format::cloudevents::Mode,
 }
 
 fn default_name() -> String {
@@ -140,6 +149,7 @@ impl NatsSinkConfig {
             },
             ack_timeout: default_ack_timeout(),
             max_in_flight: default_max_in_flight(),
+            cloudevents_mode: Default::default(),
         }
     }
 
@@ -282,6 +292,12 @@ impl NatsSink {
         })
     }
 
+    /// Whether each change goes as a binary-mode CloudEvent (`ce-*` headers).
+    fn binary_cloudevents(&self) -> bool {
+        self.encoder.format() == EventFormat::CloudEvents
+            && self.config.cloudevents_mode == cloudevents::Mode::Binary
+    }
+
     /// Publishes in `encoder`'s format (native by default).
     pub fn with_encoder(mut self, encoder: Encoder) -> Self {
         self.encoder = encoder;
@@ -367,7 +383,13 @@ impl NatsSink {
         js: &jetstream::Context,
         change: &Change,
     ) -> Result<Vec<PublishAckFuture>, ComponentError> {
-        let payload = serde_json::to_vec(&self.encoder.encode(change))
+        let binary = self.binary_cloudevents();
+        let body = if binary {
+            change.to_json()
+        } else {
+            self.encoder.encode(change)
+        };
+        let payload = serde_json::to_vec(&body)
             .map_err(|e| ComponentError::permanent(format!("encode lsn {}: {e}", change.lsn)))?;
         let markers = self.encoder.markers(change);
         let mut acks = Vec::with_capacity(1);
@@ -379,6 +401,12 @@ impl NatsSink {
         // The record key (primary-key columns), for consumers that partition or
         // compact by key.
         headers.insert(KEY_HEADER, self.encoder.key(change).to_string().as_str());
+        if binary {
+            for (name, value) in cloudevents::binary_headers(change, self.encoder.source()) {
+                headers.insert(name.as_str(), value.as_str());
+            }
+            headers.insert("content-type", cloudevents::DATA_CONTENT_TYPE);
+        }
         acks.push(
             js.publish_with_headers(self.subject(change), headers, payload.into())
                 .await

@@ -67,15 +67,7 @@ pub struct WebhookSinkConfig {
 }
 
 /// How CloudEvents travel over HTTP (the CloudEvents HTTP binding's two modes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CloudEventsMode {
-    /// The event, attributes and data, is the body.
-    #[default]
-    Structured,
-    /// Attributes in `ce-*` headers, the data alone in the body.
-    Binary,
-}
+pub type CloudEventsMode = astha_core::format::cloudevents::Mode;
 
 // The secret stays out of logs.
 impl std::fmt::Debug for WebhookSinkConfig {
