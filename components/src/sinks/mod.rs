@@ -5,7 +5,9 @@
 //! - [`file`]: appends JSON lines to a file, fsynced per batch, rotated by size and age;
 //! - `nats` (feature `nats`): publishes to NATS JetStream, one message per change, de-duplicated by
 //!   JetStream through a `Nats-Msg-Id` built from the [`identity`] and the LSN;
-//! - `webhook` (feature `webhook`): POSTs changes as a JSON array to a URL, signed with HMAC-SHA256.
+//! - `webhook` (feature `webhook`): POSTs changes as a JSON array to a URL, signed with HMAC-SHA256;
+//! - `postgres` (feature `postgres`): mirrors tables into PostgreSQL by primary key, exactly
+//!   once (a marker per table, in the same transaction as the rows).
 //!
 //! Every sink type is registered in the [`registry`] (type name → config type, validate,
 //! build), which `astha run` builds its `[[sinks]]` from; a new sink is one module here
@@ -19,6 +21,8 @@ pub mod file;
 pub mod identity;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod registry;
 pub mod stdout;
 #[cfg(feature = "webhook")]
@@ -27,6 +31,8 @@ pub mod webhook;
 pub use file::{FileSink, FileSinkConfig, Fsync};
 #[cfg(feature = "nats")]
 pub use nats::{NatsSink, NatsSinkConfig, StreamSetup};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresSink, PostgresSinkConfig};
 pub use registry::{ParsedSink, RegistryError, SinkConfig, SinkContext, SinkRegistry};
 pub use stdout::{StdoutSink, StdoutSinkConfig};
 #[cfg(feature = "webhook")]

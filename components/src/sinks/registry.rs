@@ -151,7 +151,7 @@ impl SinkRegistry {
         }
     }
 
-    /// The sinks this crate ships: `stdout`, `file`, `nats`, `webhook`.
+    /// The sinks this crate ships: `stdout`, `file`, `nats`, `webhook`, `postgres`.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         for register in BUILTIN {
@@ -293,6 +293,8 @@ const BUILTIN: &[Register] = &[
     SinkRegistry::register::<super::nats::NatsSinkConfig>,
     #[cfg(feature = "webhook")]
     SinkRegistry::register::<super::webhook::WebhookSinkConfig>,
+    #[cfg(feature = "postgres")]
+    SinkRegistry::register::<super::postgres::PostgresSinkConfig>,
 ];
 
 #[cfg(test)]
@@ -301,11 +303,11 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    #[cfg(all(feature = "nats", feature = "webhook"))]
+    #[cfg(all(feature = "nats", feature = "webhook", feature = "postgres"))]
     fn builtin_types_are_registered_once() {
         let mut registry = SinkRegistry::builtin();
         let names: Vec<_> = registry.types().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["file", "nats", "stdout", "webhook"]);
+        assert_eq!(names, ["file", "nats", "postgres", "stdout", "webhook"]);
         assert_eq!(
             registry.register::<super::super::file::FileSinkConfig>(),
             Err(RegistryError::Duplicate("file".into()))
@@ -313,13 +315,14 @@ mod tests {
     }
 
     #[test]
-    #[cfg(all(feature = "nats", feature = "webhook"))]
+    #[cfg(all(feature = "nats", feature = "webhook", feature = "postgres"))]
     fn unknown_types_and_fields_are_named() {
         let registry = SinkRegistry::builtin();
         let err = registry.parse("out", "kafak", json!({})).unwrap_err();
         assert!(err.to_string().contains("\"kafak\""), "{err}");
         assert!(
-            err.to_string().contains("file, nats, stdout, webhook"),
+            err.to_string()
+                .contains("file, nats, postgres, stdout, webhook"),
             "{err}"
         );
         let err = registry

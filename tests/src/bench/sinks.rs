@@ -7,18 +7,25 @@
 //! Baselines in the same run: the writer's rate with capture and nothing reading, and the
 //! sink's floor: the same lines encoded and appended with one `fdatasync` per 500 lines
 //! (the sink's batch) by a plain loop, with no Astha.
+//!
+//! Destinations on real servers (when their URL is in the environment, as
+//! `scripts/start_postgres.sh` exports it): changes per second into the server through
+//! `astha run`, beside the same client writing the same rows with no Astha, batched the
+//! way the sink batches them and one row per statement.
 
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use astha_actors::Astha;
+use astha_components::sinks::postgres::Param;
 use astha_components::sinks::{FileSinkConfig, SinkConfig, SinkContext, SinkRegistry};
 use astha_core::config::AsthaConfig;
 use astha_core::format::{Encoder, EventFormat, SourceInfo};
 use astha_core::log::{BatchLimits, LogReader};
 use astha_pipeline::{plan, PipelineSpec};
 use rusqlite::{params_from_iter, Connection};
+use tokio_postgres::types::ToSql;
 
 use super::{create_wide_table, wide_insert_sql, wide_row, Mode};
 
@@ -44,6 +51,21 @@ pub struct Sinks {
     pub capture_rate: f64,
     /// Lines per second the plain encode + append + fdatasync loop wrote, per format.
     pub floor: Vec<(EventFormat, f64)>,
+    /// Destinations on real servers, for those whose server was reachable.
+    pub destinations: Vec<DestinationRun>,
+}
+
+/// One destination: Astha's rate into it beside its client's own.
+#[derive(Debug, Clone)]
+pub struct DestinationRun {
+    pub label: String,
+    pub rows: usize,
+    /// Changes per second from the first commit until the sink's slot was at the head.
+    pub delivered_rate: f64,
+    /// The same client writing the same rows batched as the sink batches them, no Astha.
+    pub raw_batched_rate: f64,
+    /// The same client, one row per statement (in transactions of the same size).
+    pub raw_single_rate: f64,
 }
 
 /// Runs the suite.
@@ -71,10 +93,23 @@ pub fn run(mode: Mode) -> Sinks {
         .into_iter()
         .map(|f| (f, sink_floor(&data, f)))
         .collect();
+    let mut destinations = Vec::new();
+    if let Ok(url) = std::env::var("ASTHA_POSTGRES_URL") {
+        destinations.push(postgres(&data, &url));
+    } else {
+        eprintln!("sinks: ASTHA_POSTGRES_URL not set, PostgreSQL not measured");
+    }
+    for d in &destinations {
+        eprintln!(
+            "sinks {}: {:.0}/s, raw client {:.0}/s batched, {:.0}/s row by row",
+            d.label, d.delivered_rate, d.raw_batched_rate, d.raw_single_rate
+        );
+    }
     Sinks {
         runs,
         capture_rate,
         floor,
+        destinations,
     }
 }
 
@@ -256,6 +291,150 @@ fn sink_floor(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -> f64 
     changes.len() as f64 / start.elapsed().as_secs_f64()
 }
 
+/// Rows per PostgreSQL transaction, for the sink (its `batch_size`) and the raw client.
+const PG_BATCH: usize = 1000;
+
+/// `astha run` into PostgreSQL, then the raw client on the same rows.
+fn postgres(data: &[Vec<rusqlite::types::Value>], url: &str) -> DestinationRun {
+    let pg = BenchPg::connect(url);
+    pg.batch(
+        "DROP SCHEMA IF EXISTS astha_bench CASCADE; DROP SCHEMA IF EXISTS astha_bench_raw CASCADE",
+    );
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = new_db(dir.path());
+    let text = format!(
+        "[[sources]]\ndatabase = \"{}\"\ntables = [\"t\"]\ninstall = true\n\
+         [[sinks]]\nname = \"pg\"\ntype = \"postgres\"\nurl = \"{url}\"\n\
+         schema = \"astha_bench\"\nbatch_size = {PG_BATCH}\n",
+        path.display(),
+    );
+    let spec = PipelineSpec::parse(&text, |_| None).expect("pipeline");
+    let engine = AsthaConfig::default();
+    let checked = plan(&spec, &SinkRegistry::builtin(), &engine).expect("plan");
+    let system = actix::System::new();
+    let (_, delivered_rate) = system.block_on(async {
+        let running = checked.start(&engine).await.expect("start");
+        let rates = measure_async(&path, "pg", data).await;
+        running.stop().await.expect("stop");
+        rates
+    });
+    // The raw client: a table as the sink creates it, the same upserts, no Astha.
+    let columns: Vec<String> = std::iter::once("id".to_string())
+        .chain((0..COLUMNS).map(|j| format!("c{j}")))
+        .collect();
+    let types: Vec<(&str, tokio_postgres::types::Type)> =
+        std::iter::once(("bigint", tokio_postgres::types::Type::INT8))
+            .chain((0..COLUMNS).map(|j| {
+                if j % 2 == 0 {
+                    ("text", tokio_postgres::types::Type::TEXT)
+                } else {
+                    ("bigint", tokio_postgres::types::Type::INT8)
+                }
+            }))
+            .collect();
+    let defs: Vec<String> = columns
+        .iter()
+        .zip(&types)
+        .map(|(c, (t, _))| format!("{c} {t}"))
+        .collect();
+    pg.batch(&format!(
+        "CREATE SCHEMA astha_bench_raw; CREATE TABLE astha_bench_raw.t ({}, PRIMARY KEY (id))",
+        defs.join(", ")
+    ));
+    let rows: Vec<Vec<Param>> = data
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| match v {
+                    rusqlite::types::Value::Integer(i) => Param::Int(*i),
+                    rusqlite::types::Value::Text(t) => Param::Text(t.clone()),
+                    other => panic!("the wide table holds no {other:?}"),
+                })
+                .collect()
+        })
+        .collect();
+    let upsert = |n: usize| {
+        let mut values = Vec::new();
+        for r in 0..n {
+            let ps: Vec<String> = (0..columns.len())
+                .map(|c| format!("${}", r * columns.len() + c + 1))
+                .collect();
+            values.push(format!("({})", ps.join(", ")));
+        }
+        let set: Vec<String> = columns[1..]
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        format!(
+            "INSERT INTO astha_bench_raw.t ({}) VALUES {} ON CONFLICT (id) DO UPDATE SET {}",
+            columns.join(", "),
+            values.join(", "),
+            set.join(", ")
+        )
+    };
+    let run = |per_statement: usize| -> f64 {
+        pg.batch("TRUNCATE astha_bench_raw.t");
+        let start = Instant::now();
+        for tx in rows.chunks(PG_BATCH) {
+            pg.batch("BEGIN");
+            for statement in tx.chunks(per_statement) {
+                let params: Vec<(&(dyn ToSql + Sync), tokio_postgres::types::Type)> = statement
+                    .iter()
+                    .flat_map(|row| {
+                        row.iter()
+                            .zip(&types)
+                            .map(|(p, (_, t))| (p as &(dyn ToSql + Sync), t.clone()))
+                    })
+                    .collect();
+                pg.rt
+                    .block_on(pg.client.execute_typed(&upsert(statement.len()), &params))
+                    .expect("upsert");
+            }
+            pg.batch("COMMIT");
+        }
+        rows.len() as f64 / start.elapsed().as_secs_f64()
+    };
+    let raw_batched_rate = run(PG_BATCH);
+    let raw_single_rate = run(1);
+    pg.batch("DROP SCHEMA astha_bench CASCADE; DROP SCHEMA astha_bench_raw CASCADE");
+    DestinationRun {
+        label: "PostgreSQL 15 (`type = \"postgres\"`, loopback)".into(),
+        rows: data.len(),
+        delivered_rate,
+        raw_batched_rate,
+        raw_single_rate,
+    }
+}
+
+/// A blocking tokio-postgres client for the raw-client baseline.
+struct BenchPg {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl BenchPg {
+    fn connect(url: &str) -> BenchPg {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to ASTHA_POSTGRES_URL");
+            tokio::spawn(conn);
+            client
+        });
+        BenchPg { rt, client }
+    }
+
+    fn batch(&self, sql: &str) {
+        self.rt
+            .block_on(self.client.batch_execute(sql))
+            .expect("postgres");
+    }
+}
+
 /// The suite's Markdown section.
 pub fn report(s: &Sinks) -> String {
     let mut out = String::from(
@@ -289,5 +468,27 @@ pub fn report(s: &Sinks) -> String {
         ));
     }
     out.push('\n');
+    if !s.destinations.is_empty() {
+        out.push_str(&format!(
+            "Destinations on real servers, same run, same rows: commit → slot at the head \
+             through `astha run`, beside the same client writing the same rows with no Astha \
+             ({PG_BATCH} rows per transaction; batched as the sink batches them, and one row \
+             per statement).\n\n\
+             | destination | rows | `astha run` | raw client, batched | share | raw client, row by row |\n\
+             |---|---|---|---|---|---|\n"
+        ));
+        for d in &s.destinations {
+            out.push_str(&format!(
+                "| {} | {} | **{:.0}/s** | {:.0}/s | {:.0}% | {:.0}/s |\n",
+                d.label,
+                d.rows,
+                d.delivered_rate,
+                d.raw_batched_rate,
+                d.delivered_rate / d.raw_batched_rate * 100.0,
+                d.raw_single_rate
+            ));
+        }
+        out.push('\n');
+    }
     out
 }
