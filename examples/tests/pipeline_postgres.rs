@@ -195,14 +195,15 @@ fn fresh_schema(pg: &Pg, name: &str) -> String {
     schema
 }
 
-fn pipeline(dir: &Path, tables: &[&str], schema: &str) {
+/// `pg.toml`: `tables` of `src.db` mirrored into `schema`; `extra` ends the sink's table.
+fn pipeline(dir: &Path, tables: &[&str], schema: &str, extra: &str) {
     let tables: Vec<String> = tables.iter().map(|t| format!("\"{t}\"")).collect();
     std::fs::write(
         dir.join("pg.toml"),
         format!(
             "[[sources]]\ndatabase = \"src.db\"\ntables = [{}]\ninstall = true\n\n\
              [[sinks]]\nname = \"mirror\"\ntype = \"postgres\"\nurl = \"${{ASTHA_POSTGRES_URL}}\"\n\
-             schema = \"{schema}\"\n",
+             schema = \"{schema}\"\n{extra}",
             tables.join(", ")
         ),
     )
@@ -226,13 +227,14 @@ fn mirrors_every_value_and_change_row_for_row() {
     let conn = Connection::open(&db).unwrap();
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
-         CREATE TABLE t (id INTEGER PRIMARY KEY, i INTEGER, r REAL, s TEXT, b BLOB, n NUMERIC, u);
+         CREATE TABLE t (id INTEGER PRIMARY KEY, i INTEGER, r REAL, s TEXT, b BLOB, n NUMERIC, u,
+                         d DATETIME DEFAULT CURRENT_TIMESTAMP);
          CREATE TABLE k (a TEXT, b INTEGER, v VARCHAR(10), PRIMARY KEY (a, b));
          CREATE TABLE loose (x, y);",
     )
     .unwrap();
     // A table without a key is refused by --check, with the way out.
-    pipeline(dir.path(), &["t", "k", "loose"], &schema);
+    pipeline(dir.path(), &["t", "k", "loose"], &schema, "");
     let out = Command::new(env!("CARGO_BIN_EXE_astha"))
         .args(["run", "--check", "pg.toml"])
         .current_dir(dir.path())
@@ -246,7 +248,13 @@ fn mirrors_every_value_and_change_row_for_row() {
         "{stderr}"
     );
 
-    pipeline(dir.path(), &["t", "k"], &schema);
+    // `d` is DATETIME (NUMERIC affinity) holding text: mirrored as text by request.
+    pipeline(
+        dir.path(),
+        &["t", "k"],
+        &schema,
+        "[sinks.column_types]\n\"t.d\" = \"text\"\n",
+    );
     let (child, _stderr) = run(dir.path(), &url);
     let reals = [
         0.1 + 0.2,
@@ -260,7 +268,7 @@ fn mirrors_every_value_and_change_row_for_row() {
     ];
     for (id, r) in reals.iter().enumerate() {
         conn.execute(
-            "INSERT INTO t VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO t (id, i, r, s, b, n, u) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             rusqlite::params![
                 id as i64,
                 [i64::MIN, i64::MAX, 0, -1][id % 4],
@@ -385,7 +393,7 @@ fn kill_9_of_astha_run_mid_stream_applies_nothing_twice() {
              CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, note TEXT);",
         )
         .unwrap();
-    pipeline(dir.path(), &["t"], &schema);
+    pipeline(dir.path(), &["t"], &schema, "");
     // Capture (and the slot) must exist before the writer starts.
     let (mut child, stderr) = run(dir.path(), &url);
     let mut stderrs = vec![stderr];

@@ -3,7 +3,8 @@
 //!
 //! - **Tables.** Each captured table `t` becomes `<schema>.t` (schema: the `schema`
 //!   setting, by default the source's name), created with its schema if missing, with the
-//!   same primary key and the column types of [`mapping`]'s table. A table without a
+//!   same primary key and the column types of [`mapping`]'s table (or of
+//!   `column_types`, per column). A table without a
 //!   primary key is refused (`validate`, and each of its changes is dead-lettered): a
 //!   mirror applies updates and deletes by key.
 //! - **Changes.** An INSERT or UPDATE is an upsert of the full after-image (`INSERT ...
@@ -78,6 +79,12 @@ pub struct PostgresSinkConfig {
     /// How long connecting may take before it counts as a transient failure.
     #[serde(with = "duration_serde", default = "default_connect_timeout")]
     pub connect_timeout: Duration,
+    /// The PostgreSQL type of a created column, overriding the mapping by affinity:
+    /// `"table.column" = "text"` (one of `bigint`, `double precision`, `text`, `bytea`,
+    /// `numeric`). For instance a `DATETIME` column (NUMERIC affinity) that holds
+    /// ISO-8601 text. Applies when the column is created; an existing one keeps its type.
+    #[serde(default)]
+    pub column_types: BTreeMap<String, String>,
 }
 
 /// The marker table's name inside the sink's schema (a mirrored table may not have it).
@@ -103,7 +110,31 @@ impl PostgresSinkConfig {
             schema: schema.into(),
             batch_size: default_batch_size(),
             connect_timeout: default_connect_timeout(),
+            column_types: BTreeMap::new(),
         }
+    }
+
+    /// [`PostgresSinkConfig::column_types`], parsed: `(table, column)` → type.
+    pub fn parsed_column_types(&self) -> Result<HashMap<(String, String), PgType>, String> {
+        self.column_types
+            .iter()
+            .map(|(at, name)| {
+                let (table, column) = at.split_once('.').ok_or_else(|| {
+                    format!(
+                        "postgres sink {}: column_types key {at:?} is not \"table.column\"",
+                        self.name
+                    )
+                })?;
+                let pg = PgType::from_sql(name).ok_or_else(|| {
+                    format!(
+                        "postgres sink {}: column_types {at:?} = {name:?}: use one of bigint, \
+                         double precision, text, bytea, numeric",
+                        self.name
+                    )
+                })?;
+                Ok(((table.to_string(), column.to_string()), pg))
+            })
+            .collect()
     }
 
     /// Checks the settings (no I/O); the message names the field.
@@ -134,7 +165,7 @@ impl PostgresSinkConfig {
         if self.connect_timeout.is_zero() {
             return Err(format!("postgres sink {name}: connect_timeout must be > 0"));
         }
-        Ok(())
+        self.parsed_column_types().map(|_| ())
     }
 
     /// This config with the name and tables of `ctx`, and its source as the default schema.
@@ -223,6 +254,8 @@ pub struct PostgresSink {
     config: PostgresSinkConfig,
     database: PathBuf,
     identity: String,
+    /// Parsed [`PostgresSinkConfig::column_types`].
+    column_types: HashMap<(String, String), PgType>,
     client: Option<Client>,
     /// Committed markers of this source, by table.
     markers: HashMap<String, i64>,
@@ -242,6 +275,20 @@ struct Run {
     rows: Vec<Vec<Param>>,
     /// Row index by key, so a key's later image replaces its earlier one.
     by_key: HashMap<String, usize>,
+}
+
+/// What one committed transaction covered.
+struct Committed {
+    /// Leading changes of the delivery it covers (applied, or already applied before).
+    covered: usize,
+    /// Layouts it created or changed.
+    mirrors: HashMap<String, Mirror>,
+    /// Markers it wrote.
+    markers: BTreeMap<String, i64>,
+    /// Changes it applied.
+    applied: usize,
+    /// Why it stopped before change `covered`, if it did: that change can never apply.
+    refused: Option<ComponentError>,
 }
 
 /// How a transaction ended short of committing everything.
@@ -267,6 +314,7 @@ impl PostgresSink {
             return Err(format!("postgres sink {}: empty identity", config.name));
         }
         Ok(PostgresSink {
+            column_types: config.parsed_column_types()?,
             config,
             database,
             identity: identity.into(),
@@ -364,9 +412,15 @@ impl PostgresSink {
         let result = self.apply_on(&client, changes).await;
         self.client = Some(client);
         match result {
-            Ok((committed, mirrors, markers, applied, refused)) => {
+            Ok(Committed {
+                covered,
+                mirrors,
+                markers,
+                applied,
+                refused,
+            }) => {
                 self.mirrors.extend(mirrors);
-                let skipped = committed - applied;
+                let skipped = covered - applied;
                 self.markers.extend(markers);
                 self.stats
                     .applied
@@ -378,7 +432,7 @@ impl PostgresSink {
                 match refused {
                     None => Ok(()),
                     Some(error) => Err(Failed {
-                        handled: committed,
+                        handled: covered,
                         error,
                         data: false,
                     }),
@@ -393,25 +447,13 @@ impl PostgresSink {
         }
     }
 
-    /// The transaction of [`PostgresSink::apply`]. Returns, once committed: how many
-    /// leading changes it covers, the layouts and markers it committed, how many of the
-    /// changes it applied (the others were already applied), and the permanent error of
-    /// the change it stopped before, if any.
-    #[allow(clippy::type_complexity)]
+    /// The transaction of [`PostgresSink::apply`]; on error, whether the server refused
+    /// the data (see [`is_data_error`]).
     async fn apply_on(
         &self,
         client: &Client,
         changes: &[Arc<Change>],
-    ) -> Result<
-        (
-            usize,
-            HashMap<String, Mirror>,
-            BTreeMap<String, i64>,
-            usize,
-            Option<ComponentError>,
-        ),
-        (ComponentError, bool),
-    > {
+    ) -> Result<Committed, (ComponentError, bool)> {
         let pg = |what: &str, e: tokio_postgres::Error| (transient(what, &e), is_data_error(&e));
         client
             .batch_execute("BEGIN")
@@ -422,7 +464,7 @@ impl PostgresSink {
         let mut run: Option<Run> = None;
         let mut applied = 0;
         let mut refused = None;
-        let mut committed = changes.len();
+        let mut covered = changes.len();
         for (i, change) in changes.iter().enumerate() {
             let table = &*change.table;
             let marker = markers
@@ -437,13 +479,13 @@ impl PostgresSink {
                     "lsn {} of {table}: a change without an image",
                     change.lsn
                 )));
-                committed = i;
+                covered = i;
                 break;
             };
             let schema = row.schema().clone();
             if schema.primary_key.is_empty() {
                 refused = Some(ComponentError::permanent(no_key(table)));
-                committed = i;
+                covered = i;
                 break;
             }
             let known = mirrors
@@ -464,7 +506,7 @@ impl PostgresSink {
                         }
                         Err(Align::Refused(error)) => {
                             refused = Some(error);
-                            committed = i;
+                            covered = i;
                             break;
                         }
                         Err(Align::Failed(error)) => return Err((error, false)),
@@ -478,7 +520,7 @@ impl PostgresSink {
                         "lsn {} of {table}: {reason}",
                         change.lsn
                     )));
-                    committed = i;
+                    covered = i;
                     break;
                 }
                 Err(Stage::Failed(e)) => return Err(pg("write", e)),
@@ -504,7 +546,13 @@ impl PostgresSink {
             .batch_execute("COMMIT")
             .await
             .map_err(|e| pg("commit", e))?;
-        Ok((committed, mirrors, markers, applied, refused))
+        Ok(Committed {
+            covered,
+            mirrors,
+            markers,
+            applied,
+            refused,
+        })
     }
 
     /// Queues `change` into the current run, flushing it first when the change belongs to
@@ -695,8 +743,9 @@ impl PostgresSink {
             .collect();
         let declared = self.declared_types(table).await?;
         let type_of = |column: &str| {
-            declared
-                .get(column)
+            self.column_types
+                .get(&(table.to_string(), column.to_string()))
+                .or_else(|| declared.get(column))
                 .copied()
                 // A column SQLite no longer has (dropped or renamed since): no declared
                 // type, so BLOB affinity, as SQLite itself would give it.
@@ -1025,9 +1074,20 @@ mod tests {
         let mut bad = c.clone();
         bad.tables = vec![MARKER_TABLE.into()];
         assert!(bad.validate().unwrap_err().contains("collide"));
-        let mut bad = c;
+        let mut bad = c.clone();
         bad.batch_size = 0;
         assert!(bad.validate().unwrap_err().contains("batch_size"));
+        let mut typed = c;
+        typed.column_types.insert("t.created".into(), "text".into());
+        assert_eq!(
+            typed.parsed_column_types().unwrap()[&("t".into(), "created".into())],
+            PgType::Text
+        );
+        typed.column_types.insert("t.x".into(), "int".into());
+        assert!(typed.validate().unwrap_err().contains("use one of"));
+        typed.column_types.clear();
+        typed.column_types.insert("nodot".into(), "text".into());
+        assert!(typed.validate().unwrap_err().contains("table.column"));
     }
 
     #[test]
