@@ -412,27 +412,20 @@ impl PostgresSink {
         let result = self.apply_on(&client, changes).await;
         self.client = Some(client);
         match result {
-            Ok(Committed {
-                covered,
-                mirrors,
-                markers,
-                applied,
-                refused,
-            }) => {
-                self.mirrors.extend(mirrors);
-                let skipped = covered - applied;
-                self.markers.extend(markers);
+            Ok(done) => {
+                self.mirrors.extend(done.mirrors);
+                self.markers.extend(done.markers);
                 self.stats
                     .applied
-                    .fetch_add(applied as u64, Ordering::Relaxed);
+                    .fetch_add(done.applied as u64, Ordering::Relaxed);
                 self.stats
                     .already_applied
-                    .fetch_add(skipped as u64, Ordering::Relaxed);
+                    .fetch_add((done.covered - done.applied) as u64, Ordering::Relaxed);
                 self.stats.transactions.fetch_add(1, Ordering::Relaxed);
-                match refused {
+                match done.refused {
                     None => Ok(()),
                     Some(error) => Err(Failed {
-                        handled: covered,
+                        handled: done.covered,
                         error,
                         data: false,
                     }),
