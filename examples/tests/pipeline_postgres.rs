@@ -307,7 +307,7 @@ fn mirrors_every_value_and_change_row_for_row() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let reason: String = loop {
         let found = conn.query_row(
-            "SELECT reason FROM __astha_dead_letters WHERE consumer = 'mirror'",
+            "SELECT reason FROM __astha_dead_letters WHERE consumer = 'mirror' ORDER BY id LIMIT 1",
             [],
             |r| r.get(0),
         );
@@ -324,6 +324,40 @@ fn mirrors_every_value_and_change_row_for_row() {
     // Rows that never reached the mirror leave SQLite too, so the tables can be compared.
     conn.execute("DELETE FROM t WHERE id = 300", []).unwrap();
     wait_mirrored(&pg, &db, &schema, &["t", "k"], Duration::from_secs(30)).unwrap();
+
+    // A row the server itself refuses (a constraint added to the mirror): the delivery is
+    // narrowed down to that change, which is dead-lettered; its neighbours are applied.
+    pg.batch(&format!(
+        "ALTER TABLE {schema}.t ADD CONSTRAINT not_424242 CHECK (i <> 424242) NOT VALID"
+    ));
+    conn.execute_batch(
+        "BEGIN;
+         INSERT INTO t (id, i) VALUES (500, 1);
+         INSERT INTO t (id, i) VALUES (501, 424242);
+         INSERT INTO t (id, i) VALUES (502, 2);
+         COMMIT;",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let refused: String = loop {
+        let found = conn.query_row(
+            "SELECT reason FROM __astha_dead_letters WHERE consumer = 'mirror' \
+             AND reason LIKE '%refused%'",
+            [],
+            |r| r.get(0),
+        );
+        match found {
+            Ok(reason) => break reason,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("no dead letter for the refused row: {e}"),
+        }
+    };
+    assert!(refused.contains("not_424242"), "{refused}");
+    conn.execute("DELETE FROM t WHERE id = 501", []).unwrap();
+    wait_mirrored(&pg, &db, &schema, &["t"], Duration::from_secs(30)).unwrap();
+    pg.batch(&format!(
+        "ALTER TABLE {schema}.t DROP CONSTRAINT not_424242"
+    ));
 
     // Schema changes, through Capture::alter (triggers regenerated in the same transaction).
     let capture = astha_core::capture::Capture::new("__cdc_log");

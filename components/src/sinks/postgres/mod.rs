@@ -49,7 +49,6 @@ use astha_core::schema::TableSchema;
 use astha_core::{Change, Operation, Value};
 use async_trait::async_trait;
 use serde::Deserialize;
-use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client, NoTls};
 
@@ -954,14 +953,18 @@ fn transient(what: &str, err: &tokio_postgres::Error) -> ComponentError {
     ComponentError::transient(format!("postgres {what}: {detail}"))
 }
 
+/// The text of `err` without its kind.
+fn message(err: &ComponentError) -> &str {
+    match err {
+        ComponentError::Transient(m) | ComponentError::Permanent(m) => m,
+    }
+}
+
 /// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation): the
 /// server refused the rows, not the connection.
 fn is_data_error(err: &tokio_postgres::Error) -> bool {
-    err.code().is_some_and(|c| {
-        let code = c.code();
-        (code.starts_with("22") || code.starts_with("23"))
-            && *c != SqlState::T_R_SERIALIZATION_FAILURE
-    })
+    err.code()
+        .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23"))
 }
 
 #[async_trait]
@@ -995,7 +998,8 @@ impl Component for PostgresSink {
                         let error = if failed.data {
                             ComponentError::permanent(format!(
                                 "lsn {}: the server refused the row: {}",
-                                change.lsn, failed.error
+                                change.lsn,
+                                message(&failed.error)
                             ))
                         } else {
                             failed.error
@@ -1012,7 +1016,8 @@ impl Component for PostgresSink {
                 let error = if failed.data {
                     ComponentError::permanent(format!(
                         "lsn {}: the server refused the row: {}",
-                        changes[0].lsn, failed.error
+                        changes[0].lsn,
+                        message(&failed.error)
                     ))
                 } else {
                     failed.error
