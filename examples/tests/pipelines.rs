@@ -49,7 +49,9 @@ fn astha() -> Command {
         .env(
             "ASTHA_POSTGRES_URL",
             "postgresql://astha@127.0.0.1:5432/warehouse",
-        );
+        )
+        .env("ASTHA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+        .env("ASTHA_KAFKA_BROKERS", "127.0.0.1:9092");
     cmd
 }
 
@@ -79,7 +81,7 @@ fn every_example_pipeline_passes_check() {
         assert!(stdout.contains(": ok"), "{stdout}");
         checked += 1;
     }
-    assert_eq!(checked, 5);
+    assert_eq!(checked, 7);
     // --check is read-only: no trigger exists although every file says install = true.
     let conn = Connection::open(dir.path().join("shop.db")).unwrap();
     let triggers: i64 = conn

@@ -7,7 +7,11 @@
 //!   JetStream through a `Nats-Msg-Id` built from the [`identity`] and the LSN;
 //! - `webhook` (feature `webhook`): POSTs changes as a JSON array to a URL, signed with HMAC-SHA256;
 //! - `postgres` (feature `postgres`): mirrors tables into PostgreSQL by primary key, exactly
-//!   once (a marker per table, in the same transaction as the rows).
+//!   once (a marker per table, in the same transaction as the rows);
+//! - `rabbitmq` (feature `rabbitmq`): publishes to a RabbitMQ exchange, persistent, with
+//!   publisher confirms;
+//! - `kafka` (feature `kafka`): produces to a topic per table, keyed by primary key, with an
+//!   idempotent producer.
 //!
 //! Every sink type is registered in the [`registry`] (type name → config type, validate,
 //! build), which `astha run` builds its `[[sinks]]` from; a new sink is one module here
@@ -19,10 +23,14 @@
 
 pub mod file;
 pub mod identity;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "nats")]
 pub mod nats;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 pub mod registry;
 pub mod stdout;
 #[cfg(feature = "webhook")]

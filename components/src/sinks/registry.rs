@@ -81,6 +81,8 @@ pub trait SinkConfig: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
     const TYPE: &'static str;
     /// One line saying what the sink does, for `astha run --list-sinks` and errors.
     const ABOUT: &'static str;
+    /// The event format when neither the sink, its source nor `[defaults]` names one.
+    const DEFAULT_FORMAT: &'static str = "native";
 
     /// Checks the settings as they would run in `ctx`; the message names the field and
     /// the way out. Never does I/O that can block (no connecting).
@@ -122,6 +124,7 @@ type Parse = fn(serde_json::Value) -> Result<Box<dyn ErasedSink>, String>;
 
 struct Entry {
     about: &'static str,
+    default_format: &'static str,
     parse: Parse,
 }
 
@@ -151,7 +154,7 @@ impl SinkRegistry {
         }
     }
 
-    /// The sinks this crate ships: `stdout`, `file`, `nats`, `webhook`, `postgres`.
+    /// The sinks this crate ships: `stdout`, `file`, `nats`, `webhook`, `postgres`, `rabbitmq`, `kafka`.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         for register in BUILTIN {
@@ -169,6 +172,7 @@ impl SinkRegistry {
             T::TYPE,
             Entry {
                 about: T::ABOUT,
+                default_format: T::DEFAULT_FORMAT,
                 parse: parse_as::<T>,
             },
         );
@@ -207,6 +211,7 @@ impl SinkRegistry {
         Ok(ParsedSink {
             sink: sink.into(),
             kind: kind.into(),
+            default_format: entry.default_format,
             config,
         })
     }
@@ -216,6 +221,7 @@ impl SinkRegistry {
 pub struct ParsedSink {
     sink: String,
     kind: String,
+    default_format: &'static str,
     config: Box<dyn ErasedSink>,
 }
 
@@ -233,6 +239,11 @@ impl ParsedSink {
     /// The sink type's name.
     pub fn kind(&self) -> &str {
         &self.kind
+    }
+
+    /// The type's format when none is configured ([`SinkConfig::DEFAULT_FORMAT`]).
+    pub fn default_format(&self) -> &'static str {
+        self.default_format
     }
 
     /// Checks the settings for `ctx` (what `astha run --check` does).
@@ -295,6 +306,10 @@ const BUILTIN: &[Register] = &[
     SinkRegistry::register::<super::webhook::WebhookSinkConfig>,
     #[cfg(feature = "postgres")]
     SinkRegistry::register::<super::postgres::PostgresSinkConfig>,
+    #[cfg(feature = "rabbitmq")]
+    SinkRegistry::register::<super::rabbitmq::RabbitMqSinkConfig>,
+    #[cfg(feature = "kafka")]
+    SinkRegistry::register::<super::kafka::KafkaSinkConfig>,
 ];
 
 #[cfg(test)]
@@ -303,11 +318,20 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    #[cfg(all(feature = "nats", feature = "webhook", feature = "postgres"))]
+    #[cfg(all(
+        feature = "nats",
+        feature = "webhook",
+        feature = "postgres",
+        feature = "rabbitmq",
+        feature = "kafka"
+    ))]
     fn builtin_types_are_registered_once() {
         let mut registry = SinkRegistry::builtin();
         let names: Vec<_> = registry.types().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, ["file", "nats", "postgres", "stdout", "webhook"]);
+        assert_eq!(
+            names,
+            ["file", "kafka", "nats", "postgres", "rabbitmq", "stdout", "webhook"]
+        );
         assert_eq!(
             registry.register::<super::super::file::FileSinkConfig>(),
             Err(RegistryError::Duplicate("file".into()))
@@ -315,14 +339,20 @@ mod tests {
     }
 
     #[test]
-    #[cfg(all(feature = "nats", feature = "webhook", feature = "postgres"))]
+    #[cfg(all(
+        feature = "nats",
+        feature = "webhook",
+        feature = "postgres",
+        feature = "rabbitmq",
+        feature = "kafka"
+    ))]
     fn unknown_types_and_fields_are_named() {
         let registry = SinkRegistry::builtin();
         let err = registry.parse("out", "kafak", json!({})).unwrap_err();
         assert!(err.to_string().contains("\"kafak\""), "{err}");
         assert!(
             err.to_string()
-                .contains("file, nats, postgres, stdout, webhook"),
+                .contains("file, kafka, nats, postgres, rabbitmq, stdout, webhook"),
             "{err}"
         );
         let err = registry

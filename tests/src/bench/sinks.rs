@@ -11,7 +11,8 @@
 //! Destinations on real servers (when their URL is in the environment, as
 //! `scripts/start_postgres.sh` exports it): changes per second into the server through
 //! `astha run`, beside the same client writing the same rows with no Astha, batched the
-//! way the sink batches them and one row per statement.
+//! way the sink batches them and one row per statement. RabbitMQ (`ASTHA_AMQP_URL`) and a
+//! Kafka-protocol broker (`ASTHA_KAFKA_BROKERS`) likewise, in [`super::brokers`].
 
 use std::io::Write;
 use std::path::Path;
@@ -99,6 +100,16 @@ pub fn run(mode: Mode) -> Sinks {
     } else {
         eprintln!("sinks: ASTHA_POSTGRES_URL not set, PostgreSQL not measured");
     }
+    if let Ok(url) = std::env::var("ASTHA_AMQP_URL") {
+        destinations.push(super::brokers::rabbitmq(&data, &url));
+    } else {
+        eprintln!("sinks: ASTHA_AMQP_URL not set, RabbitMQ not measured");
+    }
+    if let Ok(brokers) = std::env::var("ASTHA_KAFKA_BROKERS") {
+        destinations.push(super::brokers::kafka(&data, &brokers));
+    } else {
+        eprintln!("sinks: ASTHA_KAFKA_BROKERS not set, Kafka not measured");
+    }
     for d in &destinations {
         eprintln!(
             "sinks {}: {:.0}/s, raw client {:.0}/s batched, {:.0}/s row by row",
@@ -126,7 +137,7 @@ fn insert_all(conn: &Connection, data: &[Vec<rusqlite::types::Value>]) {
     }
 }
 
-fn new_db(dir: &Path) -> std::path::PathBuf {
+pub(super) fn new_db(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("sinks.db");
     let conn = astha_core::db::open(&path).expect("open");
     create_wide_table(&conn, "t", COLUMNS).expect("table");
@@ -209,7 +220,7 @@ fn embedded(data: &[Vec<rusqlite::types::Value>]) -> SinkRun {
 }
 
 /// [`measure`] off the actor system's thread, so the actors keep running.
-async fn measure_async(
+pub(super) async fn measure_async(
     path: &Path,
     sink: &str,
     data: &[Vec<rusqlite::types::Value>],
@@ -254,6 +265,29 @@ fn through_pipeline(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -
 /// appended with one `fdatasync` per 500 lines by a plain loop.
 fn sink_floor(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
+    let changes = captured_changes(data);
+    let encoder = Encoder::new(
+        format,
+        SourceInfo {
+            name: "sinks".into(),
+            db: "sinks".into(),
+            identity: "bench".into(),
+        },
+    );
+    let mut file = std::fs::File::create(dir.path().join("floor.jsonl")).expect("file");
+    let start = Instant::now();
+    for chunk in changes.chunks(500) {
+        let lines = encoder.json_lines(chunk);
+        file.write_all(&lines).expect("write");
+        file.sync_data().expect("fdatasync");
+    }
+    changes.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `data` inserted into a captured wide table and read back from the log: the changes a
+/// sink is handed, for the baselines that run with no Astha.
+pub(super) fn captured_changes(data: &[Vec<rusqlite::types::Value>]) -> Vec<astha_core::Change> {
+    let dir = tempfile::tempdir().expect("temp dir");
     let path = new_db(dir.path());
     let conn = astha_core::db::open(&path).expect("open");
     astha_core::capture::Capture::new("__cdc_log")
@@ -273,22 +307,7 @@ fn sink_floor(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -> f64 
         after = batch.scanned_to;
         changes.extend(batch.changes);
     }
-    let encoder = Encoder::new(
-        format,
-        SourceInfo {
-            name: "sinks".into(),
-            db: "sinks".into(),
-            identity: "bench".into(),
-        },
-    );
-    let mut file = std::fs::File::create(dir.path().join("floor.jsonl")).expect("file");
-    let start = Instant::now();
-    for chunk in changes.chunks(500) {
-        let lines = encoder.json_lines(chunk);
-        file.write_all(&lines).expect("write");
-        file.sync_data().expect("fdatasync");
-    }
-    changes.len() as f64 / start.elapsed().as_secs_f64()
+    changes
 }
 
 /// Rows per PostgreSQL transaction, for the sink (its `batch_size`) and the raw client.
