@@ -490,9 +490,11 @@ pub fn report(s: &Sinks) -> String {
     if !s.destinations.is_empty() {
         out.push_str(&format!(
             "Destinations on real servers, same run, same rows: commit → slot at the head \
-             through `astha run`, beside the same client writing the same rows with no Astha \
-             ({PG_BATCH} rows per transaction; batched as the sink batches them, and one row \
-             per statement).\n\n\
+             through `astha run`, beside the same client writing the same rows with no Astha: \
+             batched as the sink batches them (PostgreSQL: multi-row upserts, {PG_BATCH} rows \
+             per transaction; RabbitMQ: 256 messages, then their confirms; Kafka: 1000 \
+             records, then their acknowledgements), and one at a time (PostgreSQL: one row per \
+             statement; the brokers: each message awaits its confirm, first 5000 only).\n\n\
              | destination | rows | `astha run` | raw client, batched | share | raw client, row by row |\n\
              |---|---|---|---|---|---|\n"
         ));
