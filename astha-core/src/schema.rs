@@ -80,24 +80,63 @@ pub fn live_columns(conn: &Connection, table: &str) -> Result<(Vec<String>, Vec<
     Ok((columns, primary_key))
 }
 
-/// True if SQLite gives a column declared `declared_type` INTEGER, REAL or TEXT
-/// affinity (SQLite's rules, in their order), so equal values in it are identical. This
-/// decides how triggers write an UPDATE's old value ([`crate::image`]).
-pub fn compares_exactly(declared_type: &str) -> bool {
-    let t = declared_type.to_ascii_uppercase();
-    t.contains("INT")
-        || ["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k))
-        || (!t.contains("BLOB") && ["REAL", "FLOA", "DOUB"].iter().any(|k| t.contains(k)))
+/// A column's type affinity: what SQLite converts values stored in it to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    /// Declared type contains `INT`.
+    Integer,
+    /// Contains `CHAR`, `CLOB` or `TEXT`.
+    Text,
+    /// Contains `BLOB`, or no type at all: values are stored as given.
+    Blob,
+    /// Contains `REAL`, `FLOA` or `DOUB`.
+    Real,
+    /// Anything else (`NUMERIC`, `DECIMAL`, `BOOLEAN`, `DATE`, ...).
+    Numeric,
 }
 
-/// For each of `columns` of `table`, whether its declared type gives it an affinity under
-/// which equal values are identical ([`compares_exactly`]).
-pub fn live_exactness(conn: &Connection, table: &str, columns: &[String]) -> Result<Vec<bool>> {
+/// The affinity of a column declared `declared_type`: SQLite's five rules
+/// (<https://sqlite.org/datatype3.html#determination_of_column_affinity>), in their order.
+pub fn affinity(declared_type: &str) -> Affinity {
+    let t = declared_type.to_ascii_uppercase();
+    if t.contains("INT") {
+        Affinity::Integer
+    } else if ["CHAR", "CLOB", "TEXT"].iter().any(|k| t.contains(k)) {
+        Affinity::Text
+    } else if t.contains("BLOB") || t.trim().is_empty() {
+        Affinity::Blob
+    } else if ["REAL", "FLOA", "DOUB"].iter().any(|k| t.contains(k)) {
+        Affinity::Real
+    } else {
+        Affinity::Numeric
+    }
+}
+
+/// True if SQLite gives a column declared `declared_type` INTEGER, REAL or TEXT
+/// affinity, so equal values in it are identical. This decides how triggers write an
+/// UPDATE's old value ([`crate::image`]).
+pub fn compares_exactly(declared_type: &str) -> bool {
+    matches!(
+        affinity(declared_type),
+        Affinity::Integer | Affinity::Text | Affinity::Real
+    )
+}
+
+/// `(column, declared type)` of every column of `table`, in table order (`PRAGMA
+/// table_info`); empty if there is no such table.
+pub fn declared_types(conn: &Connection, table: &str) -> Result<Vec<(String, String)>> {
     let sql = format!("PRAGMA table_info({})", quote_ident(table));
     let mut stmt = conn.prepare(&sql)?;
     let types = stmt
         .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(types)
+}
+
+/// For each of `columns` of `table`, whether its declared type gives it an affinity under
+/// which equal values are identical ([`compares_exactly`]).
+pub fn live_exactness(conn: &Connection, table: &str, columns: &[String]) -> Result<Vec<bool>> {
+    let types = declared_types(conn, table)?;
     Ok(columns
         .iter()
         .map(|c| {

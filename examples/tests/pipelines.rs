@@ -5,12 +5,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use serde_json::Value;
+use support::{sigterm_and_wait, start_cmd};
+
+mod support;
 
 const SCHEMA: &str = "PRAGMA journal_mode = WAL;
     CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, card_number TEXT, amount REAL, status TEXT);
@@ -47,7 +50,13 @@ fn astha() -> Command {
         .env("ASTHA_NATS_URL", "nats://127.0.0.1:4222")
         .env("BILLING_WEBHOOK_URL", "http://127.0.0.1:9/hook")
         .env("BILLING_WEBHOOK_SECRET", "not-a-secret")
-        .env("ASTHA_LIVE_TOKEN", LIVE_TOKEN);
+        .env("ASTHA_LIVE_TOKEN", LIVE_TOKEN)
+        .env(
+            "ASTHA_POSTGRES_URL",
+            "postgresql://astha@127.0.0.1:5432/warehouse",
+        )
+        .env("ASTHA_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+        .env("ASTHA_KAFKA_BROKERS", "127.0.0.1:9092");
     cmd
 }
 
@@ -77,7 +86,7 @@ fn every_example_pipeline_passes_check() {
         assert!(stdout.contains(": ok"), "{stdout}");
         checked += 1;
     }
-    assert_eq!(checked, 5);
+    assert_eq!(checked, 8);
     // --check is read-only: no trigger exists although every file says install = true.
     let conn = Connection::open(dir.path().join("shop.db")).unwrap();
     let triggers: i64 = conn
@@ -93,61 +102,6 @@ fn every_example_pipeline_passes_check() {
 /// Starts `astha <args>` and waits until its stderr has a line containing `ready`.
 fn start(args: &[&str], dir: &Path, ready: &str) -> (Child, mpsc::Receiver<String>) {
     start_cmd(astha(), args, dir, ready)
-}
-
-/// [`start`] with a command prepared by the caller (extra environment).
-fn start_cmd(
-    mut cmd: Command,
-    args: &[&str],
-    dir: &Path,
-    ready: &str,
-) -> (Child, mpsc::Receiver<String>) {
-    let mut child = cmd
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains(ready) => return (child, rx),
-            Ok(line) => seen.push(line),
-            Err(_) => {
-                let _ = child.kill();
-                panic!("astha {args:?} did not print {ready:?}: {seen:#?}");
-            }
-        }
-    }
-}
-
-fn sigterm_and_wait(mut child: Child) {
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(status.success(), "exit after SIGTERM: {status}");
-            return;
-        }
-        assert!(Instant::now() < deadline, "no exit within 30 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn read_lines(path: &Path) -> Vec<Value> {

@@ -293,7 +293,7 @@ fn plan_sink(
             .format
             .clone()
             .or_else(|| cascade(spec, source_spec, None, |s| s.format.clone()))
-            .unwrap_or_else(|| "native".into());
+            .unwrap_or_else(|| parsed.default_format().into());
         if let Err(reason) = format.parse::<EventFormat>() {
             return Err(PipelineError::Invalid(format!(
                 "sink {:?}: {reason}",

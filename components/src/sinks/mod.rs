@@ -7,7 +7,13 @@
 //! - [`live`] (`sse`, `websocket`): serves changes live over HTTP, to whoever is connected;
 //! - `nats` (feature `nats`): publishes to NATS JetStream, one message per change, de-duplicated by
 //!   JetStream through a `Nats-Msg-Id` built from the [`identity`] and the LSN;
-//! - `webhook` (feature `webhook`): POSTs changes as a JSON array to a URL, signed with HMAC-SHA256.
+//! - `webhook` (feature `webhook`): POSTs changes as a JSON array to a URL, signed with HMAC-SHA256;
+//! - `postgres` (feature `postgres`): mirrors tables into PostgreSQL by primary key, exactly
+//!   once (a marker per table, in the same transaction as the rows);
+//! - `rabbitmq` (feature `rabbitmq`): publishes to a RabbitMQ exchange, persistent, with
+//!   publisher confirms;
+//! - `kafka` (feature `kafka`): produces to a topic per table, keyed by primary key, with an
+//!   idempotent producer.
 //!
 //! Every sink type is registered in the [`registry`] (type name → config type, validate,
 //! build), which `astha run` builds its `[[sinks]]` from; a new sink is one module here
@@ -19,9 +25,15 @@
 
 pub mod file;
 pub mod identity;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod live;
 #[cfg(feature = "nats")]
 pub mod nats;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "rabbitmq")]
+pub mod rabbitmq;
 pub mod registry;
 pub mod stdout;
 #[cfg(feature = "webhook")]
@@ -31,6 +43,8 @@ pub use file::{FileSink, FileSinkConfig, Fsync};
 pub use live::{LiveSinkConfig, SseSinkConfig, WebSocketSinkConfig};
 #[cfg(feature = "nats")]
 pub use nats::{NatsSink, NatsSinkConfig, StreamSetup};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresSink, PostgresSinkConfig};
 pub use registry::{ParsedSink, RegistryError, SinkConfig, SinkContext, SinkRegistry};
 pub use stdout::{StdoutSink, StdoutSinkConfig};
 #[cfg(feature = "webhook")]

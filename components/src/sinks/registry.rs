@@ -102,6 +102,9 @@ pub trait SinkConfig: DeserializeOwned + fmt::Debug + Send + Sync + 'static {
     /// `transaction_events = true`, so markers are never asked for and silently missing.
     const TRANSACTION_EVENTS: bool = false;
 
+    /// The event format when neither the sink, its source nor `[defaults]` names one.
+    const DEFAULT_FORMAT: &'static str = "native";
+
     /// Checks the settings as they would run in `ctx`; the message names the field and
     /// the way out. Never does I/O that can block (no connecting).
     fn validate(&self, ctx: &SinkContext) -> Result<(), String>;
@@ -142,6 +145,7 @@ type Parse = fn(serde_json::Value) -> Result<Box<dyn ErasedSink>, String>;
 
 struct Entry {
     about: &'static str,
+    default_format: &'static str,
     parse: Parse,
 }
 
@@ -172,7 +176,7 @@ impl SinkRegistry {
     }
 
     /// The sinks this crate ships: `stdout`, `file`, `sse`, `websocket`, `nats`,
-    /// `webhook`.
+    /// `webhook`, `postgres`, `rabbitmq`, `kafka`.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         for register in BUILTIN {
@@ -190,6 +194,7 @@ impl SinkRegistry {
             T::TYPE,
             Entry {
                 about: T::ABOUT,
+                default_format: T::DEFAULT_FORMAT,
                 parse: parse_as::<T>,
             },
         );
@@ -228,6 +233,7 @@ impl SinkRegistry {
         Ok(ParsedSink {
             sink: sink.into(),
             kind: kind.into(),
+            default_format: entry.default_format,
             config,
         })
     }
@@ -237,6 +243,7 @@ impl SinkRegistry {
 pub struct ParsedSink {
     sink: String,
     kind: String,
+    default_format: &'static str,
     config: Box<dyn ErasedSink>,
 }
 
@@ -254,6 +261,11 @@ impl ParsedSink {
     /// The sink type's name.
     pub fn kind(&self) -> &str {
         &self.kind
+    }
+
+    /// The type's format when none is configured ([`SinkConfig::DEFAULT_FORMAT`]).
+    pub fn default_format(&self) -> &'static str {
+        self.default_format
     }
 
     /// Checks the settings for `ctx` (what `astha run --check` does).
@@ -328,6 +340,12 @@ const BUILTIN: &[Register] = &[
     SinkRegistry::register::<super::nats::NatsSinkConfig>,
     #[cfg(feature = "webhook")]
     SinkRegistry::register::<super::webhook::WebhookSinkConfig>,
+    #[cfg(feature = "postgres")]
+    SinkRegistry::register::<super::postgres::PostgresSinkConfig>,
+    #[cfg(feature = "rabbitmq")]
+    SinkRegistry::register::<super::rabbitmq::RabbitMqSinkConfig>,
+    #[cfg(feature = "kafka")]
+    SinkRegistry::register::<super::kafka::KafkaSinkConfig>,
 ];
 
 #[cfg(test)]
@@ -336,13 +354,29 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    #[cfg(all(feature = "nats", feature = "webhook"))]
+    #[cfg(all(
+        feature = "nats",
+        feature = "webhook",
+        feature = "postgres",
+        feature = "rabbitmq",
+        feature = "kafka"
+    ))]
     fn builtin_types_are_registered_once() {
         let mut registry = SinkRegistry::builtin();
         let names: Vec<_> = registry.types().into_iter().map(|(n, _)| n).collect();
         assert_eq!(
             names,
-            ["file", "nats", "sse", "stdout", "webhook", "websocket"]
+            [
+                "file",
+                "kafka",
+                "nats",
+                "postgres",
+                "rabbitmq",
+                "sse",
+                "stdout",
+                "webhook",
+                "websocket"
+            ]
         );
         assert_eq!(
             registry.register::<super::super::file::FileSinkConfig>(),
@@ -351,14 +385,20 @@ mod tests {
     }
 
     #[test]
-    #[cfg(all(feature = "nats", feature = "webhook"))]
+    #[cfg(all(
+        feature = "nats",
+        feature = "webhook",
+        feature = "postgres",
+        feature = "rabbitmq",
+        feature = "kafka"
+    ))]
     fn unknown_types_and_fields_are_named() {
         let registry = SinkRegistry::builtin();
         let err = registry.parse("out", "kafak", json!({})).unwrap_err();
         assert!(err.to_string().contains("\"kafak\""), "{err}");
         assert!(
             err.to_string()
-                .contains("file, nats, sse, stdout, webhook, websocket"),
+                .contains("file, kafka, nats, postgres, rabbitmq, sse, stdout, webhook, websocket"),
             "{err}"
         );
         let err = registry

@@ -11,18 +11,26 @@
 //! When a NATS server answers (`ASTHA_NATS_URL`, or `nats://127.0.0.1:4222` as
 //! `scripts/start_nats.sh` starts it), the same is measured to NATS JetStream: the
 //! slot reaches the head only once JetStream acknowledged every message.
+//!
+//! Destinations on real servers (when their URL is in the environment, as
+//! `scripts/start_postgres.sh` exports it): changes per second into the server through
+//! `astha run`, beside the same client writing the same rows with no Astha, batched the
+//! way the sink batches them and one row per statement. RabbitMQ (`ASTHA_AMQP_URL`) and a
+//! Kafka-protocol broker (`ASTHA_KAFKA_BROKERS`) likewise, in [`super::brokers`].
 
 use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use astha_actors::{Astha, Component};
+use astha_components::sinks::postgres::Param;
 use astha_components::sinks::{FileSinkConfig, SinkConfig, SinkContext, SinkRegistry};
 use astha_core::config::AsthaConfig;
 use astha_core::format::{Encoder, EventFormat, SourceInfo};
 use astha_core::log::{BatchLimits, LogReader};
 use astha_pipeline::{plan, PipelineSpec};
 use rusqlite::{params_from_iter, Connection};
+use tokio_postgres::types::ToSql;
 
 use super::{create_wide_table, wide_insert_sql, wide_row, Mode};
 
@@ -50,6 +58,21 @@ pub struct Sinks {
     pub capture_rate: f64,
     /// Lines per second the plain encode + append + fdatasync loop wrote, per format.
     pub floor: Vec<(EventFormat, f64)>,
+    /// Destinations on real servers, for those whose server was reachable.
+    pub destinations: Vec<DestinationRun>,
+}
+
+/// One destination: Astha's rate into it beside its client's own.
+#[derive(Debug, Clone)]
+pub struct DestinationRun {
+    pub label: String,
+    pub rows: usize,
+    /// Changes per second from the first commit until the sink's slot was at the head.
+    pub delivered_rate: f64,
+    /// The same client writing the same rows batched as the sink batches them, no Astha.
+    pub raw_batched_rate: f64,
+    /// The same client, one row per statement (in transactions of the same size).
+    pub raw_single_rate: f64,
 }
 
 /// Runs the suite.
@@ -92,11 +115,34 @@ pub fn run(mode: Mode) -> Sinks {
         .into_iter()
         .map(|f| (f, sink_floor(&data, f)))
         .collect();
+    let mut destinations = Vec::new();
+    if let Ok(url) = std::env::var("ASTHA_POSTGRES_URL") {
+        destinations.push(postgres(&data, &url));
+    } else {
+        eprintln!("sinks: ASTHA_POSTGRES_URL not set, PostgreSQL not measured");
+    }
+    if let Ok(url) = std::env::var("ASTHA_AMQP_URL") {
+        destinations.push(super::brokers::rabbitmq(&data, &url));
+    } else {
+        eprintln!("sinks: ASTHA_AMQP_URL not set, RabbitMQ not measured");
+    }
+    if let Ok(brokers) = std::env::var("ASTHA_KAFKA_BROKERS") {
+        destinations.push(super::brokers::kafka(&data, &brokers));
+    } else {
+        eprintln!("sinks: ASTHA_KAFKA_BROKERS not set, Kafka not measured");
+    }
+    for d in &destinations {
+        eprintln!(
+            "sinks {}: {:.0}/s, raw client {:.0}/s batched, {:.0}/s row by row",
+            d.label, d.delivered_rate, d.raw_batched_rate, d.raw_single_rate
+        );
+    }
     Sinks {
         runs,
         nats,
         capture_rate,
         floor,
+        destinations,
     }
 }
 
@@ -113,7 +159,7 @@ fn insert_all(conn: &Connection, data: &[Vec<rusqlite::types::Value>]) {
     }
 }
 
-fn new_db(dir: &Path) -> std::path::PathBuf {
+pub(super) fn new_db(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("sinks.db");
     let conn = astha_core::db::open(&path).expect("open");
     create_wide_table(&conn, "t", COLUMNS).expect("table");
@@ -200,7 +246,7 @@ fn embedded(
 }
 
 /// [`measure`] off the actor system's thread, so the actors keep running.
-async fn measure_async(
+pub(super) async fn measure_async(
     path: &Path,
     sink: &str,
     data: &[Vec<rusqlite::types::Value>],
@@ -300,6 +346,29 @@ fn nats_runs(data: &[Vec<rusqlite::types::Value>], url: &str) -> Vec<SinkRun> {
 /// appended with one `fdatasync` per 500 lines by a plain loop.
 fn sink_floor(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
+    let changes = captured_changes(data);
+    let encoder = Encoder::new(
+        format,
+        SourceInfo {
+            name: "sinks".into(),
+            db: "sinks".into(),
+            identity: "bench".into(),
+        },
+    );
+    let mut file = std::fs::File::create(dir.path().join("floor.jsonl")).expect("file");
+    let start = Instant::now();
+    for chunk in changes.chunks(500) {
+        let lines = encoder.json_lines(chunk);
+        file.write_all(&lines).expect("write");
+        file.sync_data().expect("fdatasync");
+    }
+    changes.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// `data` inserted into a captured wide table and read back from the log: the changes a
+/// sink is handed, for the baselines that run with no Astha.
+pub(super) fn captured_changes(data: &[Vec<rusqlite::types::Value>]) -> Vec<astha_core::Change> {
+    let dir = tempfile::tempdir().expect("temp dir");
     let path = new_db(dir.path());
     let conn = astha_core::db::open(&path).expect("open");
     astha_core::capture::Capture::new("__cdc_log")
@@ -319,22 +388,151 @@ fn sink_floor(data: &[Vec<rusqlite::types::Value>], format: EventFormat) -> f64 
         after = batch.scanned_to;
         changes.extend(batch.changes);
     }
-    let encoder = Encoder::new(
-        format,
-        SourceInfo {
-            name: "sinks".into(),
-            db: "sinks".into(),
-            identity: "bench".into(),
-        },
+    changes
+}
+
+/// Rows per PostgreSQL transaction, for the sink (its `batch_size`) and the raw client.
+const PG_BATCH: usize = 1000;
+
+/// `astha run` into PostgreSQL, then the raw client on the same rows.
+fn postgres(data: &[Vec<rusqlite::types::Value>], url: &str) -> DestinationRun {
+    let pg = BenchPg::connect(url);
+    pg.batch(
+        "DROP SCHEMA IF EXISTS astha_bench CASCADE; DROP SCHEMA IF EXISTS astha_bench_raw CASCADE",
     );
-    let mut file = std::fs::File::create(dir.path().join("floor.jsonl")).expect("file");
-    let start = Instant::now();
-    for chunk in changes.chunks(500) {
-        let lines = encoder.json_lines(chunk);
-        file.write_all(&lines).expect("write");
-        file.sync_data().expect("fdatasync");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = new_db(dir.path());
+    let text = format!(
+        "[[sources]]\ndatabase = \"{}\"\ntables = [\"t\"]\ninstall = true\n\
+         [[sinks]]\nname = \"pg\"\ntype = \"postgres\"\nurl = \"{url}\"\n\
+         schema = \"astha_bench\"\nbatch_size = {PG_BATCH}\n",
+        path.display(),
+    );
+    let spec = PipelineSpec::parse(&text, |_| None).expect("pipeline");
+    let engine = AsthaConfig::default();
+    let checked = plan(&spec, &SinkRegistry::builtin(), &engine).expect("plan");
+    let system = actix::System::new();
+    let (_, delivered_rate) = system.block_on(async {
+        let running = checked.start(&engine).await.expect("start");
+        let rates = measure_async(&path, "pg", data).await;
+        running.stop().await.expect("stop");
+        rates
+    });
+    // The raw client: a table as the sink creates it, the same upserts, no Astha.
+    let columns: Vec<String> = std::iter::once("id".to_string())
+        .chain((0..COLUMNS).map(|j| format!("c{j}")))
+        .collect();
+    let types: Vec<(&str, tokio_postgres::types::Type)> =
+        std::iter::once(("bigint", tokio_postgres::types::Type::INT8))
+            .chain((0..COLUMNS).map(|j| {
+                if j % 2 == 0 {
+                    ("text", tokio_postgres::types::Type::TEXT)
+                } else {
+                    ("bigint", tokio_postgres::types::Type::INT8)
+                }
+            }))
+            .collect();
+    let defs: Vec<String> = columns
+        .iter()
+        .zip(&types)
+        .map(|(c, (t, _))| format!("{c} {t}"))
+        .collect();
+    pg.batch(&format!(
+        "CREATE SCHEMA astha_bench_raw; CREATE TABLE astha_bench_raw.t ({}, PRIMARY KEY (id))",
+        defs.join(", ")
+    ));
+    let rows: Vec<Vec<Param>> = data
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| match v {
+                    rusqlite::types::Value::Integer(i) => Param::Int(*i),
+                    rusqlite::types::Value::Text(t) => Param::Text(t.clone()),
+                    other => panic!("the wide table holds no {other:?}"),
+                })
+                .collect()
+        })
+        .collect();
+    let upsert = |n: usize| {
+        let mut values = Vec::new();
+        for r in 0..n {
+            let ps: Vec<String> = (0..columns.len())
+                .map(|c| format!("${}", r * columns.len() + c + 1))
+                .collect();
+            values.push(format!("({})", ps.join(", ")));
+        }
+        let set: Vec<String> = columns[1..]
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        format!(
+            "INSERT INTO astha_bench_raw.t ({}) VALUES {} ON CONFLICT (id) DO UPDATE SET {}",
+            columns.join(", "),
+            values.join(", "),
+            set.join(", ")
+        )
+    };
+    let run = |per_statement: usize| -> f64 {
+        pg.batch("TRUNCATE astha_bench_raw.t");
+        let start = Instant::now();
+        for tx in rows.chunks(PG_BATCH) {
+            pg.batch("BEGIN");
+            for statement in tx.chunks(per_statement) {
+                let params: Vec<(&(dyn ToSql + Sync), tokio_postgres::types::Type)> = statement
+                    .iter()
+                    .flat_map(|row| {
+                        row.iter()
+                            .zip(&types)
+                            .map(|(p, (_, t))| (p as &(dyn ToSql + Sync), t.clone()))
+                    })
+                    .collect();
+                pg.rt
+                    .block_on(pg.client.execute_typed(&upsert(statement.len()), &params))
+                    .expect("upsert");
+            }
+            pg.batch("COMMIT");
+        }
+        rows.len() as f64 / start.elapsed().as_secs_f64()
+    };
+    let raw_batched_rate = run(PG_BATCH);
+    let raw_single_rate = run(1);
+    pg.batch("DROP SCHEMA astha_bench CASCADE; DROP SCHEMA astha_bench_raw CASCADE");
+    DestinationRun {
+        label: "PostgreSQL 15 (`type = \"postgres\"`, loopback)".into(),
+        rows: data.len(),
+        delivered_rate,
+        raw_batched_rate,
+        raw_single_rate,
     }
-    changes.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// A blocking tokio-postgres client for the raw-client baseline.
+struct BenchPg {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+}
+
+impl BenchPg {
+    fn connect(url: &str) -> BenchPg {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = rt.block_on(async {
+            let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect to ASTHA_POSTGRES_URL");
+            tokio::spawn(conn);
+            client
+        });
+        BenchPg { rt, client }
+    }
+
+    fn batch(&self, sql: &str) {
+        self.rt
+            .block_on(self.client.batch_execute(sql))
+            .expect("postgres");
+    }
 }
 
 /// The suite's Markdown section.
@@ -383,6 +581,30 @@ pub fn report(s: &Sinks) -> String {
             out.push_str(&format!(
                 "| {} | {} | {:.0}/s | **{:.0}/s** |\n",
                 r.label, r.rows, r.writer_rate, r.delivered_rate
+            ));
+        }
+        out.push('\n');
+    }
+    if !s.destinations.is_empty() {
+        out.push_str(&format!(
+            "Destinations on real servers, same run, same rows: commit → slot at the head \
+             through `astha run`, beside the same client writing the same rows with no Astha: \
+             batched as the sink batches them (PostgreSQL: multi-row upserts, {PG_BATCH} rows \
+             per transaction; RabbitMQ: 256 messages, then their confirms; Kafka: 1000 \
+             records, then their acknowledgements), and one at a time (PostgreSQL: one row per \
+             statement; the brokers: each message awaits its confirm, first 5000 only).\n\n\
+             | destination | rows | `astha run` | raw client, batched | share | raw client, row by row |\n\
+             |---|---|---|---|---|---|\n"
+        ));
+        for d in &s.destinations {
+            out.push_str(&format!(
+                "| {} | {} | **{:.0}/s** | {:.0}/s | {:.0}% | {:.0}/s |\n",
+                d.label,
+                d.rows,
+                d.delivered_rate,
+                d.raw_batched_rate,
+                d.delivered_rate / d.raw_batched_rate * 100.0,
+                d.raw_single_rate
             ));
         }
         out.push('\n');
