@@ -1077,17 +1077,7 @@ mod tests {
     const LONG: Duration = Duration::from_secs(30);
 
     fn change(lsn: i64) -> Arc<Change> {
-        Arc::new(Change {
-            lsn,
-            timestamp_ms: 0,
-            table: "a".into(),
-            op: Operation::Insert,
-            before: None,
-            after: None,
-            snapshot: None,
-            transaction: None,
-            incomplete: None,
-        })
+        Arc::new(Change::bare(lsn, "a", Operation::Insert))
     }
 
     fn deliver(lsns: &[i64], upto: i64) -> Deliver {

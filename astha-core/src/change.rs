@@ -237,6 +237,22 @@ pub struct SnapshotRead {
 }
 
 impl Change {
+    /// A change with no images and no marks: what routing, naming and subject tests
+    /// need, built in one place so a new field is added here only.
+    pub fn bare(lsn: i64, table: &str, op: Operation) -> Change {
+        Change {
+            lsn,
+            timestamp_ms: 0,
+            table: Arc::from(table),
+            op,
+            before: None,
+            after: None,
+            incomplete: None,
+            snapshot: None,
+            transaction: None,
+        }
+    }
+
     /// The newest image: `after` for inserts and updates, `before` for deletes.
     pub fn row(&self) -> Option<&Row> {
         self.after.as_ref().or(self.before.as_ref())

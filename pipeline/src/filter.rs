@@ -162,15 +162,9 @@ mod tests {
 
     fn change(op: Operation, before: Option<Row>, after: Option<Row>) -> Change {
         Change {
-            lsn: 7,
-            timestamp_ms: 0,
-            table: "orders".into(),
-            op,
             before,
             after,
-            snapshot: None,
-            transaction: None,
-            incomplete: None,
+            ..Change::bare(7, "orders", op)
         }
     }
 

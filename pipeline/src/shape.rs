@@ -285,15 +285,8 @@ mod tests {
         )
         .unwrap();
         Arc::new(Change {
-            lsn,
-            timestamp_ms: 0,
-            table: "t".into(),
-            op: Operation::Insert,
-            before: None,
             after: Some(row),
-            snapshot: None,
-            transaction: None,
-            incomplete: None,
+            ..Change::bare(lsn, "t", Operation::Insert)
         })
     }
 

@@ -313,15 +313,8 @@ mod tests {
             exact: Vec::new(),
         });
         Change {
-            lsn,
-            timestamp_ms: 0,
-            table: Arc::from(table),
-            op,
-            before: None,
             after: Some(Row::new(schema, vec![Value::Integer(lsn)]).unwrap()),
-            incomplete: None,
-            snapshot: None,
-            transaction: None,
+            ..Change::bare(lsn, table, op)
         }
     }
 

@@ -6,17 +6,7 @@ use super::*;
 use crate::Operation;
 
 fn change(lsn: i64, table: &str) -> Arc<Change> {
-    Arc::new(Change {
-        lsn,
-        timestamp_ms: 0,
-        table: table.into(),
-        op: Operation::Insert,
-        before: None,
-        after: None,
-        snapshot: None,
-        transaction: None,
-        incomplete: None,
-    })
+    Arc::new(Change::bare(lsn, table, Operation::Insert))
 }
 
 fn batch(after: i64, rows: &[(i64, &str)]) -> Arc<SharedBatch> {

@@ -82,17 +82,7 @@ mod tests {
         assert!(uuid::Uuid::parse_str(&first).is_ok());
         let other = ensure(&Connection::open(dir.path().join("other.sqlite")).unwrap()).unwrap();
         assert_ne!(first, other, "each database has its own identity");
-        let change = astha_core::Change {
-            lsn: 42,
-            timestamp_ms: 0,
-            table: "t".into(),
-            op: astha_core::Operation::Insert,
-            before: None,
-            after: None,
-            incomplete: None,
-            snapshot: None,
-            transaction: None,
-        };
+        let change = astha_core::Change::bare(42, "t", astha_core::Operation::Insert);
         assert_eq!(message_id(&first, &change), format!("{first}:42"));
     }
 

@@ -618,17 +618,7 @@ mod tests {
             "id-1",
         )
         .unwrap();
-        let change = Change {
-            lsn: 42,
-            timestamp_ms: 0,
-            table: "order items".into(),
-            op: Operation::Delete,
-            before: None,
-            after: None,
-            snapshot: None,
-            transaction: None,
-            incomplete: None,
-        };
+        let change = Change::bare(42, "order items", Operation::Delete);
         assert_eq!(sink.subject(&change), "astha.app_db.order_items.delete");
         assert_eq!(sink.message_id(&change), "id-1:42");
         let mut named = NatsSinkConfig::new("nats://x", "d", "S", &["t"]);

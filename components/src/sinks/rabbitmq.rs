@@ -425,17 +425,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let change = Change {
-            lsn: 1,
-            timestamp_ms: 0,
-            table: "orders".into(),
-            op: Operation::Update,
-            before: None,
-            after: None,
-            incomplete: None,
-            snapshot: None,
-            transaction: None,
-        };
+        let change = astha_core::Change::bare(1, "orders", Operation::Update);
         assert_eq!(sink.routing_key(&change), "cdc.orders.update");
     }
 }
