@@ -60,9 +60,12 @@ async fn failing_hanging_panicking_and_rejecting_components_lose_nothing() {
             Behavior::Succeed
         }
     });
-    // 1.5% of changes hang the handler on the first attempt (timed out at 300 ms).
+    // Some changes hang the handler on the first attempt (timed out at 300 ms). The
+    // threshold is 3%, not 1.5%: with this hash only 5 of LSNs 1..800 fell under 1.5%,
+    // and when the writers' interleaving gave all five to table `a` no hang happened
+    // and `timeouts > 0` failed (2 runs in about 6 here). At 3%, 23 of the 800 do.
     let (hangs, seen_hangs) = scripted("hangs", &["b"], |c, attempt| {
-        if roll(c.lsn, 3) < 15 && attempt == 1 {
+        if roll(c.lsn, 3) < 30 && attempt == 1 {
             Behavior::Hang
         } else {
             Behavior::Succeed
