@@ -16,7 +16,7 @@
 //!
 //! It never touches a component and never cleans the log (that is the janitor's).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +95,8 @@ pub struct Router {
     poller: Option<PollerLink>,
     routing: Routing,
     supervisors: HashMap<String, SupervisorLink>,
+    /// The slots of non-durable consumers: leased, also when restored.
+    leased: HashSet<String>,
     /// Confirmed positions not yet written.
     dirty_slots: HashMap<String, i64>,
     flushing: bool,
@@ -111,6 +113,7 @@ impl Router {
             config,
             poller: None,
             supervisors: HashMap::new(),
+            leased: HashSet::new(),
             dirty_slots: HashMap::new(),
             flushing: false,
             shutting_down: None,
@@ -207,6 +210,10 @@ impl Router {
             .iter()
             .map(|c| (c.name.clone(), c.position))
             .collect();
+        let relet = Relet {
+            slots: self.leased.clone(),
+            lease: self.config.lease.clone(),
+        };
         ctx.spawn(
             async move {
                 let job = positions.clone();
@@ -217,7 +224,7 @@ impl Router {
                         if stats.failure().is_some() {
                             return Ok(Vec::new());
                         }
-                        write_slots(conn, &job, &known)
+                        write_slots(conn, &job, &known, &relet)
                     })
                     .await;
                 (result, positions)
@@ -279,11 +286,13 @@ impl Router {
 /// Writes confirmed positions. A slot that was removed, or moved forward, by someone else
 /// is put back at the position its consumer confirmed (which this process holds), and
 /// the write done again: its consumer then resumes exactly after what it confirmed, and
-/// the caller reports each restored slot with the error found.
+/// the caller reports each restored slot with the error found. A restored slot of a
+/// non-durable consumer is leased again ([`Relet`]), so it still goes when its owner dies.
 fn write_slots(
     conn: &rusqlite::Connection,
     positions: &[(String, i64)],
     known: &[(String, i64)],
+    relet: &Relet,
 ) -> astha_core::Result<Vec<(String, astha_core::CoreError)>> {
     use astha_core::CoreError;
     let mut restored = Vec::new();
@@ -300,10 +309,12 @@ fn write_slots(
                 };
                 let name = name.clone();
                 slots::restore(conn, &name, *position)?;
+                relet.lease(conn, &name)?;
                 restored.push((name.clone(), err));
                 for (other, confirmed) in known {
                     if *other != name && slots::get(conn, other).ok().flatten().is_none() {
                         slots::restore(conn, other, *confirmed)?;
+                        relet.lease(conn, other)?;
                         let lost = CoreError::SlotLost {
                             name: other.clone(),
                             position: *confirmed,
@@ -314,6 +325,23 @@ fn write_slots(
             }
             Err(err) => return Err(err),
         }
+    }
+}
+
+/// Which slots are leased, and how: what a restored slot needs besides its position.
+struct Relet {
+    slots: HashSet<String>,
+    lease: LeaseConfig,
+}
+
+impl Relet {
+    /// Takes the lease of `slot` again if it belongs to a non-durable consumer.
+    fn lease(&self, conn: &rusqlite::Connection, slot: &str) -> astha_core::Result<()> {
+        if !self.slots.contains(slot) {
+            return Ok(());
+        }
+        let now = astha_core::lease::now_ms();
+        astha_core::lease::take(conn, slot, &self.lease.owner, self.lease.ttl, now)
     }
 }
 
@@ -365,6 +393,7 @@ impl Handler<Register> for Router {
         let store = self.store.clone();
         let (slot_name, snapshot_tables) = (name.clone(), tables.clone());
         let lease = (!component.durable()).then(|| self.config.lease.clone());
+        let leased = lease.is_some();
         Box::pin(
             async move { prepare_slot(store, slot_name, snapshot_tables, mode, lease).await }
                 .into_actor(self)
@@ -379,6 +408,9 @@ impl Handler<Register> for Router {
                     // (and hands over its snapshot) first, then sends Resume.
                     if !act.routing.register(&name, tables.clone(), position) {
                         return Err(AsthaError::DuplicateComponent(name));
+                    }
+                    if leased {
+                        act.leased.insert(name.clone());
                     }
                     act.stats.components.insert(
                         name.clone(),
@@ -533,6 +565,7 @@ impl Handler<Unregister> for Router {
             link.stop.do_send(StopSupervisor);
         }
         self.dirty_slots.remove(&msg.name);
+        self.leased.remove(&msg.name);
         self.stats.components.remove(&msg.name);
         self.perform(effects, ctx);
         let store = self.store.clone();

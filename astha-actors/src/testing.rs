@@ -80,6 +80,7 @@ impl Recording {
 /// A component that records and follows a script.
 pub struct RecordingComponent {
     max_batch: usize,
+    durable: bool,
     name: String,
     tables: Vec<String>,
     script: Script,
@@ -98,6 +99,7 @@ impl RecordingComponent {
         (
             Self {
                 max_batch: 1,
+                durable: true,
                 name: name.to_string(),
                 tables: tables.iter().map(|t| t.to_string()).collect(),
                 script,
@@ -114,12 +116,22 @@ impl RecordingComponent {
         self.max_batch = n;
         self
     }
+
+    /// A non-durable consumer: its slot is leased, as a live feed's is.
+    pub fn non_durable(mut self) -> Self {
+        self.durable = false;
+        self
+    }
 }
 
 #[async_trait]
 impl Component for RecordingComponent {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    fn durable(&self) -> bool {
+        self.durable
     }
 
     fn max_batch(&self) -> usize {

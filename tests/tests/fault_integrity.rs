@@ -141,6 +141,53 @@ async fn a_slot_moved_forward_under_a_running_astha_is_put_back() {
     slot_removed_under_a_running_astha("UPDATE __astha_slots SET position = position + 1000").await;
 }
 
+/// A live feed's (non-durable) slot is leased so that it goes when its owner dies. Restored
+/// after someone deleted it, it must be leased again: a restored slot without its lease
+/// would outlive a kill -9 of its owner and hold the log back for ever.
+#[actix_rt::test]
+async fn a_restored_slot_of_a_live_feed_is_leased_again() {
+    let db = TestDb::new();
+    let astha = astha_actors::Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let (c, seen) = RecordingComponent::new("live", &["a"]);
+    astha
+        .register_component(Box::new(c.non_durable()))
+        .await
+        .unwrap();
+    let writer = db.writer();
+    insert(&writer, "a", 0, 20);
+    assert!(seen.wait_until(SHORT, |s| s.confirmed.len() >= 20).await);
+    let leased = |c: &rusqlite::Connection| astha_core::lease::get(c, "live").unwrap().is_some();
+    assert!(
+        wait_db(&db, leased).await,
+        "the live feed's slot was never leased"
+    );
+    // Someone removes the slot with its lease, as another process's janitor does when it
+    // believes the owner dead.
+    let other = rusqlite::Connection::open(&db.path).unwrap();
+    other
+        .execute_batch(
+            "DELETE FROM __astha_slots WHERE name = 'live';
+             DELETE FROM __astha_leases WHERE slot = 'live';",
+        )
+        .unwrap();
+    insert(&writer, "a", 20, 20);
+    assert!(seen.wait_until(SHORT, |s| s.confirmed.len() >= 40).await);
+    assert!(
+        astha.scheduler_stats().slots_lost >= 1,
+        "the loss was not reported"
+    );
+    let restored = |c: &rusqlite::Connection| {
+        astha_core::slots::get(c, "live").unwrap().is_some()
+            && astha_core::lease::get(c, "live").unwrap().is_some()
+    };
+    assert!(
+        wait_db(&db, restored).await,
+        "the slot was restored without its lease"
+    );
+    astha.stop().await.unwrap();
+}
+
 /// Runs the recorder over 20 changes, stops, applies `edit` with Astha down, writes 10
 /// more, and starts again; returns what the new run delivered and its stats.
 async fn edited_while_down(edit: &str) -> (Vec<i64>, astha_actors::SchedulerStats) {
