@@ -43,15 +43,20 @@ fn main() -> ExitCode {
         Err(_) => tracing_subscriber::EnvFilter::new(args.default_log_filter()),
     };
     // Colours only on a terminal: escape codes in a log file or a pipe are noise.
+    // A log line that cannot be written is dropped: tracing-subscriber would otherwise
+    // report it with `eprint!`, which panics on a closed stderr, in whatever thread
+    // logged; a watcher whose reader went away then printed changes but never made its
+    // slot durable (`cli::a_closed_stderr_never_stops_the_slot`).
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .init();
     match cli::run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err}");
+            cli::say(&format!("error: {err}\n"));
             ExitCode::FAILURE
         }
     }

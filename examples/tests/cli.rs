@@ -151,6 +151,55 @@ fn a_durable_slot_resumes_where_it_stopped() {
     );
 }
 
+/// A watcher whose stderr reader went away (a closed pipe) must still make its slot
+/// durable: a log line it cannot write is dropped, never a panic in the thread that
+/// logged (tracing-subscriber reports a failed write with `eprint!`, which panics on a
+/// closed pipe; the watcher then printed every change and kept its slot where it was).
+#[test]
+fn a_closed_stderr_never_stops_the_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = make_db(dir.path());
+    let child = watching(&db, &["--slot", "audit", "--limit", "3"]);
+    // `watching` dropped the reading end of stderr: every later write to it fails.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    for i in 0..5 {
+        conn.execute(
+            "INSERT INTO \"my items\" (name) VALUES (?1)",
+            [format!("n{i}")],
+        )
+        .unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let lsns = |stdout: &[u8]| -> Vec<i64> {
+        String::from_utf8_lossy(stdout)
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["lsn"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect()
+    };
+    assert_eq!(lsns(&out.stdout), vec![1, 2, 3]);
+    let (ok, stdout, stderr) = output(astha().args([
+        "watch",
+        db.to_str().unwrap(),
+        "--tables",
+        "my items",
+        "--slot",
+        "audit",
+        "--limit",
+        "2",
+    ]));
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        lsns(stdout.as_bytes()),
+        vec![4, 5],
+        "the first watcher's slot was not made durable"
+    );
+}
+
 #[test]
 fn errors_name_the_problem_and_the_way_out() {
     let dir = tempfile::tempdir().unwrap();

@@ -98,3 +98,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Alter(args) => alter::run(cli.config.as_deref(), args),
     }
 }
+
+/// Progress and errors for people on stderr. A closed stderr must not stop a pipeline or
+/// a watcher (`eprint!` panics when the write fails), so the result is ignored.
+pub fn say(text: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr().write_all(text.as_bytes());
+}

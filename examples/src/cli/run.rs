@@ -13,7 +13,7 @@ use astha_pipeline::{describe, plan, PipelineSpec};
 use clap::Args;
 
 use super::shutdown::Shutdown;
-use super::CliError;
+use super::{say, CliError};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -74,13 +74,6 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             None => Ok(()),
         }
     })
-}
-
-/// Progress for people on stderr. A closed stderr must not stop a pipeline (`eprint!`
-/// panics when the write fails), so the result is ignored.
-fn say(text: &str) {
-    use std::io::Write;
-    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 fn pipeline_error(err: astha_pipeline::PipelineError) -> CliError {

@@ -28,7 +28,7 @@ use clap::{Args, ValueEnum};
 use tokio::sync::watch;
 
 use super::errors::open_existing;
-use super::CliError;
+use super::{say, CliError};
 
 /// What `watch` prints for each change.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -182,10 +182,10 @@ fn resolve_tables(
         }
         let (_, key) = astha_core::schema::live_columns(conn, table).map_err(on)?;
         if key.is_empty() {
-            eprintln!(
+            say(&format!(
                 "warning: table {table:?} has no primary key: consumers cannot tell identical \
-                 rows apart (a change's key is the whole row)"
-            );
+                 rows apart (a change's key is the whole row)\n"
+            ));
         }
         if !args.install && !captured.contains(table) {
             return Err(CliError::Message(format!(
@@ -277,7 +277,9 @@ async fn watch_async(
                 astha.store().clone(),
                 hub.clone(),
             )?;
-            eprintln!("serving /metrics, /health, /events and /ws on http://{addr}");
+            say(&format!(
+                "serving /metrics, /health, /events and /ws on http://{addr}\n"
+            ));
             let live = SseComponent::new(hub, tables.clone()).with_encoder(
                 Encoder::new(args.http_format.unwrap_or(format), source)
                     .with_debezium_schemas(args.debezium_schemas),
@@ -312,11 +314,11 @@ async fn watch_async(
         }
         return Err(CliError::astha(&path, e));
     }
-    eprintln!(
-        "watching {} (slot {name}{}); Ctrl-C, SIGTERM or SIGHUP stops",
+    say(&format!(
+        "watching {} (slot {name}{}); Ctrl-C, SIGTERM or SIGHUP stops\n",
         path.display(),
         if durable { ", durable" } else { "" }
-    );
+    ));
     let snapshot_over = async {
         if snapshot == SnapshotMode::InitialOnly {
             snapshot_progress(&astha, &name, true).await;
@@ -393,7 +395,7 @@ async fn snapshot_progress(astha: &Astha, name: &str, until_one: bool) {
                 bar.set_position(p.done);
                 if p.finished {
                     bar.finish_and_clear();
-                    eprintln!("snapshot of {} rows delivered", p.total);
+                    say(&format!("snapshot of {} rows delivered\n", p.total));
                     shown = None;
                     if until_one {
                         return;
