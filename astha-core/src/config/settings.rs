@@ -45,6 +45,11 @@ pub struct AsthaConfig {
     /// How often change-log rows acknowledged by every slot are deleted. Default `"1s"`.
     #[serde(with = "duration_serde")]
     pub cleanup_interval: Duration,
+    /// How long the change log keeps rows every slot is past (`[retention]`, with
+    /// `keep_for` and `keep_rows`), for replay and `state-at`; retained rows cost disk.
+    /// Default: none kept (a row goes once the slowest slot passed it). See
+    /// [`crate::retention::Retention`].
+    pub retention: crate::retention::Retention,
     /// Capture the rows an `INSERT OR REPLACE` removes as DELETEs even when the writing
     /// connection has `recursive_triggers` off (SQLite's default, and that of Python's
     /// `sqlite3` and most drivers), where SQLite fires no delete trigger for them (and
@@ -95,6 +100,7 @@ impl Default for AsthaConfig {
             backstop_interval: Duration::from_millis(100),
             data_version_poll: Duration::from_millis(1),
             cleanup_interval: Duration::from_secs(1),
+            retention: crate::retention::Retention::default(),
             exact_replace: false,
             lease_ttl: Duration::from_secs(30),
             monitored_tables: Vec::new(),
