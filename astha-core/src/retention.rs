@@ -182,6 +182,22 @@ pub fn last_lsn_at_or_before(conn: &Connection, log_table: &str, at_ms: i64) -> 
     }
 }
 
+/// The state "as of" `at_ms`: the last LSN written at or before it, failing when rows
+/// that may have been written by then were removed (the time is before the oldest
+/// retained row's).
+pub fn lsn_as_of_time(conn: &Connection, log_table: &str, at_ms: i64) -> Result<i64> {
+    if let Some((lsn, at)) = oldest(conn, log_table)? {
+        if at_ms < at && lsn > 1 {
+            return Err(CoreError::NotRetained {
+                asked: format!("the state as of {}", format_time(at_ms)),
+                oldest_lsn: lsn,
+                oldest_time: format_time(at),
+            });
+        }
+    }
+    last_lsn_at_or_before(conn, log_table, at_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +282,7 @@ mod tests {
         assert_eq!(check_from_time(&conn, "log", 2001).unwrap(), 3);
         assert_eq!(last_lsn_at_or_before(&conn, "log", 1999).unwrap(), 1);
         assert_eq!(last_lsn_at_or_before(&conn, "log", 2000).unwrap(), 2);
+        assert!(lsn_as_of_time(&conn, "log", 1999).is_err());
+        assert_eq!(lsn_as_of_time(&conn, "log", 2000).unwrap(), 2);
     }
 }

@@ -251,11 +251,7 @@ async fn watch_async(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let format = match args.format {
-        WatchFormat::Debezium => EventFormat::Debezium,
-        WatchFormat::Cloudevents => EventFormat::CloudEvents,
-        WatchFormat::Json | WatchFormat::Pretty => EventFormat::Native,
-    };
+    let format = event_format(args.format);
     let source = SourceInfo {
         name: stem.clone(),
         db: stem,
@@ -441,16 +437,7 @@ impl Component for Printer {
             return Err(ComponentError::transient("watch limit reached"));
         }
         let markers = self.encoder.markers(change);
-        let line = match self.format {
-            WatchFormat::Pretty => format!(
-                "{:>8}  {:<6}  {:<20}  {}",
-                change.lsn,
-                change.op,
-                change.table,
-                serde_json::Value::Object(change.row().map(|r| r.to_json()).unwrap_or_default())
-            ),
-            _ => self.encoder.encode(change).to_string(),
-        };
+        let line = change_line(self.format, &self.encoder, change);
         let marker = |json: &serde_json::Value| match self.format {
             WatchFormat::Pretty => pretty_marker(json),
             _ => json.to_string(),
@@ -485,6 +472,29 @@ impl Component for Printer {
             }
         }
         Ok(())
+    }
+}
+
+/// One change as `format` prints it (`replay` prints the same lines as `watch`).
+pub(super) fn change_line(format: WatchFormat, encoder: &Encoder, change: &Change) -> String {
+    match format {
+        WatchFormat::Pretty => format!(
+            "{:>8}  {:<6}  {:<20}  {}",
+            change.lsn,
+            change.op,
+            change.table,
+            serde_json::Value::Object(change.row().map(|r| r.to_json()).unwrap_or_default())
+        ),
+        _ => encoder.encode(change).to_string(),
+    }
+}
+
+/// The event format behind a `watch` output format (`pretty` prints native changes).
+pub(super) fn event_format(format: WatchFormat) -> EventFormat {
+    match format {
+        WatchFormat::Debezium => EventFormat::Debezium,
+        WatchFormat::Cloudevents => EventFormat::CloudEvents,
+        WatchFormat::Json | WatchFormat::Pretty => EventFormat::Native,
     }
 }
 
