@@ -118,14 +118,21 @@ impl Janitor {
                             .iter()
                             .map(|c| c.position)
                             .min()
-                            .unwrap_or(i64::MAX)
-                            .min(retention.bound(conn, &log, astha_core::change::unix_now_ms())?);
-                        let done = slots::cleanup_upto(
-                            conn,
-                            &log,
-                            &slots::CleanupBudget::default(),
-                            upto,
-                        )?;
+                            .unwrap_or(i64::MAX);
+                        let budget = slots::CleanupBudget::default();
+                        // Rows every slot is past that the retention policy still keeps.
+                        let upto = if retention.is_off() {
+                            upto
+                        } else {
+                            upto.min(retention.bound_within(
+                                conn,
+                                &log,
+                                astha_core::change::unix_now_ms(),
+                                upto.min(slots::slowest(conn)?.unwrap_or(i64::MAX)),
+                                budget.max_rows as u64,
+                            )?)
+                        };
+                        let done = slots::cleanup_upto(conn, &log, &budget, upto)?;
                         if done.deleted > 0 {
                             astha_core::transaction::prune(conn, &log)?;
                         }

@@ -50,15 +50,29 @@ impl Retention {
     /// slot. Read before a cleanup pass: time and the head only move forward, so a bound
     /// read a little earlier is only more conservative.
     pub fn bound(&self, conn: &Connection, log_table: &str, now_ms: i64) -> Result<i64> {
+        self.bound_within(conn, log_table, now_ms, i64::MAX, u64::MAX)
+    }
+
+    /// [`Retention::bound`] for a caller that will remove nothing past `upto` (the
+    /// slowest slot) nor more than `rows` rows in this pass: the time limit's scan reads
+    /// at most that many rows from the oldest, so a slot holding many expired rows back
+    /// does not make every pass read them all. The bound it gives may be lower than the
+    /// policy's (never higher); the next pass goes on.
+    pub fn bound_within(
+        &self,
+        conn: &Connection,
+        log_table: &str,
+        now_ms: i64,
+        upto: i64,
+        rows: u64,
+    ) -> Result<i64> {
         if self.is_off() {
             return Ok(i64::MAX);
         }
         let mut bound = i64::MIN;
         if !self.keep_for.is_zero() {
             let cutoff = now_ms.saturating_sub(self.keep_for.as_millis() as i64);
-            let kept_from = first_lsn_at_or_after(conn, log_table, unix_ms_to_julian(cutoff))?;
-            // No row is young enough: all may go (cleanup still keeps the newest row).
-            bound = bound.max(kept_from.map_or(i64::MAX, |lsn| lsn - 1));
+            bound = bound.max(time_bound(conn, log_table, cutoff, upto, rows)?);
         }
         if self.keep_rows > 0 {
             let head = crate::log::head_lsn(conn, log_table)?;
@@ -66,6 +80,36 @@ impl Retention {
         }
         Ok(bound)
     }
+}
+
+/// The newest LSN written before `cutoff_ms` that may go, looking at no row past `upto`
+/// and at most `rows` rows from the oldest.
+fn time_bound(
+    conn: &Connection,
+    log_table: &str,
+    cutoff_ms: i64,
+    upto: i64,
+    rows: u64,
+) -> Result<i64> {
+    let log = quote_ident(log_table);
+    let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+    let young: Option<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT id FROM (SELECT id, ts FROM {log} WHERE id <= ?2 ORDER BY id LIMIT ?3)
+             WHERE ts >= ?1 LIMIT 1"
+        ))?
+        .query_row(
+            (unix_ms_to_julian(cutoff_ms), upto.saturating_add(1), rows),
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(young) = young {
+        return Ok(young - 1);
+    }
+    // Every row looked at is old enough: up to the last of them may go (ids are unique
+    // and increasing, so the window ends at or after `oldest + rows - 1`).
+    let oldest = oldest(conn, log_table)?.map_or(0, |(lsn, _)| lsn);
+    Ok(upto.min(oldest.saturating_add(rows.saturating_sub(1))))
 }
 
 /// SQLite's `julianday` for Unix milliseconds (the inverse of [`julian_to_unix_ms`]).
@@ -247,6 +291,23 @@ mod tests {
         // Younger than 3.5 s at 10 s: rows 7..=10 (7000 >= 6500).
         assert_eq!(by_time.bound(&conn, "log", 10_000).unwrap(), 6);
         assert_eq!(by_time.bound(&conn, "log", 99_000).unwrap(), i64::MAX);
+        // A slot at 4 and a window of 3 rows: the scan stops early, never past either.
+        assert_eq!(
+            by_time.bound_within(&conn, "log", 99_000, 4, 100).unwrap(),
+            4
+        );
+        assert_eq!(
+            by_time.bound_within(&conn, "log", 99_000, 100, 3).unwrap(),
+            3
+        );
+        assert_eq!(
+            by_time.bound_within(&conn, "log", 10_000, 100, 3).unwrap(),
+            3
+        );
+        assert_eq!(
+            by_time.bound_within(&conn, "log", 10_000, 100, 8).unwrap(),
+            6
+        );
         let by_rows = Retention {
             keep_for: Duration::ZERO,
             keep_rows: 2,
