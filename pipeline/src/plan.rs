@@ -42,6 +42,9 @@ pub struct SourcePlan {
     pub install: Vec<String>,
     /// The poller's batch size, when the cascade sets one.
     pub batch_size: Option<usize>,
+    /// The log's retention (`keep_for`, `keep_rows`), where the cascade sets them.
+    pub keep_for: Option<std::time::Duration>,
+    pub keep_rows: Option<u64>,
     /// The database's identity if it has one yet (it gets one at first start).
     pub identity: Option<String>,
     /// Selected tables without a primary key (consumers cannot tell identical rows apart).
@@ -218,6 +221,19 @@ fn plan_source(
     if batch_size == Some(0) {
         return Err(fail("batch_size must be > 0".into()));
     }
+    for (table, settings) in &source.table {
+        if settings.keep_for.is_some() || settings.keep_rows.is_some() {
+            return Err(fail(format!(
+                "[sources.table.{table}] sets `keep_for` or `keep_rows`, which is the source's \
+                 log's retention: set it on the source or in [defaults]"
+            )));
+        }
+    }
+    let keep_for = cascade(spec, source, None, |s| s.keep_for.clone())
+        .map(|text| astha_core::config::parse_duration(&text))
+        .transpose()
+        .map_err(|e| fail(format!("keep_for: invalid duration: {e}")))?;
+    let keep_rows = cascade(spec, source, None, |s| s.keep_rows);
     let identity = identity::read(&conn).ok().flatten();
     let mut without_key = Vec::new();
     for table in &tables {
@@ -232,6 +248,8 @@ fn plan_source(
         tables,
         install: if install { missing } else { Vec::new() },
         batch_size,
+        keep_for,
+        keep_rows,
         identity,
         without_key,
         sinks: Vec::new(),

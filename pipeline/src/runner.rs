@@ -83,6 +83,12 @@ async fn start_source(
     if let Some(batch_size) = source.batch_size {
         config.batch_size = batch_size;
     }
+    if let Some(keep_for) = source.keep_for {
+        config.retention.keep_for = keep_for;
+    }
+    if let Some(keep_rows) = source.keep_rows {
+        config.retention.keep_rows = keep_rows;
+    }
     let config_log_table = config.log_table.clone();
     let astha = Astha::new(config).map_err(engine_err)?;
     let identity = astha

@@ -417,6 +417,19 @@ mod tests {
     }
 
     #[test]
+    fn retention_is_a_section_of_caps_off_by_default() {
+        assert!(AsthaConfig::default().retention.is_off());
+        let c = AsthaConfig::from_toml_str("[retention]\nkeep_for = \"2h\"\nkeep_rows = 1000\n")
+            .unwrap();
+        assert_eq!(c.retention.keep_for, Duration::from_secs(7200));
+        assert_eq!(c.retention.keep_rows, 1000);
+        c.validate().unwrap();
+        let back = AsthaConfig::from_toml_str(&c.to_toml_string().unwrap()).unwrap();
+        assert_eq!(back.retention, c.retention);
+        assert!(parse_err("[retention]\nkeep_fr = \"1h\"\n").contains("keep_fr"));
+    }
+
+    #[test]
     fn bad_durations_say_why() {
         let e = parse_err("backstop_interval = \"5 fortnights\"");
         assert!(e.contains("unknown unit `fortnights`"), "{e}");
