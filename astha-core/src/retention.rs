@@ -84,6 +84,12 @@ impl Retention {
 
 /// The newest LSN written before `cutoff_ms` that may go, looking at no row past `upto`
 /// and at most `rows` rows from the oldest.
+///
+/// First one lookup: when the last row of that window is old enough, so is every row
+/// before it (`ts` does not decrease along the LSNs; if the clock stepped back, the
+/// earlier rows are older than their `ts` says), and the whole window may go without
+/// reading it. Otherwise the window is read from the oldest row up to the first young
+/// one: only rows this pass removes are read.
 fn time_bound(
     conn: &Connection,
     log_table: &str,
@@ -92,24 +98,30 @@ fn time_bound(
     rows: u64,
 ) -> Result<i64> {
     let log = quote_ident(log_table);
+    let cutoff = unix_ms_to_julian(cutoff_ms);
     let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+    let Some((oldest, _)) = oldest(conn, log_table)? else {
+        return Ok(upto);
+    };
+    let end = upto.min(oldest.saturating_add(rows.saturating_sub(1)));
+    let last: Option<(i64, f64)> = conn
+        .prepare_cached(&format!(
+            "SELECT id, ts FROM {log} WHERE id <= ?1 ORDER BY id DESC LIMIT 1"
+        ))?
+        .query_row([end], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match last {
+        None => return Ok(end),
+        Some((_, ts)) if ts < cutoff => return Ok(end),
+        Some(_) => {}
+    }
     let young: Option<i64> = conn
         .prepare_cached(&format!(
-            "SELECT id FROM (SELECT id, ts FROM {log} WHERE id <= ?2 ORDER BY id LIMIT ?3)
-             WHERE ts >= ?1 LIMIT 1"
+            "SELECT id FROM {log} WHERE id <= ?2 AND ts >= ?1 ORDER BY id LIMIT 1"
         ))?
-        .query_row(
-            (unix_ms_to_julian(cutoff_ms), upto.saturating_add(1), rows),
-            |r| r.get(0),
-        )
+        .query_row((cutoff, end), |r| r.get(0))
         .optional()?;
-    if let Some(young) = young {
-        return Ok(young - 1);
-    }
-    // Every row looked at is old enough: up to the last of them may go (ids are unique
-    // and increasing, so the window ends at or after `oldest + rows - 1`).
-    let oldest = oldest(conn, log_table)?.map_or(0, |(lsn, _)| lsn);
-    Ok(upto.min(oldest.saturating_add(rows.saturating_sub(1))))
+    Ok(young.map_or(end, |young| young - 1))
 }
 
 /// SQLite's `julianday` for Unix milliseconds (the inverse of [`julian_to_unix_ms`]).
