@@ -261,6 +261,32 @@ fn replay_prints_what_watch_printed_keeps_what_retention_says_and_refuses_the_re
         "{stderr}"
     );
 
+    // A new consumer starts at a retained point, and only there.
+    let (ok, stdout, stderr) = watch(
+        &db,
+        &["--slot", "late", "--start-at", "lsn:8", "--limit", "3"],
+    );
+    assert!(ok, "{stderr}");
+    let lsns: Vec<i64> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["lsn"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(lsns, [8, 9, 10]);
+    let (ok, _, stderr) = watch(
+        &db,
+        &["--slot", "early", "--start-at", "lsn:2", "--limit", "1"],
+    );
+    assert!(
+        !ok && stderr.contains("oldest retained change is LSN 7"),
+        "{stderr}"
+    );
+    let (ok, _, _) = output(astha().args(["slots", "drop", db.to_str().unwrap(), "late"]));
+    assert!(ok);
+
     // A slot goes back only to what the log holds: by LSN or by time.
     let d = db.to_str().unwrap();
     let (ok, _, stderr) = output(astha().args(["slots", "reset", d, "keep", "--to", "3"]));

@@ -82,6 +82,19 @@ pub struct WatchArgs {
     /// Start before the oldest change still in the log instead of at the head (new slots only).
     #[arg(long, conflicts_with = "snapshot")]
     pub from_beginning: bool,
+    /// Start a new slot at a point the log still holds: `lsn:N` (deliver from LSN N on)
+    /// or `time:2026-12-07T02:15:00Z` (from the first change written at or after it).
+    /// Refused when the log no longer reaches back there. New slots only.
+    #[arg(long, conflicts_with_all = ["snapshot", "from_beginning"])]
+    pub start_at: Option<String>,
+    /// Keep log rows this long after every slot passed them, for `astha replay` and
+    /// `astha state-at` (`[retention] keep_for`; e.g. "24h").
+    #[arg(long, value_parser = astha_core::config::parse_duration)]
+    pub keep_for: Option<std::time::Duration>,
+    /// Keep the newest this many LSNs of the log after every slot passed them
+    /// (`[retention] keep_rows`).
+    #[arg(long)]
+    pub keep_rows: Option<u64>,
     /// Print the tables' current rows first: `initial` (then the changes after them),
     /// `initial_only` (then exit), `when_needed` (as `initial`, and again when the slot's
     /// position was cleaned away) or `never`.
@@ -117,6 +130,25 @@ pub struct WatchArgs {
     pub http_format: Option<EventFormat>,
 }
 
+/// The first LSN a `--start-at` point delivers, checked against what the log holds.
+fn start_lsn(conn: &rusqlite::Connection, log_table: &str, point: &str) -> astha_core::Result<i64> {
+    use astha_core::retention;
+    if let Some(lsn) = point.strip_prefix("lsn:") {
+        let lsn = lsn.trim().parse::<i64>().map_err(|_| {
+            astha_core::CoreError::Invalid(format!("--start-at {point:?}: lsn:N needs a number"))
+        })?;
+        retention::check_from_lsn(conn, log_table, lsn)?;
+        return Ok(lsn.max(1));
+    }
+    if let Some(time) = point.strip_prefix("time:") {
+        let at = retention::parse_time(conn, time.trim())?;
+        return retention::check_from_time(conn, log_table, at);
+    }
+    Err(astha_core::CoreError::Invalid(format!(
+        "--start-at {point:?}: give lsn:N or time:2026-12-07T02:15:00Z"
+    )))
+}
+
 fn parse_snapshot_mode(text: &str) -> Result<SnapshotMode, String> {
     text.parse()
 }
@@ -145,6 +177,12 @@ pub fn run(config: Option<&Path>, args: WatchArgs) -> Result<(), CliError> {
     let conn = open_existing(&path)?;
     let mut config = AsthaConfig::load(config)?;
     config.exact_replace |= args.exact_replace;
+    if let Some(keep_for) = args.keep_for {
+        config.retention.keep_for = keep_for;
+    }
+    if let Some(keep_rows) = args.keep_rows {
+        config.retention.keep_rows = keep_rows;
+    }
     let capture = Capture::new(&config.log_table).with_exact_replace(config.exact_replace);
     let tables = resolve_tables(&conn, &capture, &args)?;
     drop(conn);
@@ -236,6 +274,26 @@ async fn watch_async(
                         &log_table,
                         &name,
                         astha_core::slots::SlotStart::Beginning,
+                    )?;
+                }
+                Ok(())
+            })
+            .map_err(|e| CliError::on(&path, e))?;
+    }
+    if let Some(point) = &args.start_at {
+        let name = name.clone();
+        let point = point.clone();
+        let log_table = log_table.clone();
+        astha
+            .store()
+            .write_blocking(move |conn| {
+                if astha_core::slots::get(conn, &name)?.is_none() {
+                    let first = start_lsn(conn, &log_table, &point)?;
+                    astha_core::slots::create(
+                        conn,
+                        &log_table,
+                        &name,
+                        astha_core::slots::SlotStart::At(first - 1),
                     )?;
                 }
                 Ok(())
