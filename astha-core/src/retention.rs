@@ -337,6 +337,63 @@ mod tests {
         assert_eq!(both.bound(&conn, "log", 10_000).unwrap(), 8);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Against a model: rows `1..=n` written at non-decreasing times, a slot, and a
+        /// policy. Cleanup below `min(slot, bound_within(...))` leaves exactly the rows
+        /// the model keeps: those the slot has not passed, those younger than
+        /// `keep_for` **and** among the newest `keep_rows` (each limit only when set),
+        /// those past the window of this pass, and always the newest row.
+        #[test]
+        fn cleanup_under_the_bound_keeps_what_the_model_keeps(
+            gaps in proptest::collection::vec(0i64..50, 1..60),
+            slot in 0i64..70,
+            keep_for in proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..1500],
+            keep_rows in proptest::prop_oneof![proptest::strategy::Just(0u64), 1u64..40],
+            window in 1u64..80,
+            now_after in 0i64..1500,
+        ) {
+            let mut at = 1_000_000i64;
+            let rows: Vec<(i64, i64)> = gaps
+                .iter()
+                .enumerate()
+                .map(|(i, gap)| {
+                    at += gap;
+                    (i as i64 + 1, at)
+                })
+                .collect();
+            let n = rows.len() as i64;
+            let now = at + now_after;
+            let conn = log(&rows);
+            crate::slots::ensure_tables(&conn).unwrap();
+            crate::slots::create(&conn, "log", "s", crate::slots::SlotStart::At(slot)).unwrap();
+            let policy = Retention { keep_for: Duration::from_millis(keep_for), keep_rows };
+            let bound = policy.bound_within(&conn, "log", now, slot, window).unwrap();
+            let budget = crate::slots::CleanupBudget::default();
+            crate::slots::cleanup_upto(&conn, "log", &budget, bound).unwrap();
+            let left: i64 = conn.query_row("SELECT count(*) FROM log", [], |r| r.get(0)).unwrap();
+
+            // The model: the newest id a pass may remove. The time limit looks at no
+            // row past the slot nor past the window from the oldest row (row 1).
+            let end = slot.min(window as i64);
+            let mut may = slot;
+            if !policy.is_off() {
+                let by_time = if keep_for > 0 {
+                    let cutoff = now - keep_for as i64;
+                    let expired = rows.iter().filter(|(_, ms)| *ms < cutoff).count() as i64;
+                    if expired >= end.min(n) { end } else { expired }
+                } else {
+                    i64::MIN
+                };
+                let by_rows = if keep_rows > 0 { n - keep_rows as i64 } else { i64::MIN };
+                may = may.min(by_time.max(by_rows));
+            }
+            let removed = may.clamp(0, n - 1);
+            proptest::prop_assert_eq!(left, n - removed);
+        }
+    }
+
     #[test]
     fn a_range_before_the_oldest_retained_row_is_refused() {
         let conn = log(&[(1, 1000), (2, 2000)]);
