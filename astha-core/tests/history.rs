@@ -381,3 +381,64 @@ fn replay_of_a_range_is_what_a_consumer_received_and_refuses_what_is_gone() {
         "names the way out: {err}"
     );
 }
+
+/// A full disk with retention holding rows (the database's page limit stands in for the
+/// disk): the captured write that needs a page fails whole, and once the retention is
+/// lowered a cleanup frees pages that the next writes reuse.
+#[test]
+fn a_full_disk_fails_the_captured_write_whole_until_retention_is_lowered() {
+    let (_db, conn) = history_db();
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
+        .unwrap();
+    conn.execute_batch(&format!("PRAGMA max_page_count = {}", pages + 40))
+        .unwrap();
+    slots::create(&conn, LOG, "s", SlotStart::Head).unwrap();
+    let keep_all = Retention {
+        keep_for: Duration::ZERO,
+        keep_rows: 1_000_000,
+    };
+    let blob = vec![7u8; 900];
+    let mut written = 0i64;
+    let err = loop {
+        match conn.execute(
+            "INSERT INTO t (id, a) VALUES (?1, ?2)",
+            rusqlite::params![written, blob],
+        ) {
+            Ok(_) => {
+                written += 1;
+                slots::advance(&conn, "s", astha_core::log::head_lsn(&conn, LOG).unwrap()).unwrap();
+                assert_eq!(cleanup_with(&conn, &keep_all), 0, "retention keeps them");
+            }
+            Err(err) => break err,
+        }
+        assert!(written < 10_000, "the page limit was never reached");
+    };
+    assert_eq!(
+        err.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull),
+        "{err}"
+    );
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        rows, written,
+        "the failed insert left neither its row nor a log row"
+    );
+    assert_eq!(astha_core::log::head_lsn(&conn, LOG).unwrap(), written);
+    // The way out: keep less; the rows go and their pages are reused.
+    let keep_less = Retention {
+        keep_for: Duration::ZERO,
+        keep_rows: 2,
+    };
+    assert!(written > 10, "{written}");
+    assert!(cleanup_with(&conn, &keep_less) as i64 >= written - 3);
+    for i in 0..5 {
+        conn.execute(
+            "INSERT INTO t (id, a) VALUES (?1, ?2)",
+            rusqlite::params![written + i, blob],
+        )
+        .unwrap();
+    }
+}
