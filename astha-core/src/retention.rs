@@ -238,6 +238,71 @@ pub fn last_lsn_at_or_before(conn: &Connection, log_table: &str, at_ms: i64) -> 
     }
 }
 
+/// Where a new consumer starts in the retained log: `lsn:N` (its first change is LSN N)
+/// or `time:T` (the first change written at or after T). The form of `watch --start-at`
+/// and a pipeline sink's `start_at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartAt {
+    Lsn(i64),
+    Time(String),
+}
+
+impl std::str::FromStr for StartAt {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<StartAt, String> {
+        if let Some(lsn) = text.strip_prefix("lsn:") {
+            return lsn
+                .trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .map(StartAt::Lsn)
+                .ok_or_else(|| format!("start {text:?}: lsn:N needs a number >= 0"));
+        }
+        if let Some(time) = text.strip_prefix("time:") {
+            return Ok(StartAt::Time(time.trim().to_string()));
+        }
+        Err(format!(
+            "start {text:?}: give lsn:N or time:2026-12-07T02:15:00Z"
+        ))
+    }
+}
+
+impl StartAt {
+    /// The first LSN to deliver, failing unless the log still holds every change from
+    /// there on ([`CoreError::NotRetained`]).
+    pub fn first_lsn(&self, conn: &Connection, log_table: &str) -> Result<i64> {
+        match self {
+            StartAt::Lsn(lsn) => {
+                check_from_lsn(conn, log_table, *lsn)?;
+                Ok((*lsn).max(1))
+            }
+            StartAt::Time(text) => {
+                let at = parse_time(conn, text)?;
+                check_from_time(conn, log_table, at)
+            }
+        }
+    }
+
+    /// Creates slot `name` just before [`StartAt::first_lsn`] unless it exists (a slot
+    /// that exists keeps its position: the setting applies only when it is created).
+    /// Returns whether it was created.
+    pub fn create_slot(&self, conn: &Connection, log_table: &str, name: &str) -> Result<bool> {
+        if crate::slots::get(conn, name)?.is_some() {
+            return Ok(false);
+        }
+        let first = self.first_lsn(conn, log_table)?;
+        crate::slots::create(
+            conn,
+            log_table,
+            name,
+            crate::slots::SlotStart::At(first - 1),
+        )?;
+        Ok(true)
+    }
+}
+
 /// The state "as of" `at_ms`: the last LSN written at or before it, failing when rows
 /// that may have been written by then were removed (the time is before the oldest
 /// retained row's).

@@ -61,6 +61,8 @@ pub struct SinkPlan {
     pub shapes: BTreeMap<String, ShapeSpec>,
     /// When the sink first receives a snapshot of its tables.
     pub snapshot: SnapshotMode,
+    /// Where its slot starts when it is created (`start_at`).
+    pub start_at: Option<astha_core::retention::StartAt>,
 }
 
 /// The resolved shaping of one table: kept columns and the filter's text.
@@ -324,6 +326,19 @@ fn plan_sink(
             .or_else(|| cascade(spec, source_spec, None, |s| s.snapshot.clone()))
             .map_or(Ok(SnapshotMode::Never), |m| m.parse::<SnapshotMode>())
             .map_err(|reason| PipelineError::Invalid(format!("sink {:?}: {reason}", sink.name)))?;
+        let start_at = sink
+            .start_at
+            .as_deref()
+            .map(str::parse::<astha_core::retention::StartAt>)
+            .transpose()
+            .map_err(|reason| PipelineError::Invalid(format!("sink {:?}: {reason}", sink.name)))?;
+        if start_at.is_some() && snapshot != SnapshotMode::Never {
+            return Err(PipelineError::Invalid(format!(
+                "sink {:?}: `start_at` with `snapshot = \"{snapshot}\"`: a snapshot starts \
+                 at the head; choose one",
+                sink.name
+            )));
+        }
         let context = SinkContext {
             name: sink.name.clone(),
             source: source.name.clone(),
@@ -365,6 +380,7 @@ fn plan_sink(
             sink: parsed.clone(),
             shapes,
             snapshot,
+            start_at,
         });
     }
     if let Some(p) = patterns.unmatched(&matched_anywhere) {

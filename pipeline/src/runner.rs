@@ -117,6 +117,18 @@ async fn start_source(
         } else {
             shaped.into_inner()
         };
+        if let Some(start_at) = sink.start_at.clone() {
+            let slot = context.name.clone();
+            let log_table = config_log_table.clone();
+            if let Err(error) = started
+                .astha
+                .store()
+                .write_blocking(move |conn| start_at.create_slot(conn, &log_table, &slot))
+            {
+                let _ = started.astha.stop().await;
+                return Err(engine_err(error.into()));
+            }
+        }
         if let Err(error) = started
             .astha
             .register_component_with(component, sink.snapshot)

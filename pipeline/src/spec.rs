@@ -165,6 +165,10 @@ pub struct SinkSpec {
     pub debezium_schemas: Option<bool>,
     /// Overrides the cascaded `transaction_events` for this sink.
     pub transaction_events: Option<bool>,
+    /// Where the sink's slot starts when it is created: `"lsn:N"` or `"time:T"`, a point
+    /// the source's log still holds (`astha_core::retention::StartAt`). An existing
+    /// slot keeps its position. Default: the log's head.
+    pub start_at: Option<String>,
     /// Everything else: checked by the sink type's own config (unknown keys refused there).
     #[serde(flatten)]
     pub settings: toml::Table,

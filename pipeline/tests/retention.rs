@@ -90,3 +90,65 @@ async fn a_running_source_keeps_the_newest_rows_its_sink_passed() {
     assert_eq!(oldest(), 16, "keep_rows = 5 keeps LSNs 16..=20");
     running.stop().await.unwrap();
 }
+
+#[actix_rt::test]
+async fn a_new_sink_starts_at_a_retained_point_and_a_bad_start_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("shop.db");
+    make_shop(&db);
+    let conn = Connection::open(&db).unwrap();
+    astha_core::capture::Capture::new("__cdc_log")
+        .install(&conn, "orders")
+        .unwrap();
+    for i in 0..10 {
+        conn.execute("INSERT INTO orders VALUES (?1, 1.5)", [i])
+            .unwrap();
+    }
+    let sink = |extra: &str| {
+        format!(
+            "[[sources]]\ndatabase = \"$DIR/shop.db\"\n[[sinks]]\nname = \"late\"\n\
+             type = \"file\"\npath = \"$DIR/late.jsonl\"\n{extra}"
+        )
+    };
+    for (extra, expected) in [
+        ("start_at = \"lsn\"\n", "lsn:N or time:"),
+        (
+            "start_at = \"lsn:4\"\nsnapshot = \"initial\"\n",
+            "`start_at` with `snapshot",
+        ),
+    ] {
+        let err = plan(
+            &spec(&sink(extra), dir.path()),
+            &SinkRegistry::builtin(),
+            &engine(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains(expected), "{extra}: {err}");
+    }
+    let checked = plan(
+        &spec(&sink("start_at = \"lsn:4\"\n"), dir.path()),
+        &SinkRegistry::builtin(),
+        &engine(),
+    )
+    .unwrap();
+    let running = checked.start(&engine()).await.unwrap();
+    let out = dir.path().join("late.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let lsns = loop {
+        let lsns: Vec<i64> = std::fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<serde_json::Value>(l).unwrap()["lsn"]
+                    .as_i64()
+                    .unwrap()
+            })
+            .collect();
+        if lsns.len() >= 7 || Instant::now() > deadline {
+            break lsns;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    running.stop().await.unwrap();
+    assert_eq!(lsns, (4..=10).collect::<Vec<i64>>());
+}

@@ -86,7 +86,7 @@ pub struct WatchArgs {
     /// or `time:2026-12-07T02:15:00Z` (from the first change written at or after it).
     /// Refused when the log no longer reaches back there. New slots only.
     #[arg(long, conflicts_with_all = ["snapshot", "from_beginning"])]
-    pub start_at: Option<String>,
+    pub start_at: Option<astha_core::retention::StartAt>,
     /// Keep log rows this long after every slot passed them, for `astha replay` and
     /// `astha state-at` (`[retention] keep_for`; e.g. "24h").
     #[arg(long, value_parser = astha_core::config::parse_duration)]
@@ -128,25 +128,6 @@ pub struct WatchArgs {
     /// `--format`'s (native for `json` and `pretty`).
     #[arg(long)]
     pub http_format: Option<EventFormat>,
-}
-
-/// The first LSN a `--start-at` point delivers, checked against what the log holds.
-fn start_lsn(conn: &rusqlite::Connection, log_table: &str, point: &str) -> astha_core::Result<i64> {
-    use astha_core::retention;
-    if let Some(lsn) = point.strip_prefix("lsn:") {
-        let lsn = lsn.trim().parse::<i64>().map_err(|_| {
-            astha_core::CoreError::Invalid(format!("--start-at {point:?}: lsn:N needs a number"))
-        })?;
-        retention::check_from_lsn(conn, log_table, lsn)?;
-        return Ok(lsn.max(1));
-    }
-    if let Some(time) = point.strip_prefix("time:") {
-        let at = retention::parse_time(conn, time.trim())?;
-        return retention::check_from_time(conn, log_table, at);
-    }
-    Err(astha_core::CoreError::Invalid(format!(
-        "--start-at {point:?}: give lsn:N or time:2026-12-07T02:15:00Z"
-    )))
 }
 
 fn parse_snapshot_mode(text: &str) -> Result<SnapshotMode, String> {
@@ -280,24 +261,12 @@ async fn watch_async(
             })
             .map_err(|e| CliError::on(&path, e))?;
     }
-    if let Some(point) = &args.start_at {
+    if let Some(point) = args.start_at.clone() {
         let name = name.clone();
-        let point = point.clone();
         let log_table = log_table.clone();
         astha
             .store()
-            .write_blocking(move |conn| {
-                if astha_core::slots::get(conn, &name)?.is_none() {
-                    let first = start_lsn(conn, &log_table, &point)?;
-                    astha_core::slots::create(
-                        conn,
-                        &log_table,
-                        &name,
-                        astha_core::slots::SlotStart::At(first - 1),
-                    )?;
-                }
-                Ok(())
-            })
+            .write_blocking(move |conn| point.create_slot(conn, &log_table, &name))
             .map_err(|e| CliError::on(&path, e))?;
     }
     let (done_tx, mut done_rx) = watch::channel(args.limit == Some(0));
