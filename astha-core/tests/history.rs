@@ -442,3 +442,37 @@ fn a_full_disk_fails_the_captured_write_whole_until_retention_is_lowered() {
         .unwrap();
     }
 }
+
+/// A slot put anywhere inside the retained log is neither "behind the log" for the
+/// integrity check nor "position lost" for `when_needed` snapshots; one step further
+/// back it is both.
+#[test]
+fn the_integrity_checks_agree_with_a_slot_inside_the_retained_log() {
+    let (_db, conn) = history_db();
+    for i in 0..10 {
+        conn.execute("INSERT INTO t (id) VALUES (?1)", [i]).unwrap();
+    }
+    slots::create(&conn, LOG, "s", SlotStart::Head).unwrap();
+    let keep = Retention {
+        keep_for: Duration::ZERO,
+        keep_rows: 4,
+    };
+    cleanup_with(&conn, &keep);
+    let first = oldest(&conn);
+    assert_eq!(first, 7);
+    for position in [first - 1, first + 1, 10] {
+        slots::reset(&conn, "s", position).unwrap();
+        assert!(astha_core::log_state::slots_behind_log(&conn, LOG)
+            .unwrap()
+            .is_empty());
+        assert!(!astha_core::snapshot::position_lost(&conn, LOG, position).unwrap());
+        astha_core::retention::check_from_lsn(&conn, LOG, position + 1).unwrap();
+    }
+    slots::reset(&conn, "s", first - 2).unwrap();
+    assert_eq!(
+        astha_core::log_state::slots_behind_log(&conn, LOG).unwrap(),
+        vec![("s".to_string(), first - 2, first)]
+    );
+    assert!(astha_core::snapshot::position_lost(&conn, LOG, first - 2).unwrap());
+    assert!(astha_core::retention::check_from_lsn(&conn, LOG, first - 1).is_err());
+}
