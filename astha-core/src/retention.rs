@@ -71,12 +71,14 @@ impl Retention {
         }
         let mut bound = i64::MIN;
         if !self.keep_for.is_zero() {
-            let cutoff = now_ms.saturating_sub(self.keep_for.as_millis() as i64);
+            let keep_ms = i64::try_from(self.keep_for.as_millis()).unwrap_or(i64::MAX);
+            let cutoff = now_ms.saturating_sub(keep_ms);
             bound = bound.max(time_bound(conn, log_table, cutoff, upto, rows)?);
         }
         if self.keep_rows > 0 {
             let head = crate::log::head_lsn(conn, log_table)?;
-            bound = bound.max(head.saturating_sub(self.keep_rows as i64));
+            let keep = i64::try_from(self.keep_rows).unwrap_or(i64::MAX);
+            bound = bound.max(head.saturating_sub(keep));
         }
         Ok(bound)
     }
@@ -390,6 +392,14 @@ mod tests {
             keep_rows: 2,
         };
         assert_eq!(by_rows.bound(&conn, "log", 10_000).unwrap(), 8);
+        let huge = Retention {
+            keep_for: Duration::from_secs(u64::MAX),
+            keep_rows: u64::MAX,
+        };
+        assert!(
+            huge.bound(&conn, "log", 10_000).unwrap() < 1,
+            "keeps everything"
+        );
         let both = Retention {
             keep_for: Duration::from_millis(3500),
             keep_rows: 2,
