@@ -154,7 +154,9 @@ pub fn state_at(
     Ok(found)
 }
 
-/// Refuses a point before the table's capture began: its changes then were never logged.
+/// Refuses a table that is not captured now (writes since its capture was removed are
+/// not logged) and a point before the table's capture began: its changes then were
+/// never logged.
 /// The first recorded schema of the table is the install; a point whose last log row was
 /// written before it is before capture.
 fn check_captured_by(conn: &Connection, log_table: &str, table: &str, lsn: i64) -> Result<()> {
@@ -163,9 +165,11 @@ fn check_captured_by(conn: &Connection, log_table: &str, table: &str, lsn: i64) 
         [table],
         |r| r.get(0),
     )?;
-    let Some(since) = since else {
+    let captured = crate::capture::Capture::new(log_table).captured_tables(conn)?;
+    let (Some(since), true) = (since, captured.iter().any(|t| t == table)) else {
         return Err(CoreError::Invalid(format!(
-            "{table} is not captured: there is no history to rebuild it from"
+            "{table} is not captured (or its capture was removed, so its writes since are \
+             not logged): there is no history to rebuild it from"
         )));
     };
     let at: Option<f64> = conn

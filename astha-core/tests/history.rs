@@ -238,6 +238,9 @@ fn state_at_refuses_a_point_before_capture_began() {
         err.to_string().contains("capture of b began after"),
         "{err}"
     );
+    capture().uninstall(&conn, "a").unwrap();
+    let err = state(&conn, "a", 1).unwrap_err();
+    assert!(err.to_string().contains("a is not captured"), "{err}");
 }
 
 fn cleanup_with(conn: &Connection, retention: &Retention) -> usize {
