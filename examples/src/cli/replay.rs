@@ -110,7 +110,10 @@ pub fn run(config: Option<&Path>, args: ReplayArgs) -> Result<(), CliError> {
     )
     .map_err(on)?;
     out.flush()?;
-    eprintln!(
+    // A closed stderr must not fail a replay whose output was written (`eprintln!`
+    // panics then).
+    let _ = writeln!(
+        std::io::stderr(),
         "replayed {} change(s) of LSN {from}..={to}{}",
         done.changes,
         if done.incomplete > 0 {

@@ -90,7 +90,8 @@ pub fn run(config: Option<&Path>, args: StateAtArgs) -> Result<(), CliError> {
             found
         }
     };
-    eprintln!("{}", summary(&found));
+    // A closed stderr must not fail a run whose rows were written (`eprintln!` panics).
+    let _ = writeln!(std::io::stderr(), "{}", summary(&found));
     if !found.exact() {
         return Err(CliError::Message(format!(
             "the state of {} as of LSN {lsn} is NOT exact (see above); the rows were written",
