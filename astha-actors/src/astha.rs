@@ -116,6 +116,7 @@ impl Astha {
             router: self.router_config(),
             poller: self.poller_config(),
             cleanup_interval: self.config.cleanup_interval,
+            retention: self.config.retention,
         };
         let (actors, own_system) = if actix::System::try_current().is_some() {
             (seed.spawn(start), None)
@@ -389,6 +390,7 @@ struct ActorSeed {
     router: RouterConfig,
     poller: PollerConfig,
     cleanup_interval: Duration,
+    retention: astha_core::retention::Retention,
 }
 
 impl ActorSeed {
@@ -409,7 +411,9 @@ impl ActorSeed {
             release: poller.clone().recipient(),
             stop: poller.recipient(),
         });
-        let janitor = Janitor::new(self.store, self.stats, self.cleanup_interval, lease).start();
+        let janitor = Janitor::new(self.store, self.stats, self.cleanup_interval, lease)
+            .with_retention(self.retention)
+            .start();
         (router_ctx.run(router), janitor)
     }
 }

@@ -33,6 +33,8 @@ pub struct Janitor {
     stats: Arc<Stats>,
     interval: Duration,
     lease: LeaseConfig,
+    /// How long rows every slot is past are kept.
+    retention: astha_core::retention::Retention,
     /// A cleanup is running.
     cleaning: bool,
     stopping: bool,
@@ -46,9 +48,16 @@ impl Janitor {
             stats,
             interval,
             lease,
+            retention: Default::default(),
             cleaning: false,
             stopping: false,
         }
+    }
+
+    /// Keeps rows every slot is past as `retention` says (default: none kept).
+    pub fn with_retention(mut self, retention: astha_core::retention::Retention) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// A tick while a cleanup still runs does nothing: one cleanup at a time.
@@ -76,6 +85,7 @@ impl Janitor {
         self.cleaning = true;
         let store = self.store.clone();
         let stats = self.stats.clone();
+        let retention = self.retention;
         ctx.spawn(
             async move {
                 let log = store.log_table().to_string();
@@ -109,12 +119,20 @@ impl Janitor {
                             .map(|c| c.position)
                             .min()
                             .unwrap_or(i64::MAX);
-                        let done = slots::cleanup_upto(
-                            conn,
-                            &log,
-                            &slots::CleanupBudget::default(),
-                            upto,
-                        )?;
+                        let budget = slots::CleanupBudget::default();
+                        // Rows every slot is past that the retention policy still keeps.
+                        let upto = if retention.is_off() {
+                            upto
+                        } else {
+                            upto.min(retention.bound_within(
+                                conn,
+                                &log,
+                                astha_core::change::unix_now_ms(),
+                                upto.min(slots::slowest(conn)?.unwrap_or(i64::MAX)),
+                                budget.max_rows as u64,
+                            )?)
+                        };
+                        let done = slots::cleanup_upto(conn, &log, &budget, upto)?;
                         if done.deleted > 0 {
                             astha_core::transaction::prune(conn, &log)?;
                         }

@@ -37,6 +37,14 @@ pub enum CoreError {
     /// The caller asked for something the data does not allow.
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// A range asked for starts before the oldest row the log still holds: the changes
+    /// in between were cleaned away ([`crate::retention`]).
+    #[error("the change log no longer holds {asked}: its oldest retained change is LSN {oldest_lsn} (written {oldest_time}); start at LSN {oldest_lsn} or later (a time after {oldest_time}), or keep more with the retention settings (keep_for, keep_rows)")]
+    NotRetained {
+        asked: String,
+        oldest_lsn: i64,
+        oldest_time: String,
+    },
     /// A row could not be turned into the requested typed struct.
     #[error("cannot decode {table} row: {reason}")]
     Decode { table: String, reason: String },

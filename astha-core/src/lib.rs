@@ -8,6 +8,8 @@
 //!   delivered; [`log_layout`] owns the fixed columns of the log row (and of its copy in
 //!   a dead letter), [`image`] the value columns after them; [`gaps`] marks changes that
 //!   another connection's schema change may have left incomplete;
+//! - [`retention`]: how long the log keeps rows every slot is past, and where a time
+//!   falls in it; [`replay`]: a range of it again; [`state_at`]: a table's rows as of an earlier LSN, from the retained log;
 //! - pure policies and state machines: [`retry`], [`breaker`], [`routing`], [`config`].
 
 pub mod bootstrap;
@@ -27,11 +29,14 @@ pub mod lease;
 pub mod log;
 pub mod log_layout;
 pub mod log_state;
+pub mod replay;
+pub mod retention;
 pub mod retry;
 pub mod routing;
 pub mod schema;
 pub mod slots;
 pub mod snapshot;
+pub mod state_at;
 pub mod transaction;
 pub mod value;
 pub mod wake;

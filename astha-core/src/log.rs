@@ -223,10 +223,24 @@ impl LogReader {
         tables: Option<&[String]>,
     ) -> Result<Batch> {
         let tx = conn.unchecked_transaction()?;
+        let batch = self.read_in(&tx, after_lsn, limits, tables)?;
+        tx.finish()?;
+        Ok(batch)
+    }
+
+    /// [`LogReader::read`] inside the caller's open transaction (for a caller that reads
+    /// more than the log in the same snapshot, such as [`crate::state_at`]).
+    pub fn read_in(
+        &mut self,
+        tx: &Connection,
+        after_lsn: i64,
+        limits: BatchLimits,
+        tables: Option<&[String]>,
+    ) -> Result<Batch> {
         // First, so the snapshot is the one the rows are read from.
-        let schema_version = crate::schema::schema_version(&tx)?;
-        self.gaps = crate::gaps::after(&tx, after_lsn)?;
-        let (raws, bytes) = self.read_raw(&tx, after_lsn, limits, tables)?;
+        let schema_version = crate::schema::schema_version(tx)?;
+        self.gaps = crate::gaps::after(tx, after_lsn)?;
+        let (raws, bytes) = self.read_raw(tx, after_lsn, limits, tables)?;
         let full = raws.len() >= limits.max_rows;
         let mut batch = Batch {
             scanned_to: after_lsn,
@@ -239,13 +253,13 @@ impl LogReader {
             if crate::log_state::is_placeholder(&self.log_table, &raw.table, &raw.op) {
                 continue;
             }
-            match self.decode(&tx, raw) {
+            match self.decode(tx, raw) {
                 Ok(change) => batch.changes.push(change),
                 Err(malformed) => batch.malformed.push(*malformed),
             }
         }
         crate::transaction::annotate(
-            &tx,
+            tx,
             &self.log_table,
             &mut batch.changes,
             &mut self.transactions,
@@ -253,9 +267,8 @@ impl LogReader {
         let stopped_early = full || batch.bytes >= limits.max_bytes;
         if !stopped_early {
             // Nothing else up to the head matched the filter: the whole log was scanned.
-            batch.scanned_to = batch.scanned_to.max(head_lsn(&tx, &self.log_table)?);
+            batch.scanned_to = batch.scanned_to.max(head_lsn(tx, &self.log_table)?);
         }
-        tx.finish()?;
         Ok(batch)
     }
 

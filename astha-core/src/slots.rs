@@ -229,6 +229,12 @@ pub fn reset(conn: &Connection, name: &str, lsn: i64) -> Result<Slot> {
     get(conn, name)?.ok_or_else(|| CoreError::NoSuchSlot(name.to_string()))
 }
 
+/// The lowest position of all slots (`None` without slots): the newest LSN cleanup may
+/// remove at most.
+pub fn slowest(conn: &Connection) -> Result<Option<i64>> {
+    Ok(conn.query_row("SELECT min(position) FROM __astha_slots", [], |r| r.get(0))?)
+}
+
 /// Drops slot `name`; returns false if there was none. Rows it held back become
 /// eligible for cleanup.
 pub fn drop_slot(conn: &Connection, name: &str) -> Result<bool> {

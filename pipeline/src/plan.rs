@@ -42,6 +42,9 @@ pub struct SourcePlan {
     pub install: Vec<String>,
     /// The poller's batch size, when the cascade sets one.
     pub batch_size: Option<usize>,
+    /// The log's retention (`keep_for`, `keep_rows`), where the cascade sets them.
+    pub keep_for: Option<std::time::Duration>,
+    pub keep_rows: Option<u64>,
     /// The database's identity if it has one yet (it gets one at first start).
     pub identity: Option<String>,
     /// Selected tables without a primary key (consumers cannot tell identical rows apart).
@@ -58,6 +61,8 @@ pub struct SinkPlan {
     pub shapes: BTreeMap<String, ShapeSpec>,
     /// When the sink first receives a snapshot of its tables.
     pub snapshot: SnapshotMode,
+    /// Where its slot starts when it is created (`start_at`).
+    pub start_at: Option<astha_core::retention::StartAt>,
 }
 
 /// The resolved shaping of one table: kept columns and the filter's text.
@@ -218,6 +223,19 @@ fn plan_source(
     if batch_size == Some(0) {
         return Err(fail("batch_size must be > 0".into()));
     }
+    for (table, settings) in &source.table {
+        if settings.keep_for.is_some() || settings.keep_rows.is_some() {
+            return Err(fail(format!(
+                "[sources.table.{table}] sets `keep_for` or `keep_rows`, which is the source's \
+                 log's retention: set it on the source or in [defaults]"
+            )));
+        }
+    }
+    let keep_for = cascade(spec, source, None, |s| s.keep_for.clone())
+        .map(|text| astha_core::config::parse_duration(&text))
+        .transpose()
+        .map_err(|e| fail(format!("keep_for: invalid duration: {e}")))?;
+    let keep_rows = cascade(spec, source, None, |s| s.keep_rows);
     let identity = identity::read(&conn).ok().flatten();
     let mut without_key = Vec::new();
     for table in &tables {
@@ -232,6 +250,8 @@ fn plan_source(
         tables,
         install: if install { missing } else { Vec::new() },
         batch_size,
+        keep_for,
+        keep_rows,
         identity,
         without_key,
         sinks: Vec::new(),
@@ -306,6 +326,19 @@ fn plan_sink(
             .or_else(|| cascade(spec, source_spec, None, |s| s.snapshot.clone()))
             .map_or(Ok(SnapshotMode::Never), |m| m.parse::<SnapshotMode>())
             .map_err(|reason| PipelineError::Invalid(format!("sink {:?}: {reason}", sink.name)))?;
+        let start_at = sink
+            .start_at
+            .as_deref()
+            .map(str::parse::<astha_core::retention::StartAt>)
+            .transpose()
+            .map_err(|reason| PipelineError::Invalid(format!("sink {:?}: {reason}", sink.name)))?;
+        if start_at.is_some() && snapshot != SnapshotMode::Never {
+            return Err(PipelineError::Invalid(format!(
+                "sink {:?}: `start_at` with `snapshot = \"{snapshot}\"`: a snapshot starts \
+                 at the head; choose one",
+                sink.name
+            )));
+        }
         let context = SinkContext {
             name: sink.name.clone(),
             source: source.name.clone(),
@@ -347,6 +380,7 @@ fn plan_sink(
             sink: parsed.clone(),
             shapes,
             snapshot,
+            start_at,
         });
     }
     if let Some(p) = patterns.unmatched(&matched_anywhere) {

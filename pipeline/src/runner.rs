@@ -83,6 +83,12 @@ async fn start_source(
     if let Some(batch_size) = source.batch_size {
         config.batch_size = batch_size;
     }
+    if let Some(keep_for) = source.keep_for {
+        config.retention.keep_for = keep_for;
+    }
+    if let Some(keep_rows) = source.keep_rows {
+        config.retention.keep_rows = keep_rows;
+    }
     let config_log_table = config.log_table.clone();
     let astha = Astha::new(config).map_err(engine_err)?;
     let identity = astha
@@ -111,6 +117,18 @@ async fn start_source(
         } else {
             shaped.into_inner()
         };
+        if let Some(start_at) = sink.start_at.clone() {
+            let slot = context.name.clone();
+            let log_table = config_log_table.clone();
+            if let Err(error) = started
+                .astha
+                .store()
+                .write_blocking(move |conn| start_at.create_slot(conn, &log_table, &slot))
+            {
+                let _ = started.astha.stop().await;
+                return Err(engine_err(error.into()));
+            }
+        }
         if let Err(error) = started
             .astha
             .register_component_with(component, sink.snapshot)

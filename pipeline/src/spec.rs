@@ -77,6 +77,13 @@ pub struct Settings {
     /// A SQLite expression over the row's columns (and `_op`, `_table`); a change is
     /// passed on only where it is true. See [`crate::filter`].
     pub filter: Option<String>,
+    /// How long the source's change log keeps rows every sink is past, e.g. `"168h"`
+    /// (source level and above; `astha_core::retention`). Default: the engine's
+    /// `[retention] keep_for`.
+    pub keep_for: Option<String>,
+    /// Keep the newest this many LSNs of the source's log (source level and above).
+    /// Default: the engine's `[retention] keep_rows`.
+    pub keep_rows: Option<u64>,
 }
 
 /// One source database.
@@ -158,6 +165,10 @@ pub struct SinkSpec {
     pub debezium_schemas: Option<bool>,
     /// Overrides the cascaded `transaction_events` for this sink.
     pub transaction_events: Option<bool>,
+    /// Where the sink's slot starts when it is created: `"lsn:N"` or `"time:T"`, a point
+    /// the source's log still holds (`astha_core::retention::StartAt`). An existing
+    /// slot keeps its position. Default: the log's head.
+    pub start_at: Option<String>,
     /// Everything else: checked by the sink type's own config (unknown keys refused there).
     #[serde(flatten)]
     pub settings: toml::Table,

@@ -365,8 +365,10 @@ async fn a_signal_snapshots_a_table_again_for_a_running_sink_under_concurrent_wr
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    Connection::open(&db)
-        .unwrap()
+    // The writers hold the write lock often: wait for it, as an application would.
+    let signal = Connection::open(&db).unwrap();
+    signal.busy_timeout(Duration::from_secs(10)).unwrap();
+    signal
         .execute(
             "INSERT INTO __astha_signals (type, data) VALUES ('execute-snapshot', '{\"data-collections\": [\"t\"]}')",
             [],

@@ -300,6 +300,7 @@ mod tests {
         }
         c.apply_env([
             ("ASTHA_BATCH_SIZE", "512"),
+            ("ASTHA_RETENTION__KEEP_FOR", "30m"),
             ("ASTHA_RETRY__MAX_ATTEMPTS", "5"),
             ("ASTHA_RETRY__MULTIPLIER", "3"),
             ("ASTHA_RETRY__JITTER", "0.5"),
@@ -317,6 +318,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.batch_size, 512);
         assert_eq!(c.retry.max_attempts, 5);
+        assert_eq!(c.retention.keep_for, Duration::from_secs(1800));
         assert_eq!(c.retry.multiplier, 3.0);
         assert_eq!(c.retry.jitter, 0.5);
         assert_eq!(c.monitored_tables, ["a", "b"]);

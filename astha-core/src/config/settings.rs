@@ -45,6 +45,11 @@ pub struct AsthaConfig {
     /// How often change-log rows acknowledged by every slot are deleted. Default `"1s"`.
     #[serde(with = "duration_serde")]
     pub cleanup_interval: Duration,
+    /// How long the change log keeps rows every slot is past (`[retention]`, with
+    /// `keep_for` and `keep_rows`), for replay and `state-at`; retained rows cost disk.
+    /// Default: none kept (a row goes once the slowest slot passed it). See
+    /// [`crate::retention::Retention`].
+    pub retention: crate::retention::Retention,
     /// Capture the rows an `INSERT OR REPLACE` removes as DELETEs even when the writing
     /// connection has `recursive_triggers` off (SQLite's default, and that of Python's
     /// `sqlite3` and most drivers), where SQLite fires no delete trigger for them (and
@@ -95,6 +100,7 @@ impl Default for AsthaConfig {
             backstop_interval: Duration::from_millis(100),
             data_version_poll: Duration::from_millis(1),
             cleanup_interval: Duration::from_secs(1),
+            retention: crate::retention::Retention::default(),
             exact_replace: false,
             lease_ttl: Duration::from_secs(30),
             monitored_tables: Vec::new(),
@@ -408,6 +414,19 @@ mod tests {
         assert_eq!(c.supervisor.event_timeout, Duration::from_secs(60));
         assert_eq!(c.data_version_poll, Duration::from_micros(500));
         assert_eq!(c.supervisor.refresh_after, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn retention_is_a_section_of_caps_off_by_default() {
+        assert!(AsthaConfig::default().retention.is_off());
+        let c = AsthaConfig::from_toml_str("[retention]\nkeep_for = \"2h\"\nkeep_rows = 1000\n")
+            .unwrap();
+        assert_eq!(c.retention.keep_for, Duration::from_secs(7200));
+        assert_eq!(c.retention.keep_rows, 1000);
+        c.validate().unwrap();
+        let back = AsthaConfig::from_toml_str(&c.to_toml_string().unwrap()).unwrap();
+        assert_eq!(back.retention, c.retention);
+        assert!(parse_err("[retention]\nkeep_fr = \"1h\"\n").contains("keep_fr"));
     }
 
     #[test]

@@ -5,9 +5,11 @@ mod config_cmd;
 mod dead_letters;
 mod demo;
 mod errors;
+mod replay;
 mod run;
 mod shutdown;
 mod slots;
+mod state_at;
 mod status;
 mod watch;
 
@@ -74,6 +76,11 @@ pub enum Command {
     /// that re-installs capture, so no write goes uncaptured and nothing is marked
     /// incomplete (as a schema change by another tool can cause).
     Alter(alter::AlterArgs),
+    /// Print the changes of a range of the retained change log again (`--from-lsn` or
+    /// `--from-time`), as `watch` prints them; a range the log no longer holds is refused.
+    Replay(replay::ReplayArgs),
+    /// A table's rows as of an earlier LSN or time, rebuilt from the retained change log.
+    StateAt(state_at::StateAtArgs),
 }
 
 /// Output format for commands that print changes or state.
@@ -96,6 +103,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::DeadLetters(cmd) => dead_letters::run(cli.config.as_deref(), cmd),
         Command::Config(cmd) => config_cmd::run(cli.config.as_deref(), cmd),
         Command::Alter(args) => alter::run(cli.config.as_deref(), args),
+        Command::Replay(args) => replay::run(cli.config.as_deref(), args),
+        Command::StateAt(args) => state_at::run(cli.config.as_deref(), args),
     }
 }
 

@@ -30,12 +30,17 @@ pub enum SlotsCommand {
     /// Drop a slot: its consumer's position is forgotten and cleanup may pass it.
     Drop { database: PathBuf, name: String },
     /// Set a slot's position: `--to head` (skip everything unread), `--to beginning`
-    /// (re-read all the log still holds) or `--to <LSN>`.
+    /// (re-read all the log still holds), `--to <LSN>` (deliver what follows it) or
+    /// `--to-time <TIME>` (deliver from the first change written at or after it). A
+    /// position the log no longer holds changes after is refused.
     Reset {
         database: PathBuf,
         name: String,
+        #[arg(long, required_unless_present = "to_time", conflicts_with = "to_time")]
+        to: Option<String>,
+        /// UTC unless an offset is given, e.g. 2026-12-07T02:15:00Z.
         #[arg(long)]
-        to: String,
+        to_time: Option<String>,
         /// Change-log table name (default: the configuration's, `__cdc_log`).
         #[arg(long)]
         log_table: Option<String>,
@@ -108,6 +113,7 @@ pub fn run(config: Option<&Path>, cmd: SlotsCommand) -> Result<(), CliError> {
             database,
             name,
             to,
+            to_time,
             log_table: flag,
         } => {
             let log_table = log_table(config, flag)?;
@@ -116,14 +122,24 @@ pub fn run(config: Option<&Path>, cmd: SlotsCommand) -> Result<(), CliError> {
             if astha_core::slots::get(&conn, &name).map_err(on)?.is_none() {
                 return Err(no_such_slot(&database, &name));
             }
-            let lsn = match to.as_str() {
-                "head" => astha_core::log::head_lsn(&conn, &log_table).map_err(on)?,
-                "beginning" => 0,
-                n => n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    CliError::Message(format!(
-                        "--to {n:?}: give `head`, `beginning` or a log sequence number"
-                    ))
-                })?,
+            let retention = astha_core::retention::check_from_lsn;
+            let lsn = match (to.as_deref(), to_time) {
+                (_, Some(time)) => {
+                    let at = astha_core::retention::parse_time(&conn, &time).map_err(on)?;
+                    astha_core::retention::check_from_time(&conn, &log_table, at).map_err(on)? - 1
+                }
+                (Some("head"), None) => astha_core::log::head_lsn(&conn, &log_table).map_err(on)?,
+                (Some("beginning"), None) => 0,
+                (Some(n), None) => {
+                    let lsn = n.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                        CliError::Message(format!(
+                            "--to {n:?}: give `head`, `beginning` or a log sequence number"
+                        ))
+                    })?;
+                    retention(&conn, &log_table, lsn + 1).map_err(on)?;
+                    lsn
+                }
+                (None, None) => unreachable!("clap requires one"),
             };
             let slot = astha_core::slots::reset(&conn, &name, lsn).map_err(on)?;
             println!("slot {name} now at LSN {}", slot.position);

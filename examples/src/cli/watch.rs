@@ -82,6 +82,19 @@ pub struct WatchArgs {
     /// Start before the oldest change still in the log instead of at the head (new slots only).
     #[arg(long, conflicts_with = "snapshot")]
     pub from_beginning: bool,
+    /// Start a new slot at a point the log still holds: `lsn:N` (deliver from LSN N on)
+    /// or `time:2026-12-07T02:15:00Z` (from the first change written at or after it).
+    /// Refused when the log no longer reaches back there. New slots only.
+    #[arg(long, conflicts_with_all = ["snapshot", "from_beginning"])]
+    pub start_at: Option<astha_core::retention::StartAt>,
+    /// Keep log rows this long after every slot passed them, for `astha replay` and
+    /// `astha state-at` (`[retention] keep_for`; e.g. "24h").
+    #[arg(long, value_parser = astha_core::config::parse_duration)]
+    pub keep_for: Option<std::time::Duration>,
+    /// Keep the newest this many LSNs of the log after every slot passed them
+    /// (`[retention] keep_rows`).
+    #[arg(long)]
+    pub keep_rows: Option<u64>,
     /// Print the tables' current rows first: `initial` (then the changes after them),
     /// `initial_only` (then exit), `when_needed` (as `initial`, and again when the slot's
     /// position was cleaned away) or `never`.
@@ -145,6 +158,12 @@ pub fn run(config: Option<&Path>, args: WatchArgs) -> Result<(), CliError> {
     let conn = open_existing(&path)?;
     let mut config = AsthaConfig::load(config)?;
     config.exact_replace |= args.exact_replace;
+    if let Some(keep_for) = args.keep_for {
+        config.retention.keep_for = keep_for;
+    }
+    if let Some(keep_rows) = args.keep_rows {
+        config.retention.keep_rows = keep_rows;
+    }
     let capture = Capture::new(&config.log_table).with_exact_replace(config.exact_replace);
     let tables = resolve_tables(&conn, &capture, &args)?;
     drop(conn);
@@ -242,6 +261,14 @@ async fn watch_async(
             })
             .map_err(|e| CliError::on(&path, e))?;
     }
+    if let Some(point) = args.start_at.clone() {
+        let name = name.clone();
+        let log_table = log_table.clone();
+        astha
+            .store()
+            .write_blocking(move |conn| point.create_slot(conn, &log_table, &name))
+            .map_err(|e| CliError::on(&path, e))?;
+    }
     let (done_tx, mut done_rx) = watch::channel(args.limit == Some(0));
     let identity = astha
         .store()
@@ -251,11 +278,7 @@ async fn watch_async(
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let format = match args.format {
-        WatchFormat::Debezium => EventFormat::Debezium,
-        WatchFormat::Cloudevents => EventFormat::CloudEvents,
-        WatchFormat::Json | WatchFormat::Pretty => EventFormat::Native,
-    };
+    let format = event_format(args.format);
     let source = SourceInfo {
         name: stem.clone(),
         db: stem,
@@ -443,16 +466,7 @@ impl Component for Printer {
             return Err(ComponentError::transient("watch limit reached"));
         }
         let markers = self.encoder.markers(change);
-        let line = match self.format {
-            WatchFormat::Pretty => format!(
-                "{:>8}  {:<6}  {:<20}  {}",
-                change.lsn,
-                change.op,
-                change.table,
-                serde_json::Value::Object(change.row().map(|r| r.to_json()).unwrap_or_default())
-            ),
-            _ => self.encoder.encode(change).to_string(),
-        };
+        let line = change_line(self.format, &self.encoder, change);
         let marker = |json: &serde_json::Value| match self.format {
             WatchFormat::Pretty => pretty_marker(json),
             _ => json.to_string(),
@@ -487,6 +501,29 @@ impl Component for Printer {
             }
         }
         Ok(())
+    }
+}
+
+/// One change as `format` prints it (`replay` prints the same lines as `watch`).
+pub(super) fn change_line(format: WatchFormat, encoder: &Encoder, change: &Change) -> String {
+    match format {
+        WatchFormat::Pretty => format!(
+            "{:>8}  {:<6}  {:<20}  {}",
+            change.lsn,
+            change.op,
+            change.table,
+            serde_json::Value::Object(change.row().map(|r| r.to_json()).unwrap_or_default())
+        ),
+        _ => encoder.encode(change).to_string(),
+    }
+}
+
+/// The event format behind a `watch` output format (`pretty` prints native changes).
+pub(super) fn event_format(format: WatchFormat) -> EventFormat {
+    match format {
+        WatchFormat::Debezium => EventFormat::Debezium,
+        WatchFormat::Cloudevents => EventFormat::CloudEvents,
+        WatchFormat::Json | WatchFormat::Pretty => EventFormat::Native,
     }
 }
 
