@@ -20,6 +20,7 @@ use astha_core::config::AsthaConfig;
 use crate::error::PipelineError;
 use crate::plan::{compile_shapes, Plan, SourcePlan};
 use crate::shape::Shaped;
+use crate::window::Windowed;
 
 /// A started pipeline.
 pub struct Running {
@@ -98,7 +99,21 @@ async fn start_source(
     for sink in source.sinks {
         let mut context = sink.context.clone();
         context.identity = identity.clone();
-        let component = sink.sink.build(&context)?;
+        if sink.window.is_some() {
+            // Window results are numbered from 1: their own id space, per sink.
+            context.identity = format!("{identity}:w:{}", context.name);
+        }
+        let mut component = sink.sink.build(&context)?;
+        if let Some(window) = sink.window.clone() {
+            let windowed = Windowed::new(
+                component,
+                started.astha.store().clone(),
+                &context.name,
+                window,
+            )
+            .map_err(|e| PipelineError::Invalid(format!("sink {:?}: {e}", context.name)))?;
+            component = Box::new(windowed);
+        }
         let shapes = compile_shapes(&sink.shapes).map_err(|e| {
             PipelineError::Invalid(format!("sink {:?} on source {name:?}: {e}", context.name))
         })?;

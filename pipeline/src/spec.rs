@@ -158,6 +158,9 @@ pub struct SinkSpec {
     pub debezium_schemas: Option<bool>,
     /// Overrides the cascaded `transaction_events` for this sink.
     pub transaction_events: Option<bool>,
+    /// A window transform: the sink receives window results instead of the changes
+    /// ([`crate::window`]).
+    pub window: Option<crate::window::WindowConfig>,
     /// Everything else: checked by the sink type's own config (unknown keys refused there).
     #[serde(flatten)]
     pub settings: toml::Table,
