@@ -105,14 +105,17 @@ async fn start_source(
         }
         let mut component = sink.sink.build(&context)?;
         if let Some(window) = sink.window.clone() {
-            let windowed = Windowed::new(
-                component,
-                started.astha.store().clone(),
-                &context.name,
-                window,
-            )
-            .map_err(|e| PipelineError::Invalid(format!("sink {:?}: {e}", context.name)))?;
-            component = Box::new(windowed);
+            let store = started.astha.store().clone();
+            match Windowed::new(component, store, &context.name, window) {
+                Ok(windowed) => component = Box::new(windowed),
+                Err(e) => {
+                    let _ = started.astha.stop().await;
+                    return Err(PipelineError::Invalid(format!(
+                        "sink {:?}: {e}",
+                        context.name
+                    )));
+                }
+            }
         }
         let shapes = compile_shapes(&sink.shapes).map_err(|e| {
             PipelineError::Invalid(format!("sink {:?} on source {name:?}: {e}", context.name))

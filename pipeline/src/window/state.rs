@@ -372,3 +372,95 @@ impl Windows {
         self.dirty.insert(id.clone());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> WindowConfig {
+        let config: WindowConfig = toml::from_str(&format!(
+            "{text}\naggregates = [{{ name = \"n\", fn = \"count\" }}]"
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        config
+    }
+
+    fn input(lsn: i64, time_ms: i64, key: &str) -> Input {
+        Input {
+            lsn,
+            time_ms,
+            key: key.into(),
+            values: vec![Some(None)],
+        }
+    }
+
+    fn states(out: &[Emission]) -> Vec<(String, i64, String, i64)> {
+        out.iter()
+            .map(|e| {
+                let text = |v: &Value| match v {
+                    Value::Text(t) => t.clone(),
+                    other => panic!("{other:?}"),
+                };
+                let int = |v: &Value| match v {
+                    Value::Integer(i) => *i,
+                    other => panic!("{other:?}"),
+                };
+                (
+                    text(&e.values[0]),
+                    int(&e.values[1]),
+                    text(&e.values[3]),
+                    int(&e.values[5]),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_late_change_is_counted_and_does_not_reopen_its_window() {
+        let mut w = Windows::new(config(
+            "kind = \"tumbling\"\nsize_ms = 10\nallowed_lateness_ms = 2",
+        ));
+        let mut out = Vec::new();
+        w.apply(input(1, 3, "a"), &mut out);
+        w.apply(input(2, 11, "a"), &mut out); // watermark 9: [0, 10) stays open
+        assert!(out.is_empty());
+        w.apply(input(3, 9, "a"), &mut out); // in time for [0, 10)
+        w.apply(input(4, 12, "a"), &mut out); // watermark 10: [0, 10) closes with 2
+        assert_eq!(states(&out), [("a".into(), 0, "closed".into(), 2)]);
+        w.apply(input(5, 5, "a"), &mut out); // late
+        assert_eq!(w.progress.late, 1);
+        assert_eq!(out.len(), 1);
+        assert!(w.get(&("a".into(), 0)).is_none());
+    }
+
+    #[test]
+    fn beyond_the_limit_the_window_due_first_closes_early() {
+        let mut w = Windows::new(config(
+            "kind = \"tumbling\"\nsize_ms = 100\nmax_open_windows = 2",
+        ));
+        let mut out = Vec::new();
+        w.apply(input(1, 1, "b"), &mut out);
+        w.apply(input(2, 2, "a"), &mut out);
+        w.apply(input(3, 3, "c"), &mut out);
+        assert_eq!(states(&out), [("a".into(), 0, "evicted".into(), 1)]);
+        assert_eq!((w.progress.evicted, w.open_windows()), (1, 2));
+    }
+
+    #[test]
+    fn a_change_between_two_sessions_merges_them() {
+        let mut w = Windows::new(config(
+            "kind = \"session\"\ngap_ms = 5\nallowed_lateness_ms = 100",
+        ));
+        let mut out = Vec::new();
+        w.apply(input(1, 10, "k"), &mut out);
+        w.apply(input(2, 18, "k"), &mut out);
+        assert_eq!(w.open_windows(), 2);
+        w.apply(input(3, 14, "k"), &mut out); // within 5 of both
+        assert_eq!(w.open_windows(), 1);
+        let merged = w.get(&("k".into(), 10)).unwrap();
+        assert_eq!((merged.changes, merged.end), (3, 23));
+        w.apply(input(4, 200, "k"), &mut out);
+        assert_eq!(states(&out), [("k".into(), 10, "closed".into(), 3)]);
+    }
+}
