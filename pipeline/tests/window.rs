@@ -607,3 +607,89 @@ proptest! {
         check(WindowKind::Count, w, n, 0, 0, emit, max, seed);
     }
 }
+
+// ---------------------------------------------------------------- formats and checks
+
+/// A window result is an ordinary change: every format encodes it, with the window's
+/// key as the event key.
+#[test]
+fn results_encode_in_every_format() {
+    use astha_core::format::{Encoder, EventFormat, SourceInfo};
+    let writes: Vec<Write> = (0..6)
+        .map(|i| Write {
+            op: 0,
+            customer: i % 2,
+            amount: 1,
+            note: 0,
+            dt: 50,
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.db");
+    let store = Store::open(&path, "__cdc_log").unwrap();
+    let changes = capture(&path, &store, &writes);
+    let config = window_toml(WindowKind::Tumbling, 100, 0, 0, EmitMode::Close, 100);
+    let got = deliver(&path, &store, &config, &changes, 7);
+    assert!(!got.is_empty());
+    let source = SourceInfo {
+        name: "shop".into(),
+        db: "shop".into(),
+        identity: "id-1:1:w:win".into(),
+    };
+    for format in [
+        EventFormat::Native,
+        EventFormat::Debezium,
+        EventFormat::CloudEvents,
+    ] {
+        let encoder = Encoder::new(format, source.clone()).with_debezium_schemas(true);
+        for change in &got {
+            let text = encoder.encode(change).to_string();
+            let keyed = text.contains("\"c0\"") || text.contains("\"c1\"");
+            assert!(text.contains("window_start") && keyed, "{format:?}: {text}");
+            let key = encoder.key(change).to_string();
+            assert!(key.contains("window_key"), "{format:?}: {key}");
+        }
+    }
+}
+
+#[test]
+fn check_refuses_what_a_window_cannot_do_and_names_the_fix() {
+    use astha_components::sinks::SinkRegistry;
+    use astha_core::config::AsthaConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, amount)")
+        .unwrap();
+    let engine = AsthaConfig::load_from(None, Vec::<(String, String)>::new()).unwrap();
+    let check = |sink_extra: &str, window: &str| -> String {
+        let text = format!(
+            "[[sources]]\ndatabase = \"{}\"\ninstall = true\n[[sinks]]\nname = \"w\"\ntype = \"stdout\"\n{sink_extra}\n[sinks.window]\n{window}\n",
+            path.display()
+        );
+        match astha_pipeline::PipelineSpec::parse(&text, |_| None) {
+            Err(e) => e,
+            Ok(spec) => match astha_pipeline::plan(&spec, &SinkRegistry::builtin(), &engine) {
+                Ok(_) => "ok".into(),
+                Err(e) => e.to_string(),
+            },
+        }
+    };
+    let good =
+        "kind = \"tumbling\"\nsize_ms = 1000\naggregates = [{ name = \"n\", fn = \"count\" }]";
+    assert_eq!(check("", good), "ok");
+    for (extra, window, expect) in [
+        ("snapshot = \"initial\"", good, "remove `snapshot`"),
+        ("", "kind = \"tumbling\"\naggregates = [{ name = \"n\", fn = \"count\" }]", "needs size_ms"),
+        ("", "kind = \"sliding\"\nsize_ms = 10\nslide_ms = 20\naggregates = [{ name = \"n\", fn = \"count\" }]", "slide_ms larger"),
+        ("", "kind = \"tumbling\"\nsize_ms = 10\naggregates = [{ name = \"t\", fn = \"sum\" }]", "needs a column"),
+        ("", "kind = \"tumbling\"\nsize_ms = 10\naggregates = []", "at least one aggregate"),
+        ("", "kind = \"tumbling\"\nsize_ms = 10\nsize = 3\naggregates = [{ name = \"n\", fn = \"count\" }]", "size"),
+        ("", "kind = \"tumbling\"\nsize_ms = 10\nkey = \"customer ||\"\naggregates = [{ name = \"n\", fn = \"count\" }]", "does not compile"),
+        ("", "kind = \"tumbling\"\nsize_ms = 10\naggregates = [{ name = \"state\", fn = \"count\" }]", "named twice"),
+    ] {
+        let err = check(extra, window);
+        assert!(err.contains(expect), "{window}: {err}");
+    }
+}
