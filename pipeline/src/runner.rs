@@ -20,7 +20,7 @@ use astha_core::config::AsthaConfig;
 use crate::error::PipelineError;
 use crate::plan::{compile_shapes, Plan, SourcePlan};
 use crate::shape::Shaped;
-use crate::window::Windowed;
+use crate::window::{WindowCounters, Windowed};
 
 /// A started pipeline.
 pub struct Running {
@@ -32,6 +32,8 @@ struct RunningSource {
     astha: Astha,
     /// Per sink: changes its row filters dropped.
     dropped: Vec<(String, Arc<AtomicU64>)>,
+    /// Per windowed sink: its window's counters.
+    windows: Vec<(String, Arc<WindowCounters>)>,
 }
 
 /// What one sink did on one source, for the summary printed at stop.
@@ -95,6 +97,7 @@ async fn start_source(
         name: name.clone(),
         astha,
         dropped: Vec::new(),
+        windows: Vec::new(),
     };
     for sink in source.sinks {
         let mut context = sink.context.clone();
@@ -107,7 +110,12 @@ async fn start_source(
         if let Some(window) = sink.window.clone() {
             let store = started.astha.store().clone();
             match Windowed::new(component, store, &context.name, window) {
-                Ok(windowed) => component = Box::new(windowed),
+                Ok(windowed) => {
+                    started
+                        .windows
+                        .push((context.name.clone(), windowed.counters()));
+                    component = Box::new(windowed);
+                }
                 Err(e) => {
                     let _ = started.astha.stop().await;
                     return Err(PipelineError::Invalid(format!(
@@ -176,6 +184,19 @@ impl Running {
             }
         }
         out
+    }
+
+    /// Per windowed sink and source: `(source, sink, counters)` (results emitted, late
+    /// changes, windows evicted, windows open).
+    pub fn window_counters(&self) -> Vec<(String, String, Arc<WindowCounters>)> {
+        self.sources
+            .iter()
+            .flat_map(|s| {
+                s.windows
+                    .iter()
+                    .map(|(sink, c)| (s.name.clone(), sink.clone(), c.clone()))
+            })
+            .collect()
     }
 
     /// Waits until a source stops delivering for good (`Astha::failed`: its database

@@ -91,6 +91,14 @@ async fn catch_up(windowed: bool) -> f64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = started.elapsed().as_secs_f64();
+    if windowed {
+        let counters = running.window_counters();
+        assert_eq!(counters.len(), 1);
+        let c = &counters[0].2;
+        use std::sync::atomic::Ordering::Relaxed;
+        assert_eq!(c.late.load(Relaxed), 0);
+        assert!(c.open.load(Relaxed) >= CUSTOMERS as u64);
+    }
     running.stop().await.unwrap();
     let position: i64 = conn
         .query_row(
