@@ -298,15 +298,15 @@ fn aggregates(sql: &Connection, items: &[(i64, Vec<Option<Option<Value>>>)]) -> 
     ]
 }
 
-/// Every result of the stream, in order: (INSERT?, values).
-fn model(config: &WindowConfig, changes: &[Arc<Change>]) -> Vec<(bool, Vec<Value>)> {
+/// Every result of the stream, in order: (operation, values).
+fn model(config: &WindowConfig, changes: &[Arc<Change>]) -> Vec<(Operation, Vec<Value>)> {
     let sql = Connection::open_in_memory().unwrap();
     sql.execute_batch("CREATE TABLE t (lsn, v)").unwrap();
     let mut open: Vec<ModelWindow> = Vec::new();
     let mut out = Vec::new();
     let mut max_ms = i64::MIN;
     let lateness = config.allowed_lateness_ms;
-    let emit = |w: &mut ModelWindow, state: &str, out: &mut Vec<(bool, Vec<Value>)>| {
+    let emit = |w: &mut ModelWindow, state: &str, out: &mut Vec<(Operation, Vec<Value>)>| {
         let (s, e) = if config.kind == WindowKind::Count {
             (w.first_ms, w.last_ms)
         } else {
@@ -320,8 +320,24 @@ fn model(config: &WindowConfig, changes: &[Arc<Change>]) -> Vec<(bool, Vec<Value
             Value::Integer(w.items.len() as i64),
         ];
         values.extend(aggregates(&sql, &w.items).into_iter().map(|v| v.unwrap()));
-        out.push((w.emitted == 0, values));
+        let op = if w.emitted == 0 {
+            Operation::Insert
+        } else {
+            Operation::Update
+        };
+        out.push((op, values));
         w.emitted += 1;
+    };
+    let retract = |w: &mut ModelWindow, out: &mut Vec<(Operation, Vec<Value>)>| {
+        let mut values = vec![
+            Value::Text(w.key.clone()),
+            Value::Integer(w.start),
+            Value::Integer(w.end),
+            Value::Text("open".into()),
+            Value::Integer(w.items.len() as i64),
+        ];
+        values.extend(aggregates(&sql, &w.items).into_iter().map(|v| v.unwrap()));
+        out.push((Operation::Delete, values));
     };
     let close_order = |w: &ModelWindow| (w.end, w.key.clone(), w.start);
     for change in changes {
@@ -381,9 +397,20 @@ fn model(config: &WindowConfig, changes: &[Arc<Change>]) -> Vec<(bool, Vec<Value
                 if near.is_empty() && t + gap <= wm {
                     // late
                 } else {
-                    let mut w = new_window(t, t + gap);
                     near.sort_by_key(|w| w.start);
-                    w.emitted = near.iter().map(|n| n.emitted).max().unwrap_or(0);
+                    let start = near.first().map_or(t, |n| n.start.min(t));
+                    let mut w = new_window(t, t + gap);
+                    // Only the session that keeps its start keeps its results; the
+                    // others' last results are retracted.
+                    w.emitted = near
+                        .iter()
+                        .find(|n| n.start == start)
+                        .map_or(0, |n| n.emitted);
+                    for n in &mut near {
+                        if n.start != start && n.emitted > 0 {
+                            retract(n, &mut out);
+                        }
+                    }
                     for n in near {
                         w.start = w.start.min(n.start);
                         w.end = w.end.max(n.end);
@@ -541,23 +568,14 @@ fn check(
     let want_seqs: Vec<i64> = (1..=expected.len() as i64).collect();
     assert_eq!(got_seqs, want_seqs, "result numbers");
     let columns = config.result_columns();
-    for (seq, (first, values)) in expected.iter().enumerate() {
+    for (seq, (op, values)) in expected.iter().enumerate() {
         let change = by_seq[&(seq as i64 + 1)];
-        let row = change.after.as_ref().unwrap();
+        let row = change.after.as_ref().or(change.before.as_ref()).unwrap();
         let named = |vals: &[Value]| -> HashMap<String, Value> {
             columns.iter().cloned().zip(vals.iter().cloned()).collect()
         };
         assert_eq!(named(row.values()), named(values), "result {}", seq + 1);
-        assert_eq!(
-            change.op,
-            if *first {
-                Operation::Insert
-            } else {
-                Operation::Update
-            },
-            "result {}",
-            seq + 1
-        );
+        assert_eq!(change.op, *op, "result {}", seq + 1);
     }
 }
 

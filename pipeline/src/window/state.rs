@@ -91,6 +91,9 @@ pub struct Emission {
     pub time_ms: i64,
     /// First result of its window (INSERT) or a later one (UPDATE).
     pub first: bool,
+    /// The retraction of the window's last result (a DELETE): a session merged into
+    /// one with an earlier start, so its id is gone.
+    pub retract: bool,
     /// The result's values, in [`WindowConfig::result_columns`] order.
     pub values: Vec<Value>,
 }
@@ -207,6 +210,15 @@ impl Windows {
                         vec![id]
                     }
                 } else {
+                    // The merged session starts at the earliest of theirs and t. A
+                    // session whose id goes away and had results out (emit = "change")
+                    // has its last result retracted: a DELETE of that id.
+                    let start = candidates[0].1.min(t);
+                    for id in &candidates {
+                        if id.1 != start && self.open[id].emitted > 0 {
+                            self.emit_as(id, "open", true, &input, out);
+                        }
+                    }
                     let merged = self.merge_sessions(candidates);
                     let end = self.open[&merged].end.max(t + gap);
                     let id = if t < merged.1 {
@@ -313,7 +325,6 @@ impl Windows {
             w.first_ms = w.first_ms.min(other.first_ms);
             w.last_ms = w.last_ms.max(other.last_ms);
             w.changes += other.changes;
-            w.emitted = w.emitted.max(other.emitted);
             let end = w.end.max(other.end);
             for (acc, o) in w.accs.iter_mut().zip(other.accs) {
                 acc.merge(o, max_values);
@@ -329,7 +340,9 @@ impl Windows {
 
     /// Moves a session to an earlier start.
     fn rekey(&mut self, id: WindowId, start: i64) -> WindowId {
-        let w = self.remove(&id).expect("open");
+        let mut w = self.remove(&id).expect("open");
+        // A new id: its first result is an INSERT (the old id's was retracted).
+        w.emitted = 0;
         let new = (id.0, start);
         self.order.insert((w.end, new.0.clone(), new.1));
         self.open.insert(new.clone(), w);
@@ -343,6 +356,18 @@ impl Windows {
     }
 
     fn emit(&mut self, id: &WindowId, state: &str, input: &Input, out: &mut Vec<Emission>) {
+        self.emit_as(id, state, false, input, out)
+    }
+
+    /// A result of window `id`, or (`retract`) the retraction of its last one.
+    fn emit_as(
+        &mut self,
+        id: &WindowId,
+        state: &str,
+        retract: bool,
+        input: &Input,
+        out: &mut Vec<Emission>,
+    ) {
         let config = &self.config;
         let w = self.open.get_mut(id).expect("open window");
         let (start, end) = match config.kind {
@@ -365,6 +390,7 @@ impl Windows {
             lsn: input.lsn,
             time_ms: input.time_ms,
             first: w.emitted == 0,
+            retract,
             values,
         });
         self.progress.next_seq += 1;

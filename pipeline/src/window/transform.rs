@@ -13,7 +13,8 @@
 //!
 //! A result is a [`Change`] of the table `window.table` (default: the sink's name), an
 //! INSERT for a window's first result and an UPDATE for later ones, whose after-image
-//! holds [`super::config::WindowConfig::result_columns`]. Its LSN is the result's number
+//! holds [`super::config::WindowConfig::result_columns`]; a session merged away (its id
+//! gone) has its last result retracted by a DELETE with that result as before-image. Its LSN is the result's number
 //! (1, 2, ...), and the runner gives the sink its own identity, so message ids
 //! (`<identity>:<number>`) are unique and the same on a re-delivery.
 
@@ -181,14 +182,15 @@ impl Windowed {
 
     fn result(&self, e: Emission) -> Arc<Change> {
         let row = Row::new(self.schema.clone(), e.values).expect("one value per result column");
-        let op = if e.first {
-            Operation::Insert
-        } else {
-            Operation::Update
+        let (op, before, after) = match (e.retract, e.first) {
+            (true, _) => (Operation::Delete, Some(row), None),
+            (false, true) => (Operation::Insert, None, Some(row)),
+            (false, false) => (Operation::Update, None, Some(row)),
         };
         Arc::new(Change {
             timestamp_ms: e.time_ms,
-            after: Some(row),
+            before,
+            after,
             ..Change::bare(e.seq as i64, &self.table, op)
         })
     }
