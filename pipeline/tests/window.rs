@@ -477,7 +477,6 @@ fn model(config: &WindowConfig, changes: &[Arc<Change>]) -> Vec<(Operation, Vec<
 /// Delivers `changes` through the transform as the supervisor would, with restarts,
 /// failures and lost confirmations from `seed`; returns what the sink accepted.
 fn deliver(
-    path: &std::path::Path,
     store: &Store,
     config: &WindowConfig,
     changes: &[Arc<Change>],
@@ -497,7 +496,6 @@ fn deliver(
         };
         Windowed::new(Box::new(sink), store.clone(), "win", config.clone()).unwrap()
     };
-    let _ = path;
     let mut transform = build();
     let mut position = 0; // index of the first change not confirmed
     let mut attempts = 0;
@@ -553,7 +551,7 @@ fn check(
     let changes = capture(&path, &store, &writes);
     let config = window_toml(kind, a, b, lateness, emit, max_open);
     let expected = model(&config, &changes);
-    let got = deliver(&path, &store, &config, &changes, seed);
+    let got = deliver(&store, &config, &changes, seed);
     let mut by_seq: BTreeMap<i64, &Change> = BTreeMap::new();
     for change in &got {
         if let Some(earlier) = by_seq.insert(change.lsn, change) {
@@ -647,7 +645,7 @@ fn results_encode_in_every_format() {
     let store = Store::open(&path, "__cdc_log").unwrap();
     let changes = capture(&path, &store, &writes);
     let config = window_toml(WindowKind::Tumbling, 100, 0, 0, EmitMode::Close, 100);
-    let got = deliver(&path, &store, &config, &changes, 7);
+    let got = deliver(&store, &config, &changes, 7);
     assert!(!got.is_empty());
     let source = SourceInfo {
         name: "shop".into(),
