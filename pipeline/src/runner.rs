@@ -109,7 +109,12 @@ async fn start_source(
         let mut component = sink.sink.build(&context)?;
         if let Some(window) = sink.window.clone() {
             let store = started.astha.store().clone();
-            match Windowed::new(component, store, &context.name, window) {
+            let built = Windowed::new(component, store, &context.name, window);
+            let loaded = match built {
+                Ok(mut windowed) => windowed.load_state().await.map(|()| windowed),
+                Err(e) => Err(e),
+            };
+            match loaded {
                 Ok(windowed) => {
                     started
                         .windows

@@ -709,3 +709,40 @@ fn check_refuses_what_a_window_cannot_do_and_names_the_fix() {
         assert!(err.contains(expect), "{window}: {err}");
     }
 }
+
+/// A start refuses window state stored under other settings, naming the way out; with
+/// the settings restored it starts and the stored windows are there.
+#[actix_rt::test]
+async fn a_start_refuses_state_stored_under_other_settings() {
+    use astha_components::sinks::SinkRegistry;
+    use astha_core::config::AsthaConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shop.db");
+    Connection::open(&path)
+        .unwrap()
+        .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE orders (id INTEGER PRIMARY KEY, customer TEXT, amount)")
+        .unwrap();
+    let engine = AsthaConfig::load_from(None, Vec::<(String, String)>::new()).unwrap();
+    let pipeline = |size: i64| {
+        let text = format!(
+            "[[sources]]\ndatabase = \"{}\"\ninstall = true\n[[sinks]]\nname = \"w\"\ntype = \"file\"\npath = \"{}\"\n[sinks.window]\nkind = \"tumbling\"\nsize_ms = {size}\naggregates = [{{ name = \"n\", fn = \"count\" }}]\n",
+            path.display(),
+            dir.path().join("out.jsonl").display()
+        );
+        let spec = astha_pipeline::PipelineSpec::parse(&text, |_| None).unwrap();
+        astha_pipeline::plan(&spec, &SinkRegistry::builtin(), &engine).unwrap()
+    };
+    let running = pipeline(60_000).start(&engine).await.unwrap();
+    running.stop().await.unwrap();
+    let err = match pipeline(1_000).start(&engine).await {
+        Ok(_) => panic!("started with other window settings"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("changed since its state was stored")
+            && err.contains("DELETE FROM __astha_windows"),
+        "{err}"
+    );
+    let running = pipeline(60_000).start(&engine).await.unwrap();
+    running.stop().await.unwrap();
+}

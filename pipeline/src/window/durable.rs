@@ -49,7 +49,9 @@ pub fn load(
         )
         .optional()?;
     let Some((progress, stored_settings)) = stored else {
-        return Ok(());
+        // Record the settings from the first start on, so a change is noticed even
+        // before the first change arrives.
+        return save(conn, transform, settings, windows, &BTreeSet::new());
     };
     if stored_settings != settings {
         return Err(CoreError::Invalid(format!(

@@ -94,7 +94,7 @@ impl Windowed {
             inner,
             store,
             name: name.to_string(),
-            settings: format!("{config:?}"),
+            settings: fingerprint(&config),
             config,
             key,
             ops,
@@ -116,6 +116,14 @@ impl Windowed {
     #[doc(hidden)]
     pub fn fail_next_commit(&mut self) {
         self.fail_before_commit = true;
+    }
+
+    /// Loads the stored state now (off the executor), so a start refuses a state stored
+    /// under other settings instead of failing every delivery.
+    pub async fn load_state(&mut self) -> Result<(), String> {
+        self.load().await.map_err(|e| match e {
+            ComponentError::Transient(m) | ComponentError::Permanent(m) => m,
+        })
     }
 
     async fn load(&mut self) -> Result<(), ComponentError> {
@@ -278,6 +286,32 @@ impl Windowed {
             None => Ok(()),
         }
     }
+}
+
+/// What the stored windows mean: the settings that decide which window a change falls in
+/// and what each accumulator holds. Lateness, emission, the result table and the limits
+/// may change between runs; these may not.
+fn fingerprint(config: &WindowConfig) -> String {
+    let aggregates: Vec<String> = config
+        .aggregates
+        .iter()
+        .map(|a| {
+            format!(
+                "{}={:?}({:?},{:?},{:?})",
+                a.name, a.function, a.column, a.image, a.ops
+            )
+        })
+        .collect();
+    format!(
+        "{:?} size={:?} slide={:?} gap={:?} count={:?} key={:?} [{}]",
+        config.kind,
+        config.size_ms,
+        config.slide_ms,
+        config.gap_ms,
+        config.count,
+        config.key,
+        aggregates.join(", ")
+    )
 }
 
 /// The changed part of the state, moved to the write thread.
