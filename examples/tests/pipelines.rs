@@ -86,7 +86,7 @@ fn every_example_pipeline_passes_check() {
         assert!(stdout.contains(": ok"), "{stdout}");
         checked += 1;
     }
-    assert_eq!(checked, 8);
+    assert_eq!(checked, 9);
     // --check is read-only: no trigger exists although every file says install = true.
     let conn = Connection::open(dir.path().join("shop.db")).unwrap();
     let triggers: i64 = conn
@@ -156,6 +156,77 @@ fn the_filter_example_runs_end_to_end_and_stops_on_sigterm() {
         )
         .unwrap();
     assert!(position >= got[1]["lsn"].as_i64().unwrap());
+}
+
+/// The windows example's results per (customer, window start): the last `orders` seen.
+fn orders_per_window(lines: &[Value]) -> std::collections::BTreeMap<(String, i64), i64> {
+    lines
+        .iter()
+        .map(|l| {
+            let after = &l["after"];
+            let key = after["window_key"].as_str().unwrap().to_string();
+            let start = after["window_start"].as_i64().unwrap();
+            ((key, start), after["orders"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn the_window_example_counts_orders_per_customer_across_a_restart() {
+    let dir = workspace();
+    let out = dir.path().join("out/orders-per-minute.jsonl");
+    let (child, _stderr) = start(&["run", "windows.toml"], dir.path(), "running");
+    let conn = Connection::open(dir.path().join("shop.db")).unwrap();
+    conn.execute_batch(
+        "INSERT INTO orders VALUES (1, 'ann', NULL, 250, 'paid');
+         INSERT INTO orders VALUES (2, 'ann', NULL, 20, 'open');
+         INSERT INTO orders VALUES (3, 'bob', NULL, 900, 'paid');
+         UPDATE orders SET status = 'paid' WHERE id = 2;",
+    )
+    .unwrap();
+    // emit = "change": one result per change (the UPDATE too, counted by `largest`).
+    let first = wait_lines(&out, 4);
+    sigterm_and_wait(child);
+    assert_eq!(first.len(), 4, "{first:#?}");
+    for (i, line) in first.iter().enumerate() {
+        assert_eq!(line["table"], "orders_per_minute");
+        assert_eq!(line["lsn"], i as i64 + 1, "results are numbered");
+        assert_eq!(line["after"]["state"], "open");
+    }
+    let per_customer = |lines: &[Value], who: &str| -> i64 {
+        orders_per_window(lines)
+            .iter()
+            .filter(|((k, _), _)| k == who)
+            .map(|(_, n)| n)
+            .sum()
+    };
+    assert_eq!(per_customer(&first, "ann"), 2);
+    assert_eq!(per_customer(&first, "bob"), 1);
+    // A restart resumes the open windows: the next order of ann adds to them.
+    let (child, _stderr) = start(&["run", "windows.toml"], dir.path(), "running");
+    conn.execute("INSERT INTO orders VALUES (4, 'ann', NULL, 5, 'paid')", [])
+        .unwrap();
+    let all = wait_lines(&out, 5);
+    sigterm_and_wait(child);
+    // (A window whose end passed by more than the lateness meanwhile adds its final
+    // "closed" result after ann's new one.)
+    assert!(all.len() >= 5, "{all:#?}");
+    for (i, line) in all.iter().enumerate() {
+        assert_eq!(
+            line["lsn"],
+            i as i64 + 1,
+            "results are numbered across the restart"
+        );
+    }
+    assert_eq!(per_customer(&all, "ann"), 3, "{all:#?}");
+    let open: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM __astha_windows WHERE transform = 'orders-per-minute'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(open >= 2, "ann's and bob's windows are open and stored");
 }
 
 #[test]

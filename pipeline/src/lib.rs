@@ -18,6 +18,7 @@ pub mod runner;
 pub mod select;
 pub mod shape;
 pub mod spec;
+pub mod window;
 
 pub use error::PipelineError;
 pub use plan::{describe, plan, Plan};

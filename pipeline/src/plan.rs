@@ -63,6 +63,8 @@ pub struct SinkPlan {
     pub snapshot: SnapshotMode,
     /// Where its slot starts when it is created (`start_at`).
     pub start_at: Option<astha_core::retention::StartAt>,
+    /// The window transform in front of the sink, if any ([`crate::window`]).
+    pub window: Option<crate::window::WindowConfig>,
 }
 
 /// The resolved shaping of one table: kept columns and the filter's text.
@@ -375,12 +377,16 @@ fn plan_sink(
                 )));
             }
         }
+        if let Some(window) = &sink.window {
+            check_window(&sink.name, window, &context, snapshot)?;
+        }
         source.sinks.push(SinkPlan {
             context,
             sink: parsed.clone(),
             shapes,
             snapshot,
             start_at,
+            window: sink.window.clone(),
         });
     }
     if let Some(p) = patterns.unmatched(&matched_anywhere) {
@@ -394,6 +400,29 @@ fn plan_sink(
             "sink {:?} takes no table from any source",
             sink.name
         )));
+    }
+    Ok(())
+}
+
+/// What a windowed sink cannot combine with: its changes become window results.
+fn check_window(
+    sink: &str,
+    window: &crate::window::WindowConfig,
+    context: &SinkContext,
+    snapshot: SnapshotMode,
+) -> Result<(), PipelineError> {
+    let fail = |reason: String| PipelineError::Invalid(format!("sink {sink:?}: {reason}"));
+    window.validate().map_err(fail)?;
+    crate::window::key::KeyExpr::new(window.key.as_deref()).map_err(fail)?;
+    if snapshot != SnapshotMode::Never {
+        return Err(fail(
+            "a window takes captured changes only (snapshot rows share one LSN and carry no commit time); remove `snapshot`".into(),
+        ));
+    }
+    if context.transaction_events {
+        return Err(fail(
+            "`transaction_events` with a `window`: the sink receives window results, not the transaction's changes; remove one".into(),
+        ));
     }
     Ok(())
 }
@@ -531,6 +560,26 @@ pub fn describe(plan: &Plan) -> String {
                 sink.snapshot,
                 sink.context.tables.join(", ")
             ));
+            if let Some(w) = &sink.window {
+                let aggregates: Vec<String> = w
+                    .aggregates
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{} = {:?}({})",
+                            a.name,
+                            a.function,
+                            a.column.as_deref().unwrap_or("*")
+                        )
+                    })
+                    .collect();
+                out.push_str(&format!(
+                    "    window {:?} keyed by {}: {}\n",
+                    w.kind,
+                    w.key.as_deref().unwrap_or("(one key)"),
+                    aggregates.join(", ")
+                ));
+            }
             for (table, shape) in &sink.shapes {
                 let mut parts = Vec::new();
                 if let Some(list) = &shape.columns.include {

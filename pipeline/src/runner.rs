@@ -20,6 +20,7 @@ use astha_core::config::AsthaConfig;
 use crate::error::PipelineError;
 use crate::plan::{compile_shapes, Plan, SourcePlan};
 use crate::shape::Shaped;
+use crate::window::{WindowCounters, Windowed};
 
 /// A started pipeline.
 pub struct Running {
@@ -31,6 +32,8 @@ struct RunningSource {
     astha: Astha,
     /// Per sink: changes its row filters dropped.
     dropped: Vec<(String, Arc<AtomicU64>)>,
+    /// Per windowed sink: its window's counters.
+    windows: Vec<(String, Arc<WindowCounters>)>,
 }
 
 /// What one sink did on one source, for the summary printed at stop.
@@ -100,11 +103,39 @@ async fn start_source(
         name: name.clone(),
         astha,
         dropped: Vec::new(),
+        windows: Vec::new(),
     };
     for sink in source.sinks {
         let mut context = sink.context.clone();
         context.identity = identity.clone();
-        let component = sink.sink.build(&context)?;
+        if sink.window.is_some() {
+            // Window results are numbered from 1: their own id space, per sink.
+            context.identity = format!("{identity}:w:{}", context.name);
+        }
+        let mut component = sink.sink.build(&context)?;
+        if let Some(window) = sink.window.clone() {
+            let store = started.astha.store().clone();
+            let built = Windowed::new(component, store, &context.name, window);
+            let loaded = match built {
+                Ok(mut windowed) => windowed.load_state().await.map(|()| windowed),
+                Err(e) => Err(e),
+            };
+            match loaded {
+                Ok(windowed) => {
+                    started
+                        .windows
+                        .push((context.name.clone(), windowed.counters()));
+                    component = Box::new(windowed);
+                }
+                Err(e) => {
+                    let _ = started.astha.stop().await;
+                    return Err(PipelineError::Invalid(format!(
+                        "sink {:?}: {e}",
+                        context.name
+                    )));
+                }
+            }
+        }
         let shapes = compile_shapes(&sink.shapes).map_err(|e| {
             PipelineError::Invalid(format!("sink {:?} on source {name:?}: {e}", context.name))
         })?;
@@ -176,6 +207,19 @@ impl Running {
             }
         }
         out
+    }
+
+    /// Per windowed sink and source: `(source, sink, counters)` (results emitted, late
+    /// changes, windows evicted, windows open).
+    pub fn window_counters(&self) -> Vec<(String, String, Arc<WindowCounters>)> {
+        self.sources
+            .iter()
+            .flat_map(|s| {
+                s.windows
+                    .iter()
+                    .map(|(sink, c)| (s.name.clone(), sink.clone(), c.clone()))
+            })
+            .collect()
     }
 
     /// Waits until a source stops delivering for good (`Astha::failed`: its database

@@ -169,6 +169,9 @@ pub struct SinkSpec {
     /// the source's log still holds (`astha_core::retention::StartAt`). An existing
     /// slot keeps its position. Default: the log's head.
     pub start_at: Option<String>,
+    /// A window transform: the sink receives window results instead of the changes
+    /// ([`crate::window`]).
+    pub window: Option<crate::window::WindowConfig>,
     /// Everything else: checked by the sink type's own config (unknown keys refused there).
     #[serde(flatten)]
     pub settings: toml::Table,
