@@ -20,7 +20,10 @@
 //! never reused) is a metadata-only commit; data files keep the schema they were written
 //! with and are read by field id.
 //!
-//! What it never does: partitioned tables, delete files (merge-on-read), nested types, or
+//! Row-level deletes are merge-on-read position delete files (`row_delta`:
+//! [`IcebergTable::row_delta`]); equality deletes are never written and refused on read.
+//!
+//! What it never does: partitioned tables, equality deletes, nested types, or
 //! object stores. It refuses such metadata rather than guessing. It knows
 //! nothing of Astha either (no change log, registry or actors): `astha-components` builds
 //! the lakehouse on it and re-exports it as `astha_components::iceberg`.
@@ -53,6 +56,7 @@ mod parquet_io;
 mod parquet_read;
 mod properties;
 mod retry;
+mod row_delta;
 mod schema;
 mod schema_update;
 mod snapshot_ops;
@@ -75,6 +79,7 @@ pub use properties::{
     METADATA_DELETE_AFTER_COMMIT, METADATA_PREVIOUS_VERSIONS_MAX,
 };
 pub use retry::{commit_with_retry, CommitError, CommitRetry};
+pub use row_delta::{PositionDelete, DELETE_FILE_PATH_FIELD_ID, DELETE_POS_FIELD_ID};
 pub use schema::{ColumnSpec, IcebergType};
 pub use table::{IcebergTable, SnapshotInfo};
 pub use value::{lower_bound_bytes, upper_bound_bytes, Datum};

@@ -15,6 +15,8 @@ pub struct Change<'a> {
     pub operation: &'a str,
     pub added: &'a [DataFileInfo],
     pub removed: &'a [DataFileInfo],
+    /// Position delete files added (each record is one deleted row).
+    pub added_deletes: &'a [DataFileInfo],
     /// Totals of the parent snapshot (zero for the first snapshot).
     pub before: Totals,
 }
@@ -23,8 +25,11 @@ pub struct Change<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     pub records: u64,
+    /// Data and delete files, as Java counts `total-files-size`.
     pub files_size: u64,
     pub data_files: u64,
+    pub delete_files: u64,
+    pub position_deletes: u64,
 }
 
 impl Totals {
@@ -35,10 +40,13 @@ impl Totals {
             records: get(TOTAL_RECORDS)?,
             files_size: get(TOTAL_FILES_SIZE)?,
             data_files: get(TOTAL_DATA_FILES)?,
+            // Summaries of tables without delete files may leave these out.
+            delete_files: get(TOTAL_DELETE_FILES).unwrap_or(0),
+            position_deletes: get(TOTAL_POSITION_DELETES).unwrap_or(0),
         })
     }
 
-    /// The totals of `files`.
+    /// The totals of data files `files`.
     pub fn of<'a>(files: impl IntoIterator<Item = &'a DataFileInfo>) -> Totals {
         let mut t = Totals::default();
         for f in files {
@@ -48,11 +56,24 @@ impl Totals {
         }
         t
     }
+
+    /// The totals of position delete files `files`.
+    pub fn of_deletes<'a>(files: impl IntoIterator<Item = &'a DataFileInfo>) -> Totals {
+        let mut t = Totals::default();
+        for f in files {
+            t.position_deletes += f.record_count;
+            t.files_size += f.file_size_in_bytes;
+            t.delete_files += 1;
+        }
+        t
+    }
 }
 
 const TOTAL_RECORDS: &str = "total-records";
 const TOTAL_FILES_SIZE: &str = "total-files-size";
 const TOTAL_DATA_FILES: &str = "total-data-files";
+const TOTAL_DELETE_FILES: &str = "total-delete-files";
+const TOTAL_POSITION_DELETES: &str = "total-position-deletes";
 
 /// The summary map of a snapshot, `operation` included.
 pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
@@ -65,18 +86,28 @@ pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
     if !change.added.is_empty() {
         put("added-data-files", change.added.len() as u64);
         put("added-records", records(change.added));
-        put("added-files-size", bytes(change.added));
     }
     if !change.removed.is_empty() {
         put("deleted-data-files", change.removed.len() as u64);
         put("deleted-records", records(change.removed));
         put("removed-files-size", bytes(change.removed));
     }
-    if !change.added.is_empty() || !change.removed.is_empty() {
+    let deletes = Totals::of_deletes(change.added_deletes);
+    if !change.added_deletes.is_empty() {
+        put("added-delete-files", deletes.delete_files);
+        put("added-position-delete-files", deletes.delete_files);
+        put("added-position-deletes", deletes.position_deletes);
+    }
+    if !change.added.is_empty() || !change.removed.is_empty() || !change.added_deletes.is_empty() {
         // Unpartitioned: every change touches the one partition.
         put("changed-partition-count", 1);
     }
-    let (added, removed) = (Totals::of(change.added), Totals::of(change.removed));
+    let (mut added, removed) = (Totals::of(change.added), Totals::of(change.removed));
+    if !change.added.is_empty() || !change.added_deletes.is_empty() {
+        // Java's `added-files-size` counts data and delete files.
+        put("added-files-size", added.files_size + deletes.files_size);
+    }
+    added.files_size += deletes.files_size;
     let after = |before: u64, plus: u64, minus: u64| (before + plus).saturating_sub(minus);
     let b = change.before;
     put(
@@ -91,8 +122,11 @@ pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
         TOTAL_DATA_FILES,
         after(b.data_files, added.data_files, removed.data_files),
     );
-    put("total-delete-files", 0);
-    put("total-position-deletes", 0);
+    put(TOTAL_DELETE_FILES, b.delete_files + deletes.delete_files);
+    put(
+        TOTAL_POSITION_DELETES,
+        b.position_deletes + deletes.position_deletes,
+    );
     put("total-equality-deletes", 0);
     s.insert("operation".into(), change.operation.into());
     s
@@ -119,6 +153,7 @@ mod tests {
             operation: "replace",
             added: std::slice::from_ref(&m),
             removed: &[a, b],
+            added_deletes: &[],
             before,
         });
         assert_eq!(Totals::from_summary(&s), Some(Totals::of([&m, &c])));
