@@ -22,6 +22,7 @@
 //!
 //! Row-level deletes are merge-on-read position delete files (`row_delta`:
 //! [`IcebergTable::row_delta`]); equality deletes are never written and refused on read.
+//! Compaction folds them into data files (`fold`: [`IcebergTable::fold_deletes`]).
 //!
 //! What it never does: partitioned tables, equality deletes, nested types, or
 //! object stores. It refuses such metadata rather than guessing. It knows
@@ -45,6 +46,7 @@ mod commit;
 mod data_file;
 mod error;
 mod expire;
+mod fold;
 mod fsutil;
 mod live_index;
 mod manifest;
@@ -70,6 +72,7 @@ pub use commit::CommitFailpoint;
 pub use data_file::{ColumnStats, DataFileInfo};
 pub use error::{IcebergError, Result};
 pub use expire::ExpireResult;
+pub use fold::Folded;
 pub use manifest::{read_manifest, EntryStatus, ManifestEntry};
 pub use manifest_list::{read_manifest_list, ManifestFile};
 pub use metadata::{Snapshot, TableMetadata};

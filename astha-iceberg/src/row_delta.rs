@@ -45,7 +45,7 @@ pub struct PositionDelete {
     pub pos: u64,
 }
 
-fn delete_columns() -> [ColumnSpec; 2] {
+pub(super) fn delete_columns() -> [ColumnSpec; 2] {
     [
         ColumnSpec::new(
             DELETE_FILE_PATH_FIELD_ID,
@@ -148,6 +148,7 @@ impl IcebergTable {
             added: &added,
             removed: &[],
             added_deletes: &delete_files,
+            removed_deletes: &[],
             before,
         });
         let manifests = self.plan_manifests(&mut draft, manifests, parent)?;

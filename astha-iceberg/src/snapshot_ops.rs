@@ -71,6 +71,7 @@ impl IcebergTable {
             added: &files,
             removed: &[],
             added_deletes: &[],
+            removed_deletes: &[],
             before,
         });
         let manifests = self.plan_manifests(&mut draft, vec![added], parent)?;
@@ -103,9 +104,9 @@ impl IcebergTable {
         }
         let removed_paths = normalize_paths(removed)?;
         let parent = self.current_manifest_list()?;
-        if parent.iter().any(|m| m.content != CONTENT_DATA) {
+        if super::fold::has_live_deletes(&parent) {
             // Rewriting a data file would bring back the rows a delete file removes from it
-            // (the deletes name the old file); folding deletes is a different operation.
+            // (the deletes name the old file); `fold_deletes` folds them first.
             return Err(IcebergError::InvalidArgument(format!(
                 "table {} has position delete files: replace would resurrect deleted rows",
                 self.identifier()
@@ -176,6 +177,7 @@ impl IcebergTable {
             added: &added,
             removed: &removed_files,
             added_deletes: &[],
+            removed_deletes: &[],
             before,
         });
         let manifests = self.plan_manifests(&mut draft, manifests, carried)?;
@@ -319,7 +321,7 @@ impl IcebergTable {
         self.write_manifest_of(draft, entries, CONTENT_DATA)
     }
 
-    fn write_manifest_of(
+    pub(super) fn write_manifest_of(
         &self,
         draft: &mut Draft,
         entries: &[ManifestEntry],

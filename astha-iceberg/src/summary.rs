@@ -17,6 +17,8 @@ pub struct Change<'a> {
     pub removed: &'a [DataFileInfo],
     /// Position delete files added (each record is one deleted row).
     pub added_deletes: &'a [DataFileInfo],
+    /// Position delete files removed (folded into data files by compaction).
+    pub removed_deletes: &'a [DataFileInfo],
     /// Totals of the parent snapshot (zero for the first snapshot).
     pub before: Totals,
 }
@@ -78,7 +80,6 @@ const TOTAL_POSITION_DELETES: &str = "total-position-deletes";
 /// The summary map of a snapshot, `operation` included.
 pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
     let records = |files: &[DataFileInfo]| files.iter().map(|f| f.record_count).sum::<u64>();
-    let bytes = |files: &[DataFileInfo]| files.iter().map(|f| f.file_size_in_bytes).sum::<u64>();
     let mut s = BTreeMap::new();
     let mut put = |k: &str, v: u64| {
         s.insert(k.to_string(), v.to_string());
@@ -90,24 +91,37 @@ pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
     if !change.removed.is_empty() {
         put("deleted-data-files", change.removed.len() as u64);
         put("deleted-records", records(change.removed));
-        put("removed-files-size", bytes(change.removed));
     }
     let deletes = Totals::of_deletes(change.added_deletes);
+    let gone = Totals::of_deletes(change.removed_deletes);
+    if !change.removed_deletes.is_empty() {
+        put("removed-delete-files", gone.delete_files);
+        put("removed-position-delete-files", gone.delete_files);
+        put("removed-position-deletes", gone.position_deletes);
+    }
     if !change.added_deletes.is_empty() {
         put("added-delete-files", deletes.delete_files);
         put("added-position-delete-files", deletes.delete_files);
         put("added-position-deletes", deletes.position_deletes);
     }
-    if !change.added.is_empty() || !change.removed.is_empty() || !change.added_deletes.is_empty() {
+    if !change.added.is_empty()
+        || !change.removed.is_empty()
+        || !change.added_deletes.is_empty()
+        || !change.removed_deletes.is_empty()
+    {
         // Unpartitioned: every change touches the one partition.
         put("changed-partition-count", 1);
     }
-    let (mut added, removed) = (Totals::of(change.added), Totals::of(change.removed));
+    let (mut added, mut removed) = (Totals::of(change.added), Totals::of(change.removed));
     if !change.added.is_empty() || !change.added_deletes.is_empty() {
         // Java's `added-files-size` counts data and delete files.
         put("added-files-size", added.files_size + deletes.files_size);
     }
     added.files_size += deletes.files_size;
+    if !change.removed.is_empty() || !change.removed_deletes.is_empty() {
+        put("removed-files-size", removed.files_size + gone.files_size);
+    }
+    removed.files_size += gone.files_size;
     let after = |before: u64, plus: u64, minus: u64| (before + plus).saturating_sub(minus);
     let b = change.before;
     put(
@@ -122,10 +136,17 @@ pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
         TOTAL_DATA_FILES,
         after(b.data_files, added.data_files, removed.data_files),
     );
-    put(TOTAL_DELETE_FILES, b.delete_files + deletes.delete_files);
+    put(
+        TOTAL_DELETE_FILES,
+        after(b.delete_files, deletes.delete_files, gone.delete_files),
+    );
     put(
         TOTAL_POSITION_DELETES,
-        b.position_deletes + deletes.position_deletes,
+        after(
+            b.position_deletes,
+            deletes.position_deletes,
+            gone.position_deletes,
+        ),
     );
     put("total-equality-deletes", 0);
     s.insert("operation".into(), change.operation.into());
@@ -154,6 +175,7 @@ mod tests {
             added: std::slice::from_ref(&m),
             removed: &[a, b],
             added_deletes: &[],
+            removed_deletes: &[],
             before,
         });
         assert_eq!(Totals::from_summary(&s), Some(Totals::of([&m, &c])));

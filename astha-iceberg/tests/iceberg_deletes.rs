@@ -158,5 +158,80 @@ fn position_deletes_are_applied_by_real_readers() {
     assert_eq!(table.metadata_location(), before);
     verify_in_rust(&table, &expect);
 
+    // 4. Compaction: the deletes are folded into one new data file replacing a, b and c
+    //    (every one has a delete); no delete file stays live, the rows are the same, and
+    //    time travel to the snapshots before still applies the old deletes.
+    let folded_path = data.join("folded.parquet");
+    let mut seen = None;
+    let (s4, folded) = table
+        .fold_deletes(&folded_path, |f| {
+            seen = Some(f.clone());
+            None
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.as_ref(), Some(&folded));
+    assert_eq!(s4.operation, "replace");
+    assert_eq!(folded.new_file.as_deref(), Some(folded_path.as_path()));
+    assert_eq!(folded.removed_files.len(), 3);
+    assert_eq!(folded.removed_delete_files.len(), 4);
+    assert_eq!(
+        (
+            s4.summary_u64("total-data-files"),
+            s4.summary_u64("total-records"),
+            s4.summary_u64("total-delete-files"),
+            s4.summary_u64("total-position-deletes"),
+            s4.summary_u64("removed-position-deletes"),
+        ),
+        (1, 7, 0, 0, 5)
+    );
+    // Where each surviving row went: ids 0, 2, 4 of a, 6, 7, 8 of b, 11 of c.
+    let id_at = |file: &std::path::Path, pos: u64| -> i64 {
+        let base = if file == a.path {
+            0
+        } else if file == b.path {
+            5
+        } else {
+            10
+        };
+        base + pos as i64
+    };
+    let mut moved_ids: Vec<(i64, u64)> = folded
+        .moved
+        .iter()
+        .map(|(f, old, new)| (id_at(f, *old), *new))
+        .collect();
+    moved_ids.sort();
+    let folded_rows = astha_iceberg::read_parquet_rows(&folded_path, &cols).unwrap();
+    for (id, new) in &moved_ids {
+        assert_eq!(folded_rows[*new as usize], row(*id));
+    }
+    assert_eq!(
+        moved_ids.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![0, 2, 4, 6, 7, 8, 11]
+    );
+    // Nothing left to fold.
+    assert!(table
+        .fold_deletes(&data.join("again.parquet"), |_| None)
+        .unwrap()
+        .is_none());
+    // 5. A delete in the folded file.
+    let pos_of_6 = moved_ids.iter().find(|(id, _)| *id == 6).unwrap().1;
+    let s5 = table
+        .row_delta(&[], &[del(&folded_path, pos_of_6)])
+        .unwrap();
+    let expect = Expect {
+        rows: rows_without(0..12, &[1, 3, 5, 6, 9, 10]),
+        snapshots: BTreeMap::from([
+            (s2.snapshot_id, rows_without(0..12, &[1, 3, 5])),
+            (s4.snapshot_id, rows_without(0..12, &[1, 3, 5, 9, 10])),
+            (s5.snapshot_id, rows_without(0..12, &[1, 3, 5, 6, 9, 10])),
+        ]),
+        current_snapshot_id: Some(s5.snapshot_id),
+        ..Default::default()
+    };
+    verify_in_rust(&table, &expect);
+    checks += check_with_python("folded", &db, &warehouse, &table, &expect) as usize;
+
     println!("position deletes: {checks} pyiceberg/DuckDB check(s) ran");
 }
