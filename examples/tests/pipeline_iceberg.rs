@@ -6,8 +6,9 @@
 //!   dead-lettered with the reason. Read back by Astha's reader and, with
 //!   `ASTHA_INTEROP_PYTHON` (`scripts/interop_venv.sh`; CI always sets it), by pyiceberg and
 //!   DuckDB (`scripts/interop/check_iceberg.py`);
-//! - `kill -9` of `astha run` mid-stream, several times: still exact, and every data row is
-//!   deleted at most once (`total-records - total-position-deletes` equals the live rows).
+//! - `kill -9` of `astha run` mid-stream, several times, with compaction (`fold_deletes`)
+//!   running often: still exact, and every data row is deleted at most once
+//!   (`total-records - total-position-deletes` equals the live rows).
 
 mod support;
 
@@ -227,7 +228,8 @@ fn mirrors_every_value_and_change_row_for_row() {
          CREATE TABLE k (a TEXT, b INTEGER, v VARCHAR(10), PRIMARY KEY (a, b));",
     )
     .unwrap();
-    pipeline(dir.path(), &["t", "k"], "");
+    // Compaction after two delete files: folds run between the steps below.
+    pipeline(dir.path(), &["t", "k"], "compact_after_delete_files = 2\n");
     let (child, _stderr) = run(dir.path());
     conn.busy_timeout(Duration::from_secs(10)).unwrap();
     let reals = [0.1 + 0.2, -0.0, 1e300, -1e-300, 5e-324, f64::MAX, f64::MIN];
@@ -316,7 +318,12 @@ fn kill_9_of_astha_run_mid_stream_applies_nothing_twice() {
              CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, note TEXT);",
         )
         .unwrap();
-    pipeline(dir.path(), &["t"], "batch_size = 50\n");
+    // Small deliveries and frequent compaction, so kills land in both.
+    pipeline(
+        dir.path(),
+        &["t"],
+        "batch_size = 50\ncompact_after_delete_files = 3\n",
+    );
     let (mut child, stderr) = run(dir.path());
     let mut stderrs = vec![stderr];
     let stop = Arc::new(AtomicBool::new(false));
@@ -366,8 +373,14 @@ fn kill_9_of_astha_run_mid_stream_applies_nothing_twice() {
         "{:?}",
         current
     );
+    let folds = table
+        .snapshots()
+        .iter()
+        .filter(|s| s.operation == "replace")
+        .count();
+    assert!(folds > 0, "no compaction ran");
     println!(
-        "{written} changes written; {} snapshots; {} data rows, {} position deletes, {live} live",
+        "{written} changes written; {} snapshots ({folds} compactions); {} data rows, {} position deletes, {live} live",
         table.snapshots().len(),
         current.summary_u64("total-records"),
         current.summary_u64("total-position-deletes")

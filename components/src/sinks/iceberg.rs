@@ -28,10 +28,12 @@
 //!   TEXT that is not UTF-8, ±infinity) is refused: a permanent error naming table, column
 //!   and LSN, so the supervisor dead-letters that change after committing those before it.
 //!   Nothing is converted into something else.
+//! - **Compaction.** Once a table has `compact_after_delete_files` live delete files, the
+//!   commit is followed by `fold_deletes` (the files with deletes rewritten into one, the
+//!   delete files removed), the row index moved in that swap's transaction.
 //! - **Not yet** (docs/ICEBERG.md, "The Iceberg mirror"): a change whose captured columns
 //!   differ from the Iceberg table's (an `ALTER TABLE`) is refused as above, not evolved;
-//!   no compaction (position delete files accumulate); tables without a primary key are
-//!   refused.
+//!   snapshots are never expired; tables without a primary key are refused.
 //!
 //! All SQLite and Parquet work runs on tokio's blocking pool, never on an executor thread.
 
@@ -74,6 +76,10 @@ pub struct IcebergSinkConfig {
     /// Most changes in one delivery, so in one Iceberg commit per table.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Fold the position deletes of a table into its data files (`fold_deletes`) once it
+    /// has this many live delete files; 0 never compacts.
+    #[serde(default = "default_compact_after")]
+    pub compact_after_delete_files: u64,
     /// Iceberg type of a created column, overriding the mapping by affinity:
     /// `"table.column" = "double"` (`long`, `double`, `string` or `binary`).
     #[serde(default)]
@@ -89,6 +95,9 @@ fn default_catalog() -> String {
 fn default_batch_size() -> usize {
     1000
 }
+fn default_compact_after() -> u64 {
+    32
+}
 
 /// The catalog file inside the warehouse.
 pub const CATALOG_FILE: &str = "catalog.db";
@@ -103,6 +112,7 @@ impl IcebergSinkConfig {
             catalog_name: default_catalog(),
             tables: tables.iter().map(|t| t.to_string()).collect(),
             batch_size: default_batch_size(),
+            compact_after_delete_files: default_compact_after(),
             column_types: BTreeMap::new(),
         }
     }
@@ -356,7 +366,9 @@ impl Job {
              CREATE TABLE IF NOT EXISTS astha_mirror_rows (
                  namespace TEXT NOT NULL, table_name TEXT NOT NULL, row_key TEXT NOT NULL,
                  data_file TEXT NOT NULL, pos INTEGER NOT NULL,
-                 PRIMARY KEY (namespace, table_name, row_key)) WITHOUT ROWID;",
+                 PRIMARY KEY (namespace, table_name, row_key)) WITHOUT ROWID;
+             CREATE INDEX IF NOT EXISTS astha_mirror_rows_at
+                 ON astha_mirror_rows (namespace, table_name, data_file, pos);",
         )
         .map_err(|e| transient("create bookkeeping tables", e))?;
         let markers = conn
@@ -582,9 +594,60 @@ impl Job {
             }
             write_marker(conn)
         });
-        iceberg
+        let done = iceberg
             .row_delta_with(&added, &deletes, in_swap)
             .map_err(|e| transient("commit", e))?;
+        let threshold = self.config.compact_after_delete_files;
+        if threshold > 0 && done.summary_u64("total-delete-files") >= threshold {
+            self.compact(iceberg, table)?;
+        }
+        Ok(())
+    }
+
+    /// Folds the table's position deletes into its data files, moving the row index's
+    /// entries in the swap's transaction.
+    fn compact(&self, iceberg: &mut IcebergTable, table: &str) -> Result<(), ComponentError> {
+        let path = iceberg
+            .data_dir()
+            .map_err(|e| transient("table location", e))?
+            .join(format!("{}-folded.parquet", uuid::Uuid::new_v4()));
+        let (ns, table_name) = (self.config.namespace.clone(), table.to_string());
+        let folded = iceberg
+            .fold_deletes(&path, |folded| {
+                let new_file = folded
+                    .new_file
+                    .as_ref()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let moved: Vec<(String, i64, i64)> = folded
+                    .moved
+                    .iter()
+                    .map(|(old, at, to)| {
+                        (old.to_string_lossy().into_owned(), *at as i64, *to as i64)
+                    })
+                    .collect();
+                Some(InSwap::new(move |conn| {
+                    let mut set = conn.prepare_cached(
+                        "UPDATE astha_mirror_rows SET data_file = ?1, pos = ?2
+                         WHERE namespace = ?3 AND table_name = ?4 AND data_file = ?5 AND pos = ?6",
+                    )?;
+                    for (old, at, to) in &moved {
+                        set.execute(params![new_file, to, ns, table_name, old, at])?;
+                    }
+                    Ok(())
+                }))
+            })
+            .map_err(|e| transient("compact", e))?;
+        if let Some((snapshot, folded)) = folded {
+            tracing::info!(
+                table = %table,
+                snapshot_id = snapshot.snapshot_id,
+                rows = folded.moved.len(),
+                data_files = folded.removed_files.len(),
+                delete_files = folded.removed_delete_files.len(),
+                "iceberg mirror compacted"
+            );
+        }
         Ok(())
     }
 }
