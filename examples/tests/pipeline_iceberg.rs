@@ -2,8 +2,8 @@
 //! by real triggers:
 //! - the Iceberg tables hold exactly the SQLite tables' rows, value for value (REALs by
 //!   bits), after inserts, updates (also of a key), deletes, NULLs, REALs of every finite
-//!   kind, extreme integers, TEXT and BLOBs; a value that does not fit its column is
-//!   dead-lettered with the reason. Read back by Astha's reader and, with
+//!   kind, extreme integers, TEXT and BLOBs, and ADD/RENAME/DROP COLUMN; a value that does
+//!   not fit its column is dead-lettered with the reason. Read back by Astha's reader and, with
 //!   `ASTHA_INTEROP_PYTHON` (`scripts/interop_venv.sh`; CI always sets it), by pyiceberg and
 //!   DuckDB (`scripts/interop/check_iceberg.py`);
 //! - `kill -9` of `astha run` mid-stream, several times, with compaction (`fold_deletes`)

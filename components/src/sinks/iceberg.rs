@@ -31,9 +31,14 @@
 //! - **Compaction.** Once a table has `compact_after_delete_files` live delete files, the
 //!   commit is followed by `fold_deletes` (the files with deletes rewritten into one, the
 //!   delete files removed), the row index moved in that swap's transaction.
-//! - **Not yet** (docs/ICEBERG.md, "The Iceberg mirror"): a change whose captured columns
-//!   differ from the Iceberg table's (an `ALTER TABLE`) is refused as above, not evolved;
-//!   snapshots are never expired; tables without a primary key are refused.
+//! - **Schema changes.** When a change arrives under other captured columns (`ALTER TABLE`),
+//!   the changes before it are committed, then the Iceberg schema follows in a metadata-only
+//!   commit (`update_schema`): ADD gets a new field id, RENAME (a name replaced at the same
+//!   position, the column count unchanged) keeps the id, DROP removes it for good; old data
+//!   files are read by field id. As in the PostgreSQL sink, a DROP of the last column and
+//!   an ADD with no change captured in between look exactly like a RENAME.
+//! - **Not yet** (docs/ICEBERG.md, "The Iceberg mirror"): snapshots are never expired;
+//!   tables without a primary key are refused.
 //!
 //! All SQLite and Parquet work runs on tokio's blocking pool, never on an executor thread.
 
@@ -400,17 +405,37 @@ impl Job {
             if state.markers.get(&table).is_some_and(|m| change.lsn <= *m) {
                 continue;
             }
-            let op = self
-                .table(state, change)
-                .and_then(|t| convert(t, change).map_err(ComponentError::permanent));
-            match op {
+            if let Err(error) = self.table(state, change) {
+                refused = Some((i, error));
+                break;
+            }
+            if let Some(row) = change.row() {
+                let names: Vec<&str> = state.tables[&table]
+                    .columns()
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect();
+                if row.columns() != names.as_slice() {
+                    // The changes before, under the old columns, are committed first.
+                    if let Some((lsn, ops)) = by_table.remove(&table) {
+                        self.commit_table(state, &table, lsn, ops)
+                            .map_err(|error| BatchError { handled: 0, error })?;
+                        state.markers.insert(table.clone(), lsn);
+                    }
+                    if let Err(error) = self.evolve(state, &table, row.columns()) {
+                        refused = Some((i, error));
+                        break;
+                    }
+                }
+            }
+            match convert(&state.tables[&table], change) {
                 Ok(op) => {
                     let entry = by_table.entry(table).or_default();
                     entry.0 = change.lsn;
                     entry.1.push(op);
                 }
-                Err(error) => {
-                    refused = Some((i, error));
+                Err(why) => {
+                    refused = Some((i, ComponentError::permanent(why)));
                     break;
                 }
             }
@@ -459,38 +484,103 @@ impl Job {
         Ok(&state.tables[&name])
     }
 
+    /// Brings the Iceberg table's schema in line with captured `columns` (a metadata-only
+    /// commit): a known name keeps its field id and type; a name that replaced another at
+    /// the same position, with the column count unchanged, is a RENAME (same id); any other
+    /// new name is an ADD (a new id above every id the table used, typed from its declared
+    /// type); a name no longer captured is dropped (its id never reused).
+    fn evolve(
+        &self,
+        state: &mut State,
+        table: &str,
+        columns: &[String],
+    ) -> Result<(), ComponentError> {
+        let iceberg = state.tables.get_mut(table).expect("loaded before");
+        let old = iceberg.columns().to_vec();
+        let mut next_id = iceberg.metadata().last_column_id + 1;
+        let declared = self.declared_types(table)?;
+        let next: Vec<ColumnSpec> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                if let Some(c) = old.iter().find(|c| &c.name == name) {
+                    return c.clone();
+                }
+                if let Some(o) = old
+                    .get(i)
+                    .filter(|o| columns.len() == old.len() && !columns.contains(&o.name))
+                {
+                    return ColumnSpec::new(o.field_id, name.clone(), o.ty, o.required);
+                }
+                next_id += 1;
+                ColumnSpec::new(
+                    next_id - 1,
+                    name.clone(),
+                    self.type_of(table, name, &declared),
+                    false,
+                )
+            })
+            .collect();
+        iceberg.update_schema(&next).map_err(|e| {
+            let message = format!("table {table}: schema change to {columns:?}: {e}");
+            if e.is_retriable() {
+                ComponentError::transient(message)
+            } else {
+                ComponentError::permanent(message)
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Declared types of the source table's columns, as SQLite reports them now.
+    fn declared_types(&self, table: &str) -> Result<HashMap<String, String>, ComponentError> {
+        let conn = astha_core::db::open_read_only(&self.database)
+            .map_err(|e| transient("open source database", e))?;
+        conn.prepare(&format!("PRAGMA table_info({})", quote(table)))
+            .and_then(|mut s| {
+                s.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
+                    .collect()
+            })
+            .map_err(|e| transient("read declared types", e))
+    }
+
+    /// The Iceberg type of a created column (see the module doc).
+    fn type_of(
+        &self,
+        table: &str,
+        column: &str,
+        declared: &HashMap<String, String>,
+    ) -> IcebergType {
+        self.column_types
+            .get(&(table.to_string(), column.to_string()))
+            .copied()
+            .unwrap_or_else(|| {
+                match affinity(declared.get(column).map(String::as_str).unwrap_or("")) {
+                    Affinity::Integer | Affinity::Numeric => IcebergType::Long,
+                    Affinity::Real => IcebergType::Double,
+                    Affinity::Text => IcebergType::String,
+                    Affinity::Blob => IcebergType::Binary,
+                }
+            })
+    }
+
     /// Iceberg columns for a SQLite table's captured `columns` (ids 1.., all optional).
     fn columns_for(
         &self,
         table: &str,
         columns: &[String],
     ) -> Result<Vec<ColumnSpec>, ComponentError> {
-        let conn = astha_core::db::open_read_only(&self.database)
-            .map_err(|e| transient("open source database", e))?;
-        let declared: HashMap<String, String> = conn
-            .prepare(&format!("PRAGMA table_info({})", quote(table)))
-            .and_then(|mut s| {
-                s.query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
-                    .collect()
-            })
-            .map_err(|e| transient("read declared types", e))?;
+        let declared = self.declared_types(table)?;
         Ok(columns
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let ty = self
-                    .column_types
-                    .get(&(table.to_string(), c.clone()))
-                    .copied()
-                    .unwrap_or_else(|| {
-                        match affinity(declared.get(c).map(String::as_str).unwrap_or("")) {
-                            Affinity::Integer | Affinity::Numeric => IcebergType::Long,
-                            Affinity::Real => IcebergType::Double,
-                            Affinity::Text => IcebergType::String,
-                            Affinity::Blob => IcebergType::Binary,
-                        }
-                    });
-                ColumnSpec::new(i as i32 + 1, c.clone(), ty, false)
+                ColumnSpec::new(
+                    i as i32 + 1,
+                    c.clone(),
+                    self.type_of(table, c, &declared),
+                    false,
+                )
             })
             .collect())
     }
@@ -685,8 +775,7 @@ fn convert(table: &IcebergTable, change: &Change) -> Result<RowOp, String> {
         let names: Vec<&str> = columns.iter().map(|c| c.name.as_str()).collect();
         if row.columns() != names.as_slice() {
             return Err(format!(
-                "table {name}, lsn {lsn}: captured columns {:?} differ from the Iceberg table's {names:?}; \
-                 schema changes are not mirrored yet",
+                "table {name}, lsn {lsn}: captured columns {:?} differ from the Iceberg table's {names:?}",
                 row.columns()
             ));
         }
