@@ -6,8 +6,8 @@
 //! field ids 2147483546 and 2147483545, sorted, naming 0-based row positions of data files.
 //! [`IcebergTable::row_delta`] adds data files and deletes rows in one snapshot (Java's
 //! `RowDelta`: operation `append`, `delete` or `overwrite`). It writes one delete file per
-//! data file it deletes from, with that file's full location as both bounds of `file_path`,
-//! so readers apply each delete file to exactly one data file; the delete manifest has
+//! commit, with the full smallest and largest target locations as the `file_path` bounds
+//! (so readers skip it for data files outside them); the delete manifest has
 //! `content` 1 and its entries inherit the snapshot's sequence number, so the deletes apply
 //! to data files of that sequence number or older (a row added by the same commit is never
 //! deleted by it: the caller leaves such rows out of the data file instead).
@@ -119,12 +119,13 @@ impl IcebergTable {
         let before = self.parent_totals(&parent)?;
 
         let mut draft = self.draft();
-        let data_dir = self.data_dir()?;
-        let mut delete_files = Vec::with_capacity(by_file.len());
-        for (n, (path, positions)) in by_file.iter().enumerate() {
-            let file = data_dir.join(format!("{}-deletes-{n}.parquet", draft.commit_id));
+        let mut delete_files = Vec::with_capacity(1);
+        if !by_file.is_empty() {
+            let file = self
+                .data_dir()?
+                .join(format!("{}-deletes.parquet", draft.commit_id));
             draft.files.track(file.clone());
-            delete_files.push(write_delete_file(&file, path, positions)?);
+            delete_files.push(write_delete_file(&file, &by_file)?);
         }
 
         let mut manifests = Vec::new();
@@ -222,23 +223,32 @@ impl IcebergTable {
     }
 }
 
-/// Writes the position delete file at `file` deleting `positions` of `target`, with the
-/// target's full location as both `file_path` bounds (never truncated: readers compare them
-/// for equality to find the one data file a delete file applies to).
+/// Writes the position delete file at `file` deleting `deletes` (data file -> positions),
+/// sorted by location then position as the spec asks, with the smallest and largest
+/// location as the `file_path` bounds, never truncated: a reader compares them with a data
+/// file's location to skip the delete file (pyiceberg targets it at one data file when
+/// they are equal).
 fn write_delete_file(
     file: &Path,
-    target: &Path,
-    positions: &BTreeSet<u64>,
+    deletes: &BTreeMap<PathBuf, BTreeSet<u64>>,
 ) -> Result<DataFileInfo> {
-    let location = fsutil::to_location(target);
-    let rows: Vec<Vec<Value>> = positions
+    let mut located: Vec<(String, &BTreeSet<u64>)> = deletes
         .iter()
-        .map(|p| vec![Value::String(location.clone()), Value::from(*p)])
+        .map(|(path, positions)| (fsutil::to_location(path), positions))
+        .collect();
+    located.sort();
+    let rows: Vec<Vec<Value>> = located
+        .iter()
+        .flat_map(|(location, positions)| {
+            positions
+                .iter()
+                .map(move |p| vec![Value::String(location.clone()), Value::from(*p)])
+        })
         .collect();
     let mut info = write_parquet(file, &delete_columns(), &rows)?;
     if let Some(stats) = info.column_stats.get_mut(&DELETE_FILE_PATH_FIELD_ID) {
-        stats.lower_bound = Some(location.clone().into_bytes());
-        stats.upper_bound = Some(location.into_bytes());
+        stats.lower_bound = located.first().map(|(l, _)| l.clone().into_bytes());
+        stats.upper_bound = located.last().map(|(l, _)| l.clone().into_bytes());
     }
     Ok(info)
 }

@@ -66,7 +66,7 @@ fn position_deletes_are_applied_by_real_readers() {
             get("added-position-delete-files"),
             get("added-position-deletes"),
         ),
-        (1, 2, 2, 2, 3)
+        (1, 2, 1, 1, 3)
     );
     assert_eq!(
         (
@@ -75,12 +75,12 @@ fn position_deletes_are_applied_by_real_readers() {
             get("total-delete-files"),
             get("total-position-deletes")
         ),
-        (3, 12, 2, 3)
+        (3, 12, 1, 3)
     );
     let expect2 = rows_without(0..12, &[1, 3, 5]);
 
-    // The delete manifest: content 1 in the list and in every entry, one file per target,
-    // each with its target's full location as both `file_path` bounds.
+    // The delete manifest: content 1 in the list and in its entry, one delete file for the
+    // commit, with the smallest and largest target location (whole) as `file_path` bounds.
     let current = table.metadata().current_snapshot().unwrap();
     let list = read_manifest_list(std::path::Path::new(
         current.manifest_list.strip_prefix("file://").unwrap(),
@@ -89,17 +89,13 @@ fn position_deletes_are_applied_by_real_readers() {
     let deletes: Vec<_> = list.iter().filter(|m| m.content == 1).collect();
     assert_eq!(deletes.len(), 1);
     let entries = read_manifest(deletes[0]).unwrap();
-    assert_eq!(entries.len(), 2);
-    let mut bounds: Vec<String> = entries
-        .iter()
-        .map(|e| {
-            let s = &e.file.column_stats[&astha_iceberg::DELETE_FILE_PATH_FIELD_ID];
-            assert_eq!(s.lower_bound, s.upper_bound);
-            String::from_utf8(s.lower_bound.clone().unwrap()).unwrap()
-        })
-        .collect();
-    bounds.sort();
-    assert_eq!(bounds, vec![a.location(), b.location()]);
+    assert_eq!(entries.len(), 1);
+    let s = &entries[0].file.column_stats[&astha_iceberg::DELETE_FILE_PATH_FIELD_ID];
+    let mut locations = [a.location(), b.location()];
+    locations.sort();
+    assert_eq!(s.lower_bound.as_deref(), Some(locations[0].as_bytes()));
+    assert_eq!(s.upper_bound.as_deref(), Some(locations[1].as_bytes()));
+    assert_eq!(entries[0].file.record_count, 3);
 
     // 3. Delete-only: id 10 (row 0 of c) and id 9 (row 4 of b).
     let s3 = table
@@ -174,7 +170,7 @@ fn position_deletes_are_applied_by_real_readers() {
     assert_eq!(s4.operation, "replace");
     assert_eq!(folded.new_file.as_deref(), Some(folded_path.as_path()));
     assert_eq!(folded.removed_files.len(), 3);
-    assert_eq!(folded.removed_delete_files.len(), 4);
+    assert_eq!(folded.removed_delete_files.len(), 2);
     assert_eq!(
         (
             s4.summary_u64("total-data-files"),
