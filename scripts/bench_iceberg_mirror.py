@@ -25,6 +25,7 @@ import json
 import os
 import pathlib
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -130,6 +131,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--astha", required=True)
     ap.add_argument("--rows", type=int, default=50000)
+    ap.add_argument("--keep", action="store_true", help="keep the working directory")
     args = ap.parse_args()
     astha = str(pathlib.Path(args.astha).resolve())
     dir = pathlib.Path(tempfile.mkdtemp(prefix="astha-bench-iceberg-"))
@@ -188,7 +190,10 @@ def main():
     print(json.dumps({"after_compaction": {"duckdb_s": round(duck, 4), "pyiceberg_s": round(py, 4),
                                            "data_files,delete_files": files,
                                            "fold_run_s": round(folded["lake"], 2)}}))
-    print(f"workdir: {dir}")
+    if args.keep:
+        print(f"workdir: {dir}")
+    else:
+        shutil.rmtree(dir)
 
 
 if __name__ == "__main__":

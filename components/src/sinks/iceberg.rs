@@ -402,7 +402,15 @@ impl Job {
         let mut refused = None;
         for (i, change) in changes.iter().enumerate() {
             let table = change.table.to_string();
-            if state.markers.get(&table).is_some_and(|m| change.lsn <= *m) {
+            // Rows of a snapshot (READ) all carry its LSN: one must never hide the next, so
+            // they are skipped only below the marker (a later change of the table was
+            // applied, which follows them all); at the marker they are applied again, an
+            // idempotent upsert of the row as of that LSN.
+            let covered = |m: &i64| match change.op {
+                Operation::Read => change.lsn < *m,
+                _ => change.lsn <= *m,
+            };
+            if state.markers.get(&table).is_some_and(covered) {
                 continue;
             }
             if let Err(error) = self.table(state, change) {
