@@ -7,7 +7,7 @@
 //!   `ASTHA_INTEROP_PYTHON` (`scripts/interop_venv.sh`; CI always sets it), by pyiceberg and
 //!   DuckDB (`scripts/interop/check_iceberg.py`);
 //! - `kill -9` of `astha run` mid-stream, several times, with compaction (`fold_deletes`)
-//!   running often: still exact, and every data row is deleted at most once
+//!   and snapshot expiry running often: still exact, and every data row is deleted at most once
 //!   (`total-records - total-position-deletes` equals the live rows).
 
 mod support;
@@ -322,7 +322,7 @@ fn kill_9_of_astha_run_mid_stream_applies_nothing_twice() {
     pipeline(
         dir.path(),
         &["t"],
-        "batch_size = 50\ncompact_after_delete_files = 3\n",
+        "batch_size = 50\ncompact_after_delete_files = 3\nkeep_snapshots = 4\n",
     );
     let (mut child, stderr) = run(dir.path());
     let mut stderrs = vec![stderr];
@@ -379,6 +379,16 @@ fn kill_9_of_astha_run_mid_stream_applies_nothing_twice() {
         .filter(|s| s.operation == "replace")
         .count();
     assert!(folds > 0, "no compaction ran");
+    // Expiry after each fold keeps 4 snapshots: the last fold and at most 3 before it.
+    let snapshots = table.snapshots();
+    let last_fold = snapshots
+        .iter()
+        .rposition(|s| s.operation == "replace")
+        .unwrap();
+    assert!(
+        last_fold <= 3,
+        "{last_fold} snapshots kept before the last fold"
+    );
     println!(
         "{written} changes written; {} snapshots ({folds} compactions); {} data rows, {} position deletes, {live} live",
         table.snapshots().len(),

@@ -37,8 +37,10 @@
 //!   position, the column count unchanged) keeps the id, DROP removes it for good; old data
 //!   files are read by field id. As in the PostgreSQL sink, a DROP of the last column and
 //!   an ADD with no change captured in between look exactly like a RENAME.
-//! - **Not yet** (docs/ICEBERG.md, "The Iceberg mirror"): snapshots are never expired;
-//!   tables without a primary key are refused.
+//!   With `keep_snapshots` > 0 it then expires all but that many snapshots, deleting the
+//!   files only they reached (never a file of the current snapshot, so never one the row
+//!   index names).
+//! - Tables without a primary key are refused.
 //!
 //! All SQLite and Parquet work runs on tokio's blocking pool, never on an executor thread.
 
@@ -85,6 +87,12 @@ pub struct IcebergSinkConfig {
     /// has this many live delete files; 0 never compacts.
     #[serde(default = "default_compact_after")]
     pub compact_after_delete_files: u64,
+    /// After each compaction, expire all but the last `keep_snapshots` snapshots of the
+    /// table and delete the files only they reached (`expire_snapshots`); 0 (the default)
+    /// never expires. Time travel reaches only kept snapshots, and a reader still scanning
+    /// an expired one may find its files gone: keep enough for the longest query.
+    #[serde(default)]
+    pub keep_snapshots: usize,
     /// Iceberg type of a created column, overriding the mapping by affinity:
     /// `"table.column" = "double"` (`long`, `double`, `string` or `binary`).
     #[serde(default)]
@@ -118,6 +126,7 @@ impl IcebergSinkConfig {
             tables: tables.iter().map(|t| t.to_string()).collect(),
             batch_size: default_batch_size(),
             compact_after_delete_files: default_compact_after(),
+            keep_snapshots: 0,
             column_types: BTreeMap::new(),
         }
     }
@@ -737,6 +746,12 @@ impl Job {
             })
             .map_err(|e| transient("compact", e))?;
         if let Some((snapshot, folded)) = folded {
+            if self.config.keep_snapshots > 0 {
+                let expired = iceberg
+                    .expire_snapshots(self.config.keep_snapshots, None)
+                    .map_err(|e| transient("expire snapshots", e))?;
+                tracing::debug!(table = %table, ?expired, "iceberg mirror expired snapshots");
+            }
             tracing::info!(
                 table = %table,
                 snapshot_id = snapshot.snapshot_id,
