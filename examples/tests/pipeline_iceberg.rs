@@ -440,3 +440,27 @@ fn an_initial_snapshot_mirrors_the_rows_that_existed_before_capture() {
     );
     check_with_real_readers(&db, &warehouse, &["t", "k"]);
 }
+
+/// A table without a primary key is refused by `--check`, with the way out.
+#[test]
+fn a_table_without_a_key_is_refused_by_check() {
+    let dir = tempfile::tempdir().unwrap();
+    Connection::open(dir.path().join("src.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY); CREATE TABLE loose (x, y);")
+        .unwrap();
+    pipeline(dir.path(), &["t", "loose"], "");
+    let out = Command::new(env!("CARGO_BIN_EXE_astha"))
+        .args(["run", "--check", "lake.toml"])
+        .current_dir(dir.path())
+        .env_remove("ASTHA_CONFIG")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("table loose has no primary key"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("lake").exists(), "--check writes nothing");
+}
