@@ -20,7 +20,11 @@
 //! never reused) is a metadata-only commit; data files keep the schema they were written
 //! with and are read by field id.
 //!
-//! What it never does: partitioned tables, delete files (merge-on-read), nested types, or
+//! Row-level deletes are merge-on-read position delete files (`row_delta`:
+//! [`IcebergTable::row_delta`]); equality deletes are never written and refused on read.
+//! Compaction folds them into data files (`fold`: [`IcebergTable::fold_deletes`]).
+//!
+//! What it never does: partitioned tables, equality deletes, nested types, or
 //! object stores. It refuses such metadata rather than guessing. It knows
 //! nothing of Astha either (no change log, registry or actors): `astha-components` builds
 //! the lakehouse on it and re-exports it as `astha_components::iceberg`.
@@ -42,6 +46,7 @@ mod commit;
 mod data_file;
 mod error;
 mod expire;
+mod fold;
 mod fsutil;
 mod live_index;
 mod manifest;
@@ -53,6 +58,7 @@ mod parquet_io;
 mod parquet_read;
 mod properties;
 mod retry;
+mod row_delta;
 mod schema;
 mod schema_update;
 mod snapshot_ops;
@@ -66,6 +72,7 @@ pub use commit::CommitFailpoint;
 pub use data_file::{ColumnStats, DataFileInfo};
 pub use error::{IcebergError, Result};
 pub use expire::ExpireResult;
+pub use fold::Folded;
 pub use manifest::{read_manifest, EntryStatus, ManifestEntry};
 pub use manifest_list::{read_manifest_list, ManifestFile};
 pub use metadata::{Snapshot, TableMetadata};
@@ -75,6 +82,7 @@ pub use properties::{
     METADATA_DELETE_AFTER_COMMIT, METADATA_PREVIOUS_VERSIONS_MAX,
 };
 pub use retry::{commit_with_retry, CommitError, CommitRetry};
+pub use row_delta::{PositionDelete, DELETE_FILE_PATH_FIELD_ID, DELETE_POS_FIELD_ID};
 pub use schema::{ColumnSpec, IcebergType};
 pub use table::{IcebergTable, SnapshotInfo};
 pub use value::{lower_bound_bytes, upper_bound_bytes, Datum};

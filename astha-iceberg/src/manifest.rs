@@ -5,6 +5,11 @@
 //! `file_sequence_number` null so they inherit the snapshot's number from the manifest list,
 //! while EXISTING and DELETED entries keep their original numbers. Reading resolves that
 //! inheritance, so every [`ManifestEntry`] in memory has concrete numbers.
+//!
+//! A manifest holds one kind of file, as its list entry's `content` says: data files
+//! ([`CONTENT_DATA`]) or position delete files ([`CONTENT_POSITION_DELETES`]); every entry's
+//! `data_file.content` must match it. Equality delete manifests are refused on read
+//! (pyiceberg 0.12 cannot read them either, docs/ICEBERG.md).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -62,12 +67,21 @@ pub struct ManifestEntry {
     pub file: DataFileInfo,
 }
 
+/// `content` of a data manifest and of its data files.
+pub const CONTENT_DATA: i32 = 0;
+/// `content` of a position delete manifest and of its delete files.
+pub const CONTENT_POSITION_DELETES: i32 = 1;
+/// `content` of equality delete files (never written, refused on read).
+const CONTENT_EQUALITY_DELETES: i32 = 2;
+
 /// What a new manifest belongs to: the snapshot being committed.
 #[derive(Debug, Clone, Copy)]
 pub struct ManifestContext<'a> {
     pub schema: &'a IcebergSchema,
     pub snapshot_id: i64,
     pub sequence_number: i64,
+    /// [`CONTENT_DATA`] or [`CONTENT_POSITION_DELETES`]: what every entry is.
+    pub content: i32,
 }
 
 /// Writes `entries` as a manifest at `path` and returns its manifest list entry.
@@ -93,14 +107,24 @@ pub fn write_manifest(
         ("partition-spec", "[]".to_string()),
         ("partition-spec-id", "0".to_string()),
         ("format-version", "2".to_string()),
-        ("content", "data".to_string()),
+        (
+            "content",
+            if ctx.content == CONTENT_POSITION_DELETES {
+                "deletes"
+            } else {
+                "data"
+            }
+            .to_string(),
+        ),
     ] {
         writer
             .add_user_metadata(k.to_string(), v)
             .map_err(avro_err)?;
     }
     for e in entries {
-        writer.append(entry_value(e)).map_err(avro_err)?;
+        writer
+            .append(entry_value(e, ctx.content))
+            .map_err(avro_err)?;
     }
     let bytes = writer.into_inner().map_err(avro_err)?;
     fsutil::write_new_synced(path, &bytes)?;
@@ -125,7 +149,7 @@ pub fn write_manifest(
         manifest_path: path.to_path_buf(),
         manifest_length: bytes.len() as i64,
         partition_spec_id: 0,
-        content: 0,
+        content: ctx.content,
         sequence_number: ctx.sequence_number,
         min_sequence_number,
         added_snapshot_id: ctx.snapshot_id,
@@ -158,7 +182,7 @@ pub fn read_manifest(manifest: &ManifestFile) -> Result<Vec<ManifestEntry>> {
     Ok(out)
 }
 
-fn entry_value(e: &ManifestEntry) -> Value {
+fn entry_value(e: &ManifestEntry, content: i32) -> Value {
     // ADDED entries inherit both sequence numbers from the manifest list (see module doc).
     let seq = |n: i64| (e.status != EntryStatus::Added).then_some(Value::Long(n));
     record(vec![
@@ -166,11 +190,11 @@ fn entry_value(e: &ManifestEntry) -> Value {
         ("snapshot_id", opt(Some(Value::Long(e.snapshot_id)))),
         ("sequence_number", opt(seq(e.sequence_number))),
         ("file_sequence_number", opt(seq(e.file_sequence_number))),
-        ("data_file", data_file_value(&e.file)),
+        ("data_file", data_file_value(&e.file, content)),
     ])
 }
 
-fn data_file_value(f: &DataFileInfo) -> Value {
+fn data_file_value(f: &DataFileInfo, content: i32) -> Value {
     let stats = &f.column_stats;
     let longs = |get: fn(&ColumnStats) -> Option<u64>| {
         let m: Vec<(i32, u64)> = stats
@@ -191,7 +215,7 @@ fn data_file_value(f: &DataFileInfo) -> Value {
     // pyiceberg's `inspect.entries()` fails on a file without it.
     let always = |m: Option<Value>| Some(m.unwrap_or(Value::Array(vec![])));
     record(vec![
-        ("content", Value::Int(0)),
+        ("content", Value::Int(content)),
         ("file_path", Value::String(f.location())),
         ("file_format", Value::String("PARQUET".into())),
         ("partition", Value::Record(vec![])),
@@ -234,9 +258,13 @@ fn parse_entry(v: &Value, manifest: &ManifestFile) -> Result<ManifestEntry, Stri
         .unwrap_or(manifest.added_snapshot_id);
     let df = field(v, "data_file").ok_or("missing data_file")?;
     let content = field(df, "content").and_then(as_i32).unwrap_or(0);
-    if content != 0 {
+    if content == CONTENT_EQUALITY_DELETES {
+        return Err("equality delete files (content 2) are not supported".into());
+    }
+    if content != manifest.content || !matches!(content, CONTENT_DATA | CONTENT_POSITION_DELETES) {
         return Err(format!(
-            "delete files (content {content}) are not supported"
+            "file content {content} in a manifest of content {}",
+            manifest.content
         ));
     }
     let location = field(df, "file_path")
@@ -322,6 +350,7 @@ mod tests {
             schema: &schema,
             snapshot_id: 77,
             sequence_number: 5,
+            content: CONTENT_DATA,
         };
         let entries = vec![
             ManifestEntry {

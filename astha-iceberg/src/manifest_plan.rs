@@ -16,6 +16,8 @@
 //!   still in the table are never merged, so those deletes stay where their snapshot put
 //!   them.
 //!
+//! Position delete manifests are never merged.
+//!
 //! So the list holds at most about `min-count-to-merge` small manifests, plus one per
 //! target size of live files, plus one per retained snapshot that deleted files. It never
 //! changes what is live: merged manifests list exactly the live files of their sources.
@@ -23,7 +25,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::error::Result;
-use super::manifest::{read_manifest, EntryStatus, ManifestEntry};
+use super::manifest::{read_manifest, EntryStatus, ManifestEntry, CONTENT_DATA};
 use super::manifest_list::ManifestFile;
 use super::properties::CommitSettings;
 use super::snapshot_ops::Draft;
@@ -51,9 +53,11 @@ impl IcebergTable {
         if !settings.manifest_merge_enabled {
             return Ok(all);
         }
+        // Delete manifests are never merged (a merged manifest holds data files only); they
+        // stay as their commit wrote them, and compaction is what folds them away.
         let mergeable = |i: usize| {
             let m = &all[i];
-            m.deleted_files_count == 0 || (i >= new_count && gone(m))
+            m.content == CONTENT_DATA && (m.deleted_files_count == 0 || (i >= new_count && gone(m)))
         };
         // The commit's ADDED manifest, if it is a merge candidate.
         let first = (new_count > 0 && all[0].added_files_count > 0 && mergeable(0)).then_some(0);

@@ -32,7 +32,9 @@ use super::data_file::DataFileInfo;
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::live_index::{self, LiveIndex};
-use super::manifest::{read_manifest, write_manifest, EntryStatus, ManifestContext, ManifestEntry};
+use super::manifest::{
+    read_manifest, write_manifest, EntryStatus, ManifestContext, ManifestEntry, CONTENT_DATA,
+};
 use super::manifest_list::{read_manifest_list, write_manifest_list, ListContext, ManifestFile};
 use super::metadata::Snapshot;
 use super::parquet_io::footer_column_sizes;
@@ -68,6 +70,8 @@ impl IcebergTable {
             operation: "append",
             added: &files,
             removed: &[],
+            added_deletes: &[],
+            removed_deletes: &[],
             before,
         });
         let manifests = self.plan_manifests(&mut draft, vec![added], parent)?;
@@ -100,6 +104,14 @@ impl IcebergTable {
         }
         let removed_paths = normalize_paths(removed)?;
         let parent = self.current_manifest_list()?;
+        if super::fold::has_live_deletes(&parent) {
+            // Rewriting a data file would bring back the rows a delete file removes from it
+            // (the deletes name the old file); `fold_deletes` folds them first.
+            return Err(IcebergError::InvalidArgument(format!(
+                "table {} has position delete files: replace would resurrect deleted rows",
+                self.identifier()
+            )));
+        }
         let (added, touched) = self.with_live_index(&parent, |index| {
             let mut touched = BTreeSet::new();
             for p in &removed_paths {
@@ -164,6 +176,8 @@ impl IcebergTable {
             operation: "replace",
             added: &added,
             removed: &removed_files,
+            added_deletes: &[],
+            removed_deletes: &[],
             before,
         });
         let manifests = self.plan_manifests(&mut draft, manifests, carried)?;
@@ -195,7 +209,7 @@ impl IcebergTable {
     /// Runs `f` on the shared live index of this table synced to `list` (the current
     /// manifests), under one lock: another handle on another version of the table cannot
     /// re-sync it in between.
-    fn with_live_index<T>(
+    pub(super) fn with_live_index<T>(
         &self,
         list: &[ManifestFile],
         f: impl FnOnce(&LiveIndex) -> Result<T>,
@@ -208,26 +222,35 @@ impl IcebergTable {
 
     /// Totals of the current snapshot: from its summary, or counted once from `parent` (its
     /// manifests) when the summary lacks them.
-    fn parent_totals(&self, parent: &[ManifestFile]) -> Result<Totals> {
+    pub(super) fn parent_totals(&self, parent: &[ManifestFile]) -> Result<Totals> {
         let Some(current) = self.metadata.current_snapshot() else {
             return Ok(Totals::default());
         };
         if let Some(t) = Totals::from_summary(&current.summary) {
             return Ok(t);
         }
-        let mut live = Vec::new();
+        let (mut live, mut deletes) = (Vec::new(), Vec::new());
         for m in parent {
-            live.extend(
+            let into = if m.content == CONTENT_DATA {
+                &mut live
+            } else {
+                &mut deletes
+            };
+            into.extend(
                 read_manifest(m)?
                     .into_iter()
                     .filter(|e| e.status.is_live())
                     .map(|e| e.file),
             );
         }
-        Ok(Totals::of(&live))
+        let (mut t, d) = (Totals::of(&live), Totals::of_deletes(&deletes));
+        t.files_size += d.files_size;
+        t.delete_files = d.delete_files;
+        t.position_deletes = d.position_deletes;
+        Ok(t)
     }
 
-    fn draft(&self) -> Draft {
+    pub(super) fn draft(&self) -> Draft {
         let taken: BTreeSet<i64> = self
             .metadata
             .snapshots
@@ -251,18 +274,29 @@ impl IcebergTable {
         }
     }
 
-    fn manifest_context<'a>(&'a self, draft: &Draft) -> Result<ManifestContext<'a>> {
+    fn manifest_context<'a>(&'a self, draft: &Draft, content: i32) -> Result<ManifestContext<'a>> {
         Ok(ManifestContext {
             schema: self.metadata.current_schema()?,
             snapshot_id: draft.snapshot_id,
             sequence_number: draft.sequence_number,
+            content,
         })
     }
 
-    fn write_added_manifest(
+    pub(super) fn write_added_manifest(
         &self,
         draft: &mut Draft,
         files: &[DataFileInfo],
+    ) -> Result<ManifestFile> {
+        self.write_added(draft, files, CONTENT_DATA)
+    }
+
+    /// Writes a manifest of `content` with `files` ADDED by the draft's snapshot.
+    pub(super) fn write_added(
+        &self,
+        draft: &mut Draft,
+        files: &[DataFileInfo],
+        content: i32,
     ) -> Result<ManifestFile> {
         let entries: Vec<ManifestEntry> = files
             .iter()
@@ -274,7 +308,7 @@ impl IcebergTable {
                 file: f.clone(),
             })
             .collect();
-        self.write_new_manifest(draft, &entries)
+        self.write_manifest_of(draft, &entries, content)
     }
 
     /// Writes one manifest of the commit (tracked for cleanup) and teaches the live index
@@ -284,12 +318,21 @@ impl IcebergTable {
         draft: &mut Draft,
         entries: &[ManifestEntry],
     ) -> Result<ManifestFile> {
+        self.write_manifest_of(draft, entries, CONTENT_DATA)
+    }
+
+    pub(super) fn write_manifest_of(
+        &self,
+        draft: &mut Draft,
+        entries: &[ManifestEntry],
+        content: i32,
+    ) -> Result<ManifestFile> {
         let path = self
             .metadata_dir()?
             .join(format!("{}-m{}.avro", draft.commit_id, draft.written));
         draft.written += 1;
         draft.files.track(path.clone());
-        let manifest = write_manifest(&path, entries, self.manifest_context(draft)?)?;
+        let manifest = write_manifest(&path, entries, self.manifest_context(draft, content)?)?;
         let index = self.catalog.live_indexes().of(&self.metadata.table_uuid);
         live_index::lock(&index).learn(
             &path,
@@ -302,7 +345,7 @@ impl IcebergTable {
     }
 
     /// Writes the manifest list and publishes the snapshot.
-    fn commit_snapshot(
+    pub(super) fn commit_snapshot(
         &mut self,
         mut draft: Draft,
         manifests: Vec<ManifestFile>,
@@ -353,7 +396,7 @@ impl IcebergTable {
 
     /// Refuses new files that are duplicates, missing or inconsistent with the table;
     /// returns them with `column_sizes` filled in from their footers where missing.
-    fn check_new_files(
+    pub(super) fn check_new_files(
         &self,
         files: &[DataFileInfo],
         index: &LiveIndex,

@@ -15,6 +15,10 @@ pub struct Change<'a> {
     pub operation: &'a str,
     pub added: &'a [DataFileInfo],
     pub removed: &'a [DataFileInfo],
+    /// Position delete files added (each record is one deleted row).
+    pub added_deletes: &'a [DataFileInfo],
+    /// Position delete files removed (folded into data files by compaction).
+    pub removed_deletes: &'a [DataFileInfo],
     /// Totals of the parent snapshot (zero for the first snapshot).
     pub before: Totals,
 }
@@ -23,8 +27,11 @@ pub struct Change<'a> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     pub records: u64,
+    /// Data and delete files, as Java counts `total-files-size`.
     pub files_size: u64,
     pub data_files: u64,
+    pub delete_files: u64,
+    pub position_deletes: u64,
 }
 
 impl Totals {
@@ -35,10 +42,13 @@ impl Totals {
             records: get(TOTAL_RECORDS)?,
             files_size: get(TOTAL_FILES_SIZE)?,
             data_files: get(TOTAL_DATA_FILES)?,
+            // Summaries of tables without delete files may leave these out.
+            delete_files: get(TOTAL_DELETE_FILES).unwrap_or(0),
+            position_deletes: get(TOTAL_POSITION_DELETES).unwrap_or(0),
         })
     }
 
-    /// The totals of `files`.
+    /// The totals of data files `files`.
     pub fn of<'a>(files: impl IntoIterator<Item = &'a DataFileInfo>) -> Totals {
         let mut t = Totals::default();
         for f in files {
@@ -48,16 +58,28 @@ impl Totals {
         }
         t
     }
+
+    /// The totals of position delete files `files`.
+    pub fn of_deletes<'a>(files: impl IntoIterator<Item = &'a DataFileInfo>) -> Totals {
+        let mut t = Totals::default();
+        for f in files {
+            t.position_deletes += f.record_count;
+            t.files_size += f.file_size_in_bytes;
+            t.delete_files += 1;
+        }
+        t
+    }
 }
 
 const TOTAL_RECORDS: &str = "total-records";
 const TOTAL_FILES_SIZE: &str = "total-files-size";
 const TOTAL_DATA_FILES: &str = "total-data-files";
+const TOTAL_DELETE_FILES: &str = "total-delete-files";
+const TOTAL_POSITION_DELETES: &str = "total-position-deletes";
 
 /// The summary map of a snapshot, `operation` included.
 pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
     let records = |files: &[DataFileInfo]| files.iter().map(|f| f.record_count).sum::<u64>();
-    let bytes = |files: &[DataFileInfo]| files.iter().map(|f| f.file_size_in_bytes).sum::<u64>();
     let mut s = BTreeMap::new();
     let mut put = |k: &str, v: u64| {
         s.insert(k.to_string(), v.to_string());
@@ -65,18 +87,41 @@ pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
     if !change.added.is_empty() {
         put("added-data-files", change.added.len() as u64);
         put("added-records", records(change.added));
-        put("added-files-size", bytes(change.added));
     }
     if !change.removed.is_empty() {
         put("deleted-data-files", change.removed.len() as u64);
         put("deleted-records", records(change.removed));
-        put("removed-files-size", bytes(change.removed));
     }
-    if !change.added.is_empty() || !change.removed.is_empty() {
+    let deletes = Totals::of_deletes(change.added_deletes);
+    let gone = Totals::of_deletes(change.removed_deletes);
+    if !change.removed_deletes.is_empty() {
+        put("removed-delete-files", gone.delete_files);
+        put("removed-position-delete-files", gone.delete_files);
+        put("removed-position-deletes", gone.position_deletes);
+    }
+    if !change.added_deletes.is_empty() {
+        put("added-delete-files", deletes.delete_files);
+        put("added-position-delete-files", deletes.delete_files);
+        put("added-position-deletes", deletes.position_deletes);
+    }
+    if !change.added.is_empty()
+        || !change.removed.is_empty()
+        || !change.added_deletes.is_empty()
+        || !change.removed_deletes.is_empty()
+    {
         // Unpartitioned: every change touches the one partition.
         put("changed-partition-count", 1);
     }
-    let (added, removed) = (Totals::of(change.added), Totals::of(change.removed));
+    let (mut added, mut removed) = (Totals::of(change.added), Totals::of(change.removed));
+    if !change.added.is_empty() || !change.added_deletes.is_empty() {
+        // Java's `added-files-size` counts data and delete files.
+        put("added-files-size", added.files_size + deletes.files_size);
+    }
+    added.files_size += deletes.files_size;
+    if !change.removed.is_empty() || !change.removed_deletes.is_empty() {
+        put("removed-files-size", removed.files_size + gone.files_size);
+    }
+    removed.files_size += gone.files_size;
     let after = |before: u64, plus: u64, minus: u64| (before + plus).saturating_sub(minus);
     let b = change.before;
     put(
@@ -91,8 +136,18 @@ pub fn summarize(change: &Change<'_>) -> BTreeMap<String, String> {
         TOTAL_DATA_FILES,
         after(b.data_files, added.data_files, removed.data_files),
     );
-    put("total-delete-files", 0);
-    put("total-position-deletes", 0);
+    put(
+        TOTAL_DELETE_FILES,
+        after(b.delete_files, deletes.delete_files, gone.delete_files),
+    );
+    put(
+        TOTAL_POSITION_DELETES,
+        after(
+            b.position_deletes,
+            deletes.position_deletes,
+            gone.position_deletes,
+        ),
+    );
     put("total-equality-deletes", 0);
     s.insert("operation".into(), change.operation.into());
     s
@@ -119,6 +174,8 @@ mod tests {
             operation: "replace",
             added: std::slice::from_ref(&m),
             removed: &[a, b],
+            added_deletes: &[],
+            removed_deletes: &[],
             before,
         });
         assert_eq!(Totals::from_summary(&s), Some(Totals::of([&m, &c])));

@@ -20,10 +20,9 @@ use super::catalog::{validate_name, InSwap, SqlCatalog};
 use super::data_file::DataFileInfo;
 use super::error::{IcebergError, Result};
 use super::fsutil;
-use super::manifest::{read_manifest, ManifestEntry};
+use super::manifest::{read_manifest, ManifestEntry, CONTENT_DATA};
 use super::manifest_list::{read_manifest_list, ManifestFile};
 use super::metadata::{metadata_file_name, Snapshot, TableMetadata};
-use super::parquet_io::read_parquet_rows;
 use super::schema::{validate_columns, ColumnSpec, IcebergSchema};
 
 pub use super::commit::CommitFailpoint;
@@ -277,18 +276,14 @@ impl IcebergTable {
         }
     }
 
-    /// All rows of snapshot `snapshot_id` (current when `None`), in file order. Meant for
-    /// verification and small tables: it reads every live file into memory.
+    /// All rows of snapshot `snapshot_id` (current when `None`), in file order, with its
+    /// position deletes applied. Meant for verification and small tables: it reads every live
+    /// file into memory.
     pub fn read_rows(&self, snapshot_id: Option<i64>) -> Result<Vec<Vec<Value>>> {
-        let files = match snapshot_id.or(self.metadata.current_snapshot_id) {
-            Some(id) => self.live_files_at(id)?,
-            None => Vec::new(),
-        };
-        let mut rows = Vec::new();
-        for f in files {
-            rows.extend(read_parquet_rows(&f.path, &self.columns)?);
+        match snapshot_id.or(self.metadata.current_snapshot_id) {
+            Some(id) => self.live_rows(id),
+            None => Ok(Vec::new()),
         }
-        Ok(rows)
     }
 
     /// Sets table properties (`commit.manifest.*`, `write.metadata.*`, or any other) in one
@@ -321,6 +316,7 @@ impl IcebergTable {
         Ok(self
             .entries_at(snapshot_id)?
             .into_iter()
+            .filter(|(m, _)| m.content == CONTENT_DATA)
             .flat_map(|(_, entries)| entries)
             .filter(|e| e.status.is_live())
             .map(|e| e.file)

@@ -172,15 +172,18 @@ def check_inspect(table, planned_files):
     if table.metadata.current_snapshot_id is None:
         return
     entries = table.inspect.entries()
-    live = [s for s in entries.column("status").to_pylist() if s != 2]
+    contents = entries.column("data_file").combine_chunks().field("content").to_pylist()
+    # Position delete files (content 1) are entries too, but no scan task of their own.
+    live = [s for s, c in zip(entries.column("status").to_pylist(), contents) if s != 2 and c == 0]
     if len(live) != planned_files:
         raise Mismatch(f"pyiceberg inspect.entries: {len(live)} live entries, scan plans {planned_files} files")
     for sizes in entries.column("data_file").combine_chunks().field("column_sizes").to_pylist():
         if sizes is None:
             raise Mismatch("pyiceberg inspect.entries: a data file has no column_sizes")
     manifests = table.inspect.manifests()
-    counted = sum(manifests.column("added_data_files_count").to_pylist()) + sum(
-        manifests.column("existing_data_files_count").to_pylist())
+    data = [c == 0 for c in manifests.column("content").to_pylist()]
+    counted = sum(n for n, d in zip(manifests.column("added_data_files_count").to_pylist(), data) if d) + sum(
+        n for n, d in zip(manifests.column("existing_data_files_count").to_pylist(), data) if d)
     if counted != planned_files:
         raise Mismatch(f"pyiceberg inspect.manifests: {counted} added+existing files, scan plans {planned_files}")
     print(f"OK pyiceberg inspect: {len(entries)} entries in {len(manifests)} manifests")

@@ -12,6 +12,9 @@
 //!   once (a marker per table, in the same transaction as the rows);
 //! - `rabbitmq` (feature `rabbitmq`): publishes to a RabbitMQ exchange, persistent, with
 //!   publisher confirms;
+//! - `iceberg` (feature `lakehouse`): mirrors tables into Iceberg v2 tables in a warehouse
+//!   directory (position deletes for updates and deletes), exactly once (markers and a row
+//!   index in the catalog's SQLite file, in the same transaction as the catalog swap);
 //! - `kafka` (feature `kafka`): produces to a topic per table, keyed by primary key, with an
 //!   idempotent producer.
 //!
@@ -24,6 +27,8 @@
 //! [`astha_core::Change::to_json`], the line `astha watch` prints.
 
 pub mod file;
+#[cfg(feature = "lakehouse")]
+pub mod iceberg;
 pub mod identity;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -40,6 +45,8 @@ pub mod stdout;
 pub mod webhook;
 
 pub use file::{FileSink, FileSinkConfig, Fsync};
+#[cfg(feature = "lakehouse")]
+pub use iceberg::{IcebergSink, IcebergSinkConfig};
 pub use live::{LiveSinkConfig, SseSinkConfig, WebSocketSinkConfig};
 #[cfg(feature = "nats")]
 pub use nats::{NatsSink, NatsSinkConfig, StreamSetup};

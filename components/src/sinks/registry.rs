@@ -176,7 +176,7 @@ impl SinkRegistry {
     }
 
     /// The sinks this crate ships: `stdout`, `file`, `sse`, `websocket`, `nats`,
-    /// `webhook`, `postgres`, `rabbitmq`, `kafka`.
+    /// `webhook`, `postgres`, `rabbitmq`, `kafka`, `iceberg`.
     pub fn builtin() -> Self {
         let mut registry = Self::empty();
         for register in BUILTIN {
@@ -344,6 +344,8 @@ const BUILTIN: &[Register] = &[
     SinkRegistry::register::<super::postgres::PostgresSinkConfig>,
     #[cfg(feature = "rabbitmq")]
     SinkRegistry::register::<super::rabbitmq::RabbitMqSinkConfig>,
+    #[cfg(feature = "lakehouse")]
+    SinkRegistry::register::<super::iceberg::IcebergSinkConfig>,
     #[cfg(feature = "kafka")]
     SinkRegistry::register::<super::kafka::KafkaSinkConfig>,
 ];
@@ -359,7 +361,8 @@ mod tests {
         feature = "webhook",
         feature = "postgres",
         feature = "rabbitmq",
-        feature = "kafka"
+        feature = "kafka",
+        feature = "lakehouse"
     ))]
     fn builtin_types_are_registered_once() {
         let mut registry = SinkRegistry::builtin();
@@ -368,6 +371,7 @@ mod tests {
             names,
             [
                 "file",
+                "iceberg",
                 "kafka",
                 "nats",
                 "postgres",
@@ -390,15 +394,17 @@ mod tests {
         feature = "webhook",
         feature = "postgres",
         feature = "rabbitmq",
-        feature = "kafka"
+        feature = "kafka",
+        feature = "lakehouse"
     ))]
     fn unknown_types_and_fields_are_named() {
         let registry = SinkRegistry::builtin();
         let err = registry.parse("out", "kafak", json!({})).unwrap_err();
         assert!(err.to_string().contains("\"kafak\""), "{err}");
         assert!(
-            err.to_string()
-                .contains("file, kafka, nats, postgres, rabbitmq, sse, stdout, webhook, websocket"),
+            err.to_string().contains(
+                "file, iceberg, kafka, nats, postgres, rabbitmq, sse, stdout, webhook, websocket"
+            ),
             "{err}"
         );
         let err = registry
