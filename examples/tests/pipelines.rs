@@ -86,7 +86,7 @@ fn every_example_pipeline_passes_check() {
         assert!(stdout.contains(": ok"), "{stdout}");
         checked += 1;
     }
-    assert_eq!(checked, 9);
+    assert_eq!(checked, 10);
     // --check is read-only: no trigger exists although every file says install = true.
     let conn = Connection::open(dir.path().join("shop.db")).unwrap();
     let triggers: i64 = conn
