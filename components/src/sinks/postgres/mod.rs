@@ -463,10 +463,15 @@ impl PostgresSink {
                 .get(table)
                 .or_else(|| self.markers.get(table))
                 .copied();
-            // Rows of a snapshot all carry its LSN: one must never hide the next. They
-            // are upserts of whole rows taken before any change the stream delivers
-            // after them, so applying one again is harmless.
-            if change.snapshot.is_none() && marker.is_some_and(|m| change.lsn <= m) {
+            // Rows of a snapshot all carry its LSN: one must never hide the next, so they
+            // are skipped only below the marker (a later change of the table was applied,
+            // which follows them all: re-applying one would put back an older row); at the
+            // marker they are applied again, an idempotent upsert of the row as of it.
+            let applied_past = |m: i64| match change.snapshot {
+                Some(_) => change.lsn < m,
+                None => change.lsn <= m,
+            };
+            if marker.is_some_and(applied_past) {
                 continue;
             }
             let Some(row) = change.row() else {
