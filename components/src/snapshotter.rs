@@ -13,6 +13,9 @@
 //!   [`crate::registry::request_snapshot`] (another process can ask); the request row
 //!   becomes the record.
 //!
+//! Each trigger and retention setting may differ per table (`[tables."db.table"]`, or a
+//! bare table name): a table's entry replaces only the settings it names.
+//!
 //! Retention: the newest `retain_last` records are always kept, older ones only while
 //! younger than `max_age`; the others are marked `expired`. The Iceberg table then keeps
 //! its current snapshot, the snapshots of kept records, and the not yet recorded snapshots
@@ -24,7 +27,7 @@
 //! registered component is dropped). Decisions are taken from the registry and the table as
 //! they are, so replays and restarts are harmless. It never appends or rewrites data.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -71,6 +74,57 @@ pub struct SnapshotterConfig {
     /// backoff and a reload of the table, see [`crate::iceberg::commit_with_retry`]).
     /// Default `5`.
     pub conflict_retries: u32,
+    /// Per-table triggers and retention (seed 002: "configurable per table"), by
+    /// `"database.table"` (or a bare `"table"`, for that name in any database). A table's
+    /// entry sets only what differs; everything else comes from the settings above.
+    pub tables: BTreeMap<String, TableSnapshotSettings>,
+}
+
+/// One table's own snapshot settings: each field, when set, replaces the snapshotter's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TableSnapshotSettings {
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub interval: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_files: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retain_last: Option<usize>,
+    #[serde(with = "optional_duration", skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<Duration>,
+}
+
+/// The triggers and retention in force for one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Policy {
+    interval: Duration,
+    max_files: u64,
+    max_bytes: u64,
+    retain_last: usize,
+    max_age: Duration,
+}
+
+/// `Option<Duration>` through [`duration_serde`] (`"5m"`, or milliseconds).
+mod optional_duration {
+    use std::time::Duration;
+
+    use astha_core::config::duration_serde;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => duration_serde::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct Wrapped(#[serde(with = "duration_serde")] Duration);
+        Option::<Wrapped>::deserialize(d).map(|w| w.map(|Wrapped(d)| d))
+    }
 }
 
 impl Default for SnapshotterConfig {
@@ -83,6 +137,7 @@ impl Default for SnapshotterConfig {
             max_age: Duration::from_secs(7 * 24 * 3600),
             tick: Duration::from_secs(10),
             conflict_retries: 5,
+            tables: BTreeMap::new(),
         }
     }
 }
@@ -95,6 +150,20 @@ impl SnapshotterConfig {
                 "must be at least 1 (got 0)",
             ));
         }
+        for (table, own) in &self.tables {
+            if own.retain_last == Some(0) {
+                return Err(ConfigError::invalid(
+                    format!("tables.\"{table}\".retain_last"),
+                    "must be at least 1 (got 0)",
+                ));
+            }
+            if own.interval.is_some_and(|d| d.is_zero()) {
+                return Err(ConfigError::invalid(
+                    format!("tables.\"{table}\".interval"),
+                    "must be positive",
+                ));
+            }
+        }
         if self.tick.is_zero() {
             return Err(ConfigError::invalid("tick", "must be positive"));
         }
@@ -102,6 +171,24 @@ impl SnapshotterConfig {
             return Err(ConfigError::invalid("interval", "must be positive"));
         }
         Ok(())
+    }
+
+    /// The settings in force for `database.table`: its own entry (`"database.table"`,
+    /// else `"table"`) over the snapshotter's.
+    fn policy(&self, database: &str, table: &str) -> Policy {
+        let own = self
+            .tables
+            .get(&format!("{database}.{table}"))
+            .or_else(|| self.tables.get(table))
+            .cloned()
+            .unwrap_or_default();
+        Policy {
+            interval: own.interval.unwrap_or(self.interval),
+            max_files: own.max_files.unwrap_or(self.max_files),
+            max_bytes: own.max_bytes.unwrap_or(self.max_bytes),
+            retain_last: own.retain_last.unwrap_or(self.retain_last),
+            max_age: own.max_age.unwrap_or(self.max_age),
+        }
     }
 }
 
@@ -331,11 +418,13 @@ impl Inner {
             return Ok(out);
         };
 
-        let trigger = self.trigger(&table, &records, manual || !request_ids.is_empty());
+        let policy = self.config.policy(&ident.database, &ident.table);
+        let manual = manual || !request_ids.is_empty();
+        let trigger = self.trigger(&table, &records, &policy, manual);
         if let Some(trigger) = trigger {
             out.recorded = Some(self.record(&ident, &table, trigger, &request_ids)?);
         }
-        self.retain(&ident, &mut table, &mut out)?;
+        self.retain(&ident, &policy, &mut table, &mut out)?;
         Ok(out)
     }
 
@@ -344,6 +433,7 @@ impl Inner {
         &self,
         table: &IcebergTable,
         records: &[registry::RecordedSnapshot],
+        c: &Policy,
         manual: bool,
     ) -> Option<Trigger> {
         let current = table.current_snapshot()?;
@@ -374,7 +464,6 @@ impl Inner {
             files += n("added-data-files");
             bytes += n("added-files-size");
         }
-        let c = &self.config;
         if (c.max_files > 0 && files >= c.max_files) || (c.max_bytes > 0 && bytes >= c.max_bytes) {
             return Some(Trigger::Size);
         }
@@ -448,6 +537,7 @@ impl Inner {
     fn retain(
         &self,
         ident: &TableIdentity,
+        policy: &Policy,
         table: &mut IcebergTable,
         out: &mut SnapshotOutcome,
     ) -> Result<()> {
@@ -459,9 +549,9 @@ impl Inner {
             return Ok(()); // Nothing recorded yet: nothing may be expired.
         };
         let now = astha_core::change::unix_now_ms();
-        let max_age = self.config.max_age.as_millis() as i64;
+        let max_age = policy.max_age.as_millis() as i64;
         let in_table: BTreeSet<i64> = table.snapshots().iter().map(|s| s.snapshot_id).collect();
-        let keep_from = records.len().saturating_sub(self.config.retain_last);
+        let keep_from = records.len().saturating_sub(policy.retain_last);
         let mut kept = BTreeSet::new();
         let mut expired_rows = Vec::new();
         for (i, r) in records.iter().enumerate() {

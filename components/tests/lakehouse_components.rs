@@ -20,7 +20,7 @@ use astha_components::registry::{
     self, ColumnDef, IcebergState, TableFile, TableRow, REGISTRY_TABLES,
 };
 use astha_components::schema_manager::SchemaManagerConfig;
-use astha_components::snapshotter::{SnapshotterConfig, Trigger};
+use astha_components::snapshotter::{SnapshotterConfig, TableSnapshotSettings, Trigger};
 use astha_components::storage_manager::StorageManagerConfig;
 use astha_components::{
     Compactor, IcebergUpdater, Lakehouse, SchemaManager, Snapshotter, StorageManager,
@@ -1147,6 +1147,45 @@ async fn a_crash_between_the_replace_commit_and_the_registry_swap_is_reconciled(
 
 fn snapshotter(env: &Env, config: SnapshotterConfig) -> Snapshotter {
     Snapshotter::new(env.lakehouse.clone(), config).unwrap()
+}
+
+/// Seed 002: snapshot triggers are configurable per table. `orders` records after one
+/// file (its own `max_files`), `items` keeps the snapshotter's three; a settings file
+/// sets the entry by `"database.table"`.
+#[actix_rt::test]
+async fn a_tables_own_snapshot_settings_replace_the_snapshotters() {
+    let mut env = Env::new();
+    let orders = env.create_table("orders");
+    let items = env.create_table("items");
+    let updater = env.updater();
+    let config: SnapshotterConfig = toml::from_str(&format!(
+        "max_files = 3\nmax_bytes = 0\ninterval = \"1h\"\n\
+         [tables.\"{DB}.orders\"]\nmax_files = 1\nmax_age = \"2h\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        config.tables[&format!("{DB}.orders")],
+        TableSnapshotSettings {
+            max_files: Some(1),
+            max_age: Some(std::time::Duration::from_secs(7200)),
+            ..TableSnapshotSettings::default()
+        }
+    );
+    let mut snap = snapshotter(&env, config);
+    insert_synced(&env, &updater, orders, 0, 1);
+    insert_synced(&env, &updater, items, 0, 1);
+    assert!(deliver(&mut snap, &env.changes()).await.is_empty());
+    let recorded = |id| registry::live_snapshot_records(&env.conn(), id).unwrap();
+    let kinds: Vec<String> = recorded(orders)
+        .iter()
+        .map(|r| r.row.trigger_kind.clone())
+        .collect();
+    assert_eq!(kinds, ["size"], "orders' own max_files = 1 did not apply");
+    assert!(recorded(items).is_empty(), "items took orders' setting");
+    // A table's retain_last of 0 is refused by name.
+    let bad: SnapshotterConfig = toml::from_str("[tables.orders]\nretain_last = 0\n").unwrap();
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("tables.\"orders\".retain_last"), "{err}");
 }
 
 #[actix_rt::test]
