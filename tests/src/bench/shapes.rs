@@ -16,6 +16,19 @@
 //! - `astha-stamp`: Astha's triggers also stamping each log row with
 //!   `pragma_schema_version` (the per-row stamp that would tell exactly which rows a
 //!   foreign `ALTER TABLE` left incomplete; measured, not used);
+//! - `debezium`: the trigger shape of the Debezium SQLite connector
+//!   (github.com/debezium/debezium-connector-sqlite: `CdcLog` for the log table,
+//!   `TriggerGenerator` for the triggers; at its newest commit, 2026-07-07, that generator
+//!   lives in its test tree, standing in for the connector's `preupdate_hook` extension,
+//!   which the connector's design chose for v1, with triggers as a planned option): log
+//!   `_debezium_cdc_log` with an `AUTOINCREMENT` key, images as one `json_object` over
+//!   every column, op codes `c`/`u`/`d`, commit time as epoch milliseconds from
+//!   `unixepoch('now', 'subsec')`; written here from that published shape, not copied;
+//! - `sqlite-cdc`: the triggers of github.com/michaelmedellin/sqlite-cdc (`triggers.go`,
+//!   with its `WithBlobSupport` option on): log `__cdc_log` (rowid key, no index),
+//!   images as `json_object` over at most 63 columns per call, calls merged with nested
+//!   `json_patch`, columns declared `BLOB` as `hex()`, `datetime('now', 'subsec')`;
+//!   written here from that published shape, not copied;
 //! - `text`: Astha's previous shape (up to commit 1d47864), kept as the baseline of the
 //!   change: both images of an UPDATE as `quote()` of every column joined by `printf`
 //!   into TEXT columns `before`/`after`.
@@ -35,12 +48,14 @@ pub enum Shape {
     AsthaStamp,
     Seed,
     History,
+    Debezium,
+    SqliteCdc,
     Text,
 }
 
 impl Shape {
     /// Every shape, in report order.
-    pub const ALL: [Shape; 9] = [
+    pub const ALL: [Shape; 11] = [
         Shape::None,
         Shape::KeyOnly,
         Shape::Astha,
@@ -49,6 +64,8 @@ impl Shape {
         Shape::AsthaStamp,
         Shape::Seed,
         Shape::History,
+        Shape::Debezium,
+        Shape::SqliteCdc,
         Shape::Text,
     ];
 
@@ -62,6 +79,8 @@ impl Shape {
             Shape::AsthaStamp => "astha-stamp",
             Shape::Seed => "seed",
             Shape::History => "history",
+            Shape::Debezium => "debezium",
+            Shape::SqliteCdc => "sqlite-cdc",
             Shape::Text => "text",
         }
     }
@@ -91,6 +110,8 @@ impl Shape {
             }
             Shape::Seed => conn.execute_batch(&seed_sql(table, &columns))?,
             Shape::History => conn.execute_batch(&history_sql(table, &columns))?,
+            Shape::Debezium => conn.execute_batch(&debezium_sql(table, &columns))?,
+            Shape::SqliteCdc => conn.execute_batch(&sqlite_cdc_sql(table, &columns))?,
             Shape::Text => {
                 let names: Vec<String> = columns.iter().map(|(n, _, _)| n.clone()).collect();
                 conn.execute_batch(&text_sql(table, &names))?
@@ -277,6 +298,94 @@ fn history_sql(table: &str, columns: &[(String, String, bool)]) -> String {
     )
 }
 
+/// The Debezium SQLite connector's log table and triggers.
+fn debezium_sql(table: &str, columns: &[(String, String, bool)]) -> String {
+    let t = quote_ident(table);
+    let name = quote_literal(table);
+    let image = |row: &str| {
+        let pairs: Vec<String> = columns
+            .iter()
+            .map(|(c, _, _)| format!("{}, {row}.{}", quote_literal(c), quote_ident(c)))
+            .collect();
+        format!("json_object({})", pairs.join(", "))
+    };
+    let trigger = |event: &str, op: &str, old: &str, new: &str| {
+        format!(
+            "CREATE TRIGGER {} AFTER {event} ON {t} BEGIN \
+             INSERT INTO _debezium_cdc_log (table_name, operation, old_row_data, new_row_data, committed_at) \
+             VALUES ({name}, '{op}', {old}, {new}, CAST(unixepoch('now', 'subsec') * 1000 AS INTEGER)); END;",
+            quote_ident(&format!("_debezium_cdc_{table}_{}", event.to_lowercase())),
+        )
+    };
+    format!(
+        "CREATE TABLE _debezium_cdc_log (
+            change_id INTEGER PRIMARY KEY AUTOINCREMENT,
+            table_name TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            old_row_data TEXT,
+            new_row_data TEXT,
+            committed_at INTEGER NOT NULL
+        );
+        {} {} {}",
+        trigger("INSERT", "c", "NULL", &image("NEW")),
+        trigger("UPDATE", "u", &image("OLD"), &image("NEW")),
+        trigger("DELETE", "d", &image("OLD"), "NULL"),
+    )
+}
+
+/// sqlite-cdc's log table and triggers, BLOB support on.
+fn sqlite_cdc_sql(table: &str, columns: &[(String, String, bool)]) -> String {
+    let t = quote_ident(table);
+    let name = quote_literal(table);
+    // One `json_object` per 63 columns; several are merged right to left with `json_patch`.
+    let image = |row: &str| {
+        let objects: Vec<String> = columns
+            .chunks(63)
+            .map(|chunk| {
+                let pairs: Vec<String> = chunk
+                    .iter()
+                    .map(|(c, ty, _)| {
+                        let value = format!("{row}.{}", quote_ident(c));
+                        let value = if ty.eq_ignore_ascii_case("BLOB") {
+                            format!("hex({value})")
+                        } else {
+                            value
+                        };
+                        format!("{}, {value}", quote_literal(c))
+                    })
+                    .collect();
+                format!("json_object({})", pairs.join(", "))
+            })
+            .collect();
+        let (last, rest) = objects.split_last().expect("a table has columns");
+        rest.iter()
+            .rev()
+            .fold(last.clone(), |inner, o| format!("json_patch({o}, {inner})"))
+    };
+    let trigger = |event: &str, before: &str, after: &str| {
+        format!(
+            "CREATE TRIGGER {} AFTER {event} ON {t} BEGIN \
+             INSERT INTO __cdc_log (timestamp, tablename, operation, before, after) \
+             VALUES (datetime('now', 'subsec'), {name}, '{event}', {before}, {after}); END;",
+            quote_ident(&format!("{table}__cdc_{}", event.to_lowercase())),
+        )
+    };
+    format!(
+        "CREATE TABLE __cdc_log (
+            id INTEGER PRIMARY KEY,
+            timestamp TEXT NOT NULL,
+            tablename TEXT NOT NULL,
+            operation TEXT NOT NULL,
+            before TEXT,
+            after TEXT
+        );
+        {} {} {}",
+        trigger("INSERT", "NULL", &image("NEW")),
+        trigger("UPDATE", &image("OLD"), &image("NEW")),
+        trigger("DELETE", &image("OLD"), "NULL"),
+    )
+}
+
 /// Astha's previous shape: a log with TEXT images made of `quote()` per column joined by
 /// `printf` (at most 100 arguments per call, so wide tables take several calls).
 fn text_sql(table: &str, columns: &[String]) -> String {
@@ -339,6 +448,7 @@ mod tests {
                 Shape::None => continue,
                 Shape::KeyOnly => "key_log",
                 Shape::History => "_t_history",
+                Shape::Debezium => "_debezium_cdc_log",
                 Shape::Text => "text_log",
                 _ => "__cdc_log",
             };
@@ -366,5 +476,76 @@ mod tests {
             )
             .unwrap();
         assert_eq!((before.as_str(), after.as_str()), ("1,'a',2", "1,'a',NULL"));
+    }
+
+    /// What the two peers do with values `json_object` cannot hold, and with NULLs past
+    /// sqlite-cdc's 63rd column (`json_patch` drops a key whose patch value is null).
+    #[test]
+    fn peers_on_blobs_and_nulls() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB, s TEXT)")
+            .unwrap();
+        Shape::Debezium.install(&conn, "t").unwrap();
+        // Debezium: any BLOB value fails the user's own write.
+        let err = conn
+            .execute("INSERT INTO t VALUES (1, x'DEADBEEF', 'a')", [])
+            .unwrap_err();
+        assert!(err.to_string().contains("BLOB"), "{err}");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0);
+
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, b BLOB, s TEXT)")
+            .unwrap();
+        Shape::SqliteCdc.install(&conn, "t").unwrap();
+        // sqlite-cdc: a BLOB in a column declared BLOB is logged as hex text...
+        conn.execute("INSERT INTO t VALUES (1, x'DEADBEEF', 'a')", [])
+            .unwrap();
+        let b: String = conn
+            .query_row("SELECT after ->> '$.b' FROM __cdc_log", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(b, "DEADBEEF");
+        // ...and a BLOB in any other column fails the user's write...
+        let err = conn
+            .execute("INSERT INTO t VALUES (2, NULL, x'DEADBEEF')", [])
+            .unwrap_err();
+        assert!(err.to_string().contains("BLOB"), "{err}");
+        // ...unless its bytes happen to be valid JSONB (SQLite 3.45+): then `json_object`
+        // reads them as JSON, and the blob x'00' is logged as a JSON null.
+        conn.execute("INSERT INTO t VALUES (3, NULL, x'00')", [])
+            .unwrap();
+        let s: String = conn
+            .query_row(
+                "SELECT json_type(after, '$.s') FROM __cdc_log WHERE after ->> '$.id' = 3",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(s, "null");
+
+        // Past the 63rd column (id, c0..c61), a NULL loses its key in the image.
+        let conn = Connection::open_in_memory().unwrap();
+        crate::bench::create_wide_table(&conn, "t", 64).unwrap();
+        Shape::SqliteCdc.install(&conn, "t").unwrap();
+        let insert = crate::bench::wide_insert_sql("t", 64);
+        let mut values = vec![rusqlite::types::Value::Integer(1)];
+        values.extend(crate::bench::wide_row(1, 64));
+        values[2] = rusqlite::types::Value::Null; // c1
+        values[64] = rusqlite::types::Value::Null; // c63
+        conn.execute(&insert, rusqlite::params_from_iter(values.iter()))
+            .unwrap();
+        let (c1, c63, c62): (Option<String>, Option<String>, Option<String>) = conn
+            .query_row(
+                "SELECT json_type(after, '$.c1'), json_type(after, '$.c63'), \
+                 json_type(after, '$.c62') FROM __cdc_log",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(c1.as_deref(), Some("null"));
+        assert_eq!(c63, None, "key dropped by json_patch");
+        assert_eq!(c62.as_deref(), Some("text"));
     }
 }
