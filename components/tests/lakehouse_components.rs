@@ -1064,8 +1064,18 @@ fn concurrent_inserts_appends_and_compactions_lose_nothing() {
     let compacting = {
         let (compactor, stop) = (compactor.clone(), stop.clone());
         std::thread::spawn(move || {
-            let mut runs = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            // Until the writers stop, and then until one compaction has succeeded: under
+            // load the writers' appends can win every swap while they run (CI saw 5 lost
+            // of 5), and a test without a compaction would prove nothing about one.
+            let (mut runs, mut after_stop) = (0, 0);
+            while runs == 0 || !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    after_stop += 1;
+                    assert!(
+                        after_stop < 500,
+                        "no compaction succeeded after the writers stopped"
+                    );
+                }
                 match compactor.compact_table_blocking(id) {
                     Ok(Some(_)) => runs += 1,
                     Ok(None) => std::thread::sleep(std::time::Duration::from_millis(2)),
