@@ -18,7 +18,7 @@ use astha_components::sinks::identity;
 use astha_core::config::AsthaConfig;
 
 use crate::error::PipelineError;
-use crate::plan::{compile_shapes, Plan, SourcePlan};
+use crate::plan::{compile_shapes, Plan, SinkPlan, SourcePlan};
 use crate::shape::Shaped;
 use crate::window::{WindowCounters, Windowed};
 
@@ -106,71 +106,80 @@ async fn start_source(
         windows: Vec::new(),
     };
     for sink in source.sinks {
-        let mut context = sink.context.clone();
-        context.identity = identity.clone();
-        if sink.window.is_some() {
-            // Window results are numbered from 1: their own id space, per sink.
-            context.identity = format!("{identity}:w:{}", context.name);
-        }
-        let mut component = sink.sink.build(&context)?;
-        if let Some(window) = sink.window.clone() {
-            let store = started.astha.store().clone();
-            let built = Windowed::new(component, store, &context.name, window);
-            let loaded = match built {
-                Ok(mut windowed) => windowed.load_state().await.map(|()| windowed),
-                Err(e) => Err(e),
-            };
-            match loaded {
-                Ok(windowed) => {
-                    started
-                        .windows
-                        .push((context.name.clone(), windowed.counters()));
-                    component = Box::new(windowed);
-                }
-                Err(e) => {
-                    let _ = started.astha.stop().await;
-                    return Err(PipelineError::Invalid(format!(
-                        "sink {:?}: {e}",
-                        context.name
-                    )));
-                }
+        if let Err(error) = start_sink(&mut started, sink, &identity, &config_log_table).await {
+            // Whatever step failed, the engine started above stops with it: no slot
+            // lease, poller or connection outlives a start that returned an error.
+            if let Err(stop_err) = started.astha.stop().await {
+                tracing::warn!(source = %name, error = %stop_err, "stopping after a failed sink start");
             }
+            return Err(error);
         }
-        let shapes = compile_shapes(&sink.shapes).map_err(|e| {
-            PipelineError::Invalid(format!("sink {:?} on source {name:?}: {e}", context.name))
-        })?;
-        let shaped = Shaped::new(component, shapes);
-        let component: Box<dyn Component> = if shaped.shapes_anything() {
-            started
-                .dropped
-                .push((context.name.clone(), shaped.dropped()));
-            Box::new(shaped)
-        } else {
-            shaped.into_inner()
-        };
-        if let Some(start_at) = sink.start_at.clone() {
-            let slot = context.name.clone();
-            let log_table = config_log_table.clone();
-            if let Err(error) = started
-                .astha
-                .store()
-                .write_blocking(move |conn| start_at.create_slot(conn, &log_table, &slot))
-            {
-                let _ = started.astha.stop().await;
-                return Err(engine_err(error.into()));
-            }
-        }
-        if let Err(error) = started
-            .astha
-            .register_component_with(component, sink.snapshot)
-            .await
-        {
-            let _ = started.astha.stop().await;
-            return Err(engine_err(error));
-        }
-        tracing::info!(source = %name, sink = %context.name, tables = ?context.tables, "sink started");
     }
     Ok(started)
+}
+
+/// Builds one sink (window, shapes, start position) and registers it with the source's
+/// engine. On error it returns without stopping anything: [`start_source`] stops the
+/// engine, whichever step failed.
+async fn start_sink(
+    started: &mut RunningSource,
+    sink: SinkPlan,
+    identity: &str,
+    log_table: &str,
+) -> Result<(), PipelineError> {
+    let name = started.name.clone();
+    let engine_err = |error| PipelineError::Engine {
+        source_name: name.clone(),
+        error,
+    };
+    let mut context = sink.context.clone();
+    context.identity = identity.to_string();
+    if sink.window.is_some() {
+        // Window results are numbered from 1: their own id space, per sink.
+        context.identity = format!("{identity}:w:{}", context.name);
+    }
+    let mut component = sink.sink.build(&context)?;
+    if let Some(window) = sink.window.clone() {
+        let store = started.astha.store().clone();
+        let mut windowed = Windowed::new(component, store, &context.name, window)
+            .map_err(|e| PipelineError::Invalid(format!("sink {:?}: {e}", context.name)))?;
+        windowed
+            .load_state()
+            .await
+            .map_err(|e| PipelineError::Invalid(format!("sink {:?}: {e}", context.name)))?;
+        started
+            .windows
+            .push((context.name.clone(), windowed.counters()));
+        component = Box::new(windowed);
+    }
+    let shapes = compile_shapes(&sink.shapes).map_err(|e| {
+        PipelineError::Invalid(format!("sink {:?} on source {name:?}: {e}", context.name))
+    })?;
+    let shaped = Shaped::new(component, shapes);
+    let component: Box<dyn Component> = if shaped.shapes_anything() {
+        started
+            .dropped
+            .push((context.name.clone(), shaped.dropped()));
+        Box::new(shaped)
+    } else {
+        shaped.into_inner()
+    };
+    if let Some(start_at) = sink.start_at.clone() {
+        let slot = context.name.clone();
+        let log_table = log_table.to_string();
+        started
+            .astha
+            .store()
+            .write_blocking(move |conn| start_at.create_slot(conn, &log_table, &slot))
+            .map_err(|error| engine_err(error.into()))?;
+    }
+    started
+        .astha
+        .register_component_with(component, sink.snapshot)
+        .await
+        .map_err(engine_err)?;
+    tracing::info!(source = %name, sink = %context.name, tables = ?context.tables, "sink started");
+    Ok(())
 }
 
 impl Running {

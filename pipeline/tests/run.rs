@@ -332,3 +332,88 @@ async fn each_sink_writes_its_own_format() {
     let lsn = ce[0]["data"]["lsn"].as_i64().unwrap();
     assert!(ce[0]["id"].as_str().unwrap().ends_with(&format!(":{lsn}")));
 }
+
+/// A sink whose build fails after an earlier sink of the same source started: the start
+/// returns the error and stops that source's engine, so nothing it started lives on. The
+/// first sink's file claim is the witness: a leaked engine would keep its file sink, and
+/// the same pipeline could not start again in this process.
+#[actix_rt::test]
+async fn a_sink_that_fails_to_build_stops_the_engine_started_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    make_shop(&dir.path().join("busy.db"));
+    make_shop(&dir.path().join("shop.db"));
+    let holder = spec(
+        r#"
+        [[sources]]
+        database = "$DIR/busy.db"
+        tables = ["orders"]
+        install = true
+        [[sinks]]
+        name = "holder"
+        type = "file"
+        path = "$DIR/taken.jsonl"
+        "#,
+        dir.path(),
+    );
+    let holder = plan(&holder, &SinkRegistry::builtin(), &engine())
+        .unwrap()
+        .start(&engine())
+        .await
+        .unwrap();
+    let two_sinks = r#"
+        [[sources]]
+        database = "$DIR/shop.db"
+        tables = ["orders"]
+        install = true
+        [[sinks]]
+        name = "first"
+        type = "file"
+        path = "$DIR/first.jsonl"
+        [[sinks]]
+        name = "second"
+        type = "file"
+        path = "$DIR/taken.jsonl"
+        "#;
+    let failing = plan(
+        &spec(two_sinks, dir.path()),
+        &SinkRegistry::builtin(),
+        &engine(),
+    )
+    .unwrap();
+    let error = failing
+        .start(&engine())
+        .await
+        .err()
+        .expect("second sink cannot build");
+    assert!(error.to_string().contains("taken.jsonl"), "{error}");
+    holder.stop().await.unwrap();
+
+    let again = plan(
+        &spec(two_sinks, dir.path()),
+        &SinkRegistry::builtin(),
+        &engine(),
+    )
+    .unwrap()
+    .start(&engine())
+    .await
+    .expect("nothing of the failed start holds the first sink's file");
+    let conn = Connection::open(dir.path().join("shop.db")).unwrap();
+    for i in 0..4 {
+        conn.execute(
+            "INSERT INTO orders (id, customer, amount) VALUES (?1, 'c', 2.0)",
+            [i],
+        )
+        .unwrap();
+    }
+    let first = wait_for_lines(&dir.path().join("first.jsonl"), 4).await;
+    let second = wait_for_lines(&dir.path().join("taken.jsonl"), 4).await;
+    again.stop().await.unwrap();
+    let ids = |lines: &[Value]| -> Vec<i64> {
+        lines
+            .iter()
+            .map(|c| c["after"]["id"].as_i64().unwrap())
+            .collect()
+    };
+    assert_eq!(ids(&first), [0, 1, 2, 3], "each change once, none twice");
+    assert_eq!(ids(&second), [0, 1, 2, 3]);
+}
