@@ -23,6 +23,7 @@ use crate::messages::StopJanitor;
 use crate::router::LeaseConfig;
 use crate::stats::Stats;
 use crate::store::Store;
+use crate::witness::PanicWitness;
 
 /// Pause between two cleanup budgets while a backlog of removable rows remains.
 const CLEANUP_PAUSE: Duration = Duration::from_millis(50);
@@ -38,12 +39,15 @@ pub struct Janitor {
     /// A cleanup is running.
     cleaning: bool,
     stopping: bool,
+    /// Reports this actor's death by panic.
+    _witness: PanicWitness,
 }
 
 impl Janitor {
     /// A janitor that writes heartbeats and cleans the log every `interval`.
     pub fn new(store: Store, stats: Arc<Stats>, interval: Duration, lease: LeaseConfig) -> Self {
         Self {
+            _witness: PanicWitness::new(stats.clone(), "janitor"),
             store,
             stats,
             interval,

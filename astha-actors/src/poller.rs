@@ -31,6 +31,7 @@ use astha_core::wake::Subscription;
 use crate::messages::{NewBatch, Release, SharedBatch, StopReading, Wake};
 use crate::stats::Stats;
 use crate::store::Store;
+use crate::witness::PanicWitness;
 
 /// Poller settings.
 #[derive(Debug, Clone, Copy)]
@@ -58,6 +59,8 @@ pub struct Poller {
     /// newest LSN proved written by such triggers: a read under that version proves
     /// every row it reads complete.
     verified: Option<(i64, i64)>,
+    /// Reports this actor's death by panic.
+    _witness: PanicWitness,
     /// A schema check is running: no read starts meanwhile.
     checking: bool,
     /// A schema check waits for the running read to end.
@@ -75,6 +78,7 @@ impl Poller {
         read_pos: i64,
     ) -> Self {
         Self {
+            _witness: PanicWitness::new(stats.clone(), "poller"),
             store,
             router,
             stats,

@@ -32,6 +32,7 @@ use crate::messages::*;
 use crate::stats::{ComponentStats, SnapshotProgress, Stats};
 use crate::store::Store;
 use crate::supervisor::{RouterLink, SnapshotPlan, Supervisor, SupervisorSettings};
+use crate::witness::PanicWitness;
 
 /// Pause before a failed catch-up read or slot write is tried again.
 const CATCH_UP_RETRY: Duration = Duration::from_millis(100);
@@ -101,12 +102,15 @@ pub struct Router {
     dirty_slots: HashMap<String, i64>,
     flushing: bool,
     shutting_down: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
+    /// Reports this actor's death by panic.
+    _witness: PanicWitness,
 }
 
 impl Router {
     /// A router whose ring starts after `start` (where the poller starts reading).
     pub fn new(store: Store, stats: Arc<Stats>, config: RouterConfig, start: i64) -> Self {
         Self {
+            _witness: PanicWitness::new(stats.clone(), "router"),
             store,
             stats,
             routing: Routing::new(config.window, start),

@@ -14,7 +14,9 @@
 //! - A handler that panics or times out is followed by `on_refresh` before the next
 //!   attempt; a component that stays unhealthy for `refresh_after` is refreshed and
 //!   resumed from its slot position.
-//! - A panic never escapes: it is caught, counted and treated as a failed attempt.
+//! - A handler's panic never escapes: it is caught, counted and treated as a failed
+//!   attempt. A panic anywhere else (`max_batch`, or a bug in this actor) ends the actor;
+//!   its [`PanicWitness`] then marks Astha failed, naming it, so it is never silent.
 //!
 //! - A component registered with a snapshot receives it first, before any change from
 //!   the router: the snapshot's rows are read in chunks of `batch_size` from its copy
@@ -35,6 +37,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::witness::PanicWitness;
 use actix::prelude::*;
 use astha_core::breaker::{BreakerConfig, BreakerState, CircuitBreaker};
 use astha_core::retry::{RetryDecision, RetryPolicy, RetryState};
@@ -183,6 +186,8 @@ pub struct Supervisor {
     /// After a signalled snapshot: changes of these tables up to this LSN are in it, so
     /// they are confirmed without being handed to the component.
     skip: Option<(HashSet<String>, i64)>,
+    /// Reports this actor's death by panic.
+    _witness: PanicWitness,
 }
 
 /// A snapshot being handed over to the component.
@@ -227,8 +232,10 @@ impl Supervisor {
         stats: Arc<Stats>,
         settings: SupervisorSettings,
     ) -> Self {
+        let name = component.name().to_string();
         Self {
-            name: component.name().to_string(),
+            _witness: PanicWitness::new(stats.clone(), format!("supervisor of component {name:?}")),
+            name,
             component: Some(component),
             router,
             store,

@@ -182,3 +182,71 @@ async fn failing_hanging_panicking_and_rejecting_components_lose_nothing() {
     );
     astha.stop().await.unwrap();
 }
+
+/// A component whose `max_batch` panics: the supervisor calls it outside the handlers'
+/// catch, so the panic takes the supervisor actor down with it.
+struct BrittleBatchSize;
+
+#[async_trait::async_trait]
+impl astha_actors::Component for BrittleBatchSize {
+    fn name(&self) -> &str {
+        "brittle"
+    }
+    fn subscriptions(&self) -> Vec<String> {
+        vec!["a".into()]
+    }
+    async fn on_event(&mut self, _change: &astha_core::Change) -> Result<(), ComponentError> {
+        Ok(())
+    }
+    fn max_batch(&self) -> usize {
+        panic!("max_batch is broken")
+    }
+}
+
+/// An actor that dies by panic is never silent: Astha reports itself failed, naming the
+/// actor (so `astha run`/`watch` exit non-zero and `/health` says why), and the dead
+/// component's slot has not moved past anything it did not confirm. A healthy component
+/// beside it keeps its changes.
+#[actix_rt::test]
+async fn an_actor_that_panics_marks_astha_failed_and_its_slot_stays() {
+    let db = TestDb::new();
+    let astha = Astha::new(db.config()).unwrap();
+    astha.start().unwrap();
+    let (healthy, seen) = RecordingComponent::new("healthy", &["a"]);
+    astha.register_component(Box::new(healthy)).await.unwrap();
+    astha
+        .register_component(Box::new(BrittleBatchSize))
+        .await
+        .unwrap();
+    assert_eq!(astha.failure(), None);
+    insert(&db.writer(), "a", 0, 3);
+    let reason = tokio::time::timeout(Duration::from_secs(20), astha.failed())
+        .await
+        .expect("a dead supervisor is reported");
+    assert!(
+        reason.contains("supervisor of component \"brittle\"") && reason.contains("panicked"),
+        "{reason}"
+    );
+    let lsns = logged_lsns(&db.path, "a");
+    let first = *lsns.first().unwrap();
+    assert!(
+        seen.wait_until(Duration::from_secs(20), |s| {
+            s.confirmed.iter().map(|c| c.lsn).collect::<Vec<_>>() == lsns
+        })
+        .await,
+        "the healthy component keeps its changes"
+    );
+    astha.stop().await.unwrap();
+    let conn = astha_core::db::open(&db.path).unwrap();
+    let brittle: i64 = conn
+        .query_row(
+            "SELECT position FROM __astha_slots WHERE name = 'brittle'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(
+        brittle < first,
+        "slot {brittle} moved past unconfirmed {first}"
+    );
+}
