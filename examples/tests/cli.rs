@@ -6,29 +6,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn astha() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_astha"));
-    cmd.env_remove("ASTHA_CONFIG").env_remove("ASTHA_LOG");
-    cmd
-}
+mod support;
 
-fn output(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use support::{astha, make_db_with, output};
 
 fn make_db(dir: &Path) -> std::path::PathBuf {
-    let path = dir.join("shop.db");
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    conn.execute_batch(
+    make_db_with(
+        dir,
         "CREATE TABLE \"my items\" (id INTEGER PRIMARY KEY, name TEXT, price REAL);",
     )
-    .unwrap();
-    path
 }
 
 /// Starts `astha watch <db> --tables "my items" --install <extra>` with stdout piped, and

@@ -62,3 +62,29 @@ pub fn sigterm_and_wait(mut child: Child) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The `astha` binary, with the caller's `ASTHA_CONFIG` and `ASTHA_LOG` removed so a
+/// developer's environment never changes what a test sees.
+pub fn astha() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_astha"));
+    cmd.env_remove("ASTHA_CONFIG").env_remove("ASTHA_LOG");
+    cmd
+}
+
+/// Runs `cmd` to its end: (succeeded, stdout, stderr).
+pub fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `dir/shop.db` holding what `schema` creates.
+pub fn make_db_with(dir: &Path, schema: &str) -> std::path::PathBuf {
+    let path = dir.join("shop.db");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(schema).unwrap();
+    path
+}
