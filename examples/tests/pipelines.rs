@@ -232,7 +232,10 @@ fn the_window_example_counts_orders_per_customer_across_a_restart() {
 #[test]
 fn the_two_database_example_writes_one_file_per_source() {
     let dir = workspace();
-    let (child, _stderr) = start(&["run", "two-databases.toml"], dir.path(), "running");
+    let port = free_port().to_string();
+    let bind = format!("127.0.0.1:{port}");
+    let args = ["run", "two-databases.toml", "--http", &bind];
+    let (child, _stderr) = start(&args, dir.path(), "running");
     for (db, n) in [("east.db", 2), ("west.db", 3)] {
         let conn = Connection::open(dir.path().join(db)).unwrap();
         for i in 0..n {
@@ -245,10 +248,54 @@ fn the_two_database_example_writes_one_file_per_source() {
     }
     let east = wait_lines(&dir.path().join("out/east.jsonl"), 2);
     let west = wait_lines(&dir.path().join("out/west.jsonl"), 3);
+    // `--http`: one endpoint for both sources, every figure labelled with its source.
+    let (status, metrics) = http_get(&bind, "/metrics");
+    assert_eq!(status, 200, "{metrics}");
+    for (source, n) in [("east", 2), ("west", 3)] {
+        let line = format!(
+            "astha_component_delivered_total{{source=\"{source}\",component=\"all-orders\"}} {n}"
+        );
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
+        let head = format!("astha_head_lsn{{source=\"{source}\"}}");
+        assert!(metrics.contains(&head), "{head} not in\n{metrics}");
+    }
+    let (status, health) = http_get(&bind, "/health");
+    assert_eq!(status, 200, "{health}");
+    let health: Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "ok");
+    let sources: Vec<&str> = health["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["east", "west"]);
     sigterm_and_wait(child);
     assert_eq!(east.len(), 2);
     assert_eq!(west.len(), 3);
     assert!(west.iter().all(|c| c["after"]["customer"] == "west.db"));
+    assert!(
+        std::net::TcpStream::connect(&bind).is_err(),
+        "the endpoint stops with the process"
+    );
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
 }
 
 #[test]

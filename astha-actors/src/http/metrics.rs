@@ -111,14 +111,62 @@ const PER_COMPONENT: [(&str, MetricType, &str, Getter); 12] = [
     ),
 ];
 
+/// One engine's figures in a scrape.
+#[derive(Debug)]
+struct SourceScrape {
+    /// Its `source` label (none when the endpoint reports one engine).
+    label: Option<String>,
+    snap: SchedulerStats,
+    log: Option<LogEnds>,
+}
+
+impl SourceScrape {
+    /// `labels` with this engine's `source` label first, when it has one.
+    fn labels<'a>(&'a self, labels: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        self.label
+            .as_deref()
+            .map(|source| ("source", source))
+            .into_iter()
+            .chain(labels.iter().copied())
+            .collect()
+    }
+}
+
 /// One scrape's figures, read before encoding (the log's ends asynchronously).
 #[derive(Debug)]
 struct Scrape {
-    snap: SchedulerStats,
-    log: Option<LogEnds>,
+    sources: Vec<SourceScrape>,
     sse_clients: usize,
     sse_dropped: u64,
     sse_refused: u64,
+}
+
+/// One sample per engine under one descriptor: labelled with its source, or unlabelled
+/// when the endpoint reports a single engine. An engine for which `value` has nothing
+/// (its log's ends could not be read) is left out.
+fn per_source<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    sources: &[SourceScrape],
+    value: impl Fn(&SourceScrape) -> Option<M>,
+) -> fmt::Result {
+    if sources.iter().all(|s| value(s).is_none()) {
+        return Ok(());
+    }
+    let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+    match sources {
+        [only] if only.label.is_none() => value(only).map_or(Ok(()), |m| m.encode(family)),
+        _ => {
+            for source in sources {
+                if let Some(metric) = value(source) {
+                    metric.encode(family.encode_family(&source.labels(&[]))?)?;
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 /// A sample with no labels under its own descriptor.
@@ -133,7 +181,7 @@ fn single(
 
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        let snap = &self.snap;
+        let sources = &self.sources;
         {
             let mut family = encoder.encode_descriptor(
                 "astha_changes_read",
@@ -141,55 +189,67 @@ impl Collector for Scrape {
                 None,
                 MetricType::Counter,
             )?;
-            for (table, count) in &snap.event_counts {
-                ConstCounter::new(*count)
-                    .encode(family.encode_family(&[("table", table.as_str())])?)?;
+            for source in sources {
+                for (table, count) in &source.snap.event_counts {
+                    ConstCounter::new(*count).encode(
+                        family.encode_family(&source.labels(&[("table", table.as_str())]))?,
+                    )?;
+                }
             }
         }
-        let counters: [(&str, &str, u64); 10] = [
-            (
-                "astha_batches_read",
-                "Batches read by the poller.",
-                snap.batches_read,
-            ),
+        type Count = fn(&SchedulerStats) -> u64;
+        let counters: [(&str, &str, Count); 8] = [
+            ("astha_batches_read", "Batches read by the poller.", |s| {
+                s.batches_read
+            }),
             (
                 "astha_catch_up_reads",
                 "Log reads for components behind the window.",
-                snap.catch_up_reads,
+                |s| s.catch_up_reads,
             ),
             (
                 "astha_malformed_rows",
                 "Undecodable log rows moved to dead letters.",
-                snap.malformed,
+                |s| s.malformed,
             ),
             (
                 "astha_incomplete_changes",
                 "Changes delivered marked as possibly incomplete: another connection changed \
                  their table's schema before capture caught up.",
-                snap.incomplete,
+                |s| s.incomplete,
             ),
-            (
-                "astha_log_cleaned",
-                "Log rows removed by cleanup.",
-                snap.cleaned,
-            ),
+            ("astha_log_cleaned", "Log rows removed by cleanup.", |s| {
+                s.cleaned
+            }),
             (
                 "astha_slots_lost",
                 "Slot writes that found the slot removed or moved under Astha (each restored \
                  at its consumer's confirmed position).",
-                snap.slots_lost,
+                |s| s.slots_lost,
             ),
             (
                 "astha_integrity_errors",
                 "What Astha owns changed under it: slots lost or moved, the log's LSN sequence \
                  restarted, the database file gone.",
-                snap.integrity_errors,
+                |s| s.integrity_errors,
             ),
             (
                 "astha_leases_expired",
                 "Non-durable slots dropped because their owner stopped renewing its lease.",
-                snap.leases_expired,
+                |s| s.leases_expired,
             ),
+        ];
+        for (name, help, count) in counters {
+            per_source(
+                &mut encoder,
+                name,
+                help,
+                MetricType::Counter,
+                sources,
+                |s| Some(ConstCounter::new(count(&s.snap))),
+            )?;
+        }
+        let hub_counters = [
             (
                 "astha_sse_dropped_clients",
                 "SSE clients disconnected (connection closed) for being too slow.",
@@ -201,14 +261,16 @@ impl Collector for Scrape {
                 self.sse_refused,
             ),
         ];
-        for (name, help, value) in counters {
+        for (name, help, value) in hub_counters {
             single(&mut encoder, name, help, &ConstCounter::new(value))?;
         }
-        single(
+        per_source(
             &mut encoder,
             "astha_head_lsn",
             "Newest LSN read by the poller.",
-            &ConstGauge::new(snap.head_lsn),
+            MetricType::Gauge,
+            sources,
+            |s| Some(ConstGauge::new(s.snap.head_lsn)),
         )?;
         single(
             &mut encoder,
@@ -216,36 +278,46 @@ impl Collector for Scrape {
             "Connected SSE clients.",
             &ConstGauge::new(self.sse_clients as i64),
         )?;
-        if let Some(log) = &self.log {
-            single(
-                &mut encoder,
-                "astha_log_rows",
-                "Rows in the change log, as the newest LSN in it minus the oldest plus one \
-                 (read from the two ends of the index, at most 1 s old): exact unless \
-                 malformed rows were moved out from between the ends, then an upper bound.",
-                &ConstGauge::new(log.span()),
-            )?;
-            single(
-                &mut encoder,
-                "astha_log_oldest_lsn",
-                "Oldest LSN still in the change log (0 when empty).",
-                &ConstGauge::new(log.first_lsn),
-            )?;
-            single(
-                &mut encoder,
-                "astha_log_oldest_age_seconds",
-                "Age of the oldest row in the change log (0 when empty).",
-                &ConstGauge::new(log.oldest_age_ms as f64 / 1000.0),
-            )?;
-        }
+        per_source(
+            &mut encoder,
+            "astha_log_rows",
+            "Rows in the change log, as the newest LSN in it minus the oldest plus one \
+             (read from the two ends of the index, at most 1 s old): exact unless \
+             malformed rows were moved out from between the ends, then an upper bound.",
+            MetricType::Gauge,
+            sources,
+            |s| s.log.as_ref().map(|log| ConstGauge::new(log.span())),
+        )?;
+        per_source(
+            &mut encoder,
+            "astha_log_oldest_lsn",
+            "Oldest LSN still in the change log (0 when empty).",
+            MetricType::Gauge,
+            sources,
+            |s| s.log.as_ref().map(|log| ConstGauge::new(log.first_lsn)),
+        )?;
+        per_source(
+            &mut encoder,
+            "astha_log_oldest_age_seconds",
+            "Age of the oldest row in the change log (0 when empty).",
+            MetricType::Gauge,
+            sources,
+            |s| {
+                s.log
+                    .as_ref()
+                    .map(|log| ConstGauge::new(log.oldest_age_ms as f64 / 1000.0))
+            },
+        )?;
         for (name, kind, help, get) in PER_COMPONENT {
             let mut family = encoder.encode_descriptor(name, help, None, kind)?;
-            for c in &snap.components {
-                let labels = [("component", c.name.as_str())];
-                let sample = family.encode_family(&labels)?;
-                match kind {
-                    MetricType::Counter => ConstCounter::new(get(c) as u64).encode(sample)?,
-                    _ => ConstGauge::new(get(c)).encode(sample)?,
+            for source in sources {
+                for c in &source.snap.components {
+                    let labels = source.labels(&[("component", c.name.as_str())]);
+                    let sample = family.encode_family(&labels)?;
+                    match kind {
+                        MetricType::Counter => ConstCounter::new(get(c) as u64).encode(sample)?,
+                        _ => ConstGauge::new(get(c)).encode(sample)?,
+                    }
                 }
             }
         }
@@ -256,9 +328,12 @@ impl Collector for Scrape {
             None,
             MetricType::Histogram,
         )?;
-        for c in &snap.components {
-            c.latency
-                .encode(family.encode_family(&[("component", c.name.as_str())])?)?;
+        for source in sources {
+            for c in &source.snap.components {
+                c.latency.encode(
+                    family.encode_family(&source.labels(&[("component", c.name.as_str())]))?,
+                )?;
+            }
         }
         Ok(())
     }
@@ -276,16 +351,23 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<HttpState>) -> Ht
     if !state.pacer.turn().await {
         return busy();
     }
-    let log = match state.log.read().await {
-        Ok(ends) => Some(ends),
-        Err(error) => {
-            tracing::warn!(%error, "metrics: cannot read the log's ends");
-            None
-        }
-    };
+    let mut sources = Vec::with_capacity(state.sources.len());
+    for source in state.sources.iter() {
+        let log = match source.log.read().await {
+            Ok(ends) => Some(ends),
+            Err(error) => {
+                tracing::warn!(source = ?source.label, %error, "metrics: cannot read the log's ends");
+                None
+            }
+        };
+        sources.push(SourceScrape {
+            label: source.label.clone(),
+            snap: source.stats.snapshot(),
+            log,
+        });
+    }
     let scrape = Scrape {
-        snap: state.stats.snapshot(),
-        log,
+        sources,
         sse_clients: state.hub.clients(),
         sse_dropped: state.hub.dropped(),
         sse_refused: state.hub.refused(),
@@ -317,7 +399,40 @@ pub(crate) async fn health(req: HttpRequest, state: web::Data<HttpState>) -> Htt
     if !state.pacer.turn().await {
         return busy();
     }
-    let snap = state.stats.snapshot();
+    let sources: Vec<(Option<&str>, SchedulerStats)> = state
+        .sources
+        .iter()
+        .map(|s| (s.label.as_deref(), s.stats.snapshot()))
+        .collect();
+    let (healthy, body) = match sources.as_slice() {
+        [(None, snap)] => source_health(snap),
+        _ => {
+            let each: Vec<_> = sources
+                .iter()
+                .map(|(label, snap)| {
+                    let (healthy, mut body) = source_health(snap);
+                    body["source"] = serde_json::json!(label);
+                    (healthy, body)
+                })
+                .collect();
+            let failed = sources.iter().any(|(_, s)| s.fatal.is_some());
+            let healthy = each.iter().all(|(healthy, _)| *healthy);
+            let body = serde_json::json!({
+                "status": status(failed, healthy),
+                "sources": each.into_iter().map(|(_, body)| body).collect::<Vec<_>>(),
+            });
+            (healthy, body)
+        }
+    };
+    if healthy {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// One engine's health: whether it is healthy, and its `/health` body.
+fn source_health(snap: &SchedulerStats) -> (bool, serde_json::Value) {
     let healthy = snap.fatal.is_none()
         && snap.components.iter().all(|c| {
             matches!(
@@ -325,13 +440,8 @@ pub(crate) async fn health(req: HttpRequest, state: web::Data<HttpState>) -> Htt
                 ComponentStatus::Active | ComponentStatus::Disabled
             )
         });
-    let status = match (&snap.fatal, healthy) {
-        (Some(_), _) => "failed",
-        (None, true) => "ok",
-        (None, false) => "degraded",
-    };
     let body = serde_json::json!({
-        "status": status,
+        "status": status(snap.fatal.is_some(), healthy),
         "failure": snap.fatal,
         "integrity_problem": snap.integrity_problem,
         "head_lsn": snap.head_lsn,
@@ -344,9 +454,15 @@ pub(crate) async fn health(req: HttpRequest, state: web::Data<HttpState>) -> Htt
             "last_error": c.last_error,
         })).collect::<Vec<_>>(),
     });
-    if healthy {
-        HttpResponse::Ok().json(body)
-    } else {
-        HttpResponse::ServiceUnavailable().json(body)
+    (healthy, body)
+}
+
+/// `/health`'s status word: a failed engine is `failed`, an unhealthy component
+/// `degraded`.
+fn status(failed: bool, healthy: bool) -> &'static str {
+    match (failed, healthy) {
+        (true, _) => "failed",
+        (false, true) => "ok",
+        (false, false) => "degraded",
     }
 }

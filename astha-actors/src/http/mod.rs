@@ -10,7 +10,9 @@
 //! fills, and the number of live clients is capped.
 //! [`start`] runs its own server; [`Endpoints::configure`] mounts the same endpoints in
 //! a host's actix-web application; [`serve_live`] serves the live feed alone (the `sse`
-//! and `websocket` sinks of `astha run`).
+//! and `websocket` sinks of `astha run`); [`start_metrics`] serves `/metrics` and
+//! `/health` of several engines at once, each figure labelled with its `source` (`astha
+//! run --http`).
 
 mod auth;
 mod events;
@@ -93,13 +95,21 @@ fn invalid(message: &str) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidInput, message)
 }
 
+/// One engine whose figures `/metrics` and `/health` report.
+pub(crate) struct Watched {
+    /// Its `source` label; `None` when the endpoint reports a single engine (`watch`, an
+    /// embedding host), whose figures then carry no such label.
+    pub label: Option<String>,
+    pub stats: Arc<Stats>,
+    pub log: log_gauge::LogGauge,
+}
+
 /// What the metrics handlers read.
 #[derive(Clone)]
 pub(crate) struct HttpState {
-    pub stats: Arc<Stats>,
+    pub sources: Arc<[Watched]>,
     pub hub: Arc<EventHub>,
     pub token: Option<auth::Token>,
-    pub log: Arc<log_gauge::LogGauge>,
     pub pacer: Arc<Pacer>,
 }
 
@@ -224,20 +234,62 @@ impl Endpoints {
         store: &Store,
         hub: Arc<EventHub>,
     ) -> std::io::Result<Self> {
+        Self::watching(config, vec![(None, stats, store)], hub)
+    }
+
+    /// Like [`Endpoints::new`], for several engines (one per source database, as `astha
+    /// run` has): every figure of `/metrics` carries a `source` label with its engine's
+    /// name, and `/health` lists each source and is healthy only when all of them are.
+    pub fn for_sources(
+        config: &HttpConfig,
+        sources: Vec<(String, Arc<Stats>, &Store)>,
+        hub: Arc<EventHub>,
+    ) -> std::io::Result<Self> {
+        let sources = sources
+            .into_iter()
+            .map(|(name, stats, store)| (Some(name), stats, store))
+            .collect();
+        Self::watching(config, sources, hub)
+    }
+
+    fn watching(
+        config: &HttpConfig,
+        sources: Vec<(Option<String>, Arc<Stats>, &Store)>,
+        hub: Arc<EventHub>,
+    ) -> std::io::Result<Self> {
         config.validate()?;
-        let log =
-            log_gauge::LogGauge::start(store.path().to_path_buf(), store.log_table().to_string())?;
+        let sources = sources
+            .into_iter()
+            .map(|(label, stats, store)| {
+                let log = log_gauge::LogGauge::start(
+                    store.path().to_path_buf(),
+                    store.log_table().to_string(),
+                )?;
+                Ok(Watched { label, stats, log })
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
         let live = LiveState::new(config, hub);
         Ok(Self {
             state: HttpState {
-                stats,
+                sources: sources.into(),
                 hub: live.hub.clone(),
                 token: live.token.clone(),
-                log: Arc::new(log),
                 pacer: Arc::new(Pacer::new()),
             },
             live,
         })
+    }
+
+    /// Adds `/metrics` and `/health` alone (no live feed) to an application.
+    pub fn configure_metrics(&self, cfg: &mut web::ServiceConfig) {
+        let origins = &self.live.cors_origins;
+        let resource = |path: &str| {
+            web::resource(path)
+                .app_data(web::Data::new(self.state.clone()))
+                .wrap(Condition::new(!origins.is_empty(), cors(origins)))
+        };
+        cfg.service(resource("/metrics").route(web::get().to(metrics::metrics)))
+            .service(resource("/health").route(web::get().to(metrics::health)));
     }
 
     /// Adds `/metrics`, `/health`, `/events` and `/ws` to an application:
@@ -247,14 +299,7 @@ impl Endpoints {
     pub fn configure(&self, cfg: &mut web::ServiceConfig) {
         // Middleware per resource, not a scope around them: a scope would shadow the
         // host's own routes.
-        let origins = &self.live.cors_origins;
-        let resource = |path: &str| {
-            web::resource(path)
-                .app_data(web::Data::new(self.state.clone()))
-                .wrap(Condition::new(!origins.is_empty(), cors(origins)))
-        };
-        cfg.service(resource("/metrics").route(web::get().to(metrics::metrics)))
-            .service(resource("/health").route(web::get().to(metrics::health)));
+        self.configure_metrics(cfg);
         self.live.configure(cfg, &LiveProtocol::ALL);
     }
 }
@@ -296,6 +341,16 @@ pub fn start(
 ) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
     let endpoints = Endpoints::new(config, stats, &store, hub)?;
     serve(config, move |cfg| endpoints.configure(cfg))
+}
+
+/// Starts a server of `/metrics` and `/health` alone for several engines (see
+/// [`Endpoints::for_sources`]) on the current actix system; returns like [`start`].
+pub fn start_metrics(
+    config: &HttpConfig,
+    sources: Vec<(String, Arc<Stats>, &Store)>,
+) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
+    let endpoints = Endpoints::for_sources(config, sources, Arc::new(EventHub::new(1)))?;
+    serve(config, move |cfg| endpoints.configure_metrics(cfg))
 }
 
 /// Starts a server of the live feed alone (the endpoints of `protocols`, fed by `hub`;

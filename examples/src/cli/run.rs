@@ -5,7 +5,10 @@
 //! The engine's own settings (retries, breaker, timeouts) come from `--config` and
 //! `ASTHA_*` variables as for every command; the pipeline file says what flows where.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+
+use astha_actors::http::HttpConfig;
 
 use astha_components::sinks::SinkRegistry;
 use astha_core::config::AsthaConfig;
@@ -13,6 +16,7 @@ use astha_pipeline::{describe, plan, PipelineSpec};
 use clap::Args;
 
 use super::shutdown::Shutdown;
+use super::watch::read_token;
 use super::{say, CliError};
 
 #[derive(Debug, Args)]
@@ -26,6 +30,20 @@ pub struct RunArgs {
     /// List the sink types this build knows, and exit.
     #[arg(long)]
     pub list_sinks: bool,
+    /// Serve /metrics (every figure labelled with its `source`) and /health (each source;
+    /// 503 unless all are healthy) on this address, e.g. 127.0.0.1:9187.
+    #[arg(long)]
+    pub http: Option<SocketAddr>,
+    /// Require this bearer token on the HTTP endpoint. Prefer `--http-token-file` or the
+    /// environment: other users can read a command line (`/proc/<pid>/cmdline`).
+    #[arg(long, env = "ASTHA_HTTP_TOKEN", hide_env_values = true)]
+    pub http_token: Option<String>,
+    /// Read the bearer token from this file (its first line).
+    #[arg(long, conflicts_with = "http_token")]
+    pub http_token_file: Option<PathBuf>,
+    /// Serve a non-loopback `--http` address without a token (refused otherwise).
+    #[arg(long)]
+    pub http_allow_anonymous: bool,
 }
 
 pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
@@ -45,11 +63,34 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
         println!("{}: ok", path.display());
         return Ok(());
     }
+    let http_config = match args.http {
+        Some(bind) => {
+            let http_config = HttpConfig {
+                bind,
+                bearer_token: read_token(args.http_token_file.as_deref(), args.http_token)?,
+                allow_anonymous: args.http_allow_anonymous,
+                cors_origins: Vec::new(),
+            };
+            http_config.validate()?;
+            Some(http_config)
+        }
+        None => None,
+    };
     say(&describe(&checked));
     let system = actix::System::new();
     system.block_on(async move {
         let mut shutdown = Shutdown::install()?;
         let running = checked.start(&engine).await.map_err(pipeline_error)?;
+        let http = match http_config {
+            Some(config) => match serve_metrics(&config, &running) {
+                Ok(handle) => Some(handle),
+                Err(error) => {
+                    running.stop().await.map_err(pipeline_error)?;
+                    return Err(error);
+                }
+            },
+            None => None,
+        };
         say(&format!(
             "running {}; SIGINT, SIGTERM or SIGHUP stops it\n",
             path.display()
@@ -62,6 +103,9 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             (source, reason) = running.failed() => Some(format!("source {source:?}: {reason}")),
         };
         let summary = running.summary();
+        if let Some(handle) = http {
+            handle.stop(true).await;
+        }
         running.stop().await.map_err(pipeline_error)?;
         for s in summary {
             say(&format!(
@@ -74,6 +118,24 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             None => Ok(()),
         }
     })
+}
+
+/// Serves `/metrics` and `/health` of every source of `running`.
+fn serve_metrics(
+    config: &HttpConfig,
+    running: &astha_pipeline::Running,
+) -> Result<actix_web::dev::ServerHandle, CliError> {
+    let sources = running
+        .sources()
+        .into_iter()
+        .filter_map(|name| {
+            let astha = running.engine(name)?;
+            Some((name.to_string(), astha.stats(), astha.store()))
+        })
+        .collect();
+    let (handle, addr) = astha_actors::http::start_metrics(config, sources)?;
+    say(&format!("serving /metrics and /health on http://{addr}\n"));
+    Ok(handle)
 }
 
 fn pipeline_error(err: astha_pipeline::PipelineError) -> CliError {

@@ -137,20 +137,29 @@ fn parse_snapshot_mode(text: &str) -> Result<SnapshotMode, String> {
 impl WatchArgs {
     /// The bearer token, from `--http-token-file`, `--http-token` or `ASTHA_HTTP_TOKEN`.
     fn http_token(&self) -> Result<Option<String>, CliError> {
-        let Some(file) = &self.http_token_file else {
-            return Ok(self.http_token.clone());
-        };
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| CliError::Message(format!("cannot read {}: {e}", file.display())))?;
-        let token = text.lines().next().unwrap_or("").trim();
-        if token.is_empty() {
-            return Err(CliError::Message(format!(
-                "{} holds no token",
-                file.display()
-            )));
-        }
-        Ok(Some(token.to_string()))
+        read_token(self.http_token_file.as_deref(), self.http_token.clone())
     }
+}
+
+/// An HTTP bearer token: the first line of `file` when given, else `token` (from the
+/// command line or `ASTHA_HTTP_TOKEN`). An empty file is refused.
+pub(super) fn read_token(
+    file: Option<&Path>,
+    token: Option<String>,
+) -> Result<Option<String>, CliError> {
+    let Some(file) = file else {
+        return Ok(token);
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| CliError::Message(format!("cannot read {}: {e}", file.display())))?;
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(CliError::Message(format!(
+            "{} holds no token",
+            file.display()
+        )));
+    }
+    Ok(Some(token.to_string()))
 }
 
 pub fn run(config: Option<&Path>, args: WatchArgs) -> Result<(), CliError> {
