@@ -5,6 +5,7 @@ mod config_cmd;
 mod dead_letters;
 mod demo;
 mod errors;
+mod http_access;
 mod replay;
 mod run;
 mod shutdown;

@@ -15,8 +15,8 @@ use astha_core::config::AsthaConfig;
 use astha_pipeline::{describe, plan, PipelineSpec};
 use clap::Args;
 
+use super::http_access::HttpAccess;
 use super::shutdown::Shutdown;
-use super::watch::read_token;
 use super::{say, CliError};
 
 #[derive(Debug, Args)]
@@ -34,16 +34,8 @@ pub struct RunArgs {
     /// 503 unless all are healthy) on this address, e.g. 127.0.0.1:9187.
     #[arg(long)]
     pub http: Option<SocketAddr>,
-    /// Require this bearer token on the HTTP endpoint. Prefer `--http-token-file` or the
-    /// environment: other users can read a command line (`/proc/<pid>/cmdline`).
-    #[arg(long, env = "ASTHA_HTTP_TOKEN", hide_env_values = true)]
-    pub http_token: Option<String>,
-    /// Read the bearer token from this file (its first line).
-    #[arg(long, conflicts_with = "http_token")]
-    pub http_token_file: Option<PathBuf>,
-    /// Serve a non-loopback `--http` address without a token (refused otherwise).
-    #[arg(long)]
-    pub http_allow_anonymous: bool,
+    #[command(flatten)]
+    pub access: HttpAccess,
 }
 
 pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
@@ -64,16 +56,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
         return Ok(());
     }
     let http_config = match args.http {
-        Some(bind) => {
-            let http_config = HttpConfig {
-                bind,
-                bearer_token: read_token(args.http_token_file.as_deref(), args.http_token)?,
-                allow_anonymous: args.http_allow_anonymous,
-                cors_origins: Vec::new(),
-            };
-            http_config.validate()?;
-            Some(http_config)
-        }
+        Some(bind) => Some(args.access.config(bind, Vec::new())?),
         None => None,
     };
     say(&describe(&checked));

@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use astha_actors::http::{EventHub, HttpConfig, SseComponent};
+use astha_actors::http::{EventHub, SseComponent};
 use astha_actors::{Astha, Component, ComponentError};
 use astha_core::capture::Capture;
 use astha_core::config::AsthaConfig;
@@ -28,6 +28,7 @@ use clap::{Args, ValueEnum};
 use tokio::sync::watch;
 
 use super::errors::open_existing;
+use super::http_access::HttpAccess;
 use super::{say, CliError};
 
 /// What `watch` prints for each change.
@@ -107,16 +108,8 @@ pub struct WatchArgs {
     /// (e.g. 127.0.0.1:9187).
     #[arg(long)]
     pub http: Option<SocketAddr>,
-    /// Require this bearer token on the HTTP endpoint. Prefer `--http-token-file` or the
-    /// environment: other users can read a command line (`/proc/<pid>/cmdline`).
-    #[arg(long, env = "ASTHA_HTTP_TOKEN", hide_env_values = true)]
-    pub http_token: Option<String>,
-    /// Read the bearer token from this file (its first line).
-    #[arg(long, conflicts_with = "http_token")]
-    pub http_token_file: Option<PathBuf>,
-    /// Serve a non-loopback `--http` address without a token (refused otherwise).
-    #[arg(long)]
-    pub http_allow_anonymous: bool,
+    #[command(flatten)]
+    pub access: HttpAccess,
     /// Let pages of this origin read the HTTP endpoints (CORS; repeat or separate with
     /// commas; `*` for any).
     #[arg(long, value_delimiter = ',')]
@@ -132,34 +125,6 @@ pub struct WatchArgs {
 
 fn parse_snapshot_mode(text: &str) -> Result<SnapshotMode, String> {
     text.parse()
-}
-
-impl WatchArgs {
-    /// The bearer token, from `--http-token-file`, `--http-token` or `ASTHA_HTTP_TOKEN`.
-    fn http_token(&self) -> Result<Option<String>, CliError> {
-        read_token(self.http_token_file.as_deref(), self.http_token.clone())
-    }
-}
-
-/// An HTTP bearer token: the first line of `file` when given, else `token` (from the
-/// command line or `ASTHA_HTTP_TOKEN`). An empty file is refused.
-pub(super) fn read_token(
-    file: Option<&Path>,
-    token: Option<String>,
-) -> Result<Option<String>, CliError> {
-    let Some(file) = file else {
-        return Ok(token);
-    };
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| CliError::Message(format!("cannot read {}: {e}", file.display())))?;
-    let token = text.lines().next().unwrap_or("").trim();
-    if token.is_empty() {
-        return Err(CliError::Message(format!(
-            "{} holds no token",
-            file.display()
-        )));
-    }
-    Ok(Some(token.to_string()))
 }
 
 pub fn run(config: Option<&Path>, args: WatchArgs) -> Result<(), CliError> {
@@ -234,16 +199,7 @@ async fn watch_async(
     let log_table = config.log_table.clone();
     // Settings are checked before anything starts.
     let http_config = match args.http {
-        Some(bind) => {
-            let http_config = HttpConfig {
-                bind,
-                bearer_token: args.http_token()?,
-                allow_anonymous: args.http_allow_anonymous,
-                cors_origins: args.http_cors_origin.clone(),
-            };
-            http_config.validate()?;
-            Some(http_config)
-        }
+        Some(bind) => Some(args.access.config(bind, args.http_cors_origin.clone())?),
         None => None,
     };
     let astha = Astha::new(config).map_err(|e| CliError::astha(&path, e))?;
