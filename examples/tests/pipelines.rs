@@ -126,7 +126,9 @@ fn wait_lines(path: &Path, n: usize) -> Vec<Value> {
 #[test]
 fn the_filter_example_runs_end_to_end_and_stops_on_sigterm() {
     let dir = workspace();
-    let (child, _stderr) = start(&["run", "filters.toml"], dir.path(), "running");
+    let bind = format!("127.0.0.1:{}", free_port());
+    let args = ["run", "filters.toml", "--http", &bind];
+    let (child, _stderr) = start(&args, dir.path(), "running");
     let conn = Connection::open(dir.path().join("shop.db")).unwrap();
     conn.execute_batch(
         "INSERT INTO orders VALUES (1, 'ann', '4111-1111', 250, 'paid');
@@ -137,6 +139,11 @@ fn the_filter_example_runs_end_to_end_and_stops_on_sigterm() {
     .unwrap();
     let out = dir.path().join("out/filtered.jsonl");
     let got = wait_lines(&out, 2);
+    // The two orders the row filter dropped are counted on /metrics.
+    wait_metrics(
+        &bind,
+        &["astha_sink_filtered_total{source=\"shop\",sink=\"big-paid-orders\"} 2".into()],
+    );
     sigterm_and_wait(child);
     let got_after = read_lines(&out);
     assert_eq!(got.len(), 2, "{got:#?}");
@@ -175,7 +182,9 @@ fn orders_per_window(lines: &[Value]) -> std::collections::BTreeMap<(String, i64
 fn the_window_example_counts_orders_per_customer_across_a_restart() {
     let dir = workspace();
     let out = dir.path().join("out/orders-per-minute.jsonl");
-    let (child, _stderr) = start(&["run", "windows.toml"], dir.path(), "running");
+    let bind = format!("127.0.0.1:{}", free_port());
+    let args = ["run", "windows.toml", "--http", &bind];
+    let (child, _stderr) = start(&args, dir.path(), "running");
     let conn = Connection::open(dir.path().join("shop.db")).unwrap();
     conn.execute_batch(
         "INSERT INTO orders VALUES (1, 'ann', NULL, 250, 'paid');
@@ -186,6 +195,18 @@ fn the_window_example_counts_orders_per_customer_across_a_restart() {
     .unwrap();
     // emit = "change": one result per change (the UPDATE too, counted by `largest`).
     let first = wait_lines(&out, 4);
+    let expected: Vec<String> = [
+        ("astha_window_results_total", 4),
+        ("astha_window_late_changes_total", 0),
+        ("astha_window_evicted_total", 0),
+        ("astha_window_open", 2),
+    ]
+    .iter()
+    .map(|(figure, value)| {
+        format!("{figure}{{source=\"shop\",sink=\"orders-per-minute\"}} {value}")
+    })
+    .collect();
+    wait_metrics(&bind, &expected);
     sigterm_and_wait(child);
     assert_eq!(first.len(), 4, "{first:#?}");
     for (i, line) in first.iter().enumerate() {
@@ -249,19 +270,16 @@ fn the_two_database_example_writes_one_file_per_source() {
     let east = wait_lines(&dir.path().join("out/east.jsonl"), 2);
     let west = wait_lines(&dir.path().join("out/west.jsonl"), 3);
     // `--http`: one endpoint for both sources, every figure labelled with its source.
-    let (status, metrics) = http_get(&bind, "/metrics");
-    assert_eq!(status, 200, "{metrics}");
-    for (source, n) in [("east", 2), ("west", 3)] {
-        let line = format!(
-            "astha_component_delivered_total{{source=\"{source}\",component=\"all-orders\"}} {n}"
-        );
-        assert!(
-            metrics.lines().any(|l| l == line),
-            "{line} not in\n{metrics}"
-        );
-        let head = format!("astha_head_lsn{{source=\"{source}\"}}");
-        assert!(metrics.contains(&head), "{head} not in\n{metrics}");
-    }
+    let expected: Vec<String> = [("east", 2), ("west", 3)]
+        .iter()
+        .flat_map(|(source, n)| {
+            [
+                format!("astha_component_delivered_total{{source=\"{source}\",component=\"all-orders\"}} {n}"),
+                format!("astha_head_lsn{{source=\"{source}\"}} {n}"),
+            ]
+        })
+        .collect();
+    wait_metrics(&bind, &expected);
     let (status, health) = http_get(&bind, "/health");
     assert_eq!(status, 200, "{health}");
     let health: Value = serde_json::from_str(&health).unwrap();
@@ -281,6 +299,25 @@ fn the_two_database_example_writes_one_file_per_source() {
         std::net::TcpStream::connect(&bind).is_err(),
         "the endpoint stops with the process"
     );
+}
+
+/// Scrapes `/metrics` until it has every line of `expected` (a sink's counters move just
+/// after its output is written); panics with the last scrape after 20 s.
+fn wait_metrics(addr: &str, expected: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, metrics) = http_get(addr, "/metrics");
+        assert_eq!(status, 200, "{metrics}");
+        let missing: Vec<&String> = expected
+            .iter()
+            .filter(|line| !metrics.lines().any(|l| l == line.as_str()))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{missing:?} not in\n{metrics}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A plain HTTP/1.0 GET: (status code, body).

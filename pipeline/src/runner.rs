@@ -218,6 +218,19 @@ impl Running {
         out
     }
 
+    /// Per sink and source with row filters: (source, sink, changes its filters
+    /// dropped so far).
+    pub fn filter_counters(&self) -> Vec<(String, String, Arc<AtomicU64>)> {
+        self.sources
+            .iter()
+            .flat_map(|s| {
+                s.dropped
+                    .iter()
+                    .map(|(sink, c)| (s.name.clone(), sink.clone(), c.clone()))
+            })
+            .collect()
+    }
+
     /// Per windowed sink and source: `(source, sink, counters)` (results emitted, late
     /// changes, windows evicted, windows open).
     pub fn window_counters(&self) -> Vec<(String, String, Arc<WindowCounters>)> {

@@ -375,6 +375,9 @@ pub(crate) async fn metrics(req: HttpRequest, state: web::Data<HttpState>) -> Ht
     let mut registry = Registry::default();
     registry.register("astha_build", "Astha's version (always 1).", build_info());
     registry.register_collector(Box::new(scrape));
+    if let Some(extra) = &state.extra {
+        registry.register_collector(extra());
+    }
     let mut body = String::new();
     if let Err(err) = prometheus_client::encoding::prometheus_text::encode(&mut body, &registry) {
         tracing::error!(error = %err, "metrics: encoding failed");

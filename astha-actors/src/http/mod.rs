@@ -104,10 +104,16 @@ pub(crate) struct Watched {
     pub log: log_gauge::LogGauge,
 }
 
+/// More figures for `/metrics`, from outside the engines (e.g. a pipeline's windows and
+/// row filters): called once per scrape, its collector's families follow Astha's.
+pub type MetricsExtra =
+    Arc<dyn Fn() -> Box<dyn prometheus_client::collector::Collector> + Send + Sync>;
+
 /// What the metrics handlers read.
 #[derive(Clone)]
 pub(crate) struct HttpState {
     pub sources: Arc<[Watched]>,
+    pub extra: Option<MetricsExtra>,
     pub hub: Arc<EventHub>,
     pub token: Option<auth::Token>,
     pub pacer: Arc<Pacer>,
@@ -272,6 +278,7 @@ impl Endpoints {
         Ok(Self {
             state: HttpState {
                 sources: sources.into(),
+                extra: None,
                 hub: live.hub.clone(),
                 token: live.token.clone(),
                 pacer: Arc::new(Pacer::new()),
@@ -344,12 +351,15 @@ pub fn start(
 }
 
 /// Starts a server of `/metrics` and `/health` alone for several engines (see
-/// [`Endpoints::for_sources`]) on the current actix system; returns like [`start`].
+/// [`Endpoints::for_sources`]), with `extra`'s figures after Astha's, on the current actix
+/// system; returns like [`start`].
 pub fn start_metrics(
     config: &HttpConfig,
     sources: Vec<(String, Arc<Stats>, &Store)>,
+    extra: Option<MetricsExtra>,
 ) -> std::io::Result<(actix_web::dev::ServerHandle, SocketAddr)> {
-    let endpoints = Endpoints::for_sources(config, sources, Arc::new(EventHub::new(1)))?;
+    let mut endpoints = Endpoints::for_sources(config, sources, Arc::new(EventHub::new(1)))?;
+    endpoints.state.extra = extra;
     serve(config, move |cfg| endpoints.configure_metrics(cfg))
 }
 

@@ -6,6 +6,7 @@ mod dead_letters;
 mod demo;
 mod errors;
 mod http_access;
+mod pipeline_metrics;
 mod replay;
 mod run;
 mod shutdown;

@@ -103,7 +103,8 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
     })
 }
 
-/// Serves `/metrics` and `/health` of every source of `running`.
+/// Serves `/metrics` and `/health` of every source of `running`, with its sinks' filter
+/// and window figures.
 fn serve_metrics(
     config: &HttpConfig,
     running: &astha_pipeline::Running,
@@ -116,7 +117,8 @@ fn serve_metrics(
             Some((name.to_string(), astha.stats(), astha.store()))
         })
         .collect();
-    let (handle, addr) = astha_actors::http::start_metrics(config, sources)?;
+    let extra = super::pipeline_metrics::extra(running);
+    let (handle, addr) = astha_actors::http::start_metrics(config, sources, Some(extra))?;
     say(&format!("serving /metrics and /health on http://{addr}\n"));
     Ok(handle)
 }
