@@ -500,6 +500,7 @@ pub fn data_file_info(
         file_size_in_bytes: file.file_size.max(0) as u64,
         record_count: file.row_count.max(0) as u64,
         column_stats,
+        partition: Vec::new(),
     })
 }
 
