@@ -38,7 +38,7 @@
 //! Layout: the spec side is `schema` (types and columns), `value` (JSON ⇄ typed values,
 //! Iceberg bound bytes), `data_file` (a data file and its statistics), `parquet_io`/
 //! `parquet_read` (Parquet), `avro_schema`/`avro_value`/`manifest`/`manifest_list` (Avro
-//! files), `metadata` (JSON model), `partition` (specs, transforms, partition values), `summary`,
+//! files), `metadata` (JSON model), `partition` (specs, partition values, paths), `transform`, `summary`,
 //! `properties`; the operations side is
 //! `catalog`, `table` (handle), `snapshot_ops` (append, replace), `schema_update`, `manifest_plan` (which
 //! manifests a snapshot carries, merges or drops), `live_index` (live files per manifest),
@@ -72,6 +72,7 @@ mod schema_update;
 mod snapshot_ops;
 mod summary;
 mod table;
+mod transform;
 mod value;
 
 pub use catalog::{InSwap, SqlCatalog};
