@@ -204,6 +204,17 @@ impl StorageManager {
         blocking(move || this.insert(&database, &table, &rows)).await
     }
 
+    /// [`insert_files`](Self::insert_files) on tokio's blocking pool.
+    pub async fn insert_files_async(
+        &self,
+        database: &str,
+        table: &str,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<Vec<InsertedFile>> {
+        let (this, database, table) = (self.clone(), database.to_string(), table.to_string());
+        blocking(move || this.insert_files(&database, &table, &rows)).await
+    }
+
     /// Insert counters.
     pub fn stats(&self) -> StorageStats {
         StorageStats {

@@ -43,6 +43,20 @@ fn rows(r: std::ops::Range<i64>) -> Vec<Vec<Value>> {
     r.map(row).collect()
 }
 
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
 fn sorted(mut rows: Vec<Vec<Value>>) -> Vec<Vec<Value>> {
     rows.sort_by_key(|r| serde_json::to_string(r).unwrap());
     rows
@@ -100,6 +114,20 @@ fn partitioned_inserts_appends_and_compactions_stay_within_partitions() {
             .partition_path,
         "region=eu/day_month=2024-01"
     );
+
+    // A bad value in the last partition's rows: no file recorded, none left on disk.
+    let parquet_files = || {
+        walk(&warehouse.join(DB).join("sales").join("data"))
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .count()
+    };
+    let before = parquet_files();
+    let mut bad = rows(100..106);
+    bad[5][3] = json!("not a number");
+    assert!(storage.insert_files(DB, "sales", &bad).is_err());
+    assert_eq!(registry::data_files(&conn, id).unwrap().len(), 7);
+    assert_eq!(parquet_files(), before);
 
     updater.sync_table_blocking(id).unwrap();
     storage.insert_files(DB, "sales", &rows(30..60)).unwrap();
