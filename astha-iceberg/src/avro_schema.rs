@@ -3,8 +3,9 @@
 //! Owns the exact shape real readers check: every field carries the `field-id` the Iceberg
 //! spec assigns (manifest list 500–519; manifest entry 0–4; data file 100–140), maps are arrays
 //! of key/value records marked `"logicalType": "map"`, and lists carry an `element-id`.
-//! pyiceberg errors and DuckDB fails on files missing any of these. The tables are unpartitioned,
-//! so the partition record is empty. Record names follow the Java implementation.
+//! pyiceberg errors and DuckDB fails on files missing any of these. The partition record
+//! (`r102`) holds one optional field per partition field (field ids from 1000, the
+//! transform's result type); it is empty for an unpartitioned table. Record names follow the Java implementation.
 
 use apache_avro::Schema;
 use serde_json::{json, Value};
@@ -37,7 +38,7 @@ fn list(element_id: i32, element: &str) -> Value {
     json!({"type": "array", "items": element, "element-id": element_id})
 }
 
-fn data_file_record() -> Value {
+fn data_file_record(partition_fields: &[Value]) -> Value {
     json!({
         "type": "record",
         "name": "r2",
@@ -45,7 +46,7 @@ fn data_file_record() -> Value {
             required("content", json!("int"), 134),
             required("file_path", json!("string"), 100),
             required("file_format", json!("string"), 101),
-            required("partition", json!({"type": "record", "name": "r102", "fields": []}), 102),
+            required("partition", json!({"type": "record", "name": "r102", "fields": partition_fields}), 102),
             required("record_count", json!("long"), 103),
             required("file_size_in_bytes", json!("long"), 104),
             optional("column_sizes", map(117, "int", 118, "long"), 108),
@@ -62,8 +63,9 @@ fn data_file_record() -> Value {
     })
 }
 
-/// JSON of the manifest entry schema (v2, unpartitioned).
-pub fn manifest_entry_json() -> Value {
+/// JSON of the manifest entry schema (v2), with the partition record's fields (none for an
+/// unpartitioned table; see `partition.rs`).
+pub fn manifest_entry_json(partition_fields: &[Value]) -> Value {
     json!({
         "type": "record",
         "name": "manifest_entry",
@@ -72,7 +74,7 @@ pub fn manifest_entry_json() -> Value {
             optional("snapshot_id", json!("long"), 1),
             optional("sequence_number", json!("long"), 3),
             optional("file_sequence_number", json!("long"), 4),
-            required("data_file", data_file_record(), 2),
+            required("data_file", data_file_record(partition_fields), 2),
         ]
     })
 }
@@ -112,9 +114,11 @@ pub fn manifest_list_json() -> Value {
     })
 }
 
-/// Parsed manifest entry schema.
-pub fn manifest_entry_schema() -> Schema {
-    Schema::parse(&manifest_entry_json()).expect("the manifest entry schema is valid Avro")
+/// Parsed manifest entry schema. The partition fields are checked Avro names
+/// (`PartitionSpec::bind`), so parsing cannot fail.
+pub fn manifest_entry_schema(partition_fields: &[Value]) -> Schema {
+    Schema::parse(&manifest_entry_json(partition_fields))
+        .expect("the manifest entry schema is valid Avro")
 }
 
 /// Parsed manifest list schema.
@@ -130,7 +134,7 @@ mod tests {
     /// `logicalType` from arrays, which is why the crate is pinned).
     #[test]
     fn serialised_schema_keeps_field_ids_and_map_annotations() {
-        let text = serde_json::to_string(&manifest_entry_schema()).unwrap();
+        let text = serde_json::to_string(&manifest_entry_schema(&[])).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         let data_file = &v["fields"][4];
         assert_eq!(data_file["field-id"], 2);

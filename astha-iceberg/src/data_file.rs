@@ -57,6 +57,11 @@ pub struct DataFileInfo {
     pub record_count: u64,
     /// Keyed by Iceberg field id.
     pub column_stats: BTreeMap<i32, ColumnStats>,
+    /// The file's partition: one canonical JSON value (`value.rs`) of each partition
+    /// field's result type, in spec order, `null` for a null; empty for an unpartitioned
+    /// table. Every row of the file belongs to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition: Vec<Value>,
 }
 
 impl DataFileInfo {

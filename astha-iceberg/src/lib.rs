@@ -24,15 +24,22 @@
 //! [`IcebergTable::row_delta`]); equality deletes are never written and refused on read.
 //! Compaction folds them into data files (`fold`: [`IcebergTable::fold_deletes`]).
 //!
-//! What it never does: partitioned tables, equality deletes, nested types, or
-//! object stores. It refuses such metadata rather than guessing. It knows
+//! Partitioned tables (`partition`: identity, year, month, day, hour, `bucket[N]`,
+//! `truncate[W]`) carry their partition values in every manifest entry and their field
+//! summaries in the manifest list, so readers prune by them; [`IcebergTable::replace`] keeps
+//! compaction within a partition. Position deletes are refused on partitioned tables.
+//!
+//! What it never does: partition spec evolution (a table has the one spec it was created
+//! with), equality deletes, nested types, or object stores. It refuses such metadata rather
+//! than guessing. It knows
 //! nothing of Astha either (no change log, registry or actors): `astha-components` builds
 //! the lakehouse on it and re-exports it as `astha_components::iceberg`.
 //!
 //! Layout: the spec side is `schema` (types and columns), `value` (JSON ⇄ typed values,
 //! Iceberg bound bytes), `data_file` (a data file and its statistics), `parquet_io`/
 //! `parquet_read` (Parquet), `avro_schema`/`avro_value`/`manifest`/`manifest_list` (Avro
-//! files), `metadata` (JSON model), `summary`, `properties`; the operations side is
+//! files), `metadata` (JSON model), `partition` (specs, partition values, paths), `transform`, `summary`,
+//! `properties`; the operations side is
 //! `catalog`, `table` (handle), `snapshot_ops` (append, replace), `schema_update`, `manifest_plan` (which
 //! manifests a snapshot carries, merges or drops), `live_index` (live files per manifest),
 //! `expire`, `orphans`, `commit` (publishing), `retry` (the commit loop); `clock` and
@@ -56,6 +63,7 @@ mod metadata;
 mod orphans;
 mod parquet_io;
 mod parquet_read;
+mod partition;
 mod properties;
 mod retry;
 mod row_delta;
@@ -64,6 +72,7 @@ mod schema_update;
 mod snapshot_ops;
 mod summary;
 mod table;
+mod transform;
 mod value;
 
 pub use catalog::{InSwap, SqlCatalog};
@@ -77,6 +86,9 @@ pub use manifest::{read_manifest, EntryStatus, ManifestEntry};
 pub use manifest_list::{read_manifest_list, ManifestFile};
 pub use metadata::{Snapshot, TableMetadata};
 pub use parquet_io::{merge_parquet, read_parquet_rows, write_parquet};
+pub use partition::{
+    BoundSpec, FieldSummary, PartitionDef, PartitionField, PartitionSpec, Transform,
+};
 pub use properties::{
     MANIFEST_MERGE_ENABLED, MANIFEST_MIN_MERGE_COUNT, MANIFEST_TARGET_SIZE_BYTES,
     METADATA_DELETE_AFTER_COMMIT, METADATA_PREVIOUS_VERSIONS_MAX,

@@ -137,6 +137,7 @@ mod tests {
             added_rows_count: 1,
             existing_rows_count: 0,
             deleted_rows_count: 0,
+            partitions: Vec::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Manifest files: the Avro lists of data files (with their status) that a snapshot is made of.
 //!
-//! Owns writing and reading `*-m<N>.avro` manifests for v2, unpartitioned tables. It keeps the
+//! Owns writing and reading `*-m<N>.avro` manifests for v2 tables, partitioned or not (each
+//! entry's partition record as the spec in the manifest's context says, `partition.rs`). It keeps the
 //! sequence-number rules readers rely on: ADDED entries leave `sequence_number` and
 //! `file_sequence_number` null so they inherit the snapshot's number from the manifest list,
 //! while EXISTING and DELETED entries keep their original numbers. Reading resolves that
@@ -25,6 +26,7 @@ use super::data_file::{ColumnStats, DataFileInfo};
 use super::error::{IcebergError, Result};
 use super::fsutil;
 use super::manifest_list::ManifestFile;
+use super::partition::{partition_from_avro, BoundSpec};
 use super::schema::IcebergSchema;
 
 /// Status of a data file in a manifest.
@@ -82,6 +84,8 @@ pub struct ManifestContext<'a> {
     pub sequence_number: i64,
     /// [`CONTENT_DATA`] or [`CONTENT_POSITION_DELETES`]: what every entry is.
     pub content: i32,
+    /// The table's partition spec: every entry's partition must fit it.
+    pub partition: &'a BoundSpec,
 }
 
 /// Writes `entries` as a manifest at `path` and returns its manifest list entry.
@@ -94,7 +98,16 @@ pub fn write_manifest(
         path: path.to_path_buf(),
         source,
     };
-    let schema = manifest_entry_schema();
+    let schema = manifest_entry_schema(&ctx.partition.avro_fields());
+    let bad_partition = |e: &ManifestEntry, reason: String| {
+        IcebergError::InvalidArgument(format!("data file {}: {reason}", e.file.path.display()))
+    };
+    let partitions = ctx
+        .partition
+        .summaries(entries.iter().map(|e| e.file.partition.as_slice()))
+        .map_err(|reason| {
+            IcebergError::InvalidArgument(format!("manifest {}: {reason}", path.display()))
+        })?;
     let mut writer = Writer::new(&schema, Vec::new());
     let schema_json =
         serde_json::to_string(ctx.schema).map_err(|source| IcebergError::MetadataJson {
@@ -104,8 +117,11 @@ pub fn write_manifest(
     for (k, v) in [
         ("schema", schema_json),
         ("schema-id", ctx.schema.schema_id.to_string()),
-        ("partition-spec", "[]".to_string()),
-        ("partition-spec-id", "0".to_string()),
+        (
+            "partition-spec",
+            ctx.partition.spec.fields_json().to_string(),
+        ),
+        ("partition-spec-id", ctx.partition.spec.spec_id.to_string()),
         ("format-version", "2".to_string()),
         (
             "content",
@@ -122,8 +138,12 @@ pub fn write_manifest(
             .map_err(avro_err)?;
     }
     for e in entries {
+        let partition = ctx
+            .partition
+            .avro_value(&e.file.partition)
+            .map_err(|reason| bad_partition(e, reason))?;
         writer
-            .append(entry_value(e, ctx.content))
+            .append(entry_value(e, ctx.content, partition))
             .map_err(avro_err)?;
     }
     let bytes = writer.into_inner().map_err(avro_err)?;
@@ -148,7 +168,7 @@ pub fn write_manifest(
     Ok(ManifestFile {
         manifest_path: path.to_path_buf(),
         manifest_length: bytes.len() as i64,
-        partition_spec_id: 0,
+        partition_spec_id: ctx.partition.spec.spec_id,
         content: ctx.content,
         sequence_number: ctx.sequence_number,
         min_sequence_number,
@@ -159,6 +179,7 @@ pub fn write_manifest(
         added_rows_count: rows(EntryStatus::Added),
         existing_rows_count: rows(EntryStatus::Existing),
         deleted_rows_count: rows(EntryStatus::Deleted),
+        partitions,
     })
 }
 
@@ -182,7 +203,7 @@ pub fn read_manifest(manifest: &ManifestFile) -> Result<Vec<ManifestEntry>> {
     Ok(out)
 }
 
-fn entry_value(e: &ManifestEntry, content: i32) -> Value {
+fn entry_value(e: &ManifestEntry, content: i32, partition: Value) -> Value {
     // ADDED entries inherit both sequence numbers from the manifest list (see module doc).
     let seq = |n: i64| (e.status != EntryStatus::Added).then_some(Value::Long(n));
     record(vec![
@@ -190,11 +211,11 @@ fn entry_value(e: &ManifestEntry, content: i32) -> Value {
         ("snapshot_id", opt(Some(Value::Long(e.snapshot_id)))),
         ("sequence_number", opt(seq(e.sequence_number))),
         ("file_sequence_number", opt(seq(e.file_sequence_number))),
-        ("data_file", data_file_value(&e.file, content)),
+        ("data_file", data_file_value(&e.file, content, partition)),
     ])
 }
 
-fn data_file_value(f: &DataFileInfo, content: i32) -> Value {
+fn data_file_value(f: &DataFileInfo, content: i32, partition: Value) -> Value {
     let stats = &f.column_stats;
     let longs = |get: fn(&ColumnStats) -> Option<u64>| {
         let m: Vec<(i32, u64)> = stats
@@ -218,7 +239,7 @@ fn data_file_value(f: &DataFileInfo, content: i32) -> Value {
         ("content", Value::Int(content)),
         ("file_path", Value::String(f.location())),
         ("file_format", Value::String("PARQUET".into())),
-        ("partition", Value::Record(vec![])),
+        ("partition", partition),
         ("record_count", Value::Long(f.record_count as i64)),
         (
             "file_size_in_bytes",
@@ -277,6 +298,10 @@ fn parse_entry(v: &Value, manifest: &ManifestFile) -> Result<ManifestEntry, Stri
             .ok_or(format!("missing {name}"))
     };
     let record_count = long("record_count")?;
+    let partition = match field(df, "partition") {
+        Some(p) => partition_from_avro(p)?,
+        None => Vec::new(),
+    };
     let file_size_in_bytes = long("file_size_in_bytes")?;
 
     let mut column_stats: BTreeMap<i32, ColumnStats> = BTreeMap::new();
@@ -311,6 +336,7 @@ fn parse_entry(v: &Value, manifest: &ManifestFile) -> Result<ManifestEntry, Stri
             file_size_in_bytes: file_size_in_bytes.max(0) as u64,
             record_count: record_count.max(0) as u64,
             column_stats,
+            partition,
         },
     })
 }
@@ -318,6 +344,7 @@ fn parse_entry(v: &Value, manifest: &ManifestFile) -> Result<ManifestEntry, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::partition::PartitionSpec;
     use crate::schema::{ColumnSpec, IcebergType};
 
     fn file(name: &str, rows: u64) -> DataFileInfo {
@@ -338,6 +365,7 @@ mod tests {
             file_size_in_bytes: 100,
             record_count: rows,
             column_stats: stats,
+            partition: Vec::new(),
         }
     }
 
@@ -351,6 +379,7 @@ mod tests {
             snapshot_id: 77,
             sequence_number: 5,
             content: CONTENT_DATA,
+            partition: &PartitionSpec::unpartitioned().bind(&[]).unwrap(),
         };
         let entries = vec![
             ManifestEntry {

@@ -10,9 +10,10 @@ use apache_avro::types::Value;
 use apache_avro::{Reader, Writer};
 
 use super::avro_schema::manifest_list_schema;
-use super::avro_value::{as_i32, as_i64, as_str, field, opt, record};
+use super::avro_value::{as_bytes, as_i32, as_i64, as_str, field, opt, record};
 use super::error::{IcebergError, Result};
 use super::fsutil;
+use super::partition::FieldSummary;
 
 /// One manifest as listed in a manifest list.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +35,9 @@ pub struct ManifestFile {
     pub added_rows_count: i64,
     pub existing_rows_count: i64,
     pub deleted_rows_count: i64,
+    /// One summary per partition field of the manifest's spec (none when unpartitioned):
+    /// what readers prune manifests by.
+    pub partitions: Vec<FieldSummary>,
 }
 
 /// The snapshot a manifest list belongs to (written into its header).
@@ -88,14 +92,41 @@ pub fn write_manifest_list(
                 ("added_rows_count", Value::Long(m.added_rows_count)),
                 ("existing_rows_count", Value::Long(m.existing_rows_count)),
                 ("deleted_rows_count", Value::Long(m.deleted_rows_count)),
-                // Unpartitioned: one summary per partition field, i.e. none.
-                ("partitions", opt(Some(Value::Array(vec![])))),
+                // One summary per partition field (none when unpartitioned).
+                (
+                    "partitions",
+                    opt(Some(Value::Array(
+                        m.partitions.iter().map(summary_value).collect(),
+                    ))),
+                ),
                 ("key_metadata", opt(None)),
             ]))
             .map_err(avro_err)?;
     }
     let bytes = writer.into_inner().map_err(avro_err)?;
     fsutil::write_new_synced(path, &bytes)
+}
+
+fn summary_value(s: &FieldSummary) -> Value {
+    record(vec![
+        ("contains_null", Value::Boolean(s.contains_null)),
+        ("contains_nan", opt(s.contains_nan.map(Value::Boolean))),
+        ("lower_bound", opt(s.lower_bound.clone().map(Value::Bytes))),
+        ("upper_bound", opt(s.upper_bound.clone().map(Value::Bytes))),
+    ])
+}
+
+fn parse_summary(v: &Value) -> FieldSummary {
+    let boolean = |n: &str| match field(v, n) {
+        Some(Value::Boolean(b)) => Some(*b),
+        _ => None,
+    };
+    FieldSummary {
+        contains_null: boolean("contains_null").unwrap_or(true),
+        contains_nan: boolean("contains_nan"),
+        lower_bound: field(v, "lower_bound").and_then(as_bytes),
+        upper_bound: field(v, "upper_bound").and_then(as_bytes),
+    }
 }
 
 /// Reads the manifests listed at `path`.
@@ -142,6 +173,10 @@ fn parse(v: &Value) -> Result<ManifestFile, String> {
         added_rows_count: long_or("added_rows_count", 0),
         existing_rows_count: long_or("existing_rows_count", 0),
         deleted_rows_count: long_or("deleted_rows_count", 0),
+        partitions: match field(v, "partitions") {
+            Some(Value::Array(items)) => items.iter().map(parse_summary).collect(),
+            _ => Vec::new(),
+        },
     })
 }
 
@@ -166,6 +201,12 @@ mod tests {
             added_rows_count: 10,
             existing_rows_count: 20,
             deleted_rows_count: 30,
+            partitions: vec![FieldSummary {
+                contains_null: true,
+                contains_nan: Some(false),
+                lower_bound: Some(vec![1, 0, 0, 0]),
+                upper_bound: None,
+            }],
         };
         let path = dir.path().join("snap-42-1-x.avro");
         let ctx = ListContext {

@@ -1,6 +1,7 @@
 //! The table metadata JSON (`NNNNN-<uuid>.metadata.json`), format version 2.
 //!
-//! Owns the serde model and the pure transitions a commit applies to it: adding a snapshot
+//! Owns the serde model (the one partition spec is parsed on demand, `partition.rs`; a
+//! table with more than one spec is refused) and the pure transitions a commit applies to it: adding a snapshot
 //! (moving `main`, the sequence number, both logs) and dropping expired ones. Fields this
 //! writer does not model are kept in `extra` maps and written back unchanged, so loading and
 //! committing a table written by another engine does not lose its properties. Nothing here
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{IcebergError, Result};
+use super::partition::{BoundSpec, PartitionSpec};
 use super::properties::{created_table_properties, CommitSettings};
 use super::schema::IcebergSchema;
 
@@ -116,6 +118,16 @@ impl TableMetadata {
     /// Metadata of a new, empty, unpartitioned table, with the properties of
     /// [`created_table_properties`].
     pub fn new(location: String, schema: IcebergSchema, now_ms: i64) -> Self {
+        Self::new_partitioned(location, schema, &PartitionSpec::unpartitioned(), now_ms)
+    }
+
+    /// Metadata of a new, empty table partitioned by `spec` (its only spec, id 0).
+    pub fn new_partitioned(
+        location: String,
+        schema: IcebergSchema,
+        spec: &PartitionSpec,
+        now_ms: i64,
+    ) -> Self {
         TableMetadata {
             format_version: 2,
             table_uuid: uuid::Uuid::new_v4().to_string(),
@@ -125,10 +137,10 @@ impl TableMetadata {
             last_column_id: schema.max_field_id(),
             current_schema_id: schema.schema_id,
             schemas: vec![schema],
-            default_spec_id: 0,
-            partition_specs: vec![serde_json::json!({"spec-id": 0, "fields": []})],
+            default_spec_id: spec.spec_id,
+            partition_specs: vec![spec.to_json()],
             // Partition field ids start at 1000; 999 means "none assigned yet".
-            last_partition_id: 999,
+            last_partition_id: spec.last_field_id(),
             default_sort_order_id: 0,
             sort_orders: vec![serde_json::json!({"order-id": 0, "fields": []})],
             properties: created_table_properties(),
@@ -172,18 +184,36 @@ impl TableMetadata {
                 self.format_version
             ));
         }
-        let spec = self.partition_specs.iter().find(|s| {
-            s.get("spec-id").and_then(Value::as_i64) == Some(self.default_spec_id.into())
-        });
-        let partitioned = spec
-            .and_then(|s| s.get("fields"))
-            .and_then(Value::as_array)
-            .is_none_or(|f| !f.is_empty());
-        if partitioned {
-            return unsupported("partitioned tables are not supported".into());
+        if self.partition_specs.len() > 1 {
+            return unsupported(format!(
+                "{} partition specs (partition spec evolution is not supported)",
+                self.partition_specs.len()
+            ));
         }
-        self.current_schema()?.columns()?;
+        let columns = self.current_schema()?.columns()?;
+        if let Err(e) = self.partition_spec()?.bind(&columns) {
+            return unsupported(e.to_string());
+        }
         Ok(())
+    }
+
+    /// The default (and only) partition spec.
+    pub fn partition_spec(&self) -> Result<PartitionSpec> {
+        let spec = self
+            .partition_specs
+            .iter()
+            .find(|s| s.get("spec-id").and_then(Value::as_i64) == Some(self.default_spec_id.into()))
+            .ok_or_else(|| IcebergError::Unsupported {
+                location: self.location.clone(),
+                reason: format!("default partition spec {} is missing", self.default_spec_id),
+            })?;
+        PartitionSpec::from_json(spec)
+    }
+
+    /// The partition spec bound to the current schema.
+    pub fn bound_partition_spec(&self) -> Result<BoundSpec> {
+        self.partition_spec()?
+            .bind(&self.current_schema()?.columns()?)
     }
 
     pub fn current_schema(&self) -> Result<&IcebergSchema> {

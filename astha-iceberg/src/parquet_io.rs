@@ -85,6 +85,7 @@ pub fn write_parquet(
         file_size_in_bytes,
         record_count: rows.len() as u64,
         column_stats,
+        partition: Vec::new(),
     })
 }
 
@@ -193,11 +194,20 @@ pub fn merge_parquet(
     let file_size_in_bytes = fs::metadata(&output)
         .map_err(|e| IcebergError::io(&output, e))?
         .len();
+    // Inputs of one partition make an output of that partition; a caller merging across
+    // partitions gets an unpartitioned file (which a partitioned table refuses).
+    let partition = match inputs.split_first() {
+        Some((first, rest)) if rest.iter().all(|f| f.partition == first.partition) => {
+            first.partition.clone()
+        }
+        _ => Vec::new(),
+    };
     Ok(DataFileInfo {
         path: output,
         file_size_in_bytes,
         record_count,
         column_stats,
+        partition,
     })
 }
 

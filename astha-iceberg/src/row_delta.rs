@@ -70,6 +70,13 @@ impl IcebergTable {
                 "row delta needs a data file or a delete".into(),
             ));
         }
+        if !deletes.is_empty() && !self.partition_spec()?.is_unpartitioned() {
+            // A delete file would need the partition of the files it targets; not written.
+            return Err(IcebergError::Unsupported {
+                location: self.metadata.location.clone(),
+                reason: "position deletes on a partitioned table are not supported".into(),
+            });
+        }
         // Group by target, sorted by position; refuse duplicates.
         let mut by_file: BTreeMap<PathBuf, BTreeSet<u64>> = BTreeMap::new();
         for d in deletes {

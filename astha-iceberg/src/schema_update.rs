@@ -38,6 +38,31 @@ impl IcebergTable {
             columns,
             self.metadata.last_column_id,
         )?;
+        // A partition source column must stay, with its type: the partition values of the
+        // files already written were computed from it.
+        let spec = self.metadata.partition_spec()?;
+        let (old, new) = (
+            spec.bind(&self.columns)?,
+            spec.bind(columns)
+                .map_err(|e| IcebergError::SchemaMismatch {
+                    table: self.identifier(),
+                    reason: format!("a partition source column cannot be dropped: {e}"),
+                })?,
+        );
+        if let Some((a, _)) = old
+            .fields
+            .iter()
+            .zip(&new.fields)
+            .find(|(a, b)| a.source_type != b.source_type)
+        {
+            return Err(IcebergError::SchemaMismatch {
+                table: self.identifier(),
+                reason: format!(
+                    "partition field {:?}: its source column's type cannot change",
+                    a.field.name
+                ),
+            });
+        }
         let now = self
             .catalog
             .clock()

@@ -38,8 +38,10 @@ use super::manifest::{
 use super::manifest_list::{read_manifest_list, write_manifest_list, ListContext, ManifestFile};
 use super::metadata::Snapshot;
 use super::parquet_io::footer_column_sizes;
+use super::partition::BoundSpec;
 use super::summary::{summarize, Change, Totals};
 use super::table::{IcebergTable, SnapshotInfo};
+use super::value::Datum;
 
 /// A snapshot under construction: ids and the file names it will use.
 pub(super) struct Draft {
@@ -135,6 +137,18 @@ impl IcebergTable {
             .filter(|e| removed_set.contains(e.file.path.as_path()))
             .map(|e| e.file.clone())
             .collect();
+        // Compaction stays within a partition: every new file belongs to the partition of
+        // some file it replaces.
+        if let Some(f) = added
+            .iter()
+            .find(|a| !removed_files.iter().any(|r| r.partition == a.partition))
+        {
+            return Err(IcebergError::InvalidArgument(format!(
+                "replace would add {} in partition {:?}, which none of the removed files is in",
+                f.path.display(),
+                f.partition
+            )));
+        }
         let rows_out: u64 = removed_files.iter().map(|f| f.record_count).sum();
         let rows_in: u64 = added.iter().map(|f| f.record_count).sum();
         if rows_out != rows_in {
@@ -274,12 +288,18 @@ impl IcebergTable {
         }
     }
 
-    fn manifest_context<'a>(&'a self, draft: &Draft, content: i32) -> Result<ManifestContext<'a>> {
+    fn manifest_context<'a>(
+        &'a self,
+        draft: &Draft,
+        content: i32,
+        partition: &'a BoundSpec,
+    ) -> Result<ManifestContext<'a>> {
         Ok(ManifestContext {
             schema: self.metadata.current_schema()?,
             snapshot_id: draft.snapshot_id,
             sequence_number: draft.sequence_number,
             content,
+            partition,
         })
     }
 
@@ -332,7 +352,12 @@ impl IcebergTable {
             .join(format!("{}-m{}.avro", draft.commit_id, draft.written));
         draft.written += 1;
         draft.files.track(path.clone());
-        let manifest = write_manifest(&path, entries, self.manifest_context(draft, content)?)?;
+        let spec = self.metadata.bound_partition_spec()?;
+        let manifest = write_manifest(
+            &path,
+            entries,
+            self.manifest_context(draft, content, &spec)?,
+        )?;
         let index = self.catalog.live_indexes().of(&self.metadata.table_uuid);
         live_index::lock(&index).learn(
             &path,
@@ -410,9 +435,31 @@ impl IcebergTable {
             .iter()
             .flat_map(|s| s.fields.iter().map(|f| f.id))
             .collect();
+        let spec = self.metadata.bound_partition_spec()?;
+        let columns = &self.columns;
         let mut out = Vec::with_capacity(files.len());
         for f in files {
             let shown = f.path.display().to_string();
+            // The partition must fit the spec, and the file's bounds must lie in it (for
+            // the transforms whose bounds tell).
+            spec.check_bounds(&f.partition, |source_id| {
+                let (Some(col), Some(s)) = (
+                    columns.iter().find(|c| c.field_id == source_id),
+                    f.column_stats.get(&source_id),
+                ) else {
+                    return (None, None);
+                };
+                let decode =
+                    |b: &Option<Vec<u8>>| b.as_deref().and_then(|b| Datum::from_bytes(col.ty, b));
+                (decode(&s.lower_bound), decode(&s.upper_bound))
+            })
+            .map_err(|reason| {
+                IcebergError::InvalidArgument(format!(
+                    "data file {shown} (partition {:?}) of table {}: {reason}",
+                    f.partition,
+                    self.identifier()
+                ))
+            })?;
             if !f.path.is_absolute() {
                 return Err(IcebergError::InvalidArgument(format!(
                     "data file path {shown} is not absolute"

@@ -163,6 +163,7 @@ mod tests {
             file_size_in_bytes: size,
             record_count: rows,
             column_stats: BTreeMap::new(),
+            partition: Vec::new(),
         }
     }
 

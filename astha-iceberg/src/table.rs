@@ -8,7 +8,8 @@
 //! [`IcebergTable::refresh`] and retry).
 //!
 //! Layout under the warehouse: `<warehouse>/<namespace>/<table>/data/` for data files (the
-//! caller writes them, see [`IcebergTable::data_dir`]) and `.../metadata/` for metadata JSON,
+//! caller writes them, see [`IcebergTable::data_dir`]; a partitioned table's go under
+//! `data/<name=value/...>/`, [`IcebergTable::partition_data_dir`]) and `.../metadata/` for metadata JSON,
 //! manifest lists (`snap-*.avro`), manifests (`*-m<N>.avro`) and `version-hint.text`.
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ use super::fsutil;
 use super::manifest::{read_manifest, ManifestEntry, CONTENT_DATA};
 use super::manifest_list::{read_manifest_list, ManifestFile};
 use super::metadata::{metadata_file_name, Snapshot, TableMetadata};
+use super::partition::{BoundSpec, PartitionDef, PartitionSpec};
 use super::schema::{validate_columns, ColumnSpec, IcebergSchema};
 
 pub use super::commit::CommitFailpoint;
@@ -81,9 +83,9 @@ pub struct IcebergTable {
 }
 
 impl IcebergTable {
-    /// Creates the table at `<warehouse>/<namespace>/<name>` and registers it (creating the
-    /// namespace too). If the catalog already has the table, loads it instead, provided its
-    /// columns equal `columns`.
+    /// Creates the unpartitioned table at `<warehouse>/<namespace>/<name>` and registers it
+    /// (creating the namespace too). If the catalog already has the table, loads it instead,
+    /// provided its columns equal `columns` and it is unpartitioned.
     pub fn create(
         catalog: &SqlCatalog,
         warehouse_dir: &Path,
@@ -91,11 +93,26 @@ impl IcebergTable {
         name: &str,
         columns: &[ColumnSpec],
     ) -> Result<IcebergTable> {
+        Self::create_partitioned(catalog, warehouse_dir, namespace, name, columns, &[])
+    }
+
+    /// [`create`](Self::create) with a partition spec made of `partition` (field ids from
+    /// 1000, Java's default field names: `region`, `at_day`, `id_bucket`, `name_trunc`, ...).
+    /// An existing table must have the same columns and the same spec.
+    pub fn create_partitioned(
+        catalog: &SqlCatalog,
+        warehouse_dir: &Path,
+        namespace: &str,
+        name: &str,
+        columns: &[ColumnSpec],
+        partition: &[PartitionDef],
+    ) -> Result<IcebergTable> {
         validate_name("namespace", namespace)?;
         validate_name("table", name)?;
         validate_columns(columns)?;
+        let spec = PartitionSpec::from_definitions(columns, partition)?;
         if catalog.load_metadata_location(namespace, name)?.is_some() {
-            return Self::load_expecting(catalog, namespace, name, columns);
+            return Self::load_expecting(catalog, namespace, name, columns, &spec);
         }
         catalog.create_namespace(namespace)?;
         let location = fsutil::absolute(warehouse_dir)?.join(namespace).join(name);
@@ -104,9 +121,10 @@ impl IcebergTable {
         fsutil::create_dir_all(&location.join("data"))?;
 
         let schema = IcebergSchema::from_columns(0, columns);
-        let metadata = TableMetadata::new(
+        let metadata = TableMetadata::new_partitioned(
             fsutil::to_location(&location),
             schema,
+            &spec,
             catalog.clock().now_ms(),
         );
         let file = metadata_dir.join(metadata_file_name(0));
@@ -117,7 +135,7 @@ impl IcebergTable {
             // Lost a creation race: the other writer's table is the table.
             Err(IcebergError::TableAlreadyExists(_)) => {
                 let _ = fsutil::remove_if_exists(&file);
-                return Self::load_expecting(catalog, namespace, name, columns);
+                return Self::load_expecting(catalog, namespace, name, columns, &spec);
             }
             Err(e) => {
                 let _ = fsutil::remove_if_exists(&file);
@@ -165,6 +183,7 @@ impl IcebergTable {
         namespace: &str,
         name: &str,
         columns: &[ColumnSpec],
+        spec: &PartitionSpec,
     ) -> Result<IcebergTable> {
         let table = Self::load(catalog, namespace, name)?;
         if table.columns != columns {
@@ -173,6 +192,17 @@ impl IcebergTable {
                 reason: format!(
                     "existing columns {:?}, requested {:?}",
                     table.columns, columns
+                ),
+            });
+        }
+        let existing = table.metadata.partition_spec()?;
+        if existing.fields != spec.fields {
+            return Err(IcebergError::SchemaMismatch {
+                table: table.identifier(),
+                reason: format!(
+                    "existing partition spec {}, requested {}",
+                    existing.fields_json(),
+                    spec.fields_json()
                 ),
             });
         }
@@ -227,6 +257,43 @@ impl IcebergTable {
     /// Directory where callers write this table's data files.
     pub fn data_dir(&self) -> Result<PathBuf> {
         Ok(self.location()?.join("data"))
+    }
+
+    /// The table's partition spec, bound to its current columns (no fields when
+    /// unpartitioned).
+    pub fn partition_spec(&self) -> Result<BoundSpec> {
+        self.metadata.bound_partition_spec()
+    }
+
+    /// Directory for data files of partition `values`: `data/<name=value/...>`.
+    pub fn partition_data_dir(&self, values: &[Value]) -> Result<PathBuf> {
+        let path = self
+            .partition_spec()?
+            .path(values)
+            .map_err(IcebergError::InvalidArgument)?;
+        Ok(self.data_dir()?.join(path))
+    }
+
+    /// Writes `rows` (as [`write_parquet`](super::write_parquet) takes them) as one data
+    /// file per partition, `<partition dir>/<stem>.parquet`, each carrying its partition
+    /// values, in the order partitions first appear. Nothing is committed.
+    pub fn write_data_files(&self, stem: &str, rows: &[Vec<Value>]) -> Result<Vec<DataFileInfo>> {
+        let spec = self.partition_spec()?;
+        let mut out = Vec::new();
+        for (partition, rows) in spec.split(rows)? {
+            let dir = self.data_dir()?.join(
+                spec.path(&partition)
+                    .map_err(IcebergError::InvalidArgument)?,
+            );
+            let mut info = super::parquet_io::write_parquet(
+                &dir.join(format!("{stem}.parquet")),
+                &self.columns,
+                &rows,
+            )?;
+            info.partition = partition;
+            out.push(info);
+        }
+        Ok(out)
     }
 
     pub(super) fn metadata_dir(&self) -> Result<PathBuf> {

@@ -2,7 +2,9 @@
 //!
 //! Owns replace commits and the registry swap that goes with them. When a table has at
 //! least `min_files` completed data files smaller than `target_file_size`, it picks a fixed
-//! set of them (oldest first, in groups of about `target_file_size`, at most
+//! set of them (oldest first, in groups of about `target_file_size`, each group within one
+//! partition: files of different `partition_path`s are never merged, and the merged file
+//! goes into its partition's directory with its partition values; at most
 //! `max_input_bytes` per run), streams each group into one new Parquet file, commits one
 //! Iceberg `replace` snapshot (the groups' files DELETED, the merged files ADDED), and then,
 //! in one registry transaction, deletes exactly the picked `table_files` rows (their
@@ -49,7 +51,8 @@ use crate::iceberg::{
     Datum,
 };
 use crate::lakehouse::{
-    blocking, file_checksum, lock, new_data_file, Lakehouse, LakehouseError, Result, TableLocks,
+    blocking, file_checksum, lock, new_partitioned_data_file, Lakehouse, LakehouseError, Result,
+    TableLocks,
 };
 
 /// The component's name (and slot name).
@@ -304,23 +307,35 @@ impl Inner {
         if candidates.len() < self.config.min_files {
             return Ok(None);
         }
-        let mut groups: Vec<Vec<TableFile>> = Vec::new();
-        let mut current: Vec<TableFile> = Vec::new();
-        let mut current_bytes = 0i64;
-        let mut budget = self.config.max_input_bytes as i64;
+        // Compaction stays within a partition: candidates are packed per partition path
+        // (oldest first within each; one partition for an unpartitioned table).
+        let mut by_partition: BTreeMap<String, Vec<TableFile>> = BTreeMap::new();
         for f in candidates {
-            if f.file_size > budget {
-                break;
-            }
-            if !current.is_empty() && current_bytes + f.file_size > target {
-                groups.push(std::mem::take(&mut current));
-                current_bytes = 0;
-            }
-            budget -= f.file_size;
-            current_bytes += f.file_size;
-            current.push(f);
+            by_partition
+                .entry(f.partition_path.clone())
+                .or_default()
+                .push(f);
         }
-        groups.push(current);
+        let mut groups: Vec<Vec<TableFile>> = Vec::new();
+        let mut budget = self.config.max_input_bytes as i64;
+        'partitions: for files in by_partition.into_values() {
+            let mut current: Vec<TableFile> = Vec::new();
+            let mut current_bytes = 0i64;
+            for f in files {
+                if f.file_size > budget {
+                    groups.push(current);
+                    break 'partitions;
+                }
+                if !current.is_empty() && current_bytes + f.file_size > target {
+                    groups.push(std::mem::take(&mut current));
+                    current_bytes = 0;
+                }
+                budget -= f.file_size;
+                current_bytes += f.file_size;
+                current.push(f);
+            }
+            groups.push(current);
+        }
         groups.retain(|g| g.len() >= 2);
         if groups.is_empty() {
             return Ok(None);
@@ -388,7 +403,24 @@ impl Inner {
         };
         for group in &groups {
             let inputs: Vec<DataFileInfo> = group.iter().map(|(_, i)| i.clone()).collect();
-            let path = data_dir.join(format!(
+            // One partition per group (planned so): the merged file goes beside its inputs,
+            // and keeps their partition values (`merge_parquet` carries them over).
+            let partition_path = group[0].0.partition_path.clone();
+            if group
+                .iter()
+                .any(|(f, _)| f.partition_path != partition_path)
+            {
+                cleanup(&merged);
+                return Err(LakehouseError::Invalid(format!(
+                    "a compaction group of table id {table_id} spans partitions"
+                )));
+            }
+            let dir = if partition_path.is_empty() {
+                data_dir.clone()
+            } else {
+                data_dir.join(&partition_path)
+            };
+            let path = dir.join(format!(
                 "compacted-{}-{}.parquet",
                 astha_core::change::unix_now_ms(),
                 uuid::Uuid::new_v4()
@@ -400,7 +432,8 @@ impl Inner {
                         .iter()
                         .map(|(f, _)| stats.get(&f.id).map(Vec::as_slice).unwrap_or(&[]))
                         .collect();
-                    let file = merged_registry_file(&info, &columns, &group_stats)?;
+                    let file =
+                        merged_registry_file(&info, &columns, &group_stats, &partition_path)?;
                     Ok((info, file))
                 });
             match written {
@@ -526,14 +559,19 @@ impl Inner {
             return Ok(report);
         }
         let columns = table.columns().to_vec();
+        let spec = table.partition_spec()?;
         let mut new_files = Vec::with_capacity(unknown.len());
         for info in unknown {
             let data = read_parquet_rows(&info.path, &columns)?;
-            new_files.push(new_data_file(
+            let partition_path = spec
+                .path(&info.partition)
+                .map_err(LakehouseError::Invalid)?;
+            new_files.push(new_partitioned_data_file(
                 info,
                 &columns,
                 &data,
                 IcebergState::Completed,
+                &partition_path,
             )?);
         }
         let swap = self.lakehouse.with_registry(|conn| {
@@ -563,6 +601,7 @@ fn merged_registry_file(
     info: &DataFileInfo,
     columns: &[ColumnSpec],
     inputs: &[&[FileStatistic]],
+    partition_path: &str,
 ) -> Result<NewDataFile> {
     let mut statistics = Vec::with_capacity(columns.len());
     for col in columns {
@@ -617,7 +656,7 @@ fn merged_registry_file(
         row_count: info.record_count as i64,
         checksum: file_checksum(&info.path)?,
         file_type: "parquet".into(),
-        partition_path: String::new(),
+        partition_path: partition_path.to_string(),
         is_compressed: true,
         state: IcebergState::Completed,
         statistics,

@@ -7,7 +7,9 @@
 //! [`Lakehouse`]; and their schemas: when `table_columns` changes (a column added, dropped,
 //! renamed or widened), the table gets a new Iceberg schema with the registry's field ids
 //! (`astha-iceberg`'s `update_schema` refuses what would misread old files), before any
-//! file written under it is appended.
+//! file written under it is appended. A table whose `table_metadata.partition_by` names
+//! partition fields is created with that spec; each file is appended with the partition
+//! values its registry `partition_path` spells (a path that does not parse fails the file).
 //!
 //! Promises:
 //! - Work is derived from state, never from the event: a `table_files` event only says
@@ -52,7 +54,8 @@ use crate::iceberg::{
     commit_with_retry, ColumnSpec, CommitFailpoint, CommitRetry, DataFileInfo, IcebergTable, InSwap,
 };
 use crate::lakehouse::{
-    blocking, data_file_info, iceberg_columns, lock, Lakehouse, LakehouseError, Result, TableLocks,
+    blocking, data_file_info, iceberg_columns, lock, partition_defs, Lakehouse, LakehouseError,
+    Result, TableLocks,
 };
 
 /// The component's name (and slot name).
@@ -236,14 +239,19 @@ impl IcebergUpdater {
 impl Inner {
     /// The Iceberg table of `ident`, created from the registry columns if missing.
     fn ensure_table(&self, ident: &TableIdentity) -> Result<IcebergTable> {
-        let columns = self
-            .lakehouse
-            .with_registry(|conn| iceberg_columns(conn, ident.table_id))?;
+        let (columns, partition) = self.lakehouse.with_registry(|conn| {
+            Ok((
+                iceberg_columns(conn, ident.table_id)?,
+                partition_defs(conn, ident.table_id)?,
+            ))
+        })?;
         if let Some(mut t) = self.lakehouse.load_table(ident)? {
             self.follow_schema(&mut t, &columns)?;
             return Ok(t);
         }
-        let table = self.lakehouse.ensure_table(ident, &columns)?;
+        let table = self
+            .lakehouse
+            .ensure_partitioned_table(ident, &columns, &partition)?;
         self.created.fetch_add(1, Ordering::Relaxed);
         tracing::info!(table = %table.identifier(), "iceberg table created");
         Ok(table)
@@ -294,6 +302,7 @@ impl Inner {
         }
         let mut table = self.ensure_table(&ident)?;
         let columns = table.columns().to_vec();
+        let spec = table.partition_spec()?;
         let stats = self.lakehouse.with_registry(|conn| {
             Ok(registry::file_statistics(
                 conn,
@@ -308,6 +317,7 @@ impl Inner {
                 &f,
                 stats.get(&f.id).map(Vec::as_slice).unwrap_or(&[]),
                 &columns,
+                &spec,
             ) {
                 Ok(info) => candidates.push((f, info)),
                 Err(reason) => report.failed.push((f.id, reason)),
@@ -436,13 +446,18 @@ impl Inner {
     }
 }
 
-/// The Iceberg description of a registry file, or why it can never be appended.
+/// The Iceberg description of a registry file (its partition parsed from the registry's
+/// `partition_path`), or why it can never be appended.
 fn check_file(
     file: &TableFile,
     stats: &[registry::FileStatistic],
     columns: &[crate::iceberg::ColumnSpec],
+    spec: &crate::iceberg::BoundSpec,
 ) -> std::result::Result<DataFileInfo, String> {
-    let info = data_file_info(file, stats, columns).map_err(|e| e.to_string())?;
+    let mut info = data_file_info(file, stats, columns).map_err(|e| e.to_string())?;
+    info.partition = spec
+        .parse_path(&file.partition_path)
+        .map_err(|e| format!("{}: {e}", file.file_path))?;
     match std::fs::metadata(&info.path) {
         Ok(m) if m.len() == info.file_size_in_bytes => Ok(info),
         Ok(m) => Err(format!(

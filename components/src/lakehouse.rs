@@ -1,10 +1,13 @@
 //! The environment the lakehouse components share: where the registry, the warehouse and
 //! the Iceberg catalog live, pooled registry connections, the mapping from registry columns
-//! to Iceberg columns, exact column statistics, and the one error type with its
+//! to Iceberg columns and of `table_metadata.partition_by` to a partition spec, exact column
+//! statistics, and the one error type with its
 //! retriable/permanent split.
 //!
 //! It promises one layout, used by every component and by the Iceberg writer:
-//! `<warehouse>/<database>/<table>/data/*.parquet` for data files and `.../metadata/` for
+//! `<warehouse>/<database>/<table>/data/*.parquet` for data files (a partitioned table's
+//! under `data/<partition_path>/`, the path the registry's `table_files.partition_path`
+//! holds: `name=value/...` as `astha_iceberg` spells it) and `.../metadata/` for
 //! Iceberg metadata; Iceberg namespace = registry database name, table = registry table name,
 //! in the SQL catalog named [`LakehouseConfig::catalog_name`]. It never decides anything about
 //! a table: components do; this only gives them the means.
@@ -27,8 +30,9 @@ use serde_json::Value;
 use sha2::Digest;
 
 use crate::iceberg::{
-    lower_bound_bytes, upper_bound_bytes, ColumnSpec, ColumnStats, CommitError, DataFileInfo,
-    Datum, IcebergError, IcebergTable, IcebergType, SqlCatalog,
+    lower_bound_bytes, upper_bound_bytes, BoundSpec, ColumnSpec, ColumnStats, CommitError,
+    DataFileInfo, Datum, IcebergError, IcebergTable, IcebergType, PartitionDef, PartitionSpec,
+    SqlCatalog,
 };
 
 /// Catalog name readers use unless configured otherwise (`SqlCatalog("astha", ...)`).
@@ -308,39 +312,78 @@ impl Lakehouse {
         }
     }
 
-    /// The Iceberg table of a registry table, created (with `columns`) if missing.
+    /// The Iceberg table of a registry table, created (with `columns`, unpartitioned) if
+    /// missing.
     pub fn ensure_table(
         &self,
         ident: &TableIdentity,
         columns: &[ColumnSpec],
     ) -> Result<IcebergTable> {
-        Ok(IcebergTable::create(
+        self.ensure_partitioned_table(ident, columns, &[])
+    }
+
+    /// [`ensure_table`](Self::ensure_table) for a table partitioned by `partition` (an
+    /// existing table must have that spec: specs never evolve).
+    pub fn ensure_partitioned_table(
+        &self,
+        ident: &TableIdentity,
+        columns: &[ColumnSpec],
+        partition: &[PartitionDef],
+    ) -> Result<IcebergTable> {
+        Ok(IcebergTable::create_partitioned(
             self.catalog(),
             &self.inner.warehouse,
             &ident.database,
             &ident.table,
             columns,
+            partition,
         )?)
     }
 }
 
+/// The partition definitions of registry table `table_id`: `table_metadata.partition_by`,
+/// a JSON array of `col`, `identity(col)`, `year(col)`, `month(col)`, `day(col)`,
+/// `hour(col)`, `bucket(N, col)`, `truncate(W, col)` (empty: unpartitioned).
+pub fn partition_defs(conn: &Connection, table_id: i64) -> Result<Vec<PartitionDef>> {
+    let Some(meta) = registry::table_metadata(conn, table_id)? else {
+        return Ok(Vec::new());
+    };
+    let texts: Vec<String> = serde_json::from_str(&meta.partition_by).map_err(|e| {
+        LakehouseError::Invalid(format!(
+            "table id {table_id}: partition_by {:?} is not a JSON array of strings: {e}",
+            meta.partition_by
+        ))
+    })?;
+    texts
+        .iter()
+        .map(|t| {
+            PartitionDef::parse(t)
+                .map_err(|e| LakehouseError::Invalid(format!("table id {table_id}: {e}")))
+        })
+        .collect()
+}
+
+/// The partition spec of registry table `table_id` bound to its Iceberg `columns`.
+pub fn partition_spec(
+    conn: &Connection,
+    table_id: i64,
+    columns: &[ColumnSpec],
+) -> Result<BoundSpec> {
+    let defs = partition_defs(conn, table_id)?;
+    let spec = PartitionSpec::from_definitions(columns, &defs)
+        .and_then(|s| s.bind(columns))
+        .map_err(|e| LakehouseError::Invalid(format!("table id {table_id}: {e}")))?;
+    Ok(spec)
+}
+
 /// The Iceberg columns of registry table `table_id`, from `table_columns` (type names
-/// mapped with [`IcebergType::from_sql`], field ids as recorded). Refuses partitioned
-/// tables, which the Iceberg writer does not support.
+/// mapped with [`IcebergType::from_sql`], field ids as recorded).
 pub fn iceberg_columns(conn: &Connection, table_id: i64) -> Result<Vec<ColumnSpec>> {
     let columns = registry::table_columns(conn, table_id)?;
     if columns.is_empty() {
         return Err(LakehouseError::NoSuchTable(format!(
             "table id {table_id} has no columns"
         )));
-    }
-    if let Some(meta) = registry::table_metadata(conn, table_id)? {
-        let partition: Vec<String> = serde_json::from_str(&meta.partition_by).unwrap_or_default();
-        if !partition.is_empty() {
-            return Err(LakehouseError::Invalid(format!(
-                "table id {table_id} is partitioned by {partition:?}; only unpartitioned tables are supported"
-            )));
-        }
     }
     columns
         .iter()
@@ -424,12 +467,24 @@ pub fn file_checksum(path: &Path) -> Result<String> {
     Ok(hex)
 }
 
-/// The registry row of a data file just written: checksum, exact statistics of `rows`.
+/// The registry row of a data file just written: checksum, exact statistics of `rows`, and
+/// its partition path (`spec.path` of the file's partition; empty when unpartitioned).
 pub fn new_data_file(
     info: &DataFileInfo,
     columns: &[ColumnSpec],
     rows: &[Vec<Value>],
     state: IcebergState,
+) -> Result<NewDataFile> {
+    new_partitioned_data_file(info, columns, rows, state, "")
+}
+
+/// [`new_data_file`] with the registry's `partition_path`.
+pub fn new_partitioned_data_file(
+    info: &DataFileInfo,
+    columns: &[ColumnSpec],
+    rows: &[Vec<Value>],
+    state: IcebergState,
+    partition_path: &str,
 ) -> Result<NewDataFile> {
     let file_name = info
         .path
@@ -443,7 +498,7 @@ pub fn new_data_file(
         row_count: info.record_count as i64,
         checksum: file_checksum(&info.path)?,
         file_type: "parquet".into(),
-        partition_path: String::new(),
+        partition_path: partition_path.to_string(),
         is_compressed: true,
         state,
         statistics: column_statistics(columns, rows)?,
@@ -500,6 +555,7 @@ pub fn data_file_info(
         file_size_in_bytes: file.file_size.max(0) as u64,
         record_count: file.row_count.max(0) as u64,
         column_stats,
+        partition: Vec::new(),
     })
 }
 

@@ -68,7 +68,7 @@ pub struct CachedSchema {
     /// Columns in ordinal order.
     pub columns: Vec<TableColumn>,
     pub metadata: Option<TableMetadata>,
-    /// Iceberg columns, or why the table cannot have them (unknown type, partitioned).
+    /// Iceberg columns, or why the table cannot have them (an unknown type).
     pub iceberg: std::result::Result<Vec<ColumnSpec>, String>,
 }
 

@@ -1,7 +1,11 @@
 //! Storage manager (seed 002, phase 1, docs/SEEDS.md): the write path. `insert(table, rows)` turns rows
-//! into one Parquet data file and records it in the registry.
+//! into one Parquet data file and records it in the registry; for a partitioned table
+//! (`table_metadata.partition_by`), `insert_files` splits the rows by partition into one
+//! file per partition, recorded together.
 //!
-//! Owns data file creation under `<warehouse>/<database>/<table>/data/`. Promises, for each
+//! Owns data file creation under `<warehouse>/<database>/<table>/data/` (a partitioned
+//! table's under `data/<partition_path>/`, the `name=value/...` path `table_files.partition_path`
+//! records). Promises, for each
 //! insert: the file is complete on disk (written under a temporary name, fsynced, renamed)
 //! before the registry hears of it; then one `BEGIN IMMEDIATE` transaction records the
 //! `table_files` row (size, row count, `sha256:` checksum, file type, partition path,
@@ -26,7 +30,8 @@ use serde_json::Value;
 
 use crate::iceberg::{write_parquet, ColumnSpec};
 use crate::lakehouse::{
-    blocking, iceberg_columns, new_data_file, Lakehouse, LakehouseError, Result,
+    blocking, iceberg_columns, new_partitioned_data_file, partition_spec, Lakehouse,
+    LakehouseError, Result,
 };
 use crate::schema_manager::SchemaManager;
 
@@ -69,6 +74,8 @@ pub struct InsertedFile {
     pub row_count: i64,
     pub file_size: i64,
     pub checksum: String,
+    /// `name=value/...` below `data/` (empty when the table is unpartitioned).
+    pub partition_path: String,
 }
 
 /// Insert counters.
@@ -139,17 +146,44 @@ impl StorageManager {
     /// Writes `rows` (one JSON value per column, in column order; shapes as in
     /// [`crate::iceberg::write_parquet`]) as one data file of `database.table` and records
     /// it. Blocking: call it from a thread or use [`insert_async`](Self::insert_async).
+    /// Rows of a partitioned table must all fall in one partition here; see
+    /// [`insert_files`](Self::insert_files).
     pub fn insert(&self, database: &str, table: &str, rows: &[Vec<Value>]) -> Result<InsertedFile> {
-        let result = self.try_insert(database, table, rows);
+        let mut files = self.insert_files_checked(database, table, rows, true)?;
+        Ok(files.remove(0))
+    }
+
+    /// Writes `rows` as one data file per partition they fall in (one file for an
+    /// unpartitioned table), in the order partitions first appear, and records them all in
+    /// one registry transaction: all or none. Blocking.
+    pub fn insert_files(
+        &self,
+        database: &str,
+        table: &str,
+        rows: &[Vec<Value>],
+    ) -> Result<Vec<InsertedFile>> {
+        self.insert_files_checked(database, table, rows, false)
+    }
+
+    fn insert_files_checked(
+        &self,
+        database: &str,
+        table: &str,
+        rows: &[Vec<Value>],
+        one_file: bool,
+    ) -> Result<Vec<InsertedFile>> {
+        let result = self.try_insert(database, table, rows, one_file);
         match &result {
-            Ok(f) => {
+            Ok(files) => {
                 self.inner.inserts.fetch_add(1, Ordering::Relaxed);
-                self.inner
-                    .rows
-                    .fetch_add(f.row_count as u64, Ordering::Relaxed);
-                self.inner
-                    .bytes
-                    .fetch_add(f.file_size as u64, Ordering::Relaxed);
+                for f in files {
+                    self.inner
+                        .rows
+                        .fetch_add(f.row_count as u64, Ordering::Relaxed);
+                    self.inner
+                        .bytes
+                        .fetch_add(f.file_size as u64, Ordering::Relaxed);
+                }
             }
             Err(e) => {
                 self.inner.failures.fetch_add(1, Ordering::Relaxed);
@@ -170,6 +204,17 @@ impl StorageManager {
         blocking(move || this.insert(&database, &table, &rows)).await
     }
 
+    /// [`insert_files`](Self::insert_files) on tokio's blocking pool.
+    pub async fn insert_files_async(
+        &self,
+        database: &str,
+        table: &str,
+        rows: Vec<Vec<Value>>,
+    ) -> Result<Vec<InsertedFile>> {
+        let (this, database, table) = (self.clone(), database.to_string(), table.to_string());
+        blocking(move || this.insert_files(&database, &table, &rows)).await
+    }
+
     /// Insert counters.
     pub fn stats(&self) -> StorageStats {
         StorageStats {
@@ -180,7 +225,13 @@ impl StorageManager {
         }
     }
 
-    fn try_insert(&self, database: &str, table: &str, rows: &[Vec<Value>]) -> Result<InsertedFile> {
+    fn try_insert(
+        &self,
+        database: &str,
+        table: &str,
+        rows: &[Vec<Value>],
+        one_file: bool,
+    ) -> Result<Vec<InsertedFile>> {
         if rows.is_empty() {
             return Err(LakehouseError::Invalid(
                 "an insert needs at least one row".into(),
@@ -195,42 +246,108 @@ impl StorageManager {
         }
         let (ident, columns) = self.resolve(database, table)?;
         let lakehouse = &self.inner.lakehouse;
-        let path = lakehouse.table_dir(&ident).join("data").join(format!(
-            "{}-{}.parquet",
-            astha_core::change::unix_now_ms(),
-            uuid::Uuid::new_v4()
-        ));
-        // Validates every value before creating anything; a bad row leaves no file.
-        let info = write_parquet(&path, &columns, rows)?;
-        let recorded =
-            new_data_file(&info, &columns, rows, IcebergState::Pending).and_then(|file| {
-                let file_id = lakehouse.with_registry(|conn| {
-                    Ok(registry::immediate(conn, |tx| {
-                        registry::record_data_file(tx, ident.table_id, &file)
-                    })?)
-                })?;
-                Ok(InsertedFile {
-                    table_id: ident.table_id,
-                    file_id,
-                    path: info.path.clone(),
-                    row_count: file.row_count,
-                    file_size: file.file_size,
-                    checksum: file.checksum,
+        let spec =
+            lakehouse.with_registry(|conn| partition_spec(conn, ident.table_id, &columns))?;
+        let data_dir = lakehouse.table_dir(&ident).join("data");
+        let name = || {
+            format!(
+                "{}-{}.parquet",
+                astha_core::change::unix_now_ms(),
+                uuid::Uuid::new_v4()
+            )
+        };
+        // Unpartitioned: the rows as they are, no copy.
+        let groups: Vec<(String, std::borrow::Cow<'_, [Vec<Value>]>)> = if spec.is_unpartitioned() {
+            vec![(String::new(), rows.into())]
+        } else {
+            let split = spec.split(rows)?;
+            if one_file && split.len() > 1 {
+                return Err(LakehouseError::Invalid(format!(
+                        "the rows fall in {} partitions of {database}.{table}; insert_files writes one file per partition",
+                        split.len()
+                    )));
+            }
+            split
+                .into_iter()
+                .map(|(p, rows)| {
+                    let path = spec.path(&p).map_err(LakehouseError::Invalid)?;
+                    Ok((path, rows.into()))
                 })
-            });
-        if recorded.is_err() {
-            if let Err(e) = std::fs::remove_file(&info.path) {
-                tracing::warn!(path = %info.path.display(), error = %e, "could not remove the data file of a failed insert");
+                .collect::<Result<_>>()?
+        };
+        // Validates every value before recording anything; a bad row leaves no file.
+        let mut written = Vec::with_capacity(groups.len());
+        let mut files = Vec::with_capacity(groups.len());
+        let mut outcome: Result<()> = Ok(());
+        for (partition_path, rows) in &groups {
+            let dir = if partition_path.is_empty() {
+                data_dir.clone()
+            } else {
+                data_dir.join(partition_path)
+            };
+            let step = write_parquet(&dir.join(name()), &columns, rows)
+                .map_err(LakehouseError::from)
+                .and_then(|info| {
+                    written.push(info.path.clone());
+                    let file = new_partitioned_data_file(
+                        &info,
+                        &columns,
+                        rows,
+                        IcebergState::Pending,
+                        partition_path,
+                    )?;
+                    files.push((info, file));
+                    Ok(())
+                });
+            if let Err(e) = step {
+                outcome = Err(e);
+                break;
             }
         }
-        let inserted = recorded?;
-        tracing::debug!(
-            database,
-            table,
-            file_id = inserted.file_id,
-            rows = inserted.row_count,
-            "data file recorded"
-        );
+        let recorded = outcome.and_then(|()| {
+            lakehouse.with_registry(|conn| {
+                Ok(registry::immediate(conn, |tx| {
+                    files
+                        .iter()
+                        .map(|(_, f)| registry::record_data_file(tx, ident.table_id, f))
+                        .collect::<std::result::Result<Vec<i64>, _>>()
+                })?)
+            })
+        });
+        let ids = match recorded {
+            Ok(ids) => ids,
+            Err(e) => {
+                for path in &written {
+                    if let Err(e) = std::fs::remove_file(path) {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove the data file of a failed insert");
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let inserted: Vec<InsertedFile> = files
+            .into_iter()
+            .zip(ids)
+            .map(|((info, file), file_id)| InsertedFile {
+                table_id: ident.table_id,
+                file_id,
+                path: info.path,
+                row_count: file.row_count,
+                file_size: file.file_size,
+                checksum: file.checksum,
+                partition_path: file.partition_path,
+            })
+            .collect();
+        for f in &inserted {
+            tracing::debug!(
+                database,
+                table,
+                file_id = f.file_id,
+                rows = f.row_count,
+                partition = %f.partition_path,
+                "data file recorded"
+            );
+        }
         Ok(inserted)
     }
 
