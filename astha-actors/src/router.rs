@@ -10,9 +10,11 @@
 //! releases to the poller.
 //!
 //! Slot writes: one at a time; confirmations that arrive during a write are coalesced
-//! into the next one, and a route hears that its position is durable (so it may get
-//! more) only once the write that holds its latest position is done. After a crash a
-//! component therefore sees again at most the one delivery it had in flight.
+//! into the next one, and a route hears which of its positions each write made durable.
+//! Deliveries do not wait for a write when there is room: the state machine gives a
+//! route at most one batch (`limits.max_rows` changes) past its durable position, so a
+//! component whose confirmation is being written gets its next changes at once, within
+//! that bound. After a crash a component therefore sees again at most one batch.
 //!
 //! It never touches a component and never cleans the log (that is the janitor's).
 
@@ -113,7 +115,7 @@ impl Router {
             _witness: PanicWitness::new(stats.clone(), "router"),
             store,
             stats,
-            routing: Routing::new(config.window, start),
+            routing: Routing::new(config.window, start, config.limits.max_rows),
             config,
             poller: None,
             supervisors: HashMap::new(),
@@ -250,12 +252,10 @@ impl Router {
                     ctx.run_later(SLOT_WRITE_RETRY, |act, ctx| act.flush_slots(ctx));
                     return;
                 }
-                // Durable, unless a newer position of the same route waits to be written.
-                for (name, _) in positions {
-                    if !act.dirty_slots.contains_key(&name) {
-                        let effects = act.routing.persisted(&name);
-                        act.perform(effects, ctx);
-                    }
+                // Durable; a newer position of the same route may wait to be written.
+                for (name, position) in positions {
+                    let effects = act.routing.persisted(&name, position);
+                    act.perform(effects, ctx);
                 }
                 act.flush_slots(ctx);
                 act.maybe_finish_shutdown(ctx);

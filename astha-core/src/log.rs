@@ -406,7 +406,8 @@ fn cached_schema(
 pub fn head_lsn(conn: &Connection, log_table: &str) -> Result<i64> {
     let sql = format!("SELECT max(id) FROM {}", quote_ident(log_table));
     Ok(conn
-        .query_row(&sql, [], |r| r.get::<_, Option<i64>>(0))
+        .prepare_cached(&sql)?
+        .query_row([], |r| r.get::<_, Option<i64>>(0))
         .optional()?
         .flatten()
         .unwrap_or(0))

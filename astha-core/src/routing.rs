@@ -13,9 +13,11 @@
 //! - each route gets the changes of its tables in LSN order, each delivery starting
 //!   right after its confirmed position: nothing skipped, nothing confirmed delivered
 //!   again, across eviction and catch-up hand-over;
-//! - a route has at most one delivery or catch-up read outstanding, and gets nothing
-//!   new while its confirmed position is not yet durable (so a crash re-delivers at
-//!   most the delivery in flight);
+//! - a route has at most one delivery or catch-up read outstanding, and the changes it
+//!   was given past its durable position (what a crash would deliver again) never number
+//!   more than the re-delivery bound, one batch: a route whose last confirmation is
+//!   still being written may get its next changes at once (slot write and delivery
+//!   overlap), but only as many as keep it within the bound;
 //! - a route that falls behind the ring (slow, paused, disabled or registered late)
 //!   never holds it once someone waits for newer batches: it reads its own tables from
 //!   the log instead, so it never blocks the others, and the ring holds no more than
@@ -55,7 +57,7 @@ pub enum Effect {
         tables: Arc<[String]>,
     },
     /// `route` confirmed everything up to `position`: write its slot, then call
-    /// [`Routing::persisted`].
+    /// [`Routing::persisted`] with the position written.
     Persist { route: String, position: i64 },
     /// This many batches left the ring: the poller may read as many more.
     Release(usize),
@@ -81,8 +83,11 @@ struct Route {
     paused: bool,
     /// Disabled by the host.
     disabled: bool,
-    /// A confirmed position is not yet durable.
-    unpersisted: bool,
+    /// Its slot position known durable.
+    durable: i64,
+    /// LSNs of the changes it was given past `durable`, in order: what a crash now would
+    /// deliver again. Never longer than [`Routing`]'s bound.
+    exposed: VecDeque<i64>,
 }
 
 impl Route {
@@ -110,19 +115,25 @@ pub struct Routing {
     ring_start: i64,
     ring_end: i64,
     routes: BTreeMap<String, Route>,
+    /// At most this many changes given to a route past its durable position.
+    bound: usize,
     /// Stopping: start no new delivery or catch-up.
     stopping: bool,
 }
 
 impl Routing {
-    /// A ring of at most `window` batches (the poller's bound) starting after `start`.
-    pub fn new(window: usize, start: i64) -> Self {
+    /// A ring of at most `window` batches (the poller's bound) starting after `start`;
+    /// a route is never given more than `bound` changes (at least 1) past its durable
+    /// position: a crash re-delivers at most that many. The router passes the batch
+    /// size, so the bound stays the one batch it always was.
+    pub fn new(window: usize, start: i64, bound: usize) -> Self {
         Self {
             window,
             ring: VecDeque::new(),
             ring_start: start,
             ring_end: start,
             routes: BTreeMap::new(),
+            bound: bound.max(1),
             stopping: false,
         }
     }
@@ -142,7 +153,8 @@ impl Routing {
                 work: Work::Idle,
                 paused: true,
                 disabled: false,
-                unpersisted: false,
+                durable: position,
+                exposed: VecDeque::new(),
             },
         );
         true
@@ -201,6 +213,11 @@ impl Routing {
                 route.work = Work::Idle;
             }
             route.paused = paused;
+            // What it gave back unhandled is no longer out: it comes again as new.
+            let handled = route.position.max(confirmed);
+            while route.exposed.back().is_some_and(|l| *l > handled) {
+                route.exposed.pop_back();
+            }
         }
         if confirmed > route.position {
             self.confirm(name, confirmed, &mut out);
@@ -236,7 +253,7 @@ impl Routing {
         mut changes: Vec<Arc<Change>>,
         scanned_to: i64,
     ) -> Vec<Effect> {
-        let scanned_to = scanned_to.min(self.ring_end);
+        let mut scanned_to = scanned_to.min(self.ring_end);
         changes.retain(|c| c.lsn <= scanned_to);
         let mut out = Vec::new();
         let Some(route) = self.routes.get_mut(name) else {
@@ -246,6 +263,12 @@ impl Routing {
             return out;
         }
         route.work = Work::Idle;
+        // Within the re-delivery bound: the rest is read again next time.
+        let budget = self.bound.saturating_sub(route.exposed.len()).max(1);
+        if changes.len() > budget {
+            changes.truncate(budget);
+            scanned_to = changes[budget - 1].lsn;
+        }
         if changes.is_empty() {
             // Nothing of its tables up to `scanned_to` (rows the poller could not
             // decode are the poller's to quarantine).
@@ -254,6 +277,7 @@ impl Routing {
             }
         } else if route.active() && !self.stopping {
             route.work = Work::Delivering;
+            route.exposed.extend(changes.iter().map(|c| c.lsn));
             out.push(Effect::Deliver {
                 route: name.to_string(),
                 changes: Arc::new(changes),
@@ -273,11 +297,15 @@ impl Routing {
         }
     }
 
-    /// `name`'s last confirmed position is durable: it may get more.
-    pub fn persisted(&mut self, name: &str) -> Vec<Effect> {
+    /// `name`'s slot now durably holds `position` (one it was asked to persist): what
+    /// it confirmed up to there will not come again after a crash, so it may get more.
+    pub fn persisted(&mut self, name: &str, position: i64) -> Vec<Effect> {
         let mut out = Vec::new();
         if let Some(route) = self.routes.get_mut(name) {
-            route.unpersisted = false;
+            route.durable = route.durable.max(position);
+            while route.exposed.front().is_some_and(|l| *l <= route.durable) {
+                route.exposed.pop_front();
+            }
             self.pump_into(name, &mut out);
         }
         out
@@ -324,8 +352,13 @@ impl Routing {
         let Some(route) = self.routes.get_mut(name) else {
             return;
         };
-        if route.work != Work::Idle || !route.active() || route.unpersisted {
+        if route.work != Work::Idle || !route.active() {
             return;
+        }
+        // Changes it may still be given before a slot write must land.
+        let budget = self.bound.saturating_sub(route.exposed.len());
+        if budget == 0 {
+            return; // The next slot write (already asked for) pumps it.
         }
         if route.position >= self.ring_end {
             return; // Caught up: the next batch pumps it.
@@ -344,14 +377,16 @@ impl Routing {
         let mut upto = route.position;
         let mut changes = Vec::new();
         for batch in self.ring.iter().filter(|b| b.upto > route.position) {
-            changes.extend(
-                batch
-                    .changes
-                    .iter()
-                    .filter(|c| c.lsn > route.position && route.wants(c))
-                    .cloned(),
-            );
-            upto = batch.upto;
+            let mut wanted = batch
+                .changes
+                .iter()
+                .filter(|c| c.lsn > route.position && route.wants(c));
+            changes.extend(wanted.by_ref().take(budget).cloned());
+            upto = match (wanted.next(), changes.last()) {
+                // Cut short by the bound: the delivery ends at its last change.
+                (Some(_), Some(last)) => last.lsn,
+                _ => batch.upto,
+            };
             if !changes.is_empty() {
                 break;
             }
@@ -362,6 +397,7 @@ impl Routing {
             return;
         }
         route.work = Work::Delivering;
+        route.exposed.extend(changes.iter().map(|c| c.lsn));
         out.push(Effect::Deliver {
             route: name.to_string(),
             changes: Arc::new(changes),
@@ -370,12 +406,11 @@ impl Routing {
     }
 
     /// Records a new confirmed position: persist it, let the ring shrink, pump again
-    /// (which waits for the position to be durable).
+    /// (within the re-delivery bound while the position is not yet durable).
     fn confirm(&mut self, name: &str, position: i64, out: &mut Vec<Effect>) {
         if let Some(route) = self.routes.get_mut(name) {
             debug_assert!(position > route.position, "positions only move forward");
             route.position = position;
-            route.unpersisted = true;
             out.push(Effect::Persist {
                 route: name.to_string(),
                 position,

@@ -211,7 +211,10 @@ pub fn load_schema(conn: &Connection, id: i64) -> Result<Option<Arc<TableSchema>
 
 /// `PRAGMA schema_version`: changes whenever any connection changes the schema.
 pub fn schema_version(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?)
+    // Cached: every log read asks, thousands of times a second under load.
+    Ok(conn
+        .prepare_cached("PRAGMA schema_version")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// Why `name` cannot be captured, in words a user can act on: a view, a virtual table,
@@ -248,11 +251,8 @@ pub fn not_capturable_reason(conn: &Connection, name: &str) -> Result<String> {
 /// True if `name` is an ordinary table (not a view, virtual table or missing).
 pub fn is_plain_table(conn: &Connection, name: &str) -> Result<bool> {
     let sql: Option<String> = conn
-        .query_row(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
-            [name],
-            |r| r.get(0),
-        )
+        .prepare_cached("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1")?
+        .query_row([name], |r| r.get(0))
         .optional()?;
     Ok(sql.is_some_and(|s| {
         !s.trim_start()

@@ -171,3 +171,92 @@ fn a_kill_while_slot_writes_wait_redelivers_only_the_last_batch() {
         report.max_duplicates_per_restart
     );
 }
+
+/// Deliveries overlap slot writes within the bound: a component whose deliveries are
+/// small gets its next ones while its confirmed position is still being written, but
+/// never more than one batch (64 changes) past its durable position. Here `only_t`
+/// takes every fifth row, so a 64-row batch holds about 13 of its changes; with the
+/// write lock held (no slot write lands) it may confirm several deliveries, up to 64
+/// changes, and after a kill it sees at most those 64 again.
+#[test]
+fn a_kill_while_slot_writes_wait_redelivers_at_most_one_batch_of_pipelined_deliveries() {
+    let h = harness();
+    let mut child = Killed(worker(&h.db, &h.sinks).spawn().expect("start worker"));
+    // Let Astha start, register and finish its first schema check (a write).
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut conn = astha_core::db::open(&h.db).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    let mut ledger = Vec::new();
+    {
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .unwrap();
+        for n in 1..=640i64 {
+            let table = if n % 5 == 0 { "t" } else { "u" };
+            tx.execute(
+                &format!("INSERT INTO {table} (n, pad) VALUES (?1, 'p')"),
+                [n],
+            )
+            .unwrap();
+            ledger.push(Committed {
+                table: table.into(),
+                id: format!("I:{n}"),
+            });
+        }
+        tx.commit().unwrap();
+    }
+    // Take the write lock again at once: Astha's slot writes now wait.
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let delivered = |h: &Harness| {
+        sink(h, "only_t")
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count()
+    };
+    // Wait until delivery stops (all 128, or the bound holds the rest back).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (0, Instant::now());
+    while Instant::now() < deadline {
+        let n = delivered(&h);
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if n == 128 || (n > 0 && last.1.elapsed() > Duration::from_secs(1)) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    println!(
+        "fault_kill: only_t confirmed {} changes while slot writes waited",
+        last.0
+    );
+    child.0.kill().expect("kill -9");
+    child.0.wait().unwrap();
+    conn.execute_batch("ROLLBACK").unwrap();
+    let mut final_run = Killed(
+        worker(&h.db, &h.sinks)
+            .arg("--exit-when-caught-up")
+            .spawn()
+            .expect("start last worker"),
+    );
+    let status = wait_exit(&mut final_run.0, Duration::from_secs(120), "last worker");
+    assert!(status.success());
+    for (name, tables) in [("all", &["t", "u"][..]), ("only_t", &["t"][..])] {
+        let report = check(&sink(&h, name), &ledger, tables).unwrap();
+        println!(
+            "fault_kill: {name}: {} delivered again after the kill",
+            report.max_duplicates_per_restart
+        );
+        assert!(
+            report.max_duplicates_per_restart <= BATCH,
+            "{name}: {} changes delivered again after one kill (batches of {BATCH})",
+            report.max_duplicates_per_restart
+        );
+    }
+    // More than one 64-row batch's share of `only_t` (13 changes) arrived while no slot
+    // write could land: its deliveries did overlap the waiting write.
+    assert!(
+        last.0 > 13,
+        "only_t got {} changes while slot writes waited: deliveries did not overlap slot writes",
+        last.0
+    );
+}

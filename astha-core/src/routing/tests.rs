@@ -68,7 +68,7 @@ fn released(effects: &[Effect]) -> usize {
 
 #[test]
 fn each_route_gets_only_its_tables_and_moves_past_batches_without_any() {
-    let mut r = Routing::new(4, 0);
+    let mut r = Routing::new(4, 0, 64);
     assert!(route(&mut r, "ab", &["a", "b"], 0).is_empty());
     assert!(route(&mut r, "c", &["c"], 0).is_empty());
     assert!(!r.register("c", tables(&["a"]), 0), "names are unique");
@@ -86,27 +86,57 @@ fn each_route_gets_only_its_tables_and_moves_past_batches_without_any() {
 
 #[test]
 fn nothing_more_is_delivered_until_the_confirmed_position_is_durable() {
-    let mut r = Routing::new(4, 0);
+    let mut r = Routing::new(4, 0, 1);
     route(&mut r, "x", &["a"], 0);
     r.batch(batch(0, &[(1, "a")]));
     let out = r.batch(batch(1, &[(2, "a")]));
     assert!(deliveries(&out).is_empty(), "one delivery at a time");
     let out = r.progress("x", 1, true, false);
     assert!(deliveries(&out).is_empty(), "position 1 is not durable yet");
-    let out = r.persisted("x");
+    let out = r.persisted("x", 1);
     assert_eq!(deliveries(&out), vec![("x".into(), vec![2], 2)]);
+}
+
+/// The re-delivery bound counts changes, not slot writes: with room left in it, a
+/// route gets its next changes while its last position is still being written, and a
+/// delivery is cut short where the bound ends.
+#[test]
+fn slot_writes_and_deliveries_overlap_within_the_redelivery_bound() {
+    let mut r = Routing::new(4, 0, 3);
+    route(&mut r, "x", &["a"], 0);
+    let out = r.batch(batch(0, &[(1, "a")]));
+    assert_eq!(deliveries(&out), vec![("x".into(), vec![1], 1)]);
+    r.batch(batch(1, &[(2, "a"), (3, "b"), (4, "a"), (5, "a")]));
+    // Position 1 is being written; 2 more changes keep a crash within 3.
+    let out = r.progress("x", 1, true, false);
+    assert_eq!(persists(&out), vec![("x".into(), 1)]);
+    assert_eq!(deliveries(&out), vec![("x".into(), vec![2, 4], 4)]);
+    let out = r.progress("x", 4, true, false);
+    assert_eq!(persists(&out), vec![("x".into(), 4)]);
+    assert!(deliveries(&out).is_empty(), "3 changes past the durable 0");
+    // The write of 1 lands: one change of room.
+    let out = r.persisted("x", 1);
+    assert_eq!(deliveries(&out), vec![("x".into(), vec![5], 5)]);
+    // A delivery given back unhandled no longer counts; a catch-up read is cut to the
+    // room left.
+    let out = r.progress("x", 4, true, true);
+    assert!(deliveries(&out).is_empty(), "paused");
+    let out = r.resume("x");
+    assert!(matches!(&out[..], [Effect::CatchUp { after: 4, .. }]));
+    let out = r.catch_up_read("x", vec![change(5, "a"), change(6, "a")], 6);
+    assert_eq!(deliveries(&out), vec![("x".into(), vec![5], 5)]);
 }
 
 #[test]
 fn a_stuck_route_gives_up_the_full_ring_and_catches_up_from_the_log() {
-    let mut r = Routing::new(2, 0);
+    let mut r = Routing::new(2, 0, 1);
     route(&mut r, "slow", &["a"], 0);
     route(&mut r, "fast", &["a"], 0);
     let fast_takes = |r: &mut Routing, after: i64, lsn: i64| {
         let out = r.batch(batch(after, &[(lsn, "a")]));
         assert!(deliveries(&out).contains(&("fast".into(), vec![lsn], lsn)));
         let out = r.progress("fast", lsn, true, false);
-        r.persisted("fast");
+        r.persisted("fast", lsn);
         out
     };
     let out = fast_takes(&mut r, 0, 1);
@@ -125,7 +155,7 @@ fn a_stuck_route_gives_up_the_full_ring_and_catches_up_from_the_log() {
     // "slow" confirms its delivery; it is now behind the ring: it reads the log.
     let out = r.progress("slow", 1, true, false);
     assert!(deliveries(&out).is_empty());
-    let out = r.persisted("slow");
+    let out = r.persisted("slow", 1);
     assert!(matches!(
         &out[..],
         [Effect::CatchUp { route, after: 1, .. }] if route == "slow"
@@ -134,7 +164,7 @@ fn a_stuck_route_gives_up_the_full_ring_and_catches_up_from_the_log() {
     let out = r.catch_up_read("slow", vec![change(2, "a")], 2);
     assert_eq!(deliveries(&out), vec![("slow".into(), vec![2], 2)]);
     r.progress("slow", 2, true, false);
-    let out = r.persisted("slow");
+    let out = r.persisted("slow", 2);
     assert_eq!(deliveries(&out), vec![("slow".into(), vec![3], 3)]);
 }
 
@@ -142,7 +172,7 @@ fn a_stuck_route_gives_up_the_full_ring_and_catches_up_from_the_log() {
 /// held the full ring waited for the stuck one, since nothing evicted on its resume.
 #[test]
 fn a_route_resumed_at_the_head_does_not_wait_for_a_stuck_one() {
-    let mut r = Routing::new(1, 0);
+    let mut r = Routing::new(1, 0, 1);
     route(&mut r, "stuck", &["a"], 0);
     r.batch(batch(0, &[(1, "a")]));
     assert!(r.register("late", tables(&["a"]), 1));
@@ -154,7 +184,7 @@ fn a_route_resumed_at_the_head_does_not_wait_for_a_stuck_one() {
 
 #[test]
 fn a_pause_during_a_catch_up_read_drops_the_read_and_resume_reads_again() {
-    let mut r = Routing::new(1, 5);
+    let mut r = Routing::new(1, 5, 1);
     assert!(r.register("late", tables(&["a"]), 0));
     r.batch(batch(5, &[(6, "a")]));
     let out = r.resume("late");
@@ -175,7 +205,7 @@ fn a_pause_during_a_catch_up_read_drops_the_read_and_resume_reads_again() {
 
 #[test]
 fn stopping_starts_nothing_new() {
-    let mut r = Routing::new(2, 0);
+    let mut r = Routing::new(2, 0, 1);
     route(&mut r, "x", &["a"], 0);
     r.stop();
     assert!(deliveries(&r.batch(batch(0, &[(1, "a")]))).is_empty());
@@ -184,7 +214,7 @@ fn stopping_starts_nothing_new() {
 
 #[test]
 fn a_disabled_route_holds_nothing_and_resumes_where_it_stopped() {
-    let mut r = Routing::new(1, 0);
+    let mut r = Routing::new(1, 0, 1);
     route(&mut r, "x", &["a"], 0);
     assert!(r.set_disabled("x", true).unwrap().is_empty());
     let out = r.batch(batch(0, &[(1, "a")]));
@@ -219,8 +249,8 @@ enum Op {
     CatchUpFails(u8),
     /// The router's retry timer pumps a route.
     Pump(u8),
-    /// A route's slot write completes.
-    Persisted(u8),
+    /// A route's slot write completes (the one holding which of its positions).
+    Persisted(u8, u8),
     /// A component registers: its tables (a bit mask) and its slot (a fraction of the head).
     Register(u8, u8),
     Disable(u8, bool),
@@ -239,7 +269,7 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (r, 1u8..5).prop_map(|(a, b)| Op::CatchUp(a, b)),
         1 => r.prop_map(Op::CatchUpFails),
         1 => r.prop_map(Op::Pump),
-        4 => r.prop_map(Op::Persisted),
+        4 => (r, any::<u8>()).prop_map(|(a, b)| Op::Persisted(a, b)),
         1 => (1u8..8, any::<u8>()).prop_map(|(a, b)| Op::Register(a, b)),
         1 => (r, any::<bool>()).prop_map(|(a, b)| Op::Disable(a, b)),
         1 => r.prop_map(Op::Unregister),
@@ -254,7 +284,10 @@ struct Component {
     position: i64,
     delivery: Option<(Vec<i64>, i64)>,
     catch_up: Option<i64>,
-    persist_pending: bool,
+    /// Positions asked to be persisted and not yet written, in order.
+    persists: Vec<i64>,
+    /// The position its slot durably holds.
+    durable: i64,
     /// A catch-up read failed: the router's timer will pump the route.
     retry_pending: bool,
     paused: bool,
@@ -270,6 +303,8 @@ struct World {
     read_pos: i64,
     in_flight: usize,
     window: usize,
+    /// The re-delivery bound the routing was made with.
+    bound: usize,
     routing: Routing,
     components: BTreeMap<String, Component>,
     registered: usize,
@@ -301,9 +336,15 @@ impl World {
                         c.delivery.is_none() && c.catch_up.is_none(),
                         "one at a time"
                     );
+                    // What a crash now would deliver again: all it handled past its
+                    // durable position, and this delivery.
+                    let exposed = c.handled.range(c.durable + 1..).count() + changes.len();
                     prop_assert!(
-                        !c.persist_pending,
-                        "delivered before the position was durable"
+                        exposed <= self.bound,
+                        "{} changes past the durable position {} (bound {})",
+                        exposed,
+                        c.durable,
+                        self.bound
                     );
                     prop_assert!(!c.paused && !c.disabled, "delivered to a paused route");
                     prop_assert!(upto > c.position && upto <= self.read_pos);
@@ -322,7 +363,8 @@ impl World {
                         c.delivery.is_none() && c.catch_up.is_none(),
                         "one at a time"
                     );
-                    prop_assert!(!c.persist_pending && !c.paused && !c.disabled);
+                    prop_assert!(!c.paused && !c.disabled);
+                    prop_assert!(c.handled.range(c.durable + 1..).count() < self.bound);
                     prop_assert_eq!(after, c.position);
                     prop_assert_eq!(tables.len(), c.tables.len());
                     c.catch_up = Some(after);
@@ -347,7 +389,7 @@ impl World {
                     );
                     let c = self.components.get_mut(&route).unwrap();
                     c.position = position;
-                    c.persist_pending = true;
+                    c.persists.push(position);
                 }
                 Effect::Release(n) => {
                     prop_assert!(n >= 1 && n <= self.in_flight);
@@ -408,12 +450,18 @@ impl World {
         self.apply(out)
     }
 
-    fn persisted(&mut self, name: &str) -> Result<(), TestCaseError> {
+    /// The slot write holding the `k`th position asked for (mod their number) lands;
+    /// those before it were coalesced into it. `None`: the newest.
+    fn persisted(&mut self, name: &str, k: Option<u8>) -> Result<(), TestCaseError> {
         let c = self.components.get_mut(name).unwrap();
-        if !std::mem::take(&mut c.persist_pending) {
+        if c.persists.is_empty() {
             return Ok(());
         }
-        let out = self.routing.persisted(name);
+        let k = k.map_or(c.persists.len() - 1, |k| k as usize % c.persists.len());
+        let position = c.persists[k];
+        c.persists.drain(..=k);
+        c.durable = position;
+        let out = self.routing.persisted(name, position);
         self.apply(out)
     }
 
@@ -452,6 +500,7 @@ impl World {
             Component {
                 tables,
                 position,
+                durable: position,
                 paused: true,
                 ..Component::default()
             },
@@ -524,9 +573,9 @@ impl World {
                     self.retry(&name)?;
                 }
             }
-            Op::Persisted(i) => {
+            Op::Persisted(i, k) => {
                 if let Some(name) = pick(self, i) {
-                    self.persisted(&name)?;
+                    self.persisted(&name, Some(k))?;
                 }
             }
             Op::Register(mask, frac) => {
@@ -564,7 +613,7 @@ impl World {
             for name in names.iter().filter(|n| !stuck.contains(*n)) {
                 self.confirm(name)?;
                 self.catch_up(name, 4)?;
-                self.persisted(name)?;
+                self.persisted(name, None)?;
                 self.retry(name)?;
             }
             if self.fingerprint() == before {
@@ -586,6 +635,7 @@ proptest! {
     fn matches_the_model(
         log in prop::collection::vec(0usize..3, 0..60),
         window in 1usize..4,
+        bound in 1usize..6,
         initial in prop::collection::vec(1u8..8, 0..3),
         ops in prop::collection::vec(op(), 0..200),
     ) {
@@ -595,7 +645,8 @@ proptest! {
             read_pos: 0,
             in_flight: 0,
             window,
-            routing: Routing::new(window, 0),
+            bound,
+            routing: Routing::new(window, 0, bound),
             components: BTreeMap::new(),
             registered: 0,
         };
