@@ -231,6 +231,54 @@ impl Capture {
         }
     }
 
+    /// Drops the log's value columns that no captured table's triggers write any more:
+    /// the way out for a log an earlier build widened for a wide table (which now keeps
+    /// its values apart, [`image::is_wide`]), whose width every narrow table's write
+    /// still pays. Regenerates every captured table's triggers first (so none names a
+    /// dropped column), then refuses, changing nothing, while any log row still holds a
+    /// value in a column to drop: let the consumers pass those rows and cleanup remove
+    /// them, then call again. Each dropped column rewrites the log (SQLite's `DROP
+    /// COLUMN`), so call it on a drained log. Returns the number of columns dropped.
+    pub fn narrow_log(&self, conn: &Connection) -> Result<usize> {
+        in_savepoint(conn, |conn| {
+            self.refresh(conn)?;
+            let (needed, _) = self.captured_width(conn)?;
+            let have = image::value_columns(conn, &self.log_table)?;
+            if have <= needed {
+                return Ok(0);
+            }
+            let log = quote_ident(&self.log_table);
+            let extra: Vec<String> = (needed..have).map(image::value_column).collect();
+            let held = extra
+                .iter()
+                .map(|c| format!("{c} IS NOT NULL"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let holding: Option<i64> = conn
+                .query_row(
+                    &format!("SELECT id FROM {log} WHERE {held} ORDER BY id DESC LIMIT 1"),
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(lsn) = holding {
+                return Err(CoreError::Invalid(format!(
+                    "the log {} still holds values in columns {}..{} (the newest at LSN \
+                     {lsn}); narrow it once every consumer is past that LSN and cleanup \
+                     has removed the rows",
+                    self.log_table,
+                    extra[0],
+                    extra[extra.len() - 1]
+                )));
+            }
+            for column in extra.iter().rev() {
+                conn.execute_batch(&format!("ALTER TABLE {log} DROP COLUMN {column}"))?;
+            }
+            tracing::info!(log = %self.log_table, dropped = extra.len(), "log narrowed");
+            Ok(extra.len())
+        })
+    }
+
     /// Captures `table`: creates its triggers, or regenerates them if its columns changed.
     ///
     /// When another connection changed the table since its triggers were made, the

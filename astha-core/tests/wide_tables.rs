@@ -403,6 +403,27 @@ fn a_log_widened_by_an_earlier_build_still_reads_and_new_wide_changes_go_apart()
     );
     model.mixed(&conn, 2);
     assert_matches(&read_all(&conn, 0, 4), &model);
+
+    // The log keeps the old width until narrowed, which waits for the old rows to go.
+    assert_eq!(image::value_columns(&conn, LOG).unwrap(), needed);
+    let err = capture().narrow_log(&conn).unwrap_err().to_string();
+    assert!(err.contains("still holds values"), "{err}");
+    assert_eq!(image::value_columns(&conn, LOG).unwrap(), needed);
+    let changes = read_all(&conn, 0, 256);
+    let last_old = changes[model.expected.len() / 2 - 1].lsn;
+    slots::create(&conn, LOG, "s", slots::SlotStart::Beginning).unwrap();
+    slots::advance(&conn, "s", last_old).unwrap();
+    slots::cleanup(&conn, LOG).unwrap();
+    let narrow = image::columns_needed(4, 1);
+    assert_eq!(capture().narrow_log(&conn).unwrap(), needed - narrow);
+    assert_eq!(image::value_columns(&conn, LOG).unwrap(), narrow);
+    // What was left reads exactly, and new writes still capture.
+    let mut rest = Model {
+        rows: model.rows.clone(),
+        expected: model.expected[model.expected.len() / 2..].to_vec(),
+    };
+    rest.mixed(&conn, 3);
+    assert_matches(&read_all(&conn, last_old, 3), &rest);
 }
 
 #[test]
