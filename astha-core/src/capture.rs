@@ -153,10 +153,15 @@ impl Capture {
     fn create_log(&self, conn: &Connection) -> Result<()> {
         in_savepoint(conn, |conn| {
             let existed = schema::is_plain_table(conn, &self.log_table)?;
+            let wide_table = log_layout::wide_table(&self.log_table);
+            let wide_existed = schema::is_plain_table(conn, &wide_table)?;
             let log = quote_ident(&self.log_table);
             let columns = log_layout::definitions(&log_layout::LOG_COLUMNS);
+            let wide = quote_ident(&wide_table);
+            let wide_columns = log_layout::definitions(&log_layout::WIDE_COLUMNS);
             conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {log} ({columns});
+                CREATE TABLE IF NOT EXISTS {wide} ({wide_columns});
                 CREATE TABLE IF NOT EXISTS __astha_captured (
                     tbl TEXT PRIMARY KEY,
                     schema_id INTEGER NOT NULL
@@ -178,12 +183,17 @@ impl Capture {
             replace_legacy_table(conn, crate::dead_letter::TABLE)?;
             crate::dead_letter::ensure_table(conn)?;
             crate::heartbeat::ensure_table(conn)?;
+            if !wide_existed {
+                // New, or dropped under Astha: as wide as the wide tables' triggers write.
+                let (_, wide_width) = self.captured_width(conn)?;
+                image::widen(conn, &wide_table, wide_width)?;
+            }
             if !existed {
-                let width = self.captured_width(conn)?;
+                let (width, wide_width) = self.captured_width(conn)?;
                 image::widen(conn, &self.log_table, width)?;
                 let floor = crate::log_state::floor(conn)?;
                 crate::log_state::write_placeholder(conn, &self.log_table, floor)?;
-                if floor > 0 || width > 0 {
+                if floor > 0 || width + wide_width > 0 {
                     tracing::error!(
                         log = %self.log_table,
                         numbering_after = floor,
@@ -197,15 +207,76 @@ impl Capture {
         })
     }
 
-    /// Value columns the triggers of every captured table write.
-    fn captured_width(&self, conn: &Connection) -> Result<usize> {
-        let mut width = 0;
+    /// Value columns the triggers of every captured table write: into the log (narrow
+    /// tables), and into the wide table (wide ones).
+    fn captured_width(&self, conn: &Connection) -> Result<(usize, usize)> {
+        let (mut narrow, mut wide) = (0, 0);
         for table in self.captured_tables(conn)? {
             if let Some(schema) = self.captured_schema(conn, &table)? {
-                width = width.max(image::columns_needed_by(&schema));
+                let width = match image::is_wide(&schema) {
+                    true => &mut wide,
+                    false => &mut narrow,
+                };
+                *width = (*width).max(image::columns_needed_by(&schema));
             }
         }
-        Ok(width)
+        Ok((narrow, wide))
+    }
+
+    /// Where `schema`'s triggers write values: the log, or for a wide table the wide table.
+    fn values_table(&self, schema: &TableSchema) -> String {
+        match image::is_wide(schema) {
+            true => log_layout::wide_table(&self.log_table),
+            false => self.log_table.clone(),
+        }
+    }
+
+    /// Drops the log's value columns that no captured table's triggers write any more:
+    /// the way out for a log an earlier build widened for a wide table (which now keeps
+    /// its values apart, [`image::is_wide`]), whose width every narrow table's write
+    /// still pays. Regenerates every captured table's triggers first (so none names a
+    /// dropped column), then refuses, changing nothing, while any log row still holds a
+    /// value in a column to drop: let the consumers pass those rows and cleanup remove
+    /// them, then call again. Each dropped column rewrites the log (SQLite's `DROP
+    /// COLUMN`), so call it on a drained log. Returns the number of columns dropped.
+    pub fn narrow_log(&self, conn: &Connection) -> Result<usize> {
+        in_savepoint(conn, |conn| {
+            self.refresh(conn)?;
+            let (needed, _) = self.captured_width(conn)?;
+            let have = image::value_columns(conn, &self.log_table)?;
+            if have <= needed {
+                return Ok(0);
+            }
+            let log = quote_ident(&self.log_table);
+            let extra: Vec<String> = (needed..have).map(image::value_column).collect();
+            let held = extra
+                .iter()
+                .map(|c| format!("{c} IS NOT NULL"))
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            let holding: Option<i64> = conn
+                .query_row(
+                    &format!("SELECT id FROM {log} WHERE {held} ORDER BY id DESC LIMIT 1"),
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(lsn) = holding {
+                return Err(CoreError::Invalid(format!(
+                    "the log {} still holds values in columns {}..{} (the newest at LSN \
+                     {lsn}); narrow it once every consumer is past that LSN and cleanup \
+                     has removed the rows",
+                    self.log_table,
+                    extra[0],
+                    extra[extra.len() - 1]
+                )));
+            }
+            for column in extra.iter().rev() {
+                conn.execute_batch(&format!("ALTER TABLE {log} DROP COLUMN {column}"))?;
+            }
+            tracing::info!(log = %self.log_table, dropped = extra.len(), "log narrowed");
+            Ok(extra.len())
+        })
     }
 
     /// Captures `table`: creates its triggers, or regenerates them if its columns changed.
@@ -294,7 +365,7 @@ impl Capture {
             }
             let schema = schema::record_schema(conn, table, columns, primary_key, exact)?;
             let needed = image::columns_needed_by(&schema);
-            image::widen(conn, &self.log_table, needed)?;
+            image::widen(conn, &self.values_table(&schema), needed)?;
             image::widen(conn, crate::dead_letter::TABLE, needed)?;
             if self.exact_replace {
                 ensure_replaced_table(conn, schema.columns.len())?;
@@ -330,21 +401,55 @@ impl Capture {
             .map(|c| quote_ident(c))
             .collect::<Vec<_>>()
             .join(", ");
+        // A total order (the rowid, or the primary key of a WITHOUT ROWID table), so a
+        // wide table's two statements below see the rows in the same order.
         let order = match row_key(conn, schema)? {
-            RowKey::Rowid => " ORDER BY rowid",
-            RowKey::Columns(_) => "",
+            RowKey::Rowid => "rowid".to_string(),
+            RowKey::Columns(positions) => positions
+                .iter()
+                .map(|&i| quote_ident(&schema.columns[i]))
+                .collect::<Vec<_>>()
+                .join(", "),
         };
-        let rows = conn.execute(
-            &format!(
-                "INSERT INTO {} (ts, tbl, op, schema_id, {}) \
-                 SELECT julianday('now'), ?1, '{}', ?2, {values} FROM {}{order}",
-                quote_ident(&self.log_table),
-                image::value_list(schema.columns.len()),
-                Operation::Insert.code(),
-                quote_ident(&schema.table)
-            ),
-            (&schema.table, schema.id),
-        )?;
+        let order = match order.is_empty() {
+            true => String::new(),
+            false => format!(" ORDER BY {order}"),
+        };
+        let log = quote_ident(&self.log_table);
+        let table = quote_ident(&schema.table);
+        let insert = Operation::Insert.code();
+        let value_columns = image::value_list(schema.columns.len());
+        let rows = match image::is_wide(schema) {
+            false => conn.execute(
+                &format!(
+                    "INSERT INTO {log} (ts, tbl, op, schema_id, {value_columns}) \
+                     SELECT julianday('now'), ?1, '{insert}', ?2, {values} FROM {table}{order}"
+                ),
+                (&schema.table, schema.id),
+            )?,
+            true => {
+                // The log numbers the rows `max(id) + 1` each, so they hold the last
+                // `rows` ids, in the same order as the wide rows numbered here.
+                let rows = conn.execute(
+                    &format!(
+                        "INSERT INTO {log} (ts, tbl, op, schema_id) \
+                         SELECT julianday('now'), ?1, '{insert}', ?2 FROM {table}{order}"
+                    ),
+                    (&schema.table, schema.id),
+                )?;
+                conn.execute(
+                    &format!(
+                        "INSERT INTO {} (id, {value_columns}) \
+                         SELECT (SELECT max(id) FROM {log}) - ?1 \
+                         + row_number() OVER ({order}), {values} FROM {table}{order}",
+                        quote_ident(&log_layout::wide_table(&self.log_table)),
+                        order = order.trim_start(),
+                    ),
+                    [rows as i64],
+                )?;
+                rows
+            }
+        };
         let new_head = crate::log::head_lsn(conn, &self.log_table)?;
         tracing::warn!(
             table = schema.table,
@@ -688,12 +793,23 @@ fn triggers_with_prefix(
     ]
     .map(|(trigger, op, event, first)| {
         let (value_columns, values) = image::trigger_values(op, schema);
-        format!(
-            "CREATE TRIGGER {trigger} AFTER {event} ON {table} BEGIN {first}\
-             INSERT INTO {log} (ts, tbl, op, schema_id, {value_columns}) \
-             VALUES (julianday('now'), {name}, '{}', {id}, {values}); END",
-            op.code()
-        )
+        let code = op.code();
+        let insert = match image::is_wide(schema) {
+            // The log row's id (its LSN) keys the wide row: within a trigger,
+            // `last_insert_rowid()` is the row the trigger itself inserted last.
+            true => format!(
+                "INSERT INTO {log} (ts, tbl, op, schema_id) \
+                 VALUES (julianday('now'), {name}, '{code}', {id}); \
+                 INSERT INTO {wide} (id, {value_columns}) \
+                 VALUES (last_insert_rowid(), {values});",
+                wide = quote_ident(&log_layout::wide_table(log_table)),
+            ),
+            false => format!(
+                "INSERT INTO {log} (ts, tbl, op, schema_id, {value_columns}) \
+                 VALUES (julianday('now'), {name}, '{code}', {id}, {values});"
+            ),
+        };
+        format!("CREATE TRIGGER {trigger} AFTER {event} ON {table} BEGIN {first}{insert} END")
     })
 }
 
@@ -915,15 +1031,29 @@ fn exact_replace_trigger_sql(log_table: &str, schema: &TableSchema, key: &RowKey
                 .join(" AND ")
         ),
     };
-    let emit = |condition: &str| {
-        format!(
+    let delete = Operation::Delete.code();
+    let id = schema.id;
+    let wide = quote_ident(&log_layout::wide_table(log_table));
+    let emit = |condition: &str| match image::is_wide(schema) {
+        false => format!(
             "INSERT INTO {log} (ts, tbl, op, schema_id, {columns}) \
-             SELECT julianday('now'), {name}, '{}', {}, {columns} FROM {pending} AS p \
+             SELECT julianday('now'), {name}, '{delete}', {id}, {columns} FROM {pending} AS p \
              WHERE p.tbl = {name} AND {condition} ORDER BY p.rowid; \
-             DELETE FROM {pending} WHERE tbl = {name}; ",
-            Operation::Delete.code(),
-            schema.id
-        )
+             DELETE FROM {pending} WHERE tbl = {name}; "
+        ),
+        // The log rows take the last ids, one per copy in `p.rowid` order (the log
+        // numbers each `max(id) + 1`), and the wide rows are numbered to match.
+        true => format!(
+            "INSERT INTO {log} (ts, tbl, op, schema_id) \
+             SELECT julianday('now'), {name}, '{delete}', {id} FROM {pending} AS p \
+             WHERE p.tbl = {name} AND {condition} ORDER BY p.rowid; \
+             INSERT INTO {wide} (id, {columns}) \
+             SELECT (SELECT max(id) FROM {log}) \
+             - (SELECT count(*) FROM {pending} AS p WHERE p.tbl = {name} AND {condition}) \
+             + row_number() OVER (ORDER BY p.rowid), {columns} FROM {pending} AS p \
+             WHERE p.tbl = {name} AND {condition} ORDER BY p.rowid; \
+             DELETE FROM {pending} WHERE tbl = {name}; "
+        ),
     };
     triggers_with_prefix(
         log_table,

@@ -57,15 +57,43 @@ pub struct Failure<'a> {
 
 /// Records that `failure.consumer` gave up on the log row `lsn`, copying the row.
 /// Recording the same consumer and LSN twice keeps the first record.
+/// The values of a change of a wide table are in the log's wide table
+/// ([`crate::log_layout::wide_table`]): the copy takes each value from whichever of the
+/// two holds it ([`crate::log::merge_values`]).
 pub fn record(conn: &Connection, log_table: &str, lsn: i64, failure: &Failure<'_>) -> Result<bool> {
-    let width = image::value_columns(conn, log_table)?;
+    let narrow = image::value_columns(conn, log_table)?;
+    let wide_table = log_layout::wide_table(log_table);
+    let wide = match crate::schema::is_plain_table(conn, &wide_table)? {
+        true => image::value_columns(conn, &wide_table)?,
+        false => 0,
+    };
+    let width = narrow.max(wide);
     image::widen(conn, TABLE, width)?;
     let values = image::value_list(width);
+    let sources = (0..width)
+        .map(|i| {
+            let v = image::value_column(i);
+            match (i < narrow, i < wide) {
+                (true, true) => format!("coalesce(l.{v}, w.{v})"),
+                (true, false) => format!("l.{v}"),
+                _ => format!("w.{v}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let join = match wide > 0 {
+        true => format!(
+            " LEFT JOIN {} AS w ON w.id = l.id",
+            quote_ident(&wide_table)
+        ),
+        false => String::new(),
+    };
     let sql = format!(
         "INSERT INTO {TABLE}
             (consumer, lsn, ts, tbl, op, schema_id, reason, attempts, retriable{comma}{values})
-         SELECT ?1, id, ts, tbl, op, schema_id, ?3, ?4, ?5{comma}{values} FROM {}
-         WHERE id = ?2
+         SELECT ?1, l.id, l.ts, l.tbl, l.op, l.schema_id, ?3, ?4, ?5{comma}{sources}
+         FROM {} AS l{join}
+         WHERE l.id = ?2
          ON CONFLICT (consumer, lsn) DO NOTHING",
         quote_ident(log_table),
         comma = if width > 0 { ", " } else { "" },
@@ -93,6 +121,13 @@ pub fn quarantine(conn: &Connection, log_table: &str, rows: &[(i64, String)]) ->
     let tx = conn.unchecked_transaction()?;
     let log = quote_ident(log_table);
     let delete = format!("DELETE FROM {log} WHERE id = ?1 AND id < (SELECT max(id) FROM {log})");
+    let wide_table = log_layout::wide_table(log_table);
+    let delete_wide = crate::schema::is_plain_table(&tx, &wide_table)?.then(|| {
+        format!(
+            "DELETE FROM {} WHERE id = ?1 AND NOT EXISTS (SELECT 1 FROM {log} WHERE id = ?1)",
+            quote_ident(&wide_table)
+        )
+    });
     let mut moved = 0;
     for (lsn, reason) in rows {
         let failure = Failure {
@@ -103,6 +138,9 @@ pub fn quarantine(conn: &Connection, log_table: &str, rows: &[(i64, String)]) ->
         };
         record(&tx, log_table, *lsn, &failure)?;
         moved += tx.execute(&delete, [lsn])?;
+        if let Some(delete_wide) = &delete_wide {
+            tx.execute(delete_wide, [lsn])?;
+        }
     }
     tx.commit()?;
     Ok(moved)
@@ -235,10 +273,13 @@ pub fn replay(conn: &Connection, log_table: &str, id: i64) -> Result<i64> {
         }
         Some(_) => {}
     }
+    // The values the log has columns for go into the log row, the rest into a wide row
+    // under the same id ([`crate::log::merge_values`] reads them back), so a replay
+    // never widens the log (docs/DESIGN.md, "Wide tables").
     let width = image::value_columns(&tx, TABLE)?;
-    image::widen(&tx, log_table, width)?;
-    let values = image::value_list(width);
-    let comma = if width > 0 { ", " } else { "" };
+    let narrow = image::value_columns(&tx, log_table)?.min(width);
+    let values = image::value_list(narrow);
+    let comma = if narrow > 0 { ", " } else { "" };
     tx.execute(
         &format!(
             "INSERT INTO {} (ts, tbl, op, schema_id{comma}{values})
@@ -249,6 +290,26 @@ pub fn replay(conn: &Connection, log_table: &str, id: i64) -> Result<i64> {
         [id],
     )?;
     let lsn = tx.last_insert_rowid();
+    if width > narrow {
+        let wide_table = log_layout::wide_table(log_table);
+        let wide_columns = log_layout::definitions(&log_layout::WIDE_COLUMNS);
+        tx.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {} ({wide_columns})",
+            quote_ident(&wide_table)
+        ))?;
+        image::widen(&tx, &wide_table, width)?;
+        let rest = (narrow..width)
+            .map(image::value_column)
+            .collect::<Vec<_>>()
+            .join(", ");
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (id, {rest}) SELECT ?2, {rest} FROM {TABLE} WHERE id = ?1",
+                quote_ident(&wide_table)
+            ),
+            (id, lsn),
+        )?;
+    }
     mark_replayed(&tx, id)?;
     tx.commit()?;
     Ok(lsn)

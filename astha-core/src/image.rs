@@ -41,6 +41,11 @@ use crate::log_layout::MAX_FIXED_COLUMNS;
 use crate::schema::TableSchema;
 use crate::value::Value;
 
+/// The most value columns a narrow table's images need: a table whose images need more
+/// is wide ([`is_wide`]). 64 keeps every table of up to 32 columns narrow (the 16-column
+/// tables of the benchmarks write one log row per change).
+pub const NARROW_WIDTH: usize = 64;
+
 /// Columns per change mask.
 const MASK_BITS: usize = 64;
 
@@ -76,6 +81,14 @@ pub fn columns_needed(columns: usize, loose: usize) -> usize {
 /// Value columns the images of `schema`'s table need.
 pub fn columns_needed_by(schema: &TableSchema) -> usize {
     columns_needed(schema.columns.len(), loose_count(schema))
+}
+
+/// True if `schema`'s table is wide: its triggers write a log row without values and
+/// all the values in the log's wide table ([`crate::log_layout::wide_table`]), so the log
+/// itself never widens past [`NARROW_WIDTH`] value columns and a wide table does not tax
+/// the narrow tables' writes (docs/DESIGN.md, "Wide tables").
+pub fn is_wide(schema: &TableSchema) -> bool {
+    columns_needed_by(schema) > NARROW_WIDTH
 }
 
 /// The widest table Astha can capture: its images must fit in SQLite's column limit.

@@ -19,7 +19,10 @@ use crate::change::{julian_to_unix_ms, Change, Operation, Row};
 use crate::error::Result;
 use crate::gaps::Gap;
 use crate::ident::quote_ident;
-use crate::log_layout::{log as col, LOG_COLUMNS};
+use crate::log_layout::{log as col, LOG_COLUMNS, WIDE_FIRST_VALUE};
+
+/// Position of the wide table's `id`.
+const WIDE_ID: usize = 0;
 use crate::schema::{load_schema, TableSchema};
 use crate::value::Value;
 
@@ -87,6 +90,29 @@ fn trimmed_range(r: &rusqlite::Row<'_>, start: usize, end: usize) -> rusqlite::R
         values.pop();
     }
     Ok(values)
+}
+
+/// The values of a change kept in two places: its log row's and its wide row's. A
+/// trigger writes each value in one place only, so at each index at most one of the two
+/// is not NULL (a NULL in both is a NULL): taking the log's unless it is NULL is exact.
+pub fn merge_values(log: Vec<Value>, wide: Vec<Value>) -> Vec<Value> {
+    if log.is_empty() {
+        return wide;
+    }
+    let (mut longer, shorter, log_first) = match log.len() >= wide.len() {
+        true => (log, wide, true),
+        false => (wide, log, false),
+    };
+    for (i, value) in shorter.into_iter().enumerate() {
+        let keep_longer = match log_first {
+            true => longer[i] != Value::Null,
+            false => value == Value::Null,
+        };
+        if !keep_longer {
+            longer[i] = value;
+        }
+    }
+    longer
 }
 
 /// Reads a log row leniently: a column of an unexpected storage class makes the row
@@ -191,6 +217,9 @@ impl Batch {
 pub struct LogReader {
     log_table: String,
     select_all: String,
+    /// The log's wide table, and the query that reads it after a position.
+    wide_table: String,
+    select_wide: String,
     schemas: HashMap<i64, Arc<TableSchema>>,
     /// The recorded gaps that end after the last read's start ([`crate::gaps`]).
     gaps: Vec<Gap>,
@@ -207,6 +236,11 @@ impl LogReader {
             // `*`: the value columns grow when a wider table is captured, and SQLite
             // expands `*` again when it re-prepares the statement after that change.
             select_all: format!("SELECT * FROM {log} WHERE id > ?1 ORDER BY id LIMIT ?2"),
+            wide_table: crate::log_layout::wide_table(log_table),
+            select_wide: format!(
+                "SELECT * FROM {} WHERE id > ?1 ORDER BY id",
+                quote_ident(&crate::log_layout::wide_table(log_table))
+            ),
             schemas: HashMap::new(),
             gaps: Vec::new(),
             transactions: Default::default(),
@@ -299,8 +333,12 @@ impl LogReader {
             }
         };
         let schemas = &mut self.schemas;
+        // Whether the row `values_needed` was last asked about is a wide table's.
+        let row_is_wide = std::cell::Cell::new(false);
         let mut values_needed = |schema_id: i64, op: &str| -> Option<usize> {
+            row_is_wide.set(false);
             let schema = cached_schema(schemas, conn, schema_id).ok()?;
+            row_is_wide.set(crate::image::is_wide(&schema));
             let n = schema.columns.len();
             match Operation::parse(op)? {
                 Operation::Update => Some(crate::image::columns_needed_by(&schema)),
@@ -310,8 +348,55 @@ impl LogReader {
         };
         let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params.as_slice())?;
+        // The wide rows after the position, merged by id as the log rows come: both are
+        // in id order, so each is stepped once (a log of narrow tables only finds none).
+        let mut wide_stmt = match conn.prepare_cached(&self.select_wide) {
+            Ok(stmt) => Some(stmt),
+            // A log made by a build without the wide table: no wide rows.
+            Err(_) if !crate::schema::is_plain_table(conn, &self.wide_table)? => None,
+            Err(e) => return Err(e.into()),
+        };
+        let mut wide_rows = match wide_stmt.as_mut() {
+            Some(stmt) => Some(stmt.query([after_lsn])?),
+            None => None,
+        };
+        let mut wide: Option<(i64, Vec<Value>)> = None;
         while let Some(row) = rows.next()? {
-            let raw = raw_from_row(row, &mut values_needed)?;
+            let mut raw = raw_from_row(row, &mut values_needed)?;
+            let mut found_wide = false;
+            if let Some(stepping) = wide_rows.as_mut() {
+                // Wide rows below this log row belong to rows the filter left out (or
+                // moved to the dead letters): skipped.
+                while wide.as_ref().is_none_or(|(id, _)| *id < raw.lsn) {
+                    match stepping.next()? {
+                        Some(w) => {
+                            let id: i64 = w.get(WIDE_ID)?;
+                            wide = Some((id, trimmed_values(w, WIDE_FIRST_VALUE)?));
+                        }
+                        None => {
+                            wide_rows = None;
+                            break;
+                        }
+                    }
+                }
+                if let Some((_, values)) = wide.take_if(|(id, _)| *id == raw.lsn) {
+                    raw.values = merge_values(std::mem::take(&mut raw.values), values);
+                    found_wide = true;
+                }
+            }
+            if !found_wide && raw.values.is_empty() && raw.defect.is_none() {
+                // A wide table's change keeps its values in its wide row: without one
+                // (the wide table was dropped or emptied under Astha) its images are
+                // unknown, not NULL. (A log row of an earlier build, which kept a wide
+                // table's values in the log, has values, unless every one was NULL.)
+                if row_is_wide.get() {
+                    raw.defect = Some(format!(
+                        "the values of this change of a wide table are missing: no row \
+                         {} in {}",
+                        raw.lsn, self.wide_table
+                    ));
+                }
+            }
             bytes += raw.bytes();
             out.push(raw);
             if bytes >= limits.max_bytes {

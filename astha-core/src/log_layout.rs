@@ -1,5 +1,6 @@
-//! The layout of the two tables that hold row images: the change log and the dead
-//! letters (each dead letter is a full copy of a log row).
+//! The layout of the tables that hold row images: the change log, its wide table (the
+//! values of wide tables' changes, see [`crate::image::is_wide`]) and the dead letters
+//! (each dead letter is a full copy of a change: its log row with its wide row's values).
 //!
 //! Owns their fixed columns: names, SQL declarations and positions, declared once here
 //! and imported by [`crate::capture`] (which creates the log), [`crate::log`] (which
@@ -43,6 +44,21 @@ pub mod log {
     /// Position of the first value column.
     pub const FIRST_VALUE: usize = LOG_COLUMNS.len();
 }
+
+/// The name of the wide table beside the log `log_table`. A change of a wide table is a
+/// log row without values (its LSN and header) and a row here with the same `id`
+/// holding all its values, so the log's rows stay as narrow as the narrow tables' images
+/// and one id sequence (the log's) orders every change.
+pub fn wide_table(log_table: &str) -> String {
+    format!("__astha_wide_{log_table}")
+}
+
+/// The wide table's fixed columns; its value columns `v0, v1, ...` follow, each at the
+/// same index as in the log. `id` is the LSN of the change's log row.
+pub const WIDE_COLUMNS: [Column; 1] = [column("id", "INTEGER PRIMARY KEY")];
+
+/// Position of the wide table's first value column.
+pub const WIDE_FIRST_VALUE: usize = WIDE_COLUMNS.len();
 
 /// The dead-letter table's fixed columns, in table order; its value columns follow
 /// them. `ts`, `tbl`, `op` and `schema_id` are copied from the log row under the same

@@ -372,12 +372,33 @@ pub fn cleanup_upto(
         done.deleted += deleted;
         if deleted == 0 {
             done.finished = true;
-            return Ok(done);
+            break;
         }
         if done.deleted >= budget.max_rows || started.elapsed() >= budget.max_time {
-            return Ok(done);
+            break;
         }
     }
+    if done.deleted > 0 {
+        cleanup_wide(conn, log_table)?;
+    }
+    Ok(done)
+}
+
+/// Deletes the wide rows ([`crate::log_layout::wide_table`]) of the log rows cleanup
+/// removed: every one below the oldest log row. (A wide row whose log row is gone is
+/// never read: the reader takes a wide row only with the log row of its id.)
+fn cleanup_wide(conn: &Connection, log_table: &str) -> Result<()> {
+    let wide = crate::log_layout::wide_table(log_table);
+    if !crate::schema::is_plain_table(conn, &wide)? {
+        return Ok(());
+    }
+    conn.prepare_cached(&format!(
+        "DELETE FROM {} WHERE id < (SELECT min(id) FROM {})",
+        quote_ident(&wide),
+        quote_ident(log_table)
+    ))?
+    .execute([])?;
+    Ok(())
 }
 
 #[cfg(test)]

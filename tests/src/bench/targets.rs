@@ -52,6 +52,25 @@ impl Targets {
                     ));
                 }
             }
+            // No wide-table tax (issue 20): a 4-column table's overhead when a 64-column
+            // table is also captured within 10% of its overhead when it is not.
+            for tx in [Tx::Autocommit, Tx::Rows100] {
+                let worst = cells
+                    .iter()
+                    .filter(|c| c.columns == 4 && c.tx == tx)
+                    .map(|c| (c.overhead(Shape::AsthaWide), c.overhead(Shape::Astha), c.op))
+                    .max_by(|a, b| (a.0 / a.1).total_cmp(&(b.0 / b.1)));
+                if let Some((wide, narrow, op)) = worst {
+                    out.push_str(&format!(
+                        "| no wide-table tax: 4 columns beside a 64-column table within 10% of alone, {} | worst {} {:+.0}% beside, {:+.0}% alone | {} |\n",
+                        tx.name(),
+                        op.name(),
+                        wide,
+                        narrow,
+                        verdict(wide <= narrow * 1.1)
+                    ));
+                }
+            }
             // No cliff: added µs per column at 64 columns within 1.5× of that at 16.
             for op in [Op::Insert, Op::Update, Op::Delete] {
                 for tx in [Tx::Autocommit, Tx::Rows100] {
