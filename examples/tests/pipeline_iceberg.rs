@@ -626,3 +626,67 @@ fn keep_for_expires_snapshots_by_age() {
     }
     check_with_real_readers(&db, &warehouse, &["t"]);
 }
+
+/// Staged changes (`commit_interval`) are confirmed but not yet in Iceberg; they survive a
+/// stop, and the next start commits them, here with `commit_interval` since removed.
+#[test]
+fn staged_changes_wait_in_the_catalog_file_and_the_next_start_commits_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("src.db");
+    let warehouse = dir.path().join("lake");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, note TEXT);",
+    )
+    .unwrap();
+    // An interval no test waits for: nothing is committed while this run lasts.
+    pipeline(dir.path(), &["t"], "commit_interval = \"1h\"\n");
+    let (child, _stderr) = run(dir.path());
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "INSERT INTO t (v, note) VALUES (1, 'a'), (2, 'b'), (3, 'c');
+         UPDATE t SET note = 'B' WHERE v = 2;
+         DELETE FROM t WHERE v = 1;",
+    )
+    .unwrap();
+    let head: i64 = conn
+        .query_row("SELECT max(id) FROM __cdc_log", [], |r| r.get(0))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while conn
+        .query_row(
+            "SELECT position FROM __astha_slots WHERE name = 'mirror'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0)
+        < head
+    {
+        assert!(Instant::now() < deadline, "the slot never reached the head");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    sigterm_and_wait(child);
+    // Confirmed (the slot is at the head), staged, not in Iceberg.
+    let staged: i64 = Connection::open(warehouse.join("catalog.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM astha_mirror_staged", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(staged, 5);
+    let (_, rows) = iceberg_table(&warehouse, "t").unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+
+    pipeline(dir.path(), &["t"], "");
+    let (child, _stderr) = run(dir.path());
+    conn.execute("INSERT INTO t (v, note) VALUES (4, 'd')", [])
+        .unwrap();
+    let mirrored = wait_mirrored(&db, &warehouse, &["t"], Duration::from_secs(60));
+    sigterm_and_wait(child);
+    mirrored.unwrap();
+    let staged: i64 = Connection::open(warehouse.join("catalog.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM astha_mirror_staged", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(staged, 0);
+    check_with_real_readers(&db, &warehouse, &["t"]);
+}

@@ -164,7 +164,8 @@ fn parse_age(text: &str) -> Result<Duration, String> {
             .and_then(|d| d.checked_mul(86_400))
             .map(Duration::from_secs)
             .ok_or_else(|| format!("{text:?} is too large")),
-        _ => astha_core::config::parse_duration(text),
+        _ => astha_core::config::parse_duration(text)
+            .map_err(|e| format!("{e}; or days, e.g. \"7d\"")),
     }
 }
 
@@ -575,14 +576,11 @@ impl Job {
         )
         .map_err(|e| transient("create bookkeeping tables", e))?;
         stage::create(&conn).map_err(|e| transient("create staging table", e))?;
-        // Changes staged before a restart are due at once.
-        let due = Instant::now()
-            .checked_sub(self.timing.commit_interval)
-            .unwrap_or_else(Instant::now);
+        // Changes staged before a restart (committed below).
         let staged = stage::counts(&conn, &self.config.namespace)
             .map_err(|e| transient("read staging table", e))?
             .into_iter()
-            .map(|(table, n)| (table, (n, due)))
+            .map(|(table, n)| (table, (n, Instant::now())))
             .collect();
         let markers = conn
             .prepare(
@@ -607,6 +605,9 @@ impl Job {
         for table in &self.config.tables {
             self.load_table(&mut state, table)?;
         }
+        // Changes staged before a stop or a crash are committed before anything else, also
+        // when `commit_interval` has since been removed.
+        self.flush_due(&mut state, true)?;
         Ok(state)
     }
 
