@@ -1218,3 +1218,32 @@ impl Component for IcebergSink {
             .map_err(|e| ComponentError::transient(format!("iceberg sink task: {e}")))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_take_the_pipeline_units_and_days() {
+        assert_eq!(parse_age("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(parse_age("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_age("0s").unwrap(), Duration::ZERO);
+        assert!(parse_age("7x").unwrap_err().contains("\"7d\""));
+        assert!(parse_age("d").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn a_bad_duration_or_zero_commit_rows_is_refused_naming_the_field() {
+        let mut config = IcebergSinkConfig::new("lake", "ns", &["t"]);
+        config.keep_for = Some("soon".into());
+        assert!(config.validate().unwrap_err().contains("keep_for"));
+        config.keep_for = None;
+        config.commit_interval = Some("1s".into());
+        config.commit_rows = 0;
+        assert!(config.validate().unwrap_err().contains("commit_rows"));
+        config.commit_rows = 10;
+        config.orphan_age = "1 fortnight".into();
+        assert!(config.validate().unwrap_err().contains("orphan_age"));
+    }
+}
