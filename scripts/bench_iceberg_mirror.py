@@ -2,6 +2,7 @@
 """Benchmark of the Iceberg mirror (`type = "iceberg"`) beside the file sink, same run.
 
     python3 scripts/bench_iceberg_mirror.py --astha target/release/astha [--rows 50000]
+        [--commit-interval 1s [--commit-rows 100000]]
 
 Run it with the interop venv's Python (scripts/interop_venv.sh) for the DuckDB and
 pyiceberg timings. What it does, in a temporary directory:
@@ -13,8 +14,10 @@ pyiceberg timings. What it does, in a temporary directory:
    `rows/10` deletes, 500 changes per transaction (16-column-free table: id, a INTEGER,
    b TEXT, c REAL).
 3. `astha run` again: the time from its start until each sink's slot is at the head of the
-   log is that sink's catch-up; changes / time is its rate. The Iceberg table must then
-   equal the SQLite table (checked with pyiceberg).
+   log is that sink's catch-up; changes / time is its rate. With `--commit-interval` the
+   mirror stages confirmed changes in its catalog file first: its catch-up then also waits
+   until nothing is staged (every change committed in Iceberg). The Iceberg table must then
+   equal the SQLite table (checked with pyiceberg and DuckDB).
 4. DuckDB `iceberg_scan` and pyiceberg scan times on the table with its delete files
    (best of 5), then `astha run` once more with `compact_after_delete_files = 1` and one
    update (its delivery commits, then folds all deletes), and the same timings after.
@@ -35,7 +38,7 @@ import threading
 import time
 
 
-def pipeline(dir, compact):
+def pipeline(dir, compact, staging=""):
     (dir / "bench.toml").write_text(
         f"""[[sources]]
 database = "src.db"
@@ -54,7 +57,7 @@ type = "iceberg"
 warehouse = "lake"
 namespace = "bench"
 compact_after_delete_files = {compact}
-"""
+{staging}"""
     )
 
 
@@ -86,12 +89,22 @@ def positions(db):
         return dict(c.execute("SELECT name, position FROM __astha_slots"))
 
 
-def wait_at_head(db, names, target, started):
+def staged(lake):
+    try:
+        with sqlite3.connect(lake / "catalog.db", timeout=30) as c:
+            return c.execute("SELECT count(*) FROM astha_mirror_staged").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+def wait_at_head(db, names, target, started, lake=None):
     done = {}
     while len(done) < len(names):
         pos = positions(db)
         for n in names:
             if n not in done and pos.get(n, 0) >= target:
+                if n == "lake" and lake is not None and staged(lake) > 0:
+                    continue
                 done[n] = time.monotonic() - started
         time.sleep(0.02)
     return done
@@ -132,14 +145,21 @@ def main():
     ap.add_argument("--astha", required=True)
     ap.add_argument("--rows", type=int, default=50000)
     ap.add_argument("--keep", action="store_true", help="keep the working directory")
+    ap.add_argument("--commit-interval", help="the mirror's commit_interval (e.g. 1s); default: none")
+    ap.add_argument("--commit-rows", type=int, help="the mirror's commit_rows (with --commit-interval)")
     args = ap.parse_args()
+    staging = ""
+    if args.commit_interval:
+        staging = f'commit_interval = "{args.commit_interval}"\n'
+        if args.commit_rows:
+            staging += f"commit_rows = {args.commit_rows}\n"
     astha = str(pathlib.Path(args.astha).resolve())
     dir = pathlib.Path(tempfile.mkdtemp(prefix="astha-bench-iceberg-"))
     db = dir / "src.db"
     with sqlite3.connect(db) as c:
         c.executescript("PRAGMA journal_mode = WAL;"
                         "CREATE TABLE t (id INTEGER PRIMARY KEY, a INTEGER, b TEXT, c REAL);")
-    pipeline(dir, 0)
+    pipeline(dir, 0, staging)
     stop(start(astha, dir))
 
     rng = random.Random(7)
@@ -163,11 +183,12 @@ def main():
 
     started = time.monotonic()
     p = start(astha, dir)
-    done = wait_at_head(db, ["file", "lake"], target, started)
+    done = wait_at_head(db, ["file", "lake"], target, started, dir / "lake")
     stop(p)
     with sqlite3.connect(db) as c:
         live = c.execute("SELECT count(*) FROM t").fetchone()[0]
-    print(json.dumps({"changes": changes, "live_rows": live,
+    print(json.dumps({"commit_interval": args.commit_interval, "commit_rows": args.commit_rows,
+                      "changes": changes, "live_rows": live,
                       "catch_up_s": done,
                       "rate_per_s": {k: round(changes / v) for k, v in done.items()}}))
 

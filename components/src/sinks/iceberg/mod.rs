@@ -17,8 +17,18 @@
 //!   marker are one SQLite transaction (`row_delta_with` + `InSwap`); a change at or below
 //!   its table's marker is confirmed without being applied. A crash anywhere leaves either
 //!   the old snapshot with the old index and marker, or the new ones: never rows twice. A
-//!   crash before the swap leaves the commit's data file unreferenced (an orphan, removed
-//!   by `IcebergTable::remove_orphan_files`; the sink never deletes a data file itself).
+//!   crash before the swap leaves the commit's data file unreferenced: an orphan, removed
+//!   when the sink next opens the catalog (`remove_orphan_files`, files older than `orphan_age`,
+//!   default 1 h, so another writer's commit in flight is never touched).
+//! - **Fewer, larger commits** (`commit_interval`, `stage.rs`). With it, a delivery's
+//!   converted changes are staged in the catalog file with the tables' markers in one
+//!   SQLite transaction, and confirmed; a table is committed to Iceberg (its staged
+//!   changes folded as one delivery's, unstaged in the swap's transaction) once its oldest
+//!   staged change is `commit_interval` old (checked by a flusher task every half
+//!   interval and after each delivery) or `commit_rows` are staged. So the slot never
+//!   passes a change that is neither in Iceberg nor staged, and readers see changes up to
+//!   about `commit_interval` late; changes staged when Astha stops are committed at the
+//!   next start.
 //! - **Types** (created once per table from the SQLite declared types, or `column_types`):
 //!   INTEGER affinity → `long` (INTEGER values), REAL → `double` (REAL values), TEXT →
 //!   `string` (UTF-8 TEXT), BLOB or no type → `binary` (BLOB), NUMERIC (`NUMERIC`,
@@ -37,16 +47,19 @@
 //!   position, the column count unchanged) keeps the id, DROP removes it for good; old data
 //!   files are read by field id. As in the PostgreSQL sink, a DROP of the last column and
 //!   an ADD with no change captured in between look exactly like a RENAME.
-//!   With `keep_snapshots` > 0 it then expires all but that many snapshots, deleting the
-//!   files only they reached (never a file of the current snapshot, so never one the row
-//!   index names).
+//! - **Expiry.** After each compaction and when a table is loaded: with a positive
+//!   `keep_snapshots`, all but that many snapshots; with `keep_for`, the snapshots older than that,
+//!   except the last `keep_snapshots` (at least one). The files only expired snapshots
+//!   reached are deleted (never a file of the current snapshot, so never one the row index
+//!   names).
 //! - Tables without a primary key are refused.
 //!
 //! All SQLite and Parquet work runs on tokio's blocking pool, never on an executor thread.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
 
 use astha_actors::{BatchError, Component, ComponentError};
 use astha_core::change::Row;
@@ -61,6 +74,8 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::registry::{SinkConfig, SinkContext};
+
+mod stage;
 
 /// Configuration of an [`IcebergSink`].
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -93,6 +108,28 @@ pub struct IcebergSinkConfig {
     /// an expired one may find its files gone: keep enough for the longest query.
     #[serde(default)]
     pub keep_snapshots: usize,
+    /// Expire snapshots older than this (`"7d"`, `"12h"`, `"30m"`; Iceberg's
+    /// `history.expire.max-snapshot-age-ms`), keeping at least `keep_snapshots` (at least
+    /// one) whatever their age. Expiry runs when a table is loaded and after each compaction.
+    #[serde(default)]
+    pub keep_for: Option<String>,
+    /// Commit to Iceberg at most this often per table (`"1s"`, `"500ms"`); until then the
+    /// converted changes wait in the catalog file's staging table, so the slot moves on
+    /// and nothing is lost across a crash. Absent or `"0s"` (the default): one commit per
+    /// delivery and table, no staging.
+    #[serde(default)]
+    pub commit_interval: Option<String>,
+    /// With `commit_interval`: commit a table as soon as this many of its changes are
+    /// staged (so also the most staged changes one commit reads into memory, plus one
+    /// delivery).
+    #[serde(default = "default_commit_rows")]
+    pub commit_rows: usize,
+    /// When a table is loaded, delete files under its directory that no metadata reaches
+    /// and that are older than this (what a crash before a catalog swap leaves). Another
+    /// writer's commit in flight has files not yet reached: keep this longer than any
+    /// commit. `"0s"` sweeps everything unreached (only when nothing else writes the table).
+    #[serde(default = "default_orphan_age")]
+    pub orphan_age: String,
     /// Iceberg type of a created column, overriding the mapping by affinity:
     /// `"table.column" = "double"` (`long`, `double`, `string` or `binary`).
     #[serde(default)]
@@ -111,6 +148,35 @@ fn default_batch_size() -> usize {
 fn default_compact_after() -> u64 {
     32
 }
+fn default_commit_rows() -> usize {
+    100_000
+}
+fn default_orphan_age() -> String {
+    "1h".into()
+}
+
+/// A duration in the pipeline's syntax (`"250ms"`, `"1s"`, `"2h"`), or in days (`"7d"`).
+fn parse_age(text: &str) -> Result<Duration, String> {
+    match text.trim().strip_suffix('d') {
+        Some(days) if !days.is_empty() && days.bytes().all(|b| b.is_ascii_digit()) => days
+            .parse::<u64>()
+            .ok()
+            .and_then(|d| d.checked_mul(86_400))
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{text:?} is too large")),
+        _ => astha_core::config::parse_duration(text)
+            .map_err(|e| format!("{e}; or days, e.g. \"7d\"")),
+    }
+}
+
+/// The parsed durations of an [`IcebergSinkConfig`].
+#[derive(Debug, Clone, Copy)]
+struct Timing {
+    /// Zero: no staging.
+    commit_interval: Duration,
+    keep_for: Option<Duration>,
+    orphan_age: Duration,
+}
 
 /// The catalog file inside the warehouse.
 pub const CATALOG_FILE: &str = "catalog.db";
@@ -127,8 +193,30 @@ impl IcebergSinkConfig {
             batch_size: default_batch_size(),
             compact_after_delete_files: default_compact_after(),
             keep_snapshots: 0,
+            keep_for: None,
+            commit_interval: None,
+            commit_rows: default_commit_rows(),
+            orphan_age: default_orphan_age(),
             column_types: BTreeMap::new(),
         }
+    }
+
+    fn timing(&self) -> Result<Timing, String> {
+        let field = |what: &str, text: &str| {
+            parse_age(text).map_err(|e| format!("iceberg sink {}: {what}: {e}", self.name))
+        };
+        Ok(Timing {
+            commit_interval: match &self.commit_interval {
+                Some(t) => field("commit_interval", t)?,
+                None => Duration::ZERO,
+            },
+            keep_for: self
+                .keep_for
+                .as_deref()
+                .map(|t| field("keep_for", t))
+                .transpose()?,
+            orphan_age: field("orphan_age", &self.orphan_age)?,
+        })
     }
 
     fn parsed_column_types(&self) -> Result<HashMap<(String, String), IcebergType>, String> {
@@ -173,6 +261,10 @@ impl IcebergSinkConfig {
         if self.batch_size == 0 {
             return Err(format!("iceberg sink {name}: batch_size must be > 0"));
         }
+        if self.commit_rows == 0 {
+            return Err(format!("iceberg sink {name}: commit_rows must be > 0"));
+        }
+        self.timing()?;
         self.parsed_column_types().map(|_| ())
     }
 
@@ -225,19 +317,43 @@ fn no_key(table: &str) -> String {
 /// What the sink keeps open between deliveries (rebuilt after any failure).
 struct State {
     catalog: SqlCatalog,
-    /// A second connection to the catalog file: index reads and marker-only writes.
+    /// A second connection to the catalog file: index reads, staging and marker-only writes.
     conn: Connection,
     tables: HashMap<String, IcebergTable>,
     markers: HashMap<String, i64>,
+    /// With `commit_interval`: per table, how many changes are staged and since when.
+    staged: HashMap<String, (usize, Instant)>,
+    /// A staged commit failed: read everything again before the next use.
+    stale: bool,
+}
+
+/// The state, shared by deliveries and the staging flusher; `None` until opened or after
+/// a failure (then everything is read again from the catalog file).
+type Shared = Arc<Mutex<Option<Box<State>>>>;
+
+fn lock(shared: &Mutex<Option<Box<State>>>) -> MutexGuard<'_, Option<Box<State>>> {
+    // A panic mid-work left the state unknown: drop it.
+    shared.lock().unwrap_or_else(|poisoned| {
+        let mut guard = poisoned.into_inner();
+        *guard = None;
+        guard
+    })
 }
 
 /// Mirrors tables into Iceberg; see the module docs.
 pub struct IcebergSink {
-    config: Arc<IcebergSinkConfig>,
-    database: PathBuf,
-    identity: Arc<str>,
-    column_types: Arc<HashMap<(String, String), IcebergType>>,
-    state: Option<Box<State>>,
+    job: Job,
+    shared: Shared,
+    /// With `commit_interval`: commits staged changes that no delivery comes to push.
+    flusher: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for IcebergSink {
+    fn drop(&mut self) {
+        if let Some(flusher) = self.flusher.take() {
+            flusher.abort();
+        }
+    }
 }
 
 impl IcebergSink {
@@ -256,60 +372,134 @@ impl IcebergSink {
         config.warehouse = std::path::absolute(&config.warehouse)
             .map_err(|e| format!("iceberg sink {}: warehouse: {e}", config.name))?;
         Ok(IcebergSink {
-            column_types: Arc::new(config.parsed_column_types()?),
-            config: Arc::new(config),
-            database,
-            identity: identity.into(),
-            state: None,
+            job: Job {
+                column_types: Arc::new(config.parsed_column_types()?),
+                timing: config.timing()?,
+                config: Arc::new(config),
+                database,
+                identity: identity.into(),
+            },
+            shared: Arc::new(Mutex::new(None)),
+            flusher: None,
         })
     }
 
     /// The catalog file of this sink's warehouse.
     pub fn catalog_path(&self) -> PathBuf {
-        self.config.warehouse.join(CATALOG_FILE)
+        self.job.config.warehouse.join(CATALOG_FILE)
+    }
+
+    /// Starts the flusher once (it needs the runtime, so not in `new`).
+    fn start_flusher(&mut self) {
+        let interval = self.job.timing.commit_interval;
+        if interval.is_zero() || self.flusher.is_some() {
+            return;
+        }
+        let period = (interval / 2).max(Duration::from_millis(10));
+        let (job, shared) = (self.job.clone(), Arc::downgrade(&self.shared));
+        self.flusher = Some(tokio::spawn(flush_staged(job, shared, period)));
     }
 
     async fn run(&mut self, changes: Vec<Arc<Change>>) -> Result<(), BatchError> {
-        let state = self.state.take();
-        let job = Job {
-            config: self.config.clone(),
-            database: self.database.clone(),
-            identity: self.identity.clone(),
-            column_types: self.column_types.clone(),
-        };
+        self.start_flusher();
+        let (job, shared) = (self.job.clone(), self.shared.clone());
         let joined = tokio::task::spawn_blocking(move || {
-            let mut state = match state {
+            let mut guard = lock(&shared);
+            let mut state = match guard.take() {
                 Some(s) => s,
                 None => match job.open() {
                     Ok(s) => Box::new(s),
-                    Err(error) => return (None, Err(BatchError { handled: 0, error })),
+                    Err(error) => return Err(BatchError { handled: 0, error }),
                 },
             };
             let result = job.apply(&mut state, &changes);
             // After a failure, everything is read again from the catalog file.
-            let keep = result.is_ok() || result.as_ref().is_err_and(|e| !e.error.is_retriable());
-            (keep.then_some(state), result)
+            let keep = !state.stale
+                && (result.is_ok() || result.as_ref().is_err_and(|e| !e.error.is_retriable()));
+            if keep {
+                *guard = Some(state);
+            }
+            result
         })
         .await;
-        match joined {
-            Ok((state, result)) => {
-                self.state = state;
-                result
-            }
-            Err(e) => Err(BatchError {
+        joined.unwrap_or_else(|e| {
+            Err(BatchError {
                 handled: 0,
                 error: ComponentError::transient(format!("iceberg sink task: {e}")),
-            }),
+            })
+        })
+    }
+}
+
+/// The flusher: every `period`, commits the tables whose staged changes are due, until
+/// the sink is dropped. A failure is logged and the state dropped (read again next time);
+/// the staged changes stay in the catalog file.
+async fn flush_staged(job: Job, shared: Weak<Mutex<Option<Box<State>>>>, period: Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let work = job.clone();
+        let done = tokio::task::spawn_blocking(move || {
+            let job = work;
+            let mut guard = lock(&shared);
+            let mut state = match guard.take() {
+                Some(s) => s,
+                None => Box::new(job.open()?),
+            };
+            job.flush_due(&mut state, false)?;
+            *guard = Some(state);
+            Ok::<_, ComponentError>(())
+        })
+        .await;
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(sink = %job.config.name, error = %e, "iceberg mirror: staged commit failed; retried")
+            }
+            Err(e) => {
+                tracing::warn!(sink = %job.config.name, error = %e, "iceberg mirror: flusher task failed")
+            }
         }
     }
 }
 
 /// What the blocking side needs of the sink.
+#[derive(Clone)]
 struct Job {
     config: Arc<IcebergSinkConfig>,
+    timing: Timing,
     database: PathBuf,
     identity: Arc<str>,
     column_types: Arc<HashMap<(String, String), IcebergType>>,
+}
+
+/// Writes `table`'s marker (the LSN of its last change applied or staged).
+fn write_marker(
+    conn: &Connection,
+    source: &str,
+    namespace: &str,
+    table: &str,
+    lsn: i64,
+) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO astha_mirror_markers (source, namespace, table_name, lsn)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (source, namespace, table_name) DO UPDATE SET lsn = excluded.lsn",
+        params![source, namespace, table, lsn],
+    )?;
+    Ok(())
+}
+
+/// What a commit of a table's changes records in its swap transaction besides the index.
+enum Finish {
+    /// A delivery's changes: the table's marker moves to this LSN.
+    Marker(i64),
+    /// Staged changes: those up to this sequence number leave the staging table.
+    Unstage(i64),
 }
 
 /// One table's share of a delivery, being folded: the rows its commit will write (None
@@ -385,6 +575,13 @@ impl Job {
                  ON astha_mirror_rows (namespace, table_name, data_file, pos);",
         )
         .map_err(|e| transient("create bookkeeping tables", e))?;
+        stage::create(&conn).map_err(|e| transient("create staging table", e))?;
+        // Changes staged before a restart (committed below).
+        let staged = stage::counts(&conn, &self.config.namespace)
+            .map_err(|e| transient("read staging table", e))?
+            .into_iter()
+            .map(|(table, n)| (table, (n, Instant::now())))
+            .collect();
         let markers = conn
             .prepare(
                 "SELECT table_name, lsn FROM astha_mirror_markers WHERE source = ?1 AND namespace = ?2",
@@ -396,12 +593,83 @@ impl Job {
                 .collect::<rusqlite::Result<HashMap<_, _>>>()
             })
             .map_err(|e| transient("read markers", e))?;
-        Ok(State {
+        let mut state = State {
             catalog,
             conn,
             tables: HashMap::new(),
             markers,
-        })
+            staged,
+            stale: false,
+        };
+        // Loading sweeps orphans and expires: on start for every table mirrored before.
+        for table in &self.config.tables {
+            self.load_table(&mut state, table)?;
+        }
+        // Changes staged before a stop or a crash are committed before anything else, also
+        // when `commit_interval` has since been removed.
+        self.flush_due(&mut state, true)?;
+        Ok(state)
+    }
+
+    /// True when changes wait in the staging table instead of being committed per delivery.
+    fn staging(&self) -> bool {
+        !self.timing.commit_interval.is_zero()
+    }
+
+    /// Takes a table's share of a delivery: committed at once, or staged.
+    fn take(
+        &self,
+        state: &mut State,
+        table: &str,
+        lsn: i64,
+        ops: Vec<RowOp>,
+    ) -> Result<(), ComponentError> {
+        if !self.staging() {
+            self.commit_table(state, table, Finish::Marker(lsn), ops)?;
+            state.markers.insert(table.to_string(), lsn);
+            return Ok(());
+        }
+        let n = ops.len();
+        let batch = [(table.to_string(), lsn, ops)];
+        stage::stage(&state.conn, &self.identity, &self.config.namespace, &batch)
+            .map_err(|e| transient("stage changes", e))?;
+        state.markers.insert(table.to_string(), lsn);
+        state
+            .staged
+            .entry(table.to_string())
+            .or_insert((0, Instant::now()))
+            .0 += n;
+        Ok(())
+    }
+
+    /// Commits the staged changes of every table that is due (`commit_rows` staged, or
+    /// the oldest staged `commit_interval` ago), or of every table with `all`.
+    fn flush_due(&self, state: &mut State, all: bool) -> Result<(), ComponentError> {
+        let due: Vec<String> = state
+            .staged
+            .iter()
+            .filter(|(_, (n, since))| {
+                all || *n >= self.config.commit_rows
+                    || since.elapsed() >= self.timing.commit_interval
+            })
+            .map(|(t, _)| t.clone())
+            .collect();
+        for table in due {
+            self.flush_table(state, &table)?;
+        }
+        Ok(())
+    }
+
+    /// Commits the staged changes of one table (if any) in one Iceberg commit.
+    fn flush_table(&self, state: &mut State, table: &str) -> Result<(), ComponentError> {
+        let staged = stage::load(&state.conn, &self.config.namespace, table)
+            .map_err(|e| transient("read staging table", e))?;
+        if let Some((seq, ops)) = staged {
+            self.load_table(state, table)?;
+            self.commit_table(state, table, Finish::Unstage(seq), ops)?;
+        }
+        state.staged.remove(table);
+        Ok(())
     }
 
     /// Applies `changes`: converts them in order (stopping at the first that cannot be
@@ -433,11 +701,15 @@ impl Job {
                     .map(|c| c.name.as_str())
                     .collect();
                 if row.columns() != names.as_slice() {
-                    // The changes before, under the old columns, are committed first.
+                    // The changes before, under the old columns, are committed first
+                    // (staged ones too).
                     if let Some((lsn, ops)) = by_table.remove(&table) {
-                        self.commit_table(state, &table, lsn, ops)
+                        self.take(state, &table, lsn, ops)
                             .map_err(|error| BatchError { handled: 0, error })?;
-                        state.markers.insert(table.clone(), lsn);
+                    }
+                    if self.staging() {
+                        self.flush_table(state, &table)
+                            .map_err(|error| BatchError { handled: 0, error })?;
                     }
                     if let Err(error) = self.evolve(state, &table, row.columns()) {
                         refused = Some((i, error));
@@ -458,9 +730,16 @@ impl Job {
             }
         }
         for (table, (lsn, ops)) in by_table {
-            self.commit_table(state, &table, lsn, ops)
+            self.take(state, &table, lsn, ops)
                 .map_err(|error| BatchError { handled: 0, error })?;
-            state.markers.insert(table, lsn);
+        }
+        if self.staging() {
+            // Staged is confirmed: a failed commit here is retried by the flusher or the
+            // next delivery, never by delivering these changes again.
+            if let Err(e) = self.flush_due(state, false) {
+                tracing::warn!(sink = %self.config.name, error = %e, "iceberg mirror: staged commit failed; retried");
+                state.stale = true;
+            }
         }
         match refused {
             None => Ok(()),
@@ -475,30 +754,78 @@ impl Job {
         change: &Change,
     ) -> Result<&'s IcebergTable, ComponentError> {
         let name = change.table.to_string();
-        if !state.tables.contains_key(&name) {
+        if !self.load_table(state, &name)? {
+            let row = change.row().ok_or_else(|| {
+                ComponentError::permanent(format!(
+                    "lsn {}: a change without a row image",
+                    change.lsn
+                ))
+            })?;
+            let columns = self.columns_for(&name, row.columns())?;
             let ns = &self.config.namespace;
-            let exists = state
-                .catalog
-                .load_metadata_location(ns, &name)
-                .map_err(|e| transient("read catalog", e))?
-                .is_some();
-            let table = if exists {
-                IcebergTable::load(&state.catalog, ns, &name)
-                    .map_err(|e| transient("load table", e))?
-            } else {
-                let row = change.row().ok_or_else(|| {
-                    ComponentError::permanent(format!(
-                        "lsn {}: a change without a row image",
-                        change.lsn
-                    ))
-                })?;
-                let columns = self.columns_for(&name, row.columns())?;
+            let table =
                 IcebergTable::create(&state.catalog, &self.config.warehouse, ns, &name, &columns)
-                    .map_err(|e| transient("create table", e))?
-            };
+                    .map_err(|e| transient("create table", e))?;
             state.tables.insert(name.clone(), table);
         }
         Ok(&state.tables[&name])
+    }
+
+    /// Loads the Iceberg table `name` into the state if the catalog has it (false if not).
+    /// On load, sweeps its orphan files (older than `orphan_age`) and expires its snapshots
+    /// as `keep_snapshots`/`keep_for` say.
+    fn load_table(&self, state: &mut State, name: &str) -> Result<bool, ComponentError> {
+        if state.tables.contains_key(name) {
+            return Ok(true);
+        }
+        let ns = &self.config.namespace;
+        let exists = state
+            .catalog
+            .load_metadata_location(ns, name)
+            .map_err(|e| transient("read catalog", e))?
+            .is_some();
+        if !exists {
+            return Ok(false);
+        }
+        let mut table =
+            IcebergTable::load(&state.catalog, ns, name).map_err(|e| transient("load table", e))?;
+        let older_than = state.catalog.clock().now_ms()
+            - i64::try_from(self.timing.orphan_age.as_millis()).unwrap_or(i64::MAX / 2);
+        // The sweep is housekeeping: a failure is reported, never a reason to stop mirroring.
+        match table.remove_orphan_files(older_than, &BTreeSet::new()) {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::info!(table = %name, removed = removed.len(), "iceberg mirror removed orphan files");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(table = %name, error = %e, "iceberg mirror: orphan sweep failed")
+            }
+        }
+        self.expire(&mut table, name)?;
+        state.tables.insert(name.to_string(), table);
+        Ok(true)
+    }
+
+    /// Expires snapshots as `keep_snapshots` and `keep_for` say (nothing if neither is set).
+    fn expire(&self, iceberg: &mut IcebergTable, table: &str) -> Result<(), ComponentError> {
+        let keep_last = self.config.keep_snapshots;
+        let older_than = self.timing.keep_for.map(|age| {
+            iceberg.catalog().clock().now_ms()
+                - i64::try_from(age.as_millis()).unwrap_or(i64::MAX / 2)
+        });
+        if keep_last == 0 && older_than.is_none() {
+            return Ok(());
+        }
+        let expired = match older_than {
+            // Iceberg's rule: older than the age and not among the last `keep_last`.
+            Some(cutoff) => iceberg.expire_snapshots(keep_last.max(1), Some(cutoff)),
+            None => iceberg.expire_snapshots(keep_last, None),
+        }
+        .map_err(|e| transient("expire snapshots", e))?;
+        if !expired.expired_snapshot_ids.is_empty() {
+            tracing::debug!(table = %table, ?expired, "iceberg mirror expired snapshots");
+        }
+        Ok(())
     }
 
     /// Brings the Iceberg table's schema in line with captured `columns` (a metadata-only
@@ -607,7 +934,7 @@ impl Job {
         &self,
         state: &mut State,
         table: &str,
-        lsn: i64,
+        finish: Finish,
         ops: Vec<RowOp>,
     ) -> Result<(), ComponentError> {
         let ns = self.config.namespace.clone();
@@ -648,20 +975,17 @@ impl Job {
         } = batch;
         let rows: Vec<(String, Vec<Json>)> = pending.into_iter().flatten().collect();
         let source = self.identity.to_string();
-        let ns2 = ns.clone();
-        let table_name = table.to_string();
-        let write_marker = move |conn: &Connection| -> rusqlite::Result<()> {
-            conn.execute(
-                "INSERT INTO astha_mirror_markers (source, namespace, table_name, lsn)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (source, namespace, table_name) DO UPDATE SET lsn = excluded.lsn",
-                params![source, ns2, table_name, lsn],
-            )?;
-            Ok(())
+        let (ns2, table_name) = (ns.clone(), table.to_string());
+        let finish = move |conn: &Connection| -> rusqlite::Result<()> {
+            match finish {
+                Finish::Marker(lsn) => write_marker(conn, &source, &ns2, &table_name, lsn),
+                Finish::Unstage(seq) => stage::unstage(conn, &ns2, &table_name, seq),
+            }
         };
         if rows.is_empty() && deletes.is_empty() {
-            // Nothing changes in the table (say, a row inserted and deleted): the marker alone.
-            return write_marker(&state.conn).map_err(|e| transient("write marker", e));
+            // Nothing changes in the table (say, a row inserted and deleted): the marker
+            // (or the staging table) alone.
+            return finish(&state.conn).map_err(|e| transient("write marker", e));
         }
         let iceberg = state
             .tables
@@ -699,7 +1023,7 @@ impl Job {
                     put.execute(params![ns3, table3, key, location, pos as i64])?;
                 }
             }
-            write_marker(conn)
+            finish(conn)
         });
         let done = iceberg
             .row_delta_with(&added, &deletes, in_swap)
@@ -746,12 +1070,7 @@ impl Job {
             })
             .map_err(|e| transient("compact", e))?;
         if let Some((snapshot, folded)) = folded {
-            if self.config.keep_snapshots > 0 {
-                let expired = iceberg
-                    .expire_snapshots(self.config.keep_snapshots, None)
-                    .map_err(|e| transient("expire snapshots", e))?;
-                tracing::debug!(table = %table, ?expired, "iceberg mirror expired snapshots");
-            }
+            self.expire(iceberg, table)?;
             tracing::info!(
                 table = %table,
                 snapshot_id = snapshot.snapshot_id,
@@ -869,15 +1188,15 @@ fn fit(ty: IcebergType, v: &Value) -> Result<Json, String> {
 #[async_trait]
 impl Component for IcebergSink {
     fn name(&self) -> &str {
-        &self.config.name
+        &self.job.config.name
     }
 
     fn subscriptions(&self) -> Vec<String> {
-        self.config.tables.clone()
+        self.job.config.tables.clone()
     }
 
     fn max_batch(&self) -> usize {
-        self.config.batch_size
+        self.job.config.batch_size
     }
 
     async fn on_event(&mut self, change: &Change) -> Result<(), ComponentError> {
@@ -891,8 +1210,40 @@ impl Component for IcebergSink {
     }
 
     async fn on_refresh(&mut self) -> Result<(), ComponentError> {
-        // Read everything again from the catalog file.
-        self.state = None;
-        Ok(())
+        // Read everything again from the catalog file (once the work in flight, if any,
+        // has let go of the state).
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || *lock(&shared) = None)
+            .await
+            .map_err(|e| ComponentError::transient(format!("iceberg sink task: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_take_the_pipeline_units_and_days() {
+        assert_eq!(parse_age("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert_eq!(parse_age("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_age("0s").unwrap(), Duration::ZERO);
+        assert!(parse_age("7x").unwrap_err().contains("\"7d\""));
+        assert!(parse_age("d").is_err());
+        assert!(parse_age("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn a_bad_duration_or_zero_commit_rows_is_refused_naming_the_field() {
+        let mut config = IcebergSinkConfig::new("lake", "ns", &["t"]);
+        config.keep_for = Some("soon".into());
+        assert!(config.validate().unwrap_err().contains("keep_for"));
+        config.keep_for = None;
+        config.commit_interval = Some("1s".into());
+        config.commit_rows = 0;
+        assert!(config.validate().unwrap_err().contains("commit_rows"));
+        config.commit_rows = 10;
+        config.orphan_age = "1 fortnight".into();
+        assert!(config.validate().unwrap_err().contains("orphan_age"));
     }
 }
