@@ -62,7 +62,10 @@ pub(super) fn tier(live: u64, fan_out: u64) -> u32 {
     let (mut t, mut bound) = (0, fan_out);
     while live >= bound {
         t += 1;
-        bound = bound.saturating_mul(fan_out);
+        if bound > u64::MAX / fan_out {
+            break;
+        }
+        bound *= fan_out;
     }
     t
 }
@@ -107,7 +110,8 @@ impl IcebergTable {
 
         let fan_out = settings.manifest_min_merge_count.max(2) as u64;
         let target = settings.manifest_target_size_bytes;
-        let candidate = |s: &Slot| s.mergeable && (s.manifest.manifest_length.max(0) as u64) < target;
+        let candidate =
+            |s: &Slot| s.mergeable && (s.manifest.manifest_length.max(0) as u64) < target;
         let (mut merges, mut merged_sources) = (0usize, 0usize);
         // Tiers from the smallest up, so a merge's output can join the merge of its new tier
         // in the same commit (the cascade of the module doc).
