@@ -1,5 +1,6 @@
 //! Table properties the writer honours, with the names and defaults the Java implementation
-//! gives them, and the values it writes into the tables it creates.
+//! gives them (except `commit.manifest.min-count-to-merge`, which is the fan-out of the
+//! size-tiered merge here, default 8), and the values it writes into the tables it creates.
 //!
 //! Owns the one list of property keys this crate reads. Reading is lenient the way Java's
 //! `PropertyUtil` is: a missing or unparsable value means the default, so a table written by
@@ -11,9 +12,13 @@ use std::collections::BTreeMap;
 
 /// Merge small manifests on commit (Java: `true` for merge appends).
 pub const MANIFEST_MERGE_ENABLED: &str = "commit.manifest-merge.enabled";
-/// A group of small manifests holding the new one is merged only once it has this many.
+/// The fan-out of the size-tiered merge (`manifest_plan.rs`): a tier of manifests is merged
+/// once it holds this many. Java reads it as "merge the bin holding the new manifest once
+/// it has this many" and defaults to 100; under tiers that default would let 99 manifests
+/// sit in each tier, so the default here is 8.
 pub const MANIFEST_MIN_MERGE_COUNT: &str = "commit.manifest.min-count-to-merge";
-/// Manifests are packed into groups of about this many bytes before merging.
+/// A manifest at or past this many bytes is never merged again, and merges are packed to
+/// at most this many bytes (Java: the bin size; same default).
 pub const MANIFEST_TARGET_SIZE_BYTES: &str = "commit.manifest.target-size-bytes";
 /// How many previous metadata files the `metadata-log` keeps.
 pub const METADATA_PREVIOUS_VERSIONS_MAX: &str = "write.metadata.previous-versions-max";
@@ -21,7 +26,9 @@ pub const METADATA_PREVIOUS_VERSIONS_MAX: &str = "write.metadata.previous-versio
 pub const METADATA_DELETE_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
 
 const MANIFEST_MERGE_ENABLED_DEFAULT: bool = true;
-const MANIFEST_MIN_MERGE_COUNT_DEFAULT: usize = 100;
+/// 8 rather than Java's 100: at most 7 small manifests per tier, each live file rewritten
+/// once per tier (`1 + log_8` of the live files: 5 times by 10,000 files).
+const MANIFEST_MIN_MERGE_COUNT_DEFAULT: usize = 8;
 const MANIFEST_TARGET_SIZE_BYTES_DEFAULT: u64 = 8 * 1024 * 1024;
 const METADATA_PREVIOUS_VERSIONS_MAX_DEFAULT: usize = 100;
 const METADATA_DELETE_AFTER_COMMIT_DEFAULT: bool = false;
@@ -30,6 +37,7 @@ const METADATA_DELETE_AFTER_COMMIT_DEFAULT: bool = false;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CommitSettings {
     pub manifest_merge_enabled: bool,
+    /// The merge fan-out (see [`MANIFEST_MIN_MERGE_COUNT`]).
     pub manifest_min_merge_count: usize,
     pub manifest_target_size_bytes: u64,
     /// At least 1: the previous version is always remembered.
@@ -93,7 +101,7 @@ mod tests {
         assert!(d.manifest_merge_enabled && !d.delete_after_commit);
         assert_eq!(
             (d.manifest_min_merge_count, d.previous_versions_max),
-            (100, 100)
+            (8, 100)
         );
         let p = BTreeMap::from([
             (MANIFEST_MIN_MERGE_COUNT.to_string(), "oops".to_string()),
@@ -101,7 +109,7 @@ mod tests {
             (MANIFEST_MERGE_ENABLED.to_string(), "false".to_string()),
         ]);
         let s = CommitSettings::from_properties(&p);
-        assert_eq!(s.manifest_min_merge_count, 100);
+        assert_eq!(s.manifest_min_merge_count, 8);
         assert_eq!(s.previous_versions_max, 1);
         assert!(!s.manifest_merge_enabled);
         let created = CommitSettings::from_properties(&created_table_properties());

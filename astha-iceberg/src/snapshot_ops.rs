@@ -9,8 +9,8 @@
 //!
 //! Then both apply the same carry rules (`manifest_plan.rs`): a manifest holding only DELETED
 //! entries is dropped once the snapshot that deleted them is gone, and small manifests are
-//! merged as Iceberg's `commit.manifest.*` properties say, so the number of manifests stays
-//! bounded whatever the history.
+//! merged by size tier under Iceberg's `commit.manifest.*` properties, so the number of
+//! manifests stays logarithmic in the live files whatever the history.
 //!
 //! Both refuse inputs that would corrupt the table: a file already live, a file missing on
 //! disk or of another size than recorded, statistics for columns the table does not have, and
@@ -21,7 +21,8 @@
 //! refused through the shared [`LiveIndex`], which reads only manifests it has not seen;
 //! totals are carried from the parent's summary; a replace reads only the manifests holding
 //! the files it removes. The one exception is a merge, which reads the manifests it merges:
-//! at most `commit.manifest.target-size-bytes` of them, once per `min-count-to-merge` commits.
+//! size-tiered (`manifest_plan.rs`), so each live file is rewritten about `log_F` of the live
+//! files times over its life, and one merge writes at most `commit.manifest.target-size-bytes`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

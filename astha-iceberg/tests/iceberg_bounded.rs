@@ -1,5 +1,7 @@
 //! What a table keeps stays bounded through a long history: manifests (deleted-only ones
-//! dropped once their snapshot is gone, small ones merged), metadata files (the log and the
+//! dropped once their snapshot is gone, small ones merged by size tier, so their number is
+//! logarithmic in the live files and each file is rewritten a logarithmic number of
+//! times), metadata files (the log and the
 //! files on disk follow `write.metadata.*`), and the totals carried from summary to summary
 //! stay exact. Checked by Rust and, with `ASTHA_INTEROP_PYTHON`, by pyiceberg (`inspect`) and
 //! DuckDB (also through `version-hint.text`).
@@ -112,9 +114,13 @@ fn a_long_history_keeps_manifests_and_metadata_files_bounded() {
                 "round {round}: a deleted-only manifest of an expired snapshot is still listed"
             );
         }
+        // Fan-out 4: at most 3 manifests per size tier, 1 + log4(live files) tiers, plus
+        // one per retained snapshot that deleted files (3 retained).
+        let live = table.live_data_files().unwrap().len().max(1);
+        let bound = 3 * (1 + live.ilog(4) as usize) + 3;
         assert!(
-            listed.len() <= 4 + 3,
-            "round {round}: {} manifests (merge at 4, 3 retained snapshots may hold deletes)",
+            listed.len() <= bound,
+            "round {round}: {} manifests for {live} live files (bound {bound})",
             listed.len()
         );
         assert!(table.metadata().metadata_log.len() <= 5);
@@ -156,6 +162,78 @@ fn a_long_history_keeps_manifests_and_metadata_files_bounded() {
     };
     verify_in_rust(&table, &expect);
     check_with_python("long-history", &fx.db, &fx.warehouse, &table, &expect);
+}
+
+/// 2,000 appends of one file each, with the default merge settings (fan-out 8, 8 MiB
+/// target): after every commit the list holds at most `7 · (1 + log8(commits))` manifests
+/// (so under `2.4 · log2(commits) + 7`), merging never changes the live files, and each
+/// file is rewritten by merges at most once per tier.
+#[test]
+fn tiered_merging_keeps_the_manifest_count_logarithmic() {
+    const COMMITS: usize = 2_000;
+    const FAN_OUT: usize = 8;
+    let fx = fixture();
+    let mut table = fx.table("tiers");
+    // One real Parquet file, copied under a new name per commit: the writer checks each
+    // file's size on disk, not its rows.
+    let model = write(&table, "model.parquet", 0..3);
+    let mut appended = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let (mut most, mut rewritten) = (0usize, 0u64);
+    for i in 0..COMMITS {
+        let path = table.data_dir().unwrap().join(format!("f{i:04}.parquet"));
+        std::fs::copy(&model.path, &path).unwrap();
+        let f = DataFileInfo {
+            path: path.clone(),
+            ..model.clone()
+        };
+        let s = table.append(&[f]).unwrap();
+        appended.insert(path);
+        let listed = manifests(&s);
+        for m in &listed {
+            // A manifest seen for the first time that carries EXISTING files is a merge:
+            // those files were rewritten.
+            if seen.insert(m.manifest_path.clone()) {
+                rewritten += m.existing_files_count as u64;
+            }
+        }
+        let commits = i + 1;
+        let bound = (FAN_OUT - 1) * (1 + commits.ilog(FAN_OUT) as usize);
+        assert!(
+            listed.len() <= bound,
+            "after {commits} commits: {} manifests (bound {bound})",
+            listed.len()
+        );
+        assert!(listed.len() as f64 <= 2.4 * (commits as f64).log2() + 7.0);
+        most = most.max(listed.len());
+        if commits % 250 == 0 || commits == COMMITS {
+            let live: std::collections::BTreeSet<PathBuf> = table
+                .live_data_files()
+                .unwrap()
+                .into_iter()
+                .map(|f| f.path)
+                .collect();
+            assert_eq!(live, appended, "after {commits} commits");
+            assert_totals(&table);
+        }
+        if commits % 100 == 0 {
+            table.expire_snapshots(5, None).unwrap();
+        }
+    }
+    let tiers = 1 + COMMITS.ilog(FAN_OUT) as u64;
+    println!(
+        "{COMMITS} commits: at most {most} manifests listed, {rewritten} entries rewritten by \
+         merges ({:.2} per file, bound {tiers})",
+        rewritten as f64 / COMMITS as f64
+    );
+    assert!(rewritten <= COMMITS as u64 * tiers);
+    let expect = Expect {
+        rows: (0..COMMITS).flat_map(|_| rows(0..3)).collect(),
+        current_snapshot_id: table.current_snapshot().map(|s| s.snapshot_id),
+        ..Default::default()
+    };
+    verify_in_rust(&table, &expect);
+    check_with_python("tiers", &fx.db, &fx.warehouse, &table, &expect);
 }
 
 #[test]

@@ -20,7 +20,8 @@ overwrites (delete + add) for the replaces, through a SqlCatalog on SQLite. Data
 are read from each footer before any timing starts (as Astha's side has them from the writer).
 
 Prints one JSON object: {"append_ms": {"<checkpoint>": [ms, ...]}, "replace_ms": [ms, ...],
-"stopped_at": <commits before the last timed appends, or null>, "stop_ms": [ms, ...]}.
+"stopped_at": <commits before the last timed appends, or null>, "stop_ms": [ms, ...],
+"all_ms": [ms of every append, in order]}.
 """
 
 import argparse
@@ -60,6 +61,7 @@ def main():
     began = time.perf_counter()
     stopped_at, stop_ms = None, []
     appended = []
+    all_ms = []
     for i, path in enumerate(plan["files"]):
         if stopped_at is None and budget is not None and time.perf_counter() - began > budget:
             stopped_at = i
@@ -71,6 +73,7 @@ def main():
             with tx.update_snapshot().fast_append() as append:
                 append.append_data_file(by_path[path])
         elapsed = (time.perf_counter() - started) * 1000.0
+        all_ms.append(elapsed)
         for k, out in windows.items():
             if k <= i < k + plan["measure"]:
                 out.append(elapsed)
@@ -104,7 +107,7 @@ def main():
         print(f"pyiceberg table holds {scanned} rows, expected {rows}", file=sys.stderr)
         return 1
     print(json.dumps({"append_ms": {str(k): v for k, v in windows.items()}, "replace_ms": replace_ms,
-                      "stopped_at": stopped_at, "stop_ms": stop_ms}))
+                      "stopped_at": stopped_at, "stop_ms": stop_ms, "all_ms": all_ms}))
     return 0
 
 

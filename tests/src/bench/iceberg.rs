@@ -46,6 +46,8 @@ fn pyiceberg_budget_s() -> u64 {
 pub struct Side {
     /// (commits before the window, milliseconds of each timed append).
     pub append_ms: Vec<(usize, Vec<f64>)>,
+    /// Milliseconds of every append, in commit order (merges included).
+    pub all_ms: Vec<f64>,
     pub replace_ms: Vec<f64>,
     /// Where the side stopped appending before the last checkpoint (time budget), with the
     /// appends timed there.
@@ -143,6 +145,16 @@ fn astha_side(
         &columns(),
     )
     .expect("table");
+    // `ASTHA_BENCH_ICEBERG_MANIFEST_PROPS=key=value,...`: table properties to try (say a
+    // smaller `commit.manifest.target-size-bytes`); the default run uses none.
+    if let Ok(props) = std::env::var("ASTHA_BENCH_ICEBERG_MANIFEST_PROPS") {
+        let pairs: Vec<(&str, &str)> = props
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        eprintln!("iceberg: astha table properties {pairs:?}");
+        table.set_properties(&pairs).expect("set properties");
+    }
     let mut side = Side {
         append_ms: checkpoints.iter().map(|k| (*k, Vec::new())).collect(),
         ..Side::default()
@@ -156,6 +168,7 @@ fn astha_side(
         let started = Instant::now();
         table.append(std::slice::from_ref(f)).expect("append");
         let ms = started.elapsed().as_secs_f64() * 1000.0;
+        side.all_ms.push(ms);
         if slow_ms.is_some_and(|limit| ms > limit) {
             eprintln!("iceberg: astha append {i}: {ms:.2} ms");
         }
@@ -246,6 +259,7 @@ fn pyiceberg_side(
             .map(|k| (*k, ms(&v["append_ms"][k.to_string()])))
             .collect(),
         replace_ms: ms(&v["replace_ms"]),
+        all_ms: ms(&v["all_ms"]),
         stopped: v["stopped_at"]
             .as_u64()
             .map(|n| (n as usize, ms(&v["stop_ms"]))),
@@ -264,6 +278,29 @@ fn median(v: &[f64]) -> f64 {
 
 fn max(v: &[f64]) -> f64 {
     v.iter().copied().fold(0.0, f64::max)
+}
+
+/// The value at or below which `p` percent of `v` lie (nearest rank).
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+/// Commit ranges of the all-appends table: each decade of commits, from the first.
+fn ranges(total: usize) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    let (mut from, mut to) = (0, 10);
+    while from < total {
+        out.push((from, to.min(total)));
+        from = to;
+        to *= 10;
+    }
+    out
 }
 
 /// The Markdown section.
@@ -296,6 +333,38 @@ pub fn report(r: &IcebergCommits) -> String {
         "| replace | {} | {theirs} |\n\n",
         cells(&r.astha.replace_ms)
     ));
+    out.push_str(
+        "Every append, by range of commits (merge commits included): mean, median, p99 and \
+         max.\n\n\
+         | commits | Astha mean | Astha median | Astha p99 | Astha max | pyiceberg mean | pyiceberg median | pyiceberg p99 | pyiceberg max |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    let dist = |v: &[f64]| {
+        if v.is_empty() {
+            "- | - | - | -".to_string()
+        } else {
+            format!(
+                "{:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms",
+                mean(v),
+                median(v),
+                percentile(v, 99.0),
+                max(v)
+            )
+        }
+    };
+    for (from, to) in ranges(r.astha.all_ms.len()) {
+        let theirs = py
+            .map(|p| &p.all_ms[from.min(p.all_ms.len())..to.min(p.all_ms.len())])
+            .unwrap_or(&[]);
+        out.push_str(&format!(
+            "| {}–{} | {} | {} |\n",
+            from + 1,
+            to,
+            dist(&r.astha.all_ms[from..to]),
+            dist(theirs)
+        ));
+    }
+    out.push('\n');
     if let Some((n, v)) = py.and_then(|p| p.stopped.as_ref()) {
         out.push_str(&format!(
             "pyiceberg used its {} s budget at {n} commits and stopped \
