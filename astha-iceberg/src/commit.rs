@@ -74,6 +74,20 @@ impl CommitFiles {
     fn keep(&mut self) {
         self.keep = true;
     }
+
+    /// Deletes `path` now if this attempt wrote it, and forgets it: a file the attempt
+    /// itself superseded before committing (a manifest merged again in the same commit)
+    /// would otherwise stay behind, referenced by nothing. Files not written by this
+    /// attempt are left alone.
+    pub(super) fn discard(&mut self, path: &std::path::Path) {
+        let before = self.written.len();
+        self.written.retain(|p| p != path);
+        if self.written.len() < before {
+            if let Err(e) = fsutil::remove_if_exists(path) {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a superseded manifest");
+            }
+        }
+    }
 }
 
 impl Drop for CommitFiles {

@@ -155,8 +155,11 @@ impl IcebergTable {
             }
             let mut away = vec![false; slots.len()];
             for (newest, merged, pack) in done {
-                for i in pack {
+                for &i in &pack {
                     away[i] = i != newest;
+                    // A source this commit wrote (its own new manifest, or a merge of a
+                    // lower tier in this cascade) is listed by no snapshot: remove it now.
+                    draft.files.discard(&slots[i].manifest.manifest_path);
                 }
                 slots[newest] = Slot {
                     manifest: merged,
