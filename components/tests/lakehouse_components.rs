@@ -667,72 +667,106 @@ const KILL_STEPS: [CommitFailpoint; 5] = [
 /// and aborts (SIGABRT: no destructor, no rollback, nothing flushed; inside the swap's
 /// SQLite transaction for `InSwapTransaction`, which SQLite's recovery must roll back) at
 /// each step; a fresh lakehouse in this process then finds the registry and the table in
-/// agreement, and a restarted updater appends each file exactly once.
+/// agreement, and a restarted updater appends each file exactly once. Run for an
+/// unpartitioned table and for a partitioned one (its commits write partition values and
+/// per-field summaries; the child learns the spec from the registry).
 #[test]
 fn a_kill_at_every_step_of_the_updaters_commit_appends_each_file_exactly_once() {
-    use std::os::unix::process::ExitStatusExt;
-    for failpoint in KILL_STEPS {
-        let env = Env::new();
-        let id = env.create_table("orders");
-        insert_synced(&env, &env.updater(), id, 0, 2); // rows 0..10, completed
-        let storage = env.storage();
-        storage.insert(DB, "orders", &rows(10..15)).unwrap();
-        storage.insert(DB, "orders", &rows(15..20)).unwrap();
-        let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "kill_child", "--nocapture", "--test-threads=1"])
-            .env("ASTHA_KILL_CHILD_DIR", env._dir.path())
-            .env("ASTHA_KILL_CHILD_AT", format!("{failpoint:?}"))
-            .env("ASTHA_KILL_CHILD_TABLE", id.to_string())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert_eq!(status.signal(), Some(6), "{failpoint:?}: {status:?}");
-        let committed = failpoint == CommitFailpoint::AfterCatalogSwap;
-
-        // A new process's view: a fresh lakehouse on the same files.
-        let lakehouse = Lakehouse::open(LakehouseConfig::new(
-            &env.registry,
-            env._dir.path().join("warehouse"),
-        ))
-        .unwrap();
-        let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
-        let live: BTreeSet<PathBuf> = table.data_files().unwrap().into_iter().collect();
-        let files = env.files(id);
-        assert_eq!(files.len(), 4);
-        for f in &files {
-            assert_eq!(
-                f.iceberg_metadata_state == IcebergState::Completed,
-                live.contains(Path::new(&f.file_path)),
-                "{failpoint:?}: {f:?}"
-            );
+    for partition_by in [None, Some(r#"["month(day)"]"#)] {
+        for failpoint in KILL_STEPS {
+            kill_during_commit_then_restart(failpoint, partition_by);
         }
-        let expected = if committed { 20 } else { 10 };
-        assert_eq!(
-            table.read_rows(None).unwrap().len(),
-            expected,
-            "{failpoint:?}"
-        );
+    }
+}
 
-        let restarted =
-            IcebergUpdater::new(lakehouse.clone(), IcebergUpdaterConfig::default()).unwrap();
-        restarted.sync_all_blocking().unwrap();
-        let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
+fn kill_during_commit_then_restart(failpoint: CommitFailpoint, partition_by: Option<&str>) {
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    let id = env.create_table("orders");
+    if let Some(spec) = partition_by {
+        env.conn()
+            .execute(
+                "UPDATE table_metadata SET partition_by = ?1 WHERE table_id = ?2",
+                (spec, id),
+            )
+            .unwrap();
+    }
+    insert_synced(&env, &env.updater(), id, 0, 2); // rows 0..10, completed
+    let storage = env.storage();
+    storage.insert(DB, "orders", &rows(10..15)).unwrap();
+    storage.insert(DB, "orders", &rows(15..20)).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "kill_child", "--nocapture", "--test-threads=1"])
+        .env("ASTHA_KILL_CHILD_DIR", env._dir.path())
+        .env("ASTHA_KILL_CHILD_AT", format!("{failpoint:?}"))
+        .env("ASTHA_KILL_CHILD_TABLE", id.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.signal(), Some(6), "{failpoint:?}: {status:?}");
+    let committed = failpoint == CommitFailpoint::AfterCatalogSwap;
+
+    // A new process's view: a fresh lakehouse on the same files.
+    let lakehouse = Lakehouse::open(LakehouseConfig::new(
+        &env.registry,
+        env._dir.path().join("warehouse"),
+    ))
+    .unwrap();
+    let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
+    let live: BTreeSet<PathBuf> = table.data_files().unwrap().into_iter().collect();
+    let files = env.files(id);
+    assert_eq!(files.len(), 4);
+    for f in &files {
         assert_eq!(
-            sorted(table.read_rows(None).unwrap()),
-            sorted(rows(0..20)),
-            "{failpoint:?}: every row once"
+            f.iceberg_metadata_state == IcebergState::Completed,
+            live.contains(Path::new(&f.file_path)),
+            "{failpoint:?}: {f:?}"
         );
-        let stats = restarted.stats();
-        assert_eq!(
-            (stats.files_appended, stats.files_already_present),
-            (if committed { 0 } else { 2 }, 0),
-            "{failpoint:?}"
-        );
-        assert!(env
-            .files(id)
+    }
+    let expected = if committed { 20 } else { 10 };
+    assert_eq!(
+        table.read_rows(None).unwrap().len(),
+        expected,
+        "{failpoint:?}"
+    );
+
+    let restarted =
+        IcebergUpdater::new(lakehouse.clone(), IcebergUpdaterConfig::default()).unwrap();
+    restarted.sync_all_blocking().unwrap();
+    let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
+    assert_eq!(
+        sorted(table.read_rows(None).unwrap()),
+        sorted(rows(0..20)),
+        "{failpoint:?}: every row once"
+    );
+    let stats = restarted.stats();
+    assert_eq!(
+        (stats.files_appended, stats.files_already_present),
+        (if committed { 0 } else { 2 }, 0),
+        "{failpoint:?}"
+    );
+    let files = env.files(id);
+    assert!(files
+        .iter()
+        .all(|f| f.iceberg_metadata_state == IcebergState::Completed));
+    // Every live file carries the partition its registry row and its path name.
+    let spec = table.partition_spec().unwrap();
+    let live = table.live_data_files().unwrap();
+    assert_eq!(live.len(), 4, "{failpoint:?}");
+    for f in &live {
+        let registered = files
             .iter()
-            .all(|f| f.iceberg_metadata_state == IcebergState::Completed));
+            .find(|r| Path::new(&r.file_path) == f.path)
+            .unwrap();
+        let path = spec.path(&f.partition).unwrap();
+        assert_eq!(path, registered.partition_path, "{failpoint:?}");
+        let expected = if partition_by.is_some() {
+            "day_month=2024-03"
+        } else {
+            ""
+        };
+        assert_eq!(path, expected, "{failpoint:?}");
     }
 }
 
