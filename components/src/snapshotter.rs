@@ -62,8 +62,7 @@ pub struct SnapshotterConfig {
     pub max_bytes: u64,
     /// Retention: the newest this many records are always kept, at least 1. Default `10`.
     pub retain_last: usize,
-    /// Retention: older records are kept only while younger than this. Default `"7d"`
-    /// (written as `"168h"`).
+    /// Retention: older records are kept only while younger than this. Default `"7d"`.
     #[serde(with = "duration_serde")]
     pub max_age: Duration,
     /// Period of the timer that evaluates the time trigger and retention for every table.

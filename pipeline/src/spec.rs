@@ -77,7 +77,7 @@ pub struct Settings {
     /// A SQLite expression over the row's columns (and `_op`, `_table`); a change is
     /// passed on only where it is true. See [`crate::filter`].
     pub filter: Option<String>,
-    /// How long the source's change log keeps rows every sink is past, e.g. `"168h"`
+    /// How long the source's change log keeps rows every sink is past, e.g. `"7d"`
     /// (source level and above; `astha_core::retention`). Default: the engine's
     /// `[retention] keep_for`.
     pub keep_for: Option<String>,

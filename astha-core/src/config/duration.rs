@@ -1,11 +1,12 @@
-//! The duration format of every config struct: `"250ms"`, `"2s"`, `"1m"`, `"1h"` (also
-//! `"us"` and `"ns"`), or a bare integer of milliseconds. It promises that
+//! The duration format of every config struct: `"250ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"`
+//! (also `"us"` and `"ns"`), or a bare integer of milliseconds. It promises that
 //! [`format_duration`] writes what [`parse_duration`] reads back unchanged; it knows no
 //! setting.
 
 use std::time::Duration;
 
 const UNITS: &[(&str, u128)] = &[
+    ("d", 86_400_000_000_000),
     ("h", 3_600_000_000_000),
     ("m", 60_000_000_000),
     ("s", 1_000_000_000),
@@ -14,7 +15,7 @@ const UNITS: &[(&str, u128)] = &[
     ("ns", 1),
 ];
 
-/// Parses `"250ms"`, `"2s"`, `"1m"`, `"1h"` (also `"us"` and `"ns"`): a non-negative
+/// Parses `"250ms"`, `"2s"`, `"1m"`, `"1h"`, `"7d"` (also `"us"` and `"ns"`): a non-negative
 /// integer and a unit, optionally separated by spaces. The error completes the sentence
 /// "invalid duration: ...".
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -24,7 +25,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(digits_end);
     let unit = unit.trim();
-    let hint = "expected an integer and a unit (ns, us, ms, s, m, h), e.g. \"250ms\"";
+    let hint = "expected an integer and a unit (ns, us, ms, s, m, h, d), e.g. \"250ms\"";
     if number.is_empty() {
         return Err(format!("{text:?}: {hint}"));
     }
@@ -118,6 +119,7 @@ mod tests {
             ("2s", Duration::from_secs(2)),
             (" 1 m ", Duration::from_secs(60)),
             ("1h", Duration::from_secs(3600)),
+            ("7d", Duration::from_secs(7 * 86_400)),
             ("7us", Duration::from_micros(7)),
             ("0s", Duration::ZERO),
         ] {
@@ -138,6 +140,8 @@ mod tests {
             (Duration::from_millis(250), "250ms"),
             (Duration::from_millis(1500), "1500ms"),
             (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(36 * 3600), "36h"),
+            (Duration::from_secs(2 * 86_400), "2d"),
             (Duration::from_secs(7200), "2h"),
             (Duration::from_nanos(3), "3ns"),
         ] {
