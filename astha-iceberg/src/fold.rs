@@ -6,10 +6,12 @@
 //! removed. The table's rows stay the same; afterwards no delete file is live, so readers
 //! read data files only. Files no delete applies to are carried untouched.
 //!
-//! It reports where each surviving row moved ([`Folded::moved`]) before the swap, so a
-//! caller keeping a row index (the Iceberg mirror) updates it in the swap's transaction.
-//! Memory: the surviving rows of the rewritten files are held at once (as `read_rows`
-//! does); it is meant to run often enough that those stay small.
+//! It reports where each surviving row moved ([`Folded::rewritten`], [`Rewritten::new_position`])
+//! before the swap, so a caller keeping a row index (the Iceberg mirror) updates it in the
+//! swap's transaction. Memory: the rows are streamed into the new file one record batch at
+//! a time; what is held is the deleted positions (16 bytes each) and the manifest entries,
+//! never the rows (an earlier version held every surviving row, and one position triple per
+//! row, at once).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,7 +25,7 @@ use super::manifest::{
     read_manifest, EntryStatus, ManifestEntry, CONTENT_DATA, CONTENT_POSITION_DELETES,
 };
 use super::manifest_list::ManifestFile;
-use super::parquet_io::{read_parquet_rows, write_parquet};
+use super::parquet_io::{read_parquet_rows, rewrite_parquet, Source};
 use super::row_delta::delete_columns;
 use super::summary::{summarize, Change};
 use super::table::{IcebergTable, SnapshotInfo};
@@ -37,8 +39,58 @@ pub struct Folded {
     pub removed_files: Vec<PathBuf>,
     /// Position delete files removed.
     pub removed_delete_files: Vec<PathBuf>,
-    /// (old data file, old position, new position in `new_file`) per surviving row.
-    pub moved: Vec<(PathBuf, u64, u64)>,
+    /// Where the rows of each rewritten data file went, in the new file's order.
+    pub rewritten: Vec<Rewritten>,
+}
+
+impl Folded {
+    /// (old data file, old position, new position in `new_file`) of every surviving row,
+    /// computed on the fly.
+    pub fn moved(&self) -> impl Iterator<Item = (&Path, u64, u64)> + '_ {
+        self.rewritten.iter().flat_map(|r| {
+            (0..r.record_count).filter_map(move |old| {
+                r.new_position(old)
+                    .map(|new| (r.old_file.as_path(), old, new))
+            })
+        })
+    }
+
+    /// How many rows the new file holds.
+    pub fn surviving_rows(&self) -> u64 {
+        self.rewritten.iter().map(Rewritten::surviving).sum()
+    }
+}
+
+/// One data file a fold rewrote: its surviving rows stand in the new file, in their old
+/// order, from `first_new_position` on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    pub old_file: PathBuf,
+    /// Rows the old file held.
+    pub record_count: u64,
+    /// Its positions deleted (and so not carried), ascending.
+    pub deleted: Vec<u64>,
+    /// The new position of its first surviving row.
+    pub first_new_position: u64,
+}
+
+impl Rewritten {
+    /// Where the row at `old` of the old file stands in the new file; `None` if it was
+    /// deleted (or past the end).
+    pub fn new_position(&self, old: u64) -> Option<u64> {
+        if old >= self.record_count {
+            return None;
+        }
+        match self.deleted.binary_search(&old) {
+            Ok(_) => None,
+            Err(deleted_before) => Some(self.first_new_position + old - deleted_before as u64),
+        }
+    }
+
+    /// How many of its rows survive.
+    pub fn surviving(&self) -> u64 {
+        self.record_count - self.deleted.len() as u64
+    }
 }
 
 /// Whether a manifest list holds a live position delete file (a delete manifest whose
@@ -93,10 +145,10 @@ impl IcebergTable {
                     .push((e.sequence_number, pos));
             }
         }
-        // The data files some delete applies to, and their surviving rows.
-        let mut rows = Vec::new();
-        let mut moved = Vec::new();
-        let mut removed: Vec<DataFileInfo> = Vec::new();
+        // The data files some delete applies to, and where their surviving rows go.
+        let mut skips: Vec<(DataFileInfo, BTreeSet<u64>)> = Vec::new();
+        let mut rewritten = Vec::new();
+        let mut next_position = 0u64;
         let mut touched: BTreeSet<PathBuf> = BTreeSet::new();
         for (m, entries) in &data {
             for e in entries {
@@ -111,30 +163,36 @@ impl IcebergTable {
                     continue;
                 }
                 touched.insert(m.manifest_path.clone());
-                for (pos, row) in read_parquet_rows(&e.file.path, self.columns())?
-                    .into_iter()
-                    .enumerate()
-                {
-                    if !gone.contains(&(pos as u64)) {
-                        moved.push((e.file.path.clone(), pos as u64, rows.len() as u64));
-                        rows.push(row);
-                    }
-                }
-                removed.push(e.file.clone());
+                let r = Rewritten {
+                    old_file: e.file.path.clone(),
+                    record_count: e.file.record_count,
+                    deleted: gone.range(..e.file.record_count).copied().collect(),
+                    first_new_position: next_position,
+                };
+                next_position += r.surviving();
+                rewritten.push(r);
+                skips.push((e.file.clone(), gone));
             }
         }
+        drop(deleted);
+        let removed: Vec<DataFileInfo> = skips.iter().map(|(f, _)| f.clone()).collect();
         let before = self.parent_totals(&parent)?;
         let mut draft = self.draft();
         let mut added = Vec::new();
-        if !rows.is_empty() {
+        if next_position > 0 {
             draft.files.track(new_file.to_path_buf());
-            added.push(write_parquet(new_file, self.columns(), &rows)?);
+            let sources: Vec<Source> = skips
+                .iter()
+                .map(|(file, skip)| Source { file, skip })
+                .collect();
+            added.extend(rewrite_parquet(new_file, self.columns(), &sources)?);
         }
+        drop(skips);
         let folded = Folded {
             new_file: added.first().map(|f| f.path.clone()),
             removed_files: removed.iter().map(|f| f.path.clone()).collect(),
             removed_delete_files: delete_entries.iter().map(|e| e.file.path.clone()).collect(),
-            moved,
+            rewritten,
         };
 
         let mut manifests = Vec::new();

@@ -81,7 +81,7 @@ pub use commit::CommitFailpoint;
 pub use data_file::{ColumnStats, DataFileInfo};
 pub use error::{IcebergError, Result};
 pub use expire::ExpireResult;
-pub use fold::Folded;
+pub use fold::{Folded, Rewritten};
 pub use manifest::{read_manifest, EntryStatus, ManifestEntry};
 pub use manifest_list::{read_manifest_list, ManifestFile};
 pub use metadata::{Snapshot, TableMetadata};

@@ -8,7 +8,7 @@
 //! counts, truncated bounds) that the Iceberg manifest needs. [`read_parquet_rows`] reads rows
 //! back in the canonical JSON shapes of [`super::value`], matching columns by field id.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Date32Builder, Float32Builder, Float64Builder, Int32Builder,
     Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, BooleanArray, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
@@ -44,17 +44,8 @@ pub fn write_parquet(
     rows: &[Vec<Value>],
 ) -> Result<DataFileInfo> {
     validate_columns(columns)?;
-    let path = fsutil::absolute(path)?;
     let parsed = parse_rows(columns, rows)?;
-    if path.exists() {
-        return Err(IcebergError::InvalidArgument(format!(
-            "data file {} already exists; data files are never overwritten",
-            path.display()
-        )));
-    }
-    if let Some(dir) = path.parent() {
-        fsutil::create_dir_all(dir)?;
-    }
+    let path = new_output(path)?;
 
     let mut column_stats = BTreeMap::new();
     let mut arrays = Vec::with_capacity(columns.len());
@@ -167,21 +158,21 @@ pub fn merge_parquet(
     inputs: &[DataFileInfo],
 ) -> Result<DataFileInfo> {
     validate_columns(columns)?;
-    let output = fsutil::absolute(output)?;
-    if output.exists() {
-        return Err(IcebergError::InvalidArgument(format!(
-            "data file {} already exists; data files are never overwritten",
-            output.display()
-        )));
-    }
-    if let Some(dir) = output.parent() {
-        fsutil::create_dir_all(dir)?;
-    }
+    let output = new_output(output)?;
+    let nothing = BTreeSet::new();
+    let sources: Vec<Source> = inputs
+        .iter()
+        .map(|file| Source {
+            file,
+            skip: &nothing,
+        })
+        .collect();
     let tmp = fsutil::temp_sibling(&output);
-    let written = copy_batches(&tmp, columns, inputs).and_then(|(meta, rows)| {
-        fsutil::publish(&tmp, &output)?;
-        Ok((meta, rows))
-    });
+    let written =
+        copy_batches(&tmp, columns, &sources, &mut |_| Ok(())).and_then(|(meta, rows)| {
+            fsutil::publish(&tmp, &output)?;
+            Ok((meta, rows))
+        });
     let (meta, record_count) = match written {
         Ok(w) => w,
         Err(e) => {
@@ -194,14 +185,7 @@ pub fn merge_parquet(
     let file_size_in_bytes = fs::metadata(&output)
         .map_err(|e| IcebergError::io(&output, e))?
         .len();
-    // Inputs of one partition make an output of that partition; a caller merging across
-    // partitions gets an unpartitioned file (which a partitioned table refuses).
-    let partition = match inputs.split_first() {
-        Some((first, rest)) if rest.iter().all(|f| f.partition == first.partition) => {
-            first.partition.clone()
-        }
-        _ => Vec::new(),
-    };
+    let partition = common_partition(inputs);
     Ok(DataFileInfo {
         path: output,
         file_size_in_bytes,
@@ -211,10 +195,52 @@ pub fn merge_parquet(
     })
 }
 
+/// `path` made absolute, its directory created; refused if a file is there already.
+fn new_output(path: &Path) -> Result<std::path::PathBuf> {
+    let path = fsutil::absolute(path)?;
+    if path.exists() {
+        return Err(IcebergError::InvalidArgument(format!(
+            "data file {} already exists; data files are never overwritten",
+            path.display()
+        )));
+    }
+    if let Some(dir) = path.parent() {
+        fsutil::create_dir_all(dir)?;
+    }
+    Ok(path)
+}
+
+/// The partition of a file made from `inputs`: theirs when they share one, else none (a
+/// caller merging across partitions gets an unpartitioned file, which a partitioned table
+/// refuses).
+fn common_partition<'a>(inputs: impl IntoIterator<Item = &'a DataFileInfo>) -> Vec<Value> {
+    let mut inputs = inputs.into_iter();
+    let Some(first) = inputs.next() else {
+        return Vec::new();
+    };
+    if inputs.all(|f| f.partition == first.partition) {
+        first.partition.clone()
+    } else {
+        Vec::new()
+    }
+}
+
+/// One input of [`copy_batches`]: a data file and the positions (0-based, in file order) of
+/// its rows to leave out.
+pub(crate) struct Source<'a> {
+    pub file: &'a DataFileInfo,
+    pub skip: &'a BTreeSet<u64>,
+}
+
+/// Writes the rows of `sources` (less each one's skipped positions) to a new Parquet file at
+/// `tmp`, batch by batch, handing each written batch to `kept`; fsyncs it. Returns the
+/// footer and the number of rows written. Fails if an input holds another number of rows
+/// than its `record_count` says.
 fn copy_batches(
     tmp: &Path,
     columns: &[ColumnSpec],
-    inputs: &[DataFileInfo],
+    sources: &[Source],
+    kept: &mut dyn FnMut(&RecordBatch) -> Result<()>,
 ) -> Result<(ParquetMetaData, u64)> {
     let schema = arrow_schema(columns);
     let out_err = |source| IcebergError::Parquet {
@@ -228,7 +254,7 @@ fn copy_batches(
     let handle = file.try_clone().map_err(|e| IcebergError::io(tmp, e))?;
     let mut writer = ArrowWriter::try_new(handle, schema.clone(), Some(props)).map_err(out_err)?;
     let mut total = 0u64;
-    for input in inputs {
+    for Source { file: input, skip } in sources {
         let path = input.path.as_path();
         let in_err = |source| IcebergError::Parquet {
             path: path.to_path_buf(),
@@ -267,8 +293,15 @@ fn copy_batches(
                 })
                 .collect();
             let batch = RecordBatch::try_new(schema.clone(), arrays)?;
+            let first = rows;
             rows += batch.num_rows() as u64;
+            let batch = without_positions(batch, first, skip)?;
+            if batch.num_rows() == 0 {
+                continue;
+            }
+            total += batch.num_rows() as u64;
             writer.write(&batch).map_err(out_err)?;
+            kept(&batch)?;
         }
         if rows != input.record_count {
             return Err(IcebergError::corrupt(
@@ -276,11 +309,100 @@ fn copy_batches(
                 format!("holds {rows} rows but {} were recorded", input.record_count),
             ));
         }
-        total += rows;
     }
     let meta = writer.close().map_err(out_err)?;
     file.sync_all().map_err(|e| IcebergError::io(tmp, e))?;
     Ok((meta, total))
+}
+
+/// `batch` (the rows at file positions `first..`) without the rows at the positions in
+/// `skip`.
+fn without_positions(batch: RecordBatch, first: u64, skip: &BTreeSet<u64>) -> Result<RecordBatch> {
+    let end = first + batch.num_rows() as u64;
+    let mut gone = skip.range(first..end).peekable();
+    if gone.peek().is_none() {
+        return Ok(batch);
+    }
+    let mut keep = vec![true; batch.num_rows()];
+    for pos in gone {
+        keep[(pos - first) as usize] = false;
+    }
+    Ok(arrow_select::filter::filter_record_batch(
+        &batch,
+        &BooleanArray::from(keep),
+    )?)
+}
+
+/// Writes the rows of `sources`, less each one's skipped positions, as one new Parquet file
+/// at `output` (for folding deletes into data files): streams record batches, so memory
+/// stays at about one batch whatever the sizes. Statistics are recomputed from the rows
+/// written (counts and bounds are exact for what survives). Publishes like
+/// [`write_parquet`]; `None`, and nothing left on disk, when no row survives.
+pub(crate) fn rewrite_parquet(
+    output: &Path,
+    columns: &[ColumnSpec],
+    sources: &[Source],
+) -> Result<Option<DataFileInfo>> {
+    validate_columns(columns)?;
+    let output = new_output(output)?;
+    let mut so_far: Option<DataFileInfo> = None;
+    let mut kept = |batch: &RecordBatch| -> Result<()> {
+        let mut column_stats = BTreeMap::new();
+        for (i, col) in columns.iter().enumerate() {
+            let values: Vec<Option<Datum>> = column_to_json(batch.column(i).as_ref(), col)
+                .map_err(|reason| IcebergError::corrupt(&output, reason))?
+                .iter()
+                .map(|v| {
+                    (!v.is_null())
+                        .then(|| Datum::from_json(col.ty, v))
+                        .transpose()
+                })
+                .collect::<std::result::Result<_, String>>()
+                .map_err(|reason| IcebergError::corrupt(&output, reason))?;
+            column_stats.insert(col.field_id, stats_of(col.ty, &values));
+        }
+        let this = DataFileInfo {
+            path: output.clone(),
+            file_size_in_bytes: 0,
+            record_count: batch.num_rows() as u64,
+            column_stats,
+            partition: Vec::new(),
+        };
+        so_far = Some(match so_far.take() {
+            None => this,
+            Some(before) => DataFileInfo {
+                column_stats: merge_stats(columns, &[before.clone(), this]),
+                record_count: before.record_count + batch.num_rows() as u64,
+                ..before
+            },
+        });
+        Ok(())
+    };
+    let tmp = fsutil::temp_sibling(&output);
+    let written = copy_batches(&tmp, columns, sources, &mut kept);
+    let (meta, record_count) = match written {
+        Ok((_, 0)) => {
+            let _ = fs::remove_file(&tmp);
+            return Ok(None);
+        }
+        Ok(w) => w,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    if let Err(e) = fsutil::publish(&tmp, &output) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    let mut info = so_far.expect("rows were written, so a batch was kept");
+    debug_assert_eq!(info.record_count, record_count);
+    add_column_sizes(&meta, columns, &mut info.column_stats);
+    info.file_size_in_bytes = fs::metadata(&output)
+        .map_err(|e| IcebergError::io(&output, e))?
+        .len();
+    info.partition = common_partition(sources.iter().map(|s| s.file));
+    Ok(Some(info))
 }
 
 /// Column-major typed values; `None` is null. Checks every row before any file is created.
@@ -538,6 +660,94 @@ mod tests {
             .map(|f| f.get_basic_info().id())
             .collect();
         assert_eq!(ids, (1..=9).collect::<Vec<_>>());
+    }
+
+    /// Three columns, rows with ids `ids`: every 7th name null, a score of half the id.
+    fn numbered(ids: std::ops::Range<i64>) -> (Vec<ColumnSpec>, Vec<Vec<Value>>) {
+        let cols = vec![
+            ColumnSpec::new(1, "id", IcebergType::Long, true),
+            ColumnSpec::new(2, "name", IcebergType::String, false),
+            ColumnSpec::new(3, "score", IcebergType::Double, false),
+        ];
+        let rows = ids
+            .map(|i| {
+                let name = if i % 7 == 0 {
+                    Value::Null
+                } else {
+                    json!(format!("name {i:05}"))
+                };
+                vec![json!(i), name, json!(i as f64 / 2.0)]
+            })
+            .collect();
+        (cols, rows)
+    }
+
+    #[test]
+    fn a_rewrite_streams_the_surviving_rows_with_exact_statistics() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cols, big) = numbered(0..3000);
+        let (_, small) = numbered(5000..5010);
+        let a = write_parquet(&dir.path().join("a.parquet"), &cols, &big).unwrap();
+        let b = write_parquet(&dir.path().join("b.parquet"), &cols, &small).unwrap();
+        // Both ends, and both sides of the reader's 1,024-row batch boundary; all of b.
+        let skip_a = BTreeSet::from([0, 1023, 1024, 2999]);
+        let skip_b: BTreeSet<u64> = (0..10).collect();
+        let out = dir.path().join("folded.parquet");
+        let sources = [
+            Source {
+                file: &a,
+                skip: &skip_a,
+            },
+            Source {
+                file: &b,
+                skip: &skip_b,
+            },
+        ];
+        let info = rewrite_parquet(&out, &cols, &sources).unwrap().unwrap();
+
+        let expected: Vec<Vec<Value>> = big
+            .iter()
+            .enumerate()
+            .filter(|(pos, _)| !skip_a.contains(&(*pos as u64)))
+            .map(|(_, r)| r.clone())
+            .collect();
+        assert_eq!(read_parquet_rows(&out, &cols).unwrap(), expected);
+        assert_eq!(info.record_count, 2996);
+        assert_eq!(info.file_size_in_bytes, fs::metadata(&out).unwrap().len());
+        // The same statistics as a file written from the surviving rows at once.
+        let direct = write_parquet(&dir.path().join("direct.parquet"), &cols, &expected).unwrap();
+        for col in &cols {
+            let (got, want) = (
+                &info.column_stats[&col.field_id],
+                &direct.column_stats[&col.field_id],
+            );
+            assert_eq!(
+                (got.value_count, got.null_count, got.nan_count),
+                (want.value_count, want.null_count, want.nan_count),
+                "{}",
+                col.name
+            );
+            assert_eq!(got.lower_bound, want.lower_bound, "{}", col.name);
+            assert_eq!(got.upper_bound, want.upper_bound, "{}", col.name);
+            assert!(got.column_size.unwrap() > 0);
+        }
+        // Nothing survives: no file, nothing left behind.
+        let none = dir.path().join("none.parquet");
+        let gone = [Source {
+            file: &b,
+            skip: &skip_b,
+        }];
+        assert!(rewrite_parquet(&none, &cols, &gone).unwrap().is_none());
+        let names: BTreeSet<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            BTreeSet::from(
+                ["a.parquet", "b.parquet", "direct.parquet", "folded.parquet"].map(String::from)
+            )
+        );
     }
 
     #[test]

@@ -193,10 +193,10 @@ fn position_deletes_are_applied_by_real_readers() {
         base + pos as i64
     };
     let mut moved_ids: Vec<(i64, u64)> = folded
-        .moved
-        .iter()
-        .map(|(f, old, new)| (id_at(f, *old), *new))
+        .moved()
+        .map(|(f, old, new)| (id_at(f, old), new))
         .collect();
+    assert_eq!(folded.surviving_rows(), 7);
     moved_ids.sort();
     let folded_rows = astha_iceberg::read_parquet_rows(&folded_path, &cols).unwrap();
     for (id, new) in &moved_ids {

@@ -1041,22 +1041,9 @@ impl Job {
                     .as_ref()
                     .map(|p| p.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let moved: Vec<(String, i64, i64)> = folded
-                    .moved
-                    .iter()
-                    .map(|(old, at, to)| {
-                        (old.to_string_lossy().into_owned(), *at as i64, *to as i64)
-                    })
-                    .collect();
+                let rewritten = folded.rewritten.clone();
                 Some(InSwap::new(move |conn| {
-                    let mut set = conn.prepare_cached(
-                        "UPDATE astha_mirror_rows SET data_file = ?1, pos = ?2
-                         WHERE namespace = ?3 AND table_name = ?4 AND data_file = ?5 AND pos = ?6",
-                    )?;
-                    for (old, at, to) in &moved {
-                        set.execute(params![new_file, to, ns, table_name, old, at])?;
-                    }
-                    Ok(())
+                    move_row_index(conn, &ns, &table_name, &new_file, &rewritten)
                 }))
             })
             .map_err(|e| transient("compact", e))?;
@@ -1065,7 +1052,7 @@ impl Job {
             tracing::info!(
                 table = %table,
                 snapshot_id = snapshot.snapshot_id,
-                rows = folded.moved.len(),
+                rows = folded.surviving_rows(),
                 data_files = folded.removed_files.len(),
                 delete_files = folded.removed_delete_files.len(),
                 "iceberg mirror compacted"
@@ -1073,6 +1060,50 @@ impl Job {
         }
         Ok(())
     }
+}
+
+/// Points the row index's entries of each rewritten data file at their rows' places in
+/// the folded file, a page of entries at a time (memory stays at one page whatever the
+/// table's size; a moved entry leaves the old file's range, so the next page starts after
+/// the last position moved).
+fn move_row_index(
+    conn: &rusqlite::Connection,
+    ns: &str,
+    table: &str,
+    new_file: &str,
+    rewritten: &[astha_iceberg::Rewritten],
+) -> rusqlite::Result<()> {
+    const PAGE: i64 = 4096;
+    let mut page = conn.prepare_cached(
+        "SELECT pos FROM astha_mirror_rows
+         WHERE namespace = ?1 AND table_name = ?2 AND data_file = ?3 AND pos > ?4
+         ORDER BY pos LIMIT ?5",
+    )?;
+    let mut set = conn.prepare_cached(
+        "UPDATE astha_mirror_rows SET data_file = ?1, pos = ?2
+         WHERE namespace = ?3 AND table_name = ?4 AND data_file = ?5 AND pos = ?6",
+    )?;
+    for r in rewritten {
+        let old = r.old_file.to_string_lossy();
+        let mut after = -1i64;
+        loop {
+            let positions: Vec<i64> = page
+                .query_map(params![ns, table, old, after, PAGE], |row| row.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for &at in &positions {
+                // An entry at a deleted position cannot be: a deleted row leaves the index
+                // in the commit that deletes it. Left in place if it ever were.
+                if let Some(to) = u64::try_from(at).ok().and_then(|at| r.new_position(at)) {
+                    set.execute(params![new_file, to as i64, ns, table, old, at])?;
+                }
+            }
+            match positions.last() {
+                Some(&last) if positions.len() as i64 == PAGE => after = last,
+                _ => break,
+            }
+        }
+    }
+    Ok(())
 }
 
 fn quote(name: &str) -> String {
