@@ -121,6 +121,18 @@ pub trait Component: Send + 'static {
     async fn on_refresh(&mut self) -> Result<(), ComponentError> {
         Ok(())
     }
+
+    /// Called once when the component stops gracefully (Astha stopping — `astha run` and
+    /// `watch` on SIGTERM, SIGINT or SIGHUP — or the component unregistered), after its
+    /// last delivery was confirmed and its position written: the place to finish work
+    /// kept between deliveries (the Iceberg mirror commits its staged changes here).
+    /// Never called after a crash, nor while a delivery is still in the component's hands
+    /// (its stop drain timed out), so nothing may depend on it for correctness: what it
+    /// would finish must be durable for the next start. Bounded by the event timeout; an
+    /// error, panic or timeout is logged and changes no position.
+    async fn on_stop(&mut self) -> Result<(), ComponentError> {
+        Ok(())
+    }
 }
 
 /// What a component reports about itself, as shown by `component_info`.

@@ -274,16 +274,25 @@ impl Router {
         self.finish_shutdown(ctx);
     }
 
+    /// Stops every supervisor (each lets its component finish, see `Component::on_stop`),
+    /// then answers the `Shutdown` callers and stops.
     fn finish_shutdown(&mut self, ctx: &mut Context<Self>) {
-        if let Some(waiters) = self.shutting_down.take() {
-            for waiter in waiters {
-                let _ = waiter.send(());
-            }
-        }
-        for link in self.supervisors.values() {
-            link.stop.do_send(StopSupervisor);
-        }
-        ctx.stop();
+        let waiters = self.shutting_down.take().unwrap_or_default();
+        let stopped: Vec<_> = self
+            .supervisors
+            .values()
+            .map(|link| link.stop.send(StopSupervisor))
+            .collect();
+        ctx.wait(
+            futures::future::join_all(stopped)
+                .into_actor(self)
+                .map(|_, _, ctx| {
+                    for waiter in waiters {
+                        let _ = waiter.send(());
+                    }
+                    ctx.stop();
+                }),
+        );
     }
 }
 

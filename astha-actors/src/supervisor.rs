@@ -1061,13 +1061,34 @@ impl Handler<SetStatus> for Supervisor {
 }
 
 impl Handler<StopSupervisor> for Supervisor {
-    type Result = ();
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: StopSupervisor, ctx: &mut Context<Self>) {
+    /// Stops delivering, lets the component finish (`on_stop`, unless a delivery still
+    /// holds it), then stops; answers once the component is done.
+    fn handle(&mut self, _: StopSupervisor, _: &mut Context<Self>) -> Self::Result {
         self.state = State::Stopped;
         self.stats
             .update(&self.name, |s| s.status = ComponentStatus::Stopped);
-        ctx.stop();
+        let component = self.component.take();
+        let (name, timeout) = (self.name.clone(), self.settings.event_timeout);
+        Box::pin(
+            async move {
+                let mut component = component?;
+                if let Err(failure) = attempt(component.on_stop(), timeout).await {
+                    tracing::warn!(
+                        component = %name,
+                        error = %failure.describe(),
+                        "the component's on_stop failed; what it would have finished waits for the next start"
+                    );
+                }
+                Some(component)
+            }
+            .into_actor(self)
+            .map(|component, act, ctx| {
+                act.component = component;
+                ctx.stop();
+            }),
+        )
     }
 }
 

@@ -44,6 +44,10 @@ pub struct RecordingState {
     pub batch_sizes: Vec<usize>,
     /// Health answers to give, front first; healthy when empty.
     pub health_script: Vec<Result<(), ComponentError>>,
+    /// How many changes were confirmed at each `on_stop` call.
+    pub stops: Vec<usize>,
+    /// What `on_stop` does (succeeds when `None`).
+    pub stop_behavior: Option<Behavior>,
 }
 
 /// A cloneable handle on a [`RecordingState`].
@@ -162,13 +166,7 @@ impl Component for RecordingComponent {
             *n += 1;
             *n
         };
-        match (self.script)(change, attempt) {
-            Behavior::Succeed => {}
-            Behavior::Fail(err) => return Err(err),
-            Behavior::Panic => panic!("scripted panic at lsn {}", change.lsn),
-            Behavior::Hang => std::future::pending::<()>().await,
-            Behavior::Sleep(d) => tokio::time::sleep(d).await,
-        }
+        perform((self.script)(change, attempt), change.lsn).await?;
         self.recording
             .state()
             .confirmed
@@ -190,6 +188,28 @@ impl Component for RecordingComponent {
         self.recording.state().refresh_calls += 1;
         Ok(())
     }
+
+    async fn on_stop(&mut self) -> Result<(), ComponentError> {
+        let behavior = {
+            let mut state = self.recording.state();
+            let confirmed = state.confirmed.len();
+            state.stops.push(confirmed);
+            state.stop_behavior.take()
+        };
+        perform(behavior.unwrap_or(Behavior::Succeed), 0).await
+    }
+}
+
+/// Does what `behavior` says (`lsn` names the change in a scripted panic).
+async fn perform(behavior: Behavior, lsn: i64) -> Result<(), ComponentError> {
+    match behavior {
+        Behavior::Succeed => {}
+        Behavior::Fail(err) => return Err(err),
+        Behavior::Panic => panic!("scripted panic at lsn {lsn}"),
+        Behavior::Hang => std::future::pending::<()>().await,
+        Behavior::Sleep(d) => tokio::time::sleep(d).await,
+    }
+    Ok(())
 }
 
 /// A recipient that keeps every message it receives, for a test to inspect: it stands

@@ -627,29 +627,8 @@ fn keep_for_expires_snapshots_by_age() {
     check_with_real_readers(&db, &warehouse, &["t"]);
 }
 
-/// Staged changes (`commit_interval`) are confirmed but not yet in Iceberg; they survive a
-/// stop, and the next start commits them, here with `commit_interval` since removed.
-#[test]
-fn staged_changes_wait_in_the_catalog_file_and_the_next_start_commits_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("src.db");
-    let warehouse = dir.path().join("lake");
-    let conn = Connection::open(&db).unwrap();
-    conn.execute_batch(
-        "PRAGMA journal_mode = WAL;
-         CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, note TEXT);",
-    )
-    .unwrap();
-    // An interval no test waits for: nothing is committed while this run lasts.
-    pipeline(dir.path(), &["t"], "commit_interval = \"1h\"\n");
-    let (child, _stderr) = run(dir.path());
-    conn.busy_timeout(Duration::from_secs(10)).unwrap();
-    conn.execute_batch(
-        "INSERT INTO t (v, note) VALUES (1, 'a'), (2, 'b'), (3, 'c');
-         UPDATE t SET note = 'B' WHERE v = 2;
-         DELETE FROM t WHERE v = 1;",
-    )
-    .unwrap();
+/// Waits until the slot `mirror` has confirmed every change in the log.
+fn wait_confirmed(conn: &Connection) {
     let head: i64 = conn
         .query_row("SELECT max(id) FROM __cdc_log", [], |r| r.get(0))
         .unwrap();
@@ -666,15 +645,61 @@ fn staged_changes_wait_in_the_catalog_file_and_the_next_start_commits_them() {
         assert!(Instant::now() < deadline, "the slot never reached the head");
         std::thread::sleep(Duration::from_millis(50));
     }
-    sigterm_and_wait(child);
-    // Confirmed (the slot is at the head), staged, not in Iceberg.
-    let staged: i64 = Connection::open(warehouse.join("catalog.db"))
+}
+
+fn staged_count(warehouse: &Path) -> i64 {
+    Connection::open(warehouse.join("catalog.db"))
         .unwrap()
         .query_row("SELECT count(*) FROM astha_mirror_staged", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(staged, 5);
+        .unwrap()
+}
+
+/// Staged changes (`commit_interval`) are confirmed but not yet in Iceberg. A graceful
+/// stop (SIGTERM) commits them (`on_stop`); after a kill they wait in the catalog file and
+/// the next start commits them, here with `commit_interval` since removed.
+#[test]
+fn staged_changes_are_committed_at_a_graceful_stop_or_by_the_next_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("src.db");
+    let warehouse = dir.path().join("lake");
+    let conn = Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, note TEXT);",
+    )
+    .unwrap();
+    // An interval no test waits for: nothing is committed by the timer while a run lasts.
+    pipeline(dir.path(), &["t"], "commit_interval = \"1h\"\n");
+    let (child, _stderr) = run(dir.path());
+    conn.busy_timeout(Duration::from_secs(10)).unwrap();
+    conn.execute_batch(
+        "INSERT INTO t (v, note) VALUES (1, 'a'), (2, 'b'), (3, 'c');
+         UPDATE t SET note = 'B' WHERE v = 2;
+         DELETE FROM t WHERE v = 1;",
+    )
+    .unwrap();
+    wait_confirmed(&conn);
+    assert_eq!(staged_count(&warehouse), 5, "confirmed, staged");
+    assert!(iceberg_table(&warehouse, "t").is_none_or(|(_, rows)| rows.is_empty()));
+    sigterm_and_wait(child);
+    // The stop committed them.
+    assert_eq!(staged_count(&warehouse), 0);
+    assert_eq!(iceberg_table(&warehouse, "t"), Some(sqlite_table(&db, "t")));
+    check_with_real_readers(&db, &warehouse, &["t"]);
+
+    // A kill leaves them staged.
+    let (mut child, _stderr) = run(dir.path());
+    conn.execute_batch(
+        "INSERT INTO t (v, note) VALUES (5, 'e');
+         UPDATE t SET note = 'C' WHERE v = 3;",
+    )
+    .unwrap();
+    wait_confirmed(&conn);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert_eq!(staged_count(&warehouse), 2);
     let (_, rows) = iceberg_table(&warehouse, "t").unwrap();
-    assert!(rows.is_empty(), "{rows:?}");
+    assert_eq!(rows.len(), 2, "{rows:?}");
 
     pipeline(dir.path(), &["t"], "");
     let (child, _stderr) = run(dir.path());
@@ -683,10 +708,6 @@ fn staged_changes_wait_in_the_catalog_file_and_the_next_start_commits_them() {
     let mirrored = wait_mirrored(&db, &warehouse, &["t"], Duration::from_secs(60));
     sigterm_and_wait(child);
     mirrored.unwrap();
-    let staged: i64 = Connection::open(warehouse.join("catalog.db"))
-        .unwrap()
-        .query_row("SELECT count(*) FROM astha_mirror_staged", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(staged, 0);
+    assert_eq!(staged_count(&warehouse), 0);
     check_with_real_readers(&db, &warehouse, &["t"]);
 }

@@ -236,6 +236,10 @@ impl Component for Shaped {
     async fn on_refresh(&mut self) -> Result<(), ComponentError> {
         self.inner.on_refresh().await
     }
+
+    async fn on_stop(&mut self) -> Result<(), ComponentError> {
+        self.inner.on_stop().await
+    }
 }
 
 #[cfg(test)]

@@ -343,6 +343,56 @@ async fn a_broken_component_does_not_slow_the_others() {
     astha.stop().await.unwrap();
 }
 
+/// A graceful stop lets each component finish after its last confirmed delivery
+/// (`on_stop`, once, after the slot is written), and returns only when they are done; a
+/// component whose `on_stop` hangs, fails or panics is bounded by the event timeout and
+/// changes no position.
+#[actix_rt::test]
+async fn stop_lets_each_component_finish_once_after_its_last_delivery() {
+    // Real time: on tokio's paused clock the stop's drain timeout would fire while the
+    // slot write runs on a blocking thread. A hanging `on_stop` costs the event timeout (2 s).
+    let db = TestDb::new();
+    let writer = db.writer();
+    for (round, stop_behavior) in [
+        None,
+        Some(Behavior::Hang),
+        Some(Behavior::Fail(ComponentError::permanent("cannot finish"))),
+        Some(Behavior::Panic),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let astha = Astha::new(db.config()).unwrap();
+        astha.start().unwrap();
+        let (c, seen) = RecordingComponent::new("c", &["a"]);
+        let (other, seen_other) = RecordingComponent::new("other", &["a"]);
+        seen.state().stop_behavior = stop_behavior.clone();
+        astha.register_component(Box::new(c)).await.unwrap();
+        astha.register_component(Box::new(other)).await.unwrap();
+        let head = 40 * (round as i64 + 1);
+        insert(&writer, "a", head - 40, 40);
+        assert!(seen.wait_until(LONG, |s| s.confirmed.len() == 40).await);
+        assert!(
+            seen_other
+                .wait_until(LONG, |s| s.confirmed.len() == 40)
+                .await
+        );
+        assert!(seen.state().stops.is_empty(), "not before the stop");
+        astha.stop().await.unwrap();
+        assert_eq!(seen.state().stops, vec![40], "{stop_behavior:?}");
+        assert_eq!(seen_other.state().stops, vec![40], "{stop_behavior:?}");
+        let conn = astha_core::db::open(&db.path).unwrap();
+        for name in ["c", "other"] {
+            let slot = astha_core::slots::list(&conn)
+                .unwrap()
+                .into_iter()
+                .find(|s| s.name == name)
+                .unwrap();
+            assert_eq!(slot.position, head, "{name}: {stop_behavior:?}");
+        }
+    }
+}
+
 #[actix_rt::test]
 async fn stop_loses_nothing() {
     let db = TestDb::new();

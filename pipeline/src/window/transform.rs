@@ -380,4 +380,9 @@ impl Component for Windowed {
         self.windows = None;
         self.inner.on_refresh().await
     }
+
+    async fn on_stop(&mut self) -> Result<(), ComponentError> {
+        // The windows' state is written with every delivery; only the sink has work left.
+        self.inner.on_stop().await
+    }
 }

@@ -1231,6 +1231,30 @@ impl Component for IcebergSink {
         self.run(changes.to_vec()).await
     }
 
+    /// Commits every table's staged changes, so a graceful stop leaves Iceberg up to date
+    /// (a failure leaves them staged for the next start).
+    async fn on_stop(&mut self) -> Result<(), ComponentError> {
+        if let Some(flusher) = self.flusher.take() {
+            flusher.abort();
+        }
+        if !self.job.staging() {
+            return Ok(());
+        }
+        let (job, shared) = (self.job.clone(), self.shared.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut guard = lock(&shared);
+            let mut state = match guard.take() {
+                Some(s) => s,
+                None => Box::new(job.open()?),
+            };
+            job.flush_due(&mut state, true)?;
+            *guard = Some(state);
+            Ok(())
+        })
+        .await
+        .map_err(|e| ComponentError::transient(format!("iceberg sink task: {e}")))?
+    }
+
     async fn on_refresh(&mut self) -> Result<(), ComponentError> {
         // Read everything again from the catalog file (once the work in flight, if any,
         // has let go of the state).
