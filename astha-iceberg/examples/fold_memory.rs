@@ -36,7 +36,7 @@ fn main() {
         panic!("usage: fold_memory <files> <rows per file>");
     };
     let dir = tempfile::tempdir().unwrap();
-    let catalog = SqlCatalog::open(&dir.path().join("catalog.db"), "bench").unwrap();
+    let catalog = SqlCatalog::open(dir.path().join("catalog.db"), "bench").unwrap();
     let columns = vec![
         ColumnSpec::new(1, "id", IcebergType::Long, true),
         ColumnSpec::new(2, "name", IcebergType::String, false),
@@ -90,7 +90,7 @@ fn child(dir: &Path, mode: &str) -> String {
 
 /// The child: opens the table (and folds it when `mode` is `fold`), prints its peak RSS.
 fn open_and_maybe_fold(mode: &str, dir: &Path) {
-    let catalog = SqlCatalog::open(&dir.join("catalog.db"), "bench").unwrap();
+    let catalog = SqlCatalog::open(dir.join("catalog.db"), "bench").unwrap();
     let mut table = IcebergTable::load(&catalog, "bench", "t").unwrap();
     if mode == "open" {
         print!("{}", peak_rss_kib() / 1024);

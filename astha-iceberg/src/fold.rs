@@ -13,20 +13,18 @@
 //! never the rows (an earlier version held every surviving row, and one position triple per
 //! row, at once).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-
-use serde_json::Value;
 
 use super::catalog::InSwap;
 use super::data_file::DataFileInfo;
-use super::error::{IcebergError, Result};
+use super::error::Result;
 use super::manifest::{
     read_manifest, EntryStatus, ManifestEntry, CONTENT_DATA, CONTENT_POSITION_DELETES,
 };
 use super::manifest_list::ManifestFile;
-use super::parquet_io::{read_parquet_rows, rewrite_parquet, Source};
-use super::row_delta::delete_columns;
+use super::parquet_io::{rewrite_parquet, Source};
+use super::row_delta::read_position_deletes;
 use super::summary::{summarize, Change};
 use super::table::{IcebergTable, SnapshotInfo};
 
@@ -128,23 +126,7 @@ impl IcebergTable {
             }
         }
         // Data file location -> (delete sequence number, position).
-        let mut deleted: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
-        for e in &delete_entries {
-            for row in read_parquet_rows(&e.file.path, &delete_columns())? {
-                let (Some(Value::String(path)), Some(pos)) =
-                    (row.first(), row.get(1).and_then(Value::as_u64))
-                else {
-                    return Err(IcebergError::corrupt(
-                        &e.file.path,
-                        "a position delete row without file_path or pos",
-                    ));
-                };
-                deleted
-                    .entry(path.clone())
-                    .or_default()
-                    .push((e.sequence_number, pos));
-            }
-        }
+        let deleted = read_position_deletes(&delete_entries)?;
         // The data files some delete applies to, and where their surviving rows go.
         let mut skips: Vec<(DataFileInfo, BTreeSet<u64>)> = Vec::new();
         let mut rewritten = Vec::new();
@@ -205,18 +187,8 @@ impl IcebergTable {
             .filter(|(m, _)| touched.contains(&m.manifest_path))
             .flat_map(|(_, entries)| entries.iter().cloned())
             .map(|e| {
-                if removed_set.contains(e.file.path.as_path()) {
-                    ManifestEntry {
-                        status: EntryStatus::Deleted,
-                        snapshot_id: draft.snapshot_id,
-                        ..e
-                    }
-                } else {
-                    ManifestEntry {
-                        status: EntryStatus::Existing,
-                        ..e
-                    }
-                }
+                let removed = removed_set.contains(e.file.path.as_path());
+                e.carried(removed, draft.snapshot_id)
             })
             .collect();
         if !rewritten.is_empty() {

@@ -69,6 +69,25 @@ pub struct ManifestEntry {
     pub file: DataFileInfo,
 }
 
+impl ManifestEntry {
+    /// This entry carried into a manifest of snapshot `snapshot_id` that rewrites its own:
+    /// DELETED by that snapshot when `removed`, else EXISTING.
+    pub(crate) fn carried(self, removed: bool, snapshot_id: i64) -> ManifestEntry {
+        if removed {
+            ManifestEntry {
+                status: EntryStatus::Deleted,
+                snapshot_id,
+                ..self
+            }
+        } else {
+            ManifestEntry {
+                status: EntryStatus::Existing,
+                ..self
+            }
+        }
+    }
+}
+
 /// `content` of a data manifest and of its data files.
 pub const CONTENT_DATA: i32 = 0;
 /// `content` of a position delete manifest and of its delete files.

@@ -91,38 +91,7 @@ pub fn read_parquet_rows(path: &Path, columns: &[ColumnSpec]) -> Result<Vec<Vec<
     };
     let file = File::open(path).map_err(|e| IcebergError::io(path, e))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(parquet_err)?;
-    let file_schema = builder.schema().clone();
-    let positions: Vec<Option<usize>> = columns
-        .iter()
-        .map(|c| {
-            let by_id = file_schema.fields().iter().position(|f| {
-                f.metadata().get(PARQUET_FIELD_ID_KEY).map(String::as_str)
-                    == Some(c.field_id.to_string().as_str())
-            });
-            let any_ids = file_schema
-                .fields()
-                .iter()
-                .any(|f| f.metadata().contains_key(PARQUET_FIELD_ID_KEY));
-            let pos = if any_ids {
-                by_id
-            } else {
-                file_schema
-                    .fields()
-                    .iter()
-                    .position(|f| f.name() == &c.name)
-            };
-            match pos {
-                None if c.required => Err(IcebergError::corrupt(
-                    path,
-                    format!(
-                        "required column {:?} (field id {}) is missing",
-                        c.name, c.field_id
-                    ),
-                )),
-                other => Ok(other),
-            }
-        })
-        .collect::<Result<_>>()?;
+    let positions = field_positions(path, builder.schema(), columns)?;
 
     let mut rows = Vec::new();
     for batch in builder.build().map_err(parquet_err)? {
@@ -195,6 +164,43 @@ pub fn merge_parquet(
     })
 }
 
+/// Where each of `columns` is among the fields of the Parquet file at `path`, whose
+/// Arrow schema is `schema`: by Iceberg field id, or by name when the file has no ids.
+/// A column the file lacks is `None` if optional and an error if required.
+fn field_positions(
+    path: &Path,
+    schema: &arrow_schema::Schema,
+    columns: &[ColumnSpec],
+) -> Result<Vec<Option<usize>>> {
+    let fields = schema.fields();
+    let any_ids = fields
+        .iter()
+        .any(|f| f.metadata().contains_key(PARQUET_FIELD_ID_KEY));
+    columns
+        .iter()
+        .map(|c| {
+            let pos = if any_ids {
+                let id = c.field_id.to_string();
+                fields.iter().position(|f| {
+                    f.metadata().get(PARQUET_FIELD_ID_KEY).map(String::as_str) == Some(id.as_str())
+                })
+            } else {
+                fields.iter().position(|f| f.name() == &c.name)
+            };
+            match pos {
+                None if c.required => Err(IcebergError::corrupt(
+                    path,
+                    format!(
+                        "required column {:?} (field id {}) is missing",
+                        c.name, c.field_id
+                    ),
+                )),
+                other => Ok(other),
+            }
+        })
+        .collect()
+}
+
 /// `path` made absolute, its directory created; refused if a file is there already.
 fn new_output(path: &Path) -> Result<std::path::PathBuf> {
     let path = fsutil::absolute(path)?;
@@ -262,25 +268,7 @@ fn copy_batches(
         };
         let f = File::open(path).map_err(|e| IcebergError::io(path, e))?;
         let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(in_err)?;
-        let positions: Vec<Option<usize>> = columns
-            .iter()
-            .map(|c| {
-                let pos = builder.schema().fields().iter().position(|f| {
-                    f.metadata().get(PARQUET_FIELD_ID_KEY).map(String::as_str)
-                        == Some(c.field_id.to_string().as_str())
-                });
-                match pos {
-                    None if c.required => Err(IcebergError::corrupt(
-                        path,
-                        format!(
-                            "required column {:?} (field id {}) is missing",
-                            c.name, c.field_id
-                        ),
-                    )),
-                    other => Ok(other),
-                }
-            })
-            .collect::<Result<_>>()?;
+        let positions = field_positions(path, builder.schema(), columns)?;
         let mut rows = 0u64;
         for batch in builder.build().map_err(in_err)? {
             let batch = batch?;

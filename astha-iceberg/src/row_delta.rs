@@ -26,7 +26,7 @@ use super::catalog::InSwap;
 use super::data_file::DataFileInfo;
 use super::error::{IcebergError, Result};
 use super::fsutil;
-use super::manifest::{read_manifest, CONTENT_DATA, CONTENT_POSITION_DELETES};
+use super::manifest::{read_manifest, ManifestEntry, CONTENT_DATA, CONTENT_POSITION_DELETES};
 use super::parquet_io::{read_parquet_rows, write_parquet};
 use super::schema::{ColumnSpec, IcebergType};
 use super::summary::{summarize, Change};
@@ -181,28 +181,12 @@ impl IcebergTable {
     pub(super) fn live_rows(&self, snapshot_id: i64) -> Result<Vec<Vec<Value>>> {
         let manifests = self.entries_at(snapshot_id)?;
         // Data file -> (sequence number of the delete file, deleted position).
-        let mut deleted: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
-        for (m, entries) in &manifests {
-            if m.content != CONTENT_POSITION_DELETES {
-                continue;
-            }
-            for e in entries.iter().filter(|e| e.status.is_live()) {
-                for row in read_parquet_rows(&e.file.path, &delete_columns())? {
-                    let (Some(Value::String(path)), Some(pos)) =
-                        (row.first(), row.get(1).and_then(Value::as_u64))
-                    else {
-                        return Err(IcebergError::corrupt(
-                            &e.file.path,
-                            "a position delete row without file_path or pos",
-                        ));
-                    };
-                    deleted
-                        .entry(path.clone())
-                        .or_default()
-                        .push((e.sequence_number, pos));
-                }
-            }
-        }
+        let deleted = read_position_deletes(
+            manifests
+                .iter()
+                .filter(|(m, _)| m.content == CONTENT_POSITION_DELETES)
+                .flat_map(|(_, entries)| entries.iter().filter(|e| e.status.is_live())),
+        )?;
         let mut rows = Vec::new();
         for (m, entries) in &manifests {
             if m.content != CONTENT_DATA {
@@ -258,4 +242,29 @@ fn write_delete_file(
         stats.upper_bound = located.last().map(|(l, _)| l.clone().into_bytes());
     }
     Ok(info)
+}
+
+/// The positions the position delete files of `entries` delete: data file location ->
+/// (the delete file's sequence number, position), in file order.
+pub(super) fn read_position_deletes<'e>(
+    entries: impl IntoIterator<Item = &'e ManifestEntry>,
+) -> Result<BTreeMap<String, Vec<(i64, u64)>>> {
+    let mut deleted: BTreeMap<String, Vec<(i64, u64)>> = BTreeMap::new();
+    for e in entries {
+        for row in read_parquet_rows(&e.file.path, &delete_columns())? {
+            let (Some(Value::String(path)), Some(pos)) =
+                (row.first(), row.get(1).and_then(Value::as_u64))
+            else {
+                return Err(IcebergError::corrupt(
+                    &e.file.path,
+                    "a position delete row without file_path or pos",
+                ));
+            };
+            deleted
+                .entry(path.clone())
+                .or_default()
+                .push((e.sequence_number, pos));
+        }
+    }
+    Ok(deleted)
 }

@@ -171,18 +171,8 @@ impl IcebergTable {
         let rewritten: Vec<ManifestEntry> = touched_entries
             .into_iter()
             .map(|e| {
-                if removed_set.contains(e.file.path.as_path()) {
-                    ManifestEntry {
-                        status: EntryStatus::Deleted,
-                        snapshot_id: draft.snapshot_id,
-                        ..e
-                    }
-                } else {
-                    ManifestEntry {
-                        status: EntryStatus::Existing,
-                        ..e
-                    }
-                }
+                let removed = removed_set.contains(e.file.path.as_path());
+                e.carried(removed, draft.snapshot_id)
             })
             .collect();
         manifests.push(self.write_new_manifest(&mut draft, &rewritten)?);
