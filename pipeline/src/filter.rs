@@ -12,70 +12,36 @@
 //! an UPDATE, which passes when either image matches, so a row that moves out of the
 //! filter still reaches the sink (a mirror learns it left) instead of going stale.
 //!
-//! It promises: a filter never reads or writes a database (the connection is private and
-//! in memory), and never runs unbounded (a progress handler interrupts it after
-//! [`MAX_STEPS`] virtual-machine steps). It never drops a change it could not evaluate:
+//! It promises: a filter never reads or writes a database and never runs unbounded (both
+//! kept by [`crate::row_expr`]). It never drops a change it could not evaluate:
 //! an expression naming a column the row does not have (after an `ALTER TABLE`) is an
 //! error for that change, which the supervisor dead-letters with the reason.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use astha_core::change::{Change, Operation, Row};
-use astha_core::ident::quote_ident;
-use rusqlite::Connection;
 
-/// Virtual-machine steps one evaluation may take before it is interrupted.
-pub const MAX_STEPS: u64 = 10_000_000;
-/// The progress handler runs every this many steps.
-const STEPS_PER_CALL: u64 = 1_000;
+use crate::row_expr::RowExpr;
+pub use crate::row_expr::MAX_STEPS;
 
 /// A compiled filter for one table; see the module docs.
+#[derive(Debug)]
 pub struct RowFilter {
-    expr: String,
-    conn: Connection,
-    steps: Arc<AtomicU64>,
-    /// SQL per column list: a table's columns can change while Astha runs.
-    sql: HashMap<Vec<String>, String>,
-}
-
-impl std::fmt::Debug for RowFilter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RowFilter")
-            .field("expr", &self.expr)
-            .finish()
-    }
+    expr: RowExpr,
 }
 
 impl RowFilter {
     /// Compiles `expr` and checks it against `columns` (the table's live columns), so a
     /// typo fails `astha run --check`, not the first change.
     pub fn new(expr: &str, columns: &[String]) -> Result<RowFilter, String> {
-        let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
-        let steps = Arc::new(AtomicU64::new(0));
-        let counter = steps.clone();
-        conn.progress_handler(
-            STEPS_PER_CALL as i32,
-            Some(move || counter.fetch_add(STEPS_PER_CALL, Ordering::Relaxed) >= MAX_STEPS),
-        );
-        let mut filter = RowFilter {
-            expr: expr.to_string(),
-            conn,
-            steps,
-            sql: HashMap::new(),
-        };
-        let sql = sql_for(&mut filter.sql, &filter.expr, columns);
-        filter
-            .conn
-            .prepare(sql)
-            .map_err(|e| format!("filter {expr:?} does not compile: {e}"))?;
-        Ok(filter)
+        // The numeric cast makes any SQLite truth value (integer, real, text such as
+        // '1') compare the way WHERE would.
+        let mut expr = RowExpr::new("filter", expr, format!("CAST(({expr}) AS NUMERIC)"))?;
+        expr.check(columns)?;
+        Ok(RowFilter { expr })
     }
 
     /// The expression as written.
     pub fn expr(&self) -> &str {
-        &self.expr
+        self.expr.expr()
     }
 
     /// Whether `change` passes; an error says why it could not be evaluated.
@@ -94,57 +60,15 @@ impl RowFilter {
     }
 
     fn row_passes(&mut self, change: &Change, row: &Row) -> Result<bool, String> {
-        // Per change: one map lookup by borrowed columns, no allocation, no SQL copy.
-        let sql = sql_for(&mut self.sql, &self.expr, row.columns());
-        let mut stmt = self
-            .conn
-            .prepare_cached(sql)
-            .map_err(|e| format!("filter {:?} on table {}: {e}", self.expr, change.table))?;
-        let mut params: Vec<&dyn rusqlite::ToSql> = row
-            .values()
-            .iter()
-            .map(|v| v as &dyn rusqlite::ToSql)
-            .collect();
-        let op = change.op.name();
-        let table: &str = &change.table;
-        params.push(&op);
-        params.push(&table);
-        self.steps.store(0, Ordering::Relaxed);
-        let result: Option<f64> = stmt
-            .query_row(params.as_slice(), |r| r.get(0))
-            .map_err(|e| format!("filter {:?} on LSN {}: {e}", self.expr, change.lsn))?;
+        let result: Option<f64> = self.expr.eval(change, Some(row))?;
         Ok(result.is_some_and(|x| x != 0.0))
     }
 }
 
-/// The SQL evaluating `expr` over a row of `columns`, built once per column list.
-fn sql_for<'a>(
-    cache: &'a mut HashMap<Vec<String>, String>,
-    expr: &str,
-    columns: &[String],
-) -> &'a str {
-    if !cache.contains_key(columns) {
-        cache.insert(columns.to_vec(), {
-            let mut select: Vec<String> = columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| format!("?{} AS {}", i + 1, quote_ident(c)))
-                .collect();
-            select.push(format!("?{} AS _op", columns.len() + 1));
-            select.push(format!("?{} AS _table", columns.len() + 2));
-            // The numeric cast makes any SQLite truth value (integer, real, text such
-            // as '1') compare the way WHERE would.
-            format!(
-                "SELECT CAST(({expr}) AS NUMERIC) FROM (SELECT {})",
-                select.join(", ")
-            )
-        });
-    }
-    &cache[columns]
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use astha_core::schema::TableSchema;
     use astha_core::Value;

@@ -14,6 +14,7 @@
 pub mod error;
 pub mod filter;
 pub mod plan;
+pub mod row_expr;
 pub mod runner;
 pub mod select;
 pub mod shape;

@@ -4,29 +4,24 @@
 //! before-image of a DELETE) with `_table` and `_op` beside its columns, as row filters
 //! are ([`crate::filter`]). A plain column name, `_table` or `_op` is read directly (no
 //! SQLite call per change); anything else is evaluated by SQLite on a private in-memory
-//! connection. The key is the value as text: TEXT as is, numbers in their SQLite text
+//! connection, bounded in steps ([`crate::row_expr`]). The key is the value as text: TEXT as is, numbers in their SQLite text
 //! form, NULL as `null`, other values in their exact JSON form. No key (`None`) puts
 //! every change under the key `""`.
 
-use std::collections::HashMap;
-
 use astha_core::change::{Change, Operation, Row};
-use astha_core::ident::quote_ident;
 use astha_core::Value;
-use rusqlite::Connection;
+
+use crate::row_expr::RowExpr;
 
 /// A compiled key expression.
+#[derive(Debug)]
 pub enum KeyExpr {
     /// One key for every change.
     All,
     /// A column read directly (or `_table`, `_op`).
     Column(String),
     /// Evaluated by SQLite.
-    Sql {
-        expr: String,
-        conn: Box<Connection>,
-        sql: HashMap<Vec<String>, String>,
-    },
+    Sql(Box<RowExpr>),
 }
 
 impl KeyExpr {
@@ -40,24 +35,13 @@ impl KeyExpr {
         {
             return Ok(KeyExpr::Column(expr.to_string()));
         }
-        let conn = Connection::open_in_memory().map_err(|e| e.to_string())?;
-        conn.prepare(&format!(
-            "SELECT ({expr}) FROM (SELECT NULL AS _op, NULL AS _table) WHERE 0"
-        ))
-        .map_err(|e| format!("window key {expr:?} does not compile: {e}"))
-        .map(drop)
-        .or_else(|e| {
-            if e.contains("no such column") {
-                Ok(())
-            } else {
-                Err(e)
-            }
-        })?;
-        Ok(KeyExpr::Sql {
-            expr: expr.to_string(),
-            conn: Box::new(conn),
-            sql: HashMap::new(),
-        })
+        // Checked for syntax on a row without columns: a column name is checked by the
+        // first change (the table is not known here).
+        let mut compiled = RowExpr::new("window key", expr, format!("({expr})"))?;
+        match compiled.check(&[]) {
+            Err(e) if !e.contains("no such column") => Err(e),
+            _ => Ok(KeyExpr::Sql(Box::new(compiled))),
+        }
     }
 
     /// The key of `change`; an error says why it cannot be evaluated.
@@ -77,39 +61,7 @@ impl KeyExpr {
                     change.table, change.lsn
                 )),
             },
-            KeyExpr::Sql { expr, conn, sql } => {
-                let empty: [String; 0] = [];
-                let columns = image.map_or(&empty[..], |r| r.columns());
-                if !sql.contains_key(columns) {
-                    let mut select: Vec<String> = columns
-                        .iter()
-                        .enumerate()
-                        .map(|(i, c)| format!("?{} AS {}", i + 1, quote_ident(c)))
-                        .collect();
-                    select.push(format!("?{} AS _op", columns.len() + 1));
-                    select.push(format!("?{} AS _table", columns.len() + 2));
-                    sql.insert(
-                        columns.to_vec(),
-                        format!("SELECT ({expr}) FROM (SELECT {})", select.join(", ")),
-                    );
-                }
-                let mut stmt = conn
-                    .prepare_cached(&sql[columns])
-                    .map_err(|e| format!("window key {expr:?} on table {}: {e}", change.table))?;
-                let mut params: Vec<&dyn rusqlite::ToSql> = image
-                    .map_or(&[][..], |r| r.values())
-                    .iter()
-                    .map(|v| v as &dyn rusqlite::ToSql)
-                    .collect();
-                let op = change.op.name();
-                let table: &str = &change.table;
-                params.push(&op);
-                params.push(&table);
-                let value: Value = stmt
-                    .query_row(params.as_slice(), |r| r.get(0))
-                    .map_err(|e| format!("window key {expr:?} on LSN {}: {e}", change.lsn))?;
-                Ok(key_text(&value))
-            }
+            KeyExpr::Sql(expr) => Ok(key_text(&expr.eval::<Value>(change, image)?)),
         }
     }
 }
@@ -121,5 +73,52 @@ fn key_text(v: &Value) -> String {
         Value::Integer(i) => i.to_string(),
         Value::Null => "null".into(),
         other => other.to_json().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use astha_core::schema::TableSchema;
+
+    fn insert(values: Vec<Value>) -> Change {
+        let schema = TableSchema {
+            id: 1,
+            table: "orders".into(),
+            columns: vec!["id".into(), "customer".into()],
+            primary_key: vec!["id".into()],
+            exact: vec![],
+        };
+        Change {
+            after: Some(Row::new(Arc::new(schema), values).unwrap()),
+            ..Change::bare(7, "orders", Operation::Insert)
+        }
+    }
+
+    #[test]
+    fn keys_come_from_columns_or_from_sqlite() {
+        let change = insert(vec![Value::Integer(1), Value::Text("ann".into())]);
+        let mut column = KeyExpr::new(Some("customer")).unwrap();
+        assert_eq!(column.key(&change).unwrap(), "ann");
+        let mut sql = KeyExpr::new(Some("upper(customer) || '-' || _op")).unwrap();
+        assert_eq!(sql.key(&change).unwrap(), "ANN-INSERT");
+        let mut missing = KeyExpr::new(Some("region || ''")).unwrap();
+        let err = missing.key(&change).unwrap_err();
+        assert!(err.contains("no such column: region"), "{err}");
+        assert!(KeyExpr::new(Some("customer ||"))
+            .unwrap_err()
+            .contains("does not compile"));
+    }
+
+    #[test]
+    fn a_runaway_key_expression_is_interrupted() {
+        let expr = "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n) \
+                    SELECT count(*) FROM n)";
+        let mut key = KeyExpr::new(Some(expr)).unwrap();
+        let change = insert(vec![Value::Integer(1), Value::Text("ann".into())]);
+        let err = key.key(&change).unwrap_err();
+        assert!(err.contains("interrupt"), "{err}");
     }
 }
