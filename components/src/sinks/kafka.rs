@@ -44,6 +44,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use serde::Deserialize;
 
 use super::identity;
+use super::in_order::{confirm_in_order, Stage};
 use super::registry::{SinkConfig, SinkContext};
 
 /// Record batch compression (librdkafka's `compression.type`).
@@ -446,25 +447,17 @@ impl Component for KafkaSink {
                 }
             }
         }
-        let sent = pending.len();
-        for (handled, (delivery, lsn)) in pending.into_iter().enumerate() {
-            if let Err(error) = self.acknowledged(delivery, lsn).await {
+        let confirmed = confirm_in_order(pending, send_error, |delivery, lsn| {
+            self.acknowledged(delivery, lsn)
+        })
+        .await;
+        confirmed.map_err(|unconfirmed| {
+            // A failed acknowledgement, or a send that may succeed later: start afresh.
+            if unconfirmed.at == Stage::Acknowledging || unconfirmed.error.error.is_retriable() {
                 self.reset();
-                return Err(BatchError { handled, error });
             }
-        }
-        match send_error {
-            None => Ok(()),
-            Some(error) => {
-                if error.is_retriable() {
-                    self.reset();
-                }
-                Err(BatchError {
-                    handled: sent,
-                    error,
-                })
-            }
-        }
+            unconfirmed.error
+        })
     }
 
     async fn on_health(&mut self) -> Result<(), ComponentError> {

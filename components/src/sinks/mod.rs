@@ -30,6 +30,8 @@ pub mod file;
 #[cfg(feature = "lakehouse")]
 pub mod iceberg;
 pub mod identity;
+#[cfg(any(feature = "kafka", feature = "rabbitmq"))]
+mod in_order;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 pub mod live;

@@ -35,6 +35,7 @@ use lapin::{
 use serde::Deserialize;
 
 use super::identity;
+use super::in_order::confirm_in_order;
 use super::registry::{SinkConfig, SinkContext};
 
 /// The exchange types of AMQP 0-9-1.
@@ -363,23 +364,15 @@ impl Component for RabbitMqSink {
                 }
             }
         }
-        let sent = pending.len();
-        for (handled, (confirm, lsn)) in pending.into_iter().enumerate() {
-            if let Err(error) = self.confirmed(confirm, lsn).await {
-                self.connection = None;
-                return Err(BatchError { handled, error });
-            }
-        }
-        match send_error {
-            None => Ok(()),
-            Some(error) => {
-                self.connection = None;
-                Err(BatchError {
-                    handled: sent,
-                    error,
-                })
-            }
-        }
+        let confirmed = confirm_in_order(pending, send_error, |confirm, lsn| {
+            self.confirmed(confirm, lsn)
+        })
+        .await;
+        confirmed.map_err(|unconfirmed| {
+            // Any failure: the next attempt opens a new connection.
+            self.connection = None;
+            unconfirmed.error
+        })
     }
 
     async fn on_health(&mut self) -> Result<(), ComponentError> {
