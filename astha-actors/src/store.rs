@@ -8,10 +8,8 @@
 //! cache; writes run on one thread with the one writer
 //! connection, so Astha never competes with itself for SQLite's single write lock and
 //! its writes run in the order they were asked for. Threads, connections and queued jobs
-//! are all bounded, so SQLite's memory is too. A checkpointer thread with a connection
-//! of its own copies the WAL into the database beside the writers
-//! ([`astha_core::wake::Checkpointer`]). When the last clone of a store is dropped, its
-//! threads finish the jobs already queued and exit.
+//! are all bounded, so SQLite's memory is too. When the last clone of a store is
+//! dropped, its threads finish the jobs already queued and exit.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -59,9 +57,6 @@ struct Inner {
     /// The poller's reads.
     live: Pool<ReaderSlot>,
     reads: Pool<ReaderSlot>,
-    /// Copies the WAL into the database beside the writers (see
-    /// [`astha_core::wake::Checkpointer`]).
-    _checkpointer: astha_core::wake::Checkpointer,
 }
 
 /// A read thread's connection, opened on its first read (and again after a panic).
@@ -110,7 +105,6 @@ impl Store {
         };
         let live = readers("astha-poll", 1)?;
         let reads = readers("astha-read", READ_THREADS)?;
-        let checkpointer = astha_core::wake::Checkpointer::start(astha_core::db::open(path)?)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
@@ -120,7 +114,6 @@ impl Store {
                 writes,
                 live,
                 reads,
-                _checkpointer: checkpointer,
             }),
         })
     }

@@ -7,14 +7,9 @@
 //!   with the write lock released (a commit hook would fire before the commit is durable);
 //! - a [`DataVersionWatcher`] thread polling `PRAGMA data_version` on a connection of its
 //!   own, which changes whenever any *other* connection, in any process, commits.
-//!
-//! It also owns when the hooked connections checkpoint the WAL: on the committing thread
-//! by default, or, while a [`Checkpointer`] runs in the process, on the checkpointer's
-//! own thread, so a writer committing flat out does not copy the WAL into the database
-//! (and sync both) between its own transactions.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -47,32 +42,17 @@ thread_local! {
 /// that rule checkpoints (and syncs) on every commit. Checkpointing once per 1000 new
 /// frames copies the same pages at a fraction of the cost.
 fn checkpoint_due(last: i32, pages: i32) -> (bool, i32) {
-    checkpoint_due_every(last, pages, CHECKPOINT_PAGES)
+    let last = if pages < last { 0 } else { last }; // the WAL started over
+    if pages >= CHECKPOINT_PAGES && pages - last >= CHECKPOINT_PAGES {
+        (true, pages)
+    } else {
+        (false, last)
+    }
 }
 
-/// [`Checkpointer`]s running in this process.
-static CHECKPOINTERS: AtomicUsize = AtomicUsize::new(0);
-
-/// The WAL's size in frames after the latest commit a hook saw (for the checkpointer).
-static WAL_PAGES: AtomicI32 = AtomicI32::new(0);
-
-/// While a checkpointer runs, a hooked connection still checkpoints itself once the WAL
-/// grew this many times [`CHECKPOINT_PAGES`] since its own last attempt: the checkpointer
-/// has then copied all but the newest frames, so this attempt is short, and when it
-/// completes the connection's next write can start the WAL over (only a writer can, at
-/// the start of its next transaction, which a checkpoint on another thread never
-/// precedes while the writer commits back to back). It is also the backstop should the
-/// checkpointer fall behind.
-const INLINE_FACTOR: i32 = 16;
-
 fn checkpoint_if_due(wal: &rusqlite::hooks::Wal, pages: i32) {
-    WAL_PAGES.store(pages, Ordering::Relaxed);
-    let factor = match CHECKPOINTERS.load(Ordering::Relaxed) {
-        0 => 1,
-        _ => INLINE_FACTOR,
-    };
     let due = LAST_CHECKPOINT.with(|last| {
-        let (due, next) = checkpoint_due_every(last.get(), pages, CHECKPOINT_PAGES * factor);
+        let (due, next) = checkpoint_due(last.get(), pages);
         last.set(next);
         due
     });
@@ -80,133 +60,22 @@ fn checkpoint_if_due(wal: &rusqlite::hooks::Wal, pages: i32) {
         // A passive checkpoint never blocks; what readers hold back is copied next time.
         let started = std::time::Instant::now();
         let _ = wal.checkpoint();
-        INLINE.add(started);
+        CHECKPOINTS.fetch_add(1, Ordering::Relaxed);
+        CHECKPOINT_US.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
 }
 
-/// Checkpoints run, and the time they took: by hooked connections on their committing
-/// threads (`inline`), and by checkpointers on their own (`beside`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CheckpointCounts {
-    pub inline: u64,
-    pub inline_us: u64,
-    pub beside: u64,
-    pub beside_us: u64,
-}
+static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+static CHECKPOINT_US: AtomicU64 = AtomicU64::new(0);
 
-struct Tally {
-    count: AtomicU64,
-    us: AtomicU64,
-}
-
-impl Tally {
-    const fn new() -> Self {
-        Self {
-            count: AtomicU64::new(0),
-            us: AtomicU64::new(0),
-        }
-    }
-
-    fn add(&self, started: std::time::Instant) {
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.us
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-    }
-}
-
-static INLINE: Tally = Tally::new();
-static BESIDE: Tally = Tally::new();
-
-/// The process's [`CheckpointCounts`] so far (for benchmarks and diagnostics).
-pub fn checkpoint_counts() -> CheckpointCounts {
-    CheckpointCounts {
-        inline: INLINE.count.load(Ordering::Relaxed),
-        inline_us: INLINE.us.load(Ordering::Relaxed),
-        beside: BESIDE.count.load(Ordering::Relaxed),
-        beside_us: BESIDE.us.load(Ordering::Relaxed),
-    }
-}
-
-/// [`checkpoint_due`] with a threshold of `every` frames.
-fn checkpoint_due_every(last: i32, pages: i32, every: i32) -> (bool, i32) {
-    let last = if pages < last { 0 } else { last }; // the WAL started over
-    if pages >= every && pages - last >= every {
-        (true, pages)
-    } else {
-        (false, last)
-    }
-}
-
-/// A thread that checkpoints the WAL (passive: it never waits for a lock and never
-/// blocks a writer or a reader) whenever a hooked connection's commits grew it by
-/// [`CHECKPOINT_PAGES`] frames, on a connection of its own. While one runs, the hooked
-/// connections leave that work to it (see [`INLINE_FACTOR`]), so the copy and its two
-/// syncs run beside the writer on another core instead of between its transactions.
-/// Connections Astha did not open keep SQLite's own auto-checkpoint.
-pub struct Checkpointer {
-    stop: Arc<AtomicBool>,
-    thread: Mutex<Option<JoinHandle<()>>>,
-    _wake: Subscription,
-}
-
-impl Checkpointer {
-    /// Starts checkpointing with `conn`, which must be the checkpointer's own (it is moved
-    /// to its thread; open it with [`crate::db::open`]).
-    pub fn start(conn: Connection) -> Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_flag = stop.clone();
-        let thread = std::thread::Builder::new()
-            .name("astha-checkpoint".into())
-            .spawn(move || checkpoint_loop(conn, &stop_flag))
-            .map_err(|e| {
-                crate::error::CoreError::Invalid(format!("cannot spawn checkpointer: {e}"))
-            })?;
-        let waker = thread.thread().clone();
-        CHECKPOINTERS.fetch_add(1, Ordering::Relaxed);
-        Ok(Self {
-            stop,
-            _wake: subscribe(move || waker.unpark()),
-            thread: Mutex::new(Some(thread)),
-        })
-    }
-
-    /// Stops the thread and waits for it.
-    pub fn stop(&self) {
-        if self.stop.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        CHECKPOINTERS.fetch_sub(1, Ordering::Relaxed);
-        if let Some(handle) = self.thread.lock().ok().and_then(|mut t| t.take()) {
-            handle.thread().unpark();
-            let _ = handle.join();
-        }
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-fn checkpoint_loop(conn: Connection, stop: &AtomicBool) {
-    let mut last = 0;
-    while !stop.load(Ordering::Relaxed) {
-        // Woken by every commit; the timeout only bounds how late a stop is seen.
-        std::thread::park_timeout(Duration::from_millis(100));
-        let pages = WAL_PAGES.load(Ordering::Relaxed);
-        let (due, next) = checkpoint_due(last, pages);
-        last = next;
-        if due {
-            let started = std::time::Instant::now();
-            if let Err(err) =
-                conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
-            {
-                tracing::debug!(error = %err, "passive checkpoint failed");
-            }
-            BESIDE.add(started);
-        }
-    }
+/// Checkpoints the hooks of this process ran on committing threads so far, and their
+/// total time in microseconds (for benchmarks and diagnostics: each one is time a
+/// committing thread spent copying the WAL instead of writing).
+pub fn checkpoint_counts() -> (u64, u64) {
+    (
+        CHECKPOINTS.load(Ordering::Relaxed),
+        CHECKPOINT_US.load(Ordering::Relaxed),
+    )
 }
 
 /// Keeps a listener registered; dropping it unregisters the listener.
@@ -317,22 +186,7 @@ fn watch(conn: Connection, interval: Duration, stop: &AtomicBool) {
 
 #[cfg(test)]
 mod tests {
-    use super::{checkpoint_due, checkpoint_due_every, CHECKPOINT_PAGES, INLINE_FACTOR};
-
-    #[test]
-    fn beside_a_checkpointer_a_hooked_connection_checkpoints_sixteen_times_less_often() {
-        let every = CHECKPOINT_PAGES * INLINE_FACTOR;
-        let mut last = 0;
-        let mut attempts = Vec::new();
-        for pages in (100..=40_000).step_by(100) {
-            let (due, next) = checkpoint_due_every(last, pages, every);
-            last = next;
-            if due {
-                attempts.push(pages);
-            }
-        }
-        assert_eq!(attempts, [16_000, 32_000]);
-    }
+    use super::checkpoint_due;
 
     #[test]
     fn checkpoints_once_per_thousand_new_frames_while_the_wal_cannot_start_over() {

@@ -176,15 +176,10 @@ fn with_astha(
         .map(|m| m.len())
         .unwrap_or(0);
     let ckpt = astha_core::wake::checkpoint_counts();
-    let (inline, inline_ms, beside, beside_ms) = (
-        ckpt.inline - ckpt_before.inline,
-        (ckpt.inline_us - ckpt_before.inline_us) / 1000,
-        ckpt.beside - ckpt_before.beside,
-        (ckpt.beside_us - ckpt_before.beside_us) / 1000,
-    );
+    let (inline, inline_ms) = (ckpt.0 - ckpt_before.0, (ckpt.1 - ckpt_before.1) / 1000);
     eprintln!(
-        "checkpoints while writing: on committing threads {inline} ({inline_ms} ms), \
-         on Astha's checkpointer {beside} ({beside_ms} ms); WAL at the last commit {} MB",
+        "checkpoints on committing threads while writing: {inline} ({inline_ms} ms); \
+         WAL at the last commit {} MB",
         wal >> 20
     );
     let (writer_busy, writer_busy_ms) = (
