@@ -161,6 +161,9 @@ impl Janitor {
                             .leases_expired
                             .fetch_add(expired.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         act.stats
+                            .cleanups
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        act.stats
                             .cleaned
                             .fetch_add(done.deleted as u64, std::sync::atomic::Ordering::Relaxed);
                         if !done.finished && !act.stopping {

@@ -230,6 +230,9 @@ impl Router {
                         if stats.failure().is_some() {
                             return Ok(Vec::new());
                         }
+                        stats
+                            .slot_writes
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         write_slots(conn, &job, &known, &relet)
                     })
                     .await;

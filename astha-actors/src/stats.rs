@@ -32,6 +32,10 @@ pub struct Stats {
     pub head_lsn: AtomicI64,
     /// Log rows removed by cleanup.
     pub cleaned: AtomicU64,
+    /// Slot-write transactions (each writes every position confirmed since the last).
+    pub slot_writes: AtomicU64,
+    /// Cleanup write jobs run (each deletes up to one budget of rows).
+    pub cleanups: AtomicU64,
     /// Slot writes that found their slot removed or moved by someone else (each was
     /// restored at its consumer's confirmed position).
     pub slots_lost: AtomicU64,

@@ -217,9 +217,16 @@ impl Batch {
 pub struct LogReader {
     log_table: String,
     select_all: String,
-    /// The log's wide table, and the query that reads it after a position.
+    /// The log's wide table, the query that reads it after a position (an unfiltered
+    /// read merges it by id) and the one that reads one row (a filtered read looks up
+    /// only its own wide rows, never stepping over other tables').
     wide_table: String,
     select_wide: String,
+    select_wide_one: String,
+    /// Whether the wide table exists, and the `PRAGMA schema_version` that answer was
+    /// read under: asked again only when the schema moves, so a log without one (made
+    /// by an earlier build) pays no failed prepare and lookup per read.
+    wide_exists: Option<(i64, bool)>,
     schemas: HashMap<i64, Arc<TableSchema>>,
     /// The recorded gaps that end after the last read's start ([`crate::gaps`]).
     gaps: Vec<Gap>,
@@ -241,6 +248,11 @@ impl LogReader {
                 "SELECT * FROM {} WHERE id > ?1 ORDER BY id",
                 quote_ident(&crate::log_layout::wide_table(log_table))
             ),
+            select_wide_one: format!(
+                "SELECT * FROM {} WHERE id = ?1",
+                quote_ident(&crate::log_layout::wide_table(log_table))
+            ),
+            wide_exists: None,
             schemas: HashMap::new(),
             gaps: Vec::new(),
             transactions: Default::default(),
@@ -274,7 +286,7 @@ impl LogReader {
         // First, so the snapshot is the one the rows are read from.
         let schema_version = crate::schema::schema_version(tx)?;
         self.gaps = crate::gaps::after(tx, after_lsn)?;
-        let (raws, bytes) = self.read_raw(tx, after_lsn, limits, tables)?;
+        let (raws, bytes) = self.read_raw(tx, after_lsn, limits, tables, schema_version)?;
         let full = raws.len() >= limits.max_rows;
         let mut batch = Batch {
             scanned_to: after_lsn,
@@ -312,7 +324,16 @@ impl LogReader {
         after_lsn: i64,
         limits: BatchLimits,
         tables: Option<&[String]>,
+        schema_version: i64,
     ) -> Result<(Vec<RawChange>, usize)> {
+        let wide_exists = match self.wide_exists {
+            Some((version, exists)) if version == schema_version => exists,
+            _ => {
+                let exists = crate::schema::is_plain_table(conn, &self.wide_table)?;
+                self.wide_exists = Some((schema_version, exists));
+                exists
+            }
+        };
         let limit = limits.max_rows as i64;
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -348,15 +369,16 @@ impl LogReader {
         };
         let mut stmt = conn.prepare_cached(sql)?;
         let mut rows = stmt.query(params.as_slice())?;
-        // The wide rows after the position, merged by id as the log rows come: both are
-        // in id order, so each is stepped once (a log of narrow tables only finds none).
-        let mut wide_stmt = match conn.prepare_cached(&self.select_wide) {
-            Ok(stmt) => Some(stmt),
-            // A log made by a build without the wide table: no wide rows.
-            Err(_) if !crate::schema::is_plain_table(conn, &self.wide_table)? => None,
-            Err(e) => return Err(e.into()),
+        // Unfiltered: the wide rows after the position, merged by id as the log rows
+        // come; both are in id order, so each is stepped once. Filtered: the rows of
+        // the wide tables read are looked up one by one, so the wide rows of tables the
+        // filter leaves out are never stepped over.
+        let (mut wide_scan, mut wide_one) = match (wide_exists, tables) {
+            (false, _) => (None, None),
+            (true, None) => (Some(conn.prepare_cached(&self.select_wide)?), None),
+            (true, Some(_)) => (None, Some(conn.prepare_cached(&self.select_wide_one)?)),
         };
-        let mut wide_rows = match wide_stmt.as_mut() {
+        let mut wide_rows = match wide_scan.as_mut() {
             Some(stmt) => Some(stmt.query([after_lsn])?),
             None => None,
         };
@@ -365,8 +387,8 @@ impl LogReader {
             let mut raw = raw_from_row(row, &mut values_needed)?;
             let mut found_wide = false;
             if let Some(stepping) = wide_rows.as_mut() {
-                // Wide rows below this log row belong to rows the filter left out (or
-                // moved to the dead letters): skipped.
+                // Wide rows below this log row belong to rows moved to the dead letters:
+                // skipped.
                 while wide.as_ref().is_none_or(|(id, _)| *id < raw.lsn) {
                     match stepping.next()? {
                         Some(w) => {
@@ -380,6 +402,15 @@ impl LogReader {
                     }
                 }
                 if let Some((_, values)) = wide.take_if(|(id, _)| *id == raw.lsn) {
+                    raw.values = merge_values(std::mem::take(&mut raw.values), values);
+                    found_wide = true;
+                }
+            } else if let Some(lookup) = wide_one.as_mut().filter(|_| row_is_wide.get()) {
+                // Only a wide table's change has a wide row (its schema says so).
+                let values = lookup
+                    .query_row([raw.lsn], |w| trimmed_values(w, WIDE_FIRST_VALUE))
+                    .optional()?;
+                if let Some(values) = values {
                     raw.values = merge_values(std::mem::take(&mut raw.values), values);
                     found_wide = true;
                 }

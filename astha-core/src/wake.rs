@@ -58,8 +58,24 @@ fn checkpoint_if_due(wal: &rusqlite::hooks::Wal, pages: i32) {
     });
     if due {
         // A passive checkpoint never blocks; what readers hold back is copied next time.
+        let started = std::time::Instant::now();
         let _ = wal.checkpoint();
+        CHECKPOINTS.fetch_add(1, Ordering::Relaxed);
+        CHECKPOINT_US.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     }
+}
+
+static CHECKPOINTS: AtomicU64 = AtomicU64::new(0);
+static CHECKPOINT_US: AtomicU64 = AtomicU64::new(0);
+
+/// Checkpoints the hooks of this process ran on committing threads so far, and their
+/// total time in microseconds (for benchmarks and diagnostics: each one is time a
+/// committing thread spent copying the WAL instead of writing).
+pub fn checkpoint_counts() -> (u64, u64) {
+    (
+        CHECKPOINTS.load(Ordering::Relaxed),
+        CHECKPOINT_US.load(Ordering::Relaxed),
+    )
 }
 
 /// Keeps a listener registered; dropping it unregisters the listener.

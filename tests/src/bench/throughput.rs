@@ -2,7 +2,10 @@
 //! 16-column table) while Astha delivers to four components subscribed to the table;
 //! the figure is changes per second confirmed by all four, from the first commit to the
 //! last confirmation. Baselines in the same run: the raw insert rate with no capture at
-//! all, and the insert rate with Astha's triggers but nothing reading the log.
+//! all, and the insert rate with Astha's triggers but nothing reading the log. Beside the
+//! rates, figures that hold on a loaded machine: how often the writer found the write lock
+//! held (its busy handler sleeps as SQLite's busy timeout does, and counts), and the
+//! checkpoints run on committing threads while it wrote.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -39,6 +42,17 @@ pub struct Throughput {
     /// From the last confirmation until every slot was durably at the head.
     pub slots_after: Duration,
     pub batch_size: usize,
+    /// Times the writer found the write lock held (calls of its busy handler, which
+    /// sleeps as SQLite's busy timeout does), and the milliseconds it slept.
+    pub writer_busy: u64,
+    pub writer_busy_ms: u64,
+    /// Astha's slot-write and cleanup transactions during the run.
+    pub slot_writes: u64,
+    pub cleanups: u64,
+    /// Checkpoints run on committing threads (the writer's, Astha's bookkeeping
+    /// writer's) while the writer wrote, and their milliseconds.
+    pub inline_checkpoints: u64,
+    pub inline_checkpoint_ms: u64,
 }
 
 /// Runs the suite: once with the default batch size, once with 1024-row batches.
@@ -51,12 +65,16 @@ pub fn run(mode: Mode) -> Vec<Throughput> {
     for batch_size in [256usize, 1024] {
         let t = with_astha(&data, batch_size, raw_rate, capture_rate);
         eprintln!(
-            "throughput batch {batch_size}: raw {:.0}/s, capture-only {:.0}/s, writer {:.0}/s, delivered to all {COMPONENTS} {:.0}/s ({:.0}% of raw)",
+            "throughput batch {batch_size}: raw {:.0}/s, capture-only {:.0}/s, writer {:.0}/s, delivered to all {COMPONENTS} {:.0}/s ({:.0}% of raw); writer busy waits {} ({} ms slept); Astha slot writes {}, cleanups {}",
             t.raw_rate,
             t.capture_rate,
             t.writer_rate,
             t.delivered_rate,
-            t.delivered_rate / t.raw_rate * 100.0
+            t.delivered_rate / t.raw_rate * 100.0,
+            t.writer_busy,
+            t.writer_busy_ms,
+            t.slot_writes,
+            t.cleanups,
         );
         out.push(t);
     }
@@ -140,17 +158,39 @@ fn with_astha(
             .expect("register");
     }
     std::thread::sleep(Duration::from_millis(200));
+    let ckpt_before = astha_core::wake::checkpoint_counts();
     let start = Instant::now();
     let writer = {
         let path = path.clone();
         let data = data.to_vec();
         std::thread::spawn(move || {
             let conn = astha_core::db::open_writer(&path).expect("writer");
+            conn.busy_handler(Some(sleeping_like_sqlite))
+                .expect("busy handler");
             insert_all(&conn, &data);
             Instant::now()
         })
     };
     let written = writer.join().expect("writer thread");
+    let wal = std::fs::metadata(path.with_extension("db-wal"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    let ckpt = astha_core::wake::checkpoint_counts();
+    let (inline, inline_ms) = (ckpt.0 - ckpt_before.0, (ckpt.1 - ckpt_before.1) / 1000);
+    eprintln!(
+        "checkpoints on committing threads while writing: {inline} ({inline_ms} ms); \
+         WAL at the last commit {} MB",
+        wal >> 20
+    );
+    let (writer_busy, writer_busy_ms) = (
+        BUSY_CALLS.swap(0, Ordering::Relaxed),
+        BUSY_SLEPT_MS.swap(0, Ordering::Relaxed),
+    );
+    let stats = astha.stats();
+    let (slot_writes, cleanups) = (
+        stats.slot_writes.load(Ordering::Relaxed),
+        stats.cleanups.load(Ordering::Relaxed),
+    );
     let n = data.len();
     let all = super::wait_for(Duration::from_secs(300), || {
         counters.iter().all(|c| c.seen.load(Ordering::Relaxed) >= n)
@@ -180,7 +220,37 @@ fn with_astha(
         tail: done - written,
         slots_after,
         batch_size,
+        writer_busy,
+        writer_busy_ms,
+        slot_writes,
+        cleanups,
+        inline_checkpoints: inline,
+        inline_checkpoint_ms: inline_ms,
     }
+}
+
+static BUSY_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static BUSY_SLEPT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// SQLite's own busy timeout (5 s), as the bundled build (`HAVE_USLEEP`) sleeps it:
+/// 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms, then 100 ms; counted.
+fn sleeping_like_sqlite(count: i32) -> bool {
+    const DELAYS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+    let count = count.max(0) as usize;
+    let waited: u64 =
+        DELAYS.iter().take(count).sum::<u64>() + count.saturating_sub(DELAYS.len()) as u64 * 100;
+    let delay = DELAYS
+        .get(count)
+        .copied()
+        .unwrap_or(100)
+        .min(5_000u64.saturating_sub(waited));
+    if delay == 0 {
+        return false;
+    }
+    BUSY_CALLS.fetch_add(1, Ordering::Relaxed);
+    BUSY_SLEPT_MS.fetch_add(delay, Ordering::Relaxed);
+    std::thread::sleep(Duration::from_millis(delay));
+    true
 }
 
 #[derive(Default)]
@@ -222,12 +292,12 @@ pub fn report(runs: &[Throughput]) -> String {
          16-column table, 100-row transactions, writer thread in the same process \
          (`open_writer`). `raw`: the same inserts with no capture; `capture only`: with \
          Astha's triggers, nothing reading (both best of 3, same run).\n\n\
-         | rows | batch size | raw insert rate | capture only | writer rate under Astha | confirmed by all 4 | share of raw | last commit → last confirmation | → slots durable |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         | rows | batch size | raw insert rate | capture only | writer rate under Astha | confirmed by all 4 | share of raw | last commit → last confirmation | → slots durable | writer's busy waits (ms slept) | checkpoints on committing threads (ms) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for t in runs {
         out.push_str(&format!(
-            "| {} | {} | {:.0}/s | {:.0}/s | {:.0}/s | **{:.0}/s** | {:.0}% | {:.0} ms | +{:.0} ms |\n",
+            "| {} | {} | {:.0}/s | {:.0}/s | {:.0}/s | **{:.0}/s** | {:.0}% | {:.0} ms | +{:.0} ms | {} ({} ms) | {} ({} ms) |\n",
             t.rows,
             t.batch_size,
             t.raw_rate,
@@ -237,6 +307,10 @@ pub fn report(runs: &[Throughput]) -> String {
             t.delivered_rate / t.raw_rate * 100.0,
             t.tail.as_secs_f64() * 1e3,
             t.slots_after.as_secs_f64() * 1e3,
+            t.writer_busy,
+            t.writer_busy_ms,
+            t.inline_checkpoints,
+            t.inline_checkpoint_ms,
         ));
     }
     out.push('\n');
