@@ -47,15 +47,55 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Opens a connection whose commits wake this process's pollers at once. It keeps
-/// SQLite's sleeping busy timeout: a writer that yielded and retried instead (as Astha's
-/// own connection does, [`use_fast_busy_handler`]) took CPU from Astha's threads on a
-/// 2-core machine and doubled same-process delivery latency at 10k commits/s, with no
-/// gain in throughput (BENCHMARKS.md).
+/// Opens a connection whose commits wake this process's pollers at once, and whose busy
+/// handler waits as [`writer_busy_delay`] says.
 pub fn open_writer(path: &Path) -> Result<Connection> {
     let conn = open(path)?;
     crate::wake::install_commit_hook(&conn);
+    fn retry(count: i32) -> bool {
+        match writer_busy_delay(count) {
+            Some(delay) => {
+                std::thread::sleep(delay);
+                true
+            }
+            None => false,
+        }
+    }
+    conn.busy_handler(Some(retry))?;
     Ok(conn)
+}
+
+/// How long a writer ([`open_writer`]) sleeps before its `count`-th retry (0-based) for
+/// a write lock someone holds; `None` once 5 s (the busy timeout) are spent.
+///
+/// What holds the lock beside a user's writer is mostly Astha's own short writes (a slot
+/// position: well under a millisecond). SQLite's busy timeout sleeps 1, 2, 5, 10 ... ms,
+/// so each such collision cost the writer 1–3 ms for a lock free after a fraction of one:
+/// 275–316 ms of a 1.3 s run of 200,000 rows (BENCHMARKS.md). So the first 2 ms are
+/// slept in 100 µs steps, then SQLite's schedule. It sleeps, never spins: a writer that
+/// yielded and retried instead (as Astha's own connection does,
+/// [`use_fast_busy_handler`]) took CPU from Astha's threads on a 2-core machine and
+/// doubled same-process delivery latency at 10k commits/s.
+pub fn writer_busy_delay(count: i32) -> Option<Duration> {
+    const SHORT_TRIES: i32 = 20;
+    const SHORT: Duration = Duration::from_micros(100);
+    // SQLite's own schedule (sqliteDefaultBusyCallback with usleep), in ms.
+    const DELAYS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
+    let count = count.max(0);
+    if count < SHORT_TRIES {
+        return Some(SHORT);
+    }
+    let n = (count - SHORT_TRIES) as usize;
+    let waited_ms = (SHORT_TRIES as u64 * SHORT.as_micros() as u64) / 1000
+        + DELAYS.iter().take(n).sum::<u64>()
+        + n.saturating_sub(DELAYS.len()) as u64 * 100;
+    let budget = DEFAULT_BUSY_TIMEOUT.as_millis() as u64;
+    let delay = DELAYS
+        .get(n)
+        .copied()
+        .unwrap_or(100)
+        .min(budget.saturating_sub(waited_ms));
+    (delay > 0).then(|| Duration::from_millis(delay))
 }
 
 /// Configures a connection that makes Astha's own short writes (slot positions, dead
@@ -97,4 +137,19 @@ fn configure(conn: &Connection) -> Result<()> {
         "PRAGMA synchronous=NORMAL; PRAGMA recursive_triggers=ON; PRAGMA foreign_keys=ON;",
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_writer_waits_in_short_sleeps_first_then_as_sqlite_for_five_seconds_in_all() {
+        assert_eq!(writer_busy_delay(0), Some(Duration::from_micros(100)));
+        assert_eq!(writer_busy_delay(19), Some(Duration::from_micros(100)));
+        assert_eq!(writer_busy_delay(20), Some(Duration::from_millis(1)));
+        assert_eq!(writer_busy_delay(21), Some(Duration::from_millis(2)));
+        let total: Duration = (0..).map_while(writer_busy_delay).sum();
+        assert_eq!(total, DEFAULT_BUSY_TIMEOUT);
+    }
 }

@@ -4,8 +4,9 @@
 //! last confirmation. Baselines in the same run: the raw insert rate with no capture at
 //! all, and the insert rate with Astha's triggers but nothing reading the log. Beside the
 //! rates, figures that hold on a loaded machine: how often the writer found the write lock
-//! held (its busy handler sleeps as SQLite's busy timeout does, and counts), and the
-//! checkpoints run on committing threads while it wrote.
+//! held (its busy handler sleeps as `open_writer`'s does, or as SQLite's busy timeout with
+//! `ASTHA_BENCH_WRITER_BUSY=sqlite`, and counts), and the checkpoints run on committing
+//! threads while it wrote.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -43,7 +44,7 @@ pub struct Throughput {
     pub slots_after: Duration,
     pub batch_size: usize,
     /// Times the writer found the write lock held (calls of its busy handler, which
-    /// sleeps as SQLite's busy timeout does), and the milliseconds it slept.
+    /// sleeps as `open_writer`'s does), and the milliseconds it slept.
     pub writer_busy: u64,
     pub writer_busy_ms: u64,
     /// Astha's slot-write and cleanup transactions during the run.
@@ -165,8 +166,14 @@ fn with_astha(
         let data = data.to_vec();
         std::thread::spawn(move || {
             let conn = astha_core::db::open_writer(&path).expect("writer");
-            conn.busy_handler(Some(sleeping_like_sqlite))
-                .expect("busy handler");
+            // Astha's writer schedule, counted; `ASTHA_BENCH_WRITER_BUSY=sqlite`: SQLite's.
+            let sqlite = std::env::var("ASTHA_BENCH_WRITER_BUSY").is_ok_and(|v| v == "sqlite");
+            conn.busy_handler(Some(if sqlite {
+                sleeping_like_sqlite
+            } else {
+                sleeping_like_open_writer
+            }))
+            .expect("busy handler");
             insert_all(&conn, &data);
             Instant::now()
         })
@@ -184,7 +191,7 @@ fn with_astha(
     );
     let (writer_busy, writer_busy_ms) = (
         BUSY_CALLS.swap(0, Ordering::Relaxed),
-        BUSY_SLEPT_MS.swap(0, Ordering::Relaxed),
+        BUSY_SLEPT_US.swap(0, Ordering::Relaxed) / 1000,
     );
     let stats = astha.stats();
     let (slot_writes, cleanups) = (
@@ -230,7 +237,7 @@ fn with_astha(
 }
 
 static BUSY_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-static BUSY_SLEPT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static BUSY_SLEPT_US: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// SQLite's own busy timeout (5 s), as the bundled build (`HAVE_USLEEP`) sleeps it:
 /// 1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100 ms, then 100 ms; counted.
@@ -248,8 +255,19 @@ fn sleeping_like_sqlite(count: i32) -> bool {
         return false;
     }
     BUSY_CALLS.fetch_add(1, Ordering::Relaxed);
-    BUSY_SLEPT_MS.fetch_add(delay, Ordering::Relaxed);
+    BUSY_SLEPT_US.fetch_add(delay * 1000, Ordering::Relaxed);
     std::thread::sleep(Duration::from_millis(delay));
+    true
+}
+
+/// The busy handler of `astha_core::db::open_writer` (its schedule), counted.
+fn sleeping_like_open_writer(count: i32) -> bool {
+    let Some(delay) = astha_core::db::writer_busy_delay(count) else {
+        return false;
+    };
+    BUSY_CALLS.fetch_add(1, Ordering::Relaxed);
+    BUSY_SLEPT_US.fetch_add(delay.as_micros() as u64, Ordering::Relaxed);
+    std::thread::sleep(delay);
     true
 }
 
