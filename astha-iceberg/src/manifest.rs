@@ -183,8 +183,16 @@ pub fn write_manifest(
     })
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Manifests this thread read (the history-cost test counts them per commit).
+    pub(crate) static MANIFEST_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Reads the entries of a manifest, resolving inherited snapshot ids and sequence numbers.
 pub fn read_manifest(manifest: &ManifestFile) -> Result<Vec<ManifestEntry>> {
+    #[cfg(test)]
+    MANIFEST_READS.with(|n| n.set(n.get() + 1));
     let path = &manifest.manifest_path;
     let avro_err = |source| IcebergError::Avro {
         path: path.clone(),
