@@ -17,7 +17,8 @@
 //! (replace) a removed file that is not live or a rewrite that changes the row count.
 //!
 //! Cost: proportional to the files a commit adds and removes, not to the table's history.
-//! The parent's manifest list is read (its length is bounded by merging); duplicates are
+//! The parent's manifest list comes from the shared index when this process wrote or read
+//! it last, else it is read once (its length is bounded by merging); duplicates are
 //! refused through the shared [`LiveIndex`], which reads only manifests it has not seen;
 //! totals are carried from the parent's summary; a replace reads only the manifests holding
 //! the files it removes. The one exception is a merge, which reads the manifests it merges:
