@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use apache_avro::types::Value;
-use apache_avro::{Reader, Writer};
+use apache_avro::Writer;
 
+use super::avro_read::read_values;
 use super::avro_schema::manifest_list_schema;
 use super::avro_value::{as_bytes, as_i32, as_i64, as_str, field, opt, record};
 use super::error::{IcebergError, Result};
@@ -144,11 +145,10 @@ pub fn read_manifest_list(path: &Path) -> Result<Vec<ManifestFile>> {
         source,
     };
     let bytes = std::fs::read(path).map_err(|e| IcebergError::io(path, e))?;
-    let reader = Reader::new(&bytes[..]).map_err(avro_err)?;
-    let mut out = Vec::new();
-    for value in reader {
-        let v = value.map_err(avro_err)?;
-        let m = parse(&v).map_err(|reason| {
+    let values = read_values(&bytes).map_err(avro_err)?;
+    let mut out = Vec::with_capacity(values.len());
+    for v in &values {
+        let m = parse(v).map_err(|reason| {
             IcebergError::corrupt(path, format!("manifest {}: {reason}", out.len()))
         })?;
         out.push(m);
@@ -191,6 +191,7 @@ fn parse(v: &Value) -> Result<ManifestFile, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use apache_avro::Reader;
 
     #[test]
     fn round_trip_with_header() {
