@@ -6,9 +6,19 @@
 //! pyiceberg errors and DuckDB fails on files missing any of these. The partition record
 //! (`r102`) holds one optional field per partition field (field ids from 1000, the
 //! transform's result type); it is empty for an unpartitioned table. Record names follow the Java implementation.
+//!
+//! Parsed schemas are built once per process (per partition record for manifest entries)
+//! and shared: parsing one cost more instructions than the rest of an append's Avro work.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use apache_avro::Schema;
 use serde_json::{json, Value};
+
+/// Parsed manifest entry schemas kept at most: one per distinct partition record in use;
+/// past this many the cache starts over (it only saves parsing).
+const ENTRY_SCHEMAS_KEPT: usize = 64;
 
 fn optional(name: &str, ty: Value, field_id: i32) -> Value {
     json!({"name": name, "type": ["null", ty], "default": null, "field-id": field_id})
@@ -114,16 +124,34 @@ pub fn manifest_list_json() -> Value {
     })
 }
 
-/// Parsed manifest entry schema. The partition fields are checked Avro names
-/// (`PartitionSpec::bind`), so parsing cannot fail.
-pub fn manifest_entry_schema(partition_fields: &[Value]) -> Schema {
-    Schema::parse(&manifest_entry_json(partition_fields))
-        .expect("the manifest entry schema is valid Avro")
+/// Parsed manifest entry schema, shared (see the module doc). The partition fields are
+/// checked Avro names (`PartitionSpec::bind`), so parsing cannot fail.
+pub fn manifest_entry_schema(partition_fields: &[Value]) -> Arc<Schema> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Schema>>>> = OnceLock::new();
+    let key = Value::Array(partition_fields.to_vec()).to_string();
+    let cache = CACHE.get_or_init(Default::default);
+    // A poisoned cache is still a map of valid schemas.
+    let mut cache = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(schema) = cache.get(&key) {
+        return schema.clone();
+    }
+    let schema = Arc::new(
+        Schema::parse(&manifest_entry_json(partition_fields))
+            .expect("the manifest entry schema is valid Avro"),
+    );
+    if cache.len() >= ENTRY_SCHEMAS_KEPT {
+        cache.clear();
+    }
+    cache.insert(key, schema.clone());
+    schema
 }
 
-/// Parsed manifest list schema.
-pub fn manifest_list_schema() -> Schema {
-    Schema::parse(&manifest_list_json()).expect("the manifest list schema is valid Avro")
+/// Parsed manifest list schema, shared.
+pub fn manifest_list_schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        Schema::parse(&manifest_list_json()).expect("the manifest list schema is valid Avro")
+    })
 }
 
 #[cfg(test)]
@@ -134,7 +162,7 @@ mod tests {
     /// `logicalType` from arrays, which is why the crate is pinned).
     #[test]
     fn serialised_schema_keeps_field_ids_and_map_annotations() {
-        let text = serde_json::to_string(&manifest_entry_schema(&[])).unwrap();
+        let text = serde_json::to_string(&*manifest_entry_schema(&[])).unwrap();
         let v: Value = serde_json::from_str(&text).unwrap();
         let data_file = &v["fields"][4];
         assert_eq!(data_file["field-id"], 2);

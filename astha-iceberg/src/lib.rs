@@ -37,7 +37,7 @@
 //!
 //! Layout: the spec side is `schema` (types and columns), `value` (JSON ⇄ typed values,
 //! Iceberg bound bytes), `data_file` (a data file and its statistics), `parquet_io`/
-//! `parquet_read` (Parquet), `avro_schema`/`avro_value`/`manifest`/`manifest_list` (Avro
+//! `parquet_read` (Parquet), `avro_schema`/`avro_value`/`avro_read`/`manifest`/`manifest_list` (Avro
 //! files), `metadata` (JSON model), `partition` (specs, partition values, paths), `transform`, `summary`,
 //! `properties`; the operations side is
 //! `catalog`, `table` (handle), `snapshot_ops` (append, replace), `schema_update`, `manifest_plan` (which
@@ -45,6 +45,7 @@
 //! `expire`, `orphans`, `commit` (publishing), `retry` (the commit loop); `clock` and
 //! `fsutil` serve both.
 
+mod avro_read;
 mod avro_schema;
 mod avro_value;
 mod catalog;

@@ -10,6 +10,10 @@
 //! back). Its memory is one entry per live file and per current manifest, whatever the
 //! number of commits behind them.
 //!
+//! It also keeps the last manifest list it was asked for (by location: a manifest list is
+//! an immutable file under a unique name), so a commit starts from its parent's manifests
+//! without reading and decoding the list its predecessor just wrote.
+//!
 //! It never decides anything: appends ask it whether a file is already live, replaces ask
 //! which manifest holds a file. A stale or missing index only costs a re-read.
 
@@ -29,6 +33,8 @@ pub(crate) struct LiveIndex {
     /// Live data file -> the manifests that list it: one in a valid table, but a manifest
     /// taught before its commit (a merge of others) lists files its sources list too.
     files: HashMap<Arc<Path>, Vec<Arc<Path>>>,
+    /// The manifest list last read or committed: its location and its manifests.
+    list: Option<(String, Vec<ManifestFile>)>,
 }
 
 impl LiveIndex {
@@ -54,6 +60,19 @@ impl LiveIndex {
             }
         }
         Ok(())
+    }
+
+    /// The manifests of the list at `location`, if it is the one remembered.
+    pub(crate) fn listed(&self, location: &str) -> Option<Vec<ManifestFile>> {
+        match &self.list {
+            Some((at, manifests)) if at == location => Some(manifests.clone()),
+            _ => None,
+        }
+    }
+
+    /// Remembers the manifests of the list at `location` (read, or just committed).
+    pub(crate) fn remember_list(&mut self, location: &str, manifests: Vec<ManifestFile>) {
+        self.list = Some((location.to_string(), manifests));
     }
 
     /// Records the live files of a manifest this process wrote (or just read).

@@ -16,8 +16,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use apache_avro::types::Value;
-use apache_avro::{Reader, Writer};
+use apache_avro::Writer;
 
+use super::avro_read::read_values;
 use super::avro_schema::manifest_entry_schema;
 use super::avro_value::{
     as_bytes, as_i32, as_i64, as_str, field, int_map, opt, read_int_map, record,
@@ -202,19 +203,26 @@ pub fn write_manifest(
     })
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Manifests this thread read (the history-cost test counts them per commit).
+    pub(crate) static MANIFEST_READS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// Reads the entries of a manifest, resolving inherited snapshot ids and sequence numbers.
 pub fn read_manifest(manifest: &ManifestFile) -> Result<Vec<ManifestEntry>> {
+    #[cfg(test)]
+    MANIFEST_READS.with(|n| n.set(n.get() + 1));
     let path = &manifest.manifest_path;
     let avro_err = |source| IcebergError::Avro {
         path: path.clone(),
         source,
     };
     let bytes = std::fs::read(path).map_err(|e| IcebergError::io(path, e))?;
-    let reader = Reader::new(&bytes[..]).map_err(avro_err)?;
-    let mut out = Vec::new();
-    for value in reader {
-        let value = value.map_err(avro_err)?;
-        let entry = parse_entry(&value, manifest).map_err(|reason| {
+    let values = read_values(&bytes).map_err(avro_err)?;
+    let mut out = Vec::with_capacity(values.len());
+    for value in &values {
+        let entry = parse_entry(value, manifest).map_err(|reason| {
             IcebergError::corrupt(path, format!("entry {}: {reason}", out.len()))
         })?;
         out.push(entry);
@@ -365,6 +373,7 @@ mod tests {
     use super::*;
     use crate::partition::PartitionSpec;
     use crate::schema::{ColumnSpec, IcebergType};
+    use apache_avro::Reader;
 
     fn file(name: &str, rows: u64) -> DataFileInfo {
         let mut stats = BTreeMap::new();

@@ -17,7 +17,8 @@
 //! (replace) a removed file that is not live or a rewrite that changes the row count.
 //!
 //! Cost: proportional to the files a commit adds and removes, not to the table's history.
-//! The parent's manifest list is read (its length is bounded by merging); duplicates are
+//! The parent's manifest list comes from the shared index when this process wrote or read
+//! it last, else it is read once (its length is bounded by merging); duplicates are
 //! refused through the shared [`LiveIndex`], which reads only manifests it has not seen;
 //! totals are carried from the parent's summary; a replace reads only the manifests holding
 //! the files it removes. The one exception is a merge, which reads the manifests it merges:
@@ -203,12 +204,20 @@ impl IcebergTable {
         })
     }
 
-    /// The manifests of the current snapshot (none for an empty table), without entries.
+    /// The manifests of the current snapshot (none for an empty table), without entries:
+    /// from the shared index when it remembers that list (the one this process last read
+    /// or committed), else read once.
     pub(super) fn current_manifest_list(&self) -> Result<Vec<ManifestFile>> {
-        match self.metadata.current_snapshot() {
-            Some(s) => read_manifest_list(&fsutil::from_location(&s.manifest_list)?),
-            None => Ok(Vec::new()),
+        let Some(s) = self.metadata.current_snapshot() else {
+            return Ok(Vec::new());
+        };
+        let index = self.catalog.live_indexes().of(&self.metadata.table_uuid);
+        if let Some(list) = live_index::lock(&index).listed(&s.manifest_list) {
+            return Ok(list);
         }
+        let list = read_manifest_list(&fsutil::from_location(&s.manifest_list)?)?;
+        live_index::lock(&index).remember_list(&s.manifest_list, list.clone());
+        Ok(list)
     }
 
     /// Runs `f` on the shared live index of this table synced to `list` (the current
@@ -396,9 +405,13 @@ impl IcebergTable {
             extra: BTreeMap::new(),
         };
         let info = SnapshotInfo::from_snapshot(&snapshot);
+        let list_location = snapshot.manifest_list.clone();
         let mut next = self.metadata.successor(&self.metadata_location, now);
         next.add_snapshot(snapshot);
         self.publish(next, draft.files)?;
+        // The next commit starts from this list: remembered, not read back.
+        let index = self.catalog.live_indexes().of(&self.metadata.table_uuid);
+        live_index::lock(&index).remember_list(&list_location, manifests);
         tracing::info!(
             table = %self.identifier(),
             snapshot_id = info.snapshot_id,
@@ -506,4 +519,72 @@ fn normalize_paths<P: AsRef<Path>>(paths: &[P]) -> Result<Vec<PathBuf>> {
         out.push(path);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod history_cost_tests {
+    use super::super::catalog::SqlCatalog;
+    use super::super::manifest::MANIFEST_READS;
+    use super::super::manifest_list::LIST_READS;
+    use super::super::parquet_io::write_parquet;
+    use super::super::schema::{ColumnSpec, IcebergType};
+    use super::*;
+
+    /// (manifest lists, manifests) this thread read while `f` ran.
+    fn reads(f: impl FnOnce()) -> (u64, u64) {
+        let (l, m) = (
+            LIST_READS.with(|n| n.get()),
+            MANIFEST_READS.with(|n| n.get()),
+        );
+        f();
+        (
+            LIST_READS.with(|n| n.get()) - l,
+            MANIFEST_READS.with(|n| n.get()) - m,
+        )
+    }
+
+    /// The reads of an append do not grow with the table's history: a warm handle reads
+    /// no manifest list (its parent's is remembered) and, besides the manifests a size-tier
+    /// merge takes, no manifest; the merges of 64 appends read as many manifests late in
+    /// the history as early. Counted, not timed.
+    #[test]
+    fn an_append_reads_no_more_after_hundreds_of_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = SqlCatalog::open(dir.path().join("c.db"), "c").unwrap();
+        let cols = vec![ColumnSpec::new(1, "id", IcebergType::Long, false)];
+        let mut table =
+            IcebergTable::create(&catalog, &dir.path().join("wh"), "ns", "t", &cols).unwrap();
+        let window = |table: &mut IcebergTable, from: usize, n: usize| -> u64 {
+            let mut manifests = 0;
+            for i in from..from + n {
+                let f = write_parquet(
+                    &dir.path().join(format!("files/{i}.parquet")),
+                    &cols,
+                    &[vec![serde_json::json!(i)]],
+                )
+                .unwrap();
+                let (lists, m) = reads(|| {
+                    table.append(&[f]).unwrap();
+                });
+                assert_eq!(lists, 0, "append {i} read a manifest list");
+                manifests += m;
+                if (i + 1) % 100 == 0 {
+                    table.expire_snapshots(10, None).unwrap();
+                }
+            }
+            manifests
+        };
+        let first = window(&mut table, 0, 36);
+        let early = window(&mut table, 36, 64);
+        window(&mut table, 100, 200);
+        let late = window(&mut table, 300, 64);
+        assert!(
+            first <= early,
+            "{first} manifests read by the first appends"
+        );
+        assert!(
+            late <= early,
+            "64 appends after 300 commits read {late} manifests, after 36 only {early}"
+        );
+    }
 }
