@@ -381,6 +381,9 @@ fn watch_stopped_by_sigterm_or_sighup_leaves_no_slot() {
 /// `astha run` killed with SIGKILL again and again while a writer commits: after a last
 /// clean run, the file holds every change at least once; read in file order, LSNs only go
 /// back at a restart, and never further back than the one batch in flight at the kill.
+/// The bound is the engine's `batch_size` (a component may hold that many changes past
+/// its durable position, in deliveries as small as it likes), so the source sets it to
+/// the sink's `max_batch`.
 #[test]
 fn kill_9_of_run_mid_stream_loses_nothing() {
     const KILLS: usize = 20;
@@ -390,7 +393,7 @@ fn kill_9_of_run_mid_stream_loses_nothing() {
         dir.path().join("kill.toml"),
         format!(
             "[[sources]]\ndatabase = \"shop.db\"\ntables = [\"orders\"]\ninstall = true\n\
-             [[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"out/kill.jsonl\"\nmax_batch = {MAX_BATCH}\n"
+             batch_size = {MAX_BATCH}\n[[sinks]]\nname = \"f\"\ntype = \"file\"\npath = \"out/kill.jsonl\"\nmax_batch = {MAX_BATCH}\n"
         ),
     )
     .unwrap();
