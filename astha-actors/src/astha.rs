@@ -372,6 +372,10 @@ impl Astha {
             limits: self.limits(),
             window: self.config.window_batches,
             backstop: self.config.backstop_interval,
+            wal: crate::wal_guard::WalLimit {
+                max_bytes: self.config.wal_max_bytes,
+                wait: self.config.wal_reset_wait,
+            },
         }
     }
 

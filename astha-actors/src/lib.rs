@@ -26,6 +26,7 @@ pub mod stats;
 pub mod store;
 pub mod supervisor;
 pub mod testing;
+pub mod wal_guard;
 pub mod witness;
 
 pub use astha::Astha;

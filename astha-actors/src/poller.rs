@@ -18,11 +18,14 @@
 //!   only what lies before the last LSN proved complete, regenerates the triggers at
 //!   once (which records what remains ambiguous, [`astha_core::gaps`]), and reads the
 //!   rest again, marked. With its window full (no reads), the backstop tick checks the
-//!   schema itself.
+//!   schema itself;
+//! - it keeps the WAL bounded: each read also measures the WAL file, and past
+//!   `wal_max_bytes` the poller has the store's write thread reset it
+//!   ([`crate::wal_guard`] decides when, [`astha_core::wal_bound`] does it).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use astha_core::log::{Batch, BatchLimits};
@@ -31,6 +34,7 @@ use astha_core::wake::Subscription;
 use crate::messages::{NewBatch, Release, SharedBatch, StopReading, Wake};
 use crate::stats::Stats;
 use crate::store::Store;
+use crate::wal_guard::{WalGuard, WalLimit};
 use crate::witness::PanicWitness;
 
 /// Poller settings.
@@ -39,6 +43,8 @@ pub struct PollerConfig {
     pub limits: BatchLimits,
     pub window: usize,
     pub backstop: Duration,
+    /// When the WAL is reset.
+    pub wal: WalLimit,
 }
 
 /// The poller actor.
@@ -65,6 +71,7 @@ pub struct Poller {
     checking: bool,
     /// A schema check waits for the running read to end.
     check_wanted: bool,
+    wal_guard: WalGuard,
     _wake: Option<Subscription>,
 }
 
@@ -92,6 +99,7 @@ impl Poller {
             verified: None,
             checking: false,
             check_wanted: false,
+            wal_guard: WalGuard::new(config.wal),
             _wake: None,
         }
     }
@@ -124,7 +132,10 @@ impl Poller {
                 .map(|result, act, ctx| {
                     act.reading = false;
                     match result {
-                        Ok(batch) => act.handle_batch(batch, ctx),
+                        Ok((batch, wal_bytes)) => {
+                            act.guard_wal(wal_bytes, ctx);
+                            act.handle_batch(batch, ctx)
+                        }
                         Err(err) => {
                             // Retried on the next wake-up or backstop tick, after a schema
                             // check: the log itself may have been dropped or altered.
@@ -136,6 +147,33 @@ impl Poller {
                         act.check_schema(ctx);
                     }
                 }),
+        );
+    }
+
+    /// Starts a WAL reset on the write thread when the WAL of `bytes` is past the limit
+    /// (and none is running or pausing after one that gave up).
+    fn guard_wal(&mut self, bytes: u64, ctx: &mut Context<Self>) {
+        self.stats.wal_bytes.store(bytes, Ordering::Relaxed);
+        if !self.wal_guard.start(bytes, Instant::now()) {
+            return;
+        }
+        let store = self.store.clone();
+        let wait = self.wal_guard.limit().wait;
+        ctx.spawn(
+            async move {
+                let started = Instant::now();
+                let outcome = store
+                    .write(move |conn| astha_core::wal_bound::truncate(conn, wait))
+                    .await;
+                (outcome, started.elapsed())
+            }
+            .into_actor(self)
+            .map(move |(outcome, took), act, _| {
+                let now = Instant::now();
+                act.wal_guard.finished(matches!(outcome, Ok(true)), now);
+                let pause = act.wal_guard.paused_for(now);
+                act.stats.wal_reset(&outcome, bytes, took, pause);
+            }),
         );
     }
 
@@ -334,6 +372,10 @@ impl Actor for Poller {
             // no read, and a table re-created meanwhile would stay without triggers.
             if act.in_flight >= act.config.window {
                 act.check_schema(ctx);
+                // Nor is the WAL measured by a read: a slow component must not let it
+                // grow without bound. One `stat` of a local file per tick.
+                let bytes = astha_core::wal_bound::wal_bytes(act.store.path());
+                act.guard_wal(bytes, ctx);
             }
             act.poll(ctx);
         });
@@ -403,6 +445,7 @@ mod tests {
             },
             window: 2,
             backstop: Duration::from_millis(10),
+            wal: WalLimit::default(),
         };
         let poller = Poller::new(store, batches, Arc::new(Stats::default()), config, 0).start();
         assert!(inbox.wait_until(LONG, |m| m.len() == 2).await);

@@ -48,6 +48,12 @@ pub struct Stats {
     pub fatal: Mutex<Option<String>>,
     /// Non-durable slots dropped because their lease expired (their owner died).
     pub leases_expired: AtomicU64,
+    /// Size of the WAL file at the poller's last read, in bytes.
+    pub wal_bytes: AtomicU64,
+    /// WAL resets (`wal_max_bytes`) that copied every frame and emptied the file.
+    pub wal_resets: AtomicU64,
+    /// WAL resets that gave up: a reader still inside the WAL after `wal_reset_wait`.
+    pub wal_resets_incomplete: AtomicU64,
     /// Per component.
     pub components: DashMap<String, ComponentStats>,
 }
@@ -147,6 +153,11 @@ pub struct SchedulerStats {
     /// Set when Astha stopped delivering for good: why.
     pub fatal: Option<String>,
     pub leases_expired: u64,
+    /// Size of the WAL file at the poller's last read, in bytes.
+    pub wal_bytes: u64,
+    /// WAL resets that emptied the file, and those that gave up.
+    pub wal_resets: u64,
+    pub wal_resets_incomplete: u64,
     /// Per component, by name.
     pub components: Vec<ComponentStats>,
 }
@@ -247,6 +258,40 @@ impl Stats {
             .fetch_add(lsns.len() as u64, Ordering::Relaxed);
     }
 
+    /// A WAL reset ended: `outcome` from [`astha_core::wal_bound::truncate`] (whether
+    /// it emptied the file), for a WAL file of `bytes` when it started; `pause` before
+    /// the next try when it did not.
+    pub fn wal_reset(
+        &self,
+        outcome: &astha_core::Result<bool>,
+        bytes: u64,
+        took: std::time::Duration,
+        pause: std::time::Duration,
+    ) {
+        let took_ms = took.as_millis() as u64;
+        match outcome {
+            Ok(true) => {
+                tracing::debug!(bytes, took_ms, "WAL reset");
+                self.wal_resets.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(false) => {
+                tracing::warn!(
+                    bytes,
+                    took_ms,
+                    retry_in_s = pause.as_secs(),
+                    "the WAL is past wal_max_bytes and could not be reset: another connection's \
+                     read transaction is still inside it (end long read transactions, or raise \
+                     wal_reset_wait); nothing is lost, the WAL only grows meanwhile"
+                );
+                self.wal_resets_incomplete.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(err) => {
+                tracing::warn!(bytes, error = %err, retry_in_s = pause.as_secs(), "WAL reset failed");
+                self.wal_resets_incomplete.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
     pub fn malformed_rows(&self, count: usize, first_reason: &str) {
         tracing::error!(
             count,
@@ -345,6 +390,9 @@ impl Stats {
                 .clone(),
             fatal: self.failure(),
             leases_expired: self.leases_expired.load(Ordering::Relaxed),
+            wal_bytes: self.wal_bytes.load(Ordering::Relaxed),
+            wal_resets: self.wal_resets.load(Ordering::Relaxed),
+            wal_resets_incomplete: self.wal_resets_incomplete.load(Ordering::Relaxed),
             components,
         }
     }

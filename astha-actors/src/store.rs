@@ -156,10 +156,13 @@ impl Store {
         self.inner.capture.log_table()
     }
 
-    /// Reads the next batch after `after`, on the poller's own read thread.
-    pub async fn read(&self, after: i64, limits: BatchLimits) -> Result<Batch> {
+    /// Reads the next batch after `after`, on the poller's own read thread, and the size
+    /// of the WAL file in bytes once it is read (for the WAL bound, `crate::wal_guard`).
+    pub async fn read(&self, after: i64, limits: BatchLimits) -> Result<(Batch, u64)> {
+        let path = self.inner.path.clone();
         with_reader(&self.inner.live, move |reader| {
-            reader.log.read(&reader.conn, after, limits, None)
+            let batch = reader.log.read(&reader.conn, after, limits, None)?;
+            Ok((batch, astha_core::wal_bound::wal_bytes(&path)))
         })
         .await
     }

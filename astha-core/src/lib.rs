@@ -10,6 +10,8 @@
 //!   another connection's schema change may have left incomplete;
 //! - [`retention`]: how long the log keeps rows every slot is past, and where a time
 //!   falls in it; [`replay`]: a range of it again; [`state_at`]: a table's rows as of an earlier LSN, from the retained log;
+//! - [`wake`] and [`wal_bound`]: noticing commits, and keeping the WAL from growing
+//!   without bound under a writer that never pauses;
 //! - pure policies and state machines: [`retry`], [`breaker`], [`routing`], [`config`].
 
 pub mod bootstrap;
@@ -40,6 +42,7 @@ pub mod state_at;
 pub mod transaction;
 pub mod value;
 pub mod wake;
+pub mod wal_bound;
 
 pub use change::{
     Change, Event, Operation, Row, SnapshotRead, TableInTransaction, TransactionPosition,

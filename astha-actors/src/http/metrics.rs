@@ -198,7 +198,7 @@ impl Collector for Scrape {
             }
         }
         type Count = fn(&SchedulerStats) -> u64;
-        let counters: [(&str, &str, Count); 8] = [
+        let counters: [(&str, &str, Count); 10] = [
             ("astha_batches_read", "Batches read by the poller.", |s| {
                 s.batches_read
             }),
@@ -238,6 +238,17 @@ impl Collector for Scrape {
                 "Non-durable slots dropped because their owner stopped renewing its lease.",
                 |s| s.leases_expired,
             ),
+            (
+                "astha_wal_resets",
+                "WAL resets past wal_max_bytes that emptied the WAL file.",
+                |s| s.wal_resets,
+            ),
+            (
+                "astha_wal_resets_incomplete",
+                "WAL resets that gave up: another connection's read transaction stayed \
+                 inside the WAL for wal_reset_wait (each is retried after a pause).",
+                |s| s.wal_resets_incomplete,
+            ),
         ];
         for (name, help, count) in counters {
             per_source(
@@ -271,6 +282,14 @@ impl Collector for Scrape {
             MetricType::Gauge,
             sources,
             |s| Some(ConstGauge::new(s.snap.head_lsn)),
+        )?;
+        per_source(
+            &mut encoder,
+            "astha_wal_bytes",
+            "Size of the WAL file at the poller's last read, in bytes.",
+            MetricType::Gauge,
+            sources,
+            |s| Some(ConstGauge::new(s.snap.wal_bytes as i64)),
         )?;
         single(
             &mut encoder,

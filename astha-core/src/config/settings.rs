@@ -45,6 +45,19 @@ pub struct AsthaConfig {
     /// How often change-log rows acknowledged by every slot are deleted. Default `"1s"`.
     #[serde(with = "duration_serde")]
     pub cleanup_interval: Duration,
+    /// Size of the WAL file (`<database>-wal`) past which Astha resets it: a `TRUNCATE`
+    /// checkpoint that copies every frame into the database and empties the file. Under
+    /// a writer that never pauses, SQLite's own checkpoints cannot start the WAL over
+    /// while Astha reads, and it grows without bound. The reset makes writers wait for
+    /// Astha's reads in flight and the copy (as for any of Astha's writes), for at most
+    /// `wal_reset_wait` before it gives up and tries again later. `0` turns it off.
+    /// Default `67108864` (64 MiB).
+    pub wal_max_bytes: u64,
+    /// How long a WAL reset waits for readers still inside the WAL (another
+    /// connection's long read transaction) before it gives up, leaving the WAL as it was,
+    /// and backs off. Writers wait that long at most. Default `"100ms"`.
+    #[serde(with = "duration_serde")]
+    pub wal_reset_wait: Duration,
     /// How long the change log keeps rows every slot is past (`[retention]`, with
     /// `keep_for` and `keep_rows`), for replay and `state-at`; retained rows cost disk.
     /// Default: none kept (a row goes once the slowest slot passed it). See
@@ -100,6 +113,8 @@ impl Default for AsthaConfig {
             backstop_interval: Duration::from_millis(100),
             data_version_poll: Duration::from_millis(1),
             cleanup_interval: Duration::from_secs(1),
+            wal_max_bytes: 64 << 20,
+            wal_reset_wait: Duration::from_millis(100),
             retention: crate::retention::Retention::default(),
             exact_replace: false,
             lease_ttl: Duration::from_secs(30),
@@ -168,6 +183,7 @@ impl AsthaConfig {
         check_positive("backstop_interval", self.backstop_interval)?;
         check_positive("data_version_poll", self.data_version_poll)?;
         check_positive("cleanup_interval", self.cleanup_interval)?;
+        check_positive("wal_reset_wait", self.wal_reset_wait)?;
         // A lease renewed once per cleanup tick must survive a late tick.
         if self.lease_ttl <= self.cleanup_interval * 2 {
             return Err(ConfigError::invalid(

@@ -6,7 +6,8 @@
 //! rates, figures that hold on a loaded machine: how often the writer found the write lock
 //! held (its busy handler sleeps as `open_writer`'s does, or as SQLite's busy timeout with
 //! `ASTHA_BENCH_WRITER_BUSY=sqlite`, and counts), and the checkpoints run on committing
-//! threads while it wrote.
+//! threads while it wrote. `ASTHA_BENCH_WAL_MAX_BYTES` sets Astha's `wal_max_bytes`
+//! (`0`: the WAL is never reset, the baseline of the WAL bound).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -128,6 +129,9 @@ fn config(path: &Path, batch_size: usize) -> AsthaConfig {
     };
     c.monitored_tables = vec!["t".into()];
     c.batch_size = batch_size;
+    if let Ok(bytes) = std::env::var("ASTHA_BENCH_WAL_MAX_BYTES") {
+        c.wal_max_bytes = bytes.parse().expect("ASTHA_BENCH_WAL_MAX_BYTES: bytes");
+    }
     c
 }
 
@@ -179,15 +183,16 @@ fn with_astha(
         })
     };
     let written = writer.join().expect("writer thread");
-    let wal = std::fs::metadata(path.with_extension("db-wal"))
-        .map(|m| m.len())
-        .unwrap_or(0);
+    let wal = astha_core::wal_bound::wal_bytes(&path);
     let ckpt = astha_core::wake::checkpoint_counts();
     let (inline, inline_ms) = (ckpt.0 - ckpt_before.0, (ckpt.1 - ckpt_before.1) / 1000);
+    let snap = astha.stats().snapshot();
     eprintln!(
         "checkpoints on committing threads while writing: {inline} ({inline_ms} ms); \
-         WAL at the last commit {} MB",
-        wal >> 20
+         WAL at the last commit {} MB; WAL resets {} ({} gave up)",
+        wal >> 20,
+        snap.wal_resets,
+        snap.wal_resets_incomplete
     );
     let (writer_busy, writer_busy_ms) = (
         BUSY_CALLS.swap(0, Ordering::Relaxed),
