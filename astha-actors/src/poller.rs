@@ -154,25 +154,34 @@ impl Poller {
     /// (and none is running or pausing after one that gave up).
     fn guard_wal(&mut self, bytes: u64, ctx: &mut Context<Self>) {
         self.stats.wal_bytes.store(bytes, Ordering::Relaxed);
-        if !self.wal_guard.start(bytes, Instant::now()) {
+        let Some(mode) = self.wal_guard.start(bytes, Instant::now()) else {
             return;
-        }
+        };
         let store = self.store.clone();
         let wait = self.wal_guard.limit().wait;
         ctx.spawn(
             async move {
                 let started = Instant::now();
+                let path = store.path().to_path_buf();
                 let outcome = store
-                    .write(move |conn| astha_core::wal_bound::truncate(conn, wait))
+                    .write(move |conn| {
+                        let done = astha_core::wal_bound::reset(conn, mode, wait)?;
+                        Ok((done, astha_core::wal_bound::wal_bytes(&path)))
+                    })
                     .await;
                 (outcome, started.elapsed())
             }
             .into_actor(self)
             .map(move |(outcome, took), act, _| {
                 let now = Instant::now();
-                act.wal_guard.finished(matches!(outcome, Ok(true)), now);
+                let (complete, file_after) = match &outcome {
+                    Ok((complete, after)) => (*complete, *after),
+                    Err(_) => (false, 0),
+                };
+                act.wal_guard.finished(complete, file_after, now);
                 let pause = act.wal_guard.paused_for(now);
-                act.stats.wal_reset(&outcome, bytes, took, pause);
+                act.stats
+                    .wal_reset(&outcome.map(|(complete, _)| complete), bytes, took, pause);
             }),
         );
     }

@@ -50,7 +50,7 @@ pub struct Stats {
     pub leases_expired: AtomicU64,
     /// Size of the WAL file at the poller's last read, in bytes.
     pub wal_bytes: AtomicU64,
-    /// WAL resets (`wal_max_bytes`) that copied every frame and emptied the file.
+    /// WAL resets (`wal_max_bytes`) that copied every frame: the WAL starts over.
     pub wal_resets: AtomicU64,
     /// WAL resets that gave up: a reader still inside the WAL after `wal_reset_wait`.
     pub wal_resets_incomplete: AtomicU64,
@@ -155,7 +155,7 @@ pub struct SchedulerStats {
     pub leases_expired: u64,
     /// Size of the WAL file at the poller's last read, in bytes.
     pub wal_bytes: u64,
-    /// WAL resets that emptied the file, and those that gave up.
+    /// WAL resets that made the WAL start over, and those that gave up.
     pub wal_resets: u64,
     pub wal_resets_incomplete: u64,
     /// Per component, by name.
@@ -258,8 +258,8 @@ impl Stats {
             .fetch_add(lsns.len() as u64, Ordering::Relaxed);
     }
 
-    /// A WAL reset ended: `outcome` from [`astha_core::wal_bound::truncate`] (whether
-    /// it emptied the file), for a WAL file of `bytes` when it started; `pause` before
+    /// A WAL reset ended: `outcome` from [`astha_core::wal_bound::reset`] (whether it
+    /// copied every frame), for a WAL file of `bytes` when it started; `pause` before
     /// the next try when it did not.
     pub fn wal_reset(
         &self,

@@ -8,13 +8,17 @@
 //! grows without bound (150–200 MB per 200,000 captured rows in BENCHMARKS.md, "Where
 //! the writer's time went"), and every checkpoint gets slower with it.
 //!
-//! [`truncate`] runs a `TRUNCATE` checkpoint: it takes the write lock, waits (a bounded
-//! time) for the readers already inside the WAL to finish (readers that start meanwhile
-//! do not hold it up), copies every frame, and truncates the file to zero bytes. Writers
-//! wait meanwhile, as they do for any other write of Astha's, so the wait is bounded.
-//! It promises nothing is lost: a checkpoint copies frames, never drops one, and one that
-//! could not finish leaves the WAL as it was. It never decides when to run: the poller
-//! does (`wal_max_bytes`, `astha_actors::wal_guard`).
+//! [`reset`] runs a `RESTART` (or `TRUNCATE`) checkpoint: it takes the write lock, waits
+//! (a bounded time) for the readers already inside the WAL to finish (readers that start
+//! meanwhile do not hold it up) and copies every frame, so the next write starts the WAL
+//! over from its first byte; `TRUNCATE` also empties the file. Writers wait meanwhile, as
+//! they do for any other write of Astha's, so the wait is bounded, and most frames are
+//! copied first by passive checkpoints, with no lock held. `RESTART` leaves the file at
+//! its size, to be written over; truncating costs writers more (30 ms for a 100 MB file
+//! here, against 3 ms), so it is for a file that got too big. It promises nothing is
+//! lost: a checkpoint copies frames, never drops one, and one that could not finish
+//! leaves the WAL as it was. It never decides when to run: the poller does
+//! (`wal_max_bytes`, `astha_actors::wal_guard`).
 
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -36,28 +40,48 @@ pub fn wal_bytes(db: &Path) -> u64 {
     std::fs::metadata(wal_path(db)).map_or(0, |m| m.len())
 }
 
-/// Copies every WAL frame into the database and truncates the WAL file, waiting at most
-/// `wait` for the write lock and for readers that still need frames; true when it did.
-/// False when a reader still needed frames when `wait` ran out (or another checkpoint
-/// was running): the frames it could copy were copied and the WAL is otherwise as it was.
-/// Must not run inside a transaction. Leaves `conn` with the busy handler of
+/// How a [`reset`] leaves the WAL file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetMode {
+    /// At its size, written over from the start by the next writes.
+    Restart,
+    /// Empty.
+    Truncate,
+}
+
+impl ResetMode {
+    fn pragma(self) -> &'static str {
+        match self {
+            ResetMode::Restart => "PRAGMA wal_checkpoint(RESTART)",
+            ResetMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        }
+    }
+}
+
+/// Copies every WAL frame into the database so that the next write starts the WAL over
+/// (and with [`ResetMode::Truncate`] empties the file), waiting at most `wait` for the
+/// write lock and for readers that still need frames; true when it did. False when a
+/// reader still needed frames when `wait` ran out (or another checkpoint kept running):
+/// the frames it could copy were copied and the WAL is otherwise as it was. Must not run
+/// inside a transaction. Leaves `conn` with the busy handler of
 /// [`crate::db::use_fast_busy_handler`], the one of Astha's bookkeeping writer.
 ///
 /// While it waits it yields the CPU and tries again rather than sleeping: a writer that
 /// commits back to back frees the write lock for microseconds between transactions, and a
 /// sleeping waiter (SQLite's `busy_timeout`) wakes on the wrong side of that gap again
 /// and again (docs/DESIGN.md, the writer's busy handler).
-pub fn truncate(conn: &Connection, wait: Duration) -> Result<bool> {
-    let deadline = Instant::now() + wait;
-    DEADLINE.with(|d| d.set(Some(deadline)));
-    let outcome = conn.busy_handler(Some(until_deadline)).and_then(|()| loop {
-        // The row is (busy, frames in the WAL, frames copied); after a TRUNCATE both
-        // counts describe the emptied file, so only `busy` says anything.
-        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-        // Another connection's checkpoint (a writer's automatic one) makes it busy at
-        // once, without waiting: try again while the wait lasts.
-        if busy == 0 || !until_deadline(YIELDS) {
-            break Ok(busy == 0);
+pub fn reset(conn: &Connection, mode: ResetMode, wait: Duration) -> Result<bool> {
+    let outcome = copy_without_the_lock(conn).and_then(|()| {
+        DEADLINE.with(|d| d.set(Some(Instant::now() + wait)));
+        conn.busy_handler(Some(until_deadline))?;
+        loop {
+            // The row is (busy, frames in the WAL, frames copied): only `busy` matters.
+            let busy: i64 = conn.query_row(mode.pragma(), [], |r| r.get(0))?;
+            // Another connection's checkpoint (a writer's automatic one) makes it busy at
+            // once, without waiting: try again while the wait lasts.
+            if busy == 0 || !until_deadline(YIELDS) {
+                break Ok(busy == 0);
+            }
         }
     });
     DEADLINE.with(|d| d.set(None));
@@ -65,11 +89,35 @@ pub fn truncate(conn: &Connection, wait: Duration) -> Result<bool> {
     Ok(outcome?)
 }
 
+/// Passive checkpoints (they wait for nothing and block no one) while writers keep
+/// appending, until few frames are left to copy with the write lock held; while another
+/// connection's checkpoint runs, lets it finish first.
+fn copy_without_the_lock(conn: &Connection) -> rusqlite::Result<()> {
+    for _ in 0..PASSIVE_ROUNDS {
+        let (busy, frames, copied): (i64, i64, i64) =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?;
+        if busy != 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        } else if frames - copied <= LEFT_FOR_THE_LOCK {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Passive checkpoints at most (or 1 ms pauses while another checkpoint runs) before
+/// the one that takes the write lock.
+const PASSIVE_ROUNDS: usize = 20;
+/// Frames (4 KiB pages by default) few enough to copy with writers waiting.
+const LEFT_FOR_THE_LOCK: i64 = 256;
+
 /// Yields between tries for the first few milliseconds, then sleeps 250 µs.
 const YIELDS: i32 = 4_000;
 
 thread_local! {
-    /// When the running [`truncate`] on this thread stops waiting.
+    /// When the running [`reset`] on this thread stops waiting.
     static DEADLINE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
@@ -110,13 +158,32 @@ mod tests {
         conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
         grow(&conn, 500);
         assert!(wal_bytes(&path) > 500_000, "{}", wal_bytes(&path));
-        assert!(truncate(&conn, Duration::from_millis(100)).unwrap());
+        assert!(reset(&conn, ResetMode::Truncate, Duration::from_millis(100)).unwrap());
         assert_eq!(wal_bytes(&path), 0);
         let other = crate::db::open(&path).unwrap();
         let rows: i64 = other
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(rows, 500);
+    }
+
+    #[test]
+    fn a_restart_keeps_the_file_and_the_next_writes_go_over_it_from_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let conn = crate::db::open(&path).unwrap();
+        conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        grow(&conn, 500);
+        let size = wal_bytes(&path);
+        assert!(reset(&conn, ResetMode::Restart, Duration::from_millis(100)).unwrap());
+        assert_eq!(wal_bytes(&path), size, "the file is kept");
+        // Without the restart these writes would append past `size`.
+        grow(&conn, 300);
+        assert_eq!(wal_bytes(&path), size, "written over from the start");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 800);
     }
 
     #[test]
@@ -134,7 +201,7 @@ mod tests {
         grow(&conn, 100);
         let before = wal_bytes(&path);
         let started = Instant::now();
-        assert!(!truncate(&conn, Duration::from_millis(50)).unwrap());
+        assert!(!reset(&conn, ResetMode::Truncate, Duration::from_millis(50)).unwrap());
         assert!(
             started.elapsed() >= Duration::from_millis(50),
             "it waited for the reader"
@@ -146,7 +213,7 @@ mod tests {
             .unwrap();
         assert_eq!((seen, still), (100, 100));
         reader.execute_batch("COMMIT").unwrap();
-        assert!(truncate(&conn, Duration::from_millis(50)).unwrap());
+        assert!(reset(&conn, ResetMode::Truncate, Duration::from_millis(50)).unwrap());
         assert_eq!(wal_bytes(&path), 0);
         let rows: i64 = reader
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))

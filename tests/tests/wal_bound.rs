@@ -1,6 +1,7 @@
 //! The WAL bound (`wal_max_bytes`): while a writer commits back to back and Astha
-//! delivers, the WAL file is reset each time it passes the limit, and every change is
-//! still delivered once, in order.
+//! delivers, the WAL is reset each time it passes the limit (the file kept and written
+//! over, truncated past twice the limit), and every change is still delivered once, in
+//! order.
 
 mod support;
 
@@ -59,8 +60,8 @@ async fn a_wal_past_its_limit_is_reset_under_a_writer_that_never_pauses_and_noth
         "every change once, in order"
     );
     // The writer saw the WAL past the limit (the test exercised the bound); once it
-    // stopped, the WAL is within the limit, reset at least once. With the bound off
-    // (`wal_max_bytes = 0`) this run leaves a 45 MB WAL: the file never shrinks.
+    // stopped, the file is within twice the limit, reset at least once. With the bound
+    // off (`wal_max_bytes = 0`) this run leaves a 45 MB WAL: the file never shrinks.
     let s = astha.stats().snapshot();
     eprintln!(
         "peak WAL {} bytes, resets {} incomplete {}",
@@ -69,7 +70,7 @@ async fn a_wal_past_its_limit_is_reset_under_a_writer_that_never_pauses_and_noth
         s.wal_resets_incomplete
     );
     assert!(peak.load(Ordering::Relaxed) > LIMIT);
-    let reset = |left: u64| left <= LIMIT && astha.stats().snapshot().wal_resets >= 1;
+    let reset = |left: u64| left <= 2 * LIMIT && astha.stats().snapshot().wal_resets >= 1;
     let mut left = wal_bytes(&db.path);
     for _ in 0..200 {
         if reset(left) {

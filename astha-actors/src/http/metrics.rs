@@ -240,7 +240,7 @@ impl Collector for Scrape {
             ),
             (
                 "astha_wal_resets",
-                "WAL resets past wal_max_bytes that emptied the WAL file.",
+                "WAL resets past wal_max_bytes: the WAL started over.",
                 |s| s.wal_resets,
             ),
             (

@@ -45,13 +45,14 @@ pub struct AsthaConfig {
     /// How often change-log rows acknowledged by every slot are deleted. Default `"1s"`.
     #[serde(with = "duration_serde")]
     pub cleanup_interval: Duration,
-    /// Size of the WAL file (`<database>-wal`) past which Astha resets it: a `TRUNCATE`
-    /// checkpoint that copies every frame into the database and empties the file. Under
-    /// a writer that never pauses, SQLite's own checkpoints cannot start the WAL over
-    /// while Astha reads, and it grows without bound. The reset makes writers wait for
-    /// Astha's reads in flight and the copy (as for any of Astha's writes), for at most
-    /// `wal_reset_wait` before it gives up and tries again later. `0` turns it off.
-    /// Default `67108864` (64 MiB).
+    /// Size of the WAL file (`<database>-wal`) past which Astha resets it: a checkpoint
+    /// that copies every frame into the database so the WAL starts over. Under a writer
+    /// that never pauses, SQLite's own checkpoints cannot start the WAL over while Astha
+    /// reads, and it grows without bound. The file is kept and written over (truncated
+    /// once past twice this), so it stays under about twice this size. A reset makes
+    /// writers wait for Astha's reads in flight and the last frames' copy (as for any of
+    /// Astha's writes), for at most `wal_reset_wait`. `0` turns it off. Default
+    /// `67108864` (64 MiB).
     pub wal_max_bytes: u64,
     /// How long a WAL reset waits for readers still inside the WAL (another
     /// connection's long read transaction) before it gives up, leaving the WAL as it was,
