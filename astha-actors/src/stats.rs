@@ -279,8 +279,9 @@ impl Stats {
                     bytes,
                     took_ms,
                     retry_in_s = pause.as_secs(),
-                    "the WAL is past wal_max_bytes and could not be reset: another connection's \
-                     read transaction is still inside it (end long read transactions, or raise \
+                    "the WAL is past wal_max_bytes and could not be reset within wal_reset_wait: \
+                     a read transaction of another connection was still inside it, or another \
+                     checkpoint kept running (end long read transactions, or raise \
                      wal_reset_wait); nothing is lost, the WAL only grows meanwhile"
                 );
                 self.wal_resets_incomplete.fetch_add(1, Ordering::Relaxed);
