@@ -6,7 +6,9 @@
 //! rates, figures that hold on a loaded machine: how often the writer found the write lock
 //! held (its busy handler sleeps as `open_writer`'s does, or as SQLite's busy timeout with
 //! `ASTHA_BENCH_WRITER_BUSY=sqlite`, and counts), and the checkpoints run on committing
-//! threads while it wrote. `ASTHA_BENCH_WAL_MAX_BYTES` sets Astha's `wal_max_bytes`
+//! threads while it wrote. `ASTHA_BENCH_WRITER=plain` writes on a connection as an
+//! application opens it (SQLite's automatic checkpoints, no wake-up hook: Astha notices
+//! its commits by `data_version`). `ASTHA_BENCH_WAL_MAX_BYTES` sets Astha's `wal_max_bytes`
 //! (`0`: the WAL is never reset, the baseline of the WAL bound).
 
 use std::path::Path;
@@ -169,7 +171,13 @@ fn with_astha(
         let path = path.clone();
         let data = data.to_vec();
         std::thread::spawn(move || {
-            let conn = astha_core::db::open_writer(&path).expect("writer");
+            // `ASTHA_BENCH_WRITER=plain`: an application's own connection (SQLite's
+            // automatic checkpoints, no wake-up hook) instead of `open_writer`.
+            let plain = std::env::var("ASTHA_BENCH_WRITER").is_ok_and(|v| v == "plain");
+            let conn = match plain {
+                true => astha_core::db::open(&path).expect("writer"),
+                false => astha_core::db::open_writer(&path).expect("writer"),
+            };
             // Astha's writer schedule, counted; `ASTHA_BENCH_WRITER_BUSY=sqlite`: SQLite's.
             let sqlite = std::env::var("ASTHA_BENCH_WRITER_BUSY").is_ok_and(|v| v == "sqlite");
             conn.busy_handler(Some(if sqlite {
