@@ -84,6 +84,7 @@ impl Store {
         let log_table = capture.log_table().to_string();
         let log_table = log_table.as_str();
         let writer = astha_core::db::open(path)?;
+        astha_core::db::use_stable_plans(&writer)?;
         // Slot writes sit between a component's deliveries: wait for the lock in µs.
         astha_core::db::use_fast_busy_handler(&writer)?;
         astha_core::wake::install_checkpoint_hook(&writer);
@@ -240,6 +241,8 @@ impl ReaderSlot {
             // gone since must not come back as an empty database.
             let conn = astha_core::db::open_existing(&self.path)?;
             conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
+            // Or every read parses and plans its statement again.
+            astha_core::db::use_stable_plans(&conn)?;
             self.reader = Some(Reader {
                 conn,
                 log: LogReader::new(&self.log_table),

@@ -129,6 +129,25 @@ pub fn use_fast_busy_handler(conn: &Connection) -> Result<()> {
     Ok(())
 }
 
+/// Keeps the query plans of `conn`'s statements from depending on the values bound to
+/// them (SQLite's query planner stability guarantee), for Astha's own connections.
+///
+/// Without it, the bundled SQLite (built with `SQLITE_ENABLE_STAT4`) reads a bound
+/// `LIMIT ?` while preparing, and any later binding of that parameter expires the
+/// statement: the log read (`... ORDER BY id LIMIT ?2`) was parsed and planned again on
+/// every read, a cached statement notwithstanding (a fifth of the poll thread's time in
+/// the latency bench went to `sqlite3RunParser` and the planner, called from
+/// `sqlite3_step` through `sqlite3Reprepare`). Astha's statements gain nothing from
+/// value-dependent plans. Not set on `open_writer`'s connections: they are the
+/// application's, and so are their plans.
+pub fn use_stable_plans(conn: &Connection) -> Result<()> {
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
+    Ok(())
+}
+
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(DEFAULT_BUSY_TIMEOUT)?;
     // journal_mode returns a row; pragma_update would reject that.

@@ -603,3 +603,40 @@ pub fn log_ends(conn: &Connection, log_table: &str, now_ms: i64) -> Result<LogEn
         oldest_age_ms: (now_ms - julian_to_unix_ms(oldest_ts)).max(0),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_read_steps_its_cached_statement_without_preparing_it_again() {
+        use rusqlite::StatementStatus::RePrepare;
+        let reprepares = |stable: bool| -> i32 {
+            let conn = Connection::open_in_memory().unwrap();
+            if stable {
+                crate::db::use_stable_plans(&conn).unwrap();
+            }
+            let capture = crate::capture::Capture::new("__cdc_log");
+            capture.ensure_log(&conn).unwrap();
+            conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+                .unwrap();
+            capture.install(&conn, "t").unwrap();
+            let mut reader = LogReader::new("__cdc_log");
+            let mut after = 0;
+            // The poller's reads: the same limit every time, one new row each.
+            for i in 0..4 {
+                conn.execute("INSERT INTO t (v) VALUES (?1)", [format!("v{i}")])
+                    .unwrap();
+                let limits = BatchLimits::default();
+                after = reader.read(&conn, after, limits, None).unwrap().scanned_to;
+            }
+            assert!(after >= 4, "{after}");
+            let stmt = conn.prepare_cached(&reader.select_all).unwrap();
+            stmt.get_status(RePrepare)
+        };
+        // Without the guarantee every binding of `LIMIT ?`, even to the same value,
+        // re-prepares the statement.
+        assert!(reprepares(false) > 0);
+        assert_eq!(reprepares(true), 0);
+    }
+}
