@@ -148,6 +148,11 @@ pub fn after(conn: &Connection, after_lsn: i64) -> Result<Vec<Gap>> {
     if !crate::schema::is_plain_table(conn, TABLE)? {
         return Ok(Vec::new());
     }
+    after_in_table(conn, after_lsn)
+}
+
+/// [`after`], for a caller that knows the gaps table exists.
+pub fn after_in_table(conn: &Connection, after_lsn: i64) -> Result<Vec<Gap>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT tbl, schema_id, after_lsn, upto_lsn, reason, columns FROM {TABLE}
          WHERE upto_lsn > ?1 ORDER BY id"

@@ -227,11 +227,27 @@ pub struct LogReader {
     /// read under: asked again only when the schema moves, so a log without one (made
     /// by an earlier build) pays no failed prepare and lookup per read.
     wide_exists: Option<(i64, bool)>,
+    /// Whether the gaps table and the transaction-record table exist, under the
+    /// `PRAGMA schema_version` that answer was read under (asked again only when the
+    /// schema moves, as for `wide_exists`).
+    side_tables: Option<(i64, bool, bool)>,
     schemas: HashMap<i64, Arc<TableSchema>>,
     /// The recorded gaps that end after the last read's start ([`crate::gaps`]).
     gaps: Vec<Gap>,
     /// The tables of the marked transactions the last read touched.
     transactions: crate::transaction::Summaries,
+}
+
+/// Rolls back the read transaction of [`LogReader::read`] if it ends early (an error or
+/// a panic) before its `COMMIT`.
+struct ReadTransaction<'a>(Option<&'a Connection>);
+
+impl Drop for ReadTransaction<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0 {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
 }
 
 impl LogReader {
@@ -253,6 +269,7 @@ impl LogReader {
                 quote_ident(&crate::log_layout::wide_table(log_table))
             ),
             wide_exists: None,
+            side_tables: None,
             schemas: HashMap::new(),
             gaps: Vec::new(),
             transactions: Default::default(),
@@ -268,9 +285,13 @@ impl LogReader {
         limits: BatchLimits,
         tables: Option<&[String]>,
     ) -> Result<Batch> {
-        let tx = conn.unchecked_transaction()?;
-        let batch = self.read_in(&tx, after_lsn, limits, tables)?;
-        tx.finish()?;
+        // Cached statements rather than `execute_batch`, which parses "BEGIN" and
+        // "COMMIT" again on every read.
+        conn.prepare_cached("BEGIN")?.execute([])?;
+        let mut open = ReadTransaction(Some(conn));
+        let batch = self.read_in(conn, after_lsn, limits, tables)?;
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        open.0 = None;
         Ok(batch)
     }
 
@@ -285,7 +306,19 @@ impl LogReader {
     ) -> Result<Batch> {
         // First, so the snapshot is the one the rows are read from.
         let schema_version = crate::schema::schema_version(tx)?;
-        self.gaps = crate::gaps::after(tx, after_lsn)?;
+        let (gaps_exist, records_exist) = match self.side_tables {
+            Some((version, gaps, records)) if version == schema_version => (gaps, records),
+            _ => {
+                let gaps = crate::schema::is_plain_table(tx, crate::gaps::TABLE)?;
+                let records = crate::schema::is_plain_table(tx, crate::transaction::RECORD_TABLE)?;
+                self.side_tables = Some((schema_version, gaps, records));
+                (gaps, records)
+            }
+        };
+        self.gaps = match gaps_exist {
+            true => crate::gaps::after_in_table(tx, after_lsn)?,
+            false => Vec::new(),
+        };
         let (raws, bytes) = self.read_raw(tx, after_lsn, limits, tables, schema_version)?;
         let full = raws.len() >= limits.max_rows;
         let mut batch = Batch {
@@ -305,6 +338,7 @@ impl LogReader {
             }
         }
         crate::transaction::annotate(
+            records_exist,
             tx,
             &self.log_table,
             &mut batch.changes,

@@ -194,7 +194,11 @@ impl Summaries {
 /// per table (from `known`, or summed from the log). A transaction whose first rows
 /// already left the log gets none. Reads nothing when no writer ever marked a
 /// transaction.
+///
+/// `recorded`: whether the transaction-record table exists (the caller knows it per
+/// schema version); nothing is read when it does not.
 pub fn annotate(
+    recorded: bool,
     conn: &Connection,
     log_table: &str,
     changes: &mut [Change],
@@ -203,10 +207,10 @@ pub fn annotate(
     let (Some(first), Some(last)) = (changes.first(), changes.last()) else {
         return Ok(());
     };
-    let (first, last) = (first.lsn, last.lsn);
-    if !crate::schema::is_plain_table(conn, RECORD_TABLE)? {
+    if !recorded {
         return Ok(());
     }
+    let (first, last) = (first.lsn, last.lsn);
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT after_lsn, last_lsn FROM {RECORD_TABLE}
          WHERE last_lsn >= ?1 AND after_lsn < ?2 AND last_lsn > after_lsn ORDER BY after_lsn"
