@@ -362,10 +362,20 @@ async fn watch_async(
 /// delivered if `until_one` (there is none: at once), and never otherwise.
 async fn snapshot_progress(astha: &Astha, name: &str, until_one: bool) {
     let mut shown: Option<(indicatif::ProgressBar, i64)> = None;
+    // The snapshot whose end was last said, so a finished one is said once.
+    let mut said: Option<i64> = None;
     loop {
         let now = astha.component_info(name).and_then(|c| c.snapshot);
         match (&shown, now) {
             (None, None) if until_one => return,
+            // Started and delivered between two looks: no bar, but its end is said.
+            (None, Some(p)) if p.finished && said != Some(p.lsn) => {
+                say(&format!("snapshot of {} rows delivered\n", p.total));
+                said = Some(p.lsn);
+                if until_one {
+                    return;
+                }
+            }
             (None, Some(p)) if !p.finished => {
                 let bar = indicatif::ProgressBar::new(p.total);
                 bar.set_style(
@@ -384,6 +394,7 @@ async fn snapshot_progress(astha: &Astha, name: &str, until_one: bool) {
                 if p.finished {
                     bar.finish_and_clear();
                     say(&format!("snapshot of {} rows delivered\n", p.total));
+                    said = Some(p.lsn);
                     shown = None;
                     if until_one {
                         return;
