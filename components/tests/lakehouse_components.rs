@@ -557,6 +557,25 @@ async fn a_commit_that_landed_before_the_crash_is_marked_completed_not_appended_
 /// and after the restart every file is in the table exactly once. At every instant the
 /// registry's `completed` set equals the table's live files: the restart never has to ask
 /// the table (`files_already_present` stays 0).
+/// At a crash, whatever step it hit: the registry's `completed` files are exactly the
+/// table's live files, and the table holds `rows` rows.
+fn assert_registry_is_the_table(
+    table: &IcebergTable,
+    files: &[TableFile],
+    rows: usize,
+    failpoint: CommitFailpoint,
+) {
+    let live: BTreeSet<PathBuf> = table.data_files().unwrap().into_iter().collect();
+    for f in files {
+        assert_eq!(
+            f.iceberg_metadata_state == IcebergState::Completed,
+            live.contains(Path::new(&f.file_path)),
+            "{failpoint:?}: {f:?}"
+        );
+    }
+    assert_eq!(table.read_rows(None).unwrap().len(), rows, "{failpoint:?}");
+}
+
 #[actix_rt::test]
 async fn a_crash_at_every_step_of_the_updaters_commit_appends_each_file_exactly_once() {
     for failpoint in [
@@ -581,20 +600,8 @@ async fn a_crash_at_every_step_of_the_updaters_commit_appends_each_file_exactly_
 
         // The registry and the table agree at the crash, whatever step it hit.
         let table = env.iceberg("orders");
-        let live: BTreeSet<PathBuf> = table.data_files().unwrap().into_iter().collect();
-        for f in env.files(id) {
-            assert_eq!(
-                f.iceberg_metadata_state == IcebergState::Completed,
-                live.contains(Path::new(&f.file_path)),
-                "{failpoint:?}: {f:?}"
-            );
-        }
         let expected = if committed { 30 } else { 20 };
-        assert_eq!(
-            table.read_rows(None).unwrap().len(),
-            expected,
-            "{failpoint:?}"
-        );
+        assert_registry_is_the_table(&table, &env.files(id), expected, failpoint);
 
         // A compaction between the crash and the restart.
         let compacted = small_compactor(&env, 2).compact_table_blocking(id).unwrap();
@@ -714,22 +721,10 @@ fn kill_during_commit_then_restart(failpoint: CommitFailpoint, partition_by: Opt
     ))
     .unwrap();
     let table = IcebergTable::load(lakehouse.catalog(), DB, "orders").unwrap();
-    let live: BTreeSet<PathBuf> = table.data_files().unwrap().into_iter().collect();
     let files = env.files(id);
     assert_eq!(files.len(), 4);
-    for f in &files {
-        assert_eq!(
-            f.iceberg_metadata_state == IcebergState::Completed,
-            live.contains(Path::new(&f.file_path)),
-            "{failpoint:?}: {f:?}"
-        );
-    }
     let expected = if committed { 20 } else { 10 };
-    assert_eq!(
-        table.read_rows(None).unwrap().len(),
-        expected,
-        "{failpoint:?}"
-    );
+    assert_registry_is_the_table(&table, &files, expected, failpoint);
 
     let restarted =
         IcebergUpdater::new(lakehouse.clone(), IcebergUpdaterConfig::default()).unwrap();
