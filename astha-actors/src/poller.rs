@@ -19,7 +19,7 @@
 //!   once (which records what remains ambiguous, [`astha_core::gaps`]), and reads the
 //!   rest again, marked. With its window full (no reads), the backstop tick checks the
 //!   schema itself;
-//! - it keeps the WAL bounded: each read also measures the WAL file, and past
+//! - it keeps the WAL bounded: its reads also measure the WAL file (at most every 10 ms), and past
 //!   `wal_max_bytes` the poller has the store's write thread reset it
 //!   ([`crate::wal_guard`] decides when, [`astha_core::wal_bound`] does it).
 
