@@ -12,6 +12,9 @@
 //! the writer's connection signalling a condvar to a reader thread that reads up to 256
 //! log rows after its position; across processes, a reader polling `PRAGMA data_version`
 //! every millisecond. Both read the log Astha's own triggers fill.
+//!
+//! `ASTHA_BENCH_LATENCY_ONLY=same-10000` (writer `same` or `other`, then the rate) runs
+//! that case alone, floor and Astha, for a profiler.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -77,9 +80,14 @@ pub fn run(mode: Mode) -> Vec<Run> {
             (Mode::Full, _) => 5.0,
         }
     };
+    let only = std::env::var("ASTHA_BENCH_LATENCY_ONLY").ok();
     let mut runs = Vec::new();
     for writer in [Writer::SameProcess, Writer::OtherProcess] {
         for rate in [1000u32, 10_000] {
+            let case = format!("{}-{rate}", writer.name().split(' ').next().unwrap_or(""));
+            if only.as_ref().is_some_and(|only| *only != case) {
+                continue;
+            }
             for receiver in [Receiver::Floor, Receiver::Astha] {
                 let count = (rate as f64 * seconds(rate)) as usize;
                 let run = measure(writer, receiver, rate, count);
@@ -141,6 +149,7 @@ fn measure(writer: Writer, receiver: Receiver, rate: u32, count: usize) -> Run {
     };
     // Let registration (and the component's first refresh) settle.
     std::thread::sleep(Duration::from_millis(100));
+    let cpu_before = super::throughput::astha_threads_cpu();
     let start_ns = unix_ns() + 50_000_000;
     let commits = match writer {
         Writer::SameProcess => {
@@ -155,6 +164,14 @@ fn measure(writer: Writer, receiver: Receiver, rate: u32, count: usize) -> Run {
     let all = super::wait_for(Duration::from_secs(60), || {
         seen.load(Ordering::Relaxed) >= total
     });
+    if receiver == Receiver::Astha {
+        let cpu = super::throughput::astha_threads_cpu().saturating_sub(cpu_before);
+        eprintln!(
+            "CPU of Astha's threads: {} ms, {:.1} µs per commit",
+            cpu.as_millis(),
+            cpu.as_secs_f64() * 1e6 / total as f64
+        );
+    }
     if let Some(floor) = floor {
         floor.stop();
     }

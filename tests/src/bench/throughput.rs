@@ -165,6 +165,7 @@ fn with_astha(
             .expect("register");
     }
     std::thread::sleep(Duration::from_millis(200));
+    let cpu_before = astha_threads_cpu();
     let ckpt_before = astha_core::wake::checkpoint_counts();
     let start = Instant::now();
     let writer = {
@@ -187,10 +188,10 @@ fn with_astha(
             }))
             .expect("busy handler");
             insert_all(&conn, &data);
-            Instant::now()
+            (Instant::now(), thread_cpu("thread-self"))
         })
     };
-    let written = writer.join().expect("writer thread");
+    let (written, writer_cpu) = writer.join().expect("writer thread");
     let wal = astha_core::wal_bound::wal_bytes(&path);
     let ckpt = astha_core::wake::checkpoint_counts();
     let (inline, inline_ms) = (ckpt.0 - ckpt_before.0, (ckpt.1 - ckpt_before.1) / 1000);
@@ -216,6 +217,13 @@ fn with_astha(
         counters.iter().all(|c| c.seen.load(Ordering::Relaxed) >= n)
     });
     let done = Instant::now();
+    let astha_cpu = astha_threads_cpu().saturating_sub(cpu_before);
+    eprintln!(
+        "CPU while delivering: Astha's threads {} ms ({:.1} µs per change), the writer {} ms",
+        astha_cpu.as_millis(),
+        astha_cpu.as_secs_f64() * 1e6 / data.len() as f64,
+        writer_cpu.as_millis(),
+    );
     assert!(all, "not every component confirmed every change");
     for c in &counters {
         assert!(!c.out_of_order.load(Ordering::Relaxed), "order broken");
@@ -247,6 +255,33 @@ fn with_astha(
         inline_checkpoints: inline,
         inline_checkpoint_ms: inline_ms,
     }
+}
+
+/// Time on CPU of the thread at `/proc/<task>` (`thread-self`, or `self/task/<tid>`),
+/// from its `schedstat` (nanoseconds; zero off Linux): a figure a busy machine moves far
+/// less than a rate.
+fn thread_cpu(task: &str) -> Duration {
+    std::fs::read_to_string(format!("/proc/{task}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
+}
+
+/// Time on CPU so far of this process's threads named `astha-*` (Astha's actor, read,
+/// write and watcher threads).
+pub fn astha_threads_cpu() -> Duration {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return Duration::ZERO;
+    };
+    tasks
+        .flatten()
+        .filter(|task| {
+            std::fs::read_to_string(task.path().join("comm"))
+                .is_ok_and(|name| name.starts_with("astha-"))
+        })
+        .map(|task| thread_cpu(&format!("self/task/{}", task.file_name().to_string_lossy())))
+        .sum()
 }
 
 static BUSY_CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
