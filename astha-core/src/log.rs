@@ -240,16 +240,6 @@ pub struct LogReader {
 
 /// Rolls back the read transaction of [`LogReader::read`] if it ends early (an error or
 /// a panic) before its `COMMIT`.
-struct ReadTransaction<'a>(Option<&'a Connection>);
-
-impl Drop for ReadTransaction<'_> {
-    fn drop(&mut self) {
-        if let Some(conn) = self.0 {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-    }
-}
-
 impl LogReader {
     /// A reader of the log table `log_table`.
     pub fn new(log_table: &str) -> Self {
@@ -285,13 +275,9 @@ impl LogReader {
         limits: BatchLimits,
         tables: Option<&[String]>,
     ) -> Result<Batch> {
-        // Cached statements rather than `execute_batch`, which parses "BEGIN" and
-        // "COMMIT" again on every read.
-        conn.prepare_cached("BEGIN")?.execute([])?;
-        let mut open = ReadTransaction(Some(conn));
-        let batch = self.read_in(conn, after_lsn, limits, tables)?;
-        conn.prepare_cached("COMMIT")?.execute([])?;
-        open.0 = None;
+        let read = crate::db::CachedTransaction::begin(conn)?;
+        let batch = self.read_in(&read, after_lsn, limits, tables)?;
+        read.commit()?;
         Ok(batch)
     }
 
