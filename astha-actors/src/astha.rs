@@ -106,9 +106,10 @@ impl Astha {
         let start = self.initial_position()?;
         // Never create the file: the store opened it, and a path that is gone since must
         // not come back as an empty database.
-        let watcher = DataVersionWatcher::start(
+        let watcher = DataVersionWatcher::start_filtered(
             astha_core::db::open_existing(self.store.path())?,
             self.config.data_version_poll,
+            crate::poller::watcher_news(self.store.log_table(), self.stats.clone()),
         )?;
         let seed = ActorSeed {
             store: self.store.clone(),

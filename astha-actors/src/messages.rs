@@ -8,7 +8,7 @@
 //! ignores capacities): the poller has at most `window_batches` batches in flight to the
 //! router; the router has at most one delivery outstanding per component; a component
 //! answers each delivery with one `Progress`; wake-ups are coalesced into at most one
-//! queued `Wake`.
+//! queued `Wake`; the poller has at most one read running, so at most one `ReadDone`.
 
 use std::sync::Arc;
 
@@ -34,6 +34,12 @@ pub struct Release(pub usize);
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Wake;
+
+/// Poll thread → poller: a read of the log ended, with the batch and the WAL file's
+/// size, or why it failed. The poller asks for at most one read at a time.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReadDone(pub astha_core::Result<(astha_core::log::Batch, u64)>);
 
 /// Router → supervisor: handle these changes, in order; the batch ends at `upto`.
 #[derive(Message)]

@@ -8,7 +8,8 @@
 //!
 //! Promises: a job never runs on the caller's thread, and a caller never blocks its
 //! thread: it waits asynchronously for a place in the queue when the queue is full (the
-//! bound counts jobs queued or running), then for the result. A new job wakes one idle
+//! bound counts jobs queued or running), then for the result; or, with
+//! [`Pool::submit`], it does not wait at all and hears of a full queue at once. A new job wakes one idle
 //! thread, the one idle for the shortest time. A job that panics fails its caller with
 //! [`PoolError::Panicked`]; its thread starts again from a fresh state. Dropping the
 //! pool closes the queue: the threads finish the jobs already queued, then exit. Nothing
@@ -33,6 +34,9 @@ pub enum PoolError {
     /// The job panicked.
     #[error("the job panicked")]
     Panicked,
+    /// The queue was full and the caller could not wait ([`Pool::submit`]).
+    #[error("the job queue is full")]
+    Full,
 }
 
 /// Threads that each own an `S` and run the jobs sent to the pool on it.
@@ -127,6 +131,24 @@ impl<S: 'static> Pool<S> {
         rx.await.map_err(|_| PoolError::Panicked)
     }
 
+    /// Queues `f` to run on one of the pool's threads without waiting for anything, from
+    /// any thread (an async one, or a SQLite hook on an application's thread): `f` gets
+    /// `Ok` with the thread's state, or `Err` (on the caller's thread, before this
+    /// returns) when the queue is full or the pool stopped. `f` runs once either way,
+    /// unless it panics on the pool's thread, which starts that thread afresh as for
+    /// [`Pool::run`]; a caller that must hear of that catches the panic in `f`.
+    pub fn submit<F>(&self, f: F)
+    where
+        F: FnOnce(Result<&mut S, PoolError>) + Send + 'static,
+    {
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return f(Err(PoolError::Stopped)),
+            Err(tokio::sync::TryAcquireError::NoPermits) => return f(Err(PoolError::Full)),
+        };
+        self.push(Box::new(move |state| f(Ok(state))), permit);
+    }
+
     /// Queues `job`, waiting for a place first if the queue is full.
     async fn enqueue(&self, job: Job<S>) -> Result<(), PoolError> {
         let permit = self
@@ -135,6 +157,13 @@ impl<S: 'static> Pool<S> {
             .acquire_owned()
             .await
             .map_err(|_| PoolError::Stopped)?;
+        self.push(job, permit);
+        Ok(())
+    }
+
+    /// Queues `job`, which holds its place in the queue with `permit`, and wakes the
+    /// thread idle for the shortest time.
+    fn push(&self, job: Job<S>, permit: OwnedSemaphorePermit) {
         let wake = {
             let mut waiting = self.queue.lock();
             waiting.jobs.push_back((job, permit));
@@ -143,7 +172,6 @@ impl<S: 'static> Pool<S> {
         if let Some(thread) = wake {
             thread.unpark();
         }
-        Ok(())
     }
 
     /// Threads still running (they outlive the pool by the jobs queued when it dropped).
@@ -237,6 +265,55 @@ mod tests {
         }
         assert!(most.load(Ordering::SeqCst) <= 2);
         assert_eq!(pool.live_threads(), 2);
+    }
+
+    #[test]
+    fn submit_runs_on_a_pool_thread_and_reports_a_full_queue_or_a_stopped_pool_at_once() {
+        let pool = Pool::start("test-submit", 1, 1, || ()).unwrap();
+        let (gate, wait) = std::sync::mpsc::channel::<()>();
+        let (ran, ran_on) = std::sync::mpsc::channel();
+        let caller = std::thread::current().id();
+        pool.submit(move |state| {
+            assert!(state.is_ok());
+            ran.send(std::thread::current().id()).unwrap();
+            wait.recv().unwrap();
+        });
+        let on = ran_on.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_ne!(on, caller);
+        // The one place is taken by the job still running: refused, on this thread.
+        let (refused, why) = std::sync::mpsc::channel();
+        pool.submit(move |state| {
+            refused
+                .send((std::thread::current().id(), state.err()))
+                .unwrap()
+        });
+        assert_eq!(why.try_recv().unwrap(), (caller, Some(PoolError::Full)));
+        gate.send(()).unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let done = done.clone();
+            let (tx, rx) = std::sync::mpsc::channel();
+            pool.submit(move |state| {
+                let ok = state.is_ok();
+                if ok {
+                    done.send(()).unwrap();
+                }
+                tx.send(ok).unwrap();
+            });
+            if rx.recv_timeout(Duration::from_secs(10)).unwrap() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the place never came free");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        finished.recv_timeout(Duration::from_secs(10)).unwrap();
+        drop(pool);
+        let stopped = Pool::start("test-submit-2", 1, 1, || ()).unwrap();
+        stopped.permits.close();
+        let (tx, rx) = std::sync::mpsc::channel();
+        stopped.submit(move |state| tx.send(state.err()).unwrap());
+        assert_eq!(rx.try_recv().unwrap(), Some(PoolError::Stopped));
     }
 
     #[tokio::test]

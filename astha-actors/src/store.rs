@@ -108,6 +108,7 @@ impl Store {
         let log_table = log_table.as_str();
         let writer = astha_core::db::open(path)?;
         astha_core::db::use_stable_plans(&writer)?;
+        astha_core::db::keep_prepared_statements(&writer);
         // Slot writes sit between a component's deliveries: wait for the lock in µs.
         astha_core::db::use_fast_busy_handler(&writer)?;
         astha_core::wake::install_checkpoint_hook(&writer);
@@ -182,13 +183,57 @@ impl Store {
 
     /// Reads the next batch after `after`, on the poller's own read thread, and the size
     /// of the WAL file in bytes, at most 10 ms old (for the WAL bound, `crate::wal_guard`).
+    /// Only the poller reads on that thread, one read at a time, so its queue is never
+    /// full; a read asked for while it is fails at once.
     pub async fn read(&self, after: i64, limits: BatchLimits) -> Result<(Batch, u64)> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.read_detached(
+            after,
+            limits,
+            || {},
+            move |result| {
+                let _ = tx.send(result);
+            },
+        );
+        rx.await.map_err(|_| failed(PoolError::Panicked))?
+    }
+
+    /// Starts the same read as [`Store::read`] without waiting for anything, from any
+    /// thread, and hands its result to `done` on the poll thread (the poller sends it to
+    /// itself as a message: no future per read). `starting` runs on the poll thread
+    /// just before the read takes its snapshot (the poller clears its wake-up flag there:
+    /// a commit after that point is news to it, one before is in the read). `done` is
+    /// called exactly once: with an error when the read cannot be queued or panicked.
+    pub fn read_detached<F>(
+        &self,
+        after: i64,
+        limits: BatchLimits,
+        starting: impl FnOnce() + Send + 'static,
+        done: F,
+    ) where
+        F: FnOnce(Result<(Batch, u64)>) + Send + 'static,
+    {
         let path = self.inner.path.clone();
-        with_reader(&self.inner.live, move |reader| {
-            let batch = reader.log.read(&reader.conn, after, limits, None)?;
-            Ok((batch, reader.wal_bytes(&path)))
-        })
-        .await
+        self.inner.live.submit(move |slot| {
+            let slot = match slot {
+                Ok(slot) => slot,
+                Err(err) => return done(Err(failed(err))),
+            };
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let reader = slot.reader()?;
+                starting();
+                let batch = reader.log.read(&reader.conn, after, limits, None)?;
+                Ok((batch, reader.wal_bytes(&path)))
+            }));
+            match read {
+                Ok(result) => done(result),
+                Err(panic) => {
+                    done(Err(failed(PoolError::Panicked)));
+                    // The pool starts the thread again with a fresh connection.
+                    std::panic::resume_unwind(panic)
+                }
+            }
+        });
     }
 
     /// Reads the next batch of rows of `tables` after `after`, for a component catching
@@ -266,6 +311,7 @@ impl ReaderSlot {
             conn.pragma_update(None, "cache_size", -READER_CACHE_KIB)?;
             // Or every read parses and plans its statement again.
             astha_core::db::use_stable_plans(&conn)?;
+            astha_core::db::keep_prepared_statements(&conn);
             self.reader = Some(Reader {
                 conn,
                 log: LogReader::new(&self.log_table),
