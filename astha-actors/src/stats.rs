@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use astha_core::breaker::BreakerState;
 use dashmap::DashMap;
@@ -170,14 +170,22 @@ impl Stats {
         }
     }
 
-    /// A change was handled by `component`; `timestamp_ms` is the change's log
-    /// timestamp (taken by its trigger, in the writer's transaction).
-    pub fn delivered(&self, component: &str, lsn: i64, timestamp_ms: i64) {
-        tracing::trace!(component, lsn, "change delivered");
-        let latency_ms = (astha_core::change::unix_now_ms() - timestamp_ms).max(0);
+    /// `changes` were handled by `component`, now: each counts, and its latency from
+    /// its log timestamp (taken by its trigger, in the writer's transaction) is observed.
+    /// One clock read and one lookup of the component for them all: per change, they
+    /// were a quarter of the actor thread's samples at flat-out rates.
+    pub fn delivered(&self, component: &str, changes: &[Arc<astha_core::Change>]) {
+        if changes.is_empty() {
+            return;
+        }
+        let now_ms = astha_core::change::unix_now_ms();
         self.update(component, |s| {
-            s.delivered += 1;
-            s.latency.observe(latency_ms as f64 / 1000.0);
+            for change in changes {
+                tracing::trace!(component, lsn = change.lsn, "change delivered");
+                let latency_ms = (now_ms - change.timestamp_ms).max(0);
+                s.delivered += 1;
+                s.latency.observe(latency_ms as f64 / 1000.0);
+            }
         });
     }
 

@@ -485,10 +485,8 @@ impl Supervisor {
         let Some(batch) = &mut self.batch else {
             return;
         };
-        for change in &batch.changes[start..reached] {
-            self.stats
-                .delivered(&self.name, change.lsn, change.timestamp_ms);
-        }
+        self.stats
+            .delivered(&self.name, &batch.changes[start..reached]);
         batch.next = reached;
         if reached > start {
             self.breaker.on_success(now());
