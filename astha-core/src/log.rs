@@ -236,10 +236,12 @@ pub struct LogReader {
     gaps: Vec<Gap>,
     /// The tables of the marked transactions the last read touched.
     transactions: crate::transaction::Summaries,
+    /// The name of the last decoded change's table, shared by the next changes of the
+    /// same table: one allocation per run of a table instead of one per change, and
+    /// the router's table test compares pointers for them.
+    last_table: Option<Arc<str>>,
 }
 
-/// Rolls back the read transaction of [`LogReader::read`] if it ends early (an error or
-/// a panic) before its `COMMIT`.
 impl LogReader {
     /// A reader of the log table `log_table`.
     pub fn new(log_table: &str) -> Self {
@@ -263,6 +265,7 @@ impl LogReader {
             schemas: HashMap::new(),
             gaps: Vec::new(),
             transactions: Default::default(),
+            last_table: None,
         }
     }
 
@@ -478,10 +481,14 @@ impl LogReader {
                 let row = |values: Option<Vec<Value>>| {
                     values.map(|v| Row::new(schema.clone(), v).expect("decode gives n values"))
                 };
+                let table = match &self.last_table {
+                    Some(last) if **last == *table => last.clone(),
+                    _ => self.last_table.insert(Arc::from(table)).clone(),
+                };
                 Ok(Change {
                     lsn,
                     timestamp_ms: julian_to_unix_ms(julian),
-                    table: Arc::from(table),
+                    table,
                     op,
                     before: row(before),
                     after: row(after),
