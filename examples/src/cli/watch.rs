@@ -307,13 +307,13 @@ async fn watch_async(
         path.display(),
         if durable { ", durable" } else { "" }
     ));
-    let snapshot_over = async {
-        if snapshot == SnapshotMode::InitialOnly {
-            snapshot_progress(&astha, &name, true).await;
-        } else {
-            snapshot_progress(&astha, &name, false).await;
-        }
-    };
+    let mut report = SnapshotReport::default();
+    let snapshot_over = snapshot_progress(
+        &astha,
+        &name,
+        snapshot == SnapshotMode::InitialOnly,
+        &mut report,
+    );
     let failure = tokio::select! {
         _ = shutdown.signalled() => None,
         _ = done_rx.wait_for(|done| *done) => None,
@@ -321,6 +321,7 @@ async fn watch_async(
         // The snapshot is all `initial_only` asked for.
         _ = snapshot_over => None,
     };
+    report.last_look(&astha, &name);
     if !durable {
         astha
             .unregister_component(&name)
@@ -360,21 +361,37 @@ async fn watch_async(
 /// Follows `name`'s snapshots (the initial one, and any a signal asks for later) with a
 /// progress bar on stderr (drawn only on a terminal). Returns once a snapshot is
 /// delivered if `until_one` (there is none: at once), and never otherwise.
-async fn snapshot_progress(astha: &Astha, name: &str, until_one: bool) {
-    let mut shown: Option<(indicatif::ProgressBar, i64)> = None;
-    // The snapshot whose end was last said, so a finished one is said once.
-    let mut said: Option<i64> = None;
-    loop {
+async fn snapshot_progress(
+    astha: &Astha,
+    name: &str,
+    until_one: bool,
+    report: &mut SnapshotReport,
+) {
+    while !report.look(astha, name, until_one) {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// What `watch` has shown of a component's snapshots: the bar of the one running, and
+/// the last one whose end was said (so a finished snapshot is said once).
+#[derive(Default)]
+struct SnapshotReport {
+    shown: Option<(indicatif::ProgressBar, i64)>,
+    said: Option<i64>,
+}
+
+impl SnapshotReport {
+    /// Looks at `name`'s snapshot once and shows what changed since the last look. True
+    /// when `until_one` and a snapshot was delivered, or there is none.
+    fn look(&mut self, astha: &Astha, name: &str, until_one: bool) -> bool {
         let now = astha.component_info(name).and_then(|c| c.snapshot);
-        match (&shown, now) {
-            (None, None) if until_one => return,
+        match (&self.shown, now) {
+            (None, None) => until_one,
             // Started and delivered between two looks: no bar, but its end is said.
-            (None, Some(p)) if p.finished && said != Some(p.lsn) => {
+            (None, Some(p)) if p.finished && self.said != Some(p.lsn) => {
                 say(&format!("snapshot of {} rows delivered\n", p.total));
-                said = Some(p.lsn);
-                if until_one {
-                    return;
-                }
+                self.said = Some(p.lsn);
+                until_one
             }
             (None, Some(p)) if !p.finished => {
                 let bar = indicatif::ProgressBar::new(p.total);
@@ -386,24 +403,32 @@ async fn snapshot_progress(astha: &Astha, name: &str, until_one: bool) {
                     .progress_chars("=> "),
                 );
                 bar.set_message(p.tables.join(","));
-                shown = Some((bar, p.lsn));
+                self.shown = Some((bar, p.lsn));
+                false
             }
-            (None, Some(_)) if until_one => return,
+            (None, Some(_)) => until_one,
             (Some((bar, lsn)), Some(p)) if p.lsn == *lsn => {
                 bar.set_position(p.done);
-                if p.finished {
-                    bar.finish_and_clear();
-                    say(&format!("snapshot of {} rows delivered\n", p.total));
-                    said = Some(p.lsn);
-                    shown = None;
-                    if until_one {
-                        return;
-                    }
+                if !p.finished {
+                    return false;
                 }
+                bar.finish_and_clear();
+                say(&format!("snapshot of {} rows delivered\n", p.total));
+                self.said = Some(p.lsn);
+                self.shown = None;
+                until_one
             }
-            _ => {}
+            _ => false,
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    /// The look taken as `watch` stops: a snapshot delivered since the last look (a run
+    /// that stops within the 100 ms between two) is still said, and a bar is cleared.
+    fn last_look(&mut self, astha: &Astha, name: &str) {
+        self.look(astha, name, false);
+        if let Some((bar, _)) = self.shown.take() {
+            bar.finish_and_clear();
+        }
     }
 }
 
