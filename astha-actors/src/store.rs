@@ -184,8 +184,10 @@ impl Store {
     /// Reads the next batch after `after`, on the poller's own read thread, and the size
     /// of the WAL file in bytes, at most 10 ms old (for the WAL bound, `crate::wal_guard`).
     /// Only the poller reads on that thread, one read at a time, so its queue is never
-    /// full; a read asked for while it is fails at once.
-    pub async fn read(&self, after: i64, limits: BatchLimits) -> Result<(Batch, u64)> {
+    /// full; a read asked for while it is fails at once. The poller itself uses
+    /// [`Store::read_detached`]; this awaitable form serves the store's tests.
+    #[cfg(test)]
+    async fn read(&self, after: i64, limits: BatchLimits) -> Result<(Batch, u64)> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.read_detached(
             after,
@@ -198,8 +200,9 @@ impl Store {
         rx.await.map_err(|_| failed(PoolError::Panicked))?
     }
 
-    /// Starts the same read as [`Store::read`] without waiting for anything, from any
-    /// thread, and hands its result to `done` on the poll thread (the poller sends it to
+    /// Starts the poller's read of the next batch after `after` (and of the WAL file's
+    /// size, at most 10 ms old, for the WAL bound) without waiting for anything, from
+    /// any thread, and hands its result to `done` on the poll thread (the poller sends it to
     /// itself as a message: no future per read). `starting` runs on the poll thread
     /// just before the read takes its snapshot (the poller clears its wake-up flag there:
     /// a commit after that point is news to it, one before is in the read). `done` is
