@@ -38,6 +38,10 @@ pub struct Janitor {
     retention: astha_core::retention::Retention,
     /// A cleanup is running.
     cleaning: bool,
+    /// Of the current cleanup budget ([`slots::CleanupBudget::default`]), what the jobs
+    /// that gave way to other writes have spent: the next job gets the rest at once, and
+    /// only a spent budget pauses for [`CLEANUP_PAUSE`].
+    spent: Spent,
     stopping: bool,
     /// Reports this actor's death by panic.
     _witness: PanicWitness,
@@ -54,6 +58,7 @@ impl Janitor {
             lease,
             retention: Default::default(),
             cleaning: false,
+            spent: Spent::default(),
             stopping: false,
         }
     }
@@ -90,18 +95,20 @@ impl Janitor {
         let store = self.store.clone();
         let stats = self.stats.clone();
         let retention = self.retention;
+        let budget = self.spent.left();
         ctx.spawn(
             async move {
                 let log = store.log_table().to_string();
                 let path_check = store.clone();
+                let queue = store.clone();
                 store
                     .write(move |conn| {
                         if let Err(gone) = path_check.check_file() {
                             stats.failed(gone);
-                            return Ok((Vec::new(), slots::Cleanup::default()));
+                            return Ok((Vec::new(), slots::Cleanup::default(), Duration::ZERO));
                         }
                         if !integrity(conn, &log, &stats)? {
-                            return Ok((Vec::new(), slots::Cleanup::default()));
+                            return Ok((Vec::new(), slots::Cleanup::default(), Duration::ZERO));
                         }
                         if !beats.is_empty() {
                             astha_core::heartbeat::write(conn, &beats)?;
@@ -123,7 +130,7 @@ impl Janitor {
                             .map(|c| c.position)
                             .min()
                             .unwrap_or(i64::MAX);
-                        let budget = slots::CleanupBudget::default();
+                        let started = std::time::Instant::now();
                         // Rows every slot is past that the retention policy still keeps.
                         let upto = if retention.is_off() {
                             upto
@@ -136,11 +143,16 @@ impl Janitor {
                                 budget.max_rows as u64,
                             )?)
                         };
-                        let done = slots::cleanup_upto(conn, &log, &budget, upto)?;
+                        // Slot writes queued behind it hold back delivery (a route goes
+                        // at most one batch past its durable position): they go first.
+                        let done =
+                            slots::cleanup_upto_giving_way(conn, &log, &budget, upto, &|| {
+                                queue.writes_waiting()
+                            })?;
                         if done.deleted > 0 {
                             astha_core::transaction::prune(conn, &log)?;
                         }
-                        Ok((expired, done))
+                        Ok((expired, done, started.elapsed()))
                     })
                     .await
             }
@@ -148,7 +160,7 @@ impl Janitor {
             .map(|result, act, ctx| {
                 act.cleaning = false;
                 match result {
-                    Ok((expired, done)) => {
+                    Ok((expired, done, took)) => {
                         for lease in &expired {
                             tracing::warn!(
                                 slot = %lease.slot,
@@ -168,18 +180,57 @@ impl Janitor {
                             .fetch_add(done.deleted as u64, std::sync::atomic::Ordering::Relaxed);
                         if !done.finished && !act.stopping {
                             // More to remove: go on soon, leaving the write lock to
-                            // writers in between.
-                            ctx.run_later(CLEANUP_PAUSE, |act, ctx| {
+                            // writers in between; right after the writes it gave way to.
+                            let pause = match act.spent.add(done, took) {
+                                true => Duration::ZERO,
+                                false => CLEANUP_PAUSE,
+                            };
+                            ctx.run_later(pause, |act, ctx| {
                                 if !act.cleaning && !act.stopping {
                                     act.clean(Vec::new(), None, ctx);
                                 }
                             });
+                        } else {
+                            act.spent = Spent::default();
                         }
                     }
                     Err(err) => tracing::warn!(error = %err, "log cleanup failed"),
                 }
             }),
         );
+    }
+}
+
+/// What the cleanup jobs of one budget spent so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Spent {
+    rows: usize,
+    time: Duration,
+}
+
+impl Spent {
+    /// The budget left for the next job.
+    fn left(&self) -> slots::CleanupBudget {
+        let whole = slots::CleanupBudget::default();
+        slots::CleanupBudget {
+            max_rows: whole.max_rows.saturating_sub(self.rows),
+            max_time: whole.max_time.saturating_sub(self.time),
+            ..whole
+        }
+    }
+
+    /// Counts a job that left rows to remove; true when the next job may start at once
+    /// (the job gave way to other writes with budget left), false when the budget is
+    /// spent (and starts again whole after the pause).
+    fn add(&mut self, done: slots::Cleanup, took: Duration) -> bool {
+        self.rows += done.deleted;
+        self.time += took;
+        let left = self.left();
+        let go_on = done.gave_way && left.max_rows > 0 && !left.max_time.is_zero();
+        if !go_on {
+            *self = Spent::default();
+        }
+        go_on
     }
 }
 
@@ -271,5 +322,37 @@ impl Handler<StopJanitor> for Janitor {
                 ctx.stop();
             }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(deleted: usize, gave_way: bool) -> slots::Cleanup {
+        slots::Cleanup {
+            deleted,
+            finished: false,
+            gave_way,
+        }
+    }
+
+    #[test]
+    fn a_cleanup_that_gave_way_goes_on_at_once_with_what_is_left_of_its_budget() {
+        let whole = slots::CleanupBudget::default();
+        let mut spent = Spent::default();
+        assert_eq!(spent.left(), whole);
+        let ms = Duration::from_millis;
+        // Gave way to slot writes: the next job at once, with the rest of the budget.
+        assert!(spent.add(job(2_000, true), ms(2)));
+        assert_eq!(spent.left().max_rows, whole.max_rows - 2_000);
+        assert_eq!(spent.left().max_time, whole.max_time - ms(2));
+        assert_eq!(spent.left().chunk_rows, whole.chunk_rows);
+        // Ran out of budget (it did not give way): the pause, then a whole budget again.
+        assert!(!spent.add(job(20_000, false), ms(18)));
+        assert_eq!(spent.left(), whole);
+        // Gave way, but the time was all spent meanwhile: the pause all the same.
+        assert!(!spent.add(job(2_000, true), whole.max_time));
+        assert_eq!(spent.left(), whole);
     }
 }

@@ -174,6 +174,11 @@ impl<S: 'static> Pool<S> {
         }
     }
 
+    /// Jobs queued and not yet started.
+    pub fn queued(&self) -> usize {
+        self.queue.lock().jobs.len()
+    }
+
     /// Threads still running (they outlive the pool by the jobs queued when it dropped).
     pub fn live_threads(&self) -> usize {
         self.live.load(Ordering::Acquire)
@@ -265,6 +270,30 @@ mod tests {
         }
         assert!(most.load(Ordering::SeqCst) <= 2);
         assert_eq!(pool.live_threads(), 2);
+    }
+
+    #[test]
+    fn queued_counts_the_jobs_waiting_behind_the_running_ones() {
+        let pool = Pool::start("test-queued", 1, 4, || ()).unwrap();
+        let (gate, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = std::sync::mpsc::channel();
+        pool.submit(move |_| {
+            started.send(()).unwrap();
+            wait.recv().unwrap();
+        });
+        running.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(pool.queued(), 0, "the running job is not queued");
+        let (done, finished) = std::sync::mpsc::channel();
+        for _ in 0..2 {
+            let done = done.clone();
+            pool.submit(move |_| done.send(()).unwrap());
+        }
+        assert_eq!(pool.queued(), 2);
+        gate.send(()).unwrap();
+        for _ in 0..2 {
+            finished.recv_timeout(Duration::from_secs(10)).unwrap();
+        }
+        assert_eq!(pool.queued(), 0);
     }
 
     #[test]

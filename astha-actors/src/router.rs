@@ -220,6 +220,7 @@ impl Router {
             slots: self.leased.clone(),
             lease: self.config.lease.clone(),
         };
+        let asked = std::time::Instant::now();
         ctx.spawn(
             async move {
                 let job = positions.clone();
@@ -241,6 +242,13 @@ impl Router {
             .into_actor(self)
             .map(move |(result, positions), act, ctx| {
                 act.flushing = false;
+                let took = asked.elapsed().as_micros() as u64;
+                act.stats
+                    .slot_write_micros
+                    .fetch_add(took, std::sync::atomic::Ordering::Relaxed);
+                act.stats
+                    .slot_write_max_micros
+                    .fetch_max(took, std::sync::atomic::Ordering::Relaxed);
                 let result = result.map(|restored| {
                     for (name, err) in restored {
                         act.stats.slot_restored(&name, &err);

@@ -34,6 +34,11 @@ pub struct Stats {
     pub cleaned: AtomicU64,
     /// Slot-write transactions (each writes every position confirmed since the last).
     pub slot_writes: AtomicU64,
+    /// Their total time from being asked for until durable (queued on the write thread,
+    /// waiting for the lock, written), in microseconds, and the longest one: a route
+    /// goes at most one batch past its durable position, so this is what delivery waits.
+    pub slot_write_micros: AtomicU64,
+    pub slot_write_max_micros: AtomicU64,
     /// Cleanup write jobs run (each deletes up to one budget of rows).
     pub cleanups: AtomicU64,
     /// Slot writes that found their slot removed or moved by someone else (each was

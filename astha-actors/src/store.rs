@@ -276,6 +276,12 @@ impl Store {
         result.map_err(failed)?
     }
 
+    /// Whether write jobs are queued behind the one running: a long write job (a
+    /// cleanup) asks between its chunks and lets them go first.
+    pub fn writes_waiting(&self) -> bool {
+        self.inner.writes.queued() > 0
+    }
+
     /// Runs `f` on the writer connection on the calling thread. For callers that are not
     /// on an async executor (setup before start, the CLI).
     pub fn write_blocking<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {

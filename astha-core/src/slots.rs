@@ -278,12 +278,14 @@ pub struct CleanupBudget {
 }
 
 impl Default for CleanupBudget {
-    /// 10,000 rows a chunk (a few MB of pages, some milliseconds of write lock), up to
-    /// 100,000 rows or 20 ms a call, so Astha's own slot writes queued behind a cleanup
-    /// wait at most about one chunk past the time budget.
+    /// 2,000 rows a chunk (under 2 ms of write lock: deleting costs SQLite 0.8–0.9 µs a
+    /// row whatever the chunk, `scripts/log_delete_cost.py`), up to 100,000 rows or 20 ms
+    /// a call. Astha's slot writes queued behind a cleanup go after the chunk running
+    /// ([`cleanup_upto_giving_way`]); with 10,000-row chunks they waited up to one 8–10 ms
+    /// chunk, and delivery with them (BENCHMARKS.md).
     fn default() -> Self {
         Self {
-            chunk_rows: 10_000,
+            chunk_rows: 2_000,
             max_rows: 100_000,
             max_time: Duration::from_millis(20),
         }
@@ -295,8 +297,11 @@ impl Default for CleanupBudget {
 pub struct Cleanup {
     /// Rows deleted (all of them committed).
     pub deleted: usize,
-    /// True when nothing more is eligible; false when the budget ran out first.
+    /// True when nothing more is eligible; false when the budget ran out first, or the
+    /// caller's `give_way` asked to stop ([`cleanup_upto_giving_way`]).
     pub finished: bool,
+    /// True when it stopped early because `give_way` asked it to.
+    pub gave_way: bool,
 }
 
 /// Deletes every log row that all slots are past, keeping the newest row, in chunks of
@@ -327,6 +332,20 @@ pub fn cleanup_upto(
     log_table: &str,
     budget: &CleanupBudget,
     upto: i64,
+) -> Result<Cleanup> {
+    cleanup_upto_giving_way(conn, log_table, budget, upto, &|| false)
+}
+
+/// Like [`cleanup_upto`], and after each chunk (at least one is always deleted when
+/// any row is eligible) stops early when `give_way` says so: a caller that shares the
+/// connection with short writes others wait for (Astha's slot writes, which hold back
+/// delivery while they wait) lets them go before the rest.
+pub fn cleanup_upto_giving_way(
+    conn: &Connection,
+    log_table: &str,
+    budget: &CleanupBudget,
+    upto: i64,
+    give_way: &dyn Fn() -> bool,
 ) -> Result<Cleanup> {
     let log = quote_ident(log_table);
     // One statement per chunk, so one implicit transaction: the bounds on the slots and
@@ -378,6 +397,10 @@ pub fn cleanup_upto(
             break;
         }
         if done.deleted >= budget.max_rows || started.elapsed() >= budget.max_time {
+            break;
+        }
+        if give_way() {
+            done.gave_way = true;
             break;
         }
     }
@@ -461,7 +484,8 @@ mod tests {
             done,
             Cleanup {
                 deleted: 2_345,
-                finished: true
+                finished: true,
+                gave_way: false,
             }
         );
         assert_eq!(ids(&conn), (655, 2_346, 3_000));
@@ -488,6 +512,38 @@ mod tests {
         advance(&conn, "a", 279).unwrap();
         assert_eq!(cleanup(&conn, LOG).unwrap(), 45, "up to 250");
         assert_eq!(ids(&conn).1, 251);
+    }
+
+    #[test]
+    fn a_cleanup_asked_to_give_way_stops_after_one_chunk() {
+        let conn = db(1_000);
+        create(&conn, LOG, "a", SlotStart::At(1_000)).unwrap();
+        let asked = std::cell::Cell::new(0);
+        let give_way = || {
+            asked.set(asked.get() + 1);
+            true
+        };
+        let done =
+            cleanup_upto_giving_way(&conn, LOG, &budget(100, usize::MAX), i64::MAX, &give_way)
+                .unwrap();
+        assert_eq!(
+            done,
+            Cleanup {
+                deleted: 100,
+                finished: false,
+                gave_way: true,
+            }
+        );
+        assert_eq!(asked.get(), 1, "asked once, after the first chunk");
+        // Nobody waiting: it goes on to the end.
+        let done =
+            cleanup_upto_giving_way(&conn, LOG, &budget(100, usize::MAX), i64::MAX, &|| false)
+                .unwrap();
+        assert_eq!(
+            (done.deleted, done.finished, done.gave_way),
+            (899, true, false)
+        );
+        assert_eq!(ids(&conn), (1, 1_000, 1_000));
     }
 
     #[test]
@@ -525,7 +581,8 @@ mod tests {
             done,
             Cleanup {
                 deleted: 4,
-                finished: true
+                finished: true,
+                gave_way: false,
             }
         );
         assert_eq!(ids(&conn), (1, 2_000_001, 2_000_001));

@@ -120,7 +120,16 @@ fn write_only(data: &[Vec<rusqlite::types::Value>], capture: bool) -> f64 {
             .expect("capture");
     }
     let start = Instant::now();
+    let before = thread_sched("thread-self");
     insert_all(&conn, data);
+    let after = thread_sched("thread-self");
+    eprintln!(
+        "writer alone ({}): {} ms, of it on CPU {} ms, runnable but waiting {} ms",
+        if capture { "capture only" } else { "raw" },
+        start.elapsed().as_millis(),
+        (after.0 - before.0).as_millis(),
+        (after.1 - before.1).as_millis(),
+    );
     data.len() as f64 / start.elapsed().as_secs_f64()
 }
 
@@ -131,6 +140,10 @@ fn config(path: &Path, batch_size: usize) -> AsthaConfig {
     };
     c.monitored_tables = vec!["t".into()];
     c.batch_size = batch_size;
+    if let Ok(secs) = std::env::var("ASTHA_BENCH_CLEANUP_SECS") {
+        c.cleanup_interval = Duration::from_secs(secs.parse().expect("seconds"));
+        c.lease_ttl = c.cleanup_interval * 3;
+    }
     if let Ok(bytes) = std::env::var("ASTHA_BENCH_WAL_MAX_BYTES") {
         c.wal_max_bytes = bytes.parse().expect("ASTHA_BENCH_WAL_MAX_BYTES: bytes");
     }
@@ -187,11 +200,13 @@ fn with_astha(
                 sleeping_like_open_writer
             }))
             .expect("busy handler");
+            let before = thread_sched("thread-self");
             insert_all(&conn, &data);
-            (Instant::now(), thread_cpu("thread-self"))
+            let after = thread_sched("thread-self");
+            (Instant::now(), (after.0 - before.0, after.1 - before.1))
         })
     };
-    let (written, writer_cpu) = writer.join().expect("writer thread");
+    let (written, (writer_cpu, writer_queued)) = writer.join().expect("writer thread");
     let wal = astha_core::wal_bound::wal_bytes(&path);
     let ckpt = astha_core::wake::checkpoint_counts();
     let (inline, inline_ms) = (ckpt.0 - ckpt_before.0, (ckpt.1 - ckpt_before.1) / 1000);
@@ -213,16 +228,25 @@ fn with_astha(
         stats.cleanups.load(Ordering::Relaxed),
     );
     let n = data.len();
+    let slot_micros = stats.slot_write_micros.load(Ordering::Relaxed);
+    eprintln!(
+        "slot writes while writing: {slot_writes}, {:.0} µs each on average from asked to durable, longest {} µs",
+        slot_micros as f64 / slot_writes.max(1) as f64,
+        stats.slot_write_max_micros.load(Ordering::Relaxed),
+    );
     let all = super::wait_for(Duration::from_secs(300), || {
         counters.iter().all(|c| c.seen.load(Ordering::Relaxed) >= n)
     });
     let done = Instant::now();
     let astha_cpu = astha_threads_cpu().saturating_sub(cpu_before);
     eprintln!(
-        "CPU while delivering: Astha's threads {} ms ({:.1} µs per change), the writer {} ms",
+        "CPU while delivering: Astha's threads {} ms ({:.1} µs per change), the writer {} ms \
+         of its {} ms (runnable but waiting for a CPU {} ms)",
         astha_cpu.as_millis(),
         astha_cpu.as_secs_f64() * 1e6 / data.len() as f64,
         writer_cpu.as_millis(),
+        (written - start).as_millis(),
+        writer_queued.as_millis(),
     );
     assert!(all, "not every component confirmed every change");
     for c in &counters {
@@ -261,11 +285,20 @@ fn with_astha(
 /// from its `schedstat` (nanoseconds; zero off Linux): a figure a busy machine moves far
 /// less than a rate.
 fn thread_cpu(task: &str) -> Duration {
-    std::fs::read_to_string(format!("/proc/{task}/schedstat"))
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .map(Duration::from_nanos)
-        .unwrap_or_default()
+    thread_sched(task).0
+}
+
+/// Time on CPU and time runnable but waiting for a CPU (the run queue) of the thread at
+/// `/proc/<task>`, from its `schedstat` (zero off Linux).
+fn thread_sched(task: &str) -> (Duration, Duration) {
+    let text = std::fs::read_to_string(format!("/proc/{task}/schedstat")).unwrap_or_default();
+    let mut fields = text
+        .split_whitespace()
+        .map(|f| Duration::from_nanos(f.parse().unwrap_or(0)));
+    (
+        fields.next().unwrap_or_default(),
+        fields.next().unwrap_or_default(),
+    )
 }
 
 /// Time on CPU so far of this process's threads named `astha-*` (Astha's actor, read,
