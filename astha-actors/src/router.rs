@@ -234,7 +234,11 @@ impl Router {
                         stats
                             .slot_writes
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        write_slots(conn, &job, &known, &relet)
+                        // Delivery waits for this write: it asks this process's
+                        // application writers for a turn at the lock.
+                        astha_core::write_turns::taking_turns(|| {
+                            write_slots(conn, &job, &known, &relet)
+                        })
                     })
                     .await;
                 (result, positions)

@@ -47,22 +47,28 @@ pub fn open_read_only(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// Opens a connection whose commits wake this process's pollers at once, and whose busy
-/// handler waits as [`writer_busy_delay`] says.
+/// Opens a connection whose commits wake this process's pollers at once and take turns
+/// at the write lock with Astha's slot writes ([`crate::write_turns`]), and whose busy
+/// handler is [`writer_retry`].
 pub fn open_writer(path: &Path) -> Result<Connection> {
     let conn = open(path)?;
     crate::wake::install_commit_hook(&conn);
-    fn retry(count: i32) -> bool {
-        match writer_busy_delay(count) {
-            Some(delay) => {
-                std::thread::sleep(delay);
-                true
-            }
-            None => false,
-        }
-    }
-    conn.busy_handler(Some(retry))?;
+    conn.busy_handler(Some(writer_retry))?;
     Ok(conn)
+}
+
+/// The busy handler of [`open_writer`]'s connections: before its `count`-th retry (0-based)
+/// waits as [`writer_busy_delay`] says, or less when Astha's writer commits first (its
+/// writes are what mostly holds the lock beside the application's:
+/// [`crate::write_turns::app_wait`]); false once the 5 s are spent.
+pub fn writer_retry(count: i32) -> bool {
+    match writer_busy_delay(count) {
+        Some(delay) => {
+            crate::write_turns::app_wait(delay);
+            true
+        }
+        None => false,
+    }
 }
 
 /// How long a writer ([`open_writer`]) sleeps before its `count`-th retry (0-based) for
@@ -104,25 +110,44 @@ pub fn writer_busy_delay(count: i32) -> Option<Duration> {
 /// SQLite's busy timeout sleeps 1, 2, 5, 10 ... ms between tries. A writer committing
 /// flat out holds the write lock nearly all the time and frees it for a few microseconds
 /// between transactions, so a sleeping waiter wakes up on the wrong side of that gap again
-/// and again (and Linux stretches a 25 µs sleep to about 80 µs). This handler first
-/// yields the CPU and tries again, about 4,000 times (a few milliseconds, enough to catch
-/// the gap after one of the writer's transactions), then sleeps 250 µs between tries, and
-/// gives up after the same 5 s as the busy timeout.
+/// and again (and Linux stretches a 25 µs sleep to about 80 µs). A slot write (run with
+/// [`crate::write_turns::taking_turns`]) asks an active application writer of this
+/// process for the next turn and sleeps until its commit hands the lock over
+/// ([`crate::write_turns::astha_wait`]). Otherwise (other writes, or a writer in another
+/// process, whose commits are not seen here) the handler yields the CPU and tries again
+/// for 5 ms (enough to catch the gap after one of the writer's transactions), then sleeps
+/// 250 µs between tries; it gives up after the same 5 s as the busy timeout, counted in
+/// time (a turn asked for may sleep up to 2 ms a try). A connection whose writes take
+/// turns also needs [`crate::wake::install_checkpoint_hook`]: its commits end the turn
+/// it was given.
 pub fn use_fast_busy_handler(conn: &Connection) -> Result<()> {
-    const YIELDS: u64 = 4_000;
-    const PAUSE_US: u64 = 250;
+    const YIELD_FOR: Duration = Duration::from_millis(5);
+    const PAUSE: Duration = Duration::from_micros(250);
+    thread_local! {
+        /// When this thread's current wait for the lock began.
+        static WAIT_STARTED: std::cell::Cell<Option<std::time::Instant>> =
+            const { std::cell::Cell::new(None) };
+    }
     fn retry(count: i32) -> bool {
-        let count = count.max(0) as u64;
-        if count < YIELDS {
-            std::thread::yield_now();
-            return true;
-        }
-        // The yielding phase is counted as up to 5 ms, generously.
-        let waited_us = 5_000 + (count - YIELDS) * PAUSE_US;
-        if waited_us >= DEFAULT_BUSY_TIMEOUT.as_micros() as u64 {
+        let now = std::time::Instant::now();
+        let started = WAIT_STARTED.with(|s| match s.get() {
+            Some(started) if count > 0 => started,
+            _ => {
+                s.set(Some(now));
+                now
+            }
+        });
+        let waited = now - started;
+        if waited >= DEFAULT_BUSY_TIMEOUT {
             return false;
         }
-        std::thread::sleep(Duration::from_micros(PAUSE_US));
+        if crate::write_turns::astha_wait() {
+            return true;
+        }
+        match waited < YIELD_FOR {
+            true => std::thread::yield_now(),
+            false => std::thread::sleep(PAUSE),
+        }
         true
     }
     conn.busy_handler(Some(retry))?;

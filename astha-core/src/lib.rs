@@ -11,7 +11,8 @@
 //! - [`retention`]: how long the log keeps rows every slot is past, and where a time
 //!   falls in it; [`replay`]: a range of it again; [`state_at`]: a table's rows as of an earlier LSN, from the retained log;
 //! - [`wake`] and [`wal_bound`]: noticing commits, and keeping the WAL from growing
-//!   without bound under a writer that never pauses;
+//!   without bound under a writer that never pauses; [`write_turns`]: this process's
+//!   writers and Astha's slot writes taking turns at the write lock instead of racing;
 //! - pure policies and state machines: [`retry`], [`breaker`], [`routing`], [`config`].
 
 pub mod bootstrap;
@@ -43,6 +44,7 @@ pub mod transaction;
 pub mod value;
 pub mod wake;
 pub mod wal_bound;
+pub mod write_turns;
 
 pub use change::{
     Change, Event, Operation, Row, SnapshotRead, TableInTransaction, TransactionPosition,

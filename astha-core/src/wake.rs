@@ -113,10 +113,12 @@ pub fn notify_all() {
     }
 }
 
-/// Makes commits on `conn` wake the listeners, and keeps checkpointing the WAL.
+/// Makes commits on `conn` wake the listeners, give Astha's slot write the turn it asked
+/// for ([`crate::write_turns::app_committed`]), and keep checkpointing the WAL.
 pub fn install_commit_hook(conn: &Connection) {
     fn on_commit(wal: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusqlite::Result<()> {
         notify_all();
+        crate::write_turns::app_committed();
         checkpoint_if_due(wal, pages);
         Ok(())
     }
@@ -124,9 +126,12 @@ pub fn install_commit_hook(conn: &Connection) {
 }
 
 /// Replaces SQLite's auto-checkpoint on `conn` with the rule of `checkpoint_due` (below), for
-/// connections whose commits need not wake anyone (Astha's own bookkeeping writes).
+/// connections whose commits need not wake the pollers (Astha's own bookkeeping writes);
+/// their commits end the turn an application writer gave them
+/// ([`crate::write_turns::astha_committed`]).
 pub fn install_checkpoint_hook(conn: &Connection) {
     fn on_commit(wal: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusqlite::Result<()> {
+        crate::write_turns::astha_committed();
         checkpoint_if_due(wal, pages);
         Ok(())
     }

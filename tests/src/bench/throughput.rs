@@ -4,7 +4,7 @@
 //! last confirmation. Baselines in the same run: the raw insert rate with no capture at
 //! all, and the insert rate with Astha's triggers but nothing reading the log. Beside the
 //! rates, figures that hold on a loaded machine: how often the writer found the write lock
-//! held (its busy handler sleeps as `open_writer`'s does, or as SQLite's busy timeout with
+//! held (its busy handler waits as `open_writer`'s does, or as SQLite's busy timeout with
 //! `ASTHA_BENCH_WRITER_BUSY=sqlite`, and counts), and the checkpoints run on committing
 //! threads while it wrote. `ASTHA_BENCH_WRITER=plain` writes on a connection as an
 //! application opens it (SQLite's automatic checkpoints, no wake-up hook: Astha notices
@@ -341,15 +341,15 @@ fn sleeping_like_sqlite(count: i32) -> bool {
     true
 }
 
-/// The busy handler of `astha_core::db::open_writer` (its schedule), counted.
+/// The busy handler of `astha_core::db::open_writer`, counted with the time it waited.
 fn sleeping_like_open_writer(count: i32) -> bool {
-    let Some(delay) = astha_core::db::writer_busy_delay(count) else {
-        return false;
-    };
-    BUSY_CALLS.fetch_add(1, Ordering::Relaxed);
-    BUSY_SLEPT_US.fetch_add(delay.as_micros() as u64, Ordering::Relaxed);
-    std::thread::sleep(delay);
-    true
+    let started = Instant::now();
+    let retry = astha_core::db::writer_retry(count);
+    if retry {
+        BUSY_CALLS.fetch_add(1, Ordering::Relaxed);
+        BUSY_SLEPT_US.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    }
+    retry
 }
 
 #[derive(Default)]
