@@ -221,6 +221,7 @@ impl Router {
             lease: self.config.lease.clone(),
         };
         let asked = std::time::Instant::now();
+        let database = self.store.database();
         ctx.spawn(
             async move {
                 let job = positions.clone();
@@ -236,7 +237,7 @@ impl Router {
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         // Delivery waits for this write: it asks this process's
                         // application writers for a turn at the lock.
-                        astha_core::write_turns::taking_turns(|| {
+                        astha_core::write_turns::taking_turns(database, || {
                             write_slots(conn, &job, &known, &relet)
                         })
                     })

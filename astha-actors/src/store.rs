@@ -51,6 +51,8 @@ struct Inner {
     path: PathBuf,
     /// Device and inode of the file opened, to notice it deleted or replaced.
     file_id: Option<(u64, u64)>,
+    /// The same, for write turns.
+    database: Option<astha_core::write_turns::Database>,
     capture: Capture,
     /// Shared by the write thread and [`Store::write_blocking`].
     writer: Arc<Mutex<Connection>>,
@@ -134,6 +136,7 @@ impl Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
                 file_id: file_id(path),
+                database: astha_core::write_turns::Database::of(path),
                 capture,
                 writer,
                 writes,
@@ -274,6 +277,12 @@ impl Store {
             .run(move |writer| f(&*lock(writer)?))
             .await;
         result.map_err(failed)?
+    }
+
+    /// The database file, as write turns know it ([`astha_core::write_turns`]): slot
+    /// writes take turns with this process's writers of it.
+    pub fn database(&self) -> Option<astha_core::write_turns::Database> {
+        self.inner.database
     }
 
     /// Whether write jobs are queued behind the one running: a long write job (a

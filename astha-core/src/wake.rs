@@ -115,7 +115,20 @@ pub fn notify_all() {
 
 /// Makes commits on `conn` wake the listeners, give Astha's slot write the turn it asked
 /// for ([`crate::write_turns::app_committed`]), and keep checkpointing the WAL.
+///
+/// Its commit hook (which says which database the commit is to) is Astha's: an
+/// application that sets its own on the connection keeps the wake-ups and checkpoints,
+/// and its commits then take no turns.
 pub fn install_commit_hook(conn: &Connection) {
+    if let Some(db) = conn
+        .path()
+        .and_then(|p| crate::write_turns::Database::of(std::path::Path::new(p)))
+    {
+        conn.commit_hook(Some(move || {
+            crate::write_turns::app_committing(db);
+            false // commit
+        }));
+    }
     fn on_commit(wal: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusqlite::Result<()> {
         notify_all();
         crate::write_turns::app_committed();

@@ -22,7 +22,9 @@
 //!   most as long as it would have slept ([`app_wait`]), rather than sleeping blind.
 //!
 //! Astha's other writes (cleanup, dead letters, heartbeats) do not ask: they are
-//! background work, and take the lock as any connection does.
+//! background work, and take the lock as any connection does. Turns are per database
+//! file ([`Database`]): a writer of one database never waits for a slot write of
+//! another.
 //!
 //! Every wait is bounded. A turn not taken (Astha's thread not scheduled in time, a
 //! writer of another process holding the lock) costs at most that bound and the busy
@@ -30,7 +32,8 @@
 //! meet Astha at the lock alone, as any two SQLite connections do.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -49,13 +52,74 @@ pub const ASK_MAX: Duration = Duration::from_millis(2);
 /// is then most likely its, and its next commit will come soon.
 const ACTIVE_WITHIN: Duration = Duration::from_millis(10);
 
-#[derive(Default)]
-struct State {
-    /// Commits of application writers, and of Astha's writers, so far.
+/// A database file, by device and inode: two paths to one file are one database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Database(u64, u64);
+
+impl Database {
+    /// The database file at `path`; `None` when it cannot be told (no such file, or not
+    /// on Unix): writes to it then take no turns.
+    pub fn of(path: &Path) -> Option<Database> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(path)
+                .ok()
+                .map(|m| Database(m.dev(), m.ino()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            None
+        }
+    }
+}
+
+/// One database's turns.
+struct Lane {
+    db: Database,
+    /// Commits of its application writers so far.
     app_commits: u64,
+    /// Slot writes asking for a turn now.
+    asking: usize,
+    /// Microseconds since [`epoch`] at its last application commit.
+    last_app_commit_us: u64,
+}
+
+struct State {
+    lanes: Vec<Lane>,
+    /// Commits of Astha's writers so far (of any database: an application writer waiting
+    /// for one wakes, tries the lock, and waits again if it was another's).
     astha_commits: u64,
     /// Threads waiting on [`TURNS`]'s condition variable (no wake-up call without one).
     sleepers: usize,
+}
+
+impl State {
+    fn lane(&self, db: Database) -> Option<&Lane> {
+        self.lanes.iter().find(|l| l.db == db)
+    }
+
+    /// `db`'s lane, made if needed; lanes idle for a while (no commit for
+    /// [`ACTIVE_WITHIN`], nobody asking) go first, so a process that opens many databases
+    /// in turn keeps few.
+    fn lane_mut(&mut self, db: Database, now: u64) -> &mut Lane {
+        match self.lanes.iter().position(|l| l.db == db) {
+            Some(i) => &mut self.lanes[i],
+            None => {
+                let idle = ACTIVE_WITHIN.as_micros() as u64;
+                self.lanes
+                    .retain(|l| l.asking > 0 || now.saturating_sub(l.last_app_commit_us) <= idle);
+                self.lanes.push(Lane {
+                    db,
+                    app_commits: 0,
+                    asking: 0,
+                    last_app_commit_us: 0,
+                });
+                self.lanes.last_mut().expect("pushed above")
+            }
+        }
+    }
 }
 
 struct Turns {
@@ -65,15 +129,12 @@ struct Turns {
 
 static TURNS: Turns = Turns {
     state: Mutex::new(State {
-        app_commits: 0,
+        lanes: Vec::new(),
         astha_commits: 0,
         sleepers: 0,
     }),
     changed: Condvar::new(),
 };
-
-/// Astha's writers asking for a turn now (read on every application commit, lock-free).
-static ASKING: AtomicUsize = AtomicUsize::new(0);
 
 /// Turns application writers gave (commits that found a turn asked for).
 static TURNS_GIVEN: AtomicU64 = AtomicU64::new(0);
@@ -84,17 +145,13 @@ pub fn turns_given() -> u64 {
     TURNS_GIVEN.load(Ordering::Relaxed)
 }
 
-/// Microseconds since [`epoch`] at the last application commit (0: none yet).
-static LAST_APP_COMMIT_US: AtomicU64 = AtomicU64::new(0);
-
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
 }
 
 fn now_us() -> u64 {
-    // +1: a commit in the epoch's first microsecond is not "none yet".
-    epoch().elapsed().as_micros() as u64 + 1
+    epoch().elapsed().as_micros() as u64
 }
 
 fn state() -> MutexGuard<'static, State> {
@@ -107,7 +164,7 @@ fn wait_until(
     mut state: MutexGuard<'static, State>,
     deadline: Instant,
     done: impl Fn(&State) -> bool,
-) -> bool {
+) -> (MutexGuard<'static, State>, bool) {
     state.sleepers += 1;
     let held = loop {
         if done(&state) {
@@ -124,7 +181,7 @@ fn wait_until(
             .0;
     };
     state.sleepers -= 1;
-    held
+    (state, held)
 }
 
 fn notify(state: &State) {
@@ -133,21 +190,40 @@ fn notify(state: &State) {
     }
 }
 
-/// Called by an application writer's commit hook, after the commit, with the write lock
-/// released. When Astha's writer is asking for a turn, wakes it and waits until its
-/// write committed (at most [`PARK_MAX`]); otherwise returns at once (one atomic load).
+thread_local! {
+    /// The database whose application commit this thread is making (set by the commit
+    /// hook just before the commit, taken by the `wal_hook` just after).
+    static COMMITTING: Cell<Option<Database>> = const { Cell::new(None) };
+    /// The database of the write this thread runs with [`taking_turns`].
+    static TAKES_TURNS: Cell<Option<Database>> = const { Cell::new(None) };
+}
+
+/// Called by an application writer's commit hook, just before it commits to `db`.
+pub fn app_committing(db: Database) {
+    COMMITTING.with(|c| c.set(Some(db)));
+}
+
+/// Called by an application writer's `wal_hook`, after the commit, with the write lock
+/// released. When a slot write on the same database is asking for a turn, wakes it and
+/// waits until Astha's write committed (at most [`PARK_MAX`]); otherwise returns at once.
+/// A commit whose database is unknown (no [`app_committing`] before it) takes no part.
 pub fn app_committed() {
-    LAST_APP_COMMIT_US.store(now_us(), Ordering::Relaxed);
-    if ASKING.load(Ordering::Acquire) == 0 {
+    let Some(db) = COMMITTING.with(Cell::take) else {
+        return;
+    };
+    let now = now_us();
+    let mut state = state();
+    let lane = state.lane_mut(db, now);
+    lane.last_app_commit_us = now;
+    if lane.asking == 0 {
         return;
     }
+    lane.app_commits += 1;
     TURNS_GIVEN.fetch_add(1, Ordering::Relaxed);
-    let mut state = state();
-    state.app_commits += 1;
     let seen = state.astha_commits;
     notify(&state);
     let deadline = Instant::now() + PARK_MAX;
-    wait_until(state, deadline, |s| s.astha_commits != seen);
+    drop(wait_until(state, deadline, |s| s.astha_commits != seen));
 }
 
 /// Called by the commit hook of Astha's own writers: wakes application writers waiting
@@ -158,47 +234,48 @@ pub fn astha_committed() {
     notify(&state);
 }
 
-thread_local! {
-    /// This thread runs a write that asks for turns ([`taking_turns`]).
-    static TAKES_TURNS: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Runs `write` (a short write that others wait for: a slot write) so that the busy
-/// handler of its connection ([`crate::db::use_fast_busy_handler`]) asks this process's
-/// application writers for turns at the lock ([`astha_wait`]).
-pub fn taking_turns<T>(write: impl FnOnce() -> T) -> T {
+/// Runs `write` (a short write that others wait for: a slot write, to `db`) so that the
+/// busy handler of its connection ([`crate::db::use_fast_busy_handler`]) asks this
+/// process's application writers of `db` for turns at the lock ([`astha_wait`]). With
+/// `db` `None`, `write` just runs.
+pub fn taking_turns<T>(db: Option<Database>, write: impl FnOnce() -> T) -> T {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
-            TAKES_TURNS.with(|t| t.set(false));
+            TAKES_TURNS.with(|t| t.set(None));
         }
     }
-    TAKES_TURNS.with(|t| t.set(true));
+    TAKES_TURNS.with(|t| t.set(db));
     let _reset = Reset;
     write()
 }
 
-/// Whether an application writer of this process committed lately.
-fn app_writer_active() -> bool {
-    let last = LAST_APP_COMMIT_US.load(Ordering::Relaxed);
-    last != 0 && now_us().saturating_sub(last) <= ACTIVE_WITHIN.as_micros() as u64
-}
-
 /// For Astha's writers' busy handler: in a write run by [`taking_turns`], when an
-/// application writer of this process is active, asks for the next turn and sleeps until
-/// its next commit (at most [`ASK_MAX`]), returning true (try the lock again now). False
-/// otherwise: a write that does not take turns, or a lock held by someone whose commits
-/// are not seen here; the caller retries as it would without turns.
+/// application writer of its database committed within [`ACTIVE_WITHIN`], asks for the
+/// next turn and sleeps until its next commit (at most [`ASK_MAX`]), returning true (try
+/// the lock again now). False otherwise: a write that does not take turns, or a lock held
+/// by someone whose commits are not seen here; the caller retries as it would without
+/// turns.
 pub fn astha_wait() -> bool {
-    if !TAKES_TURNS.with(Cell::get) || !app_writer_active() {
+    let Some(db) = TAKES_TURNS.with(Cell::get) else {
         return false;
-    }
-    let state = state();
-    let seen = state.app_commits;
-    ASKING.fetch_add(1, Ordering::AcqRel);
+    };
+    let now = now_us();
+    let mut state = state();
+    let seen = match state.lane(db) {
+        Some(lane)
+            if now.saturating_sub(lane.last_app_commit_us) <= ACTIVE_WITHIN.as_micros() as u64 =>
+        {
+            lane.app_commits
+        }
+        _ => return false,
+    };
+    state.lane_mut(db, now).asking += 1;
     let deadline = Instant::now() + ASK_MAX;
-    wait_until(state, deadline, |s| s.app_commits != seen);
-    ASKING.fetch_sub(1, Ordering::AcqRel);
+    let (mut state, _) = wait_until(state, deadline, |s| {
+        s.lane(db).map(|l| l.app_commits) != Some(seen)
+    });
+    state.lane_mut(db, now).asking -= 1;
     true
 }
 
@@ -208,62 +285,90 @@ pub fn app_wait(delay: Duration) {
     let deadline = Instant::now() + delay;
     let state = state();
     let seen = state.astha_commits;
-    wait_until(state, deadline, |s| s.astha_commits != seen);
+    drop(wait_until(state, deadline, |s| s.astha_commits != seen));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
 
-    /// The turns are process-wide: the tests of this module run one at a time.
+    /// The turns are process-wide: the tests of this module run one at a time, each on
+    /// databases of its own.
     static SERIAL: Mutex<()> = Mutex::new(());
 
+    fn serial() -> MutexGuard<'static, ()> {
+        SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn commit(db: Database) {
+        app_committing(db);
+        app_committed();
+    }
+
+    fn asking(db: Database) -> usize {
+        state().lane(db).map_or(0, |l| l.asking)
+    }
+
     #[test]
-    fn only_a_write_taking_turns_asks_and_only_while_an_application_writer_is_active() {
-        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        LAST_APP_COMMIT_US.store(0, Ordering::Relaxed);
+    fn only_a_write_taking_turns_asks_and_only_while_a_writer_of_its_database_is_active() {
+        let _serial = serial();
+        let (db, other) = (Database(u64::MAX, 1), Database(u64::MAX, 2));
         assert!(
-            !taking_turns(astha_wait),
+            !taking_turns(Some(db), astha_wait),
             "no application writer yet: no turn to ask for"
         );
-        app_committed();
+        commit(db);
         assert!(
             !astha_wait(),
             "a write that does not take turns asks for none"
         );
+        assert!(
+            !taking_turns(None, astha_wait),
+            "nor one of an unknown database"
+        );
+        assert!(
+            !taking_turns(Some(other), astha_wait),
+            "the writer is another database's"
+        );
         let started = Instant::now();
         assert!(
-            taking_turns(astha_wait),
+            taking_turns(Some(db), astha_wait),
             "an active writer: a turn is asked for"
         );
         assert!(
             started.elapsed() >= ASK_MAX,
             "no commit came: the ask lasts its bound"
         );
-        assert_eq!(ASKING.load(Ordering::Acquire), 0);
+        assert_eq!(asking(db), 0);
+        // A commit without its database said first (a connection whose commit hook was
+        // replaced) takes no part.
+        app_committed();
     }
 
     #[test]
     fn an_application_commit_gives_an_asked_turn_and_waits_for_astha_to_take_it() {
-        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = serial();
+        let db = Database(u64::MAX, 3);
         // A run where the main thread was scheduled too late for Astha's bounded ask
         // (a loaded machine) shows nothing: tried again, a few times at most.
         for _ in 0..20 {
-            app_committed(); // an active application writer
-            let astha = std::thread::spawn(|| {
-                let seen = state().app_commits;
-                assert!(taking_turns(astha_wait));
-                let woken_by_a_commit = state().app_commits != seen;
+            commit(db); // an active application writer
+            let astha = std::thread::spawn(move || {
+                let seen = state().lane(db).map(|l| l.app_commits);
+                assert!(taking_turns(Some(db), astha_wait));
+                let woken_by_a_commit = state().lane(db).map(|l| l.app_commits) != seen;
                 std::thread::sleep(Duration::from_micros(300)); // its write
                 let took = Instant::now();
                 astha_committed();
                 (woken_by_a_commit, took)
             });
-            while ASKING.load(Ordering::Acquire) == 0 {
+            while asking(db) == 0 {
                 std::thread::yield_now();
             }
             let started = Instant::now();
-            app_committed();
+            commit(db);
             let returned = Instant::now();
             let (woken_by_a_commit, took) = astha.join().unwrap();
             if !woken_by_a_commit {
@@ -283,8 +388,38 @@ mod tests {
     }
 
     #[test]
+    fn a_writer_of_another_database_gives_no_turn() {
+        let _serial = serial();
+        let (db, other) = (Database(u64::MAX, 4), Database(u64::MAX, 5));
+        let stop = Arc::new(AtomicBool::new(false));
+        let astha = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    commit(db); // keeps db's writer active, so the asks go on
+                    taking_turns(Some(db), astha_wait);
+                }
+            })
+        };
+        while asking(db) == 0 {
+            std::thread::yield_now();
+        }
+        let given = turns_given();
+        for _ in 0..100 {
+            commit(other);
+        }
+        assert_eq!(
+            turns_given(),
+            given,
+            "another database's commits gave a turn"
+        );
+        stop.store(true, Ordering::Relaxed);
+        astha.join().unwrap();
+    }
+
+    #[test]
     fn an_application_writer_waiting_for_the_lock_wakes_at_asthas_commit() {
-        let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let _serial = serial();
         let waiter = std::thread::spawn(|| {
             let started = Instant::now();
             app_wait(Duration::from_secs(5));
@@ -296,5 +431,26 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         assert!(waiter.join().unwrap() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn idle_lanes_go_when_another_database_comes() {
+        let _serial = serial();
+        let mut state = State {
+            lanes: Vec::new(),
+            astha_commits: 0,
+            sleepers: 0,
+        };
+        let idle = ACTIVE_WITHIN.as_micros() as u64;
+        state.lane_mut(Database(1, 1), 0).last_app_commit_us = 0;
+        state.lane_mut(Database(1, 2), 0).asking = 1;
+        state.lane_mut(Database(1, 3), 0).last_app_commit_us = 5 * idle;
+        state.lane_mut(Database(1, 4), 5 * idle);
+        let kept: Vec<Database> = state.lanes.iter().map(|l| l.db).collect();
+        assert_eq!(
+            kept,
+            [Database(1, 2), Database(1, 3), Database(1, 4)],
+            "the idle lane went; the asking one and the recent one stayed"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use astha_core::db;
-use astha_core::write_turns::{taking_turns, turns_given};
+use astha_core::write_turns::{taking_turns, turns_given, Database};
 
 #[test]
 fn a_slot_write_taking_turns_gets_the_lock_from_a_writer_that_never_pauses() {
@@ -46,6 +46,8 @@ fn a_slot_write_taking_turns_gets_the_lock_from_a_writer_that_never_pauses() {
     // and more until a turn was given (a loaded machine may starve the writer a while),
     // for 10 s at most.
     std::thread::sleep(Duration::from_millis(50));
+    let database = Database::of(&path);
+    assert!(database.is_some());
     let given_before = turns_given();
     let started = Instant::now();
     let mut position = 0i64;
@@ -53,7 +55,7 @@ fn a_slot_write_taking_turns_gets_the_lock_from_a_writer_that_never_pauses() {
         || (turns_given() == given_before && started.elapsed() < Duration::from_secs(10))
     {
         position += 1;
-        taking_turns(|| {
+        taking_turns(database, || {
             astha
                 .execute("UPDATE slot SET position = ?1 WHERE name = 'a'", [position])
                 .unwrap()
