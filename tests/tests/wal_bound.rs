@@ -1,7 +1,8 @@
 //! The WAL bound (`wal_max_bytes`): while a writer commits back to back and Astha
 //! delivers, the WAL is reset each time it passes the limit (the file kept and written
 //! over, truncated past twice the limit), and every change is still delivered once, in
-//! order.
+//! order. The same run checks that Astha's slot writes took turns at the write lock with
+//! that writer (`astha_core::write_turns`).
 
 mod support;
 
@@ -29,6 +30,7 @@ async fn a_wal_past_its_limit_is_reset_under_a_writer_that_never_pauses_and_noth
     astha.register_component(Box::new(c)).await.unwrap();
 
     let writer = db.writer();
+    let turns_before = astha_core::write_turns::turns_given();
     let path = db.path.clone();
     let peak = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
@@ -70,6 +72,10 @@ async fn a_wal_past_its_limit_is_reset_under_a_writer_that_never_pauses_and_noth
         s.wal_resets_incomplete
     );
     assert!(peak.load(Ordering::Relaxed) > LIMIT);
+    assert!(
+        astha_core::write_turns::turns_given() > turns_before,
+        "the writer never gave a slot write its turn at the lock"
+    );
     let reset = |left: u64| left <= 2 * LIMIT && astha.stats().snapshot().wal_resets >= 1;
     let mut left = wal_bytes(&db.path);
     for _ in 0..200 {
