@@ -99,11 +99,10 @@ impl Janitor {
         ctx.spawn(
             async move {
                 let log = store.log_table().to_string();
-                let path_check = store.clone();
-                let queue = store.clone();
+                let this = store.clone();
                 store
                     .write(move |conn| {
-                        if let Err(gone) = path_check.check_file() {
+                        if let Err(gone) = this.check_file() {
                             stats.failed(gone);
                             return Ok((Vec::new(), slots::Cleanup::default(), Duration::ZERO));
                         }
@@ -147,7 +146,7 @@ impl Janitor {
                         // at most one batch past its durable position): they go first.
                         let done =
                             slots::cleanup_upto_giving_way(conn, &log, &budget, upto, &|| {
-                                queue.writes_waiting()
+                                this.writes_waiting()
                             })?;
                         if done.deleted > 0 {
                             astha_core::transaction::prune(conn, &log)?;

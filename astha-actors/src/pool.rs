@@ -272,16 +272,23 @@ mod tests {
         assert_eq!(pool.live_threads(), 2);
     }
 
+    /// Submits a job that runs until the returned gate is sent to (or dropped), and waits
+    /// until it runs: the thread it runs on, and the gate.
+    fn occupy(pool: &Pool<()>) -> (std::thread::ThreadId, std::sync::mpsc::Sender<()>) {
+        let (gate, wait) = std::sync::mpsc::channel::<()>();
+        let (ran, ran_on) = std::sync::mpsc::channel();
+        pool.submit(move |state| {
+            assert!(state.is_ok());
+            ran.send(std::thread::current().id()).unwrap();
+            let _ = wait.recv();
+        });
+        (ran_on.recv_timeout(Duration::from_secs(10)).unwrap(), gate)
+    }
+
     #[test]
     fn queued_counts_the_jobs_waiting_behind_the_running_ones() {
         let pool = Pool::start("test-queued", 1, 4, || ()).unwrap();
-        let (gate, wait) = std::sync::mpsc::channel::<()>();
-        let (started, running) = std::sync::mpsc::channel();
-        pool.submit(move |_| {
-            started.send(()).unwrap();
-            wait.recv().unwrap();
-        });
-        running.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (_, gate) = occupy(&pool);
         assert_eq!(pool.queued(), 0, "the running job is not queued");
         let (done, finished) = std::sync::mpsc::channel();
         for _ in 0..2 {
@@ -299,15 +306,8 @@ mod tests {
     #[test]
     fn submit_runs_on_a_pool_thread_and_reports_a_full_queue_or_a_stopped_pool_at_once() {
         let pool = Pool::start("test-submit", 1, 1, || ()).unwrap();
-        let (gate, wait) = std::sync::mpsc::channel::<()>();
-        let (ran, ran_on) = std::sync::mpsc::channel();
         let caller = std::thread::current().id();
-        pool.submit(move |state| {
-            assert!(state.is_ok());
-            ran.send(std::thread::current().id()).unwrap();
-            wait.recv().unwrap();
-        });
-        let on = ran_on.recv_timeout(Duration::from_secs(10)).unwrap();
+        let (on, gate) = occupy(&pool);
         assert_ne!(on, caller);
         // The one place is taken by the job still running: refused, on this thread.
         let (refused, why) = std::sync::mpsc::channel();

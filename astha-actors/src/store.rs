@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use astha_core::capture::Capture;
 use astha_core::log::{Batch, BatchLimits, LogReader};
+use astha_core::write_turns::Database;
 use astha_core::{CoreError, Result};
 use rusqlite::Connection;
 
@@ -49,10 +50,9 @@ pub struct Store {
 
 struct Inner {
     path: PathBuf,
-    /// Device and inode of the file opened, to notice it deleted or replaced.
-    file_id: Option<(u64, u64)>,
-    /// The same, for write turns.
-    database: Option<astha_core::write_turns::Database>,
+    /// The file opened (device and inode), to notice it deleted or replaced; slot writes
+    /// also take turns at its lock by it.
+    file: Option<Database>,
     capture: Capture,
     /// Shared by the write thread and [`Store::write_blocking`].
     writer: Arc<Mutex<Connection>>,
@@ -135,8 +135,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
-                file_id: file_id(path),
-                database: astha_core::write_turns::Database::of(path),
+                file: Database::of(path),
                 capture,
                 writer,
                 writes,
@@ -156,11 +155,11 @@ impl Store {
     /// unlinked file while the application writes a new one, so every change after that
     /// would be lost; and nothing may create an empty database at the path.
     pub fn check_file(&self) -> std::result::Result<(), String> {
-        let Some(opened) = self.inner.file_id else {
+        let Some(opened) = self.inner.file else {
             return Ok(());
         };
         let path = self.inner.path.display();
-        match file_id(&self.inner.path) {
+        match Database::of(&self.inner.path) {
             Some(now) if now == opened => Ok(()),
             Some(_) => Err(format!(
                 "the database file {path} was replaced by another file (renamed or copied \
@@ -281,8 +280,8 @@ impl Store {
 
     /// The database file, as write turns know it ([`astha_core::write_turns`]): slot
     /// writes take turns with this process's writers of it.
-    pub fn database(&self) -> Option<astha_core::write_turns::Database> {
-        self.inner.database
+    pub fn database(&self) -> Option<Database> {
+        self.inner.file
     }
 
     /// Whether write jobs are queued behind the one running: a long write job (a
@@ -303,20 +302,6 @@ impl Store {
         self.inner.live.live_threads()
             + self.inner.reads.live_threads()
             + self.inner.writes.live_threads()
-    }
-}
-
-/// Device and inode of the file at `path` (None when it is missing, or off Unix).
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
     }
 }
 

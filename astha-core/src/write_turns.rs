@@ -52,7 +52,8 @@ pub const ASK_MAX: Duration = Duration::from_millis(2);
 /// is then most likely its, and its next commit will come soon.
 const ACTIVE_WITHIN: Duration = Duration::from_millis(10);
 
-/// A database file, by device and inode: two paths to one file are one database.
+/// A database file, by device and inode: two paths to one file are one database, and a
+/// file replaced at the same path is another (what `Store::check_file` looks for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Database(u64, u64);
 
