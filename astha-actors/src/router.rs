@@ -181,23 +181,76 @@ impl Router {
                 .into_actor(self)
                 .map(move |result, act, ctx| {
                     match result {
-                        Ok(batch) => {
-                            let changes = batch.changes.into_iter().map(Arc::new).collect();
-                            let effects = act.routing.catch_up_read(&name, changes, batch.scanned_to);
-                            act.perform(effects, ctx);
-                        }
-                        Err(err) => {
-                            tracing::warn!(component = %name, error = %err, "catch-up read failed; retrying");
-                            act.routing.catch_up_failed(&name);
-                            ctx.run_later(CATCH_UP_RETRY, move |act, ctx| {
-                                let effects = act.routing.pump(&name);
-                                act.perform(effects, ctx);
-                            });
-                        }
+                        Ok(batch) => act.caught_up(name, batch, ctx),
+                        Err(err) => act.catch_up_failed(name, &err, ctx),
                     }
                     act.maybe_finish_shutdown(ctx);
                 }),
         );
+    }
+
+    /// A catch-up read is back. Undecodable rows in it at or before what the poller has
+    /// published are rows the poller never read (they lie before its start: the route's
+    /// slot was created behind it), so nobody else will move them to dead letters: the
+    /// router does, before the route may pass them. If that write fails, the read counts
+    /// as failed and is tried again.
+    fn caught_up(&mut self, name: String, batch: astha_core::log::Batch, ctx: &mut Context<Self>) {
+        let upto = batch.scanned_to.min(self.routing.ring_end());
+        let unread: Vec<(i64, String)> = batch
+            .malformed
+            .iter()
+            .filter(|m| m.raw.lsn <= upto)
+            .map(|m| (m.raw.lsn, m.reason.clone()))
+            .collect();
+        if unread.is_empty() {
+            return self.deliver_caught_up(&name, batch, ctx);
+        }
+        let store = self.store.clone();
+        let log = store.log_table().to_string();
+        let (count, first) = (unread.len(), unread[0].1.clone());
+        ctx.spawn(
+            async move {
+                store
+                    .write(move |conn| astha_core::dead_letter::quarantine(conn, &log, &unread))
+                    .await
+            }
+            .into_actor(self)
+            .map(move |result, act, ctx| {
+                match result {
+                    Ok(_) => {
+                        act.stats.malformed_rows(count, &first);
+                        act.deliver_caught_up(&name, batch, ctx);
+                    }
+                    Err(err) => act.catch_up_failed(name, &err, ctx),
+                }
+                act.maybe_finish_shutdown(ctx);
+            }),
+        );
+    }
+
+    fn deliver_caught_up(
+        &mut self,
+        name: &str,
+        batch: astha_core::log::Batch,
+        ctx: &mut Context<Self>,
+    ) {
+        let changes = batch.changes.into_iter().map(Arc::new).collect();
+        let effects = self.routing.catch_up_read(name, changes, batch.scanned_to);
+        self.perform(effects, ctx);
+    }
+
+    fn catch_up_failed(
+        &mut self,
+        name: String,
+        err: &astha_core::CoreError,
+        ctx: &mut Context<Self>,
+    ) {
+        tracing::warn!(component = %name, error = %err, "catch-up read failed; retrying");
+        self.routing.catch_up_failed(&name);
+        ctx.run_later(CATCH_UP_RETRY, move |act, ctx| {
+            let effects = act.routing.pump(&name);
+            act.perform(effects, ctx);
+        });
     }
 
     fn flush_slots(&mut self, ctx: &mut Context<Self>) {

@@ -288,8 +288,9 @@ impl Routing {
             scanned_to = changes[budget - 1].lsn;
         }
         if changes.is_empty() {
-            // Nothing of its tables up to `scanned_to` (rows the poller could not
-            // decode are the poller's to quarantine).
+            // Nothing of its tables up to `scanned_to` (undecodable rows are dead
+            // letters by now: the poller's when it read them, the router's when they lie
+            // before the poller's start).
             if scanned_to > route.position {
                 self.confirm(name, scanned_to, &mut out);
             }
@@ -307,6 +308,12 @@ impl Routing {
     }
 
     /// The catch-up read for `name` failed; the caller retries with [`Routing::pump`].
+    /// The end of what the poller has published (its start until it publishes): a
+    /// catch-up read counts nothing past it.
+    pub fn ring_end(&self) -> i64 {
+        self.ring_end
+    }
+
     pub fn catch_up_failed(&mut self, name: &str) {
         if let Some(route) = self.routes.get_mut(name) {
             if route.work == Work::CatchingUp {

@@ -245,3 +245,37 @@ async fn a_catch_up_never_moves_past_a_row_whose_dead_letter_failed() {
     assert_eq!(quarantined(&writer), vec![bad]);
     astha.stop().await.unwrap();
 }
+
+/// A malformed row the poller never reads: it lies before the poller's start (no slot
+/// held the log when Astha started, so the poller began at the head), and a slot created
+/// afterwards at the beginning of the log catches up over it. The router moves it to dead
+/// letters before the route passes it, as the poller does with the rows it reads; it is
+/// never skipped in silence (as `astha watch --from-beginning` did, starting Astha before
+/// making its slot).
+#[actix_rt::test]
+async fn a_malformed_row_before_the_pollers_start_is_dead_lettered_by_a_catch_up() {
+    let db = TestDb::new();
+    let astha = astha_actors::Astha::new(db.config()).unwrap();
+    let writer = db.writer();
+    let bad = good_bad_good(&writer);
+    astha.start().unwrap();
+    astha_core::slots::create(
+        &writer,
+        "__cdc_log",
+        "late",
+        astha_core::slots::SlotStart::Beginning,
+    )
+    .unwrap();
+    let (late, seen) = RecordingComponent::new("late", &["a"]);
+    astha.register_component(Box::new(late)).await.unwrap();
+    assert!(seen.wait_until(LONG, |s| s.confirmed.len() >= 6).await);
+    let good: Vec<i64> = (1..bad).chain(bad + 1..=bad + 3).collect();
+    assert_eq!(seen.confirmed_lsns(), good, "good rows, in order, once");
+    assert_eq!(
+        quarantined(&writer),
+        vec![bad],
+        "the malformed row is a dead letter"
+    );
+    assert_eq!(astha.scheduler_stats().malformed, 1);
+    astha.stop().await.unwrap();
+}
