@@ -57,12 +57,18 @@ pub fn open_writer(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-/// The busy handler of [`open_writer`]'s connections: before its `count`-th retry (0-based)
-/// waits as [`writer_busy_delay`] says, or less when Astha's writer commits first (its
-/// writes are what mostly holds the lock beside the application's:
-/// [`crate::write_turns::app_wait`]); false once the 5 s are spent.
+/// The busy handler of [`open_writer`]'s connections: waits as [`writer_busy_delay`] says
+/// for the time waited so far, or less when Astha's writer commits first (its writes are
+/// what mostly holds the lock beside the application's:
+/// [`crate::write_turns::app_wait`]); false once 5 s are spent.
+///
+/// The wait is counted in time, not in tries: Astha's commits wake a waiting writer
+/// early, so under Astha's writes back to back (a cleanup, a burst of dead letters) a
+/// writer may be woken hundreds of times a second, and a budget counted in tries was spent
+/// in milliseconds, failing the application's write with `SQLITE_BUSY` (test
+/// `write_turns::a_writer_kept_from_the_lock_by_back_to_back_astha_commits_waits_instead_of_failing`).
 pub fn writer_retry(count: i32) -> bool {
-    match writer_busy_delay(count) {
+    match writer_busy_delay(waited_for_lock(count)) {
         Some(delay) => {
             crate::write_turns::app_wait(delay);
             true
@@ -71,37 +77,61 @@ pub fn writer_retry(count: i32) -> bool {
     }
 }
 
-/// How long a writer ([`open_writer`]) sleeps before its `count`-th retry (0-based) for
-/// a write lock someone holds; `None` once 5 s (the busy timeout) are spent.
+/// How long this thread has waited for the write lock, given the busy handler's `count`
+/// of tries (0 on the first: a new wait starts then). One wait at a time per thread: a
+/// busy handler is called within one statement's step, on its thread.
+fn waited_for_lock(count: i32) -> Duration {
+    thread_local! {
+        /// When this thread's current wait for the lock began.
+        static WAIT_STARTED: std::cell::Cell<Option<std::time::Instant>> =
+            const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    let started = WAIT_STARTED.with(|s| match s.get() {
+        Some(started) if count > 0 => started,
+        _ => {
+            s.set(Some(now));
+            now
+        }
+    });
+    now - started
+}
+
+/// How long a writer ([`open_writer`]) sleeps before its next try for a write lock
+/// someone holds, having waited `waited` so far; `None` once 5 s (the busy timeout) are
+/// spent.
 ///
 /// What holds the lock beside a user's writer is mostly Astha's own short writes (a slot
 /// position: well under a millisecond). SQLite's busy timeout sleeps 1, 2, 5, 10 ... ms,
 /// so each such collision cost the writer 1–3 ms for a lock free after a fraction of one:
 /// 275–316 ms of a 1.3 s run of 200,000 rows (BENCHMARKS.md). So the first 2 ms are
-/// slept in 100 µs steps, then SQLite's schedule. It sleeps, never spins: a writer that
-/// yielded and retried instead (as Astha's own connection does,
-/// [`use_fast_busy_handler`]) took CPU from Astha's threads on a 2-core machine and
-/// doubled same-process delivery latency at 10k commits/s.
-pub fn writer_busy_delay(count: i32) -> Option<Duration> {
-    const SHORT_TRIES: i32 = 20;
+/// slept in 100 µs steps, then SQLite's schedule, each step chosen by the time waited. It
+/// sleeps, never spins: a writer that yielded and retried instead (as Astha's own
+/// connection does, [`use_fast_busy_handler`]) took CPU from Astha's threads on a 2-core
+/// machine and doubled same-process delivery latency at 10k commits/s.
+pub fn writer_busy_delay(waited: Duration) -> Option<Duration> {
+    const SHORT_PHASE: Duration = Duration::from_millis(2);
     const SHORT: Duration = Duration::from_micros(100);
-    // SQLite's own schedule (sqliteDefaultBusyCallback with usleep), in ms.
+    // SQLite's own schedule (sqliteDefaultBusyCallback with usleep), in ms; 100 after it.
     const DELAYS: [u64; 12] = [1, 2, 5, 10, 15, 20, 25, 25, 25, 50, 50, 100];
-    let count = count.max(0);
-    if count < SHORT_TRIES {
-        return Some(SHORT);
+    let left = DEFAULT_BUSY_TIMEOUT.saturating_sub(waited);
+    if left.is_zero() {
+        return None;
     }
-    let n = (count - SHORT_TRIES) as usize;
-    let waited_ms = (SHORT_TRIES as u64 * SHORT.as_micros() as u64) / 1000
-        + DELAYS.iter().take(n).sum::<u64>()
-        + n.saturating_sub(DELAYS.len()) as u64 * 100;
-    let budget = DEFAULT_BUSY_TIMEOUT.as_millis() as u64;
-    let delay = DELAYS
-        .get(n)
-        .copied()
-        .unwrap_or(100)
-        .min(budget.saturating_sub(waited_ms));
-    (delay > 0).then(|| Duration::from_millis(delay))
+    if waited < SHORT_PHASE {
+        return Some(SHORT.min(left));
+    }
+    // The step of SQLite's schedule reached after this long in it.
+    let mut in_schedule = (waited - SHORT_PHASE).as_millis() as u64;
+    let mut delay = 100;
+    for step in DELAYS {
+        if in_schedule < step {
+            delay = step;
+            break;
+        }
+        in_schedule -= step;
+    }
+    Some(Duration::from_millis(delay).min(left))
 }
 
 /// Configures a connection that makes Astha's own short writes (slot positions, dead
@@ -123,21 +153,8 @@ pub fn writer_busy_delay(count: i32) -> Option<Duration> {
 pub fn use_fast_busy_handler(conn: &Connection) -> Result<()> {
     const YIELD_FOR: Duration = Duration::from_millis(5);
     const PAUSE: Duration = Duration::from_micros(250);
-    thread_local! {
-        /// When this thread's current wait for the lock began.
-        static WAIT_STARTED: std::cell::Cell<Option<std::time::Instant>> =
-            const { std::cell::Cell::new(None) };
-    }
     fn retry(count: i32) -> bool {
-        let now = std::time::Instant::now();
-        let started = WAIT_STARTED.with(|s| match s.get() {
-            Some(started) if count > 0 => started,
-            _ => {
-                s.set(Some(now));
-                now
-            }
-        });
-        let waited = now - started;
+        let waited = waited_for_lock(count);
         if waited >= DEFAULT_BUSY_TIMEOUT {
             return false;
         }
@@ -246,12 +263,28 @@ mod tests {
 
     #[test]
     fn a_writer_waits_in_short_sleeps_first_then_as_sqlite_for_five_seconds_in_all() {
-        assert_eq!(writer_busy_delay(0), Some(Duration::from_micros(100)));
-        assert_eq!(writer_busy_delay(19), Some(Duration::from_micros(100)));
-        assert_eq!(writer_busy_delay(20), Some(Duration::from_millis(1)));
-        assert_eq!(writer_busy_delay(21), Some(Duration::from_millis(2)));
-        let total: Duration = (0..).map_while(writer_busy_delay).sum();
-        assert_eq!(total, DEFAULT_BUSY_TIMEOUT);
+        let ms = Duration::from_millis;
+        assert_eq!(writer_busy_delay(ms(0)), Some(Duration::from_micros(100)));
+        assert_eq!(
+            writer_busy_delay(Duration::from_micros(1_950)),
+            Some(Duration::from_micros(100))
+        );
+        assert_eq!(writer_busy_delay(ms(2)), Some(ms(1)));
+        assert_eq!(writer_busy_delay(ms(3)), Some(ms(2)));
+        assert_eq!(
+            writer_busy_delay(ms(4)),
+            Some(ms(2)),
+            "chosen by time waited"
+        );
+        assert_eq!(writer_busy_delay(ms(500)), Some(ms(100)));
+        assert_eq!(writer_busy_delay(ms(4_950)), Some(ms(50)), "never past 5 s");
+        assert_eq!(writer_busy_delay(DEFAULT_BUSY_TIMEOUT), None);
+        // Slept in full, the waits add up to the busy timeout.
+        let mut waited = Duration::ZERO;
+        while let Some(delay) = writer_busy_delay(waited) {
+            waited += delay;
+        }
+        assert_eq!(waited, DEFAULT_BUSY_TIMEOUT);
     }
 
     #[test]

@@ -80,3 +80,56 @@ fn a_slot_write_taking_turns_gets_the_lock_from_a_writer_that_never_pauses() {
         "the writer never handed the lock over: {position} slot writes in {took:?}, {rows} rows"
     );
 }
+
+/// Astha's commits wake a waiting application writer early, so a writer can be woken
+/// many times within a millisecond: its busy handler must count the time it waited, not
+/// its tries, or it gives up with `SQLITE_BUSY` long before the 5 s busy timeout.
+#[test]
+fn a_writer_kept_from_the_lock_by_back_to_back_astha_commits_waits_instead_of_failing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hog.db");
+    let astha = db::open(&path).unwrap();
+    astha
+        .execute_batch(
+            "CREATE TABLE app (id INTEGER PRIMARY KEY, v TEXT);
+             CREATE TABLE slot (name TEXT PRIMARY KEY, position INTEGER);
+             INSERT INTO slot VALUES ('a', 0);",
+        )
+        .unwrap();
+    db::use_fast_busy_handler(&astha).unwrap();
+    astha_core::wake::install_checkpoint_hook(&astha);
+
+    let hogging = Arc::new(AtomicBool::new(true));
+    let hog = {
+        let hogging = hogging.clone();
+        std::thread::spawn(move || {
+            // Commits back to back for 300 ms, taking the lock again at once each time.
+            let started = Instant::now();
+            let mut position = 0i64;
+            while started.elapsed() < Duration::from_millis(300) {
+                position += 1;
+                astha
+                    .execute_batch(&format!(
+                        "BEGIN IMMEDIATE; UPDATE slot SET position = {position}; COMMIT;"
+                    ))
+                    .unwrap();
+            }
+            hogging.store(false, Ordering::Relaxed);
+            position
+        })
+    };
+    let writer = db::open_writer(&path).unwrap();
+    let mut written = 0;
+    while hogging.load(Ordering::Relaxed) {
+        writer
+            .execute("INSERT INTO app (v) VALUES ('x')", [])
+            .unwrap_or_else(|e| panic!("the application's write failed after {written}: {e}"));
+        written += 1;
+    }
+    let commits = hog.join().unwrap();
+    assert!(commits > 0);
+    let stored: i64 = writer
+        .query_row("SELECT count(*) FROM app", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stored, written);
+}
