@@ -24,6 +24,8 @@ pub(crate) enum Stage {
 /// A batch confirmed only in part: the error for the supervisor, and where it came from.
 pub(crate) struct Unconfirmed {
     pub error: BatchError,
+    /// Read by the Kafka sink only (a built-without-Kafka RabbitMQ sink has no use for it).
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub at: Stage,
 }
 
