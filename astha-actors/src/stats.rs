@@ -163,6 +163,13 @@ pub struct SchedulerStats {
     /// WAL resets that made the WAL start over, and those that gave up.
     pub wal_resets: u64,
     pub wal_resets_incomplete: u64,
+    /// Slot-write transactions, their total time from asked to durable and the longest
+    /// one, in microseconds (what delivery waits for: [`Stats::slot_write_micros`]).
+    pub slot_writes: u64,
+    pub slot_write_micros: u64,
+    pub slot_write_max_micros: u64,
+    /// Cleanup write jobs run.
+    pub cleanups: u64,
     /// Per component, by name.
     pub components: Vec<ComponentStats>,
 }
@@ -407,6 +414,10 @@ impl Stats {
             wal_bytes: self.wal_bytes.load(Ordering::Relaxed),
             wal_resets: self.wal_resets.load(Ordering::Relaxed),
             wal_resets_incomplete: self.wal_resets_incomplete.load(Ordering::Relaxed),
+            slot_writes: self.slot_writes.load(Ordering::Relaxed),
+            slot_write_micros: self.slot_write_micros.load(Ordering::Relaxed),
+            slot_write_max_micros: self.slot_write_max_micros.load(Ordering::Relaxed),
+            cleanups: self.cleanups.load(Ordering::Relaxed),
             components,
         }
     }

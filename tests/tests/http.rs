@@ -126,6 +126,40 @@ async fn metrics_health_auth_and_sse() {
         "{body}"
     );
     assert!(body.contains("\nastha_log_rows "), "{body}");
+    assert!(
+        body.contains("# TYPE astha_write_turns_given_total counter"),
+        "{body}"
+    );
+    assert!(body.contains("\nastha_cleanups_total "), "{body}");
+    // The four changes were confirmed, so their positions are written (just after the
+    // confirmation): a slot write shows, with its time.
+    let sample = |body: &str, name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {body}"))
+            .parse()
+            .unwrap()
+    };
+    let mut body = body;
+    for _ in 0..100 {
+        if sample(&body, "astha_slot_write_seconds_total") > 0.0 {
+            break;
+        }
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+        body = actix_rt::task::spawn_blocking(move || get(addr, "/metrics", Some("s3cret")))
+            .await
+            .unwrap()
+            .1;
+    }
+    assert!(sample(&body, "astha_slot_writes_total") >= 1.0, "{body}");
+    assert!(
+        sample(&body, "astha_slot_write_seconds_total") > 0.0,
+        "{body}"
+    );
+    assert!(
+        sample(&body, "astha_slot_write_longest_seconds") > 0.0,
+        "{body}"
+    );
     let (status, body) =
         actix_rt::task::spawn_blocking(move || get(addr, "/health", Some("s3cret")))
             .await

@@ -198,7 +198,7 @@ impl Collector for Scrape {
             }
         }
         type Count = fn(&SchedulerStats) -> u64;
-        let counters: [(&str, &str, Count); 10] = [
+        let counters: [(&str, &str, Count); 12] = [
             ("astha_batches_read", "Batches read by the poller.", |s| {
                 s.batches_read
             }),
@@ -249,6 +249,13 @@ impl Collector for Scrape {
                  inside the WAL for wal_reset_wait (each is retried after a pause).",
                 |s| s.wal_resets_incomplete,
             ),
+            (
+                "astha_slot_writes",
+                "Slot-write transactions (each makes every position confirmed since the last \
+                 durable).",
+                |s| s.slot_writes,
+            ),
+            ("astha_cleanups", "Cleanup write jobs run.", |s| s.cleanups),
         ];
         for (name, help, count) in counters {
             per_source(
@@ -260,6 +267,33 @@ impl Collector for Scrape {
                 |s| Some(ConstCounter::new(count(&s.snap))),
             )?;
         }
+        // A route goes at most one batch past its durable position: under a writer that
+        // never pauses, delivery runs at the pace of slot writes, so their time is the
+        // figure to watch (rate of this over rate of astha_slot_writes_total: the mean).
+        per_source(
+            &mut encoder,
+            "astha_slot_write_seconds",
+            "Time slot writes took from asked to durable (queued, waiting for the write \
+             lock, written), in seconds.",
+            MetricType::Counter,
+            sources,
+            |s| Some(ConstCounter::new(s.snap.slot_write_micros as f64 / 1e6)),
+        )?;
+        per_source(
+            &mut encoder,
+            "astha_slot_write_longest_seconds",
+            "The longest slot write since start, from asked to durable, in seconds.",
+            MetricType::Gauge,
+            sources,
+            |s| Some(ConstGauge::new(s.snap.slot_write_max_micros as f64 / 1e6)),
+        )?;
+        single(
+            &mut encoder,
+            "astha_write_turns_given",
+            "Turns at the write lock this process's application writers (open_writer) gave \
+             Astha's slot writes.",
+            &ConstCounter::new(astha_core::write_turns::turns_given()),
+        )?;
         let hub_counters = [
             (
                 "astha_sse_dropped_clients",
