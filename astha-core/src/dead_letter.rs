@@ -169,8 +169,10 @@ pub fn list(
             let raw = RawChange {
                 lsn: r.get(col::LSN)?,
                 julian: lenient_f64(r.get_ref(col::TS)?),
-                table: lenient_text(r.get_ref(col::TBL)?).unwrap_or_default(),
-                op: lenient_text(r.get_ref(col::OP)?).unwrap_or_default(),
+                table: lenient_text(r.get_ref(col::TBL)?)
+                    .unwrap_or_default()
+                    .into(),
+                op: lenient_text(r.get_ref(col::OP)?).unwrap_or_default().into(),
                 schema_id: match r.get_ref(col::SCHEMA_ID)? {
                     rusqlite::types::ValueRef::Integer(i) => i,
                     _ => 0,
@@ -182,8 +184,8 @@ pub fn list(
                 id: r.get(col::ID)?,
                 consumer: r.get(col::CONSUMER)?,
                 lsn: raw.lsn,
-                table: raw.table.clone(),
-                op: raw.op.clone(),
+                table: raw.table.to_string(),
+                op: raw.op.to_string(),
                 reason: r.get(col::REASON)?,
                 attempts: r.get(col::ATTEMPTS)?,
                 retriable: r.get(col::RETRIABLE)?,

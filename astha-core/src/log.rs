@@ -50,8 +50,10 @@ impl Default for BatchLimits {
 pub struct RawChange {
     pub lsn: i64,
     pub julian: f64,
-    pub table: String,
-    pub op: String,
+    /// Shared by the rows of a read that name the same table or operation
+    /// ([`Names`]).
+    pub table: Arc<str>,
+    pub op: Arc<str>,
     pub schema_id: i64,
     /// The row's value columns (`v0`, ...; see [`crate::image`]), trailing NULLs left out.
     pub values: Vec<Value>,
@@ -122,13 +124,14 @@ pub fn merge_values(log: Vec<Value>, wide: Vec<Value>) -> Vec<Value> {
 /// pay for the wide table's columns.
 fn raw_from_row(
     r: &rusqlite::Row<'_>,
+    names: &mut Names,
     values_needed: &mut dyn FnMut(i64, &str) -> Option<usize>,
 ) -> rusqlite::Result<RawChange> {
     use rusqlite::types::ValueRef;
     let mut defects = Vec::new();
-    let mut text = |i: usize, name: &str| -> Option<String> {
+    let mut text = |i: usize, name: &str| -> Option<Arc<str>> {
         match r.get_ref(i) {
-            Ok(ValueRef::Text(t)) => Some(String::from_utf8_lossy(t).into_owned()),
+            Ok(ValueRef::Text(t)) => Some(names.shared(t, i == col::TBL)),
             Ok(ValueRef::Null) => None,
             Ok(other) => {
                 defects.push(format!("{name} is {:?}, not text", other.data_type()));
@@ -181,6 +184,45 @@ fn raw_from_row(
     })
 }
 
+/// The table names and operation codes of the log rows read, each kept once and shared
+/// by the rows that name it. A batch's rows come in runs of one table and carry a handful
+/// of operation codes, so a row costs a comparison instead of two allocations: allocated
+/// by the hundred per read and freed together later, those small strings were what
+/// glibc's `malloc_consolidate` walked on the poll thread (a sixth of its samples at
+/// flat-out rates, BENCHMARKS.md).
+#[derive(Debug, Default)]
+struct Names {
+    last_table: Option<Arc<str>>,
+    ops: Vec<Arc<str>>,
+}
+
+impl Names {
+    /// Keeps at most this many distinct operation codes (a hand-edited log may hold
+    /// any text there: past it, a new one takes the place of the newest).
+    const MAX_OPS: usize = 16;
+
+    /// `bytes` (a table name when `table`, else an operation code) as a shared string,
+    /// decoded as UTF-8 with invalid bytes replaced (as before).
+    fn shared(&mut self, bytes: &[u8], table: bool) -> Arc<str> {
+        let text = String::from_utf8_lossy(bytes);
+        if table {
+            return match &self.last_table {
+                Some(last) if **last == *text => last.clone(),
+                _ => self.last_table.insert(Arc::from(text.as_ref())).clone(),
+            };
+        }
+        if let Some(op) = self.ops.iter().find(|op| ***op == *text) {
+            return op.clone();
+        }
+        let op: Arc<str> = Arc::from(text.as_ref());
+        if self.ops.len() == Self::MAX_OPS {
+            self.ops.pop(); // the newest: the ones in use came first
+        }
+        self.ops.push(op.clone());
+        op
+    }
+}
+
 /// A log row that could not be decoded, and why.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Malformed {
@@ -231,15 +273,15 @@ pub struct LogReader {
     /// `PRAGMA schema_version` that answer was read under (asked again only when the
     /// schema moves, as for `wide_exists`).
     side_tables: Option<(i64, bool, bool)>,
-    schemas: HashMap<i64, Arc<TableSchema>>,
+    schemas: Schemas,
     /// The recorded gaps that end after the last read's start ([`crate::gaps`]).
     gaps: Vec<Gap>,
     /// The tables of the marked transactions the last read touched.
     transactions: crate::transaction::Summaries,
-    /// The name of the last decoded change's table, shared by the next changes of the
-    /// same table: one allocation per run of a table instead of one per change, and
-    /// the router's table test compares pointers for them.
-    last_table: Option<Arc<str>>,
+    /// The table names and operation codes read, shared by the rows that name them: one
+    /// allocation per run of a table instead of two per row, and the router's table
+    /// test compares pointers for them.
+    names: Names,
 }
 
 impl LogReader {
@@ -262,10 +304,10 @@ impl LogReader {
             ),
             wide_exists: None,
             side_tables: None,
-            schemas: HashMap::new(),
+            schemas: Schemas::default(),
             gaps: Vec::new(),
             transactions: Default::default(),
-            last_table: None,
+            names: Names::default(),
         }
     }
 
@@ -376,7 +418,7 @@ impl LogReader {
                 (&filtered, params)
             }
         };
-        let schemas = &mut self.schemas;
+        let (schemas, names) = (&mut self.schemas, &mut self.names);
         // Whether the row `values_needed` was last asked about is a wide table's.
         let row_is_wide = std::cell::Cell::new(false);
         let mut values_needed = |schema_id: i64, op: &str| -> Option<usize> {
@@ -407,7 +449,7 @@ impl LogReader {
         };
         let mut wide: Option<(i64, Vec<Value>)> = None;
         while let Some(row) = rows.next()? {
-            let mut raw = raw_from_row(row, &mut values_needed)?;
+            let mut raw = raw_from_row(row, names, &mut values_needed)?;
             let mut found_wide = false;
             if let Some(stepping) = wide_rows.as_mut() {
                 // Wide rows below this log row belong to rows moved to the dead letters:
@@ -481,10 +523,6 @@ impl LogReader {
                 let row = |values: Option<Vec<Value>>| {
                     values.map(|v| Row::new(schema.clone(), v).expect("decode gives n values"))
                 };
-                let table = match &self.last_table {
-                    Some(last) if **last == *table => last.clone(),
-                    _ => self.last_table.insert(Arc::from(table)).clone(),
-                };
                 Ok(Change {
                     lsn,
                     timestamp_ms: julian_to_unix_ms(julian),
@@ -511,7 +549,7 @@ impl LogReader {
             return Err(defect.clone());
         }
         let schema = self.schema(conn, raw.schema_id)?;
-        if schema.table != raw.table {
+        if *schema.table != *raw.table {
             return Err(format!(
                 "schema {} belongs to table {:?}, row names {:?}",
                 raw.schema_id, schema.table, raw.table
@@ -529,19 +567,35 @@ impl LogReader {
     }
 }
 
+/// The schemas read so far, by id (a schema never changes once written), and the last
+/// one asked for: rows come in runs of one table, and each row asks twice (for the
+/// columns to read, then to decode).
+#[derive(Debug, Default)]
+struct Schemas {
+    by_id: HashMap<i64, Arc<TableSchema>>,
+    last: Option<Arc<TableSchema>>,
+}
+
 /// A schema from `cache`, loaded into it on first use.
 fn cached_schema(
-    cache: &mut HashMap<i64, Arc<TableSchema>>,
+    cache: &mut Schemas,
     conn: &Connection,
     id: i64,
 ) -> Result<Arc<TableSchema>, String> {
-    if let Some(schema) = cache.get(&id) {
-        return Ok(schema.clone());
+    if let Some(last) = cache.last.as_ref().filter(|s| s.id == id) {
+        return Ok(last.clone());
     }
-    let schema = load_schema(conn, id)
-        .map_err(|e| format!("cannot load schema {id}: {e}"))?
-        .ok_or_else(|| format!("unknown schema id {id}"))?;
-    cache.insert(id, schema.clone());
+    let schema = match cache.by_id.get(&id) {
+        Some(schema) => schema.clone(),
+        None => {
+            let schema = load_schema(conn, id)
+                .map_err(|e| format!("cannot load schema {id}: {e}"))?
+                .ok_or_else(|| format!("unknown schema id {id}"))?;
+            cache.by_id.insert(id, schema.clone());
+            schema
+        }
+    };
+    cache.last = Some(schema.clone());
     Ok(schema)
 }
 
@@ -634,6 +688,63 @@ pub fn log_ends(conn: &Connection, log_table: &str, now_ms: i64) -> Result<LogEn
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_read_share_their_table_name_and_operation_code_and_keep_their_text() {
+        let conn = Connection::open_in_memory().unwrap();
+        let capture = crate::capture::Capture::new("__cdc_log");
+        capture.ensure_log(&conn).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);
+             CREATE TABLE b (id INTEGER PRIMARY KEY, v TEXT);",
+        )
+        .unwrap();
+        capture.install(&conn, "a").unwrap();
+        capture.install(&conn, "b").unwrap();
+        conn.execute_batch(
+            "INSERT INTO a (v) VALUES ('1'), ('2');
+             UPDATE a SET v = '3';
+             INSERT INTO b (v) VALUES ('4');
+             DELETE FROM a;",
+        )
+        .unwrap();
+        let mut reader = LogReader::new("__cdc_log");
+        let batch = reader.read(&conn, 0, BatchLimits::default(), None).unwrap();
+        let ops: Vec<_> = batch.changes.iter().map(|c| (&*c.table, c.op)).collect();
+        use Operation::*;
+        assert_eq!(
+            ops,
+            [
+                ("a", Insert),
+                ("a", Insert),
+                ("a", Update),
+                ("a", Update),
+                ("b", Insert),
+                ("a", Delete),
+                ("a", Delete)
+            ]
+        );
+        let c = &batch.changes;
+        assert!(Arc::ptr_eq(&c[0].table, &c[3].table), "one run of a table");
+        // Names are shared across reads too.
+        conn.execute("INSERT INTO b (v) VALUES ('5')", []).unwrap();
+        let next = reader
+            .read(&conn, batch.scanned_to, BatchLimits::default(), None)
+            .unwrap();
+        assert_eq!(&*next.changes[0].table, "b");
+
+        // Hand-edited rows keep their text, whatever it is: a malformed row reports
+        // the operation it holds, and invalid UTF-8 is replaced, not lost.
+        let mut names = Names::default();
+        for i in 0..(Names::MAX_OPS + 4) {
+            let op = format!("op{i}");
+            assert_eq!(&*names.shared(op.as_bytes(), false), op);
+        }
+        assert_eq!(&*names.shared(b"op3", false), "op3");
+        assert_eq!(&*names.shared(b"t\xff", true), "t\u{fffd}");
+        let (x, y) = (names.shared(b"I", false), names.shared(b"I", false));
+        assert!(Arc::ptr_eq(&x, &y));
+    }
 
     #[test]
     fn a_read_steps_its_cached_statement_without_preparing_it_again() {
