@@ -328,6 +328,101 @@ impl Handler<StopJanitor> for Janitor {
 mod tests {
     use super::*;
 
+    /// The janitor's cleanup job stops after one chunk when a write job (a slot write,
+    /// which delivery waits for) is queued behind it: the job queued behind it finds
+    /// every row but one chunk's still there.
+    #[actix_rt::test]
+    async fn the_janitors_cleanup_gives_way_to_a_write_queued_behind_it() {
+        const ROWS: usize = 20_000;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j.db");
+        let store = Store::open(&path, "__cdc_log").unwrap();
+        store
+            .write_blocking(|conn| {
+                conn.execute_batch("CREATE TABLE a (id INTEGER PRIMARY KEY, v INTEGER)")?;
+                store.capture().install(conn, "a")?;
+                conn.execute(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+                     INSERT INTO a (v) SELECT i FROM n",
+                    [ROWS as i64],
+                )?;
+                // One slot, past every row: all of them may go.
+                slots::create(conn, "__cdc_log", "c", slots::SlotStart::Head)?;
+                Ok(())
+            })
+            .unwrap();
+        let log_rows = |conn: &rusqlite::Connection| -> astha_core::Result<i64> {
+            Ok(conn.query_row("SELECT count(*) FROM __cdc_log", [], |r| r.get(0))?)
+        };
+        assert_eq!(store.write_blocking(log_rows).unwrap(), ROWS as i64);
+
+        // Hold the write thread, so the janitor's job queues behind it.
+        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (held, holds) = std::sync::mpsc::channel::<()>();
+        let holding = actix_rt::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .write(move |_| {
+                        held.send(()).unwrap();
+                        Ok(gate.recv().ok())
+                    })
+                    .await
+            }
+        });
+        let holds = actix_rt::task::spawn_blocking(move || holds.recv().is_ok());
+        assert!(holds.await.unwrap(), "the write thread is held");
+        let lease = LeaseConfig {
+            owner: "test".into(),
+            ttl: Duration::from_secs(60),
+        };
+        let janitor = Janitor::new(
+            store.clone(),
+            Arc::new(Stats::default()),
+            Duration::from_millis(5),
+            lease,
+        )
+        .start();
+        let queued = || async {
+            for _ in 0..2_000 {
+                if store.writes_waiting() {
+                    return true;
+                }
+                actix_rt::time::sleep(Duration::from_millis(1)).await;
+            }
+            false
+        };
+        // Only the janitor's job can be queued now.
+        assert!(queued().await, "the janitor's cleanup job queued");
+        // A write queued behind the cleanup, as a slot write would be.
+        let behind = actix_rt::spawn({
+            let store = store.clone();
+            async move { store.write(log_rows).await }
+        });
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+        release.send(()).unwrap();
+        holding.await.unwrap().unwrap();
+        let left = behind.await.unwrap().unwrap();
+        let chunk = slots::CleanupBudget::default().chunk_rows as i64;
+        assert_eq!(
+            left,
+            ROWS as i64 - chunk,
+            "the cleanup stopped after one chunk for the write behind it"
+        );
+        // And it goes on afterwards: every row goes but the newest (which keeps the
+        // LSN sequence going).
+        let mut left = left;
+        for _ in 0..500 {
+            left = store.write(log_rows).await.unwrap();
+            if left == 1 {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(left, 1);
+        janitor.do_send(StopJanitor);
+    }
+
     fn job(deleted: usize, gave_way: bool) -> slots::Cleanup {
         slots::Cleanup {
             deleted,
