@@ -333,15 +333,21 @@ mod tests {
             !taking_turns(Some(other), astha_wait),
             "the writer is another database's"
         );
-        let started = Instant::now();
-        assert!(
-            taking_turns(Some(db), astha_wait),
-            "an active writer: a turn is asked for"
-        );
-        assert!(
-            started.elapsed() >= ASK_MAX,
-            "no commit came: the ask lasts its bound"
-        );
+        // An active writer: a turn is asked for. (On a loaded machine this thread may
+        // be scheduled out for longer than the writer counts as active: tried again.)
+        let asked = (0..20).any(|_| {
+            commit(db);
+            let started = Instant::now();
+            let asked = taking_turns(Some(db), astha_wait);
+            if asked {
+                assert!(
+                    started.elapsed() >= ASK_MAX,
+                    "no commit came: the ask lasts its bound"
+                );
+            }
+            asked
+        });
+        assert!(asked, "an active writer: a turn is asked for");
         assert_eq!(asking(db), 0);
         // A commit without its database said first (a connection whose commit hook was
         // replaced) takes no part.
@@ -358,23 +364,26 @@ mod tests {
             commit(db); // an active application writer
             let astha = std::thread::spawn(move || {
                 let seen = state().lane(db).map(|l| l.app_commits);
-                assert!(taking_turns(Some(db), astha_wait));
+                // No ask when the writer no longer counts as active by now.
+                if !taking_turns(Some(db), astha_wait) {
+                    return None;
+                }
                 let woken_by_a_commit = state().lane(db).map(|l| l.app_commits) != seen;
                 std::thread::sleep(Duration::from_micros(300)); // its write
                 let took = Instant::now();
                 astha_committed();
-                (woken_by_a_commit, took)
+                Some((woken_by_a_commit, took))
             });
-            while asking(db) == 0 {
+            // Until it asks, or is done (its ask may have come and gone unseen).
+            while asking(db) == 0 && !astha.is_finished() {
                 std::thread::yield_now();
             }
             let started = Instant::now();
             commit(db);
             let returned = Instant::now();
-            let (woken_by_a_commit, took) = astha.join().unwrap();
-            if !woken_by_a_commit {
+            let Some((true, took)) = astha.join().unwrap() else {
                 continue;
-            }
+            };
             // Parked until Astha's write committed; only Astha's thread scheduled later
             // than the bound lets the hook return first, and then only at the bound.
             assert!(
