@@ -411,7 +411,9 @@ mod tests {
                 }
             })
         };
+        let looking = Instant::now();
         while asking(db) == 0 {
+            assert!(looking.elapsed() < Duration::from_secs(30), "never asked");
             std::thread::yield_now();
         }
         let given = turns_given();
