@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use astha_core::db;
 use astha_core::write_turns::{taking_turns, turns_given, Database};
 
-#[test]
-fn a_slot_write_taking_turns_gets_the_lock_from_a_writer_that_never_pauses() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("turns.db");
-    let astha = db::open(&path).unwrap();
+/// A database at `path` with an application table and a slot table, and a connection
+/// to it set up as Astha's write connection is (its busy handler, its commits ending
+/// the turns it was given).
+fn astha_connection(path: &std::path::Path) -> rusqlite::Connection {
+    let astha = db::open(path).unwrap();
     astha
         .execute_batch(
             "CREATE TABLE app (id INTEGER PRIMARY KEY, v TEXT);
@@ -23,6 +23,14 @@ fn a_slot_write_taking_turns_gets_the_lock_from_a_writer_that_never_pauses() {
         .unwrap();
     db::use_fast_busy_handler(&astha).unwrap();
     astha_core::wake::install_checkpoint_hook(&astha);
+    astha
+}
+
+#[test]
+fn a_slot_write_taking_turns_gets_the_lock_from_a_writer_that_never_pauses() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("turns.db");
+    let astha = astha_connection(&path);
 
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
@@ -88,16 +96,7 @@ fn a_slot_write_taking_turns_gets_the_lock_from_a_writer_that_never_pauses() {
 fn a_writer_kept_from_the_lock_by_back_to_back_astha_commits_waits_instead_of_failing() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hog.db");
-    let astha = db::open(&path).unwrap();
-    astha
-        .execute_batch(
-            "CREATE TABLE app (id INTEGER PRIMARY KEY, v TEXT);
-             CREATE TABLE slot (name TEXT PRIMARY KEY, position INTEGER);
-             INSERT INTO slot VALUES ('a', 0);",
-        )
-        .unwrap();
-    db::use_fast_busy_handler(&astha).unwrap();
-    astha_core::wake::install_checkpoint_hook(&astha);
+    let astha = astha_connection(&path);
 
     let hogging = Arc::new(AtomicBool::new(true));
     let hog = {

@@ -210,6 +210,24 @@ async fn a_failed_dead_letter_write_never_lets_cleanup_delete_the_row() {
     astha.stop().await.unwrap();
 }
 
+/// Registers a component "late" of table `a` whose slot starts at the beginning of the
+/// log (so it catches up over rows already there); what it was given is recorded.
+async fn register_from_the_beginning(
+    astha: &astha_actors::Astha,
+    writer: &Connection,
+) -> Recording {
+    astha_core::slots::create(
+        writer,
+        "__cdc_log",
+        "late",
+        astha_core::slots::SlotStart::Beginning,
+    )
+    .unwrap();
+    let (late, seen) = RecordingComponent::new("late", &["a"]);
+    astha.register_component(Box::new(late)).await.unwrap();
+    seen
+}
+
 /// The same failure, met by a component catching up from the log (its slot behind the
 /// ring, the only slot): its read sees the rows after the malformed one, but counts
 /// nothing past what the poller published, so its slot stays before the row.
@@ -218,15 +236,7 @@ async fn a_catch_up_never_moves_past_a_row_whose_dead_letter_failed() {
     let (_db, astha, _seen, writer, bad) = delivered_up_to_a_bad_row().await;
     // "c" leaves; "late" comes with a slot at the beginning of the log, behind the ring.
     astha.unregister_component("c").await.unwrap();
-    astha_core::slots::create(
-        &writer,
-        "__cdc_log",
-        "late",
-        astha_core::slots::SlotStart::Beginning,
-    )
-    .unwrap();
-    let (late, seen_late) = RecordingComponent::new("late", &["a"]);
-    astha.register_component(Box::new(late)).await.unwrap();
+    let seen_late = register_from_the_beginning(&astha, &writer).await;
     assert_held(&writer, bad, "late").await;
     assert!(
         seen_late.confirmed_lsns().iter().all(|l| *l < bad),
@@ -259,15 +269,7 @@ async fn a_malformed_row_before_the_pollers_start_is_dead_lettered_by_a_catch_up
     let writer = db.writer();
     let bad = good_bad_good(&writer);
     astha.start().unwrap();
-    astha_core::slots::create(
-        &writer,
-        "__cdc_log",
-        "late",
-        astha_core::slots::SlotStart::Beginning,
-    )
-    .unwrap();
-    let (late, seen) = RecordingComponent::new("late", &["a"]);
-    astha.register_component(Box::new(late)).await.unwrap();
+    let seen = register_from_the_beginning(&astha, &writer).await;
     assert!(seen.wait_until(LONG, |s| s.confirmed.len() >= 6).await);
     let good: Vec<i64> = (1..bad).chain(bad + 1..=bad + 3).collect();
     assert_eq!(seen.confirmed_lsns(), good, "good rows, in order, once");
