@@ -1,11 +1,13 @@
-//! The latency and throughput suites of `astha-bench` (`tests/src/bench/latency.rs`,
-//! `throughput.rs`, included as they are), built against astha-actors alone: the same
-//! measurements and the same Markdown, without the sinks, brokers and lakehouse the full
-//! bench links (a release build in minutes instead of most of an hour on two cores).
+//! The latency, throughput and capture suites of `astha-bench` (`tests/src/bench/latency.rs`,
+//! `throughput.rs`, `capture.rs` with its `shapes.rs`, included as they are), built
+//! against astha-actors alone: the same measurements and the same Markdown, without the
+//! sinks, brokers and lakehouse the full bench links (a release build in minutes instead
+//! of most of an hour on two cores).
 //!
 //! ```sh
 //! cargo run --release -p astha-actors --example delivery_bench -- latency
 //! cargo run --release -p astha-actors --example delivery_bench -- throughput [--quick]
+//! cargo run --release -p astha-actors --example delivery_bench -- capture [--quick]
 //! ```
 
 use std::path::Path;
@@ -13,12 +15,23 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::Connection;
 
+#[path = "../../tests/src/bench/capture.rs"]
+#[allow(dead_code)]
+mod capture;
 #[path = "../../tests/src/bench/latency.rs"]
 #[allow(dead_code)]
 mod latency;
+#[path = "../../tests/src/bench/shapes.rs"]
+#[allow(dead_code)]
+mod shapes;
 #[path = "../../tests/src/bench/throughput.rs"]
 #[allow(dead_code)]
 mod throughput;
+
+/// What `shapes.rs` reaches as `crate::bench`.
+mod bench {
+    pub(crate) use super::create_wide_table;
+}
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -45,7 +58,11 @@ fn main() {
         }
         Some("latency") => print!("{}", latency::report(&latency::run(mode))),
         Some("throughput") => print!("{}", throughput::report(&throughput::run(mode))),
-        _ => eprintln!("usage: delivery_bench latency|throughput [--quick]"),
+        Some("capture") => {
+            let options = capture::CaptureOptions::for_mode(mode);
+            print!("{}", capture::report(&capture::run(&options), &options));
+        }
+        _ => eprintln!("usage: delivery_bench latency|throughput|capture [--quick]"),
     }
 }
 
@@ -107,6 +124,11 @@ fn wide_insert_sql(name: &str, columns: usize) -> String {
         names.join(", "),
         ", ?".repeat(columns)
     )
+}
+
+/// Microseconds in `d`, as a float.
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
 }
 
 /// Percentile `p` (0..=1) of sorted samples, nearest rank.

@@ -2,6 +2,9 @@
 //!
 //! - `none`: no trigger; the denominator of every ratio;
 //! - `key-only`: the floor of docs/FLOORS.md, one log row of (table, op, rowid) per change;
+//! - `copy`: the floor of any trigger that writes full row images (docs/FLOORS.md's
+//!   row-copy line): the key-only log row plus every value copied untouched into untyped
+//!   columns, the new row's and (UPDATE, DELETE) the old row's, nothing else;
 //! - `astha`: Astha's own triggers, installed by `astha_core::capture::Capture`;
 //! - `astha-wide`: the same, in a database that also captures a 64-column table, so
 //!   the log is as wide as that table's UPDATE images (what one wide table costs the
@@ -42,6 +45,7 @@ use rusqlite::Connection;
 pub enum Shape {
     None,
     KeyOnly,
+    Copy,
     Astha,
     AsthaWide,
     AsthaReplace,
@@ -55,9 +59,10 @@ pub enum Shape {
 
 impl Shape {
     /// Every shape, in report order.
-    pub const ALL: [Shape; 11] = [
+    pub const ALL: [Shape; 12] = [
         Shape::None,
         Shape::KeyOnly,
+        Shape::Copy,
         Shape::Astha,
         Shape::AsthaWide,
         Shape::AsthaReplace,
@@ -73,6 +78,7 @@ impl Shape {
         match self {
             Shape::None => "none",
             Shape::KeyOnly => "key-only",
+            Shape::Copy => "copy",
             Shape::Astha => "astha",
             Shape::AsthaWide => "astha-wide",
             Shape::AsthaReplace => "astha-replace",
@@ -91,6 +97,7 @@ impl Shape {
         match self {
             Shape::None => {}
             Shape::KeyOnly => conn.execute_batch(&key_only_sql(table))?,
+            Shape::Copy => conn.execute_batch(&copy_sql(table, &columns))?,
             Shape::Astha => {
                 install_astha(conn, table)?;
             }
@@ -175,6 +182,37 @@ fn key_only_sql(table: &str) -> String {
         trigger("I", "INSERT", "NEW"),
         trigger("U", "UPDATE", "NEW"),
         trigger("D", "DELETE", "OLD"),
+    )
+}
+
+/// The row-copy floor: [`key_only_sql`]'s log row plus the values, new row first, then
+/// the old row (UPDATE); a DELETE's old row in the first columns.
+fn copy_sql(table: &str, columns: &[(String, String, bool)]) -> String {
+    let t = quote_ident(table);
+    let name = quote_literal(table);
+    let n = columns.len();
+    let values: Vec<String> = (0..2 * n).map(|i| format!("v{i}")).collect();
+    let row = |side: &str| -> Vec<String> {
+        columns
+            .iter()
+            .map(|(c, _, _)| format!("{side}.{}", quote_ident(c)))
+            .collect()
+    };
+    let trigger = |op: &str, event: &str, key: &str, images: Vec<String>| {
+        format!(
+            "CREATE TRIGGER copy_{op} AFTER {event} ON {t} BEGIN \
+             INSERT INTO copy_log (tbl, op, rid, {}) VALUES ({name}, '{op}', {key}.rowid, {}); END;",
+            values[..images.len()].join(", "),
+            images.join(", "),
+        )
+    };
+    format!(
+        "CREATE TABLE copy_log (lsn INTEGER PRIMARY KEY, tbl TEXT NOT NULL, op TEXT NOT NULL, rid INTEGER, {});
+         {} {} {}",
+        values.join(", "),
+        trigger("I", "INSERT", "NEW", row("NEW")),
+        trigger("U", "UPDATE", "NEW", [row("NEW"), row("OLD")].concat()),
+        trigger("D", "DELETE", "OLD", row("OLD")),
     )
 }
 
@@ -447,6 +485,7 @@ mod tests {
             let log = match shape {
                 Shape::None => continue,
                 Shape::KeyOnly => "key_log",
+                Shape::Copy => "copy_log",
                 Shape::History => "_t_history",
                 Shape::Debezium => "_debezium_cdc_log",
                 Shape::Text => "text_log",
@@ -457,6 +496,34 @@ mod tests {
                 .unwrap();
             assert_eq!(n, 3, "{shape:?}");
         }
+    }
+
+    #[test]
+    fn copy_logs_every_value_of_both_rows() {
+        let conn = Connection::open_in_memory().unwrap();
+        crate::bench::create_wide_table(&conn, "t", 2).unwrap();
+        Shape::Copy.install(&conn, "t").unwrap();
+        conn.execute("INSERT INTO t VALUES (1, 'a', 2)", [])
+            .unwrap();
+        conn.execute("UPDATE t SET c1 = NULL WHERE id = 1", [])
+            .unwrap();
+        conn.execute("DELETE FROM t WHERE id = 1", []).unwrap();
+        let rows: Vec<(String, i64, String)> = conn
+            .prepare("SELECT op, rid, quote(v0) || ',' || quote(v1) || ',' || quote(v2) || ',' || quote(v3) || ',' || quote(v4) || ',' || quote(v5) FROM copy_log ORDER BY lsn")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(|r| r.unwrap())
+            .collect();
+        let row = |op: &str, values: &str| (op.to_string(), 1, values.to_string());
+        assert_eq!(
+            rows,
+            [
+                row("I", "1,'a',2,NULL,NULL,NULL"),
+                row("U", "1,'a',NULL,1,'a',2"),
+                row("D", "1,'a',NULL,NULL,NULL,NULL"),
+            ]
+        );
     }
 
     #[test]

@@ -36,18 +36,28 @@ impl Targets {
                 let worst = cells
                     .iter()
                     .filter(|c| c.columns <= 16 && c.tx == tx)
-                    .map(|c| (c.overhead(Shape::Astha), c.columns, c.op))
-                    .fold(None, |acc: Option<(f64, usize, Op)>, x| match acc {
+                    .map(|c| {
+                        (
+                            c.overhead(Shape::Astha),
+                            c.columns,
+                            c.op,
+                            c.overhead(Shape::Copy),
+                        )
+                    })
+                    .fold(None, |acc: Option<(f64, usize, Op, f64)>, x| match acc {
                         Some(a) if a.0 >= x.0 => Some(a),
                         _ => Some(x),
                     });
-                if let Some((pct, cols, op)) = worst {
+                // Beside it, the cheapest trigger that writes full images (`copy`), in
+                // the same cell: how far the target is from what any image costs.
+                if let Some((pct, cols, op, floor)) = worst {
                     out.push_str(&format!(
-                        "| capture ≤ +60% up to 16 columns, {} | worst {:+.0}% ({} cols, {}) | {} |\n",
+                        "| capture ≤ +60% up to 16 columns, {} | worst {:+.0}% ({} cols, {}; row-copy floor {:+.0}%) | {} |\n",
                         tx.name(),
                         pct,
                         cols,
                         op.name(),
+                        floor,
                         verdict(pct <= 60.0)
                     ));
                 }
