@@ -125,7 +125,24 @@ pub struct CaptureOptions {
 }
 
 impl CaptureOptions {
+    /// The sizes of `mode`; `ASTHA_BENCH_CAPTURE_COLUMNS=16` (comma separated) runs
+    /// only those table widths.
     pub fn for_mode(mode: Mode) -> Self {
+        let mut options = Self::sizes(mode);
+        if let Ok(list) = std::env::var("ASTHA_BENCH_CAPTURE_COLUMNS") {
+            options.columns = list
+                .split(',')
+                .map(|w| {
+                    w.trim()
+                        .parse()
+                        .expect("ASTHA_BENCH_CAPTURE_COLUMNS: widths")
+                })
+                .collect();
+        }
+        options
+    }
+
+    fn sizes(mode: Mode) -> Self {
         match mode {
             Mode::Quick => Self {
                 rows: 400,
