@@ -8,12 +8,19 @@
 //! table holds the inserts, as it would in use) and checkpointed; only the measured
 //! statements are timed.
 //!
-//! This machine is shared and noisy, so the shapes run interleaved: the rows are cut
-//! into blocks of 500 and every shape does block 1, then every shape block 2, and so on
-//! (rotating which shape goes first), so load that comes and goes hits all shapes alike.
-//! Each repetition gives every shape's time per row; a shape's overhead is the median,
-//! over repetitions, of its time divided by the no-capture time of the same repetition,
-//! and its time per row the best over repetitions.
+//! This machine is shared and noisy, so shapes run interleaved: the rows are cut into
+//! blocks of 500 and every shape of a group does block 1, then every shape block 2, and
+//! so on (rotating which shape goes first), so load that comes and goes hits them alike.
+//! A group is the three floors (`none`, `key-only`, `copy`) and one other shape: each
+//! shape is measured beside the floors, never beside the eleven others at once. (All
+//! twelve interleaved, each with its own database, page cache and trigger programs,
+//! made every image dearer than a writer of one database sees it: Astha's 16-column
+//! UPDATE in 100-row transactions came out +143–150% there against +92–93% in a group
+//! of four, and the row copy +85–89% against +110%; BENCHMARKS.md.) The floors' figures
+//! are those of Astha's group. Each repetition gives every shape's time per row; a
+//! shape's overhead is the median, over repetitions, of its time divided by the
+//! no-capture time of the same repetition in its group, and its time per row the best
+//! over repetitions.
 
 use std::time::{Duration, Instant};
 
@@ -78,15 +85,25 @@ fn index_of(shape: Shape) -> usize {
         .expect("known shape")
 }
 
+/// A shape's times per row over the repetitions, and each divided by the no-capture
+/// time of the same repetition in its group.
+#[derive(Debug, Clone, Default)]
+struct Timings {
+    micros: Vec<f64>,
+    ratios: Vec<f64>,
+}
+
 impl Cell {
-    fn from_reps(columns: usize, op: Op, tx: Tx, reps: &[Vec<f64>]) -> Cell {
-        let shapes = Shape::ALL.len();
-        let micros = (0..shapes)
-            .map(|i| reps.iter().map(|r| r[i]).fold(f64::INFINITY, f64::min))
+    /// A cell from each shape's timings, in [`Shape::ALL`] order.
+    fn from_timings(columns: usize, op: Op, tx: Tx, timings: &[Timings]) -> Cell {
+        let micros = timings
+            .iter()
+            .map(|t| t.micros.iter().copied().fold(f64::INFINITY, f64::min))
             .collect();
-        let ratios = (0..shapes)
-            .map(|i| {
-                let mut r: Vec<f64> = reps.iter().map(|r| r[i] / r[0]).collect();
+        let ratios = timings
+            .iter()
+            .map(|t| {
+                let mut r = t.ratios.clone();
                 r.sort_by(f64::total_cmp);
                 r[r.len() / 2]
             })
@@ -193,46 +210,34 @@ pub fn run(options: &CaptureOptions) -> Vec<Cell> {
             .collect();
         for op in [Op::Insert, Op::Update, Op::Delete] {
             for tx in [Tx::Autocommit, Tx::Rows100] {
-                let mut reps: Vec<Vec<f64>> = Vec::new();
-                for rep in 0..options.reps {
-                    let dir = tempfile::tempdir().expect("temp dir");
-                    let conns: Vec<Connection> = templates
-                        .iter()
-                        .enumerate()
-                        .map(|(i, (empty, filled))| {
-                            let path = dir.path().join(format!("{i}.db"));
-                            let from = if op == Op::Insert { empty } else { filled };
-                            std::fs::copy(from, &path).expect("copy template");
-                            astha_core::db::open(&path).expect("open copy")
-                        })
-                        .collect();
-                    let sql = statement(op, columns);
-                    let mut totals = vec![Duration::ZERO; conns.len()];
-                    for (b, block) in (0..rows.len()).step_by(BLOCK).enumerate() {
-                        let range = block..(block + BLOCK).min(rows.len());
-                        for k in 0..conns.len() {
-                            let i = (k + b + rep) % conns.len();
-                            let start = Instant::now();
-                            timed(
-                                &conns[i],
-                                &sql,
-                                op,
-                                tx,
-                                &rows[range.clone()],
-                                &updates[range.clone()],
-                            )
-                            .expect("measured statements");
-                            totals[i] += start.elapsed();
+                let input = Input {
+                    templates: &templates,
+                    op,
+                    tx,
+                    columns,
+                    rows: &rows,
+                    updates: &updates,
+                };
+                let mut timings = vec![Timings::default(); Shape::ALL.len()];
+                for (g, group) in groups().iter().enumerate() {
+                    let reps = measure_group(&input, group, options.reps);
+                    // The floors are kept from the first group (Astha's); each other
+                    // shape from its own.
+                    let keep = if g == 0 {
+                        &group[..]
+                    } else {
+                        &group[FLOORS.len()..]
+                    };
+                    for (k, &shape) in group.iter().enumerate() {
+                        if keep.contains(&shape) {
+                            timings[shape] = Timings {
+                                micros: reps.iter().map(|r| r[k]).collect(),
+                                ratios: reps.iter().map(|r| r[k] / r[0]).collect(),
+                            };
                         }
                     }
-                    reps.push(
-                        totals
-                            .iter()
-                            .map(|t| micros(*t) / rows.len() as f64)
-                            .collect(),
-                    );
                 }
-                let cell = Cell::from_reps(columns, op, tx, &reps);
+                let cell = Cell::from_timings(columns, op, tx, &timings);
                 let overheads: Vec<String> = Shape::ALL[1..]
                     .iter()
                     .map(|s| format!("{} {:+.0}%", s.name(), cell.overhead(*s)))
@@ -249,6 +254,81 @@ pub fn run(options: &CaptureOptions) -> Vec<Cell> {
         }
     }
     cells
+}
+
+/// The floors every group holds, by their index in [`Shape::ALL`].
+const FLOORS: [usize; 3] = [0, 1, 2];
+
+/// The groups measured together: the floors and one other shape each, Astha's first.
+fn groups() -> Vec<Vec<usize>> {
+    debug_assert_eq!(
+        FLOORS.map(|i| Shape::ALL[i]),
+        [Shape::None, Shape::KeyOnly, Shape::Copy]
+    );
+    debug_assert_eq!(Shape::ALL[FLOORS.len()], Shape::Astha);
+    (FLOORS.len()..Shape::ALL.len())
+        .map(|other| [&FLOORS[..], &[other]].concat())
+        .collect()
+}
+
+/// What one cell measures.
+struct Input<'a> {
+    templates: &'a [(std::path::PathBuf, std::path::PathBuf)],
+    op: Op,
+    tx: Tx,
+    columns: usize,
+    rows: &'a [Vec<Value>],
+    updates: &'a [(String, i64)],
+}
+
+/// Times per row of the shapes `group` (indexes into [`Shape::ALL`], `none` first),
+/// interleaved in blocks, one vector per repetition in `group`'s order.
+fn measure_group(input: &Input<'_>, group: &[usize], reps: usize) -> Vec<Vec<f64>> {
+    let rows = input.rows;
+    let mut out = Vec::new();
+    for rep in 0..reps {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let conns: Vec<Connection> = group
+            .iter()
+            .map(|&shape| {
+                let (empty, filled) = &input.templates[shape];
+                let path = dir.path().join(format!("{shape}.db"));
+                let from = if input.op == Op::Insert {
+                    empty
+                } else {
+                    filled
+                };
+                std::fs::copy(from, &path).expect("copy template");
+                astha_core::db::open(&path).expect("open copy")
+            })
+            .collect();
+        let sql = statement(input.op, input.columns);
+        let mut totals = vec![Duration::ZERO; conns.len()];
+        for (b, block) in (0..rows.len()).step_by(BLOCK).enumerate() {
+            let range = block..(block + BLOCK).min(rows.len());
+            for k in 0..conns.len() {
+                let i = (k + b + rep) % conns.len();
+                let start = Instant::now();
+                timed(
+                    &conns[i],
+                    &sql,
+                    input.op,
+                    input.tx,
+                    &rows[range.clone()],
+                    &input.updates[range.clone()],
+                )
+                .expect("measured statements");
+                totals[i] += start.elapsed();
+            }
+        }
+        out.push(
+            totals
+                .iter()
+                .map(|t| micros(*t) / rows.len() as f64)
+                .collect(),
+        );
+    }
+    out
 }
 
 /// Creates a database file with the table and the shape's capture, filled with `rows`,
@@ -311,10 +391,11 @@ fn timed(
 pub fn report(cells: &[Cell], options: &CaptureOptions) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "### Capture write overhead ({} rows, {} repetitions, shapes interleaved in blocks of 500 rows)\n\n\
+        "### Capture write overhead ({} rows, {} repetitions, each shape interleaved with the floors in blocks of 500 rows)\n\n\
          Time per row with no capture (best repetition), then each shape's overhead over it \
-         (median over repetitions of the ratio to no capture in the same repetition) and, \
-         in brackets, its own best time per row in µs.\n\n",
+         (median over repetitions of the ratio to no capture in the same repetition, measured \
+         in a group of four: `none`, `key-only`, `copy` and the shape; the floors' figures \
+         are those of Astha's group) and, in brackets, its own best time per row in µs.\n\n",
         options.rows, options.reps
     ));
     let shapes = &Shape::ALL[1..];
