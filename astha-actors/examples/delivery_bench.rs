@@ -13,8 +13,6 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::Connection;
-
 #[path = "../../tests/src/bench/capture.rs"]
 #[allow(dead_code)]
 mod capture;
@@ -24,9 +22,13 @@ mod latency;
 #[path = "../../tests/src/bench/shapes.rs"]
 #[allow(dead_code)]
 mod shapes;
+#[path = "../../tests/src/bench/table.rs"]
+mod table;
 #[path = "../../tests/src/bench/throughput.rs"]
 #[allow(dead_code)]
 mod throughput;
+
+use table::{create_wide_table, wide_insert_sql, wide_row};
 
 /// What `shapes.rs` reaches as `crate::bench`.
 mod bench {
@@ -88,42 +90,6 @@ fn unix_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
-}
-
-/// Creates `name(id INTEGER PRIMARY KEY, c0 TEXT, c1 INTEGER, ...)` with `columns`
-/// data columns, alternating TEXT and INTEGER (the table docs/FLOORS.md's figures used).
-fn create_wide_table(conn: &Connection, name: &str, columns: usize) -> rusqlite::Result<()> {
-    let cols: Vec<String> = (0..columns)
-        .map(|j| format!("c{j} {}", if j % 2 == 0 { "TEXT" } else { "INTEGER" }))
-        .collect();
-    conn.execute_batch(&format!(
-        "CREATE TABLE {name} (id INTEGER PRIMARY KEY, {})",
-        cols.join(", ")
-    ))
-}
-
-/// The values of row `i` of a wide table (without the id).
-fn wide_row(i: i64, columns: usize) -> Vec<rusqlite::types::Value> {
-    use rusqlite::types::Value;
-    (0..columns)
-        .map(|j| {
-            if j % 2 == 0 {
-                Value::Text(format!("value-{i}-{j}-abcdef"))
-            } else {
-                Value::Integer(i * 131 + j as i64)
-            }
-        })
-        .collect()
-}
-
-/// `INSERT INTO name (id, c0, ...) VALUES (?, ?, ...)`.
-fn wide_insert_sql(name: &str, columns: usize) -> String {
-    let names: Vec<String> = (0..columns).map(|j| format!("c{j}")).collect();
-    format!(
-        "INSERT INTO {name} (id, {}) VALUES (?{})",
-        names.join(", "),
-        ", ?".repeat(columns)
-    )
 }
 
 /// Microseconds in `d`, as a float.

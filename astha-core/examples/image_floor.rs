@@ -30,6 +30,11 @@ use std::time::{Duration, Instant};
 use astha_core::capture::Capture;
 use rusqlite::{types::Value, Connection};
 
+#[path = "../../tests/src/bench/table.rs"]
+mod table;
+
+use table::{create_wide_table, wide_insert_sql, wide_row};
+
 const SHAPES: [&str; 5] = ["none", "key-only", "copy", "copy-changed", "astha"];
 const COLUMNS: usize = 16;
 const BLOCK: usize = 500;
@@ -44,30 +49,15 @@ fn columns() -> Vec<String> {
     (0..COLUMNS).map(|j| format!("c{j}")).collect()
 }
 
+/// The benchmarks' table `t` (`tests/src/bench/table.rs`), filled with rows `1..=rows`.
 fn create_table(conn: &Connection, rows: usize) {
-    let decls: Vec<String> = (0..COLUMNS)
-        .map(|j| format!("c{j} {}", if j % 2 == 0 { "TEXT" } else { "INTEGER" }))
-        .collect();
-    conn.execute_batch(&format!(
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, {})",
-        decls.join(", ")
-    ))
-    .unwrap();
-    let marks = vec!["?"; COLUMNS + 1].join(", ");
+    create_wide_table(conn, "t", COLUMNS).unwrap();
     let tx = conn.unchecked_transaction().unwrap();
     {
-        let mut stmt = tx
-            .prepare(&format!(
-                "INSERT INTO t (id, {}) VALUES ({marks})",
-                columns().join(", ")
-            ))
-            .unwrap();
+        let mut stmt = tx.prepare(&wide_insert_sql("t", COLUMNS)).unwrap();
         for i in 1..=rows as i64 {
             let mut row = vec![Value::Integer(i)];
-            row.extend((0..COLUMNS as i64).map(|j| match j % 2 {
-                0 => Value::Text(format!("value-{i}-{j}-abcdef")),
-                _ => Value::Integer(i * 131 + j),
-            }));
+            row.extend(wide_row(i, COLUMNS));
             stmt.execute(rusqlite::params_from_iter(row)).unwrap();
         }
     }

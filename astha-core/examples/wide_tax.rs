@@ -14,22 +14,16 @@ use std::time::{Duration, Instant};
 use astha_core::capture::Capture;
 use rusqlite::{params_from_iter, types::Value, Connection};
 
+#[path = "../../tests/src/bench/table.rs"]
+mod table;
+
+use table::{create_wide_table, wide_insert_sql, wide_row};
+
 const SHAPES: [&str; 5] = ["none", "key-only", "astha", "astha-wide", "astha-wide-log"];
 const BLOCK: usize = 500;
 
-fn create(conn: &Connection, name: &str, columns: usize) {
-    let cols: Vec<String> = (0..columns)
-        .map(|j| format!("c{j} {}", if j % 2 == 0 { "TEXT" } else { "INTEGER" }))
-        .collect();
-    conn.execute_batch(&format!(
-        "CREATE TABLE {name} (id INTEGER PRIMARY KEY, {})",
-        cols.join(", ")
-    ))
-    .unwrap();
-}
-
 fn setup(conn: &Connection, shape: &str) {
-    create(conn, "t", 4);
+    create_wide_table(conn, "t", 4).unwrap();
     let capture = Capture::new("__cdc_log");
     match shape {
         "none" => {}
@@ -44,7 +38,7 @@ fn setup(conn: &Connection, shape: &str) {
             capture.install(conn, "t").unwrap();
         }
         "astha-wide" => {
-            create(conn, "wide_neighbour", 64);
+            create_wide_table(conn, "wide_neighbour", 64).unwrap();
             capture.install(conn, "wide_neighbour").unwrap();
             capture.install(conn, "t").unwrap();
         }
@@ -58,10 +52,7 @@ fn setup(conn: &Connection, shape: &str) {
 
 fn row(i: i64) -> Vec<Value> {
     let mut r = vec![Value::Integer(i)];
-    r.extend((0..4).map(|j| match j % 2 {
-        0 => Value::Text(format!("value-{i}-{j}-abcdef")),
-        _ => Value::Integer(i * 131 + j),
-    }));
+    r.extend(wide_row(i, 4));
     r
 }
 
@@ -72,7 +63,7 @@ fn main() {
         .collect();
     let rows = args.first().copied().unwrap_or(20_000);
     let reps = args.get(1).copied().unwrap_or(5);
-    let sql = "INSERT INTO t (id, c0, c1, c2, c3) VALUES (?, ?, ?, ?, ?)";
+    let sql = &wide_insert_sql("t", 4);
     let data: Vec<Vec<Value>> = (1..=rows as i64).map(row).collect();
     let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); SHAPES.len()];
     let mut best = vec![f64::MAX; SHAPES.len()];

@@ -12,13 +12,14 @@ pub mod latency;
 pub mod memory;
 pub mod shapes;
 pub mod sinks;
+mod table;
 pub mod targets;
 pub mod throughput;
 
+pub use table::{create_wide_table, wide_insert_sql, wide_row};
+
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-use rusqlite::Connection;
 
 /// How much work a suite does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,42 +43,6 @@ pub fn unix_ns() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
         .unwrap_or(0)
-}
-
-/// Creates `name(id INTEGER PRIMARY KEY, c0 TEXT, c1 INTEGER, ...)` with `columns`
-/// data columns, alternating TEXT and INTEGER (the table docs/FLOORS.md's figures used).
-pub fn create_wide_table(conn: &Connection, name: &str, columns: usize) -> rusqlite::Result<()> {
-    let cols: Vec<String> = (0..columns)
-        .map(|j| format!("c{j} {}", if j % 2 == 0 { "TEXT" } else { "INTEGER" }))
-        .collect();
-    conn.execute_batch(&format!(
-        "CREATE TABLE {name} (id INTEGER PRIMARY KEY, {})",
-        cols.join(", ")
-    ))
-}
-
-/// The values of row `i` of a wide table (without the id).
-pub fn wide_row(i: i64, columns: usize) -> Vec<rusqlite::types::Value> {
-    use rusqlite::types::Value;
-    (0..columns)
-        .map(|j| {
-            if j % 2 == 0 {
-                Value::Text(format!("value-{i}-{j}-abcdef"))
-            } else {
-                Value::Integer(i * 131 + j as i64)
-            }
-        })
-        .collect()
-}
-
-/// `INSERT INTO name (id, c0, ...) VALUES (?, ?, ...)`.
-pub fn wide_insert_sql(name: &str, columns: usize) -> String {
-    let names: Vec<String> = (0..columns).map(|j| format!("c{j}")).collect();
-    format!(
-        "INSERT INTO {name} (id, {}) VALUES (?{})",
-        names.join(", "),
-        ", ?".repeat(columns)
-    )
 }
 
 /// Percentile `p` (0..=1) of sorted samples, nearest rank.
