@@ -219,18 +219,13 @@ pub fn run(options: &CaptureOptions) -> Vec<Cell> {
                     updates: &updates,
                 };
                 let mut timings = vec![Timings::default(); Shape::ALL.len()];
-                for (g, group) in groups().iter().enumerate() {
-                    let reps = measure_group(&input, group, options.reps);
-                    // The floors are kept from the first group (Astha's); each other
-                    // shape from its own.
-                    let keep = if g == 0 {
-                        &group[..]
-                    } else {
-                        &group[FLOORS.len()..]
-                    };
+                for group in groups() {
+                    let reps = measure_group(&input, &group, options.reps);
+                    // Each shape's figures from its own group, the floors' from Astha's.
+                    let astha = group.contains(&Shape::Astha);
                     for (k, &shape) in group.iter().enumerate() {
-                        if keep.contains(&shape) {
-                            timings[shape] = Timings {
+                        if astha || !FLOORS.contains(&shape) {
+                            timings[index_of(shape)] = Timings {
                                 micros: reps.iter().map(|r| r[k]).collect(),
                                 ratios: reps.iter().map(|r| r[k] / r[0]).collect(),
                             };
@@ -256,18 +251,15 @@ pub fn run(options: &CaptureOptions) -> Vec<Cell> {
     cells
 }
 
-/// The floors every group holds, by their index in [`Shape::ALL`].
-const FLOORS: [usize; 3] = [0, 1, 2];
+/// The floors every group holds.
+const FLOORS: [Shape; 3] = [Shape::None, Shape::KeyOnly, Shape::Copy];
 
-/// The groups measured together: the floors and one other shape each, Astha's first.
-fn groups() -> Vec<Vec<usize>> {
-    debug_assert_eq!(
-        FLOORS.map(|i| Shape::ALL[i]),
-        [Shape::None, Shape::KeyOnly, Shape::Copy]
-    );
-    debug_assert_eq!(Shape::ALL[FLOORS.len()], Shape::Astha);
-    (FLOORS.len()..Shape::ALL.len())
-        .map(|other| [&FLOORS[..], &[other]].concat())
+/// The groups measured together: the floors (`none` first) and one other shape each.
+fn groups() -> Vec<Vec<Shape>> {
+    Shape::ALL
+        .iter()
+        .filter(|s| !FLOORS.contains(s))
+        .map(|&other| [&FLOORS[..], &[other]].concat())
         .collect()
 }
 
@@ -281,9 +273,9 @@ struct Input<'a> {
     updates: &'a [(String, i64)],
 }
 
-/// Times per row of the shapes `group` (indexes into [`Shape::ALL`], `none` first),
-/// interleaved in blocks, one vector per repetition in `group`'s order.
-fn measure_group(input: &Input<'_>, group: &[usize], reps: usize) -> Vec<Vec<f64>> {
+/// Times per row of the shapes of `group` (`none` first), interleaved in blocks, one
+/// vector per repetition in `group`'s order.
+fn measure_group(input: &Input<'_>, group: &[Shape], reps: usize) -> Vec<Vec<f64>> {
     let rows = input.rows;
     let mut out = Vec::new();
     for rep in 0..reps {
@@ -291,8 +283,8 @@ fn measure_group(input: &Input<'_>, group: &[usize], reps: usize) -> Vec<Vec<f64
         let conns: Vec<Connection> = group
             .iter()
             .map(|&shape| {
-                let (empty, filled) = &input.templates[shape];
-                let path = dir.path().join(format!("{shape}.db"));
+                let (empty, filled) = &input.templates[index_of(shape)];
+                let path = dir.path().join(format!("{}.db", shape.name()));
                 let from = if input.op == Op::Insert {
                     empty
                 } else {
@@ -467,4 +459,31 @@ fn linearity(cells: &[Cell]) -> String {
     }
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shape_is_measured_once_beside_the_floors() {
+        let groups = groups();
+        for group in &groups {
+            assert_eq!(
+                group[..FLOORS.len()],
+                FLOORS,
+                "the floors first, none first"
+            );
+            assert_eq!(group.len(), FLOORS.len() + 1);
+        }
+        let others: Vec<Shape> = groups.iter().map(|g| g[FLOORS.len()]).collect();
+        let expected: Vec<Shape> = Shape::ALL
+            .iter()
+            .copied()
+            .filter(|s| !FLOORS.contains(s))
+            .collect();
+        assert_eq!(others, expected);
+        // The floors' figures come from Astha's group: there is one.
+        assert_eq!(others.iter().filter(|s| **s == Shape::Astha).count(), 1);
+    }
 }
