@@ -13,6 +13,8 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+#[path = "../../tests/src/bench/bare_consumer.rs"]
+mod bare_consumer;
 #[path = "../../tests/src/bench/capture.rs"]
 #[allow(dead_code)]
 mod capture;

@@ -4,6 +4,7 @@
 //! Timing targets are checked here, never as timed assertions in tests: these machines
 //! are noisy, and a figure belongs in BENCHMARKS.md with the command that produced it.
 
+pub mod bare_consumer;
 pub mod brokers;
 pub mod capture;
 pub mod http;

@@ -57,6 +57,28 @@ pub struct Throughput {
     /// writer's) while the writer wrote, and their milliseconds.
     pub inline_checkpoints: u64,
     pub inline_checkpoint_ms: u64,
+    /// Time on CPU of Astha's threads while it delivered.
+    pub astha_cpu: Duration,
+    /// The bare consumer's floors at the same batch size, one per protocol (batch 256
+    /// only).
+    pub bare: Vec<BareFloor>,
+}
+
+/// The writer beside the bare consumer (the floor of any durable consumer of the log).
+#[derive(Debug, Clone, Copy)]
+pub struct BareFloor {
+    /// How it wrote.
+    pub protocol: super::bare_consumer::Protocol,
+    /// Rows per second the writer achieved beside it.
+    pub writer_rate: f64,
+    /// Changes per second it consumed, first commit to its position at the last row.
+    pub consumed_rate: f64,
+    pub consumer_cpu: Duration,
+    /// Its write transactions.
+    pub writes: u64,
+    /// The writer's busy waits beside it, and the milliseconds they took.
+    pub writer_busy: u64,
+    pub writer_busy_ms: u64,
 }
 
 /// Runs the suite: once with the default batch size, once with 1024-row batches.
@@ -67,7 +89,16 @@ pub fn run(mode: Mode) -> Vec<Throughput> {
     let capture_rate = (0..3).map(|_| write_only(&data, true)).fold(0.0, f64::max);
     let mut out = Vec::new();
     for batch_size in [256usize, 1024] {
-        let t = with_astha(&data, batch_size, raw_rate, capture_rate);
+        // The floors at the default batch size, where the issue's targets are.
+        let bare: Vec<BareFloor> = match batch_size {
+            256 => super::bare_consumer::Protocol::ALL
+                .iter()
+                .map(|&protocol| with_bare_consumer(&data, batch_size, protocol))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut t = with_astha(&data, batch_size, raw_rate, capture_rate);
+        t.bare = bare;
         eprintln!(
             "throughput batch {batch_size}: raw {:.0}/s, capture-only {:.0}/s, writer {:.0}/s, delivered to all {COMPONENTS} {:.0}/s ({:.0}% of raw); writer busy waits {} ({} ms slept); Astha slot writes {}, cleanups {}",
             t.raw_rate,
@@ -150,6 +181,101 @@ fn config(path: &Path, batch_size: usize) -> AsthaConfig {
     c
 }
 
+/// The suite's writer: a thread that inserts `data` in 100-row transactions on an
+/// `open_writer` connection (`ASTHA_BENCH_WRITER=plain`: as an application opens one) with
+/// the busy handler chosen by `ASTHA_BENCH_WRITER_BUSY`, counted; it returns when its last
+/// commit returned, with its time on CPU and runnable but waiting for a CPU.
+fn spawn_writer(
+    path: &Path,
+    data: &[Vec<rusqlite::types::Value>],
+) -> std::thread::JoinHandle<(Instant, (Duration, Duration))> {
+    let path = path.to_path_buf();
+    let data = data.to_vec();
+    std::thread::spawn(move || {
+        // `ASTHA_BENCH_WRITER=plain`: an application's own connection (SQLite's
+        // automatic checkpoints, no wake-up hook) instead of `open_writer`.
+        let plain = std::env::var("ASTHA_BENCH_WRITER").is_ok_and(|v| v == "plain");
+        let conn = match plain {
+            true => astha_core::db::open(&path).expect("writer"),
+            false => astha_core::db::open_writer(&path).expect("writer"),
+        };
+        // Astha's writer schedule, counted; `ASTHA_BENCH_WRITER_BUSY=sqlite`: SQLite's.
+        let sqlite = std::env::var("ASTHA_BENCH_WRITER_BUSY").is_ok_and(|v| v == "sqlite");
+        conn.busy_handler(Some(if sqlite {
+            sleeping_like_sqlite
+        } else {
+            sleeping_like_open_writer
+        }))
+        .expect("busy handler");
+        let before = thread_sched("thread-self");
+        insert_all(&conn, &data);
+        let after = thread_sched("thread-self");
+        (Instant::now(), (after.0 - before.0, after.1 - before.1))
+    })
+}
+
+/// The writer beside the bare consumer of [`super::bare_consumer`] instead of Astha: the
+/// floor of what any durable consumer of the log costs the writer, in the same run.
+fn with_bare_consumer(
+    data: &[Vec<rusqlite::types::Value>],
+    batch_size: usize,
+    protocol: super::bare_consumer::Protocol,
+) -> BareFloor {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bare.db");
+    {
+        let conn = astha_core::db::open(&path).expect("open");
+        create_wide_table(&conn, "t", COLUMNS).expect("table");
+        astha_core::capture::Capture::new("__cdc_log")
+            .install(&conn, "t")
+            .expect("capture");
+    }
+    let writer_done = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    let consumer = super::bare_consumer::spawn(
+        &path,
+        "__cdc_log",
+        batch_size,
+        data.len() as i64,
+        protocol,
+        writer_done.clone(),
+    );
+    let (written, (writer_cpu, writer_queued)) =
+        spawn_writer(&path, data).join().expect("writer thread");
+    writer_done.store(true, Ordering::Relaxed);
+    let run = consumer.join().expect("bare consumer");
+    let (busy, busy_us) = (
+        BUSY_CALLS.swap(0, Ordering::Relaxed),
+        BUSY_SLEPT_US.swap(0, Ordering::Relaxed),
+    );
+    let n = data.len() as f64;
+    let floor = BareFloor {
+        protocol,
+        writer_rate: n / (written - start).as_secs_f64(),
+        consumed_rate: n / (run.done - start).as_secs_f64(),
+        consumer_cpu: run.cpu,
+        writes: run.writes,
+        writer_busy: busy,
+        writer_busy_ms: busy_us / 1000,
+    };
+    eprintln!(
+        "bare consumer (batch {batch_size}, {}): writer {:.0}/s, consumed {:.0}/s, {} writes; \
+         its CPU {} ms ({:.1} µs per change); the writer {} ms on CPU of its {} ms (runnable but waiting {} ms), \
+         busy waits {busy} ({} ms)",
+        protocol.name(),
+        floor.writer_rate,
+        floor.consumed_rate,
+        run.writes,
+        run.cpu.as_millis(),
+        run.cpu.as_secs_f64() * 1e6 / n,
+        writer_cpu.as_millis(),
+        (written - start).as_millis(),
+        writer_queued.as_millis(),
+        busy_us / 1000,
+    );
+    floor
+}
+
 fn with_astha(
     data: &[Vec<rusqlite::types::Value>],
     batch_size: usize,
@@ -181,31 +307,7 @@ fn with_astha(
     let cpu_before = astha_threads_cpu();
     let ckpt_before = astha_core::wake::checkpoint_counts();
     let start = Instant::now();
-    let writer = {
-        let path = path.clone();
-        let data = data.to_vec();
-        std::thread::spawn(move || {
-            // `ASTHA_BENCH_WRITER=plain`: an application's own connection (SQLite's
-            // automatic checkpoints, no wake-up hook) instead of `open_writer`.
-            let plain = std::env::var("ASTHA_BENCH_WRITER").is_ok_and(|v| v == "plain");
-            let conn = match plain {
-                true => astha_core::db::open(&path).expect("writer"),
-                false => astha_core::db::open_writer(&path).expect("writer"),
-            };
-            // Astha's writer schedule, counted; `ASTHA_BENCH_WRITER_BUSY=sqlite`: SQLite's.
-            let sqlite = std::env::var("ASTHA_BENCH_WRITER_BUSY").is_ok_and(|v| v == "sqlite");
-            conn.busy_handler(Some(if sqlite {
-                sleeping_like_sqlite
-            } else {
-                sleeping_like_open_writer
-            }))
-            .expect("busy handler");
-            let before = thread_sched("thread-self");
-            insert_all(&conn, &data);
-            let after = thread_sched("thread-self");
-            (Instant::now(), (after.0 - before.0, after.1 - before.1))
-        })
-    };
+    let writer = spawn_writer(&path, data);
     let (written, (writer_cpu, writer_queued)) = writer.join().expect("writer thread");
     let wal = astha_core::wal_bound::wal_bytes(&path);
     let ckpt = astha_core::wake::checkpoint_counts();
@@ -278,6 +380,8 @@ fn with_astha(
         cleanups,
         inline_checkpoints: inline,
         inline_checkpoint_ms: inline_ms,
+        astha_cpu,
+        bare: Vec::new(),
     }
 }
 
@@ -290,7 +394,7 @@ fn thread_cpu(task: &str) -> Duration {
 
 /// Time on CPU and time runnable but waiting for a CPU (the run queue) of the thread at
 /// `/proc/<task>`, from its `schedstat` (zero off Linux).
-fn thread_sched(task: &str) -> (Duration, Duration) {
+pub fn thread_sched(task: &str) -> (Duration, Duration) {
     let text = std::fs::read_to_string(format!("/proc/{task}/schedstat")).unwrap_or_default();
     let mut fields = text
         .split_whitespace()
@@ -410,6 +514,38 @@ pub fn report(runs: &[Throughput]) -> String {
             t.writer_busy_ms,
             t.inline_checkpoints,
             t.inline_checkpoint_ms,
+        ));
+    }
+    out.push_str(
+        "\nThe floor of any durable consumer, same run: the writer beside a bare consumer \
+         (`tests/src/bench/bare_consumer.rs`: one thread, one connection; reads each batch \
+         with every value copied out, then one write transaction moving four positions and, \
+         deleting, removing the rows read) instead of Astha. Shares of capture only.\n\n\
+         | consumer | batch size | writer rate | consumed (confirmed by all 4) | consumer's CPU per change | writer's busy waits (ms) |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for t in runs {
+        let share = |rate: f64| format!("{rate:.0}/s ({:.0}%)", rate / t.capture_rate * 100.0);
+        for b in &t.bare {
+            out.push_str(&format!(
+                "| bare, {} | {} | {} | {} | {:.1} µs | {} ({} ms) |\n",
+                b.protocol.name(),
+                t.batch_size,
+                share(b.writer_rate),
+                share(b.consumed_rate),
+                b.consumer_cpu.as_secs_f64() * 1e6 / t.rows as f64,
+                b.writer_busy,
+                b.writer_busy_ms,
+            ));
+        }
+        out.push_str(&format!(
+            "| Astha | {} | {} | {} | {:.1} µs | {} ({} ms) |\n",
+            t.batch_size,
+            share(t.writer_rate),
+            share(t.delivered_rate),
+            t.astha_cpu.as_secs_f64() * 1e6 / t.rows as f64,
+            t.writer_busy,
+            t.writer_busy_ms,
         ));
     }
     out.push('\n');
