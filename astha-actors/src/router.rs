@@ -9,8 +9,10 @@
 //! effects: deliveries, catch-up reads on the store's read threads, slot writes, and
 //! releases to the poller.
 //!
-//! Slot writes: one at a time; confirmations that arrive during a write are coalesced
-//! into the next one, and a route hears which of its positions each write made durable.
+//! Slot writes: one at a time. A write takes the confirmed positions once it holds the
+//! write lock ([`crate::pending_slots`]), so those that arrive while it waits for the lock
+//! go in it; those that arrive after are coalesced into the next one. A route hears which
+//! of its positions each write made durable.
 //! Deliveries do not wait for a write when there is room: the state machine gives a
 //! route at most one batch (`limits.max_rows` changes) past its durable position, so a
 //! component whose confirmation is being written gets its next changes at once, within
@@ -31,6 +33,7 @@ use astha_core::snapshot::{self, Snapshot, SnapshotMode};
 use crate::component::ComponentStatus;
 use crate::error::AsthaError;
 use crate::messages::*;
+use crate::pending_slots::PendingSlots;
 use crate::stats::{ComponentStats, SnapshotProgress, Stats};
 use crate::store::Store;
 use crate::supervisor::{RouterLink, SnapshotPlan, Supervisor, SupervisorSettings};
@@ -100,8 +103,9 @@ pub struct Router {
     supervisors: HashMap<String, SupervisorLink>,
     /// The slots of non-durable consumers: leased, also when restored.
     leased: HashSet<String>,
-    /// Confirmed positions not yet written.
-    dirty_slots: HashMap<String, i64>,
+    /// Confirmed positions not yet written, taken by the slot write once it holds the
+    /// write lock.
+    pending: PendingSlots,
     flushing: bool,
     shutting_down: Option<Vec<tokio::sync::oneshot::Sender<()>>>,
     /// Reports this actor's death by panic.
@@ -120,7 +124,7 @@ impl Router {
             poller: None,
             supervisors: HashMap::new(),
             leased: HashSet::new(),
-            dirty_slots: HashMap::new(),
+            pending: PendingSlots::default(),
             flushing: false,
             shutting_down: None,
         }
@@ -151,7 +155,7 @@ impl Router {
                 } => self.catch_up(route, after, tables, ctx),
                 Effect::Persist { route, position } => {
                     self.stats.update(&route, |s| s.position = position);
-                    self.dirty_slots.insert(route, position);
+                    self.pending.confirm(&route, position);
                     self.flush_slots(ctx);
                 }
                 Effect::Release(batches) => {
@@ -254,11 +258,11 @@ impl Router {
     }
 
     fn flush_slots(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing || self.dirty_slots.is_empty() {
+        if self.flushing || self.pending.is_empty() {
             return;
         }
         self.flushing = true;
-        let positions: Vec<(String, i64)> = self.dirty_slots.drain().collect();
+        let pending = self.pending.clone();
         let store = self.store.clone();
         let stats = self.stats.clone();
         // Every route's confirmed position: if the slot table was dropped, all of them
@@ -277,28 +281,27 @@ impl Router {
         let database = self.store.database();
         ctx.spawn(
             async move {
-                let job = positions.clone();
-                let result = store
+                store
                     .write(move |conn| {
                         // After a failure (a re-based log, a replaced file) positions held
                         // in memory are no longer the truth: write none.
                         if stats.failure().is_some() {
-                            return Ok(Vec::new());
+                            return Ok((pending.take(), Ok(Vec::new())));
                         }
                         stats
                             .slot_writes
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         // Delivery waits for this write: it asks this process's
-                        // application writers for a turn at the lock.
-                        astha_core::write_turns::taking_turns(database, || {
-                            write_slots(conn, &job, &known, &relet)
-                        })
+                        // application writers for a turn at the lock, and takes the
+                        // positions pending once it holds the lock.
+                        Ok(astha_core::write_turns::taking_turns(database, || {
+                            write_slots(conn, &pending, &known, &relet)
+                        }))
                     })
-                    .await;
-                (result, positions)
+                    .await
             }
             .into_actor(self)
-            .map(move |(result, positions), act, ctx| {
+            .map(move |result, act, ctx| {
                 act.flushing = false;
                 let took = asked.elapsed().as_micros() as u64;
                 act.stats
@@ -307,19 +310,20 @@ impl Router {
                 act.stats
                     .slot_write_max_micros
                     .fetch_max(took, std::sync::atomic::Ordering::Relaxed);
-                let result = result.map(|restored| {
-                    for (name, err) in restored {
-                        act.stats.slot_restored(&name, &err);
+                // The job did not run at all (the store's thread failed): it took nothing.
+                let (positions, outcome) = result.unwrap_or_else(|err| (Vec::new(), Err(err)));
+                match outcome {
+                    Ok(restored) => {
+                        for (name, err) in restored {
+                            act.stats.slot_restored(&name, &err);
+                        }
                     }
-                });
-                if let Err(err) = result {
-                    tracing::warn!(error = %err, "slot write failed; retrying");
-                    for (name, pos) in positions {
-                        let entry = act.dirty_slots.entry(name).or_insert(pos);
-                        *entry = (*entry).max(pos);
+                    Err(err) => {
+                        tracing::warn!(error = %err, "slot write failed; retrying");
+                        act.pending.put_back(positions);
+                        ctx.run_later(SLOT_WRITE_RETRY, |act, ctx| act.flush_slots(ctx));
+                        return;
                     }
-                    ctx.run_later(SLOT_WRITE_RETRY, |act, ctx| act.flush_slots(ctx));
-                    return;
                 }
                 // Durable; a newer position of the same route may wait to be written.
                 for (name, position) in positions {
@@ -336,7 +340,7 @@ impl Router {
         if self.shutting_down.is_none()
             || self.routing.busy()
             || self.flushing
-            || !self.dirty_slots.is_empty()
+            || !self.pending.is_empty()
         {
             return;
         }
@@ -372,14 +376,28 @@ impl Router {
 /// non-durable consumer is leased again ([`Relet`]), so it still goes when its owner dies.
 fn write_slots(
     conn: &rusqlite::Connection,
-    positions: &[(String, i64)],
+    pending: &PendingSlots,
     known: &[(String, i64)],
     relet: &Relet,
-) -> astha_core::Result<Vec<(String, astha_core::CoreError)>> {
+) -> (Vec<(String, i64)>, astha_core::Result<Restored>) {
+    let (positions, first) = slots::advance_taking(conn, || pending.take());
+    let outcome = restore_and_write_again(conn, &positions, first, known, relet);
+    (positions, outcome)
+}
+
+/// After a first write of `positions` ended with `outcome`: restores what was lost or
+/// moved and writes again (see [`write_slots`]), returning the slots restored.
+fn restore_and_write_again(
+    conn: &rusqlite::Connection,
+    positions: &[(String, i64)],
+    mut outcome: astha_core::Result<()>,
+    known: &[(String, i64)],
+    relet: &Relet,
+) -> astha_core::Result<Restored> {
     use astha_core::CoreError;
     let mut restored = Vec::new();
     loop {
-        match slots::advance_many(conn, positions) {
+        match outcome {
             Ok(()) => return Ok(restored),
             Err(err @ (CoreError::SlotLost { .. } | CoreError::SlotMoved { .. }))
                 if restored.len() < positions.len() + known.len() =>
@@ -404,11 +422,15 @@ fn write_slots(
                         restored.push((other.clone(), lost));
                     }
                 }
+                outcome = slots::advance_many(conn, positions);
             }
             Err(err) => return Err(err),
         }
     }
 }
+
+/// The slots a slot write put back, each with the error that showed it lost or moved.
+type Restored = Vec<(String, astha_core::CoreError)>;
 
 /// Which slots are leased, and how: what a restored slot needs besides its position.
 struct Relet {
@@ -646,7 +668,7 @@ impl Handler<Unregister> for Router {
         if let Some(link) = self.supervisors.remove(&msg.name) {
             link.stop.do_send(StopSupervisor);
         }
-        self.dirty_slots.remove(&msg.name);
+        self.pending.forget(&msg.name);
         self.leased.remove(&msg.name);
         self.stats.components.remove(&msg.name);
         self.perform(effects, ctx);

@@ -222,6 +222,13 @@ impl<'c> CachedTransaction<'c> {
         Ok(Self { conn, open: true })
     }
 
+    /// `BEGIN IMMEDIATE` on `conn`: the write lock is taken now (the connection's busy
+    /// handler waits for it), not at the first write.
+    pub fn begin_immediate(conn: &'c Connection) -> Result<Self> {
+        conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        Ok(Self { conn, open: true })
+    }
+
     /// `COMMIT`; on failure the transaction is rolled back.
     pub fn commit(mut self) -> Result<()> {
         self.conn.prepare_cached("COMMIT")?.execute([])?;

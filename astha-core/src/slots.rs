@@ -151,9 +151,35 @@ pub fn advance(conn: &Connection, name: &str, lsn: i64) -> Result<i64> {
 /// ([`CoreError::SlotMoved`]: someone moved it forward). Taken as success, either would
 /// make the consumer skip changes after a restart. [`restore`] is the way back.
 pub fn advance_many(conn: &Connection, positions: &[(String, i64)]) -> Result<()> {
-    // Thousands a second under load: cached BEGIN/COMMIT, and the time formatted once
-    // here rather than by SQLite's strftime for each slot (the same text).
+    // Thousands a second under load: cached BEGIN/COMMIT.
     let tx = crate::db::CachedTransaction::begin(conn)?;
+    advance_in(&tx, positions)?;
+    tx.commit()?;
+    Ok(())
+}
+
+/// [`advance_many`] with the positions asked for once the write lock is held: `take`
+/// runs after `BEGIN IMMEDIATE` returned, so positions confirmed while this write waited
+/// for the lock are written by it too, rather than by another write after it. Returns
+/// what `take` gave (empty when the lock was never had and `take` did not run) beside the
+/// outcome, so that a caller can keep positions a failed write did not make durable.
+pub fn advance_taking(
+    conn: &Connection,
+    take: impl FnOnce() -> Vec<(String, i64)>,
+) -> (Vec<(String, i64)>, Result<()>) {
+    let tx = match crate::db::CachedTransaction::begin_immediate(conn) {
+        Ok(tx) => tx,
+        Err(err) => return (Vec::new(), Err(err)),
+    };
+    let positions = take();
+    let outcome = advance_in(&tx, &positions).and_then(|()| tx.commit());
+    (positions, outcome)
+}
+
+/// The writes of [`advance_many`], inside the transaction `tx`.
+fn advance_in(tx: &Connection, positions: &[(String, i64)]) -> Result<()> {
+    // The time formatted once here rather than by SQLite's strftime for each slot (the
+    // same text).
     let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     for (name, lsn) in positions {
@@ -164,7 +190,7 @@ pub fn advance_many(conn: &Connection, positions: &[(String, i64)]) -> Result<()
             )
             .and_then(|mut stmt| stmt.execute((name, lsn, &now)));
         let missing_table =
-            || -> Result<bool> { Ok(!crate::schema::is_plain_table(&tx, "__astha_slots")?) };
+            || -> Result<bool> { Ok(!crate::schema::is_plain_table(tx, "__astha_slots")?) };
         let changed = match changed {
             Ok(n) => n,
             Err(_) if missing_table()? => 0,
@@ -176,7 +202,7 @@ pub fn advance_many(conn: &Connection, positions: &[(String, i64)]) -> Result<()
         let stored = if missing_table()? {
             None
         } else {
-            get(&tx, name)?.map(|s| s.position)
+            get(tx, name)?.map(|s| s.position)
         };
         match stored {
             None => {
@@ -196,9 +222,8 @@ pub fn advance_many(conn: &Connection, positions: &[(String, i64)]) -> Result<()
         }
     }
     if let Some(furthest) = positions.iter().map(|(_, lsn)| *lsn).max() {
-        crate::log_state::raise_mark(&tx, furthest)?;
+        crate::log_state::raise_mark(tx, furthest)?;
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -586,5 +611,55 @@ mod tests {
             }
         );
         assert_eq!(ids(&conn), (1, 2_000_001, 2_000_001));
+    }
+
+    /// A slot write that waits for the lock writes the positions confirmed while it
+    /// waited, taken once it holds the lock, and says which it wrote.
+    #[test]
+    fn a_write_that_waited_for_the_lock_takes_the_positions_confirmed_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let conn = crate::db::open(&path).unwrap();
+        ensure_tables(&conn).unwrap();
+        conn.execute_batch("CREATE TABLE log (id INTEGER PRIMARY KEY, v INTEGER)")
+            .unwrap();
+        for name in ["a", "b"] {
+            create(&conn, "log", name, SlotStart::At(0)).unwrap();
+        }
+        let pending = std::sync::Arc::new(std::sync::Mutex::new(vec![("a".to_string(), 5)]));
+        // Another connection holds the write lock.
+        let holder = crate::db::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let (started_tx, started) = std::sync::mpsc::channel();
+        let write = {
+            let (path, pending) = (path.clone(), pending.clone());
+            std::thread::spawn(move || {
+                let conn = crate::db::open(&path).unwrap();
+                started_tx.send(()).unwrap();
+                advance_taking(&conn, || std::mem::take(&mut *pending.lock().unwrap()))
+            })
+        };
+        started.recv().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // "b" confirms while the write waits; "a" confirms further.
+        pending
+            .lock()
+            .unwrap()
+            .extend([("b".to_string(), 7), ("a".to_string(), 9)]);
+        holder.execute_batch("COMMIT").unwrap();
+        let (mut written, outcome) = write.join().unwrap();
+        outcome.unwrap();
+        written.sort();
+        assert_eq!(
+            written,
+            vec![
+                ("a".to_string(), 5),
+                ("a".to_string(), 9),
+                ("b".to_string(), 7)
+            ]
+        );
+        assert_eq!(get(&conn, "a").unwrap().unwrap().position, 9);
+        assert_eq!(get(&conn, "b").unwrap().unwrap().position, 7);
+        assert!(pending.lock().unwrap().is_empty());
     }
 }
