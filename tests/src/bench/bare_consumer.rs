@@ -3,9 +3,9 @@
 //! bounded, written by hand on one thread with one connection and nothing else. It reads
 //! the log past its position in batches (every value of every row copied out, as a
 //! consumer that hands rows on must), then in one write transaction per batch moves four
-//! slot positions and, with [`Protocol::delete`], deletes the rows it read (otherwise
-//! they stay, as with Astha's cleanup held off). With [`Protocol::turns`] its writes take
-//! turns with the writer at the lock as Astha's slot writes do
+//! slot positions, and deletes the rows it read in that write, or in one of their own
+//! after it, or never ([`Delete`]). With [`Protocol::turns`] the writes that move the
+//! positions take turns with the writer at the lock as Astha's slot writes do
 //! (`astha_core::write_turns`); otherwise it waits for the lock in 50 µs sleeps.
 //!
 //! It owns its own table of positions (`bare_slots`), never Astha's; it has no actors, no
@@ -25,32 +25,48 @@ use rusqlite::types::Value;
 /// Positions moved in each write, one per component of the suite.
 const SLOTS: i64 = 4;
 
+/// Whether and how the bare consumer deletes the rows it read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delete {
+    /// Never: the rows stay (as with Astha's cleanup held off).
+    Keep,
+    /// In the write that moves the positions.
+    WithPositions,
+    /// In a write of its own after that one, which never takes turns (as Astha's
+    /// cleanup does not).
+    Apart,
+}
+
 /// How the bare consumer writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Protocol {
-    /// Delete the rows read in the write that moves the positions.
-    pub delete: bool,
-    /// Take turns with this process's `open_writer` writers at the lock.
+    pub delete: Delete,
+    /// The writes that move the positions take turns with this process's `open_writer`
+    /// writers at the lock.
     pub turns: bool,
 }
 
 impl Protocol {
-    /// Every combination, the cheapest for the writer first.
-    pub const ALL: [Protocol; 4] = [
+    /// The protocols measured, the rows kept first.
+    pub const ALL: [Protocol; 5] = [
         Protocol {
-            delete: false,
+            delete: Delete::Keep,
             turns: false,
         },
         Protocol {
-            delete: false,
+            delete: Delete::Keep,
             turns: true,
         },
         Protocol {
-            delete: true,
+            delete: Delete::WithPositions,
             turns: false,
         },
         Protocol {
-            delete: true,
+            delete: Delete::WithPositions,
+            turns: true,
+        },
+        Protocol {
+            delete: Delete::Apart,
             turns: true,
         },
     ];
@@ -58,10 +74,12 @@ impl Protocol {
     /// A short name for reports.
     pub fn name(self) -> &'static str {
         match (self.delete, self.turns) {
-            (false, false) => "keeping rows, sleeping for the lock",
-            (false, true) => "keeping rows, taking turns",
-            (true, false) => "deleting, sleeping for the lock",
-            (true, true) => "deleting, taking turns",
+            (Delete::Keep, false) => "keeping rows, sleeping for the lock",
+            (Delete::Keep, true) => "keeping rows, taking turns",
+            (Delete::WithPositions, false) => "deleting with the positions, sleeping for the lock",
+            (Delete::WithPositions, true) => "deleting with the positions, taking turns",
+            (Delete::Apart, false) => "deleting apart, sleeping for the lock",
+            (Delete::Apart, true) => "deleting apart, positions taking turns",
         }
     }
 }
@@ -164,7 +182,7 @@ fn consume(
         write_turns::taking_turns(database, || {
             conn.execute_batch("BEGIN").expect("begin write");
             move_slots.execute([last_id]).expect("move slots");
-            if protocol.delete {
+            if protocol.delete == Delete::WithPositions {
                 remove.execute([last_id]).expect("delete");
             }
             conn.execute_batch("COMMIT").expect("commit write");
@@ -172,8 +190,15 @@ fn consume(
         if protocol.turns {
             write_turns::astha_committed();
         }
-        position = last_id;
         writes += 1;
+        if protocol.delete == Delete::Apart {
+            remove.execute([last_id]).expect("delete");
+            if protocol.turns {
+                write_turns::astha_committed();
+            }
+            writes += 1;
+        }
+        position = last_id;
     }
     BareRun {
         done: Instant::now(),
@@ -221,7 +246,12 @@ mod tests {
             let run = spawn(&path, "__cdc_log", 256, 1000, protocol, done)
                 .join()
                 .unwrap();
-            assert_eq!(run.writes, 4, "1000 rows in batches of 256");
+            let per_batch = if protocol.delete == Delete::Apart {
+                2
+            } else {
+                1
+            };
+            assert_eq!(run.writes, 4 * per_batch, "1000 rows in batches of 256");
             let positions: Vec<i64> = conn
                 .prepare("SELECT position FROM bare_slots ORDER BY slot")
                 .unwrap()
@@ -235,7 +265,8 @@ mod tests {
                 .unwrap();
             // The log keeps its newest row whatever deletes it (so an id is never
             // handed out twice): deleting leaves that one.
-            assert_eq!(left, if protocol.delete { 1 } else { 1000 });
+            let kept = protocol.delete == Delete::Keep;
+            assert_eq!(left, if kept { 1000 } else { 1 });
         }
     }
 }

@@ -9,7 +9,9 @@
 //! threads while it wrote. `ASTHA_BENCH_WRITER=plain` writes on a connection as an
 //! application opens it (SQLite's automatic checkpoints, no wake-up hook: Astha notices
 //! its commits by `data_version`). `ASTHA_BENCH_WAL_MAX_BYTES` sets Astha's `wal_max_bytes`
-//! (`0`: the WAL is never reset, the baseline of the WAL bound).
+//! (`0`: the WAL is never reset, the baseline of the WAL bound);
+//! `ASTHA_BENCH_THROUGHPUT_ROWS` the rows written (200,000; a longer run shows what a
+//! writer keeps up while the log is cleaned behind it).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -83,7 +85,13 @@ pub struct BareFloor {
 
 /// Runs the suite: once with the default batch size, once with 1024-row batches.
 pub fn run(mode: Mode) -> Vec<Throughput> {
-    let rows = if mode.is_quick() { 5_000 } else { 200_000 };
+    let rows = match std::env::var("ASTHA_BENCH_THROUGHPUT_ROWS") {
+        Ok(rows) => rows
+            .parse()
+            .expect("ASTHA_BENCH_THROUGHPUT_ROWS: a number of rows"),
+        Err(_) if mode.is_quick() => 5_000,
+        Err(_) => 200_000,
+    };
     let data = rows_of(rows);
     let raw_rate = (0..3).map(|_| write_only(&data, false)).fold(0.0, f64::max);
     let capture_rate = (0..3).map(|_| write_only(&data, true)).fold(0.0, f64::max);
