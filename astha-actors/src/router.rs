@@ -310,8 +310,15 @@ impl Router {
                 act.stats
                     .slot_write_max_micros
                     .fetch_max(took, std::sync::atomic::Ordering::Relaxed);
-                // The job did not run at all (the store's thread failed): it took nothing.
-                let (positions, outcome) = result.unwrap_or_else(|err| (Vec::new(), Err(err)));
+                let (positions, outcome) = result.unwrap_or_else(|err| {
+                    // The job failed as a whole (its thread panicked, or never ran): what
+                    // it took is unknown, so every route's confirmed position is pending
+                    // again (writing one that is already durable changes nothing).
+                    for c in act.stats.components.iter() {
+                        act.pending.confirm(&c.name, c.position);
+                    }
+                    (Vec::new(), Err(err))
+                });
                 match outcome {
                     Ok(restored) => {
                         for (name, err) in restored {
