@@ -165,6 +165,50 @@ fn the_filter_example_runs_end_to_end_and_stops_on_sigterm() {
     assert!(position >= got[1]["lsn"].as_i64().unwrap());
 }
 
+/// A log row no sink can read (its operation edited by hand) goes to the dead letters
+/// before any sink sees it; its neighbours are delivered, and the run's summary names it
+/// with the command that lists it (no sink's own count includes it).
+#[test]
+fn a_log_row_no_sink_can_read_is_named_in_the_summary() {
+    let dir = workspace();
+    // A first run installs the triggers; the changes are written while it is stopped.
+    let (child, _stderr) = start(&["run", "to-file.toml"], dir.path(), "running");
+    sigterm_and_wait(child);
+    let conn = Connection::open(dir.path().join("shop.db")).unwrap();
+    conn.execute_batch(
+        "INSERT INTO orders VALUES (1, 'ann', NULL, 250, 'paid');
+         INSERT INTO orders VALUES (2, 'bob', NULL, 20, 'paid');
+         INSERT INTO orders VALUES (3, 'cy', NULL, 900, 'open');
+         UPDATE __cdc_log SET op = 'Q' WHERE id = (SELECT id FROM __cdc_log ORDER BY id LIMIT 1 OFFSET 1);",
+    )
+    .unwrap();
+    let (child, stderr) = start(&["run", "to-file.toml"], dir.path(), "running");
+    let got = wait_lines(&dir.path().join("out/shop.jsonl"), 2);
+    sigterm_and_wait(child);
+    let said: Vec<String> = stderr.iter().collect();
+    let ids: Vec<i64> = got
+        .iter()
+        .map(|l| l["after"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [1, 3], "{got:#?}");
+    let summary = said.join("\n");
+    assert!(
+        summary.contains("-> shop-file: 2 delivered, 0 filtered out, 0 dead-lettered"),
+        "{summary}"
+    );
+    // The database as the pipeline file names it, relative to where it runs.
+    let named = "shop: 1 log row(s) that no sink could read moved to dead letters \
+                 (`astha dead-letters list shop.db`)";
+    assert!(summary.contains(named), "{summary}");
+    let listed = astha()
+        .args(["dead-letters", "list", "shop.db"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("unknown operation"), "{listed}");
+}
+
 /// The windows example's results per (customer, window start): the last `orders` seen.
 fn orders_per_window(lines: &[Value]) -> std::collections::BTreeMap<(String, i64), i64> {
     lines

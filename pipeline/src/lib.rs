@@ -23,5 +23,5 @@ pub mod window;
 
 pub use error::PipelineError;
 pub use plan::{describe, plan, Plan};
-pub use runner::{Running, SinkSummary};
+pub use runner::{Running, SinkSummary, SourceDeadLetters};
 pub use spec::PipelineSpec;

@@ -49,6 +49,15 @@ pub struct SinkSummary {
     pub dead_lettered: u64,
 }
 
+/// Log rows of one source that no sink could read, moved to its dead-letter table.
+#[derive(Debug, Clone)]
+pub struct SourceDeadLetters {
+    pub source: String,
+    /// The source's database, where `astha dead-letters list` finds them.
+    pub database: std::path::PathBuf,
+    pub rows: u64,
+}
+
 impl Plan {
     /// Starts every source with `engine` as its base configuration (its `database`,
     /// `monitored_tables` and `batch_size` are set per source).
@@ -216,6 +225,20 @@ impl Running {
             }
         }
         out
+    }
+
+    /// Per source: log rows that could not be read as changes (a row edited by hand, an
+    /// unknown operation) and were moved to the dead-letter table before any sink saw
+    /// them, so far. No sink's count includes them.
+    pub fn source_dead_letters(&self) -> Vec<SourceDeadLetters> {
+        self.sources
+            .iter()
+            .map(|s| SourceDeadLetters {
+                source: s.name.clone(),
+                database: s.astha.config().database.clone(),
+                rows: s.astha.stats().malformed.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// Per sink and source with row filters: (source, sink, changes its filters

@@ -86,6 +86,7 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             (source, reason) = running.failed() => Some(format!("source {source:?}: {reason}")),
         };
         let summary = running.summary();
+        let source_dead_letters = running.source_dead_letters();
         if let Some(handle) = http {
             handle.stop(true).await;
         }
@@ -94,6 +95,15 @@ pub fn run(config: Option<&Path>, args: RunArgs) -> Result<(), CliError> {
             say(&format!(
                 "{} -> {}: {} delivered, {} filtered out, {} dead-lettered\n",
                 s.source, s.sink, s.delivered, s.filtered, s.dead_lettered
+            ));
+        }
+        for d in source_dead_letters.into_iter().filter(|d| d.rows > 0) {
+            say(&format!(
+                "{}: {} log row(s) that no sink could read moved to dead letters \
+                 (`astha dead-letters list {}`)\n",
+                d.source,
+                d.rows,
+                d.database.display()
             ));
         }
         match failure {
