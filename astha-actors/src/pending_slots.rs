@@ -51,9 +51,9 @@ impl PendingSlots {
         }
     }
 
-    /// Forgets `route`'s pending position (its component was unregistered).
-    pub fn forget(&self, route: &str) {
-        self.lock().remove(route);
+    /// Forgets `route`'s pending position (its component was unregistered), returning it.
+    pub fn forget(&self, route: &str) -> Option<i64> {
+        self.lock().remove(route)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -82,7 +82,7 @@ mod tests {
         back.sort();
         assert_eq!(back, vec![("a".to_string(), 12), ("b".to_string(), 3)]);
         pending.confirm("c", 1);
-        pending.forget("c");
+        assert_eq!(pending.forget("c"), Some(1));
         assert!(pending.is_empty());
     }
 }

@@ -675,7 +675,10 @@ impl Handler<Unregister> for Router {
         if let Some(link) = self.supervisors.remove(&msg.name) {
             link.stop.do_send(StopSupervisor);
         }
-        self.pending.forget(&msg.name);
+        // A confirmed position no slot write took yet: its slot goes, but the LSN was
+        // handed out, so the log's mark still learns it (what a slot write would have
+        // raised it to; see `astha_core::log_state`).
+        let confirmed = self.pending.forget(&msg.name);
         self.leased.remove(&msg.name);
         self.stats.components.remove(&msg.name);
         self.perform(effects, ctx);
@@ -686,6 +689,9 @@ impl Handler<Unregister> for Router {
                 let path = store.path().to_path_buf();
                 store
                     .write(move |conn| {
+                        if let Some(lsn) = confirmed {
+                            astha_core::log_state::raise_mark(conn, lsn)?;
+                        }
                         astha_core::heartbeat::remove(conn, &name)?;
                         snapshot::forget(conn, &path, &name)?;
                         astha_core::lease::release(conn, &name)?;
