@@ -3,6 +3,13 @@
 
 mod cli;
 
+/// The `astha` binary allocates with mimalloc: each change's values are allocated on the
+/// poll thread and freed on the actor thread, which glibc's allocator handles poorly
+/// (BENCHMARKS.md, "The poll thread's allocations"). The libraries set no allocator; an
+/// application that embeds Astha chooses its own.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
