@@ -9,55 +9,79 @@
 //! throughput bench counted about two slot writes per batch of four routes. Taken when
 //! the lock is held ([`astha_core::slots::advance_taking`]), they go in the same write.
 //!
-//! It promises that a position is never lost between the two sides: what a failed write
-//! took goes back ([`PendingSlots::put_back`]), and a position only ever moves forward.
+//! It promises that a position is never lost between the two sides: what a write took
+//! stays in flight until the router settles it, and goes back to pending when the write
+//! failed or its job died ([`PendingSlots::settle`]); a position only ever moves forward.
 //! It never writes anything itself, and holds its lock for a map operation only.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Positions confirmed by routes and not yet taken by a slot write, by route name.
+/// Positions confirmed by routes and not yet written, by route name: pending (not yet
+/// taken by a slot write) and in flight (taken by the write under way).
 #[derive(Debug, Clone, Default)]
 pub struct PendingSlots {
-    positions: Arc<Mutex<HashMap<String, i64>>>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    pending: HashMap<String, i64>,
+    /// What the write under way took, until the router settles it.
+    in_flight: Vec<(String, i64)>,
+}
+
+impl Inner {
+    fn confirm(&mut self, route: &str, position: i64) {
+        match self.pending.get_mut(route) {
+            Some(pending) => *pending = (*pending).max(position),
+            None => {
+                self.pending.insert(route.to_string(), position);
+            }
+        }
+    }
 }
 
 impl PendingSlots {
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, i64>> {
-        // A map of positions: a panic elsewhere cannot leave it half-updated.
-        self.positions.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Maps of positions: a panic elsewhere cannot leave them half-updated.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records that `route` confirmed `position` (kept if a larger one is pending).
     pub fn confirm(&self, route: &str, position: i64) {
-        let mut positions = self.lock();
-        match positions.get_mut(route) {
-            Some(pending) => *pending = (*pending).max(position),
-            None => {
-                positions.insert(route.to_string(), position);
-            }
-        }
+        self.lock().confirm(route, position);
     }
 
-    /// Takes every pending position, for a slot write.
+    /// Takes every pending position for a slot write; they stay in flight until
+    /// [`PendingSlots::settle`].
     pub fn take(&self) -> Vec<(String, i64)> {
-        self.lock().drain().collect()
+        let mut inner = self.lock();
+        let taken: Vec<(String, i64)> = inner.pending.drain().collect();
+        inner.in_flight.extend(taken.iter().cloned());
+        taken
     }
 
-    /// Gives back what a slot write took and did not make durable.
-    pub fn put_back(&self, positions: Vec<(String, i64)>) {
-        for (route, position) in positions {
-            self.confirm(&route, position);
+    /// Ends the write under way: what it took is durable (`written`), or pending again
+    /// (the write failed, or its job never finished and what it wrote is unknown).
+    pub fn settle(&self, written: bool) {
+        let mut inner = self.lock();
+        let in_flight = std::mem::take(&mut inner.in_flight);
+        if !written {
+            for (route, position) in in_flight {
+                inner.confirm(&route, position);
+            }
         }
     }
 
     /// Forgets `route`'s pending position (its component was unregistered), returning it.
     pub fn forget(&self, route: &str) -> Option<i64> {
-        self.lock().remove(route)
+        self.lock().pending.remove(route)
     }
 
+    /// Whether no position waits to be taken.
     pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+        self.lock().pending.is_empty()
     }
 }
 
@@ -77,10 +101,14 @@ mod tests {
         assert!(pending.is_empty());
         // While the write failed, "a" confirmed further: the larger position stays.
         pending.confirm("a", 12);
-        pending.put_back(taken);
+        pending.settle(false);
         let mut back = pending.take();
         back.sort();
         assert_eq!(back, vec![("a".to_string(), 12), ("b".to_string(), 3)]);
+        // Written: nothing comes back.
+        pending.settle(true);
+        assert!(pending.is_empty());
+        assert!(pending.take().is_empty());
         pending.confirm("c", 1);
         assert_eq!(pending.forget("c"), Some(1));
         assert!(pending.is_empty());

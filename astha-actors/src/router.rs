@@ -310,15 +310,10 @@ impl Router {
                 act.stats
                     .slot_write_max_micros
                     .fetch_max(took, std::sync::atomic::Ordering::Relaxed);
-                let (positions, outcome) = result.unwrap_or_else(|err| {
-                    // The job failed as a whole (its thread panicked, or never ran): what
-                    // it took is unknown, so every route's confirmed position is pending
-                    // again (writing one that is already durable changes nothing).
-                    for c in act.stats.components.iter() {
-                        act.pending.confirm(&c.name, c.position);
-                    }
-                    (Vec::new(), Err(err))
-                });
+                // A job that failed as a whole (its thread panicked) took what it took:
+                // `settle` puts it back all the same.
+                let (positions, outcome) = result.unwrap_or_else(|err| (Vec::new(), Err(err)));
+                act.pending.settle(outcome.is_ok());
                 match outcome {
                     Ok(restored) => {
                         for (name, err) in restored {
@@ -327,7 +322,6 @@ impl Router {
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "slot write failed; retrying");
-                        act.pending.put_back(positions);
                         ctx.run_later(SLOT_WRITE_RETRY, |act, ctx| act.flush_slots(ctx));
                         return;
                     }
