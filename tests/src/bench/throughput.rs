@@ -2,7 +2,9 @@
 //! 16-column table) while Astha delivers to four components subscribed to the table;
 //! the figure is changes per second confirmed by all four, from the first commit to the
 //! last confirmation. Baselines in the same run: the raw insert rate with no capture at
-//! all, and the insert rate with Astha's triggers but nothing reading the log. Beside the
+//! all, the insert rate with Astha's triggers but nothing reading the log, and (batch 256)
+//! the writer beside a bare consumer in each of its protocols instead of Astha
+//! ([`super::bare_consumer`], the floor of any durable consumer). Beside the
 //! rates, figures that hold on a loaded machine: how often the writer found the write lock
 //! held (its busy handler waits as `open_writer`'s does, or as SQLite's busy timeout with
 //! `ASTHA_BENCH_WRITER_BUSY=sqlite`, and counts), and the checkpoints run on committing
