@@ -19,7 +19,7 @@ pub mod error;
 pub mod http;
 pub mod janitor;
 pub mod messages;
-mod pending_slots;
+pub mod pending_slots;
 pub mod poller;
 pub mod pool;
 pub mod router;
