@@ -194,13 +194,14 @@ fn config(path: &Path, batch_size: usize) -> AsthaConfig {
 /// The suite's writer: a thread that inserts `data` in 100-row transactions on an
 /// `open_writer` connection (`ASTHA_BENCH_WRITER=plain`: as an application opens one) with
 /// the busy handler chosen by `ASTHA_BENCH_WRITER_BUSY`, counted; it returns when its last
-/// commit returned, with its time on CPU and runnable but waiting for a CPU.
+/// commit returned, with its time on CPU and runnable but waiting for a CPU. `data` is
+/// the caller's copy, made before its clock starts (copying 200,000 rows takes tens of
+/// milliseconds, which the writer alone is not charged).
 fn spawn_writer(
     path: &Path,
-    data: &[Vec<rusqlite::types::Value>],
+    data: Vec<Vec<rusqlite::types::Value>>,
 ) -> std::thread::JoinHandle<(Instant, (Duration, Duration))> {
     let path = path.to_path_buf();
-    let data = data.to_vec();
     std::thread::spawn(move || {
         // `ASTHA_BENCH_WRITER=plain`: an application's own connection (SQLite's
         // automatic checkpoints, no wake-up hook) instead of `open_writer`.
@@ -241,6 +242,7 @@ fn with_bare_consumer(
             .expect("capture");
     }
     let writer_done = Arc::new(AtomicBool::new(false));
+    let writes = data.to_vec();
     let start = Instant::now();
     let consumer = super::bare_consumer::spawn(
         &path,
@@ -251,7 +253,7 @@ fn with_bare_consumer(
         writer_done.clone(),
     );
     let (written, (writer_cpu, writer_queued)) =
-        spawn_writer(&path, data).join().expect("writer thread");
+        spawn_writer(&path, writes).join().expect("writer thread");
     writer_done.store(true, Ordering::Relaxed);
     let run = consumer.join().expect("bare consumer");
     let (busy, busy_us) = (
@@ -316,8 +318,9 @@ fn with_astha(
     std::thread::sleep(Duration::from_millis(200));
     let cpu_before = astha_threads_cpu();
     let ckpt_before = astha_core::wake::checkpoint_counts();
+    let writes = data.to_vec();
     let start = Instant::now();
-    let writer = spawn_writer(&path, data);
+    let writer = spawn_writer(&path, writes);
     let (written, (writer_cpu, writer_queued)) = writer.join().expect("writer thread");
     let wal = astha_core::wal_bound::wal_bytes(&path);
     let ckpt = astha_core::wake::checkpoint_counts();
