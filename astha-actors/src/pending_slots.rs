@@ -62,16 +62,19 @@ impl PendingSlots {
         taken
     }
 
-    /// Ends the write under way: what it took is durable (`written`), or pending again
-    /// (the write failed, or its job never finished and what it wrote is unknown).
-    pub fn settle(&self, written: bool) {
+    /// Ends the write under way: what it took is durable (`written`) and is returned, or
+    /// pending again (the write failed, or its job never finished and what it wrote is
+    /// unknown) and nothing is returned.
+    pub fn settle(&self, written: bool) -> Vec<(String, i64)> {
         let mut inner = self.lock();
         let in_flight = std::mem::take(&mut inner.in_flight);
-        if !written {
-            for (route, position) in in_flight {
-                inner.confirm(&route, position);
-            }
+        if written {
+            return in_flight;
         }
+        for (route, position) in in_flight {
+            inner.confirm(&route, position);
+        }
+        Vec::new()
     }
 
     /// Forgets `route`'s pending position (its component was unregistered), returning it.
@@ -101,12 +104,14 @@ mod tests {
         assert!(pending.is_empty());
         // While the write failed, "a" confirmed further: the larger position stays.
         pending.confirm("a", 12);
-        pending.settle(false);
+        assert!(pending.settle(false).is_empty());
         let mut back = pending.take();
         back.sort();
         assert_eq!(back, vec![("a".to_string(), 12), ("b".to_string(), 3)]);
-        // Written: nothing comes back.
-        pending.settle(true);
+        // Written: what was taken is durable, and nothing comes back.
+        let mut durable = pending.settle(true);
+        durable.sort();
+        assert_eq!(durable, back);
         assert!(pending.is_empty());
         assert!(pending.take().is_empty());
         pending.confirm("c", 1);

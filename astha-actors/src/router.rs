@@ -286,7 +286,8 @@ impl Router {
                         // After a failure (a re-based log, a replaced file) positions held
                         // in memory are no longer the truth: write none.
                         if stats.failure().is_some() {
-                            return Ok((pending.take(), Ok(Vec::new())));
+                            pending.take();
+                            return Ok(Vec::new());
                         }
                         stats
                             .slot_writes
@@ -294,9 +295,9 @@ impl Router {
                         // Delivery waits for this write: it asks this process's
                         // application writers for a turn at the lock, and takes the
                         // positions pending once it holds the lock.
-                        Ok(astha_core::write_turns::taking_turns(database, || {
+                        astha_core::write_turns::taking_turns(database, || {
                             write_slots(conn, &pending, &known, &relet)
-                        }))
+                        })
                     })
                     .await
             }
@@ -310,11 +311,10 @@ impl Router {
                 act.stats
                     .slot_write_max_micros
                     .fetch_max(took, std::sync::atomic::Ordering::Relaxed);
-                // A job that failed as a whole (its thread panicked) took what it took:
-                // `settle` puts it back all the same.
-                let (positions, outcome) = result.unwrap_or_else(|err| (Vec::new(), Err(err)));
-                act.pending.settle(outcome.is_ok());
-                match outcome {
+                // What the write took is in flight: durable now, or pending again (also
+                // when the job failed as a whole, its thread panicking).
+                let positions = act.pending.settle(result.is_ok());
+                match result {
                     Ok(restored) => {
                         for (name, err) in restored {
                             act.stats.slot_restored(&name, &err);
@@ -370,7 +370,9 @@ impl Router {
     }
 }
 
-/// Writes confirmed positions. A slot that was removed, or moved forward, by someone else
+/// Writes the confirmed positions of `pending`, taken once the write lock is held (they
+/// stay in flight there until the router settles the write). A slot that was removed, or
+/// moved forward, by someone else
 /// is put back at the position its consumer confirmed (which this process holds), and
 /// the write done again: its consumer then resumes exactly after what it confirmed, and
 /// the caller reports each restored slot with the error found. A restored slot of a
@@ -380,10 +382,9 @@ fn write_slots(
     pending: &PendingSlots,
     known: &[(String, i64)],
     relet: &Relet,
-) -> (Vec<(String, i64)>, astha_core::Result<Restored>) {
+) -> astha_core::Result<Restored> {
     let (positions, first) = slots::advance_taking(conn, || pending.take());
-    let outcome = restore_and_write_again(conn, &positions, first, known, relet);
-    (positions, outcome)
+    restore_and_write_again(conn, &positions, first, known, relet)
 }
 
 /// After a first write of `positions` ended with `outcome`: restores what was lost or

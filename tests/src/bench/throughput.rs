@@ -78,8 +78,6 @@ pub struct BareFloor {
     /// Changes per second it consumed, first commit to its position at the last row.
     pub consumed_rate: f64,
     pub consumer_cpu: Duration,
-    /// Its write transactions.
-    pub writes: u64,
     /// The writer's busy waits beside it, and the milliseconds they took.
     pub writer_busy: u64,
     pub writer_busy_ms: u64,
@@ -266,7 +264,6 @@ fn with_bare_consumer(
         writer_rate: n / (written - start).as_secs_f64(),
         consumed_rate: n / (run.done - start).as_secs_f64(),
         consumer_cpu: run.cpu,
-        writes: run.writes,
         writer_busy: busy,
         writer_busy_ms: busy_us / 1000,
     };
