@@ -77,9 +77,22 @@ impl PendingSlots {
         Vec::new()
     }
 
-    /// Forgets `route`'s pending position (its component was unregistered), returning it.
+    /// Forgets `route` (its component was unregistered), pending and in flight alike,
+    /// returning the furthest position it had confirmed. Kept in flight, a failed write
+    /// would put it back, and the next write would find its slot dropped and restore it:
+    /// a slot nobody reads, holding back cleanup.
     pub fn forget(&self, route: &str) -> Option<i64> {
-        self.lock().pending.remove(route)
+        let mut inner = self.lock();
+        let pending = inner.pending.remove(route);
+        let mut furthest = pending;
+        inner.in_flight.retain(|(r, position)| {
+            if r != route {
+                return true;
+            }
+            furthest = Some(furthest.map_or(*position, |f| f.max(*position)));
+            false
+        });
+        furthest
     }
 
     /// Whether no position waits to be taken.
@@ -117,5 +130,20 @@ mod tests {
         pending.confirm("c", 1);
         assert_eq!(pending.forget("c"), Some(1));
         assert!(pending.is_empty());
+    }
+
+    /// An unregistered route's position in a write that then fails does not come back:
+    /// the next write would restore the slot its unregistering dropped.
+    #[test]
+    fn a_forgotten_route_in_flight_does_not_come_back_after_a_failed_write() {
+        let pending = PendingSlots::default();
+        pending.confirm("gone", 5);
+        pending.confirm("kept", 4);
+        assert_eq!(pending.take().len(), 2);
+        pending.confirm("gone", 9);
+        assert_eq!(pending.forget("gone"), Some(9), "the furthest it confirmed");
+        assert!(pending.settle(false).is_empty());
+        assert_eq!(pending.take(), vec![("kept".to_string(), 4)]);
+        assert_eq!(pending.settle(true), vec![("kept".to_string(), 4)]);
     }
 }

@@ -670,9 +670,10 @@ impl Handler<Unregister> for Router {
         if let Some(link) = self.supervisors.remove(&msg.name) {
             link.stop.do_send(StopSupervisor);
         }
-        // A confirmed position no slot write took yet: its slot goes, but the LSN was
-        // handed out, so the log's mark still learns it (what a slot write would have
-        // raised it to; see `astha_core::log_state`).
+        // Its confirmed position not yet durable (pending, or in a write under way that
+        // may fail and must not put it back): its slot goes, but the LSN was handed out,
+        // so the log's mark still learns it (what a slot write would have raised it to;
+        // see `astha_core::log_state`).
         let confirmed = self.pending.forget(&msg.name);
         self.leased.remove(&msg.name);
         self.stats.components.remove(&msg.name);
