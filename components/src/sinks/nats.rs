@@ -333,8 +333,13 @@ impl NatsSink {
         if let Some(js) = &self.js {
             return Ok(js.clone());
         }
+        let sink = self.config.name.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("astha:{}", self.config.name))
+            .event_callback(move |event| {
+                let sink = sink.clone();
+                async move { log_connection_event(&sink, &event) }
+            })
             .connect(self.config.url.as_str())
             .await
             .map_err(|e| transient("connect", e))?;
@@ -556,6 +561,19 @@ impl Component for NatsSink {
         // A fresh connection: a refresh follows a timeout or a long unhealthy spell.
         self.js = None;
         self.context().await.map(|_| ())
+    }
+}
+
+/// The client's connection events, in the log. The client reconnects by itself and
+/// buffers what is published meanwhile, so a server that went away and came back within
+/// `ack_timeout` fails no publish: these lines are then the only trace of the outage.
+fn log_connection_event(sink: &str, event: &async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => tracing::info!(sink, "nats: connected"),
+        async_nats::Event::Draining | async_nats::Event::Closed => {
+            tracing::debug!(sink, %event, "nats connection")
+        }
+        _ => tracing::warn!(sink, %event, "nats connection"),
     }
 }
 
