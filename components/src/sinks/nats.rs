@@ -28,7 +28,8 @@
 //! It confirms a change only after JetStream's publish acknowledgement arrived: the ack
 //! means the stream stored the message (or already had it). Anything short of an ack
 //! (no connection, no responders while the server restarts, an ack timeout) is a
-//! transient error and the supervisor retries it. The client reconnects by itself.
+//! transient error and the supervisor retries it. The client reconnects by itself, and
+//! its connection events (a disconnect, each failed reconnect) are logged as warnings.
 //!
 //! Throughput: [`Component::on_event`] confirms one change at a time, so that path costs
 //! one round trip per change. When the runtime hands several changes at once
